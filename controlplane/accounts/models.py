@@ -1,0 +1,1 @@
+"""Models of the accounts app. None yet."""

@@ -1,0 +1,1 @@
+"""Team budgets and the usage ledger."""

@@ -1,0 +1,1 @@
+"""Models of the budgets app. None yet."""

@@ -1,0 +1,11 @@
+"""The Celery app: configured from Django settings (CELERY_*), tasks found in workers.tasks."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+
+app = Celery("edgeplane")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["workers"])

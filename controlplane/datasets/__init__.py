@@ -1,0 +1,1 @@
+"""Datasets and prompts; importers for JSONL, CSV and Parquet in verl's format."""

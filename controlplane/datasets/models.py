@@ -1,0 +1,1 @@
+"""Models of the datasets app. None yet."""

@@ -1,0 +1,2 @@
+"""Run configs, runs, attempts, step summaries, prompt observations, selection decisions and
+prompt states."""

@@ -1,0 +1,1 @@
+"""Models of the runs app. None yet."""

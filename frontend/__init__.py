@@ -1,0 +1,1 @@
+"""Pages, static JS and chart JSON views; reads through controlplane selectors."""

@@ -1,0 +1,1 @@
+"""Shared pytest fixtures. Tests mirror the code tree: tests/<package>/test_<module>.py."""

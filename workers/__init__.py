@@ -1,0 +1,1 @@
+"""Everything that runs outside the web process: Celery tasks, selection algorithms, engines."""

@@ -1,0 +1,4 @@
+"""The embedded engine: torch + transformers on the CPU or one GPU.
+
+Runs standalone: `python -m workers.engines.local --config ...`.
+"""
