@@ -1,0 +1,574 @@
+"""The composed selection pipeline: any valid set of methods, each at its layer.
+
+An engine drives one optimizer step like this (the same for the local and verl engines)::
+
+    step = pipeline.begin_step(step_index, epoch)
+    while step.needs_prompts():
+        keys = loader.take(step.request_size())
+        if not keys:
+            step.loader_exhausted(); break
+        round_ = step.pre_rollout(keys, prompt_entropy=forward_pass)  # GRESO, HIVE, LZE pruner
+        loader.put_back(round_.deferred)
+        probe = generate(round_.keys, round_.probe_sizes)
+        extra = step.allocate(round_, successes_of(probe))              # HORA (else zeros)
+        step.add_groups(outcomes_of(probe + generate(round_.keys, extra)))  # DAPO filter
+    batch = step.finish()                                               # LZE backward selection
+    token_advantages = step.advantages(batch, token_entropy, response_mask)  # GRPO or RL-ZVP
+    result = step.close(seconds=..., parameters=..., forward_tokens_extra=...)
+
+and at epoch boundaries ``pipeline.end_epoch(e)`` then ``pipeline.start_epoch(e + 1)``
+(whose returned keys go to the front of the loader: LZE replays).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from workers.selection import greso
+from workers.selection.accounting import StepAccounting
+from workers.selection.decisions import Decision, Layer
+from workers.selection.groups import SUCCESS_THRESHOLD
+from workers.selection.ledger import Bucket, PromptLedger
+from workers.selection.params import GresoParams, LzeParams, SelectionConfigError
+from workers.selection.selectors import REGISTRY, Greso, Grpo, Hive, Hora, Lze, PromptEntropyFn, Rlzvp, Selector
+
+# How many candidates one step may draw, as a multiple of B, before it trains on what
+# it has: a guard against filters that keep (almost) nothing.
+MAX_DRAW_FACTOR = 50
+
+
+@dataclass
+class GroupOutcome:
+    """One prompt's rollouts in this step, as the engine scored them."""
+
+    key: str
+    rewards: np.ndarray
+    response_tokens: np.ndarray  # response length per rollout
+    mean_entropy: float = float("nan")  # mean response-token entropy over the group
+
+    def __post_init__(self) -> None:
+        self.rewards = np.asarray(self.rewards, dtype=np.float64)
+        self.response_tokens = np.asarray(self.response_tokens, dtype=np.int64)
+        if self.rewards.ndim != 1 or self.rewards.size == 0 or self.response_tokens.shape != self.rewards.shape:
+            raise ValueError(f"group {self.key!r}: need one reward and one response length per rollout")
+        if not np.isfinite(self.rewards).all():
+            raise ValueError(f"group {self.key!r}: rewards must be finite (a verifier returned no score)")
+
+    @property
+    def size(self) -> int:
+        return int(self.rewards.size)
+
+    @property
+    def successes(self) -> int:
+        return int((self.rewards >= SUCCESS_THRESHOLD).sum())
+
+    @property
+    def pass_rate(self) -> float:
+        return self.successes / self.size
+
+    @property
+    def zero_variance(self) -> bool:
+        return self.size >= 2 and bool(self.rewards.min() == self.rewards.max())
+
+
+@dataclass
+class RolloutRound:
+    keys: list[str]
+    probe_sizes: np.ndarray  # rollouts per prompt now: n0 with HORA, else N
+    deferred: list[str]  # kept but not needed this round: give them back to the loader
+
+
+@dataclass
+class TrainingBatch:
+    groups: list[GroupOutcome]
+    rewards: np.ndarray  # (rollouts,) in group order
+    group_index: np.ndarray  # (rollouts,) position of each rollout's group in ``groups``
+    rollout_weights: np.ndarray  # (rollouts,) N / G_i: every prompt weighs the same
+
+    @property
+    def response_tokens(self) -> np.ndarray:
+        if not self.groups:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([g.response_tokens for g in self.groups])
+
+
+@dataclass
+class StepResult:
+    step: int
+    epoch: int
+    accounting: StepAccounting
+    metrics: dict[str, float]
+    observations: list[dict[str, Any]]
+    decisions: list[Decision]
+    alerts: list[str]
+
+    def to_record(self) -> dict[str, Any]:
+        """The step record every engine sends through the telemetry sink."""
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "summary": {**self.accounting.to_record(), "metrics": self.metrics},
+            "observations": self.observations,
+            "decisions": [d.to_record() for d in self.decisions],
+            "alerts": self.alerts,
+        }
+
+
+def resolve_methods(methods: Mapping[str, Mapping[str, Any] | None] | Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Normalise a list of names or a {name: params} mapping; reject unknown or repeated names."""
+    if isinstance(methods, Mapping):
+        items = [(str(name), dict(params or {})) for name, params in methods.items()]
+    else:
+        items = [(str(name), {}) for name in methods]
+    seen: dict[str, dict[str, Any]] = {}
+    for name, params in items:
+        if name not in REGISTRY:
+            raise SelectionConfigError(
+                "selectors", f"unknown method {name!r}; valid methods are {', '.join(REGISTRY)}"
+            )
+        if name in seen:
+            raise SelectionConfigError("selectors", f"method {name!r} is listed twice")
+        seen[name] = params
+    return seen
+
+
+class Pipeline:
+    """A valid composition of selectors, the prompt ledger they share, and their RNG."""
+
+    def __init__(
+        self,
+        methods: Mapping[str, Mapping[str, Any] | None] | Sequence[str],
+        *,
+        batch_size: int,
+        group_size: int,
+        seed: int = 0,
+        ledger: PromptLedger | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise SelectionConfigError("batch_size", f"B must be >= 1 prompt per step, got {batch_size}")
+        if group_size < 2:
+            raise SelectionConfigError(
+                "group_size", f"N must be >= 2: GRPO compares rollouts within a group, got {group_size}"
+            )
+        self.batch_size = batch_size
+        self.group_size = group_size
+        self.ledger = ledger if ledger is not None else PromptLedger()
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self._pending: list[Decision] = []
+        resolved = resolve_methods(methods)
+        self.selectors: dict[str, Selector] = {
+            name: REGISTRY[name](REGISTRY[name].Params.from_mapping(params), self)
+            for name, params in resolved.items()
+        }
+        self._check_composition()
+        state = self.ledger.method_state.get("pipeline")
+        if state:
+            self._load_own_state(state)
+
+    # -- composition --------------------------------------------------------------------
+    def _check_composition(self) -> None:
+        s = self.selectors
+        if "greso" in s and "hive" in s:
+            raise SelectionConfigError(
+                "selectors", "greso and hive both filter prompts from history; HIVE stage 1 with "
+                "hive.lam = 1.0 is GRESO's filter: keep one of them"
+            )
+        if "grpo" in s and "rlzvp" in s:
+            raise SelectionConfigError(
+                "selectors", "grpo and rlzvp both set the advantage; RL-ZVP already uses GRPO for "
+                "mixed groups: drop grpo"
+            )
+        if "rlzvp" in s and "dapo" in s:
+            raise SelectionConfigError(
+                "selectors", "dapo drops the zero-variance groups that rlzvp draws its signal from: "
+                "choose one of them"
+            )
+        lze = s.get("lze")
+        if lze is not None and "rlzvp" in s and isinstance(lze.params, LzeParams) and lze.params.backward:
+            raise SelectionConfigError(
+                "lze.backward", "LZE backward selection updates only on mixed groups, so rlzvp would "
+                "shape nothing: set lze.backward = false (keep the pruner) or drop rlzvp"
+            )
+        history = self.history_filter
+        if history is not None:
+            p = history.params
+            assert isinstance(p, GresoParams)
+            if p.post_filter == "on" and "rlzvp" in s:
+                raise SelectionConfigError(
+                    f"{history.name}.post_filter", "the zero-variance post-filter would drop the groups "
+                    "rlzvp shapes: set it to auto or off"
+                )
+            if p.post_filter == "off" and "dapo" in s:
+                raise SelectionConfigError(
+                    f"{history.name}.post_filter", "dapo is the post-filter: remove dapo or set "
+                    f"{history.name}.post_filter to auto"
+                )
+        hora_sel = s.get("hora")
+        if hora_sel is not None:
+            n0 = hora_sel.params.n0  # type: ignore[attr-defined]
+            if n0 >= self.group_size:
+                raise SelectionConfigError(
+                    "hora.n0", f"the probe (n0 = {n0}) must be smaller than N = {self.group_size}, "
+                    "or nothing is left to allocate: lower hora.n0 or raise N"
+                )
+
+    @property
+    def history_filter(self) -> Greso | None:
+        for name in ("hive", "greso"):
+            sel = self.selectors.get(name)
+            if isinstance(sel, Greso):
+                return sel
+        return None
+
+    @property
+    def post_filter_owner(self) -> str | None:
+        """The method whose zero-variance post-filter runs, or None when there is none."""
+        if "dapo" in self.selectors:
+            return "dapo"
+        history = self.history_filter
+        if history is None:
+            return None
+        mode = history.params.post_filter  # type: ignore[attr-defined]
+        if mode == "on" or (mode == "auto" and "rlzvp" not in self.selectors):
+            return history.name
+        return None
+
+    @property
+    def advantage_selector(self) -> Grpo | Rlzvp:
+        sel = self.selectors.get("rlzvp") or self.selectors.get("grpo")
+        if sel is None:
+            sel = Grpo(Grpo.Params.from_mapping({}), self)
+        assert isinstance(sel, (Grpo, Rlzvp))
+        return sel
+
+    def methods(self) -> list[str]:
+        return list(self.selectors)
+
+    # -- steps and epochs -----------------------------------------------------------------
+    def begin_step(self, step: int, epoch: int) -> StepSelection:
+        self.step = step
+        selection = StepSelection(self, step, epoch)
+        selection.decisions.extend(Decision(step, d.prompt_key, d.layer, d.method, d.reason, d.scores)
+                                   for d in self._pending)
+        self._pending = []
+        return selection
+
+    def end_epoch(self, epoch: int) -> list[Decision]:
+        decisions = [d for sel in self.selectors.values() for d in sel.end_epoch(epoch)]
+        self._pending.extend(decisions)
+        return decisions
+
+    def start_epoch(self, epoch: int) -> list[str]:
+        """Open an epoch; returns prompt keys to roll out first (LZE replays)."""
+        decisions = [d for sel in self.selectors.values() for d in sel.start_epoch(epoch)]
+        self._pending.extend(decisions)
+        return [d.prompt_key for d in decisions if d.reason == "lze.replayed"]
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _own_state(self) -> dict[str, Any]:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "step": self.step,
+            "pending": [d.to_record() for d in self._pending],
+        }
+
+    def _load_own_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.step = int(state["step"])
+        self._pending = [
+            Decision(r["step"], r["prompt_key"], Layer(r["layer"]), r["method"], r["reason"], r["scores"])
+            for r in state["pending"]
+        ]
+
+    def save(self, path: str | Path) -> None:
+        """Checkpoint the ledger, every method's state and the RNG in one file."""
+        self.ledger.method_state["pipeline"] = self._own_state()
+        self.ledger.save(path)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, methods: Mapping[str, Mapping[str, Any] | None] | Sequence[str], *,
+        batch_size: int, group_size: int,
+    ) -> Pipeline:
+        return cls(methods, batch_size=batch_size, group_size=group_size, ledger=PromptLedger.load(path))
+
+
+class StepSelection:
+    """One optimizer step in progress: rounds of candidates, rollouts, the training batch."""
+
+    def __init__(self, pipeline: Pipeline, step: int, epoch: int) -> None:
+        self.pipeline = pipeline
+        self.step = step
+        self.epoch = epoch
+        self.rng = pipeline.rng
+        self.decisions: list[Decision] = []
+        self.metrics: dict[str, float] = {}
+        self.alerts: list[str] = []
+        self.outcomes: list[GroupOutcome] = []  # every group generated this step
+        self.batch_groups: list[GroupOutcome] = []  # collected for the update (after the post-filter)
+        self.trained_groups: list[GroupOutcome] = []  # after backward selection
+        self.prompt_entropy: dict[str, float] = {}
+        self.lze_energy: dict[str, float] = {}
+        self.rounds = 0
+        self.candidates_drawn = 0
+        self.rollouts_effective = 0
+        self._pending: list[str] = []  # kept, waiting for the round to fill
+        self._pool: list[str] = []  # HIVE: stage-1 survivors waiting for stage 2
+        self._round_target = 0
+        self._exhausted = False
+        self._finished = False
+        owner = pipeline.post_filter_owner
+        self.post_filter = owner
+        sel = pipeline.selectors.get(owner) if owner else None
+        self.max_rounds = int(getattr(sel.params, "max_gen_batches", 0)) if sel else 0
+
+    # -- helpers used by the selectors ----------------------------------------------------
+    def decide(self, key: str, layer: Layer, method: str, reason: str, scores: dict[str, float]) -> None:
+        self.decisions.append(Decision(self.step, key, layer, method, reason, scores))
+
+    def metric_add(self, name: str, value: float) -> None:
+        self.metrics[name] = self.metrics.get(name, 0.0) + value
+
+    @property
+    def groups_generated(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def groups_all_correct(self) -> int:
+        return sum(1 for o in self.outcomes if o.successes == o.size)
+
+    @property
+    def groups_all_wrong(self) -> int:
+        return sum(1 for o in self.outcomes if o.successes == 0)
+
+    # -- pre-rollout ----------------------------------------------------------------------
+    def needs_prompts(self) -> bool:
+        B = self.pipeline.batch_size
+        if self._finished or self._exhausted or len(self.batch_groups) >= B:
+            return False
+        if self.max_rounds and self.rounds >= self.max_rounds:
+            self._alert_once(
+                f"stopped drawing after {self.rounds} generation rounds with {len(self.batch_groups)} of {B} "
+                "groups; training on those (raise max_gen_batches to draw more)"
+            )
+            return False
+        if not self._can_draw_more() and not self._pending and not self._pool:
+            self._alert_once(
+                f"pre-rollout filters kept too few prompts: {self.candidates_drawn} drawn for "
+                f"{len(self.batch_groups)} of {B} groups; training on those"
+            )
+            return False
+        return True
+
+    def _alert_once(self, message: str) -> None:
+        if message not in self.alerts:
+            self.alerts.append(message)
+
+    def round_target(self) -> int:
+        """Prompts to roll out in the next round."""
+        if self._round_target:
+            return self._round_target
+        p = self.pipeline
+        missing = p.batch_size - len(self.batch_groups)
+        if self.post_filter is None:
+            target = missing
+        elif self.post_filter == "dapo":
+            dapo_params = p.selectors["dapo"].params
+            target = math.ceil(dapo_params.gen_batch_factor * p.batch_size)  # type: ignore[attr-defined]
+        else:
+            history = p.history_filter
+            assert history is not None
+            hp = history.params
+            assert isinstance(hp, GresoParams)
+            zv_rate = float(history.state.get("zero_variance_rate", 0.0))
+            # The refill floor (64 in the paper, for B in the hundreds) never exceeds B.
+            target = greso.next_rollout_batch(
+                missing, zv_rate, math.ceil(hp.rollout_batch_factor * p.batch_size),
+                min(hp.min_rollout_batch, p.batch_size),
+            )
+        self._round_target = max(target, 1)
+        return self._round_target
+
+    def request_size(self) -> int:
+        """How many candidates to draw now."""
+        need = self.round_target() - len(self._pending)
+        hive_sel = self.pipeline.selectors.get("hive")
+        if hive_sel is not None:
+            factor = hive_sel.params.pool_factor  # type: ignore[attr-defined]
+            return max(1, math.ceil(factor * need) - len(self._pool))
+        return max(1, need)
+
+    def loader_exhausted(self) -> None:
+        """The engine has no more candidates this step: roll out what is pending."""
+        self._exhausted = True
+
+    def pre_rollout(self, keys: Sequence[str], prompt_entropy: PromptEntropyFn | None = None) -> RolloutRound:
+        keys = list(keys)
+        self.candidates_drawn += len(keys)
+        p = self.pipeline
+        slots = p.ledger.slots(keys)
+        keep = np.ones(len(keys), dtype=bool)
+        for name in ("lze", "hive", "greso"):
+            sel = p.selectors.get(name)
+            if sel is not None:
+                sel.screen(self, keys, slots, keep)
+        survivors = [k for k, kept in zip(keys, keep) if kept]
+        short = not self._can_draw_more()
+        hive_sel = p.selectors.get("hive")
+        if isinstance(hive_sel, Hive):
+            self._pool.extend(survivors)
+            pool_target = math.ceil(hive_sel.params.pool_factor * (self.round_target() - len(self._pending)))  # type: ignore[attr-defined]
+            if len(self._pool) < pool_target and not short:
+                return RolloutRound([], np.zeros(0, dtype=np.int64), [])
+            gate_keys, self._pool = self._pool, []
+            survivors = [k for k, ok in zip(gate_keys, hive_sel.verify(self, gate_keys, prompt_entropy)) if ok]
+        self._pending.extend(survivors)
+        target = self.round_target()
+        if len(self._pending) < target and not short:
+            return RolloutRound([], np.zeros(0, dtype=np.int64), [])
+        roll, deferred = self._pending[:target], self._pending[target:]
+        self._pending = []
+        self._round_target = 0
+        hora_sel = p.selectors.get("hora")
+        probe = hora_sel.params.n0 if hora_sel is not None else p.group_size  # type: ignore[attr-defined]
+        return RolloutRound(roll, np.full(len(roll), probe, dtype=np.int64), deferred)
+
+    def _can_draw_more(self) -> bool:
+        """Whether drawing may go on after this draw (else roll out what is pending)."""
+        return not (self._exhausted or self.candidates_drawn >= MAX_DRAW_FACTOR * self.pipeline.batch_size)
+
+    # -- allocation -----------------------------------------------------------------------
+    def allocate(self, round_: RolloutRound, probe_successes: Sequence[int]) -> np.ndarray:
+        """Extra rollouts per prompt of the round: HORA's allocation, or none."""
+        successes = np.asarray(probe_successes, dtype=np.int64)
+        if successes.shape != (len(round_.keys),):
+            raise ValueError(f"need one probe success count per prompt: {successes.shape} for {len(round_.keys)}")
+        sel = self.pipeline.selectors.get("hora")
+        if not isinstance(sel, Hora) or not round_.keys:
+            return np.zeros(len(round_.keys), dtype=np.int64)
+        return sel.allocate(self, round_.keys, successes)
+
+    # -- post-rollout ---------------------------------------------------------------------
+    def add_groups(self, outcomes: Sequence[GroupOutcome]) -> None:
+        """Take a round's scored groups; the post-filter keeps mixed groups up to B."""
+        self.rounds += 1
+        B = self.pipeline.batch_size
+        self.outcomes.extend(outcomes)
+        owner = self.post_filter
+        if owner is None:
+            self.batch_groups.extend(outcomes)
+            return
+        zero_variance = 0
+        for outcome in outcomes:
+            if outcome.zero_variance:
+                zero_variance += 1
+                reason = "dapo.all_correct" if outcome.successes == outcome.size else "dapo.all_wrong"
+                self.decide(outcome.key, Layer.POST_ROLLOUT, owner, reason, {"group_size": outcome.size})
+            elif len(self.batch_groups) >= B:
+                self.decide(outcome.key, Layer.POST_ROLLOUT, owner, "dapo.surplus", {"batch": B})
+            else:
+                self.batch_groups.append(outcome)
+        self.metric_add("post_filter/dropped_zero_variance", zero_variance)
+        history = self.pipeline.history_filter
+        if history is not None and outcomes:
+            history.state["zero_variance_rate"] = zero_variance / len(outcomes)
+
+    def finish(self) -> TrainingBatch:
+        """Close collection; LZE backward selection picks the groups that enter the update."""
+        self._finished = True
+        groups = self.batch_groups
+        if len(groups) < self.pipeline.batch_size and not self.alerts:
+            self.alerts.append(f"trained on {len(groups)} of {self.pipeline.batch_size} groups")
+        lze_sel = self.pipeline.selectors.get("lze")
+        if isinstance(lze_sel, Lze) and lze_sel.p.backward and groups:
+            pass_rate = np.array([g.pass_rate for g in groups])
+            chosen = lze_sel.select_for_update(self, pass_rate, [g.key for g in groups])
+            groups = [g for g, ok in zip(groups, chosen) if ok]
+        self.trained_groups = groups
+        if not groups:
+            empty = np.zeros(0)
+            return TrainingBatch([], empty, np.zeros(0, dtype=np.int64), empty)
+        rewards = np.concatenate([g.rewards for g in groups])
+        sizes = np.array([g.size for g in groups])
+        group_index = np.repeat(np.arange(len(groups)), sizes)
+        weights = self.pipeline.group_size / sizes[group_index]
+        return TrainingBatch(groups, rewards, group_index, weights.astype(np.float64))
+
+    def advantages(self, batch: TrainingBatch, token_entropy: np.ndarray | None, response_mask: np.ndarray) -> np.ndarray:
+        """(rollouts, tokens) advantages of the training batch: GRPO, or RL-ZVP when chosen."""
+        if not batch.groups:
+            return np.zeros((0, np.asarray(response_mask).shape[-1] if np.asarray(response_mask).ndim == 2 else 0))
+        sel = self.pipeline.advantage_selector
+        out = sel.token_advantages(self, batch.rewards, batch.group_index, token_entropy, response_mask)
+        self.rollouts_effective = int((np.abs(out) > 0).any(axis=1).sum())
+        return out
+
+    # -- close ----------------------------------------------------------------------------
+    def close(
+        self,
+        *,
+        seconds: Mapping[str, float] | None = None,
+        parameters: int = 0,
+        forward_tokens_extra: int = 0,
+    ) -> StepResult:
+        """Record the step's visits in the ledger, update controllers, account for it."""
+        p = self.pipeline
+        if not self._finished:
+            raise RuntimeError("call finish() (and advantages()) before close()")
+        ledger = p.ledger
+        outcomes = self.outcomes
+        slots = ledger.observe(
+            [o.key for o in outcomes],
+            np.array([o.successes for o in outcomes], dtype=np.int64),
+            np.array([o.size for o in outcomes], dtype=np.int64),
+            step=self.step,
+            epoch=self.epoch,
+            response_entropy=np.array([o.mean_entropy for o in outcomes], dtype=np.float64),
+        ) if outcomes else np.zeros(0, dtype=np.int64)
+        for sel in p.selectors.values():
+            sel.after_step(self)
+        for sel in p.selectors.values():
+            self.metrics.update(sel.metrics())
+
+        trained = {id(g) for g in self.trained_groups}
+        buckets = ledger.buckets(slots, self.step)
+        observations = []
+        for outcome, bucket in zip(outcomes, buckets):
+            observations.append({
+                "prompt_key": outcome.key,
+                "group_size": outcome.size,
+                "successes": outcome.successes,
+                "pass_rate": outcome.pass_rate,
+                "response_entropy": outcome.mean_entropy,
+                "prompt_entropy": self.prompt_entropy.get(outcome.key, float("nan")),
+                "energy": self.lze_energy.get(outcome.key, float("nan")),
+                "response_tokens": int(outcome.response_tokens.sum()),
+                "trained": id(outcome) in trained,
+                "bucket": Bucket.NAMES[int(bucket)],
+            })
+        accounting = StepAccounting(
+            step=self.step,
+            rollouts_generated=sum(o.size for o in outcomes),
+            tokens_generated=int(sum(int(o.response_tokens.sum()) for o in outcomes)),
+            rollouts_effective=self.rollouts_effective,
+            rollouts_trained=sum(g.size for g in self.trained_groups),
+            rollouts_uniform=p.batch_size * p.group_size,
+            groups_generated=len(outcomes),
+            groups_all_correct=self.groups_all_correct,
+            groups_all_wrong=self.groups_all_wrong,
+            groups_trained=len(self.trained_groups),
+            forward_tokens_extra=int(forward_tokens_extra),
+            backward_tokens=int(sum(int(g.response_tokens.sum()) for g in self.trained_groups)),
+            parameters=int(parameters),
+            seconds={k: float(v) for k, v in (seconds or {}).items()},
+        )
+        p.step = self.step + 1
+        return StepResult(self.step, self.epoch, accounting, dict(self.metrics), observations,
+                          list(self.decisions), list(self.alerts))
+
