@@ -77,3 +77,16 @@ def test_select_with_no_live_groups_selects_nothing():
 
 def test_replay_count():
     assert [lze.replay_count(n) for n in (0, 1, 9, 10, 25)] == [0, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("n", [10, 60_000, 200_000])
+@pytest.mark.parametrize("share", [0.001, 0.4, 0.999])
+def test_top_k_is_exact_at_every_size(n, share):
+    rng = np.random.default_rng(n)
+    values = rng.random(n)
+    values[: n // 2] = np.sort(values[: n // 2])  # partly ordered: a biased strided sample
+    k = max(1, int(share * n))
+    chosen = lze.top_k(values, k)
+    assert chosen.sum() == k
+    assert np.sort(values[chosen]).tolist() == np.sort(values)[-k:].tolist()
+

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from workers.selection import greso
+from workers.selection import dapo, greso
 from workers.selection.accounting import StepAccounting
 from workers.selection.decisions import Decision, Layer
 from workers.selection.groups import SUCCESS_THRESHOLD
@@ -464,16 +464,16 @@ class StepSelection:
         if owner is None:
             self.batch_groups.extend(outcomes)
             return
-        zero_variance = 0
-        for outcome in outcomes:
-            if outcome.zero_variance:
-                zero_variance += 1
-                reason = "dapo.all_correct" if outcome.successes == outcome.size else "dapo.all_wrong"
-                self.decide(outcome.key, Layer.POST_ROLLOUT, owner, reason, {"group_size": outcome.size})
-            elif len(self.batch_groups) >= B:
+        verdicts = dapo.post_filter([o.zero_variance for o in outcomes], B - len(self.batch_groups))
+        for outcome, verdict in zip(outcomes, verdicts):
+            if verdict == dapo.KEEP:
+                self.batch_groups.append(outcome)
+            elif verdict == dapo.SURPLUS:
                 self.decide(outcome.key, Layer.POST_ROLLOUT, owner, "dapo.surplus", {"batch": B})
             else:
-                self.batch_groups.append(outcome)
+                reason = "dapo.all_correct" if outcome.successes == outcome.size else "dapo.all_wrong"
+                self.decide(outcome.key, Layer.POST_ROLLOUT, owner, reason, {"group_size": outcome.size})
+        zero_variance = int((verdicts == dapo.ZERO_VARIANCE).sum())
         self.metric_add("post_filter/dropped_zero_variance", zero_variance)
         history = self.pipeline.history_filter
         if history is not None and outcomes:
