@@ -7,9 +7,10 @@ import os
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,6 +41,6 @@ def write_results(name: str, figures: dict[str, Any], directory: Path | None = N
     directory = directory or RESULTS
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    payload = {"benchmark": name, "at": datetime.now(timezone.utc).isoformat(), "machine": machine(), **figures}
+    payload = {"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": machine(), **figures}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

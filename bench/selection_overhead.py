@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._timing import median_ms, write_results  # noqa: E402
-from workers.selection import greso, hive, hora, lze  # noqa: E402
-from workers.selection.ledger import PromptLedger  # noqa: E402
+from bench._timing import median_ms, write_results
+from workers.selection import greso, hive, hora, lze
+from workers.selection.ledger import PromptLedger
 
 AIMS_MS = {"lze_score_select_1m": 30, "stage1_1m": 20, "ledger_update_1024": 2, "hora_1024x24": 5}
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_selection_overhead_bench_prints_and_writes_every_figure(tmp_path):
     result = subprocess.run(
         [sys.executable, "bench/selection_overhead.py", "--prompts", "60000", "--repeats", "1", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads((tmp_path / "selection_overhead.json").read_text())["median_ms"]

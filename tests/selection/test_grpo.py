@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 
 from tests.selection.reference import grpo_loop
-from workers.selection.grpo import broadcast_to_tokens, group_advantages
 from workers.selection.groups import group_stats
+from workers.selection.grpo import broadcast_to_tokens, group_advantages
 
 
 def verl_advantages(rewards, group_ids, norm_by_std=True, eps=1e-6, width=5):

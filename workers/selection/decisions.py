@@ -56,18 +56,18 @@ REASONS: dict[str, tuple[Action, str]] = {
     ),
     "hive.band_kept": (
         Action.KEPT,
-        "kept by HIVE stage 2: prompt entropy {entropy:.3f} inside the band [{lower:.3f}, {upper:.3f}] "
-        "of {candidates:.0f} candidates",
+        ("kept by HIVE stage 2: prompt entropy {entropy:.3f} inside the band [{lower:.3f}, {upper:.3f}] "
+         "of {candidates:.0f} candidates"),
     ),
     "hive.band_skipped": (
         Action.SKIPPED,
-        "skipped by HIVE stage 2: prompt entropy {entropy:.3f} outside the band [{lower:.3f}, {upper:.3f}] "
-        "of {candidates:.0f} candidates",
+        ("skipped by HIVE stage 2: prompt entropy {entropy:.3f} outside the band [{lower:.3f}, {upper:.3f}] "
+         "of {candidates:.0f} candidates"),
     ),
     "hora.allocated": (
         Action.ALLOCATED,
-        "allocated by HORA: {successes:.0f}/{probe:.0f} probe hits, posterior mean {posterior_mean:.3f}, "
-        "{extra:.0f} extra rollouts (group of {group_size:.0f})",
+        ("allocated by HORA: {successes:.0f}/{probe:.0f} probe hits, posterior mean {posterior_mean:.3f}, "
+         "{extra:.0f} extra rollouts (group of {group_size:.0f})"),
     ),
     "dapo.all_correct": (
         Action.DROPPED,
@@ -87,8 +87,8 @@ REASONS: dict[str, tuple[Action, str]] = {
     ),
     "lze.not_selected": (
         Action.DROPPED,
-        "left out of the update by LZE: energy {energy:.3f}, rank {rank:.0f} of {live:.0f} live groups, "
-        "top {k:.0f} kept",
+        ("left out of the update by LZE: energy {energy:.3f}, rank {rank:.0f} of {live:.0f} live groups, "
+         "top {k:.0f} kept"),
     ),
     "lze.zero_variance": (
         Action.DROPPED,
@@ -116,13 +116,13 @@ REASONS: dict[str, tuple[Action, str]] = {
     ),
     "rlzvp.all_correct": (
         Action.SHAPED,
-        "shaped by RL-ZVP: all {group_size:.0f} rollouts correct, advantage alpha x token entropy "
-        "(mean {mean_advantage:.4f})",
+        ("shaped by RL-ZVP: all {group_size:.0f} rollouts correct, advantage alpha x token entropy "
+         "(mean {mean_advantage:.4f})"),
     ),
     "rlzvp.all_wrong": (
         Action.SHAPED,
-        "shaped by RL-ZVP: all {group_size:.0f} rollouts wrong, advantage -alpha x (max entropy - token "
-        "entropy) (mean {mean_advantage:.4f})",
+        ("shaped by RL-ZVP: all {group_size:.0f} rollouts wrong, advantage -alpha x (max entropy - token "
+         "entropy) (mean {mean_advantage:.4f})"),
     ),
 }
 

@@ -23,9 +23,10 @@ and at epoch boundaries ``pipeline.end_epoch(e)`` then ``pipeline.start_epoch(e 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,17 @@ from workers.selection.decisions import Decision, Layer
 from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.ledger import Bucket, PromptLedger
 from workers.selection.params import GresoParams, LzeParams, SelectionConfigError
-from workers.selection.selectors import REGISTRY, Greso, Grpo, Hive, Hora, Lze, PromptEntropyFn, Rlzvp, Selector
+from workers.selection.selectors import (
+    REGISTRY,
+    Greso,
+    Grpo,
+    Hive,
+    Hora,
+    Lze,
+    PromptEntropyFn,
+    Rlzvp,
+    Selector,
+)
 
 # How many candidates one step may draw, as a multiple of B, before it trains on what
 # it has: a guard against filters that keep (almost) nothing.

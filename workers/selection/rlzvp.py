@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.selection.grpo import advantages_from_groups, broadcast_to_tokens
 from workers.selection.groups import SUCCESS_THRESHOLD, as_rewards, group_stats
+from workers.selection.grpo import advantages_from_groups, broadcast_to_tokens
 
 
 def token_advantages(

@@ -7,7 +7,8 @@ method modules (greso, hive, hora, lze, rlzvp, grpo). Hooks receive the step in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
