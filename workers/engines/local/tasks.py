@@ -1,0 +1,200 @@
+"""Built-in verifiable tasks for a tiny character-level GPT: reversed-answer arithmetic.
+
+Prompts are plain text such as "347+85=" and the answer is the result written reversed
+("432" -> "234"): a left-to-right model then emits the low digit first, the order in
+which carries happen, which spreads difficulty well on a tiny model. Score with the
+"exact" verifier. Each difficulty level (digit count) is drawn equally often, and every
+prompt is unique across both splits.
+
+Keys are `data_source:index`; indices run over the test split first (0..n_test-1), then
+train, so keys are unique across splits and the test split does not move when n_train
+changes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workers.engines.dataset import PromptRecord
+
+CHARSET = "0123456789+*="  # every character of a built-in prompt or answer
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """One arithmetic family: level k's items are numbered 0..size(k)-1 by `operands`."""
+
+    name: str
+    symbol: str
+    levels: tuple[int, ...]
+    size: Callable[[int], int]
+    operands: Callable[[int, int], tuple[int, int]]
+    apply: Callable[[int, int], int]
+
+    @property
+    def data_source(self) -> str:
+        return f"edgeplane/{self.name}"
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    name: str
+    train: list[PromptRecord]
+    test: list[PromptRecord]
+    verifier: str = "exact"
+
+
+def _bounds(k: int) -> tuple[int, int]:
+    """k-digit numbers run from low to high - 1; 0 counts as a 1-digit number."""
+    high = int(10**k)
+    return (0 if k == 1 else high // 10), high
+
+
+def _add_size(k: int) -> int:
+    # Pairs below 10**k whose longer operand has exactly k digits.
+    low, high = _bounds(k)
+    return high * high - low * low
+
+
+def _add_operands(k: int, i: int) -> tuple[int, int]:
+    # First the pairs whose left operand has k digits, then those whose right one does.
+    low, high = _bounds(k)
+    wide = high - low
+    if i < wide * high:
+        return low + i // high, i % high
+    i -= wide * high
+    return i // wide, low + i % wide
+
+
+def _mul_size(k: int) -> int:
+    low, high = _bounds(k)
+    return (high - low) * 8
+
+
+def _mul_operands(k: int, i: int) -> tuple[int, int]:
+    low, _ = _bounds(k)
+    return low + i // 8, 2 + i % 8  # a k-digit number times a digit 2..9
+
+
+TASKS: dict[str, TaskFamily] = {
+    "add": TaskFamily("add", "+", (1, 2, 3, 4, 5), _add_size, _add_operands, lambda a, b: a + b),
+    "mul": TaskFamily("mul", "*", (1, 2, 3, 4), _mul_size, _mul_operands, lambda a, b: a * b),
+}
+
+
+def builtin_task(name: str, *, seed: int = 0, n_train: int = 2000, n_test: int = 200) -> TaskSplits:
+    """Deterministic train/test splits of a family for (name, seed, n_train, n_test)."""
+    family = TASKS.get(name)
+    if family is None:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(sorted(TASKS))}")
+    if n_train < 0 or n_test < 0:
+        raise ValueError(f"n_train and n_test must be >= 0, got {n_train} and {n_test}")
+    sizes = [family.size(k) for k in family.levels]
+    if n_train + n_test > sum(sizes):
+        raise ValueError(
+            f"task {name!r} has {sum(sizes)} distinct prompts; n_train + n_test asks for "
+            f"{n_train + n_test}"
+        )
+    test_quota = _spread(n_test, sizes)
+    train_quota = _spread(n_train, [s - q for s, q in zip(sizes, test_quota, strict=True)])
+    # The test draw uses its own stream, so it depends on n_test only.
+    test_rng = random.Random(f"{family.data_source}:{seed}:test")
+    train_rng = random.Random(f"{family.data_source}:{seed}:train")
+    test_items: list[tuple[int, int]] = []
+    train_items: list[tuple[int, int]] = []
+    for level, size, n_te, n_tr in zip(family.levels, sizes, test_quota, train_quota, strict=True):
+        taken = test_rng.sample(range(size), n_te)
+        test_items += [(level, i) for i in taken]
+        # Draw enough to cover the test items we must skip; sample() never repeats.
+        seen = set(taken)
+        fresh = [i for i in train_rng.sample(range(size), n_tr + n_te) if i not in seen]
+        train_items += [(level, i) for i in fresh[:n_tr]]
+    test_rng.shuffle(test_items)  # mix levels, so any prefix covers all difficulties
+    train_rng.shuffle(train_items)
+    test = _records(family, test_items, "test", start=0)
+    train = _records(family, train_items, "train", start=n_test)
+    return TaskSplits(name=name, train=train, test=test)
+
+
+def _spread(n: int, caps: Sequence[int]) -> list[int]:
+    """Split n as evenly as caps allow (water-filling); levels that run out pass the rest on."""
+    quotas = [0] * len(caps)
+    open_levels = [i for i, c in enumerate(caps) if c > 0]
+    left = n
+    while left and open_levels:
+        share, extra = divmod(left, len(open_levels))
+        for rank, i in enumerate(open_levels):
+            take = min(caps[i] - quotas[i], share + (rank < extra))
+            quotas[i] += take
+            left -= take
+        open_levels = [i for i in open_levels if quotas[i] < caps[i]]
+    assert not left, "callers check n <= sum(caps)"
+    return quotas
+
+
+def _records(
+    family: TaskFamily, items: list[tuple[int, int]], split: str, start: int
+) -> list[PromptRecord]:
+    records = []
+    for offset, (level, i) in enumerate(items):
+        a, b = family.operands(level, i)
+        index = start + offset
+        records.append(
+            PromptRecord(
+                key=f"{family.data_source}:{index}",
+                prompt=f"{a}{family.symbol}{b}=",
+                ground_truth=str(family.apply(a, b))[::-1],
+                data_source=family.data_source,
+                index=index,
+                difficulty=f"digits={level}",
+                split=split,
+            )
+        )
+    return records
+
+
+def export_verl_parquet(records: Iterable[PromptRecord], path: str | Path) -> None:
+    """Write records as a Parquet file in verl's RL dataset format (plus a top-level key)."""
+    rows = [
+        {
+            "data_source": r.data_source,
+            "prompt": r.prompt
+            if isinstance(r.prompt, list)
+            else [{"role": "user", "content": r.prompt}],
+            "ability": "arithmetic",
+            "reward_model": {"style": "rule", "ground_truth": r.ground_truth},
+            "extra_info": {
+                "split": r.split,
+                "index": r.index,
+                "key": r.key,
+                "difficulty": r.difficulty,
+            },
+            "key": r.key,
+        }
+        for r in records
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=_VERL_SCHEMA), str(path))
+
+
+_TEXT = pa.string()
+_VERL_SCHEMA = pa.schema(
+    [
+        ("data_source", _TEXT),
+        ("prompt", pa.list_(pa.struct([("role", _TEXT), ("content", _TEXT)]))),
+        ("ability", _TEXT),
+        ("reward_model", pa.struct([("style", _TEXT), ("ground_truth", _TEXT)])),
+        (
+            "extra_info",
+            pa.struct(
+                [("split", _TEXT), ("index", pa.int64()), ("key", _TEXT), ("difficulty", _TEXT)]
+            ),
+        ),
+        ("key", _TEXT),
+    ]
+)
