@@ -246,3 +246,27 @@ def test_decision_messages_read_as_one_line_reasons():
     assert d.to_record()["action"] == "skipped"
     with pytest.raises(ValueError, match="unknown decision reason"):
         Decision(7, "k", Layer.PRE_ROLLOUT, "hive", "hive.because", {})
+
+
+def test_advantages_by_mini_batches_of_whole_groups_equal_the_whole_batch():
+    pipeline = Pipeline(["rlzvp"], batch_size=B, group_size=N)
+    whole = Simulation(None, pipeline=pipeline)
+    sel = pipeline.begin_step(0, 0)
+    round_ = sel.pre_rollout(whole.loader.take(sel.request_size()))
+    from workers.selection.pipeline import GroupOutcome
+    rng = np.random.default_rng(0)
+    sel.add_groups([GroupOutcome(k, (rng.random(N) < whole.rates[k]).astype(float), np.full(N, 3)) for k in round_.keys])
+    batch = sel.finish()
+    entropy = rng.random((B * N, 3))
+    mask = np.ones((B * N, 3), bool)
+    full = sel.advantages(batch, entropy, mask)
+    effective_whole = sel.rollouts_effective
+    sel.rollouts_effective = 0
+    parts = np.zeros_like(full)
+    rows = batch.group_rows()
+    for chunk in ([0, 1, 2], [3, 4, 5, 6, 7]):
+        sub = batch.subset(chunk)
+        chunk_rows = np.concatenate([rows[i] for i in chunk])
+        parts[chunk_rows] = sel.advantages(sub, entropy[chunk_rows], mask[chunk_rows])
+    np.testing.assert_allclose(parts, full)
+    assert sel.rollouts_effective == effective_whole

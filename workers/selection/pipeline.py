@@ -107,6 +107,19 @@ class TrainingBatch:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([g.response_tokens for g in self.groups])
 
+    def subset(self, positions: Sequence[int]) -> TrainingBatch:
+        """The batch restricted to some of its groups (a mini-batch of whole groups)."""
+        groups = [self.groups[int(i)] for i in positions]
+        rows = np.concatenate([np.flatnonzero(self.group_index == int(i)) for i in positions]) if groups else np.zeros(0, int)
+        sizes = np.array([g.size for g in groups], dtype=np.int64)
+        return TrainingBatch(groups, self.rewards[rows], np.repeat(np.arange(len(groups)), sizes),
+                             self.rollout_weights[rows])
+
+    def group_rows(self) -> list[np.ndarray]:
+        """Rollout rows of each group, in group order."""
+        starts = np.r_[0, np.cumsum([g.size for g in self.groups])]
+        return [np.arange(starts[i], starts[i + 1]) for i in range(len(self.groups))]
+
 
 @dataclass
 class StepResult:
@@ -327,7 +340,8 @@ class StepSelection:
         self.prompt_entropy: dict[str, float] = {}
         self.lze_energy: dict[str, float] = {}
         self.rounds = 0
-        self.candidates_drawn = 0
+        self.candidates_drawn = 0  # drawn from the loader, replays and deferred ones included
+        self.candidates_deferred = 0  # kept but given back to the loader for a later step
         self.rollouts_effective = 0
         self._pending: list[str] = []  # kept, waiting for the round to fill
         self._pool: list[str] = []  # HIVE: stage-1 survivors waiting for stage 2
@@ -445,6 +459,7 @@ class StepSelection:
             return RolloutRound([], np.zeros(0, dtype=np.int64), [])
         roll, deferred = self._pending[:target], self._pending[target:]
         self._pending = []
+        self.candidates_deferred += len(deferred)
         self._round_target = 0
         hora_sel = p.selectors.get("hora")
         probe = hora_sel.params.n0 if hora_sel is not None else p.group_size  # type: ignore[attr-defined]
@@ -512,12 +527,14 @@ class StepSelection:
         return TrainingBatch(groups, rewards, group_index, weights.astype(np.float64))
 
     def advantages(self, batch: TrainingBatch, token_entropy: np.ndarray | None, response_mask: np.ndarray) -> np.ndarray:
-        """(rollouts, tokens) advantages of the training batch: GRPO, or RL-ZVP when chosen."""
+        """(rollouts, tokens) advantages of the training batch, or of a mini-batch of whole
+        groups (``batch.subset``): GRPO, or RL-ZVP when chosen. Call once per group."""
+        mask = np.asarray(response_mask)
         if not batch.groups:
-            return np.zeros((0, np.asarray(response_mask).shape[-1] if np.asarray(response_mask).ndim == 2 else 0))
+            return np.zeros((0, mask.shape[-1] if mask.ndim == 2 else 0))
         sel = self.pipeline.advantage_selector
-        out = sel.token_advantages(self, batch.rewards, batch.group_index, token_entropy, response_mask)
-        self.rollouts_effective = int((np.abs(out) > 0).any(axis=1).sum())
+        out = sel.token_advantages(self, batch, token_entropy, mask)
+        self.rollouts_effective += int((np.abs(out) > 0).any(axis=1).sum())
         return out
 
     # -- close ----------------------------------------------------------------------------
@@ -546,6 +563,8 @@ class StepSelection:
             sel.after_step(self)
         for sel in p.selectors.values():
             self.metrics.update(sel.metrics())
+        self.metrics["selection/candidates_drawn"] = float(self.candidates_drawn)
+        self.metrics["selection/candidates_deferred"] = float(self.candidates_deferred)
 
         trained = {id(g) for g in self.trained_groups}
         buckets = ledger.buckets(slots, self.step)

@@ -26,7 +26,7 @@ from workers.selection.params import (
 )
 
 if TYPE_CHECKING:
-    from workers.selection.pipeline import Pipeline, StepSelection
+    from workers.selection.pipeline import Pipeline, StepSelection, TrainingBatch
 
 PromptEntropyFn = Callable[[list[str]], np.ndarray]
 
@@ -72,11 +72,11 @@ class Grpo(Selector):
     layers = frozenset({Layer.ADVANTAGE})
     Params = GrpoParams
 
-    def token_advantages(self, step: StepSelection, rewards: np.ndarray, group_index: np.ndarray,
-                         token_entropy: np.ndarray | None, response_mask: np.ndarray) -> np.ndarray:
+    def token_advantages(self, step: StepSelection, batch: TrainingBatch, token_entropy: np.ndarray | None,
+                         response_mask: np.ndarray) -> np.ndarray:
         p = self.params
         assert isinstance(p, GrpoParams)
-        advantages = grpo.group_advantages(rewards, group_index, p.norm_by_std, p.eps)
+        advantages = grpo.group_advantages(batch.rewards, batch.group_index, p.norm_by_std, p.eps)
         return grpo.broadcast_to_tokens(advantages, response_mask)
 
 
@@ -265,26 +265,27 @@ class Rlzvp(Selector):
     layers = frozenset({Layer.ADVANTAGE})
     Params = RlzvpParams
 
-    def token_advantages(self, step: StepSelection, rewards: np.ndarray, group_index: np.ndarray,
-                         token_entropy: np.ndarray | None, response_mask: np.ndarray) -> np.ndarray:
+    def token_advantages(self, step: StepSelection, batch: TrainingBatch, token_entropy: np.ndarray | None,
+                         response_mask: np.ndarray) -> np.ndarray:
         p = self.params
         assert isinstance(p, RlzvpParams)
         if token_entropy is None:
             raise ValueError("RL-ZVP needs the per-token entropies of the loss forward pass")
+        rewards, group_index = batch.rewards, batch.group_index
         advantages = rlzvp.token_advantages(rewards, group_index, token_entropy, response_mask,
                                             p.alpha, p.norm_by_std, p.eps)
         shaped = rlzvp.shaped_rollouts(rewards, group_index)
         mask = np.asarray(response_mask, dtype=bool)
         for g in np.unique(group_index[shaped]):
             rows = group_index == g
-            outcome = step.trained_groups[int(g)]
+            outcome = batch.groups[int(g)]
             all_correct = bool(rewards[rows][0] >= 0.5)
             step.decide(outcome.key, Layer.ADVANTAGE, self.name,
                         "rlzvp.all_correct" if all_correct else "rlzvp.all_wrong", {
                             "group_size": int(rows.sum()),
                             "mean_advantage": float(advantages[rows][mask[rows]].mean()) if mask[rows].any() else 0.0,
                         })
-        step.metrics["rlzvp/shaped_rollouts"] = float(shaped.sum())
+        step.metric_add("rlzvp/shaped_rollouts", float(shaped.sum()))
         return advantages
 
 

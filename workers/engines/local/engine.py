@@ -1,0 +1,430 @@
+"""The embedded engine: real GRPO on a small causal LM, on CPU or one GPU.
+
+One step, top to bottom: the selection pipeline asks for candidates, filters them
+(GRESO / HIVE / LZE pruner), the policy samples groups (HORA: a probe, then the extras),
+the verifier scores them, the post-filter and backward selection pick the groups that
+train (DAPO / LZE), and the clipped-surrogate update runs with GRPO or RL-ZVP advantages.
+The step's record goes to the telemetry sink, whose answer may cancel or stop the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from workers.engines.config import RunConfig
+from workers.engines.dataset import PromptRecord, read_dataset
+from workers.engines.local import tasks
+from workers.engines.local.evaluate import evaluate
+from workers.engines.local.model import Policy, hf_policy, resolve_device, tiny_policy
+from workers.engines.local.sampling import NonFiniteLogits, Rollouts, concat, entropy_from_logits, left_pad, positions, sample, select_rows
+from workers.engines.local.update import TrainingDiverged, UpdateStats, grpo_update
+from workers.engines.local.warmup import supervised_warmup
+from workers.engines.telemetry import Control, RunStatus, TelemetrySink
+from workers.engines.verifiers import get_verifier
+from workers.selection import hive
+from workers.selection.pipeline import GroupOutcome, Pipeline, StepSelection, TrainingBatch
+
+log = logging.getLogger(__name__)
+KEEP_CHECKPOINTS = 3
+
+
+@dataclass
+class Loader:
+    """Prompt keys in a fresh shuffled order each epoch, with a queue in front of it for
+    prompts given back (deferred by a filter) or put first (LZE replays)."""
+
+    keys: list[str]
+    rng: np.random.Generator
+    order: list[int] = field(default_factory=list)
+    position: int = 0
+    queue: deque[str] = field(default_factory=deque)
+    wrapped: bool = False  # an epoch ended during the last step
+
+    def __post_init__(self) -> None:
+        if not self.order:
+            self.order = self.rng.permutation(len(self.keys)).tolist()
+
+    def take(self, n: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < n and self.queue:
+            out.append(self.queue.popleft())
+        while len(out) < n:
+            if self.position == len(self.order):
+                self.order = self.rng.permutation(len(self.keys)).tolist()
+                self.position = 0
+                self.wrapped = True
+            out.append(self.keys[self.order[self.position]])
+            self.position += 1
+        return out
+
+    def put_back(self, keys: list[str]) -> None:
+        self.queue.extendleft(reversed(keys))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "order": self.order, "position": self.position,
+                "queue": list(self.queue), "wrapped": self.wrapped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.order, self.position = list(state["order"]), int(state["position"])
+        self.queue, self.wrapped = deque(state["queue"]), bool(state["wrapped"])
+
+
+@dataclass
+class StepRollouts:
+    """Every rollout sampled in one step, and which rows belong to which group."""
+
+    parts: list[Rollouts] = field(default_factory=list)
+    rows: dict[int, np.ndarray] = field(default_factory=dict)  # id(GroupOutcome) -> rows
+    count: int = 0
+
+    def add(self, rollouts: Rollouts) -> np.ndarray:
+        self.parts.append(rollouts)
+        rows = np.arange(self.count, self.count + len(rollouts))
+        self.count += len(rollouts)
+        return rows
+
+
+class LocalEngine:
+    def __init__(self, config: RunConfig, out_dir: str | Path, sink: TelemetrySink, *,
+                 var_dir: str | Path = "var") -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.sink = sink
+        self.var_dir = Path(var_dir)
+        self.train, self.test = self._load_records()
+        self.by_key = {r.key: r for r in self.train}
+        self.device = resolve_device(config.device)
+        self.policy = self._build_policy()
+        self.policy.model.to(self.device)
+        self.policy.model.eval()
+        self.verifier = get_verifier(config.verifier)
+        self.pipeline = Pipeline(config.selector_params(), batch_size=config.batch_size,
+                                 group_size=config.group_size, seed=config.seed)
+        self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.loader = Loader([r.key for r in self.train], np.random.default_rng(config.seed))
+        self.step = 0
+        self.epoch = 0
+        self.device_seconds = 0.0
+        self._encoded: dict[str, list[int]] = {}
+        self.last_checkpoint: Path | None = None
+
+    # -- setup ------------------------------------------------------------------------------
+    def _load_records(self) -> tuple[list[PromptRecord], list[PromptRecord]]:
+        c = self.config
+        if c.dataset:
+            train = read_dataset(c.dataset)
+            test = read_dataset(c.eval_dataset) if c.eval_dataset else []
+        else:
+            splits = tasks.builtin_task(c.task, seed=c.seed, n_train=c.task_train_size, n_test=c.task_test_size)
+            train, test = splits.train, splits.test
+            if c.eval_dataset:
+                test = read_dataset(c.eval_dataset)
+        if c.eval_prompts:
+            test = test[: c.eval_prompts]
+        return train, test
+
+    def _build_policy(self) -> Policy:
+        c = self.config
+        if c.model != "tiny":
+            return hf_policy(c.model)
+        charset = set(tasks.CHARSET)
+        for record in self.train + self.test:
+            texts = [record.prompt] if isinstance(record.prompt, str) else [m["content"] for m in record.prompt]
+            for text in [*texts, record.ground_truth]:
+                charset.update(text)
+        longest = max(len(self._text(r)) + len(r.ground_truth) for r in self.train + self.test)
+        return tiny_policy("".join(sorted(charset)), layers=c.model_layers, dim=c.model_dim, heads=c.model_heads,
+                           max_positions=longest + c.max_new_tokens + 8, seed=c.seed)
+
+    @staticmethod
+    def _text(record: PromptRecord) -> str:
+        return record.prompt if isinstance(record.prompt, str) else "\n".join(m["content"] for m in record.prompt)
+
+    def _warm_up(self) -> dict[str, float]:
+        c = self.config
+        if c.model != "tiny" or c.warmup_steps == 0:
+            return {}
+        key = c.digest("task", "dataset", "task_train_size", "task_test_size", "model_layers", "model_dim",
+                       "model_heads", "warmup_steps", "warmup_lr", "seed", "max_new_tokens")
+        cache = self.var_dir / "warmup" / f"{key}-{self.policy.tokenizer.charset.encode().hex()[:16]}.pt"
+        return supervised_warmup(self.policy, self.train, steps=c.warmup_steps, lr=c.warmup_lr, seed=c.seed,
+                                 cache_path=cache)
+
+    def encoded(self, key: str) -> list[int]:
+        ids = self._encoded.get(key)
+        if ids is None:
+            ids = self._encoded[key] = self.policy.encode_prompt(self.by_key[key].prompt)
+        return ids
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, *, resume: bool = False) -> RunStatus:
+        c = self.config
+        resumed_from = self.load_latest() if resume else None
+        warmup = {} if resumed_from is not None else self._warm_up()
+        if warmup:
+            log.info("warm-up: %s", warmup)
+        self.sink.run_started(config=c.to_dict(), model_parameters=self.policy.n_parameters,
+                              dataset_size=len(self.train), resumed_from_step=resumed_from)
+        try:
+            if resumed_from is None and c.eval_every:
+                self.sink.evaluation(self.evaluate())
+            while self.step < c.steps:
+                record = self.train_step()
+                if warmup and self.step == 0:
+                    record["summary"]["warmup"] = warmup
+                control = self.sink.step(record)
+                self.step += 1
+                if (c.eval_every and self.step % c.eval_every == 0) or self.step == c.steps:
+                    self.sink.evaluation(self.evaluate())
+                if c.max_device_hours and self.device_seconds >= c.max_device_hours * 3600:
+                    control = Control.STOP_BUDGET
+                if control != Control.CONTINUE or self.step == c.steps or (
+                        c.checkpoint_every and self.step % c.checkpoint_every == 0):
+                    self.save_checkpoint()
+                if control == Control.CANCEL:
+                    return self._finish(RunStatus.CANCELLED, f"cancelled on request after step {self.step}")
+                if control == Control.STOP_BUDGET:
+                    return self._finish(RunStatus.BUDGET_STOPPED,
+                                        f"compute budget reached after step {self.step} "
+                                        f"({self.device_seconds / 3600:.4f} device-hours)")
+        except (TrainingDiverged, NonFiniteLogits) as exc:
+            kept = self.last_checkpoint.name if self.last_checkpoint else "none (no checkpoint was saved yet)"
+            return self._finish(RunStatus.FAILED, f"training diverged after {self.step} completed steps: {exc}; "
+                                                  f"last good checkpoint kept: {kept}")
+        except Exception as exc:
+            self._finish(RunStatus.FAILED, f"engine error at step {self.step}: {type(exc).__name__}: {exc}")
+            raise
+        return self._finish(RunStatus.SUCCEEDED, f"trained {self.step} steps")
+
+    def _finish(self, status: RunStatus, reason: str) -> RunStatus:
+        self.sink.run_finished(status=status, reason=reason)
+        return status
+
+    # -- one step -----------------------------------------------------------------------------
+    def train_step(self) -> dict[str, Any]:
+        seconds = {"select": 0.0, "generate": 0.0, "reward": 0.0, "update": 0.0}
+
+        @contextmanager
+        def phase(name: str) -> Iterator[None]:
+            start = time.perf_counter()
+            yield
+            seconds[name] += time.perf_counter() - start
+
+        with phase("select"):
+            if self.loader.wrapped:
+                self.loader.wrapped = False
+                self.pipeline.end_epoch(self.epoch)
+                self.epoch += 1
+                self.loader.put_back(self.pipeline.start_epoch(self.epoch))
+            sel = self.pipeline.begin_step(self.step, self.epoch)
+        step_rollouts = StepRollouts()
+        self._forward_tokens = 0
+        rewards_all: list[np.ndarray] = []
+        while True:
+            with phase("select"):
+                if not sel.needs_prompts():
+                    break
+                round_ = sel.pre_rollout(self.loader.take(sel.request_size()), prompt_entropy=self.prompt_entropy)
+                self.loader.put_back(round_.deferred)
+            if not round_.keys:
+                continue
+            with phase("generate"):
+                probe = self.generate(round_.keys, round_.probe_sizes)
+            with phase("reward"):
+                probe_rewards = self.score(round_.keys, round_.probe_sizes, probe)
+            with phase("select"):
+                extra = sel.allocate(round_, [int((r >= 0.5).sum()) for r in probe_rewards])
+            probe_rows = step_rollouts.add(probe)
+            starts = np.r_[0, np.cumsum(round_.probe_sizes)]
+            group_rows = [probe_rows[starts[i]:starts[i + 1]] for i in range(len(round_.keys))]
+            group_rewards = list(probe_rewards)
+            if extra.sum():
+                more_keys = [k for k, m in zip(round_.keys, extra) if m]
+                more_sizes = extra[extra > 0]
+                with phase("generate"):
+                    more = self.generate(more_keys, more_sizes)
+                with phase("reward"):
+                    more_rewards = self.score(more_keys, more_sizes, more)
+                more_rows = step_rollouts.add(more)
+                more_starts = np.r_[0, np.cumsum(more_sizes)]
+                for j, i in enumerate(np.flatnonzero(extra)):
+                    group_rows[i] = np.r_[group_rows[i], more_rows[more_starts[j]:more_starts[j + 1]]]
+                    group_rewards[i] = np.r_[group_rewards[i], more_rewards[j]]
+            all_rollouts = concat(step_rollouts.parts, self.policy.pad_id) if len(step_rollouts.parts) > 1 else step_rollouts.parts[0]
+            step_rollouts.parts = [all_rollouts]
+            outcomes = []
+            for key, rows, rewards in zip(round_.keys, group_rows, group_rewards):
+                mask = all_rollouts.response_mask[rows]
+                lengths = mask.sum(dim=1).cpu().numpy()
+                entropy = float((all_rollouts.entropy[rows] * mask).sum() / mask.sum().clamp(min=1))
+                outcome = GroupOutcome(key, rewards, lengths, mean_entropy=entropy)
+                step_rollouts.rows[id(outcome)] = rows
+                outcomes.append(outcome)
+                rewards_all.append(rewards)
+            with phase("select"):
+                sel.add_groups(outcomes)
+        with phase("select"):
+            batch = sel.finish()
+        with phase("update"):
+            stats = self.update(sel, batch, step_rollouts)
+        self.device_seconds += sum(seconds.values())
+        result = sel.close(seconds=seconds, parameters=self.policy.n_parameters,
+                           forward_tokens_extra=self._forward_tokens)
+        record = result.to_record()
+        generated = np.concatenate(rewards_all) if rewards_all else np.zeros(0)
+        record["summary"]["train"] = {
+            "reward_mean": float(generated.mean()) if generated.size else 0.0,
+            "response_length_mean": result.accounting.tokens_generated / max(result.accounting.rollouts_generated, 1),
+            "loss": stats.loss,
+            "grad_norm": stats.grad_norm,
+            "clip_fraction": stats.clip_fraction,
+            "entropy_mean": stats.entropy_mean,
+            "approx_kl": stats.approx_kl,
+            "device_seconds_total": self.device_seconds,
+        }
+        return record
+
+    def generate(self, keys: list[str], sizes: np.ndarray) -> Rollouts:
+        prompts = [self.encoded(k) for k, n in zip(keys, sizes) for _ in range(int(n))]
+        return sample(self.policy, prompts, max_new_tokens=self.config.max_new_tokens,
+                      temperature=self.config.temperature, top_p=self.config.top_p, generator=self.generator)
+
+    def score(self, keys: list[str], sizes: np.ndarray, rollouts: Rollouts) -> list[np.ndarray]:
+        ids = rollouts.response_ids.cpu()
+        mask = rollouts.response_mask.cpu()
+        out, row = [], 0
+        for key, n in zip(keys, sizes):
+            truth = self.by_key[key].ground_truth
+            rewards = np.empty(int(n))
+            for j in range(int(n)):
+                text = self.policy.decode_response(ids[row][mask[row]].tolist())
+                rewards[j] = self.verifier(text, truth)
+                row += 1
+            out.append(rewards)
+        return out
+
+    @torch.no_grad()
+    def prompt_entropy(self, keys: list[str]) -> np.ndarray:
+        """HIVE stage 2: mean next-token entropy over prompt positions 2..L, current policy."""
+        ids, mask = left_pad([self.encoded(k) for k in keys], self.policy.pad_id, self.device)
+        logits = self.policy.model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask)).logits
+        predicted = mask[:, 1:] & mask[:, :-1]  # a real position predicting a real next token
+        entropy = entropy_from_logits(logits[:, :-1])
+        self._forward_tokens += int(mask.sum())
+        return hive.prompt_entropy(entropy.cpu().numpy(), predicted.cpu().numpy())
+
+    def update(self, sel: StepSelection, batch: TrainingBatch, step_rollouts: StepRollouts) -> UpdateStats:
+        if not batch.groups:
+            return UpdateStats(0.0, 0.0, 0.0, 0.0, 0.0, 0)
+        c = self.config
+        all_rollouts = step_rollouts.parts[0]
+        rows = torch.as_tensor(np.concatenate([step_rollouts.rows[id(g)] for g in batch.groups]), device=self.device)
+        train = select_rows(all_rollouts, rows)
+        group_rows = batch.group_rows()
+        chunks = [chunk for chunk in np.array_split(np.arange(len(batch.groups)), min(c.minibatches, len(batch.groups)))]
+        minibatch_rows = [torch.as_tensor(np.concatenate([group_rows[i] for i in chunk]), device=self.device)
+                          for chunk in chunks]
+        mask = train.response_mask.cpu().numpy()
+
+        def advantages(number: int, entropy: torch.Tensor) -> torch.Tensor:
+            chunk, chunk_rows = chunks[number], minibatch_rows[number].cpu().numpy()
+            values = sel.advantages(batch.subset(chunk), entropy.cpu().numpy(), mask[chunk_rows])
+            return torch.as_tensor(values, dtype=torch.float32, device=self.device)
+
+        return grpo_update(
+            self.policy, self.optimizer, train, minibatch_rows, advantages,
+            torch.as_tensor(batch.rollout_weights, dtype=torch.float32, device=self.device),
+            clip_low=c.clip_low, clip_high=c.clip_high, temperature=c.temperature, grad_clip=c.grad_clip,
+            dr_grpo=c.dr_grpo, max_new_tokens=c.max_new_tokens,
+        )
+
+    def evaluate(self) -> dict[str, Any]:
+        # Its own generator, seeded by the step: evaluating never shifts training's randomness.
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + self.step)
+        result = evaluate(self.policy, self.test, self.verifier, k=self.config.eval_k,
+                          max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
+                          top_p=self.config.top_p, generator=generator)
+        return {"step": self.step, **result}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    @torch.no_grad()
+    def _check_health(self) -> None:
+        """Refuse to checkpoint a policy whose outputs are no longer finite numbers: the
+        last good checkpoint must stay the latest one."""
+        keys = [r.key for r in self.train[:8]]
+        ids, mask = left_pad([self.encoded(k) for k in keys], self.policy.pad_id, self.device)
+        logits = self.policy.model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask)).logits
+        if not bool(torch.isfinite(logits).all()):
+            raise TrainingDiverged("the policy's outputs are no longer finite numbers")
+
+    def save_checkpoint(self) -> Path:
+        self._check_health()
+        target = self.checkpoint_dir / f"step_{self.step:06d}"
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        torch.save({
+            "model": self.policy.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "loader": self.loader.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "device_seconds": self.device_seconds,
+            "config": self.config.to_dict(),
+        }, partial / "state.pt")
+        self.pipeline.save(partial / "selection.npz")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.replace(target)
+        latest = self.checkpoint_dir / "latest.partial"
+        latest.write_text(json.dumps({"step": self.step, "path": target.name}))
+        latest.replace(self.checkpoint_dir / "latest")
+        for old in sorted(self.checkpoint_dir.glob("step_??????"))[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.last_checkpoint = target
+        self.sink.checkpoint_saved(step=self.step, path=str(target))
+        return target
+
+    def saved_step(self) -> int:
+        """Step of the latest checkpoint (the step it resumes at)."""
+        return int(json.loads((self.checkpoint_dir / "latest").read_text())["step"])
+
+    def load_latest(self) -> int | None:
+        pointer = self.checkpoint_dir / "latest"
+        if not pointer.is_file():
+            return None
+        target = self.checkpoint_dir / json.loads(pointer.read_text())["path"]
+        state = torch.load(target / "state.pt", map_location=self.device, weights_only=False)
+        self.policy.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the resumed config's settings win
+            group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.loader.load_state_dict(state["loader"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.device_seconds = float(state["device_seconds"])
+        c = self.config
+        self.pipeline = Pipeline.load(target / "selection.npz", c.selector_params(), batch_size=c.batch_size,
+                                      group_size=c.group_size)
+        self.last_checkpoint = target
+        return self.step

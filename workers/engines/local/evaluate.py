@@ -1,0 +1,58 @@
+"""Held-out evaluation: k samples per prompt, Pass@1 and Pass@k (unbiased), overall and
+per difficulty."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from workers.engines.dataset import PromptRecord
+from workers.engines.local.model import Policy
+from workers.engines.local.sampling import sample
+from workers.selection.metrics import pass_at_k
+
+
+def evaluate(
+    policy: Policy,
+    records: list[PromptRecord],
+    verifier: Callable[[str, str], float],
+    *,
+    k: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator,
+    chunk: int = 512,
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    prompts = [policy.encode_prompt(r.prompt) for r in records]
+    correct = np.zeros(len(records), dtype=np.int64)
+    rows = [i for i in range(len(records)) for _ in range(k)]
+    for begin in range(0, len(rows), chunk):
+        part = rows[begin: begin + chunk]
+        rollouts = sample(policy, [prompts[i] for i in part], max_new_tokens=max_new_tokens,
+                          temperature=temperature, top_p=top_p, generator=generator)
+        for row, i in enumerate(part):
+            ids = rollouts.response_ids[row][rollouts.response_mask[row]].tolist()
+            correct[i] += verifier(policy.decode_response(ids), records[i].ground_truth) >= 0.5
+    n = np.full(len(records), k)
+    p1 = pass_at_k(n, correct, 1) if len(records) else np.zeros(0)
+    pk = pass_at_k(n, correct, k) if len(records) else np.zeros(0)
+    by_difficulty: dict[str, dict[str, float]] = defaultdict(dict)
+    tags = np.array([r.difficulty or "all" for r in records])
+    for tag in sorted(set(tags.tolist())):
+        pick = tags == tag
+        by_difficulty[tag] = {"pass_at_1": float(np.mean(p1[pick])), "pass_at_k": float(np.mean(pk[pick])),
+                              "prompts": int(pick.sum())}
+    return {
+        "k": k,
+        "prompts": len(records),
+        "pass_at_1": float(np.mean(p1)) if len(records) else 0.0,
+        "pass_at_k": float(np.mean(pk)) if len(records) else 0.0,
+        "by_difficulty": dict(by_difficulty),
+        "seconds": time.perf_counter() - start,
+    }

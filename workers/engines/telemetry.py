@@ -1,0 +1,116 @@
+"""The one protocol through which an engine talks to the outside world.
+
+An engine calls the sink once when the run starts, once per finished step with one
+record (summary, per-prompt observations, decisions), once per evaluation, once per
+checkpoint, and once at the end. ``step`` answers with a control signal that the
+engine obeys at the step boundary. The control plane implements the same protocol
+(in-process for the local engine, over HTTP for remote ones).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Control(StrEnum):
+    CONTINUE = "continue"
+    CANCEL = "cancel"
+    STOP_BUDGET = "stop_budget"
+
+
+class RunStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_STOPPED = "budget_stopped"
+
+
+class TelemetrySink(Protocol):
+    def run_started(self, *, config: dict[str, Any], model_parameters: int, dataset_size: int,
+                    resumed_from_step: int | None) -> None: ...
+
+    def step(self, record: dict[str, Any]) -> Control: ...
+
+    def evaluation(self, record: dict[str, Any]) -> None: ...
+
+    def checkpoint_saved(self, *, step: int, path: str) -> None: ...
+
+    def run_finished(self, *, status: RunStatus, reason: str) -> None: ...
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinity as explicit strings: JSON has no such numbers (STYLE.md)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
+class JsonlSink:
+    """Writes every event as one JSON line to ``DIR/events.jsonl``.
+
+    On resume, events of steps after the checkpoint are dropped first: those steps run
+    again, and a replayed step must replace its record, never duplicate it.
+    """
+
+    def __init__(self, out_dir: str | Path, control: Control = Control.CONTINUE) -> None:
+        self.path = Path(out_dir) / "events.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.control = control
+
+    def _write(self, event: str, payload: dict[str, Any]) -> None:
+        line = json.dumps(json_safe({"event": event, **payload}), allow_nan=False)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def truncate_after(self, step: int) -> None:
+        """Drop step, evaluation and checkpoint events after ``step`` (before a resume)."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            event = json.loads(line)
+            if event.get("step", -1) > step or event["event"] == "run_finished":
+                continue
+            kept.append(line)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        partial.replace(self.path)
+
+    def run_started(self, *, config: dict[str, Any], model_parameters: int, dataset_size: int,
+                    resumed_from_step: int | None) -> None:
+        self._write("run_started", {"config": config, "model_parameters": model_parameters,
+                                    "dataset_size": dataset_size, "resumed_from_step": resumed_from_step})
+
+    def step(self, record: dict[str, Any]) -> Control:
+        self._write("step", record)
+        return self.control
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        self._write("evaluation", record)
+
+    def checkpoint_saved(self, *, step: int, path: str) -> None:
+        self._write("checkpoint", {"step": step, "path": path})
+
+    def run_finished(self, *, status: RunStatus, reason: str) -> None:
+        self._write("run_finished", {"status": str(status), "reason": reason})
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
