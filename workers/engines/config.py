@@ -116,10 +116,13 @@ class RunConfig:
                 errors.append(FieldError(name, problem))
             else:
                 clean[name] = converted
+        config = cls(**clean)
+        try:
+            config.validate()  # the well-typed fields, so every problem is reported at once
+        except ConfigError as exc:
+            errors.extend(e for e in exc.errors if e.field not in {b.field for b in errors})
         if errors:
             raise ConfigError(errors)
-        config = cls(**clean)
-        config.validate()
         return config
 
     @classmethod

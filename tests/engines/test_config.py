@@ -1,0 +1,73 @@
+import pytest
+
+from workers.engines.config import ConfigError, RunConfig
+
+
+def errors_of(values):
+    with pytest.raises(ConfigError) as error:
+        RunConfig.from_mapping(values)
+    return error.value.as_dict()
+
+
+def test_defaults_are_a_valid_run():
+    config = RunConfig.from_mapping({})
+    assert (config.engine, config.task, config.batch_size, config.group_size) == ("local", "add", 64, 8)
+    assert config.selectors == {"grpo": {}}
+
+
+def test_every_problem_is_reported_at_once_with_its_field():
+    errors = errors_of({"batch_size": 0, "top_p": 1.5, "lr": "fast", "engine": "jax"})
+    assert {"batch_size", "top_p", "lr", "engine"} <= set(errors)
+    assert errors["lr"] == ["must be a number, got 'fast'"]
+    assert errors["batch_size"] == ["must be >= 1, got 0"]
+    assert "(0, 1]" in errors["top_p"][0]
+    assert "local, verl" in errors["engine"][0]
+
+
+def test_an_unknown_field_suggests_the_closest_names():
+    errors = errors_of({"batch_sise": 8})
+    assert "batch_size" in errors["batch_sise"][0]
+
+
+def test_selector_problems_name_the_selector_field_and_the_fix():
+    errors = errors_of({"group_size": 8, "selectors": {"hora": {"n0": 8}}})
+    assert "lower hora.n0 or raise N" in errors["selectors.hora.n0"][0]
+    errors = errors_of({"selectors": ["greso", "hive"]})
+    assert "keep one of them" in errors["selectors"][0]
+    errors = errors_of({"selectors": ["ppo"]})
+    assert "valid methods are grpo, dapo, greso, hive, hora, rlzvp, lze" in errors["selectors"][0]
+
+
+def test_a_list_of_method_names_is_accepted():
+    assert RunConfig.from_mapping({"selectors": ["hive", "rlzvp"]}).selectors == {"hive": {}, "rlzvp": {}}
+
+
+def test_missing_files_and_impossible_shapes_are_refused():
+    errors = errors_of({"dataset": "/nonexistent/data.jsonl", "model": "/nonexistent/model", "minibatches": 99,
+                        "model_dim": 30, "model_heads": 4})
+    assert "no file at" in errors["dataset"][0]
+    assert "local checkpoint directory" in errors["model"][0]
+    assert "at most batch_size" in errors["minibatches"][0]
+    assert "divisible" in errors["model_heads"][0]
+
+
+def test_dr_grpo_turns_off_std_normalisation_in_the_advantage_method():
+    assert RunConfig.from_mapping({"dr_grpo": True}).selector_params() == {"grpo": {"norm_by_std": False}}
+    assert RunConfig.from_mapping({"dr_grpo": True, "selectors": ["rlzvp"]}).selector_params() == {
+        "rlzvp": {"norm_by_std": False}}
+
+
+def test_it_loads_yaml_and_json(tmp_path):
+    (tmp_path / "run.yaml").write_text("batch_size: 16\nselectors: {hive: {}, hora: {n0: 4}}\n")
+    assert RunConfig.load(tmp_path / "run.yaml").selectors == {"hive": {}, "hora": {"n0": 4}}
+    (tmp_path / "run.json").write_text('{"steps": 7}')
+    assert RunConfig.load(tmp_path / "run.json").steps == 7
+    (tmp_path / "bad.yaml").write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        RunConfig.load(tmp_path / "bad.yaml")
+
+
+def test_describe_lists_every_field_with_help():
+    fields = {f["name"]: f for f in RunConfig.describe()}
+    assert fields["group_size"]["default"] == 8 and fields["group_size"]["help"]
+    assert all(f["help"] for f in fields.values())
