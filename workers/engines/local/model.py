@@ -71,7 +71,8 @@ class Policy:
         if isinstance(prompt, list):
             if getattr(self.tokenizer, "chat_template", None):
                 ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-                return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+                # transformers 5 answers a BatchEncoding (a mapping); older releases a list.
+                return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
             prompt = "\n".join(m["content"] for m in prompt)
         return list(self.tokenizer(prompt)["input_ids"])
 
