@@ -164,3 +164,15 @@ def test_export_round_trips_through_the_dataset_reader(tmp_path, name):
     fields = [(r.key, r.ground_truth, r.difficulty, r.split, r.index) for r in records]
     assert [(r.key, r.ground_truth, r.difficulty, r.split, r.index) for r in back] == fields
     assert [r.prompt[0]["content"] for r in back] == [r.prompt for r in records]
+
+
+def test_the_export_command_writes_both_splits_readable_as_datasets(tmp_path):
+    from workers.engines.dataset import read_dataset
+    from workers.engines.local.tasks import builtin_task, main
+
+    assert main(["mul", "--out", str(tmp_path), "--train", "30", "--test", "10"]) == 0
+    train = read_dataset(tmp_path / "mul-train.parquet")
+    test = read_dataset(tmp_path / "mul-test.parquet")
+    expected = builtin_task("mul", seed=0, n_train=30, n_test=10)
+    assert [r.key for r in train] == [r.key for r in expected.train]
+    assert [r.ground_truth for r in test] == [r.ground_truth for r in expected.test]

@@ -187,6 +187,7 @@ class LocalEngine:
                 if warmup and self.step == 0:
                     record["summary"]["warmup"] = warmup
                 control = self.sink.step(record)
+                self._log_step(record)
                 self.step += 1
                 if (c.eval_every and self.step % c.eval_every == 0) or self.step == c.steps:
                     self.sink.evaluation(self.evaluate())
@@ -209,6 +210,15 @@ class LocalEngine:
             self._finish(RunStatus.FAILED, f"engine error at step {self.step}: {type(exc).__name__}: {exc}")
             raise
         return self._finish(RunStatus.SUCCEEDED, f"trained {self.step} steps")
+
+    @staticmethod
+    def _log_step(record: dict[str, Any]) -> None:
+        s = record["summary"]
+        mixed = s["groups_generated"] - s["groups_all_correct"] - s["groups_all_wrong"]
+        log.info("step %d: %d mixed / %d all-correct / %d all-wrong of %d groups, %d groups trained, "
+                 "reward %.3f, rollout savings %.1f%%, loss %.4f", record["step"], mixed, s["groups_all_correct"],
+                 s["groups_all_wrong"], s["groups_generated"], s["groups_trained"], s["train"]["reward_mean"],
+                 100 * s["rollout_savings"], s["train"]["loss"])
 
     def _finish(self, status: RunStatus, reason: str) -> RunStatus:
         self.sink.run_finished(status=status, reason=reason)

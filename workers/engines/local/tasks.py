@@ -198,3 +198,27 @@ _VERL_SCHEMA = pa.schema(
         ("key", _TEXT),
     ]
 )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m workers.engines.local.tasks NAME --out DIR: export both splits as verl parquet."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m workers.engines.local.tasks", description=main.__doc__)
+    parser.add_argument("name", choices=sorted(TASKS))
+    parser.add_argument("--out", type=Path, required=True, help="folder for NAME-train.parquet and NAME-test.parquet")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--test", type=int, default=200)
+    args = parser.parse_args(argv)
+    splits = builtin_task(args.name, seed=args.seed, n_train=args.train, n_test=args.test)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for split, records in (("train", splits.train), ("test", splits.test)):
+        path = args.out / f"{args.name}-{split}.parquet"
+        export_verl_parquet(records, path)
+        print(f"{path}: {len(records)} prompts")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
