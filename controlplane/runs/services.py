@@ -1,0 +1,155 @@
+"""Run writes: create (validated, budget-checked), cancel, claim, execute, reconcile.
+
+Every status change is an atomic claim: ``filter(pk=..., status=...).update(...)`` and
+go on only if exactly one row changed, so two workers can never both act on a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from controlplane.accounts.models import Team
+from controlplane.budgets.services import BudgetExceeded, budget_status, forecast_device_hours
+from controlplane.datasets.models import Dataset
+from controlplane.datasets.services import dataset_export
+from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
+from workers.engines.config import ConfigError, FieldError, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+class RunStateError(Exception):
+    """The run is not in a state that allows this (e.g. cancelling a finished run)."""
+
+
+def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any], user=None) -> Run:
+    """Validate the config with RunConfig, check the budget, store, and enqueue on commit."""
+    if dataset.team_id != team.id:
+        raise ConfigError([FieldError("dataset", "no such dataset in this team")])
+    if not isinstance(config, dict):
+        raise ConfigError([FieldError("config", "must be a mapping of RunConfig fields")])
+    errors = [FieldError(name_, "set by the control plane from the run's dataset; leave it out")
+              for name_ in ("dataset", "eval_dataset") if config.get(name_)]
+    if errors:
+        raise ConfigError(errors)
+    run_config = RunConfig.from_mapping(config)
+    if not name.strip():
+        raise ConfigError([FieldError("name", "give the run a name")])
+    forecast = forecast_device_hours(team=team, batch_size=run_config.batch_size,
+                                     group_size=run_config.group_size, steps=run_config.steps)
+    status = budget_status(team)
+    remaining = status.remaining_device_hours
+    if remaining is not None and forecast > remaining:
+        raise BudgetExceeded(forecast, remaining)
+    with transaction.atomic():
+        run = Run.objects.create(team=team, dataset=dataset, name=name, created_by=user,
+                                 config=run_config.to_dict(), methods=list(run_config.selectors),
+                                 engine=run_config.engine, forecast_device_hours=forecast)
+        transaction.on_commit(lambda: run_enqueue(run_id=run.id))
+    return run
+
+
+def run_enqueue(*, run_id: int) -> None:
+    from workers.tasks import launch_run
+
+    launch_run.delay(run_id)
+
+
+def run_cancel(*, run: Run) -> Run:
+    """Queued runs end at once; running ones at their next step boundary (cooperative)."""
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.CANCELLED, status_reason="cancelled before it started", finished_at=now,
+            cancel_requested=True):
+        return Run.objects.get(pk=run.pk)
+    if not Run.objects.filter(pk=run.pk, status__in=ACTIVE).update(cancel_requested=True):
+        raise RunStateError(f"run {run.pk} is {run.status}: only queued, starting or running runs can be cancelled")
+    return Run.objects.get(pk=run.pk)
+
+
+def run_claim(*, run_id: int, worker: str) -> Attempt | None:
+    """Queued -> starting, once. A redelivered launch message finds nothing to claim."""
+    with transaction.atomic():
+        claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED, cancel_requested=False).update(
+            status=RunStatus.STARTING, attempts_count=F("attempts_count") + 1, heartbeat_at=timezone.now())
+        if not claimed:
+            return None
+        run = Run.objects.get(pk=run_id)
+        return Attempt.objects.create(run=run, number=run.attempts_count, worker=worker)
+
+
+def run_directory(run_id: int) -> Path:
+    return Path(settings.EDGEPLANE_RUNS_DIR) / f"run-{run_id}"
+
+
+def run_execute(*, run_id: int) -> str:
+    """Claim the run and train it in this process with the local engine; returns the status."""
+    from controlplane.telemetry.services import ControlPlaneSink, run_finished_ingest
+
+    attempt = run_claim(run_id=run_id, worker=f"{socket.gethostname()}:{os.getpid()}")
+    if attempt is None:
+        log.info("run %s: nothing to claim (already started, finished or cancelled)", run_id)
+        return "not-claimed"
+    run = attempt.run
+    try:
+        folder = run_directory(run.id)
+        train_path, test_path = dataset_export(dataset=run.dataset, folder=folder / "data")
+        config = RunConfig.from_mapping({**run.config, "dataset": str(train_path),
+                                         "eval_dataset": str(test_path) if test_path else ""})
+        if config.engine != "local":
+            raise ConfigError([FieldError("engine", f"engine {config.engine!r} is launched by its own worker")])
+        from workers.engines.local.engine import LocalEngine
+
+        engine = LocalEngine(config, folder / "engine", ControlPlaneSink(run.id),
+                             var_dir=Path(settings.EDGEPLANE_VAR_DIR))
+        resume = (folder / "engine" / "checkpoints" / "latest").is_file()
+        status = engine.run(resume=resume)
+        return str(status)
+    except Exception as exc:
+        log.exception("run %s failed", run_id)
+        run_finished_ingest(run_id=run.id, status=RunStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        return RunStatus.FAILED
+
+
+def runs_reconcile(*, now=None) -> dict[str, list[int]]:
+    """Mark runs with a stale heartbeat lost; requeue them to resume, up to the attempt limit."""
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS)
+    outcome: dict[str, list[int]] = {"requeued": [], "failed": []}
+    candidates = Run.objects.filter(status__in=[RunStatus.STARTING, RunStatus.RUNNING],
+                                    heartbeat_at__lt=stale_before).values_list("pk", flat=True)
+    for run_id in list(candidates):
+        with transaction.atomic():
+            lost = Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING],
+                                      heartbeat_at__lt=stale_before).update(status=RunStatus.LOST)
+            if not lost:
+                continue  # it reported meanwhile, or another reconciler took it
+            Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(
+                status=RunStatus.LOST, finished_at=now, reason="heartbeat stale: the worker stopped reporting")
+            run = Run.objects.get(pk=run_id)
+            if run.cancel_requested:
+                Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
+                    status=RunStatus.CANCELLED, status_reason="cancelled; its worker was lost", finished_at=now)
+                continue
+            if run.attempts_count >= settings.EDGEPLANE_MAX_ATTEMPTS:
+                Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
+                    status=RunStatus.FAILED, finished_at=now,
+                    status_reason=f"lost {run.attempts_count} times (limit EDGEPLANE_MAX_ATTEMPTS)")
+                outcome["failed"].append(run_id)
+                continue
+            Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
+                status=RunStatus.QUEUED, status_reason=f"requeued after attempt {run.attempts_count} was lost")
+            transaction.on_commit(lambda rid=run_id: run_enqueue(run_id=rid))
+            outcome["requeued"].append(run_id)
+    return outcome
+

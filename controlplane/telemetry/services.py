@@ -1,0 +1,251 @@
+"""Telemetry ingestion: the control plane's side of the engines' TelemetrySink.
+
+A step record is written in one transaction and idempotently per (run, step): the step's
+earlier rows are deleted first, so a step replayed after a resume replaces its rows and
+is never counted twice. Bulk rows go in with COPY on Postgres (a batch insert elsewhere).
+The answer carries the control signal back: cancel, stop for budget, or continue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable, Sequence
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from controlplane.budgets.services import budget_status, uniform_device_seconds, usage_record
+from controlplane.runs.models import (
+    FINISHED,
+    Attempt,
+    Evaluation,
+    PromptObservation,
+    PromptState,
+    Run,
+    RunStatus,
+    SelectionDecision,
+    StepSummary,
+)
+from controlplane.telemetry.models import RunToken
+from workers.engines.telemetry import Control
+
+OBSERVATION_COLUMNS = ("run_id", "step", "prompt_key", "group_size", "successes", "pass_rate", "response_entropy",
+                       "prompt_entropy", "energy", "response_tokens", "trained", "bucket")
+DECISION_COLUMNS = ("run_id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")
+SUMMARY_FIELDS = ("rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained",
+                  "rollouts_uniform", "groups_generated", "groups_all_correct", "groups_all_wrong", "groups_trained",
+                  "forward_tokens_extra", "backward_tokens", "rollout_savings", "effective_share_of_generated",
+                  "flops_estimate", "flops_uniform_estimate", "device_seconds")
+
+
+class IngestError(ValueError):
+    """A record that cannot be stored: says which part is wrong."""
+
+
+def _number(value: Any) -> float | None:
+    """JSON carries NaN as the string "NaN" (json_safe); the database stores NULL."""
+    if value is None or isinstance(value, str):
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+# -- bulk insert ----------------------------------------------------------------------------------
+def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """COPY rows into ``table`` on Postgres; executemany elsewhere. Returns the row count."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            raw = cursor.cursor  # psycopg 3 cursor under Django's wrapper
+            with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+    return len(rows)
+
+
+def _observation_rows(run_id: int, step: int, observations: list[dict[str, Any]]) -> Iterable[tuple]:
+    for o in observations:
+        yield (run_id, step, o["prompt_key"], int(o["group_size"]), int(o["successes"]), float(o["pass_rate"]),
+               _number(o.get("response_entropy")), _number(o.get("prompt_entropy")), _number(o.get("energy")),
+               int(o.get("response_tokens", 0)), bool(o["trained"]), o["bucket"])
+
+
+def _decision_rows(run_id: int, decisions: list[dict[str, Any]]) -> Iterable[tuple]:
+    for d in decisions:
+        yield (run_id, int(d["step"]), d["prompt_key"], d["layer"], d["method"], d["action"], d["reason"],
+               json.dumps(d.get("scores", {})), d["message"])
+
+
+# -- the step -------------------------------------------------------------------------------------
+@transaction.atomic
+def step_ingest(*, run_id: int, record: dict[str, Any]) -> Control:
+    """Store one step record; answer with the control signal for the engine."""
+    try:
+        step = int(record["step"])
+        summary = record["summary"]
+        observations = list(record.get("observations", []))
+        decisions = list(record.get("decisions", []))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IngestError(f"a step record needs step, summary, observations and decisions: {exc}") from exc
+    run = Run.objects.select_for_update().get(pk=run_id)
+    if run.status in FINISHED:
+        raise IngestError(f"run {run_id} is {run.status}: it takes no more steps")
+    StepSummary.objects.filter(run=run, step=step).delete()
+    PromptObservation.objects.filter(run=run, step=step).delete()
+    SelectionDecision.objects.filter(run=run, step=step).delete()
+
+    uniform = uniform_device_seconds(summary)
+    train = summary.get("train", {})
+    StepSummary.objects.create(
+        run=run, step=step, epoch=int(record.get("epoch", 0)),
+        **{name: summary[name] for name in SUMMARY_FIELDS},
+        uniform_device_seconds=uniform,
+        reward_mean=_number(train.get("reward_mean")), loss=_number(train.get("loss")),
+        seconds=summary.get("seconds", {}), metrics=_json_clean(summary.get("metrics", {})),
+        train=_json_clean(train), alerts=record.get("alerts", []),
+    )
+    bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS, _observation_rows(run.id, step, observations))
+    bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, _decision_rows(run.id, decisions))
+    _update_prompt_states(run, step, observations, decisions)
+    usage_record(run=run, step=step, device_seconds=float(summary["device_seconds"]), uniform_seconds=uniform)
+
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(
+        steps_completed=step + 1, heartbeat_at=now,
+        status=RunStatus.RUNNING if run.status in (RunStatus.STARTING, RunStatus.LOST) else run.status,
+    )
+    if run.cancel_requested:
+        return Control.CANCEL
+    if budget_status(run.team_id).exhausted:
+        return Control.STOP_BUDGET
+    return Control.CONTINUE
+
+
+def _json_clean(value: Any) -> Any:
+    """JSON columns refuse NaN: store it as null."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_clean(v) for v in value]
+    return value
+
+
+def _update_prompt_states(run: Run, step: int, observations: list[dict], decisions: list[dict]) -> None:
+    """Upsert the current learning-edge state of every prompt this step touched."""
+    latest: dict[str, dict[str, Any]] = {}
+    for o in observations:
+        latest[o["prompt_key"]] = {"bucket": o["bucket"], "pass_rate": float(o["pass_rate"]),
+                                   "response_entropy": _number(o.get("response_entropy")),
+                                   "prompt_entropy": _number(o.get("prompt_entropy")), "visit": 1}
+    for d in decisions:  # pruning happens at epoch ends, without an observation
+        if d["action"] == "pruned":
+            latest.setdefault(d["prompt_key"], {"visit": 0})["bucket"] = "pruned"
+    if not latest:
+        return
+    existing = {s.prompt_key: s for s in PromptState.objects.filter(run=run, prompt_key__in=list(latest))}
+    create, update = [], []
+    for key, values in latest.items():
+        state = existing.get(key)
+        if state is None:
+            create.append(PromptState(run=run, prompt_key=key, bucket=values.get("bucket", "unseen"),
+                                      pass_rate=values.get("pass_rate"), response_entropy=values.get("response_entropy"),
+                                      prompt_entropy=values.get("prompt_entropy"), visits=values["visit"],
+                                      last_step=step))
+            continue
+        if step < state.last_step:
+            continue  # an older step replayed after newer ones: the newer state stands
+        state.bucket = values.get("bucket", state.bucket)
+        for name in ("pass_rate", "response_entropy", "prompt_entropy"):
+            if values.get(name) is not None:
+                setattr(state, name, values[name])
+        if step > state.last_step:
+            state.visits += values["visit"]
+        state.last_step = step
+        update.append(state)
+    PromptState.objects.bulk_create(create, batch_size=2000)
+    PromptState.objects.bulk_update(update, ["bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits",
+                                             "last_step"], batch_size=2000)
+
+
+# -- the other events -------------------------------------------------------------------------------
+def evaluation_ingest(*, run_id: int, record: dict[str, Any]) -> None:
+    from django.db.models import Sum
+
+    step = int(record["step"])
+    totals = StepSummary.objects.filter(run_id=run_id, step__lt=step).aggregate(
+        rollouts=Sum("rollouts_generated"), seconds=Sum("device_seconds"))
+    Evaluation.objects.update_or_create(
+        run_id=run_id, step=step,
+        defaults={"k": int(record["k"]), "pass_at_1": float(record["pass_at_1"]),
+                  "pass_at_k": float(record["pass_at_k"]), "prompts": int(record["prompts"]),
+                  "by_difficulty": _json_clean(record.get("by_difficulty", {})),
+                  "rollouts_generated_total": totals["rollouts"] or 0, "device_seconds_total": totals["seconds"] or 0.0},
+    )
+
+
+def run_started_ingest(*, run_id: int, resumed_from_step: int | None) -> None:
+    now = timezone.now()
+    Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING]).update(
+        status=RunStatus.RUNNING, heartbeat_at=now)
+    Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
+    Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(
+        status=RunStatus.RUNNING, resumed_from_step=resumed_from_step)
+
+
+def checkpoint_ingest(*, run_id: int, step: int) -> None:
+    Run.objects.filter(pk=run_id).update(last_checkpoint_step=step, heartbeat_at=timezone.now())
+
+
+@transaction.atomic
+def run_finished_ingest(*, run_id: int, status: str, reason: str) -> None:
+    """Final status of the run and its open attempt; the run's tokens stop working."""
+    now = timezone.now()
+    Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(
+        status=status, status_reason=reason, finished_at=now)
+    Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(status=status, reason=reason,
+                                                                            finished_at=now)
+    RunToken.objects.filter(run_id=run_id, revoked_at__isnull=True).update(revoked_at=now)
+
+
+# -- tokens ---------------------------------------------------------------------------------------------
+def token_issue(*, run_id: int) -> str:
+    return RunToken.objects.create(run_id=run_id).key
+
+
+def token_run(key: str) -> int | None:
+    """The run a live token is scoped to, or None."""
+    token = RunToken.objects.filter(key=key, revoked_at__isnull=True).only("run_id").first()
+    return token.run_id if token else None
+
+
+# -- the sink -----------------------------------------------------------------------------------------
+class ControlPlaneSink:
+    """The engines' TelemetrySink, in-process: for the local engine inside a worker."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+
+    def run_started(self, *, config: dict[str, Any], model_parameters: int, dataset_size: int,
+                    resumed_from_step: int | None) -> None:
+        run_started_ingest(run_id=self.run_id, resumed_from_step=resumed_from_step)
+
+    def step(self, record: dict[str, Any]) -> Control:
+        return step_ingest(run_id=self.run_id, record=json.loads(json.dumps(record, default=float)))
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        evaluation_ingest(run_id=self.run_id, record=record)
+
+    def checkpoint_saved(self, *, step: int, path: str) -> None:
+        checkpoint_ingest(run_id=self.run_id, step=step)
+
+    def run_finished(self, *, status: str, reason: str) -> None:
+        run_finished_ingest(run_id=self.run_id, status=str(status), reason=reason)
+
