@@ -95,6 +95,7 @@ def run_directory(run_id: int) -> Path:
 def run_execute(*, run_id: int) -> str:
     """Claim the run and train it in this process with the local engine; returns the status."""
     from controlplane.telemetry.services import ControlPlaneSink, run_finished_ingest
+    from workers.engines.telemetry import JsonlSink, TeeSink
 
     attempt = run_claim(run_id=run_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if attempt is None:
@@ -110,9 +111,15 @@ def run_execute(*, run_id: int) -> str:
             raise ConfigError([FieldError("engine", f"engine {config.engine!r} is launched by its own worker")])
         from workers.engines.local.engine import LocalEngine
 
-        engine = LocalEngine(config, folder / "engine", ControlPlaneSink(run.id),
+        # The control plane is the record; a JSON-lines copy in the run folder helps debugging.
+        journal = JsonlSink(folder / "engine")
+        engine = LocalEngine(config, folder / "engine", TeeSink(ControlPlaneSink(run.id), journal),
                              var_dir=Path(settings.EDGEPLANE_VAR_DIR))
-        resume = (folder / "engine" / "checkpoints" / "latest").is_file()
+        resume = (engine.checkpoint_dir / "latest").is_file()
+        if resume:
+            journal.truncate_after(engine.saved_step())
+        elif journal.path.exists():
+            journal.path.unlink()  # an attempt that died before its first checkpoint
         status = engine.run(resume=resume)
         return str(status)
     except Exception as exc:

@@ -112,5 +112,34 @@ class JsonlSink:
         self._write("run_finished", {"status": str(status), "reason": reason})
 
 
+class TeeSink:
+    """Sends every event to several sinks; the first one's control answer counts."""
+
+    def __init__(self, primary: TelemetrySink, *others: TelemetrySink) -> None:
+        self.sinks = (primary, *others)
+
+    def run_started(self, **kwargs: Any) -> None:
+        for sink in self.sinks:
+            sink.run_started(**kwargs)
+
+    def step(self, record: dict[str, Any]) -> Control:
+        answer = self.sinks[0].step(record)
+        for sink in self.sinks[1:]:
+            sink.step(record)
+        return answer
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.evaluation(record)
+
+    def checkpoint_saved(self, **kwargs: Any) -> None:
+        for sink in self.sinks:
+            sink.checkpoint_saved(**kwargs)
+
+    def run_finished(self, **kwargs: Any) -> None:
+        for sink in self.sinks:
+            sink.run_finished(**kwargs)
+
+
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]

@@ -1,0 +1,137 @@
+"""make demo: the whole product on one machine with no services.
+
+SQLite (WAL) and Celery's filesystem broker under var/; migrates; creates a demo team
+and user (credentials printed); imports the built-in addition task; launches a live run
+(HIVE + HORA + RL-ZVP on the tiny model); starts web, worker and beat; prints the URL.
+Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+DEMO_CONFIG = {
+    "batch_size": 32,
+    "group_size": 8,
+    "steps": 300,
+    "eval_every": 10,
+    "eval_k": 8,
+    "eval_prompts": 100,
+    "checkpoint_every": 20,
+    "selectors": {"hive": {"min_rollout_batch": 16}, "hora": {"n0": 4}, "rlzvp": {"alpha": 0.1}},
+}
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+def setup() -> tuple[str, str, int]:
+    """Migrate and create the demo team, user, dataset and run. Returns (user, password, run id)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from controlplane.accounts.services import team_create
+    from controlplane.datasets.models import Dataset
+    from controlplane.datasets.services import dataset_import_builtin
+    from controlplane.runs.models import ACTIVE, Run
+    from controlplane.runs.services import run_create
+
+    call_command("migrate", verbosity=0)
+    user, password = "demo", os.environ.get("EDGEPLANE_DEMO_PASSWORD", "edgeplane-demo")
+    team = team_create(name="Demo", owner_username=user, owner_password=password)
+    owner = get_user_model().objects.get(username=user)
+    Token.objects.get_or_create(user=owner)
+    dataset = Dataset.objects.filter(team=team, name="add (built-in)").first() or dataset_import_builtin(
+        team=team, task="add", name="add (built-in)", user=owner)
+    live = Run.objects.filter(team=team, status__in=ACTIVE).order_by("-id").first()
+    run = live or run_create(team=team, dataset=dataset, name="demo: HIVE + HORA + RL-ZVP",
+                             config=DEMO_CONFIG, user=owner)
+    return user, password, run.id
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL"):  # the embedded mode: SQLite, filesystem broker
+        os.environ.pop(name, None)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    user, password, run_id = setup()
+    port = free_port(int(os.environ.get("EDGEPLANE_PORT", "8000")))
+    logs = ROOT / "var" / "demo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        "worker": [PYTHON, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo", "--concurrency=1",
+                   "--loglevel=INFO"],
+        "beat": [PYTHON, "-m", "celery", "-A", "controlplane", "beat", "--loglevel=INFO",
+                 "--schedule", str(ROOT / "var" / "celerybeat-schedule")],
+    }
+    processes = {}
+    for name, command in commands.items():
+        handle = (logs / f"{name}.log").open("ab")
+        processes[name] = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    print(f"""
+Edgeplane demo is running.
+  dashboard  {url}
+  run        {url}api/runs/{run_id}/  (live: steps at {url}api/runs/{run_id}/steps/?after=-1)
+  admin      {url}admin/
+  sign in    user {user!r}, password {password!r}
+  logs       {logs}/web.log, worker.log, beat.log
+The run warms up its tiny model first (about 80 s on 2 cores, cached under var/warmup/).
+Ctrl-C stops web, worker and beat.""", flush=True)
+
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with status {process.returncode}; see {logs / (name + '.log')}",
+                          flush=True)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.time() + 20
+        for process in processes.values():
+            try:
+                process.wait(timeout=max(deadline - time.time(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        print("stopped web, worker and beat", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
