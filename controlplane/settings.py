@@ -1,21 +1,36 @@
-"""Django settings for Edgeplane.
+"""Django settings for Edgeplane, read from the environment.
 
-Embedded mode (the default): SQLite and Celery's filesystem transport, both under var/.
+Two ways to run the same code (ARCHITECTURE.md):
+- Embedded (nothing set): SQLite in WAL mode and Celery on kombu's filesystem transport, both
+  under var/ (EDGEPLANE_VAR_DIR); the secret key is created once in var/secret_key.
+- Full stack: DATABASE_URL=postgres://user:pass@host:port/name and
+  CELERY_BROKER_URL=redis://host:port/0 (docker-compose.yml, or `make test`, which starts both
+  on loopback: tests/services.py).
+
+Production: DJANGO_SETTINGS_MODULE=controlplane.settings_production (secure cookies, HSTS, SSL
+redirect; SECRET_KEY and DJANGO_ALLOWED_HOSTS required).
+
+Environment variables read here: DATABASE_URL, DATABASE_CONN_MAX_AGE, CELERY_BROKER_URL,
+CELERY_RESULT_BACKEND, CELERY_BROKER_VISIBILITY_TIMEOUT, SECRET_KEY, DJANGO_DEBUG,
+DJANGO_ALLOWED_HOSTS, EDGEPLANE_VAR_DIR, EDGEPLANE_HEARTBEAT_STALE_SECONDS,
+EDGEPLANE_MAX_ATTEMPTS, EDGEPLANE_RUNS_DIR, EDGEPLANE_UPLOAD_MAX_BYTES,
+EDGEPLANE_RECONCILE_SECONDS.
 """
 
 import os
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
+from controlplane.settings_env import database_from_url, env_int, env_list, secret_key_from
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("EDGEPLANE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = Path(os.environ.get("EDGEPLANE_VAR_DIR") or BASE_DIR / "var")
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+EDGEPLANE_VAR_DIR = VAR_DIR
 
-# INSECURE: a fixed development key, used only when SECRET_KEY is not set in the environment.
-SECRET_KEY = os.environ.get("SECRET_KEY", "django-insecure-edgeplane-dev-key-do-not-deploy")
+# From the environment, else var/secret_key (random, mode 600, created on first use).
+SECRET_KEY = secret_key_from(os.environ, VAR_DIR / "secret_key")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
+ALLOWED_HOSTS = env_list(os.environ, "DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -24,11 +39,15 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "controlplane.accounts",
     "controlplane.datasets",
     "controlplane.runs",
     "controlplane.budgets",
     "controlplane.telemetry",
+    "controlplane.api",
     "frontend",
 ]
 
@@ -60,19 +79,28 @@ TEMPLATES = [
     },
 ]
 
-# Postgres via DATABASE_URL is not wired yet; refuse it rather than silently using SQLite.
+# Database: DATABASE_URL (Postgres), else SQLite under var/.
 if os.environ.get("DATABASE_URL"):
-    raise ImproperlyConfigured(
-        "DATABASE_URL is set, but Edgeplane reads only SQLite so far; unset DATABASE_URL."
-    )
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": VAR_DIR / "edgeplane.sqlite3",
-        # WAL lets the web process read while a worker writes; IMMEDIATE avoids lock upgrades.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
+    DATABASES = {
+        "default": database_from_url(
+            os.environ["DATABASE_URL"],
+            conn_max_age=env_int(os.environ, "DATABASE_CONN_MAX_AGE", 0),
+        )
     }
-}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "edgeplane.sqlite3",
+            # WAL lets the web process read while a worker writes; IMMEDIATE avoids lock
+            # upgrades; a writer waits up to 20 s for another's transaction.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -83,9 +111,75 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
+# REST API: token or browser session; nothing is public unless a view says so.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Edgeplane API",
+    "DESCRIPTION": "Datasets, runs, telemetry and budgets of the Edgeplane control plane.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Edgeplane: runs, telemetry, uploads.
+# A running run whose last heartbeat is older than this is lost (the reconciler requeues it).
+EDGEPLANE_HEARTBEAT_STALE_SECONDS = env_int(os.environ, "EDGEPLANE_HEARTBEAT_STALE_SECONDS", 120)
+# Attempts per run (first launch included) before a lost run stays failed.
+EDGEPLANE_MAX_ATTEMPTS = env_int(os.environ, "EDGEPLANE_MAX_ATTEMPTS", 3)
+# Where runs write events and checkpoints: <EDGEPLANE_RUNS_DIR>/run-<id>/.
+EDGEPLANE_RUNS_DIR = Path(os.environ.get("EDGEPLANE_RUNS_DIR") or VAR_DIR / "runs")
+# Largest dataset upload accepted (bytes; 50 MiB).
+EDGEPLANE_UPLOAD_MAX_BYTES = env_int(os.environ, "EDGEPLANE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+# How often beat runs the reconciler (seconds).
+EDGEPLANE_RECONCILE_SECONDS = env_int(os.environ, "EDGEPLANE_RECONCILE_SECONDS", 30)
+
 # Celery (read by controlplane/celery.py under the CELERY_ namespace).
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL == "filesystem://":
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Tasks always go through the broker, tests included: a test that needs a task's effect runs
+# a real worker.
+CELERY_TASK_ALWAYS_EAGER = False
+# A worker holds one message at a time beyond those it runs: a long run never sits in one
+# worker's buffer while another worker is idle.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Ack after the task returns, and requeue when the worker process dies under it (killed,
+# OOM): a launch is never lost with the worker that held it.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Keep running tasks when the broker connection drops (a training run outlives a Redis
+# restart); the unacked message comes back later and finds its run already claimed.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-runs": {
+        "task": "edgeplane.reconcile_runs",
+        "schedule": float(EDGEPLANE_RECONCILE_SECONDS),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "redis+socket://")):
+    # Redis visibility timeout (seconds). Caveat: Redis has no real acks; a message not acked
+    # within this time is delivered again to another worker, even while the first worker is
+    # still running it. With acks_late, a launch task stays unacked for its whole training
+    # run, so long runs are redelivered every visibility_timeout: that is safe only because
+    # the launch task claims the run atomically (UPDATE ... WHERE status='queued'), so the
+    # redelivered message finds the run claimed and does nothing. Likewise, a task with an
+    # ETA/countdown longer than this is delivered more than once. Lower values recover the
+    # messages of a crashed worker sooner; the reconciler covers runs that were claimed.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int(os.environ, "CELERY_BROKER_VISIBILITY_TIMEOUT", 3600),
+    }
+elif CELERY_BROKER_URL == "filesystem://":
     _queue_dir = VAR_DIR / "celery" / "queue"
     _processed_dir = VAR_DIR / "celery" / "processed"
     _queue_dir.mkdir(parents=True, exist_ok=True)

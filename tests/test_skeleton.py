@@ -26,10 +26,40 @@ def test_compose_file_declares_the_stack_and_keeps_the_gpu_worker_behind_a_profi
     services = compose["services"]
     assert {"postgres", "redis", "web", "worker", "beat", "gpu-worker"} <= set(services)
     assert services["gpu-worker"]["profiles"] == ["gpu"]
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "beat", "gpu-worker"):
         assert {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY"} <= set(
             services[name]["environment"]
         )
+
+
+def test_compose_app_services_use_only_settings_names_and_reach_the_compose_services() -> None:
+    from controlplane.settings_env import database_from_url
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    settings_text = "".join(
+        (ROOT / "controlplane" / f).read_text() for f in ("settings.py", "settings_production.py")
+    )
+    for name in ("web", "worker", "beat", "gpu-worker"):
+        env = services[name]["environment"]
+        unknown = [var for var in env if f'"{var}"' not in settings_text]
+        assert unknown == [], f"{name} sets variables the settings never read: {unknown}"
+        db = database_from_url(env["DATABASE_URL"])
+        pg = services["postgres"]["environment"]
+        assert (db["HOST"], db["USER"], db["PASSWORD"], db["NAME"]) == (
+            "postgres", pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]
+        )  # fmt: skip
+        assert env["CELERY_BROKER_URL"].startswith("redis://redis:")
+        assert set(services[name]["depends_on"]) == {"postgres", "redis"}
+
+
+def test_the_image_installs_the_pinned_cpu_torch_and_the_gpu_profile_swaps_the_index() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "torch==2.13.0" in dockerfile
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    gpu_args = compose["services"]["gpu-worker"]["build"]["args"]
+    assert "/whl/cu" in gpu_args["TORCH_INDEX_URL"]
 
 
 def test_verl_grpo_gives_zero_advantage_to_a_group_whose_rollouts_all_agree() -> None:

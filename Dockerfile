@@ -1,0 +1,23 @@
+# The Edgeplane image for docker-compose.yml (web, worker, beat, gpu-worker).
+# Not built in CI: Docker does not run on our machines; tests/test_skeleton.py checks its shape.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    EDGEPLANE_VAR_DIR=/app/var
+WORKDIR /app
+
+# torch first, from its own index: the CPU build by default; the gpu profile passes a CUDA one.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
+
+COPY pyproject.toml README.md manage.py ./
+COPY requirements requirements
+COPY controlplane controlplane
+COPY workers workers
+COPY frontend frontend
+RUN pip install -c requirements/constraints.txt -e .
+
+RUN useradd --create-home edgeplane && mkdir -p /app/var && chown edgeplane /app/var
+USER edgeplane
+EXPOSE 8000
+CMD ["python", "manage.py", "runserver", "0.0.0.0:8000"]
