@@ -1,8 +1,9 @@
-"""URL routes. Only the admin for now; pages and JSON endpoints arrive with their apps."""
+"""URL routes: the admin, and the JSON API under /api/ (schema at /api/schema/)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("controlplane.api.urls")),
 ]

@@ -1,0 +1,317 @@
+"""Input validation and output shapes of the JSON API. No business logic here: the
+services decide, these only check types and render."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from controlplane.datasets.models import Dataset
+from controlplane.runs.models import (
+    FINISHED,
+    Attempt,
+    Bucket,
+    Evaluation,
+    PromptState,
+    RunStatus,
+    SelectionDecision,
+    StepSummary,
+)
+from controlplane.runs.selectors import RunDetail
+from controlplane.telemetry.services import SUMMARY_FIELDS
+from workers.selection.decisions import Action
+
+# -- datasets ------------------------------------------------------------------------------
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", read_only=True)
+
+    class Meta:
+        model = Dataset
+        fields = ("id", "team", "name", "prompt_count", "content_hash", "source_filename", "created_at")
+
+
+class DatasetUploadSerializer(serializers.Serializer):
+    team = serializers.SlugField(help_text="the team's slug")
+    name = serializers.CharField(max_length=200, help_text="unique within the team")
+    file = serializers.FileField(help_text="JSONL, CSV or Parquet in verl's format")
+
+    def validate_file(self, file):
+        # Checked before anything reads the upload: an oversize file never lands in memory.
+        limit = settings.EDGEPLANE_UPLOAD_MAX_BYTES
+        if file.size > limit:
+            raise serializers.ValidationError(f"file is {file.size} bytes, over the limit of {limit} bytes")
+        return file
+
+
+class RowErrorSerializer(serializers.Serializer):
+    row = serializers.IntegerField(help_text="line (JSONL) or data row (CSV, Parquet); 0 = the whole file")
+    field = serializers.CharField()
+    message = serializers.CharField()
+
+
+class RowErrorsSerializer(serializers.Serializer):
+    errors = RowErrorSerializer(many=True)
+
+
+def row_errors(errors: dict) -> list[dict]:
+    """A serializer's {field: [messages]} as the upload's [{row, field, message}]."""
+    return [{"row": 0, "field": name, "message": str(message)}
+            for name, messages in errors.items() for message in messages]
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+class RunCreateSerializer(serializers.Serializer):
+    team = serializers.SlugField(help_text="the team's slug")
+    dataset = serializers.IntegerField(help_text="id of one of the team's datasets")
+    name = serializers.CharField(max_length=200)
+    config = serializers.DictField(
+        required=False, default=dict,
+        help_text="RunConfig fields (workers/engines/config.py); the dataset comes from `dataset`")
+
+
+class RunQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    method = serializers.CharField(required=False, help_text="selector name, e.g. hive")
+    dataset = serializers.IntegerField(required=False)
+    team = serializers.SlugField(required=False)
+
+
+class RunSerializer(serializers.Serializer):
+    """A run in a list."""
+
+    id = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug")
+    dataset = serializers.IntegerField(source="dataset_id")
+    dataset_name = serializers.CharField(source="dataset.name")
+    name = serializers.CharField()
+    created_by = serializers.CharField(source="created_by.username", default=None)
+    status = serializers.CharField()
+    reason = serializers.CharField(source="status_reason")
+    cancel_requested = serializers.BooleanField()
+    engine = serializers.CharField()
+    methods = serializers.ListField(child=serializers.CharField())
+    steps_completed = serializers.IntegerField()
+    steps_planned = serializers.IntegerField()
+    forecast_device_hours = serializers.FloatField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+
+
+class AttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Attempt
+        fields = ("number", "status", "worker", "resumed_from_step", "reason", "started_at", "finished_at")
+
+
+class EvaluationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Evaluation
+        fields = ("step", "k", "pass_at_1", "pass_at_k", "prompts", "by_difficulty", "rollouts_generated_total",
+                  "device_seconds_total", "created_at")
+
+
+class RunTotalsSerializer(serializers.Serializer):
+    steps = serializers.IntegerField(help_text="steps recorded")
+    rollouts_generated = serializers.IntegerField()
+    rollouts_uniform = serializers.IntegerField(help_text="what uniform GRPO would have generated (B x N a step)")
+    rollouts_effective = serializers.IntegerField()
+    rollouts_trained = serializers.IntegerField()
+    rollout_savings = serializers.FloatField(help_text="1 - generated / uniform")
+    effective_share_of_generated = serializers.FloatField()
+    device_hours = serializers.FloatField(help_text="device-hours used (measured)")
+    uniform_device_hours = serializers.FloatField()
+    device_hours_saved = serializers.FloatField(help_text="uniform_device_hours - device_hours")
+
+
+class RunDetailSerializer(serializers.Serializer):
+    """A run with its attempts, config, latest evaluation and cumulative accounting."""
+
+    def to_representation(self, detail: RunDetail) -> dict:
+        run = detail.run
+        return {
+            **RunSerializer(run).data,
+            "config": run.config,
+            "attempts_count": run.attempts_count,
+            "attempts": AttemptSerializer(detail.attempts, many=True).data,
+            "last_checkpoint_step": run.last_checkpoint_step,
+            "heartbeat_at": serializers.DateTimeField().to_representation(run.heartbeat_at)
+            if run.heartbeat_at else None,
+            "latest_evaluation": EvaluationSerializer(detail.latest_evaluation).data
+            if detail.latest_evaluation else None,
+            "totals": RunTotalsSerializer(detail.totals).data,
+        }
+
+
+class RunDetailSchema(RunSerializer):
+    """The detail shape, for the OpenAPI schema only (RunDetailSerializer renders it)."""
+
+    config = serializers.DictField()
+    attempts_count = serializers.IntegerField()
+    attempts = AttemptSerializer(many=True)
+    last_checkpoint_step = serializers.IntegerField(allow_null=True)
+    heartbeat_at = serializers.DateTimeField(allow_null=True)
+    latest_evaluation = EvaluationSerializer(allow_null=True)
+    totals = RunTotalsSerializer()
+
+
+class ConfigErrorsSerializer(serializers.Serializer):
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
+                                   help_text="{field: [messages]}")
+
+
+class BudgetRefusalSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    forecast_device_hours = serializers.FloatField()
+    remaining_device_hours = serializers.FloatField()
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+# -- telemetry reads -----------------------------------------------------------------------------------
+
+
+class AfterQuerySerializer(serializers.Serializer):
+    after = serializers.IntegerField(min_value=-1, default=-1, help_text="return steps > after (-1: from the start)")
+
+
+class StepSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepSummary
+        exclude = ("id", "run")
+
+
+class CursorPageSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="the run's status now: stop polling once it is finished")
+    next_after = serializers.IntegerField(help_text="pass as ?after= to get only what is newer")
+    has_more = serializers.BooleanField(help_text="true: more is ready now; ask again at once")
+
+
+class StepPageSerializer(CursorPageSerializer):
+    results = StepSummarySerializer(many=True)
+
+
+class EvaluationPageSerializer(CursorPageSerializer):
+    results = EvaluationSerializer(many=True)
+
+
+class DecisionQuerySerializer(serializers.Serializer):
+    prompt = serializers.CharField(required=False, help_text="prompt key")
+    method = serializers.CharField(required=False)
+    action = serializers.ChoiceField(choices=[a.value for a in Action], required=False)
+    after = serializers.IntegerField(required=False, min_value=-1, help_text="steps > after")
+    step_min = serializers.IntegerField(required=False, min_value=0)
+    step_max = serializers.IntegerField(required=False, min_value=0)
+
+    def validate(self, attrs):
+        if attrs.get("step_min") is not None and attrs.get("step_max") is not None \
+                and attrs["step_min"] > attrs["step_max"]:
+            raise serializers.ValidationError({"step_max": ["must be >= step_min"]})
+        return attrs
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SelectionDecision
+        fields = ("id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")
+
+
+class PromptQuerySerializer(serializers.Serializer):
+    bucket = serializers.ChoiceField(choices=Bucket.choices, required=False)
+
+
+class PromptStateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PromptState
+        fields = ("prompt_key", "bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits", "last_step")
+
+
+# -- budgets ---------------------------------------------------------------------------------------------
+
+
+class BudgetRunSerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    name = serializers.CharField()
+    user = serializers.CharField(allow_null=True)
+    device_hours = serializers.FloatField()
+    uniform_device_hours = serializers.FloatField()
+    saved_device_hours = serializers.FloatField()
+
+
+class BudgetUserSerializer(serializers.Serializer):
+    user = serializers.CharField(allow_null=True)
+    device_hours = serializers.FloatField()
+    uniform_device_hours = serializers.FloatField()
+    saved_device_hours = serializers.FloatField()
+
+
+class BudgetOverviewSerializer(serializers.Serializer):
+    team = serializers.CharField()
+    period_start = serializers.DateField(allow_null=True)
+    period_end = serializers.DateField(allow_null=True, help_text="exclusive")
+    limit_device_hours = serializers.FloatField(allow_null=True, help_text="null: no budget this period")
+    used_device_hours = serializers.FloatField()
+    remaining_device_hours = serializers.FloatField(allow_null=True)
+    forecast_device_hours = serializers.FloatField(allow_null=True,
+                                                   help_text="use at period end, linear from use so far")
+    uniform_device_hours = serializers.FloatField(help_text="what uniform GRPO would have used for the same steps")
+    saved_device_hours = serializers.FloatField()
+    warning = serializers.BooleanField(help_text="80% of the limit used")
+    exhausted = serializers.BooleanField(help_text="100% of the limit used: running runs stop")
+    by_run = BudgetRunSerializer(many=True)
+    by_user = BudgetUserSerializer(many=True)
+
+
+# -- ingestion ----------------------------------------------------------------------------------------------
+
+EVENTS = ("step", "evaluation", "run_started", "checkpoint", "run_finished")
+
+
+class StepRecordSerializer(serializers.Serializer):
+    """The top of a step record; its rows are checked by the ingestion service, which
+    writes them in bulk (a per-row serializer would cost more than the write)."""
+
+    step = serializers.IntegerField(min_value=0)
+    epoch = serializers.IntegerField(min_value=0, required=False)
+    summary = serializers.DictField()
+    observations = serializers.ListField(required=False)
+    decisions = serializers.ListField(required=False)
+    alerts = serializers.ListField(required=False)
+
+    def validate_summary(self, summary: dict) -> dict:
+        missing = [name for name in SUMMARY_FIELDS if name not in summary]
+        if missing:
+            raise serializers.ValidationError(f"lacks {', '.join(missing)}")
+        return summary
+
+
+class EvaluationEventSerializer(serializers.Serializer):
+    step = serializers.IntegerField(min_value=0)
+    k = serializers.IntegerField(min_value=1)
+    pass_at_1 = serializers.FloatField()
+    pass_at_k = serializers.FloatField()
+    prompts = serializers.IntegerField(min_value=0)
+    by_difficulty = serializers.DictField(required=False, default=dict)
+
+
+class RunStartedEventSerializer(serializers.Serializer):
+    resumed_from_step = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+
+class CheckpointEventSerializer(serializers.Serializer):
+    step = serializers.IntegerField(min_value=0)
+
+
+class RunFinishedEventSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=[str(s) for s in FINISHED])
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ControlSerializer(serializers.Serializer):
+    control = serializers.ChoiceField(choices=["continue", "cancel", "stop_budget"])

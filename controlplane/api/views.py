@@ -1,0 +1,293 @@
+"""JSON API views: validate with a serializer, call one service or selector, serialise.
+
+Visibility: every object belongs to a team and is found only through the caller's
+teams, so another team's run or dataset is a 404 everywhere. Roles (viewer < launcher <
+admin) gate writes with a 403. The ingestion endpoint alone takes a run token instead
+of a user.
+"""
+
+from __future__ import annotations
+
+from django.db import DatabaseError
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.accounts.models import Role
+from controlplane.api import serializers as s
+from controlplane.api.authentication import RunTokenAuthentication
+from controlplane.api.pagination import DecisionPagination, PromptStatePagination, RunPagination
+from controlplane.api.permissions import RunTokenScoped, require_role, run_or_404, team_or_404
+from controlplane.budgets.selectors import budget_overview
+from controlplane.budgets.services import BudgetExceeded
+from controlplane.datasets.selectors import datasets_for_user
+from controlplane.datasets.services import DatasetImportError, dataset_import
+from controlplane.runs import selectors as run_selectors
+from controlplane.runs.services import RunStateError, run_cancel, run_create
+from controlplane.telemetry import services as telemetry
+from workers.engines.config import ConfigError
+
+
+class BadRequest(exceptions.APIException):
+    """400 whose body is exactly ``{"errors": errors}`` (no string coercion of row numbers)."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, errors) -> None:
+        super().__init__()
+        self.detail = {"errors": errors}
+
+
+def validated(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise BadRequest(serializer.errors)
+    return serializer.validated_data
+
+
+class MemberView(APIView):
+    """A user's request: API token first (so a missing one answers 401 with
+    ``WWW-Authenticate: Token``), then the browser session."""
+
+    authentication_classes = (TokenAuthentication, SessionAuthentication)
+    permission_classes = (IsAuthenticated,)
+
+
+# -- auth ----------------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["auth"], responses={200: inline_serializer("Token", {"token": serializers.CharField()})})
+class TokenView(ObtainAuthToken):
+    """POST username and password; answers the API token for ``Authorization: Token <key>``."""
+
+
+# -- datasets ------------------------------------------------------------------------------------------
+
+
+class DatasetListView(MemberView, generics.GenericAPIView):
+    parser_classes = (MultiPartParser, FormParser)
+    serializer_class = s.DatasetSerializer
+
+    @extend_schema(tags=["datasets"], responses=s.DatasetSerializer(many=True))
+    def get(self, request):
+        return Response(s.DatasetSerializer(datasets_for_user(request.user), many=True).data)
+
+    @extend_schema(tags=["datasets"], request={"multipart/form-data": s.DatasetUploadSerializer},
+                   responses={201: s.DatasetSerializer, 400: s.RowErrorsSerializer, 403: s.DetailSerializer,
+                              404: s.DetailSerializer})
+    def post(self, request):
+        upload = s.DatasetUploadSerializer(data=request.data)
+        if not upload.is_valid():
+            raise BadRequest(s.row_errors(upload.errors))
+        data = upload.validated_data
+        team = team_or_404(request.user, data["team"])
+        require_role(request.user, team, Role.LAUNCHER)
+        try:
+            dataset = dataset_import(team=team, name=data["name"], filename=data["file"].name,
+                                     data=data["file"].read(), user=request.user)
+        except DatasetImportError as exc:
+            raise BadRequest(exc.errors) from exc
+        return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailView(MemberView):
+    @extend_schema(tags=["datasets"], responses={200: s.DatasetSerializer, 404: s.DetailSerializer})
+    def get(self, request, dataset_id: int):
+        dataset = datasets_for_user(request.user).filter(pk=dataset_id).first()
+        if dataset is None:
+            raise exceptions.NotFound(f"no dataset {dataset_id} in your teams")
+        return Response(s.DatasetSerializer(dataset).data)
+
+
+# -- runs --------------------------------------------------------------------------------------------------
+
+
+class RunListView(MemberView, generics.GenericAPIView):
+    parser_classes = (JSONParser,)
+    pagination_class = RunPagination
+    serializer_class = s.RunSerializer
+
+    @extend_schema(tags=["runs"], parameters=[s.RunQuerySerializer], responses=s.RunSerializer(many=True))
+    def get(self, request):
+        filters = validated(s.RunQuerySerializer, request.query_params)
+        runs = run_selectors.runs_for_user(request.user, **filters)
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(s.RunSerializer(page, many=True).data)
+
+    @extend_schema(tags=["runs"], request=s.RunCreateSerializer,
+                   responses={201: s.RunDetailSchema, 400: s.ConfigErrorsSerializer, 403: s.DetailSerializer,
+                              404: s.DetailSerializer, 409: s.BudgetRefusalSerializer})
+    def post(self, request):
+        data = validated(s.RunCreateSerializer, request.data)
+        team = team_or_404(request.user, data["team"])
+        require_role(request.user, team, Role.LAUNCHER)
+        dataset = datasets_for_user(request.user).filter(pk=data["dataset"], team=team).first()
+        if dataset is None:
+            raise BadRequest({"dataset": [f"no dataset {data['dataset']} in team {team.slug}"]})
+        try:
+            run = run_create(team=team, dataset=dataset, name=data["name"], config=data["config"],
+                             user=request.user)
+        except ConfigError as exc:
+            raise BadRequest(exc.as_dict()) from exc
+        except BudgetExceeded as exc:
+            return Response({"detail": str(exc), "forecast_device_hours": exc.forecast_device_hours,
+                             "remaining_device_hours": exc.remaining_device_hours},
+                            status=status.HTTP_409_CONFLICT)
+        return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailView(MemberView):
+    @extend_schema(tags=["runs"], responses={200: s.RunDetailSchema, 404: s.DetailSerializer})
+    def get(self, request, run_id: int):
+        run = run_or_404(request.user, run_id)
+        return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data)
+
+
+class RunCancelView(MemberView):
+    @extend_schema(tags=["runs"], request=None,
+                   responses={202: s.RunDetailSchema, 403: s.DetailSerializer, 404: s.DetailSerializer,
+                              409: s.DetailSerializer})
+    def post(self, request, run_id: int):
+        run = run_or_404(request.user, run_id)
+        require_role(request.user, run.team_id, Role.LAUNCHER)
+        try:
+            run = run_cancel(run=run)
+        except RunStateError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _cursor_page(run, rows, serializer_class, after: int, limit: int) -> dict:
+    return {"status": run.status, "next_after": rows[-1].step if rows else after,
+            "has_more": len(rows) >= limit, "results": serializer_class(rows, many=True).data}
+
+
+class RunStepsView(MemberView):
+    @extend_schema(tags=["telemetry"], parameters=[s.AfterQuerySerializer],
+                   responses={200: s.StepPageSerializer, 404: s.DetailSerializer})
+    def get(self, request, run_id: int):
+        run = run_or_404(request.user, run_id)
+        after = validated(s.AfterQuerySerializer, request.query_params)["after"]
+        rows = run_selectors.steps_after(run, after)
+        return Response(_cursor_page(run, rows, s.StepSummarySerializer, after, run_selectors.CURSOR_LIMIT))
+
+
+class RunEvaluationsView(MemberView):
+    @extend_schema(tags=["telemetry"], parameters=[s.AfterQuerySerializer],
+                   responses={200: s.EvaluationPageSerializer, 404: s.DetailSerializer})
+    def get(self, request, run_id: int):
+        run = run_or_404(request.user, run_id)
+        after = validated(s.AfterQuerySerializer, request.query_params)["after"]
+        rows = run_selectors.evaluations_after(run, after)
+        return Response(_cursor_page(run, rows, s.EvaluationSerializer, after, run_selectors.CURSOR_LIMIT))
+
+
+class RunDecisionsView(MemberView, generics.GenericAPIView):
+    pagination_class = DecisionPagination
+    serializer_class = s.DecisionSerializer
+
+    @extend_schema(tags=["telemetry"], parameters=[s.DecisionQuerySerializer],
+                   responses={200: s.DecisionSerializer(many=True), 404: s.DetailSerializer})
+    def get(self, request, run_id: int):
+        run = run_or_404(request.user, run_id)
+        filters = validated(s.DecisionQuerySerializer, request.query_params)
+        page = self.paginate_queryset(run_selectors.decisions_query(run, **filters))
+        return self.get_paginated_response(s.DecisionSerializer(page, many=True).data)
+
+
+class RunPromptsView(MemberView, generics.GenericAPIView):
+    pagination_class = PromptStatePagination
+    serializer_class = s.PromptStateSerializer
+
+    @extend_schema(tags=["telemetry"], parameters=[s.PromptQuerySerializer],
+                   responses={200: s.PromptStateSerializer(many=True), 404: s.DetailSerializer})
+    def get(self, request, run_id: int):
+        run = run_or_404(request.user, run_id)
+        bucket = validated(s.PromptQuerySerializer, request.query_params).get("bucket")
+        page = self.paginate_queryset(run_selectors.prompt_states(run, bucket))
+        response = self.get_paginated_response(s.PromptStateSerializer(page, many=True).data)
+        response.data["buckets"] = run_selectors.prompt_bucket_counts(run)
+        return response
+
+
+# -- budgets ----------------------------------------------------------------------------------------------
+
+
+class TeamBudgetView(MemberView):
+    @extend_schema(tags=["budgets"], responses={200: s.BudgetOverviewSerializer, 404: s.DetailSerializer})
+    def get(self, request, slug: str):
+        team = team_or_404(request.user, slug)
+        return Response(s.BudgetOverviewSerializer(budget_overview(team)).data)
+
+
+# -- ingestion ------------------------------------------------------------------------------------------------
+
+
+class IngestView(APIView):
+    """A remote engine's telemetry sink: one event per request, run token only."""
+
+    authentication_classes = (RunTokenAuthentication,)
+    permission_classes = (RunTokenScoped,)
+    parser_classes = (JSONParser,)
+
+    @extend_schema(
+        tags=["ingest"],
+        request=inline_serializer("IngestEvent", {
+            "event": serializers.ChoiceField(choices=s.EVENTS, required=False,
+                                             help_text="absent: a step record"),
+        }),
+        parameters=[OpenApiParameter("run_id", int, OpenApiParameter.PATH)],
+        responses={200: OpenApiResponse(s.ControlSerializer,
+                                        description='steps: {"control": ...}; other events: {"ok": true}'),
+                   400: s.DetailSerializer, 401: s.DetailSerializer, 403: s.DetailSerializer},
+    )
+    def post(self, request, run_id: int):
+        body = request.data
+        if not isinstance(body, dict):
+            raise exceptions.ParseError("the body must be one JSON object (an event)")
+        event = body.get("event", "step")
+        if event not in s.EVENTS:
+            raise exceptions.ParseError(f"unknown event {event!r}; one of {', '.join(s.EVENTS)}")
+        try:
+            if event == "step":
+                event_data(s.StepRecordSerializer, event, body)
+                control = telemetry.step_ingest(run_id=run_id, record=body)
+                return Response({"control": str(control)})
+            if event == "evaluation":
+                telemetry.evaluation_ingest(run_id=run_id, record=event_data(s.EvaluationEventSerializer, event, body))
+            elif event == "run_started":
+                data = event_data(s.RunStartedEventSerializer, event, body)
+                telemetry.run_started_ingest(run_id=run_id, resumed_from_step=data["resumed_from_step"])
+            elif event == "checkpoint":
+                data = event_data(s.CheckpointEventSerializer, event, body)
+                telemetry.checkpoint_ingest(run_id=run_id, step=data["step"])
+            else:
+                data = event_data(s.RunFinishedEventSerializer, event, body)
+                telemetry.run_finished_ingest(run_id=run_id, status=data["status"], reason=data["reason"])
+        except telemetry.IngestError as exc:
+            raise exceptions.ParseError(str(exc)) from exc
+        except (KeyError, TypeError, ValueError, DatabaseError) as exc:
+            # A row the service could not take (missing key, wrong type, out of range);
+            # its transaction rolled back, so nothing of the step is stored.
+            raise exceptions.ParseError(f"the {event} record was not stored: {type(exc).__name__}: {exc}") from exc
+        return Response({"ok": True})
+
+
+def event_data(serializer_class, event: str, body: dict) -> dict:
+    """The event's fields, or a 400 whose one-line detail names each bad field."""
+    serializer = serializer_class(data=body)
+    if not serializer.is_valid():
+        problems = "; ".join(f"{name}: {' '.join(str(m) for m in messages)}"
+                             for name, messages in serializer.errors.items())
+        raise exceptions.ParseError(f"bad {event} record: {problems}")
+    return serializer.validated_data

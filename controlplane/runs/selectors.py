@@ -1,0 +1,178 @@
+"""Reads for runs and their telemetry. Another team's run is simply not found.
+
+Every query starts from a run the caller may see (``run_for_user_or_none``), so the
+telemetry selectors take a ``Run`` and never a bare id from the outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Count, QuerySet, Sum
+
+from controlplane.runs.models import (
+    Attempt,
+    Bucket,
+    Evaluation,
+    PromptState,
+    Run,
+    SelectionDecision,
+    StepSummary,
+)
+
+# The most rows one cursor read of steps or evaluations returns; the caller asks again
+# with the answer's ``next_after`` for the rest.
+CURSOR_LIMIT = 1000
+
+
+def runs_for_user(user, *, status: str | None = None, method: str | None = None,
+                  dataset: int | None = None, team: str | None = None) -> QuerySet[Run]:
+    """The runs of every team the user belongs to, newest first, optionally filtered.
+
+    ``method`` matches runs whose config lists that selector; ``team`` is a team slug.
+    """
+    runs = (Run.objects.filter(team__memberships__user=user)
+            .select_related("team", "dataset", "created_by").order_by("-id"))
+    if status:
+        runs = runs.filter(status=status)
+    if method:
+        runs = runs.filter(config__selectors__has_key=method)
+    if dataset is not None:
+        runs = runs.filter(dataset_id=dataset)
+    if team:
+        runs = runs.filter(team__slug=team)
+    return runs
+
+
+def run_for_user_or_none(user, run_id: int) -> Run | None:
+    """The run if the user is a member of its team, else None (callers answer 404)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return runs_for_user(user).filter(pk=run_id).first()
+
+
+def steps_after(run: Run, after: int = -1, *, limit: int = CURSOR_LIMIT) -> list[StepSummary]:
+    """Step summaries with step > ``after``, in step order (at most ``limit``)."""
+    return list(StepSummary.objects.filter(run=run, step__gt=after).order_by("step")[:limit])
+
+
+def evaluations_after(run: Run, after: int = -1, *, limit: int = CURSOR_LIMIT) -> list[Evaluation]:
+    """Evaluations at steps > ``after``, in step order (at most ``limit``)."""
+    return list(Evaluation.objects.filter(run=run, step__gt=after).order_by("step")[:limit])
+
+
+def decisions_query(run: Run, *, prompt: str | None = None, method: str | None = None,
+                    action: str | None = None, after: int | None = None, step_min: int | None = None,
+                    step_max: int | None = None) -> QuerySet[SelectionDecision]:
+    """A run's selection decisions, filtered; the caller orders and pages.
+
+    With ``prompt`` the filter meets the (run, prompt_key, step) index; with ``method``
+    and ``action`` the (run, method, action, step) one. ``after`` keeps steps > after;
+    ``step_min`` and ``step_max`` are inclusive.
+    """
+    decisions = SelectionDecision.objects.filter(run=run)
+    if prompt:
+        decisions = decisions.filter(prompt_key=prompt)
+    if method:
+        decisions = decisions.filter(method=method)
+    if action:
+        decisions = decisions.filter(action=action)
+    if after is not None:
+        decisions = decisions.filter(step__gt=after)
+    if step_min is not None:
+        decisions = decisions.filter(step__gte=step_min)
+    if step_max is not None:
+        decisions = decisions.filter(step__lte=step_max)
+    return decisions
+
+
+def prompt_states(run: Run, bucket: str | None = None) -> QuerySet[PromptState]:
+    """The current learning-edge state of each prompt the run has touched."""
+    states = PromptState.objects.filter(run=run)
+    if bucket:
+        states = states.filter(bucket=bucket)
+    return states
+
+
+def prompt_bucket_counts(run: Run) -> dict[str, int]:
+    """Prompts per bucket, every bucket present. Training prompts the run has not touched
+    yet have no state row: they count as unseen."""
+    counts = {bucket.value: 0 for bucket in Bucket}
+    rows = PromptState.objects.filter(run=run).values("bucket").annotate(n=Count("id"))
+    for row in rows:
+        counts[row["bucket"]] = counts.get(row["bucket"], 0) + row["n"]
+    training_prompts = run.dataset.prompts.exclude(split="test").count()
+    counts[Bucket.UNSEEN.value] += max(training_prompts - sum(counts.values()), 0)
+    return counts
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """Cumulative accounting of a run over its recorded steps (SELECTORS.md section 7)."""
+
+    steps: int
+    rollouts_generated: int
+    rollouts_uniform: int
+    rollouts_effective: int
+    rollouts_trained: int
+    device_seconds: float
+    uniform_device_seconds: float
+
+    @property
+    def rollout_savings(self) -> float:
+        """1 - generated / uniform: the share of uniform GRPO's rollouts never generated."""
+        if not self.rollouts_uniform:
+            return 0.0
+        return 1.0 - self.rollouts_generated / self.rollouts_uniform
+
+    @property
+    def effective_share_of_generated(self) -> float:
+        return self.rollouts_effective / self.rollouts_generated if self.rollouts_generated else 0.0
+
+    @property
+    def device_hours(self) -> float:
+        return self.device_seconds / 3600.0
+
+    @property
+    def uniform_device_hours(self) -> float:
+        return self.uniform_device_seconds / 3600.0
+
+    @property
+    def device_hours_saved(self) -> float:
+        return (self.uniform_device_seconds - self.device_seconds) / 3600.0
+
+
+def run_totals(run: Run) -> RunTotals:
+    totals = StepSummary.objects.filter(run=run).aggregate(
+        steps=Count("id"), rollouts_generated=Sum("rollouts_generated"), rollouts_uniform=Sum("rollouts_uniform"),
+        rollouts_effective=Sum("rollouts_effective"), rollouts_trained=Sum("rollouts_trained"),
+        device_seconds=Sum("device_seconds"), uniform_device_seconds=Sum("uniform_device_seconds"),
+    )
+    return RunTotals(
+        steps=totals["steps"] or 0,
+        rollouts_generated=int(totals["rollouts_generated"] or 0),
+        rollouts_uniform=int(totals["rollouts_uniform"] or 0),
+        rollouts_effective=int(totals["rollouts_effective"] or 0),
+        rollouts_trained=int(totals["rollouts_trained"] or 0),
+        device_seconds=float(totals["device_seconds"] or 0.0),
+        uniform_device_seconds=float(totals["uniform_device_seconds"] or 0.0),
+    )
+
+
+def run_latest_evaluation(run: Run) -> Evaluation | None:
+    return Evaluation.objects.filter(run=run).order_by("-step").first()
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """Everything the run page shows at once."""
+
+    run: Run
+    attempts: list[Attempt]
+    totals: RunTotals
+    latest_evaluation: Evaluation | None
+
+
+def run_detail(run: Run) -> RunDetail:
+    return RunDetail(run=run, attempts=list(run.attempts.order_by("number")), totals=run_totals(run),
+                     latest_evaluation=run_latest_evaluation(run))

@@ -1,0 +1,200 @@
+"""The remote engines' sink: run tokens scoped to one run, idempotent steps, control signals."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from controlplane.budgets.models import UsageEntry
+from controlplane.runs.models import (
+    Attempt,
+    Evaluation,
+    PromptObservation,
+    PromptState,
+    Run,
+    RunStatus,
+    SelectionDecision,
+    StepSummary,
+)
+from controlplane.runs.services import run_cancel, run_claim
+from controlplane.telemetry.models import RunToken
+from controlplane.telemetry.services import token_issue
+from tests.controlplane.api.helpers import budget_for, client_for, step_record
+
+
+def engine(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"RunToken {key}")
+    return client
+
+
+def url(run) -> str:
+    return f"/api/ingest/runs/{run.id}/steps/"
+
+
+@pytest.fixture
+def running(run_a):
+    run_claim(run_id=run_a.id, worker="remote:1")
+    return run_a
+
+
+@pytest.fixture
+def token(running) -> str:
+    return token_issue(run_id=running.id)
+
+
+def rows_of_step(run, step: int) -> tuple[int, int, int, int]:
+    return (StepSummary.objects.filter(run=run, step=step).count(),
+            PromptObservation.objects.filter(run=run, step=step).count(),
+            SelectionDecision.objects.filter(run=run, step=step).count(),
+            UsageEntry.objects.filter(run=run, step=step).count())
+
+
+@pytest.mark.django_db
+def test_a_step_posted_with_the_runs_token_is_stored_and_answered_continue(running, token):
+    answer = engine(token).post(url(running), step_record(0, ["k0", "k1"], skipped=["k2"]), format="json")
+    assert answer.status_code == 200
+    assert answer.json() == {"control": "continue"}
+    assert rows_of_step(running, 0) == (1, 2, 3, 1)
+    running.refresh_from_db()
+    assert running.status == RunStatus.RUNNING and running.steps_completed == 1
+    # NaN entropies arrive as the string "NaN" (json_safe) and are stored as NULL.
+    assert PromptObservation.objects.filter(run=running, prompt_entropy__isnull=True).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_step_record_with_an_explicit_event_is_the_same_step(running, token):
+    answer = engine(token).post(url(running), {"event": "step", **step_record(0, ["k0"])}, format="json")
+    assert answer.json() == {"control": "continue"}
+    assert rows_of_step(running, 0) == (1, 1, 1, 1)
+
+
+@pytest.mark.django_db
+def test_a_token_for_one_run_cannot_post_to_another_run(running, token, run_b):
+    answer = engine(token).post(url(run_b), step_record(0, ["k0"]), format="json")
+    assert answer.status_code == 403
+    assert StepSummary.objects.filter(run=run_b).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_revoked_token_is_refused_with_401(running, token):
+    assert engine(token).post(url(running), step_record(0, ["k0"]), format="json").status_code == 200
+    RunToken.objects.filter(key=token).update(revoked_at=running.created_at)
+    answer = engine(token).post(url(running), step_record(1, ["k0"]), format="json")
+    assert answer.status_code == 401
+    assert StepSummary.objects.filter(run=running, step=1).count() == 0
+
+
+@pytest.mark.django_db
+def test_an_unknown_token_and_a_users_api_token_are_refused_with_401(running, team_a):
+    assert engine("not-a-token").post(url(running), step_record(0, ["k0"]), format="json").status_code == 401
+    alice = client_for("alice")  # an admin of the run's team, but not a run token
+    assert alice.post(url(running), step_record(0, ["k0"]), format="json").status_code == 401
+    assert StepSummary.objects.filter(run=running).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_replayed_step_replaces_its_rows_and_never_duplicates_them(running, token):
+    client = engine(token)
+    client.post(url(running), step_record(0, ["k0", "k1", "k2"], skipped=["k3"]), format="json")
+    client.post(url(running), step_record(1, ["k0", "k3"]), format="json")
+    before = rows_of_step(running, 1)
+    assert before == (1, 2, 2, 1)
+
+    # The engine resumed from a checkpoint and sends step 1 again: same rows, not twice as many.
+    assert client.post(url(running), step_record(1, ["k0", "k3"]), format="json").status_code == 200
+    assert rows_of_step(running, 1) == before
+    # A replay with different content replaces the old rows entirely.
+    client.post(url(running), step_record(1, ["k1"], skipped=["k0", "k3"], device_seconds=7.0), format="json")
+    assert rows_of_step(running, 1) == (1, 1, 3, 1)
+    assert UsageEntry.objects.get(run=running, step=1).device_seconds == 7.0
+    assert rows_of_step(running, 0) == (1, 3, 4, 1)  # the other step is untouched
+    assert PromptState.objects.filter(run=running).count() == 4
+
+
+@pytest.mark.django_db
+def test_a_requested_cancel_is_answered_cancel(running, token):
+    run_cancel(run=running)
+    answer = engine(token).post(url(running), step_record(0, ["k0"]), format="json")
+    assert answer.json() == {"control": "cancel"}
+
+
+@pytest.mark.django_db
+def test_an_exhausted_budget_is_answered_stop_budget(running, token, team_a):
+    budget_for(team_a, limit_device_hours=0.001)  # 3.6 device-seconds
+    client = engine(token)
+    assert client.post(url(running), step_record(0, ["k0"], device_seconds=2.0), format="json").json() == {
+        "control": "continue"}
+    assert client.post(url(running), step_record(1, ["k0"], device_seconds=2.0), format="json").json() == {
+        "control": "stop_budget"}
+
+
+@pytest.mark.django_db
+def test_the_other_events_update_the_run_and_answer_ok(running, token):
+    client = engine(token)
+    assert client.post(url(running), {"event": "run_started", "resumed_from_step": None},
+                       format="json").json() == {"ok": True}
+    running.refresh_from_db()
+    assert running.status == RunStatus.RUNNING and running.started_at is not None
+
+    client.post(url(running), step_record(0, ["k0"]), format="json")
+    assert client.post(url(running), {"event": "checkpoint", "step": 0, "path": "/ckpt/0"},
+                       format="json").json() == {"ok": True}
+    assert client.post(url(running), {"event": "evaluation", "step": 1, "k": 4, "pass_at_1": 0.5,
+                                      "pass_at_k": 0.75, "prompts": 8, "by_difficulty": {"1": 0.5}},
+                       format="json").json() == {"ok": True}
+    evaluation = Evaluation.objects.get(run=running)
+    assert evaluation.pass_at_k == 0.75 and evaluation.rollouts_generated_total == 2
+
+    answer = client.post(url(running), {"event": "run_finished", "status": "succeeded", "reason": "done"},
+                         format="json")
+    assert answer.json() == {"ok": True}
+    running.refresh_from_db()
+    assert running.status == RunStatus.SUCCEEDED and running.last_checkpoint_step == 0
+    assert Attempt.objects.get(run=running).status == RunStatus.SUCCEEDED
+    # The run's end revoked its token.
+    assert client.post(url(running), step_record(1, ["k0"]), format="json").status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_step_for_a_finished_run_is_a_400_with_the_services_message(running, token):
+    Run.objects.filter(pk=running.pk).update(status=RunStatus.CANCELLED)
+    answer = engine(token).post(url(running), step_record(0, ["k0"]), format="json")
+    assert answer.status_code == 400
+    assert "cancelled" in answer.json()["detail"]
+    assert rows_of_step(running, 0) == (0, 0, 0, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("breakage", ["no_summary", "summary_field_missing", "observation_without_bucket",
+                                      "negative_step", "unknown_event", "not_an_object"])
+def test_a_malformed_record_is_a_400_and_stores_nothing(running, token, breakage):
+    record = step_record(0, ["k0", "k1"])
+    if breakage == "no_summary":
+        del record["summary"]
+    elif breakage == "summary_field_missing":
+        del record["summary"]["device_seconds"]
+    elif breakage == "observation_without_bucket":
+        del record["observations"][1]["bucket"]
+    elif breakage == "negative_step":
+        record["step"] = -1
+    elif breakage == "unknown_event":
+        record["event"] = "explode"
+    else:
+        record = [record]
+    answer = engine(token).post(url(running), record, format="json")
+    assert answer.status_code == 400, answer.content
+    if breakage == "summary_field_missing":
+        assert answer.json()["detail"] == "bad step record: summary: lacks device_seconds"
+    assert StepSummary.objects.filter(run=running).count() == 0
+    assert PromptObservation.objects.filter(run=running).count() == 0
+    assert SelectionDecision.objects.filter(run=running).count() == 0
+    assert UsageEntry.objects.filter(run=running).count() == 0
+
+
+@pytest.mark.django_db
+def test_a_finish_with_an_unknown_status_is_refused(running, token):
+    answer = engine(token).post(url(running), {"event": "run_finished", "status": "exploded"}, format="json")
+    assert answer.status_code == 400
+    running.refresh_from_db()
+    assert running.status == RunStatus.STARTING
