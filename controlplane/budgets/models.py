@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -26,7 +27,7 @@ class UsageEntry(models.Model):
 
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="usage")
     run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="usage")
-    user = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     step = models.PositiveIntegerField()
     device_seconds = models.FloatField()
     uniform_device_seconds = models.FloatField()

@@ -24,17 +24,21 @@ class DatasetImportError(ValueError):
 
 def dataset_import(*, team: Team, name: str, filename: str, data: bytes, user=None) -> Dataset:
     """Parse and store a JSONL, CSV or Parquet file (verl's format included)."""
-    if not name.strip():
-        raise DatasetImportError([{"row": 0, "field": "name", "message": "give the dataset a name"}])
-    if Dataset.objects.filter(team=team, name=name).exists():
-        raise DatasetImportError([{"row": 0, "field": "name",
-                                   "message": f"the team already has a dataset named {name!r}: choose another name"}])
+    _check_name(team, name)
     try:
         records = read_dataset_bytes(data, filename, max_bytes=settings.EDGEPLANE_UPLOAD_MAX_BYTES)
     except DatasetError as exc:
         raise DatasetImportError(exc.errors) from exc
     return dataset_store(team=team, name=name, filename=filename, records=records,
                          content_hash=hashlib.sha256(data).hexdigest(), user=user)
+
+
+def _check_name(team: Team, name: str) -> None:
+    if not name.strip():
+        raise DatasetImportError([{"row": 0, "field": "name", "message": "give the dataset a name"}])
+    if Dataset.objects.filter(team=team, name=name).exists():
+        raise DatasetImportError([{"row": 0, "field": "name",
+                                   "message": f"the team already has a dataset named {name!r}: choose another name"}])
 
 
 @transaction.atomic
@@ -55,10 +59,12 @@ def dataset_import_builtin(*, team: Team, task: str, seed: int = 0, n_train: int
     """A built-in task (train and test splits) as a dataset of the team."""
     from workers.engines.local.tasks import builtin_task
 
+    name = name or f"{task}-{seed}"
+    _check_name(team, name)
     splits = builtin_task(task, seed=seed, n_train=n_train, n_test=n_test)
     records = splits.test + splits.train
     digest = hashlib.sha256(json.dumps([[r.key, r.ground_truth] for r in records]).encode()).hexdigest()
-    return dataset_store(team=team, name=name or f"{task}-{seed}", filename=f"builtin:{task}", records=records,
+    return dataset_store(team=team, name=name, filename=f"builtin:{task}", records=records,
                          content_hash=digest, user=user)
 
 

@@ -23,6 +23,7 @@ from controlplane.budgets.services import BudgetExceeded, budget_status, forecas
 from controlplane.datasets.models import Dataset
 from controlplane.datasets.services import dataset_export
 from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
+from controlplane.telemetry.services import tokens_revoke
 from workers.engines.config import ConfigError, FieldError, RunConfig
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,31 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
         raise ConfigError([FieldError("name", "give the run a name")])
     forecast = forecast_device_hours(team=team, batch_size=run_config.batch_size,
                                      group_size=run_config.group_size, steps=run_config.steps)
-    status = budget_status(team)
-    remaining = status.remaining_device_hours
-    if remaining is not None and forecast > remaining:
-        raise BudgetExceeded(forecast, remaining)
     with transaction.atomic():
+        Team.objects.select_for_update().get(pk=team.pk)  # one launch decision per team at a time
+        remaining = budget_status(team).remaining_device_hours
+        if remaining is not None:
+            remaining = max(remaining - committed_device_hours(team), 0.0)
+            if forecast > remaining:
+                raise BudgetExceeded(forecast, remaining)
         run = Run.objects.create(team=team, dataset=dataset, name=name, created_by=user,
                                  config=run_config.to_dict(), methods=list(run_config.selectors),
                                  engine=run_config.engine, forecast_device_hours=forecast)
         transaction.on_commit(lambda: run_enqueue(run_id=run.id))
     return run
+
+
+def committed_device_hours(team: Team) -> float:
+    """What queued and running runs are still forecast to use: already promised."""
+    from django.db.models import Sum
+
+    from controlplane.budgets.models import UsageEntry
+
+    committed = 0.0
+    for run in Run.objects.filter(team=team, status__in=ACTIVE).only("id", "forecast_device_hours"):
+        used = UsageEntry.objects.filter(run=run).aggregate(s=Sum("device_seconds"))["s"] or 0.0
+        committed += max(run.forecast_device_hours - used / 3600.0, 0.0)
+    return committed
 
 
 def run_enqueue(*, run_id: int) -> None:
@@ -71,6 +87,7 @@ def run_cancel(*, run: Run) -> Run:
     if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.CANCELLED, status_reason="cancelled before it started", finished_at=now,
             cancel_requested=True):
+        tokens_revoke(run_id=run.pk)
         return Run.objects.get(pk=run.pk)
     if not Run.objects.filter(pk=run.pk, status__in=ACTIVE).update(cancel_requested=True):
         raise RunStateError(f"run {run.pk} is {run.status}: only queued, starting or running runs can be cancelled")
@@ -94,7 +111,7 @@ def run_directory(run_id: int) -> Path:
 
 def run_execute(*, run_id: int) -> str:
     """Claim the run and train it in this process with the local engine; returns the status."""
-    from controlplane.telemetry.services import ControlPlaneSink, run_finished_ingest
+    from controlplane.telemetry.services import ControlPlaneSink, IngestError, run_finished_ingest
     from workers.engines.telemetry import JsonlSink, TeeSink
 
     attempt = run_claim(run_id=run_id, worker=f"{socket.gethostname()}:{os.getpid()}")
@@ -113,7 +130,7 @@ def run_execute(*, run_id: int) -> str:
 
         # The control plane is the record; a JSON-lines copy in the run folder helps debugging.
         journal = JsonlSink(folder / "engine")
-        engine = LocalEngine(config, folder / "engine", TeeSink(ControlPlaneSink(run.id), journal),
+        engine = LocalEngine(config, folder / "engine", TeeSink(ControlPlaneSink(run.id, attempt.number), journal),
                              var_dir=Path(settings.EDGEPLANE_VAR_DIR))
         resume = (engine.checkpoint_dir / "latest").is_file()
         if resume:
@@ -124,7 +141,11 @@ def run_execute(*, run_id: int) -> str:
         return str(status)
     except Exception as exc:
         log.exception("run %s failed", run_id)
-        run_finished_ingest(run_id=run.id, status=RunStatus.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        try:
+            run_finished_ingest(run_id=run.id, status=RunStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
+                                attempt=attempt.number)
+        except IngestError:
+            pass  # this attempt was replaced meanwhile: the run is someone else's now
         return RunStatus.FAILED
 
 
@@ -147,11 +168,13 @@ def runs_reconcile(*, now=None) -> dict[str, list[int]]:
             if run.cancel_requested:
                 Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
                     status=RunStatus.CANCELLED, status_reason="cancelled; its worker was lost", finished_at=now)
+                tokens_revoke(run_id=run_id)
                 continue
             if run.attempts_count >= settings.EDGEPLANE_MAX_ATTEMPTS:
                 Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
                     status=RunStatus.FAILED, finished_at=now,
                     status_reason=f"lost {run.attempts_count} times (limit EDGEPLANE_MAX_ATTEMPTS)")
+                tokens_revoke(run_id=run_id)
                 outcome["failed"].append(run_id)
                 continue
             Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(

@@ -83,9 +83,7 @@ def _decision_rows(run_id: int, decisions: list[dict[str, Any]]) -> Iterable[tup
 
 
 # -- the step -------------------------------------------------------------------------------------
-@transaction.atomic
-def step_ingest(*, run_id: int, record: dict[str, Any]) -> Control:
-    """Store one step record; answer with the control signal for the engine."""
+def _check_step_record(record: Any) -> tuple[int, dict[str, Any], list[dict], list[dict]]:
     try:
         step = int(record["step"])
         summary = record["summary"]
@@ -93,9 +91,33 @@ def step_ingest(*, run_id: int, record: dict[str, Any]) -> Control:
         decisions = list(record.get("decisions", []))
     except (KeyError, TypeError, ValueError) as exc:
         raise IngestError(f"a step record needs step, summary, observations and decisions: {exc}") from exc
+    if step < 0 or not isinstance(summary, dict):
+        raise IngestError("step must be >= 0 and summary an object")
+    missing = [name for name in (*SUMMARY_FIELDS, "device_seconds") if name not in summary]
+    if missing:
+        raise IngestError(f"the step summary lacks {', '.join(missing)}")
+    return step, summary, observations, decisions
+
+
+def _check_attempt(run: Run, attempt: int | None) -> None:
+    """Fencing: a worker that lost its run (and whose attempt was replaced) writes nothing."""
+    if attempt is not None and run.attempts_count != attempt:
+        raise IngestError(f"attempt {attempt} of run {run.pk} was replaced by attempt {run.attempts_count}: "
+                          "this engine must stop")
+
+
+@transaction.atomic
+def step_ingest(*, run_id: int, record: dict[str, Any], attempt: int | None = None) -> Control:
+    """Store one step record; answer with the control signal for the engine.
+
+    ``attempt`` (the in-process sink passes it) fences off a worker whose run was
+    reconciled and started again elsewhere.
+    """
+    step, summary, observations, decisions = _check_step_record(record)
     run = Run.objects.select_for_update().get(pk=run_id)
-    if run.status in FINISHED:
-        raise IngestError(f"run {run_id} is {run.status}: it takes no more steps")
+    _check_attempt(run, attempt)
+    if run.status in FINISHED or run.status == RunStatus.QUEUED:
+        raise IngestError(f"run {run_id} is {run.status}: it takes no steps now")
     StepSummary.objects.filter(run=run, step=step).delete()
     PromptObservation.objects.filter(run=run, step=step).delete()
     SelectionDecision.objects.filter(run=run, step=step).delete()
@@ -110,8 +132,14 @@ def step_ingest(*, run_id: int, record: dict[str, Any]) -> Control:
         seconds=summary.get("seconds", {}), metrics=_json_clean(summary.get("metrics", {})),
         train=_json_clean(train), alerts=record.get("alerts", []),
     )
-    bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS, _observation_rows(run.id, step, observations))
-    bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, _decision_rows(run.id, decisions))
+    try:
+        observation_rows = list(_observation_rows(run.id, step, observations))
+        decision_rows = list(_decision_rows(run.id, decisions))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IngestError(f"step {step}: an observation or decision lacks a field or has a bad value: {exc!r}") \
+            from exc
+    bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS, observation_rows)
+    bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, decision_rows)
     _update_prompt_states(run, step, observations, decisions)
     usage_record(run=run, step=step, device_seconds=float(summary["device_seconds"]), uniform_seconds=uniform)
 
@@ -205,14 +233,20 @@ def checkpoint_ingest(*, run_id: int, step: int) -> None:
 
 
 @transaction.atomic
-def run_finished_ingest(*, run_id: int, status: str, reason: str) -> None:
+def run_finished_ingest(*, run_id: int, status: str, reason: str, attempt: int | None = None) -> None:
     """Final status of the run and its open attempt; the run's tokens stop working."""
+    run = Run.objects.select_for_update().get(pk=run_id)
+    _check_attempt(run, attempt)
     now = timezone.now()
     Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(
         status=status, status_reason=reason, finished_at=now)
     Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(status=status, reason=reason,
                                                                             finished_at=now)
-    RunToken.objects.filter(run_id=run_id, revoked_at__isnull=True).update(revoked_at=now)
+    tokens_revoke(run_id=run_id)
+
+
+def tokens_revoke(*, run_id: int) -> None:
+    RunToken.objects.filter(run_id=run_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 # -- tokens ---------------------------------------------------------------------------------------------
@@ -230,15 +264,17 @@ def token_run(key: str) -> int | None:
 class ControlPlaneSink:
     """The engines' TelemetrySink, in-process: for the local engine inside a worker."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, attempt: int | None = None) -> None:
         self.run_id = run_id
+        self.attempt = attempt
 
     def run_started(self, *, config: dict[str, Any], model_parameters: int, dataset_size: int,
                     resumed_from_step: int | None) -> None:
         run_started_ingest(run_id=self.run_id, resumed_from_step=resumed_from_step)
 
     def step(self, record: dict[str, Any]) -> Control:
-        return step_ingest(run_id=self.run_id, record=json.loads(json.dumps(record, default=float)))
+        return step_ingest(run_id=self.run_id, record=json.loads(json.dumps(record, default=float)),
+                           attempt=self.attempt)
 
     def evaluation(self, record: dict[str, Any]) -> None:
         evaluation_ingest(run_id=self.run_id, record=record)
@@ -247,5 +283,5 @@ class ControlPlaneSink:
         checkpoint_ingest(run_id=self.run_id, step=step)
 
     def run_finished(self, *, status: str, reason: str) -> None:
-        run_finished_ingest(run_id=self.run_id, status=str(status), reason=reason)
+        run_finished_ingest(run_id=self.run_id, status=str(status), reason=reason, attempt=self.attempt)
 

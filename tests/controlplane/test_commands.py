@@ -126,7 +126,7 @@ def test_import_dataset_refuses_a_file_over_the_upload_limit(team, tmp_path, set
 @pytest.mark.django_db
 def test_import_dataset_refuses_a_builtin_name_the_team_already_has(team):
     run("import_dataset", "--team", "demo-team", "--builtin", "add", "--train", "8", "--test", "2")
-    with pytest.raises(CommandError, match="already has a dataset named 'add-0': give another --name"):
+    with pytest.raises(CommandError, match="already has a dataset named 'add-0': choose another name"):
         run("import_dataset", "--team", "demo-team", "--builtin", "add", "--train", "8", "--test", "2")
     assert Dataset.objects.count() == 1
 

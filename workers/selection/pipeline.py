@@ -452,7 +452,8 @@ class StepSelection:
             if len(self._pool) < pool_target and not short:
                 return RolloutRound([], np.zeros(0, dtype=np.int64), [])
             gate_keys, self._pool = self._pool, []
-            survivors = [k for k, ok in zip(gate_keys, hive_sel.verify(self, gate_keys, prompt_entropy)) if ok]
+            survivors = [k for k, ok in zip(gate_keys, hive_sel.verify(self, gate_keys, prompt_entropy)) if ok] \
+                if gate_keys else []
         self._pending.extend(survivors)
         target = self.round_target()
         if len(self._pending) < target and not short:

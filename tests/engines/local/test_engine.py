@@ -204,3 +204,24 @@ def test_the_device_hour_cap_stops_the_run_as_budget_stopped(run_tiny):
     _, status, events = run_tiny(max_device_hours=1e-9, steps=3)
     assert status == RunStatus.BUDGET_STOPPED
     assert len(steps_of(events)) == 1 and "compute budget" in events[-1]["reason"]
+
+
+def test_the_loader_never_hands_out_a_key_twice_in_one_step_and_carries_repeats_over():
+    from collections import deque
+
+    from workers.engines.local.engine import Loader
+
+    loader = Loader(["a", "b", "c"], np.random.default_rng(0))
+    loader.begin_step()
+    first = loader.take(2) + loader.take(5)  # asks for more than the dataset holds
+    assert sorted(first) == ["a", "b", "c"]
+    loader.put_back([first[0]])
+    assert loader.take(1) == [first[0]]  # given back: may come again in the same step
+    loader.begin_step()
+    second = loader.take(3)
+    assert len(set(second)) == 3
+    state = loader.state_dict()
+    copy = Loader(["a", "b", "c"], np.random.default_rng(99))
+    copy.load_state_dict(state)
+    assert copy.take(4) == Loader(["a", "b", "c"], np.random.default_rng(0), order=list(state["order"]),
+                                  position=state["position"], queue=deque(state["queue"])).take(4)

@@ -42,7 +42,12 @@ KEEP_CHECKPOINTS = 3
 @dataclass
 class Loader:
     """Prompt keys in a fresh shuffled order each epoch, with a queue in front of it for
-    prompts given back (deferred by a filter) or put first (LZE replays)."""
+    prompts given back (deferred by a filter) or put first (LZE replays).
+
+    Within one step a key is handed out at most once: a small dataset wrapping around
+    mid-step must not put the same prompt in the batch twice. Keys met again are carried
+    to the front of the queue for the next step.
+    """
 
     keys: list[str]
     rng: np.random.Generator
@@ -50,35 +55,53 @@ class Loader:
     position: int = 0
     queue: deque[str] = field(default_factory=deque)
     wrapped: bool = False  # an epoch ended during the last step
+    _taken: set[str] = field(default_factory=set)
+    _carried: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.order:
             self.order = self.rng.permutation(len(self.keys)).tolist()
 
+    def begin_step(self) -> None:
+        self.queue.extendleft(reversed(self._carried))
+        self._carried, self._taken = [], set()
+
     def take(self, n: int) -> list[str]:
+        """Up to n keys not yet handed out this step (fewer once the dataset is used up)."""
         out: list[str] = []
-        while len(out) < n and self.queue:
-            out.append(self.queue.popleft())
-        while len(out) < n:
+        for _ in range(len(self.queue)):
+            if len(out) == n:
+                break
+            key = self.queue.popleft()
+            (self._carried if key in self._taken else out).append(key)
+            self._taken.add(key)
+        budget = len(self.keys)  # one pass: beyond it every key was met this step
+        while len(out) < n and budget > 0:
             if self.position == len(self.order):
                 self.order = self.rng.permutation(len(self.keys)).tolist()
                 self.position = 0
                 self.wrapped = True
-            out.append(self.keys[self.order[self.position]])
+            key = self.keys[self.order[self.position]]
             self.position += 1
+            budget -= 1
+            (self._carried if key in self._taken else out).append(key)
+            self._taken.add(key)
         return out
 
     def put_back(self, keys: list[str]) -> None:
+        """Keys drawn but not used this round: they may be drawn again in this step."""
+        self._taken.difference_update(keys)
         self.queue.extendleft(reversed(keys))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state, "order": self.order, "position": self.position,
-                "queue": list(self.queue), "wrapped": self.wrapped}
+                "queue": [*self._carried, *self.queue], "wrapped": self.wrapped}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.order, self.position = list(state["order"]), int(state["position"])
         self.queue, self.wrapped = deque(state["queue"]), bool(state["wrapped"])
+        self._carried, self._taken = [], set()
 
 
 @dataclass
@@ -241,6 +264,7 @@ class LocalEngine:
                 self.epoch += 1
                 self.loader.put_back(self.pipeline.start_epoch(self.epoch))
             sel = self.pipeline.begin_step(self.step, self.epoch)
+            self.loader.begin_step()
         step_rollouts = StepRollouts()
         self._forward_tokens = 0
         rewards_all: list[np.ndarray] = []
@@ -248,7 +272,10 @@ class LocalEngine:
             with phase("select"):
                 if not sel.needs_prompts():
                     break
-                round_ = sel.pre_rollout(self.loader.take(sel.request_size()), prompt_entropy=self.prompt_entropy)
+                candidates = self.loader.take(sel.request_size())
+                if not candidates:  # every prompt of the dataset was drawn this step
+                    sel.loader_exhausted()
+                round_ = sel.pre_rollout(candidates, prompt_entropy=self.prompt_entropy)
                 self.loader.put_back(round_.deferred)
             if not round_.keys:
                 continue

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError
 
 from controlplane.accounts.models import Team
 from controlplane.datasets.services import (
@@ -59,11 +58,6 @@ class Command(BaseCommand):
                 try:
                     dataset = dataset_import_builtin(team=target, task=builtin, seed=seed, n_train=train,
                                                      n_test=test, name=name)
-                except IntegrityError as exc:
-                    # dataset_import_builtin does not check the name first (dataset_import does).
-                    taken = name or f"{builtin}-{seed}"
-                    raise CommandError(f"team {team} already has a dataset named {taken!r}: "
-                                       f"give another --name") from exc
                 except ValueError as exc:
                     if isinstance(exc, DatasetImportError):
                         raise
