@@ -35,10 +35,10 @@ test: deps venv
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED - pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 
-# demo: one command for web + worker + a demo run. Not built yet: it fails, and says so.
+# demo: the embedded mode (SQLite, filesystem broker under var/): migrate, a demo team and user,
+# the built-in addition task, a live run; web + worker + beat until Ctrl-C. Prints the URL.
 demo: venv
-	@echo "make demo: not available yet - the demo run arrives with the control plane (issue #4)." >&2
-	@exit 1
+	@$(VENV)/bin/python scripts/demo.py
 
 # clean: remove the venv and generated files. Keeps var/ (the local database and queue).
 clean:

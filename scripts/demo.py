@@ -77,15 +77,17 @@ def main() -> int:
         os.environ.pop(name, None)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     user, password, run_id = setup()
+    from django.conf import settings
+
     port = free_port(int(os.environ.get("EDGEPLANE_PORT", "8000")))
-    logs = ROOT / "var" / "demo-logs"
+    logs = Path(settings.VAR_DIR) / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
     commands = {
         "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         "worker": [PYTHON, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo", "--concurrency=1",
                    "--loglevel=INFO"],
         "beat": [PYTHON, "-m", "celery", "-A", "controlplane", "beat", "--loglevel=INFO",
-                 "--schedule", str(ROOT / "var" / "celerybeat-schedule")],
+                 "--schedule", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
     }
     processes = {}
     for name, command in commands.items():
@@ -95,7 +97,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/"
     print(f"""
 Edgeplane demo is running.
-  dashboard  {url}
+  dashboard  {url}  (until the dashboard lands: the API explorer at {url}api/docs/)
   run        {url}api/runs/{run_id}/  (live: steps at {url}api/runs/{run_id}/steps/?after=-1)
   admin      {url}admin/
   sign in    user {user!r}, password {password!r}

@@ -270,7 +270,7 @@ class BudgetOverviewSerializer(serializers.Serializer):
 
 # -- ingestion ----------------------------------------------------------------------------------------------
 
-EVENTS = ("step", "evaluation", "run_started", "checkpoint", "run_finished")
+EVENTS = ("step", "evaluation", "run_started", "checkpoint", "heartbeat", "run_finished")
 
 
 class StepRecordSerializer(serializers.Serializer):
@@ -306,6 +306,11 @@ class RunStartedEventSerializer(serializers.Serializer):
 
 class CheckpointEventSerializer(serializers.Serializer):
     step = serializers.IntegerField(min_value=0)
+
+
+class HeartbeatEventSerializer(serializers.Serializer):
+    phase = serializers.CharField(max_length=64)
+    detail = serializers.CharField(max_length=500, allow_blank=True)
 
 
 class RunFinishedEventSerializer(serializers.Serializer):

@@ -271,6 +271,9 @@ class IngestView(APIView):
             elif event == "checkpoint":
                 data = event_data(s.CheckpointEventSerializer, event, body)
                 telemetry.checkpoint_ingest(run_id=run_id, step=data["step"])
+            elif event == "heartbeat":
+                data = event_data(s.HeartbeatEventSerializer, event, body)
+                telemetry.heartbeat_ingest(run_id=run_id, detail=data["detail"])
             else:
                 data = event_data(s.RunFinishedEventSerializer, event, body)
                 telemetry.run_finished_ingest(run_id=run_id, status=data["status"], reason=data["reason"])

@@ -145,7 +145,7 @@ def step_ingest(*, run_id: int, record: dict[str, Any], attempt: int | None = No
 
     now = timezone.now()
     Run.objects.filter(pk=run.pk).update(
-        steps_completed=step + 1, heartbeat_at=now,
+        steps_completed=step + 1, heartbeat_at=now, status_reason="",
         status=RunStatus.RUNNING if run.status in (RunStatus.STARTING, RunStatus.LOST) else run.status,
     )
     if run.cancel_requested:
@@ -228,6 +228,14 @@ def run_started_ingest(*, run_id: int, resumed_from_step: int | None) -> None:
         status=RunStatus.RUNNING, resumed_from_step=resumed_from_step)
 
 
+def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None) -> None:
+    """Proof of life between steps; the detail shows as the run's status reason."""
+    runs = Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING])
+    if attempt is not None:
+        runs = runs.filter(attempts_count=attempt)
+    runs.update(heartbeat_at=timezone.now(), status_reason=detail[:500])
+
+
 def checkpoint_ingest(*, run_id: int, step: int) -> None:
     Run.objects.filter(pk=run_id).update(last_checkpoint_step=step, heartbeat_at=timezone.now())
 
@@ -281,6 +289,9 @@ class ControlPlaneSink:
 
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         checkpoint_ingest(run_id=self.run_id, step=step)
+
+    def heartbeat(self, *, phase: str, detail: str) -> None:
+        heartbeat_ingest(run_id=self.run_id, detail=detail, attempt=self.attempt)
 
     def run_finished(self, *, status: str, reason: str) -> None:
         run_finished_ingest(run_id=self.run_id, status=str(status), reason=reason, attempt=self.attempt)

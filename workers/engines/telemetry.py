@@ -40,6 +40,9 @@ class TelemetrySink(Protocol):
 
     def checkpoint_saved(self, *, step: int, path: str) -> None: ...
 
+    def heartbeat(self, *, phase: str, detail: str) -> None:
+        """Alive between steps (e.g. during the warm-up): the control plane must not think it lost."""
+
     def run_finished(self, *, status: RunStatus, reason: str) -> None: ...
 
 
@@ -108,6 +111,9 @@ class JsonlSink:
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         self._write("checkpoint", {"step": step, "path": path})
 
+    def heartbeat(self, *, phase: str, detail: str) -> None:
+        pass  # a file needs no proof of life
+
     def run_finished(self, *, status: RunStatus, reason: str) -> None:
         self._write("run_finished", {"status": str(status), "reason": reason})
 
@@ -135,6 +141,10 @@ class TeeSink:
     def checkpoint_saved(self, **kwargs: Any) -> None:
         for sink in self.sinks:
             sink.checkpoint_saved(**kwargs)
+
+    def heartbeat(self, **kwargs: Any) -> None:
+        for sink in self.sinks:
+            sink.heartbeat(**kwargs)
 
     def run_finished(self, **kwargs: Any) -> None:
         for sink in self.sinks:

@@ -198,3 +198,17 @@ def test_a_finish_with_an_unknown_status_is_refused(running, token):
     assert answer.status_code == 400
     running.refresh_from_db()
     assert running.status == RunStatus.STARTING
+
+
+
+@pytest.mark.django_db
+def test_a_heartbeat_keeps_a_warming_run_alive_and_says_what_it_does(running, token):
+    from django.utils import timezone
+
+    Run.objects.filter(pk=running.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+    answer = engine(token).post(url(running), {"event": "heartbeat", "phase": "warmup",
+                                               "detail": "supervised warm-up step 500/1500, loss 1.2"}, format="json")
+    assert answer.status_code == 200
+    running.refresh_from_db()
+    assert (timezone.now() - running.heartbeat_at).total_seconds() < 60
+    assert running.status_reason == "supervised warm-up step 500/1500, loss 1.2"

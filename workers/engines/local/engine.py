@@ -184,8 +184,11 @@ class LocalEngine:
         key = c.digest("task", "dataset", "task_train_size", "task_test_size", "model_layers", "model_dim",
                        "model_heads", "warmup_steps", "warmup_lr", "seed", "max_new_tokens")
         cache = self.var_dir / "warmup" / f"{key}-{self.policy.tokenizer.charset.encode().hex()[:16]}.pt"
+        def progress(step: int, steps: int, loss: float) -> None:
+            self.sink.heartbeat(phase="warmup", detail=f"supervised warm-up step {step}/{steps}, loss {loss:.3f}")
+
         return supervised_warmup(self.policy, self.train, steps=c.warmup_steps, lr=c.warmup_lr, seed=c.seed,
-                                 cache_path=cache)
+                                 cache_path=cache, progress=progress)
 
     def encoded(self, key: str) -> list[int]:
         ids = self._encoded.get(key)

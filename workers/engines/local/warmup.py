@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ def supervised_warmup(
     batch_size: int = 64,
     seed: int = 0,
     cache_path: Path | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train on answers with cross-entropy; load from ``cache_path`` when it exists."""
     if cache_path is not None and cache_path.is_file():
@@ -61,8 +63,11 @@ def supervised_warmup(
         optimizer.step()
         schedule.step()
         loss_value = float(loss.detach())
-        if step % 500 == 0:
-            log.info("warm-up step %d/%d loss %.3f", step, steps, loss_value)
+        if step % 100 == 0:
+            if step % 500 == 0:
+                log.info("warm-up step %d/%d loss %.3f", step, steps, loss_value)
+            if progress is not None:
+                progress(step, steps, loss_value)
     policy.model.eval()
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
