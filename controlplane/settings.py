@@ -136,6 +136,9 @@ EDGEPLANE_MAX_ATTEMPTS = env_int(os.environ, "EDGEPLANE_MAX_ATTEMPTS", 3)
 EDGEPLANE_RUNS_DIR = Path(os.environ.get("EDGEPLANE_RUNS_DIR") or VAR_DIR / "runs")
 # Largest dataset upload accepted (bytes; 50 MiB).
 EDGEPLANE_UPLOAD_MAX_BYTES = env_int(os.environ, "EDGEPLANE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+# Request bodies read into memory (JSON posted to the ingestion endpoint: a step of a large
+# batch is several MB). Uploaded dataset files stream to disk and are checked separately.
+DATA_UPLOAD_MAX_MEMORY_SIZE = EDGEPLANE_UPLOAD_MAX_BYTES
 # How often beat runs the reconciler (seconds).
 EDGEPLANE_RECONCILE_SECONDS = env_int(os.environ, "EDGEPLANE_RECONCILE_SECONDS", 30)
 

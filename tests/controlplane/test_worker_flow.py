@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from controlplane.accounts.services import team_create
@@ -33,20 +32,9 @@ TINY = {
     "selectors": {"hive": {"min_rollout_batch": 4}, "hora": {"n0": 2}, "rlzvp": {}},
 }
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (os.environ.get("DATABASE_URL") and os.environ.get("CELERY_BROKER_URL"))
-        and not os.environ.get("EDGEPLANE_REQUIRE_SERVICES"),
-        reason="needs Postgres (DATABASE_URL) and Redis (CELERY_BROKER_URL): run `make test`",
-    ),
-]
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    assert connection.vendor == "postgresql", "the worker flow runs on Postgres: set DATABASE_URL"
-    return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+# Skips (or fails under EDGEPLANE_REQUIRE_SERVICES=1) without a database other processes
+# can open: the live_database_url fixture decides.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(scope="session")
@@ -81,11 +69,11 @@ class Worker:
 
 
 @pytest.fixture
-def worker(tmp_path, shared_var, settings):
+def worker(tmp_path, shared_var, settings, live_database_url):
     runs_dir = tmp_path / "runs"
     settings.EDGEPLANE_RUNS_DIR = str(runs_dir)
     settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS = 3
-    env = {**os.environ, "DATABASE_URL": database_url(), "EDGEPLANE_RUNS_DIR": str(runs_dir),
+    env = {**os.environ, "DATABASE_URL": live_database_url, "EDGEPLANE_RUNS_DIR": str(runs_dir),
            "EDGEPLANE_VAR_DIR": str(shared_var), "PYTHONUNBUFFERED": "1"}
     w = Worker(env, tmp_path / "worker.log")
     w.start()
