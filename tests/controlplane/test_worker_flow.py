@@ -20,7 +20,13 @@ from django.utils import timezone
 from controlplane.accounts.services import team_create
 from controlplane.budgets.services import budget_set
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.models import PromptObservation, Run, RunStatus, SelectionDecision, StepSummary
+from controlplane.runs.models import (
+    PromptObservation,
+    Run,
+    RunStatus,
+    SelectionDecision,
+    StepSummary,
+)
 from controlplane.runs.services import run_cancel, run_create, runs_reconcile
 from workers.engines.telemetry import read_events
 

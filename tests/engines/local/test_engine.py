@@ -56,11 +56,10 @@ def test_plain_grpo_changes_the_weights_and_reports_every_step(run_tiny):
 
 
 def test_the_update_moves_the_parameters(run_tiny, tmp_path, var_dir):
+    from tests.engines.local.conftest import TINY
     from workers.engines.config import RunConfig
     from workers.engines.local.engine import LocalEngine
     from workers.engines.telemetry import JsonlSink
-
-    from tests.engines.local.conftest import TINY
 
     engine = LocalEngine(RunConfig.from_mapping(TINY), tmp_path / "w", JsonlSink(tmp_path / "w"), var_dir=var_dir)
     engine._warm_up()
@@ -185,11 +184,10 @@ def test_a_diverged_run_fails_with_a_reason_and_keeps_the_last_good_checkpoint(r
 
 
 def test_cancel_from_the_sink_stops_at_the_step_boundary_with_a_checkpoint(tmp_path, var_dir):
+    from tests.engines.local.conftest import TINY
     from workers.engines.config import RunConfig
     from workers.engines.local.engine import LocalEngine
     from workers.engines.telemetry import JsonlSink, read_events
-
-    from tests.engines.local.conftest import TINY
 
     sink = JsonlSink(tmp_path, control=Control.CANCEL)
     engine = LocalEngine(RunConfig.from_mapping(TINY), tmp_path, sink, var_dir=var_dir)

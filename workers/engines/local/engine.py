@@ -14,10 +14,11 @@ import logging
 import shutil
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,16 @@ from workers.engines.dataset import PromptRecord, read_dataset
 from workers.engines.local import tasks
 from workers.engines.local.evaluate import evaluate
 from workers.engines.local.model import Policy, hf_policy, resolve_device, tiny_policy
-from workers.engines.local.sampling import NonFiniteLogits, Rollouts, concat, entropy_from_logits, left_pad, positions, sample, select_rows
+from workers.engines.local.sampling import (
+    NonFiniteLogits,
+    Rollouts,
+    concat,
+    entropy_from_logits,
+    left_pad,
+    positions,
+    sample,
+    select_rows,
+)
 from workers.engines.local.update import TrainingDiverged, UpdateStats, grpo_update
 from workers.engines.local.warmup import supervised_warmup
 from workers.engines.telemetry import Control, RunStatus, TelemetrySink

@@ -118,10 +118,10 @@ def concat(parts: list[Rollouts], pad_id: int) -> Rollouts:
     width_p = max(p.prompt_ids.shape[1] for p in parts)
     width_t = max(p.response_ids.shape[1] for p in parts)
 
-    def pad_left(x: torch.Tensor, width: int, value: float | int | bool) -> torch.Tensor:
+    def pad_left(x: torch.Tensor, width: int, value: float | bool) -> torch.Tensor:
         return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
 
-    def pad_right(x: torch.Tensor, width: int, value: float | int | bool) -> torch.Tensor:
+    def pad_right(x: torch.Tensor, width: int, value: float | bool) -> torch.Tensor:
         return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
     return Rollouts(

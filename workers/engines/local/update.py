@@ -7,8 +7,8 @@ forward pass (detached): RL-ZVP shapes with the policy being optimised.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
