@@ -1,0 +1,401 @@
+"""Chart data: the series every dashboard chart draws, computed apart from drawing.
+
+Each function takes plain rows (dicts or tuples read by ``frontend.selectors``) and returns
+a JSON-ready dict of columns. No Django, no Plotly here: the tests check the series, and
+the JS modules in ``static/frontend/`` only draw them.
+
+Conventions:
+- One name per metric, as the trainer and the database call it (``rollouts_generated``,
+  ``rollout_savings``, ``effective_share_of_generated``, ...). Running totals carry a
+  ``_total`` suffix, as ``Evaluation.rollouts_generated_total`` does.
+- A missing or non-finite measurement is an explicit ``None`` (JSON ``null``, a gap in
+  the chart), never left out: every column of a series has one entry per x value.
+- Device time is seconds per step and hours in totals, as in the API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Method names and their labels, in the order the form and the legends show them
+# (workers.selection.selectors.REGISTRY holds the same labels; tests check they agree).
+METHOD_ORDER = ("grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze")
+PHASES = ("select", "generate", "reward", "update")  # seconds per phase, in pipeline order
+BUCKETS = ("unseen", "too_easy", "edge", "too_hard", "pruned", "stale")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "budget_stopped")
+
+# The per-step metrics each method's panel draws (names as the selectors log them).
+METHOD_METRICS: dict[str, tuple[str, ...]] = {
+    "grpo": (),
+    "dapo": ("post_filter/dropped_zero_variance",),
+    "greso": ("greso/p_easy", "greso/p_hard"),
+    "hive": ("hive/stage1_candidates", "hive/stage1_kept", "hive/stage2_candidates", "hive/stage2_kept",
+             "hive/entropy_threshold", "hive/entropy_correlation"),
+    "hora": (),
+    "rlzvp": ("rlzvp/shaped_rollouts",),
+    "lze": ("lze/selected_share", "lze/energy_mean", "lze/pruned_pool", "lze/replaying"),
+}
+
+
+def number(value: Any) -> float | None:
+    """A finite float, or None for None, NaN, infinity and the strings "NaN"/"Infinity"."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else float(value)
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, None when either is missing or the denominator is 0."""
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def method_labels(names: Iterable[str]) -> list[dict[str, str]]:
+    """[{name, label}] in the canonical method order, labels from the selection registry."""
+    from workers.selection.selectors import REGISTRY
+
+    chosen = set(names)
+    return [{"name": n, "label": REGISTRY[n].label} for n in METHOD_ORDER if n in chosen]
+
+
+# -- rollout savings ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Running totals of a run's steps before the first row of a page (the cursor's base)."""
+
+    rollouts_generated: int = 0
+    rollouts_uniform: int = 0
+    rollouts_effective: int = 0
+    device_seconds: float = 0.0
+    uniform_device_seconds: float = 0.0
+
+
+def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
+                methods: Sequence[str] = ()) -> dict[str, Any]:
+    """Per-step and running figures of the "Rollout savings" charts and the method panels.
+
+    ``rows`` are step summaries in step order (after the cursor); ``base`` holds the totals
+    of the steps before them, so a page continues the running sums of the previous one.
+    """
+    out: dict[str, Any] = {name: [] for name in (
+        "step", "rollouts_generated", "rollouts_uniform", "rollouts_generated_total", "rollouts_uniform_total",
+        "rollout_savings", "rollout_savings_total", "effective_share_of_generated",
+        "effective_share_of_generated_total", "all_correct_share",
+        "all_wrong_share", "reward_mean", "device_hours_total", "uniform_device_hours_total")}
+    out["seconds"] = {phase: [] for phase in PHASES}
+    metric_names = [m for method in methods for m in METHOD_METRICS.get(method, ())]
+    out["metrics"] = {name: [] for name in metric_names}
+    if "rlzvp" in methods:
+        out["metrics"]["rlzvp/shaped_share"] = []
+    generated, uniform, effective = base.rollouts_generated, base.rollouts_uniform, base.rollouts_effective
+    device, uniform_device = base.device_seconds, base.uniform_device_seconds
+    for row in rows:
+        generated += int(row["rollouts_generated"])
+        uniform += int(row["rollouts_uniform"])
+        effective += int(row.get("rollouts_effective") or 0)
+        device += number(row.get("device_seconds")) or 0.0
+        uniform_device += number(row.get("uniform_device_seconds")) or 0.0
+        groups = int(row.get("groups_generated") or 0)
+        out["step"].append(int(row["step"]))
+        out["rollouts_generated"].append(int(row["rollouts_generated"]))
+        out["rollouts_uniform"].append(int(row["rollouts_uniform"]))
+        out["rollouts_generated_total"].append(generated)
+        out["rollouts_uniform_total"].append(uniform)
+        out["rollout_savings"].append(number(row.get("rollout_savings")))
+        out["rollout_savings_total"].append(None if not uniform else 1.0 - generated / uniform)
+        out["effective_share_of_generated"].append(number(row.get("effective_share_of_generated")))
+        out["effective_share_of_generated_total"].append(ratio(effective, generated))
+        out["all_correct_share"].append(ratio(row.get("groups_all_correct"), groups))
+        out["all_wrong_share"].append(ratio(row.get("groups_all_wrong"), groups))
+        out["reward_mean"].append(number(row.get("reward_mean")))
+        out["device_hours_total"].append(device / 3600.0)
+        out["uniform_device_hours_total"].append(uniform_device / 3600.0)
+        seconds = row.get("seconds") or {}
+        for phase in PHASES:
+            out["seconds"][phase].append(number(seconds.get(phase)))
+        metrics = row.get("metrics") or {}
+        for name in metric_names:
+            out["metrics"][name].append(number(metrics.get(name)))
+        if "rlzvp" in methods:
+            out["metrics"]["rlzvp/shaped_share"].append(
+                ratio(number(metrics.get("rlzvp/shaped_rollouts")), row.get("rollouts_trained")))
+    return out
+
+
+def accuracy_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Held-out Pass@1 and Pass@k against steps, rollouts generated and device-hours."""
+    return {
+        "step": [int(r["step"]) for r in rows],
+        "rollouts_generated_total": [int(r["rollouts_generated_total"]) for r in rows],
+        "device_hours_total": [(number(r["device_seconds_total"]) or 0.0) / 3600.0 for r in rows],
+        "pass_at_1": [number(r["pass_at_1"]) for r in rows],
+        "pass_at_k": [number(r["pass_at_k"]) for r in rows],
+        "k": [int(r["k"]) for r in rows],
+    }
+
+
+def action_counts(rows: Iterable[tuple[int, str, str, int]]) -> dict[str, Any]:
+    """Decisions per step by "method.action" from (step, method, action, count) rows.
+
+    Every series has one entry per step of the page (0 where that step had none).
+    """
+    rows = list(rows)
+    steps = sorted({int(r[0]) for r in rows})
+    index = {step: i for i, step in enumerate(steps)}
+    series: dict[str, list[int]] = {}
+    for step, method, action, count in rows:
+        column = series.setdefault(f"{method}.{action}", [0] * len(steps))
+        column[index[int(step)]] += int(count)
+    return {"step": steps, "counts": dict(sorted(series.items()))}
+
+
+# -- method panels ----------------------------------------------------------------------------------
+
+
+def hora_allocation(rows: Iterable[tuple[int, int, int, float]], max_successes: int | None = None) -> dict[str, Any]:
+    """HORA's allocation by probe successes, per step, from (step, successes, prompts, extra_sum).
+
+    ``mean_extra[s][i]`` is the mean number of extra rollouts given at step ``step[i]`` to
+    prompts with ``successes[s]`` probe hits (None where no prompt had that many); ``prompts``
+    counts them. Rows of one (step, successes) pair are summed. The successes axis runs
+    0..``max_successes`` (the probe size n0) so that pages line up, or to the largest seen.
+    """
+    cells: dict[tuple[int, int], list[float]] = {}
+    for step, successes, prompts, extra in rows:
+        cell = cells.setdefault((int(step), int(successes)), [0, 0.0])
+        cell[0] += int(prompts)
+        cell[1] += float(extra)
+    steps = sorted({s for s, _ in cells})
+    top = max((h for _, h in cells), default=-1)
+    hits = list(range(max(top, -1 if max_successes is None else max_successes) + 1))
+    mean_extra = [[None if (s, h) not in cells else cells[(s, h)][1] / cells[(s, h)][0] for s in steps]
+                  for h in hits]
+    prompts = [[int(cells[(s, h)][0]) if (s, h) in cells else 0 for s in steps] for h in hits]
+    return {"step": steps, "successes": hits, "mean_extra": mean_extra, "prompts": prompts}
+
+
+def energy_histogram(values: Iterable[tuple[float | None, bool]], bins: int = 20) -> dict[str, Any]:
+    """LZE energy distribution of one step's groups, selected (trained) against not.
+
+    ``values`` are (energy, trained); missing energies (groups LZE did not score) are counted
+    in ``missing``. Bin edges span the observed range (a single value gets a unit-wide bin).
+    """
+    pairs = [(number(e), bool(t)) for e, t in values]
+    scored = [(e, t) for e, t in pairs if e is not None]
+    missing = len(pairs) - len(scored)
+    if not scored:
+        return {"edges": [], "selected": [], "not_selected": [], "missing": missing}
+    low = min(e for e, _ in scored)
+    high = max(e for e, _ in scored)
+    if high == low:
+        low, high = low - 0.5, high + 0.5
+    width = (high - low) / bins
+    edges = [low + i * width for i in range(bins + 1)]
+    selected, not_selected = [0] * bins, [0] * bins
+    for e, trained in scored:
+        i = min(int((e - low) / width), bins - 1)
+        (selected if trained else not_selected)[i] += 1
+    return {"edges": edges, "selected": selected, "not_selected": not_selected, "missing": missing}
+
+
+# -- learning edge ---------------------------------------------------------------------------------
+
+
+def edge_map(points: Iterable[tuple[str, float | None, float | None, str]], total: int | None = None) -> dict[str, Any]:
+    """Prompts over pass rate (x) and response entropy (y), one trace per bucket.
+
+    ``points`` are (prompt_key, pass_rate, response_entropy, bucket). A point without a pass
+    rate cannot be placed and is only counted; a missing entropy is drawn at y = None (Plotly
+    leaves it out) and counted in ``no_entropy``.
+    """
+    traces = {b: {"x": [], "y": [], "key": []} for b in BUCKETS}
+    counts = dict.fromkeys(BUCKETS, 0)
+    shown = no_entropy = 0
+    for key, pass_rate, entropy, bucket in points:
+        bucket = bucket if bucket in traces else "unseen"
+        counts[bucket] += 1
+        x, y = number(pass_rate), number(entropy)
+        if x is None:
+            continue
+        no_entropy += y is None
+        traces[bucket]["x"].append(x)
+        traces[bucket]["y"].append(y)
+        traces[bucket]["key"].append(key)
+        shown += 1
+    return {"buckets": traces, "counts": counts, "shown": shown, "no_entropy": no_entropy,
+            "total": sum(counts.values()) if total is None else total}
+
+
+@dataclass(frozen=True)
+class HeatmapLayout:
+    """How prompts and steps fold into heat-map rows and columns.
+
+    Prompts in dataset order: up to ``max_rows`` one row each, else consecutive groups of
+    ``prompts_per_row``. Steps: one column each up to ``max_columns``, else bins of
+    ``steps_per_column`` fixed by the planned steps, so columns never move as the run grows.
+    """
+
+    prompts: int
+    steps_planned: int
+    max_rows: int = 60
+    max_columns: int = 200
+
+    @property
+    def prompts_per_row(self) -> int:
+        return max(1, math.ceil(self.prompts / self.max_rows))
+
+    @property
+    def steps_per_column(self) -> int:
+        return max(1, math.ceil(self.steps_planned / self.max_columns))
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.prompts / self.prompts_per_row) if self.prompts else 0
+
+    def row_labels(self, keys: Sequence[str] | None = None) -> list[str]:
+        """The prompt key of each row, or "prompts a-b" for grouped rows (1-based)."""
+        g = self.prompts_per_row
+        if g == 1 and keys is not None:
+            return list(keys)
+        return [f"prompts {r * g + 1}-{min((r + 1) * g, self.prompts)}" for r in range(self.rows)]
+
+    def complete_until(self, last_step: int, finished: bool) -> int:
+        """The last step whose column is complete: a column is sent only once it is full
+        (or the run has ended), so a poll never has to redraw a column it sent."""
+        w = self.steps_per_column
+        if finished or w == 1:
+            return last_step
+        return (last_step + 1) // w * w - 1
+
+
+def pass_rate_heatmap(cells: Iterable[tuple[int, int, float | None, int]], layout: HeatmapLayout) -> dict[str, Any]:
+    """Prompt x step heat map of mean pass rates from (row, column, mean_pass_rate, count).
+
+    Returns the columns present (their first step in ``step``) and ``z[row][i]`` for each:
+    None where no prompt of that row was observed in that column's steps.
+    """
+    grid: dict[tuple[int, int], tuple[float | None, int]] = {}
+    for row, column, mean, count in cells:
+        grid[(int(row), int(column))] = (number(mean), int(count))
+    columns = sorted({c for _, c in grid})
+    w = layout.steps_per_column
+    z = [[grid[(r, c)][0] if (r, c) in grid else None for c in columns] for r in range(layout.rows)]
+    n = [[grid[(r, c)][1] if (r, c) in grid else 0 for c in columns] for r in range(layout.rows)]
+    return {"step": [c * w for c in columns], "steps_per_column": w, "prompts_per_row": layout.prompts_per_row,
+            "z": z, "observations": n}
+
+
+# -- the prompt page --------------------------------------------------------------------------------
+
+
+def prompt_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One prompt's observations over steps: pass rate, entropies, group size, bucket."""
+    return {
+        "step": [int(r["step"]) for r in rows],
+        "pass_rate": [number(r["pass_rate"]) for r in rows],
+        "response_entropy": [number(r.get("response_entropy")) for r in rows],
+        "prompt_entropy": [number(r.get("prompt_entropy")) for r in rows],
+        "group_size": [int(r["group_size"]) for r in rows],
+        "bucket": [r["bucket"] for r in rows],
+    }
+
+
+def bucket_changes(observations: Iterable[tuple[int, str]], decisions: Iterable[tuple[int, str]] = ()) -> list[dict]:
+    """Where a prompt moved between learning-edge buckets: [{step, from, to}].
+
+    ``observations`` are (step, bucket); ``decisions`` (step, action) add the moves that
+    happen without an observation: pruned (into the pruned pool) and restored (back to
+    the edge). Same-step events: the observation comes last (it is the step's outcome).
+    """
+    events = [(int(s), 0, "pruned" if a == "pruned" else "edge") for s, a in decisions if a in ("pruned", "restored")]
+    events += [(int(s), 1, b) for s, b in observations]
+    changes, current = [], "unseen"
+    for step, _, bucket in sorted(events):
+        if bucket != current:
+            changes.append({"step": step, "from": current, "to": bucket})
+            current = bucket
+    return changes
+
+
+# -- compare, budget, run list, launch forecast -------------------------------------------------------------
+
+
+def compare_series(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One accuracy series per run: [{run, name, ...accuracy_series}], in the given order."""
+    return [{"run": int(r["id"]), "name": r["name"], **accuracy_series(r["evaluations"])} for r in runs]
+
+
+def savings_row(totals: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's savings line: rollouts, their savings, device-hours and the hours saved."""
+    generated, uniform = int(totals["rollouts_generated"]), int(totals["rollouts_uniform"])
+    device_h = (number(totals["device_seconds"]) or 0.0) / 3600.0
+    uniform_h = (number(totals["uniform_device_seconds"]) or 0.0) / 3600.0
+    return {
+        "steps": int(totals["steps"]),
+        "rollouts_generated": generated,
+        "rollouts_uniform": uniform,
+        "rollout_savings": None if not uniform else 1.0 - generated / uniform,
+        "effective_share_of_generated": ratio(totals.get("rollouts_effective"), generated),
+        "device_hours": device_h,
+        "uniform_device_hours": uniform_h,
+        "device_hours_saved": uniform_h - device_h,
+    }
+
+
+def budget_series(usage: Iterable[tuple[Any, float, float]], *, period_start: Any = None, period_end: Any = None,
+                  limit_device_hours: float | None = None, forecast_device_hours: float | None = None,
+                  now: Any = None) -> dict[str, Any]:
+    """The team's use over the period, cumulative, beside the uniform-GRPO counterfactual.
+
+    ``usage`` are (time bucket, device_seconds, uniform_device_seconds) in time order; times
+    pass through as given (ISO strings or datetimes). The forecast is a line from the last
+    use to the period end; the limit a flat line over the period.
+    """
+    out: dict[str, Any] = {"time": [], "used_device_hours": [], "uniform_device_hours": []}
+    used = uniform = 0.0
+    for when, seconds, uniform_seconds in usage:
+        used += (number(seconds) or 0.0) / 3600.0
+        uniform += (number(uniform_seconds) or 0.0) / 3600.0
+        out["time"].append(when)
+        out["used_device_hours"].append(used)
+        out["uniform_device_hours"].append(uniform)
+    out["limit"] = None if limit_device_hours is None or period_start is None else {
+        "time": [period_start, period_end], "device_hours": [limit_device_hours, limit_device_hours]}
+    out["forecast"] = None if forecast_device_hours is None or period_end is None else {
+        "time": [now if now is not None else (out["time"][-1] if out["time"] else period_start), period_end],
+        "device_hours": [used, forecast_device_hours]}
+    share = ratio(used, limit_device_hours)
+    out["used_share"] = share
+    out["level"] = "none" if share is None else "exhausted" if share >= 1 else "warning" if share >= 0.8 else "ok"
+    return out
+
+
+def progress(steps_completed: int, steps_planned: int) -> float:
+    """Share of planned steps done, in [0, 1] (0 for a run that plans none)."""
+    return 0.0 if steps_planned <= 0 else min(max(steps_completed / steps_planned, 0.0), 1.0)
+
+
+def launch_forecast(forecast_device_hours: float, remaining_device_hours: float | None) -> dict[str, Any]:
+    """The New run page's cost line: the forecast against what the team has left.
+
+    ``remaining_device_hours`` is None without a budget (anything fits).
+    """
+    fits = remaining_device_hours is None or forecast_device_hours <= remaining_device_hours
+    if remaining_device_hours is None:
+        message = f"forecast {forecast_device_hours:.4f} device-hours; the team has no budget limit this period"
+    else:
+        verb = "fits within" if fits else "exceeds"
+        message = (f"forecast {forecast_device_hours:.4f} device-hours {verb} the "
+                   f"{remaining_device_hours:.4f} the team has left this period")
+    return {"forecast_device_hours": forecast_device_hours, "remaining_device_hours": remaining_device_hours,
+            "share": ratio(forecast_device_hours, remaining_device_hours), "fits": fits, "message": message}

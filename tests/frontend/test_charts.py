@@ -1,0 +1,284 @@
+"""The chart-data functions, each on its own: the series the dashboard draws."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from frontend import charts
+from frontend.charts import HeatmapLayout, Totals
+
+
+def step_row(step: int, **overrides) -> dict:
+    row = {"step": step, "rollouts_generated": 6, "rollouts_uniform": 8, "rollouts_effective": 3, "rollouts_trained": 4,
+           "groups_generated": 4, "groups_all_correct": 1, "groups_all_wrong": 2, "rollout_savings": 0.25,
+           "effective_share_of_generated": 0.5, "device_seconds": 1800.0, "uniform_device_seconds": 3600.0,
+           "reward_mean": 0.5, "seconds": {"generate": 1.0, "reward": 0.5, "select": 0.1, "update": 2.0},
+           "metrics": {}}
+    row.update(overrides)
+    return row
+
+
+# -- number and ratio ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, expected", [(1, 1.0), ("2.5", 2.5), (None, None), (math.nan, None),
+                                           (math.inf, None), ("NaN", None), ("Infinity", None), ("x", None)])
+def test_number_turns_every_missing_or_non_finite_value_into_none(raw, expected):
+    assert charts.number(raw) == expected
+
+
+def test_ratio_is_none_without_a_denominator():
+    assert charts.ratio(1, 4) == 0.25
+    assert charts.ratio(1, 0) is None and charts.ratio(None, 4) is None
+
+
+def test_method_labels_follow_the_registry_in_the_canonical_order():
+    from workers.selection.selectors import REGISTRY
+
+    assert [m["name"] for m in charts.method_labels(["lze", "hive", "grpo"])] == ["grpo", "hive", "lze"]
+    assert {m["name"]: m["label"] for m in charts.method_labels(charts.METHOD_ORDER)} == {
+        "grpo": "GRPO", "dapo": "DAPO dynamic sampling", "greso": "GRESO", "hive": "HIVE", "hora": "HORA",
+        "rlzvp": "RL-ZVP", "lze": "LZE"}
+    assert set(charts.METHOD_ORDER) == set(REGISTRY) == set(charts.METHOD_METRICS)
+
+
+# -- step_series -------------------------------------------------------------------------------------
+
+
+def test_step_series_sums_rollouts_and_savings_against_uniform_grpo():
+    s = charts.step_series([step_row(0), step_row(1, rollouts_generated=2, rollouts_effective=2)])
+    assert s["step"] == [0, 1]
+    assert s["rollouts_generated_total"] == [6, 8]
+    assert s["rollouts_uniform_total"] == [8, 16]
+    assert s["rollout_savings_total"] == [pytest.approx(0.25), pytest.approx(0.5)]
+    assert s["effective_share_of_generated_total"] == [pytest.approx(0.5), pytest.approx(5 / 8)]
+    assert s["device_hours_total"] == [0.5, 1.0]
+    assert s["uniform_device_hours_total"] == [1.0, 2.0]
+
+
+def test_step_series_continues_the_running_totals_from_the_cursor_base():
+    base = Totals(rollouts_generated=10, rollouts_uniform=20, rollouts_effective=5, device_seconds=3600.0,
+                  uniform_device_seconds=7200.0)
+    s = charts.step_series([step_row(5)], base)
+    assert s["rollouts_generated_total"] == [16] and s["rollouts_uniform_total"] == [28]
+    assert s["rollout_savings_total"] == [pytest.approx(1 - 16 / 28)]
+    assert s["device_hours_total"] == [1.5] and s["uniform_device_hours_total"] == [3.0]
+
+
+def test_step_series_gives_group_shares_reward_and_seconds_per_phase():
+    s = charts.step_series([step_row(0)])
+    assert s["all_correct_share"] == [0.25] and s["all_wrong_share"] == [0.5]
+    assert s["effective_share_of_generated"] == [0.5] and s["rollout_savings"] == [0.25]
+    assert s["reward_mean"] == [0.5]
+    assert s["seconds"] == {"select": [0.1], "generate": [1.0], "reward": [0.5], "update": [2.0]}
+
+
+def test_step_series_sends_missing_measurements_as_explicit_nulls():
+    row = step_row(0, reward_mean=None, groups_generated=0, seconds={"generate": float("nan")}, rollout_savings=None)
+    s = charts.step_series([row], methods=["hive"])
+    assert s["reward_mean"] == [None] and s["all_correct_share"] == [None] and s["rollout_savings"] == [None]
+    assert s["seconds"]["generate"] == [None] and s["seconds"]["update"] == [None]
+    assert s["metrics"]["hive/stage2_kept"] == [None]
+    assert "NaN" not in json.dumps(s, allow_nan=True)
+
+
+def test_step_series_carries_the_metrics_of_the_active_methods_only():
+    metrics = {"hive/stage1_kept": 10, "hive/entropy_threshold": 0.7, "rlzvp/shaped_rollouts": 2.0,
+               "lze/pruned_pool": 3.0, "greso/p_easy": 0.4}
+    s = charts.step_series([step_row(0, metrics=metrics)], methods=["hive", "rlzvp"])
+    assert s["metrics"]["hive/stage1_kept"] == [10.0] and s["metrics"]["hive/entropy_threshold"] == [0.7]
+    assert s["metrics"]["rlzvp/shaped_share"] == [0.5]  # 2 shaped of 4 trained
+    assert "lze/pruned_pool" not in s["metrics"] and "greso/p_easy" not in s["metrics"]
+
+
+def test_step_series_of_no_rows_has_every_column_empty():
+    s = charts.step_series([], methods=["lze"])
+    assert s["step"] == [] and s["rollouts_generated_total"] == [] and s["metrics"]["lze/selected_share"] == []
+
+
+# -- accuracy_series, action_counts ----------------------------------------------------------------------
+
+
+def test_accuracy_series_puts_pass_at_k_against_rollouts_and_device_hours():
+    rows = [{"step": 0, "k": 8, "pass_at_1": 0.1, "pass_at_k": 0.3, "rollouts_generated_total": 0,
+             "device_seconds_total": 0.0},
+            {"step": 10, "k": 8, "pass_at_1": 0.4, "pass_at_k": float("nan"), "rollouts_generated_total": 640,
+             "device_seconds_total": 7200.0}]
+    s = charts.accuracy_series(rows)
+    assert s == {"step": [0, 10], "rollouts_generated_total": [0, 640], "device_hours_total": [0.0, 2.0],
+                 "pass_at_1": [0.1, 0.4], "pass_at_k": [0.3, None], "k": [8, 8]}
+
+
+def test_action_counts_fill_every_step_of_the_page_with_zeros_where_nothing_happened():
+    rows = [(3, "hive", "kept", 5), (3, "hive", "skipped", 2), (4, "hive", "kept", 4), (4, "lze", "replayed", 1)]
+    s = charts.action_counts(rows)
+    assert s["step"] == [3, 4]
+    assert s["counts"] == {"hive.kept": [5, 4], "hive.skipped": [2, 0], "lze.replayed": [0, 1]}
+    assert charts.action_counts([]) == {"step": [], "counts": {}}
+
+
+# -- method panels --------------------------------------------------------------------------------------
+
+
+def test_hora_allocation_gives_mean_extra_rollouts_by_probe_successes_per_step():
+    rows = [(0, 0, 2, 12.0), (0, 2, 1, 0.0), (1, 1, 4, 8.0), (1, 1, 1, 2.0)]
+    s = charts.hora_allocation(rows, max_successes=4)
+    assert s["step"] == [0, 1] and s["successes"] == [0, 1, 2, 3, 4]
+    assert s["mean_extra"][0] == [6.0, None]
+    assert s["mean_extra"][1] == [None, 2.0]  # (8 + 2) / (4 + 1)
+    assert s["mean_extra"][2] == [0.0, None]
+    assert s["mean_extra"][4] == [None, None]
+    assert s["prompts"][1] == [0, 5]
+
+
+def test_hora_allocation_widens_its_axis_to_the_largest_successes_seen():
+    assert charts.hora_allocation([(0, 3, 1, 1.0)])["successes"] == [0, 1, 2, 3]
+    assert charts.hora_allocation([], max_successes=2) == {"step": [], "successes": [0, 1, 2], "mean_extra": [[], [], []],
+                                                           "prompts": [[], [], []]}
+
+
+def test_energy_histogram_splits_selected_from_not_selected_groups():
+    values = [(0.0, True), (0.5, False), (1.0, True), (1.0, True), (None, False), (float("nan"), True)]
+    s = charts.energy_histogram(values, bins=4)
+    assert s["edges"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert s["selected"] == [1, 0, 0, 2] and s["not_selected"] == [0, 0, 1, 0]
+    assert s["missing"] == 2
+
+
+def test_energy_histogram_of_one_value_or_none():
+    one = charts.energy_histogram([(0.3, True)], bins=2)
+    assert one["edges"] == [pytest.approx(-0.2), pytest.approx(0.3), pytest.approx(0.8)]
+    assert one["selected"] == [0, 1]
+    assert charts.energy_histogram([(None, True)]) == {"edges": [], "selected": [], "not_selected": [], "missing": 1}
+
+
+# -- learning edge ------------------------------------------------------------------------------------------
+
+
+def test_edge_map_groups_prompts_by_bucket_over_pass_rate_and_entropy():
+    points = [("a", 1.0, 0.2, "too_easy"), ("b", 0.5, 0.9, "edge"), ("c", 0.0, None, "too_hard"),
+              ("d", None, None, "pruned"), ("e", 0.25, 0.4, "weird")]
+    s = charts.edge_map(points, total=10)
+    assert s["buckets"]["edge"] == {"x": [0.5], "y": [0.9], "key": ["b"]}
+    assert s["buckets"]["too_hard"] == {"x": [0.0], "y": [None], "key": ["c"]}
+    assert s["buckets"]["unseen"]["key"] == ["e"]  # an unknown bucket is drawn as unseen
+    assert s["buckets"]["pruned"]["key"] == []  # no pass rate: counted, not placed
+    assert s["counts"] == {"unseen": 1, "too_easy": 1, "edge": 1, "too_hard": 1, "pruned": 1, "stale": 0}
+    assert s["shown"] == 4 and s["no_entropy"] == 1 and s["total"] == 10
+    assert set(s["buckets"]) == set(charts.BUCKETS)
+
+
+def test_heatmap_layout_gives_one_row_per_prompt_up_to_the_limit_then_groups():
+    small = HeatmapLayout(prompts=20, steps_planned=100)
+    assert small.prompts_per_row == 1 and small.rows == 20 and small.steps_per_column == 1
+    assert small.row_labels(["k0", "k1"]) == ["k0", "k1"]
+    big = HeatmapLayout(prompts=2000, steps_planned=1000)
+    assert big.prompts_per_row == 34 and big.rows == 59 and big.steps_per_column == 5
+    assert big.row_labels()[0] == "prompts 1-34" and big.row_labels()[-1] == "prompts 1973-2000"
+
+
+def test_heatmap_layout_sends_a_binned_column_only_once_it_is_complete():
+    layout = HeatmapLayout(prompts=10, steps_planned=1000)  # 5 steps a column
+    assert layout.complete_until(3, finished=False) == -1
+    assert layout.complete_until(4, finished=False) == 4
+    assert layout.complete_until(8, finished=False) == 4
+    assert layout.complete_until(8, finished=True) == 8
+    assert HeatmapLayout(prompts=10, steps_planned=50).complete_until(7, finished=False) == 7
+
+
+def test_pass_rate_heatmap_fills_rows_and_columns_and_leaves_gaps_as_null():
+    layout = HeatmapLayout(prompts=3, steps_planned=400)  # 2 steps a column
+    cells = [(0, 0, 0.5, 2), (2, 0, 1.0, 1), (1, 3, 0.25, 4)]
+    s = charts.pass_rate_heatmap(cells, layout)
+    assert s["step"] == [0, 6] and s["steps_per_column"] == 2 and s["prompts_per_row"] == 1
+    assert s["z"] == [[0.5, None], [None, 0.25], [1.0, None]]
+    assert s["observations"] == [[2, 0], [0, 4], [1, 0]]
+
+
+# -- the prompt page ----------------------------------------------------------------------------------------
+
+
+def test_prompt_series_follows_one_prompt_over_steps():
+    rows = [{"step": 1, "pass_rate": 0.0, "response_entropy": 0.9, "prompt_entropy": None, "group_size": 8,
+             "bucket": "too_hard"},
+            {"step": 4, "pass_rate": 0.5, "response_entropy": float("nan"), "prompt_entropy": 1.2, "group_size": 8,
+             "bucket": "edge"}]
+    s = charts.prompt_series(rows)
+    assert s == {"step": [1, 4], "pass_rate": [0.0, 0.5], "response_entropy": [0.9, None],
+                 "prompt_entropy": [None, 1.2], "group_size": [8, 8], "bucket": ["too_hard", "edge"]}
+
+
+def test_bucket_changes_list_each_move_once_including_pruning_and_restoring():
+    observations = [(0, "too_hard"), (1, "too_hard"), (2, "edge"), (3, "too_easy"), (6, "edge")]
+    decisions = [(4, "pruned"), (4, "skipped"), (6, "restored")]
+    assert charts.bucket_changes(observations, decisions) == [
+        {"step": 0, "from": "unseen", "to": "too_hard"},
+        {"step": 2, "from": "too_hard", "to": "edge"},
+        {"step": 3, "from": "edge", "to": "too_easy"},
+        {"step": 4, "from": "too_easy", "to": "pruned"},
+        {"step": 6, "from": "pruned", "to": "edge"},
+    ]
+    assert charts.bucket_changes([]) == []
+
+
+# -- compare, budget, progress, forecast ------------------------------------------------------------------
+
+
+def test_compare_series_gives_one_accuracy_series_per_run_in_order():
+    evaluation = {"step": 0, "k": 4, "pass_at_1": 0.2, "pass_at_k": 0.5, "rollouts_generated_total": 0,
+                  "device_seconds_total": 0.0}
+    s = charts.compare_series([{"id": 2, "name": "b", "evaluations": [evaluation]},
+                               {"id": 1, "name": "a", "evaluations": []}])
+    assert [(r["run"], r["name"]) for r in s] == [(2, "b"), (1, "a")]
+    assert s[0]["pass_at_1"] == [0.2] and s[1]["step"] == []
+
+
+def test_savings_row_compares_a_run_with_uniform_grpo():
+    row = charts.savings_row({"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800,
+                              "rollouts_effective": 300, "device_seconds": 1800.0, "uniform_device_seconds": 3600.0})
+    assert row == {"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800, "rollout_savings": 0.25,
+                   "effective_share_of_generated": 0.5, "device_hours": 0.5, "uniform_device_hours": 1.0,
+                   "device_hours_saved": 0.5}
+    empty = charts.savings_row({"steps": 0, "rollouts_generated": 0, "rollouts_uniform": 0, "rollouts_effective": 0,
+                                "device_seconds": 0, "uniform_device_seconds": 0})
+    assert empty["rollout_savings"] is None and empty["effective_share_of_generated"] is None
+
+
+def test_budget_series_accumulates_use_and_draws_limit_and_forecast():
+    usage = [("t0", 1800.0, 3600.0), ("t1", 3600.0, 3600.0)]
+    s = charts.budget_series(usage, period_start="p0", period_end="p1", limit_device_hours=2.0,
+                             forecast_device_hours=4.0, now="t2")
+    assert s["time"] == ["t0", "t1"]
+    assert s["used_device_hours"] == [0.5, 1.5] and s["uniform_device_hours"] == [1.0, 2.0]
+    assert s["limit"] == {"time": ["p0", "p1"], "device_hours": [2.0, 2.0]}
+    assert s["forecast"] == {"time": ["t2", "p1"], "device_hours": [1.5, 4.0]}
+    assert s["used_share"] == 0.75 and s["level"] == "ok"
+
+
+@pytest.mark.parametrize("used_seconds, level", [(2.0 * 3600 * 0.79, "ok"), (2.0 * 3600 * 0.8, "warning"),
+                                                 (2.0 * 3600, "exhausted"), (3.0 * 3600, "exhausted")])
+def test_budget_series_warns_at_80_percent_and_is_exhausted_at_100(used_seconds, level):
+    s = charts.budget_series([("t", used_seconds, 0.0)], period_start="a", period_end="b", limit_device_hours=2.0)
+    assert s["level"] == level
+
+
+def test_budget_series_without_a_budget_has_no_limit_forecast_or_level():
+    s = charts.budget_series([("t", 3600.0, 7200.0)])
+    assert s["limit"] is None and s["forecast"] is None and s["used_share"] is None and s["level"] == "none"
+
+
+def test_progress_is_a_share_of_planned_steps_clamped_to_one():
+    assert charts.progress(5, 20) == 0.25
+    assert charts.progress(30, 20) == 1.0 and charts.progress(3, 0) == 0.0
+
+
+def test_launch_forecast_says_whether_the_run_fits_the_remaining_budget():
+    fits = charts.launch_forecast(0.5, 2.0)
+    assert fits["fits"] and fits["share"] == 0.25 and "fits within" in fits["message"]
+    over = charts.launch_forecast(3.0, 2.0)
+    assert not over["fits"] and over["share"] == 1.5 and "exceeds" in over["message"]
+    free = charts.launch_forecast(3.0, None)
+    assert free["fits"] and free["share"] is None and "no budget limit" in free["message"]
