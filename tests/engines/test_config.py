@@ -71,3 +71,10 @@ def test_describe_lists_every_field_with_help():
     fields = {f["name"]: f for f in RunConfig.describe()}
     assert fields["group_size"]["default"] == 8 and fields["group_size"]["help"]
     assert all(f["help"] for f in fields.values())
+
+
+def test_yaml_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    (tmp_path / "run.yaml").write_text("lr: 5e-4\nwarmup_lr: 3e-3\n")
+    config = RunConfig.load(tmp_path / "run.yaml")
+    assert (config.lr, config.warmup_lr) == (5e-4, 3e-3)
+    assert "must be a number" in errors_of({"lr": "fast"})["lr"][0]

@@ -138,6 +138,8 @@ class LocalEngine:
         self.var_dir = Path(var_dir)
         self.train, self.test = self._load_records()
         self.by_key = {r.key: r for r in self.train}
+        if config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
         self.device = resolve_device(config.device)
         self.policy = self._build_policy()
         self.policy.model.to(self.device)
@@ -193,7 +195,9 @@ class LocalEngine:
             return {}
         key = c.digest("task", "dataset", "task_train_size", "task_test_size", "model_layers", "model_dim",
                        "model_heads", "warmup_steps", "warmup_lr", "seed", "max_new_tokens")
-        cache = self.var_dir / "warmup" / f"{key}-{self.policy.tokenizer.charset.encode().hex()[:16]}.pt"
+        # The architecture is part of the key: a cache of another activation must not load.
+        arch = self.policy.model.config.activation_function
+        cache = self.var_dir / "warmup" / f"{key}-{arch}-{self.policy.tokenizer.charset.encode().hex()[:16]}.pt"
         def progress(step: int, steps: int, loss: float) -> None:
             self.sink.heartbeat(phase="warmup", detail=f"supervised warm-up step {step}/{steps}, loss {loss:.3f}")
 

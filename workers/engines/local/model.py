@@ -101,6 +101,9 @@ def tiny_policy(charset: str, *, layers: int, dim: int, heads: int, max_position
         bos_token_id=CharTokenizer.BOS,
         eos_token_id=CharTokenizer.EOS,
         pad_token_id=CharTokenizer.PAD,
+        # GPT-2's tanh-approximated GELU as one fused op: ~20% faster forward + backward
+        # on CPU than the default "gelu_new", which runs as many small ops.
+        activation_function="gelu_pytorch_tanh",
         # No dropout: RL needs the sampling and the loss to see the same distribution.
         resid_pdrop=0.0,
         embd_pdrop=0.0,

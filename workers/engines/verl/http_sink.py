@@ -1,0 +1,240 @@
+"""The HTTP form of the telemetry sink, for engines outside the worker (verl on a Ray cluster).
+
+Every event is first appended to a JSON-lines spool in the run's folder (fsynced), then
+delivered in order to the control plane's ingestion endpoint
+(``POST /api/ingest/runs/<id>/steps/``, ``Authorization: RunToken <key>``, docs/api.md).
+A cursor file beside the spool holds how many spooled events the server has accepted, so
+a restarted engine (or ``python -m workers.engines.verl.http_sink --flush DIR``) sends
+exactly what is left.
+
+Guarantees and choices:
+
+- **Order.** Events leave in the order they were spooled; a later one is never sent
+  before an earlier one was accepted.
+- **Nothing lost.** An event is on disk before the first attempt; the cursor moves only
+  after a 2xx answer.
+- **Nothing doubled.** The cursor moves after each accepted event. A crash between the
+  server's answer and the cursor write resends that one event, which the server takes
+  idempotently (steps and evaluations replace per (run, step); checkpoints, heartbeats and
+  run_started are plain updates).
+- **Control plane down.** ``step()`` keeps retrying with exponential backoff for up to
+  ``step_deadline_s`` (default 120 s). If the server is still unreachable it answers
+  ``continue`` and training goes on; the backlog stays spooled and goes first on the next
+  event. Training is never blocked for longer than that deadline per step: a GPU job
+  that waits on a dashboard costs more than one that reports late. Other events make one
+  attempt (``event_deadline_s``, default 0); ``run_finished`` retries for
+  ``final_deadline_s`` (default 300 s), being the last chance to deliver the backlog.
+- **Control answers.** ``cancel`` and ``stop_budget`` are sticky: once any delivered step
+  (also one from the backlog) is answered so, every later ``step()`` answers the same.
+- **Refusals.** A 400 (a malformed record, or a run that takes no more steps) cannot
+  succeed on retry: the event is moved to ``rejected.jsonl`` with the server's reason and
+  delivery goes on. A 401 or 403 means the run token is revoked (the run ended on the
+  control plane) or wrong: the events are kept in the spool, and ``step()`` answers
+  ``cancel`` (the run is over for the control plane; training on wastes devices).
+  Other answers (5xx, 408, 429, connection errors, timeouts) are retried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workers.engines.telemetry import Control, RunStatus, json_safe
+
+log = logging.getLogger(__name__)
+
+SPOOL = "telemetry-spool.jsonl"
+CURSOR = "telemetry-spool.cursor"
+REJECTED = "telemetry-rejected.jsonl"
+RETRIABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class Unreachable(Exception):
+    """The control plane did not answer, or answered with a status worth retrying."""
+
+
+class Refused(Exception):
+    """The control plane refused the event for good (4xx other than 408/425/429)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status, self.detail = status, detail
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+def _post_json(url: str, token: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    data = json.dumps(body, allow_nan=False).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"RunToken {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
+        except (ValueError, AttributeError):
+            detail = str(exc.reason)
+        if exc.code in RETRIABLE_STATUS:
+            raise Unreachable(f"HTTP {exc.code}: {detail}") from exc
+        raise Refused(exc.code, str(detail)) from exc
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise Unreachable(str(exc)) from exc
+
+
+class HttpSink:
+    """A TelemetrySink that posts to the control plane, spooled on disk and retried in order.
+
+    ``base_url`` is the control plane's root (``http://host:8000``); ``run_dir`` the run's
+    folder on the machine that runs the trainer (the spool lives there).
+    """
+
+    def __init__(self, *, base_url: str, run_id: int, token: str, run_dir: str | Path,
+                 step_deadline_s: float = 120.0, event_deadline_s: float = 0.0,
+                 final_deadline_s: float = 300.0, request_timeout_s: float = 30.0,
+                 backoff_s: float = 0.5, backoff_max_s: float = 15.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = f"{base_url.rstrip('/')}/api/ingest/runs/{int(run_id)}/steps/"
+        self.token = token
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.spool_path, self.cursor_path = self.dir / SPOOL, self.dir / CURSOR
+        self.rejected_path = self.dir / REJECTED
+        self.step_deadline_s, self.event_deadline_s = step_deadline_s, event_deadline_s
+        self.final_deadline_s, self.request_timeout_s = final_deadline_s, request_timeout_s
+        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        self.sleep, self.clock = sleep, clock
+        self.sticky: Control | None = None  # cancel / stop_budget once seen
+        self.answers: dict[int, Control] = {}  # step -> control answer of the server
+        self._seq, self.pending = self._load()
+
+    # -- the spool ----------------------------------------------------------------------------
+    def _load(self) -> tuple[int, deque[tuple[int, dict[str, Any]]]]:
+        sent = int(self.cursor_path.read_text().strip() or 0) if self.cursor_path.exists() else 0
+        pending: deque[tuple[int, dict[str, Any]]] = deque()
+        seq = 0
+        if self.spool_path.exists():
+            for line in self.spool_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    log.warning("ignoring a torn line at the end of %s", self.spool_path)
+                    continue
+                seq = max(seq, int(item["seq"]) + 1)
+                if item["seq"] >= sent:
+                    pending.append((int(item["seq"]), item["body"]))
+        return seq, pending
+
+    def _spool(self, body: dict[str, Any]) -> int:
+        seq, self._seq = self._seq, self._seq + 1
+        line = json.dumps({"seq": seq, "body": body}, allow_nan=False)
+        with self.spool_path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.pending.append((seq, body))
+        return seq
+
+    def _advance(self, seq: int) -> None:
+        partial = self.cursor_path.with_suffix(".partial")
+        partial.write_text(str(seq + 1))
+        partial.replace(self.cursor_path)
+
+    def _reject(self, seq: int, body: dict[str, Any], refused: Refused) -> None:
+        line = json.dumps({"seq": seq, "status": refused.status, "detail": refused.detail, "body": body})
+        with self.rejected_path.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        log.error("control plane refused %s event (seq %d): %s", body.get("event", "step"), seq, refused)
+
+    # -- delivery -----------------------------------------------------------------------------
+    def flush(self, deadline_s: float = 0.0) -> bool:
+        """Deliver the backlog in order, retrying for up to ``deadline_s``; True when empty.
+
+        Stops early (False) when the token is refused (401/403): nothing more can go.
+        """
+        start, delay = self.clock(), self.backoff_s
+        while self.pending:
+            seq, body = self.pending[0]
+            try:
+                answer = _post_json(self.url, self.token, body, self.request_timeout_s)
+            except Unreachable as exc:
+                left = deadline_s - (self.clock() - start)
+                if left <= 0:
+                    log.warning("control plane unreachable (%s); %d events spooled", exc, len(self.pending))
+                    return False
+                self.sleep(min(delay, left))
+                delay = min(delay * 2, self.backoff_max_s)
+                continue
+            except Refused as exc:
+                if exc.status in (401, 403):
+                    log.error("run token refused (%s): the run is over on the control plane", exc)
+                    self.sticky = Control.CANCEL
+                    return False
+                self._reject(seq, body, exc)
+                answer = {}
+            self.pending.popleft()
+            self._advance(seq)
+            delay = self.backoff_s
+            if body.get("event", "step") == "step" and "control" in answer:
+                control = Control(answer["control"])
+                self.answers[int(body["step"])] = control
+                if control is not Control.CONTINUE and self.sticky is None:
+                    self.sticky = control
+        return True
+
+    def _send(self, body: dict[str, Any], deadline_s: float) -> None:
+        self._spool(json_safe(body))
+        self.flush(deadline_s)
+
+    # -- the TelemetrySink protocol -----------------------------------------------------------
+    def run_started(self, *, config: dict[str, Any], model_parameters: int, dataset_size: int,
+                    resumed_from_step: int | None) -> None:
+        self._send({"event": "run_started", "config": config, "model_parameters": model_parameters,
+                    "dataset_size": dataset_size, "resumed_from_step": resumed_from_step},
+                   self.event_deadline_s)
+
+    def step(self, record: dict[str, Any]) -> Control:
+        self._send({"event": "step", **record}, self.step_deadline_s)
+        if self.sticky is not None:
+            return self.sticky
+        return self.answers.get(int(record["step"]), Control.CONTINUE)
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        self._send({"event": "evaluation", **record}, self.event_deadline_s)
+
+    def checkpoint_saved(self, *, step: int, path: str) -> None:
+        self._send({"event": "checkpoint", "step": step, "path": path}, self.event_deadline_s)
+
+    def heartbeat(self, *, phase: str, detail: str) -> None:
+        self._send({"event": "heartbeat", "phase": phase, "detail": detail}, self.event_deadline_s)
+
+    def run_finished(self, *, status: RunStatus, reason: str) -> None:
+        self._send({"event": "run_finished", "status": str(status), "reason": reason}, self.final_deadline_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Deliver what a finished or crashed engine left in its spool."""
+    parser = argparse.ArgumentParser(prog="python -m workers.engines.verl.http_sink")
+    parser.add_argument("--flush", required=True, metavar="RUN_DIR", help="the run folder holding the spool")
+    parser.add_argument("--url", required=True, help="the control plane's root URL")
+    parser.add_argument("--run-id", type=int, required=True)
+    parser.add_argument("--token", default=os.environ.get("EDGEPLANE_RUN_TOKEN", ""),
+                        help="run token (default: $EDGEPLANE_RUN_TOKEN)")
+    parser.add_argument("--deadline", type=float, default=60.0, help="seconds to keep retrying")
+    args = parser.parse_args(argv)
+    sink = HttpSink(base_url=args.url, run_id=args.run_id, token=args.token, run_dir=args.flush)
+    done = sink.flush(args.deadline)
+    print(f"{'delivered' if done else 'still spooled'}: {len(sink.pending)} events left")
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
