@@ -1,0 +1,157 @@
+"""The HTTP sink against the real control plane: a live Django server, a real run, its token,
+real step records from the selection pipeline; the server down and back; cancel obeyed."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from controlplane.accounts.services import team_create
+from controlplane.datasets.services import dataset_import_builtin
+from controlplane.runs.models import (
+    PromptObservation,
+    Run,
+    RunStatus,
+    SelectionDecision,
+    StepSummary,
+)
+from controlplane.runs.services import run_cancel, run_claim, run_create
+from controlplane.telemetry.services import token_issue
+from tests.selection.simulated import Simulation
+from workers.engines.telemetry import Control
+from workers.engines.telemetry import RunStatus as EngineStatus
+from workers.engines.verl.http_sink import CURSOR, REJECTED, SPOOL, HttpSink
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def run(monkeypatch):
+    monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: None)
+    team = team_create(name="Acme", owner_username="alice", owner_password="alice-pw")
+    dataset = dataset_import_builtin(team=team, task="add", n_train=16, n_test=4, name="add-small")
+    run = run_create(team=team, dataset=dataset, name="verl-remote",
+                     config={"engine": "verl", "steps": 4, "batch_size": 4, "group_size": 4,
+                             "selectors": {"greso": {}}})
+    assert run_claim(run_id=run.id, worker="ray:test") is not None
+    return run
+
+
+@pytest.fixture
+def token(run) -> str:
+    return token_issue(run_id=run.id)
+
+
+@pytest.fixture
+def records() -> list[dict]:
+    """Step records as a verl engine would send them: the pipeline over Bernoulli outcomes."""
+    sim = Simulation({"greso": {}}, n_prompts=16, batch_size=4, group_size=4, seed=3)
+    return [result.to_record() for result, _ in sim.run(4)]
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more
+
+
+def sink_for(url: str, run, token: str, tmp_path, **kwargs) -> HttpSink:
+    kwargs.setdefault("backoff_s", 0.01)
+    kwargs.setdefault("request_timeout_s", 5.0)
+    return HttpSink(base_url=url, run_id=run.id, token=token, run_dir=tmp_path, **kwargs)
+
+
+def stored_steps(run) -> list[int]:
+    return list(StepSummary.objects.filter(run=run).order_by("step").values_list("step", flat=True))
+
+
+def test_each_step_posted_is_stored_with_its_observations_and_decisions(live_server, run, token, records, tmp_path):
+    sink = sink_for(live_server.url, run, token, tmp_path)
+    sink.run_started(config={"engine": "verl"}, model_parameters=10, dataset_size=16, resumed_from_step=None)
+    sink.heartbeat(phase="warmup", detail="loading the model")
+    answers = [sink.step(record) for record in records]
+    sink.checkpoint_saved(step=3, path="/ckpt/global_step_4")
+    sink.run_finished(status=EngineStatus.SUCCEEDED, reason="trained 4 steps")
+
+    assert answers == [Control.CONTINUE] * 4
+    assert stored_steps(run) == [0, 1, 2, 3]
+    for record in records:
+        assert PromptObservation.objects.filter(run=run, step=record["step"]).count() == len(record["observations"])
+        assert SelectionDecision.objects.filter(run=run, step=record["step"]).count() == len(record["decisions"])
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and run.last_checkpoint_step == 3
+    assert not sink.pending and (tmp_path / CURSOR).read_text() == "8"
+
+
+def test_events_spooled_while_the_server_is_down_arrive_in_order_once_it_is_back(
+        live_server, run, token, records, tmp_path):
+    sink = sink_for(closed_port_url(), run, token, tmp_path, step_deadline_s=0.05)
+    assert sink.step(records[0]) == Control.CONTINUE  # unreachable: training goes on
+    assert sink.step(records[1]) == Control.CONTINUE
+    assert len(sink.pending) == 2 and stored_steps(run) == []
+
+    sink.url = f"{live_server.url}/api/ingest/runs/{run.id}/steps/"  # the server is back
+    assert sink.step(records[2]) == Control.CONTINUE
+    assert stored_steps(run) == [0, 1, 2] and not sink.pending
+    assert StepSummary.objects.filter(run=run).count() == 3  # one row per step, none doubled
+
+
+def test_a_restarted_engine_delivers_what_its_predecessor_left_in_the_spool(
+        live_server, run, token, records, tmp_path):
+    down = sink_for(closed_port_url(), run, token, tmp_path, step_deadline_s=0.0)
+    for record in records[:3]:
+        down.step(record)
+    assert (tmp_path / SPOOL).read_text().count("\n") == 3 and stored_steps(run) == []
+
+    again = sink_for(live_server.url, run, token, tmp_path)
+    assert len(again.pending) == 3
+    assert again.flush() is True
+    assert stored_steps(run) == [0, 1, 2]
+    # A crash after the server's answer but before the cursor moved resends the last event:
+    # the server replaces that step, it does not double it.
+    (tmp_path / CURSOR).write_text("2")
+    replay = sink_for(live_server.url, run, token, tmp_path)
+    assert len(replay.pending) == 1 and replay.flush() is True
+    assert StepSummary.objects.filter(run=run).count() == 3
+    assert PromptObservation.objects.filter(run=run, step=2).count() == len(records[2]["observations"])
+
+
+def test_the_sink_keeps_retrying_within_its_deadline_and_returns_the_servers_answer(
+        live_server, run, token, records, tmp_path):
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the control plane comes back during the second nap
+        naps.append(seconds)
+        if len(naps) == 2:
+            sink.url = f"{live_server.url}/api/ingest/runs/{run.id}/steps/"
+
+    sink = sink_for(closed_port_url(), run, token, tmp_path, step_deadline_s=60.0, sleep=sleep)
+    run_cancel(run=Run.objects.get(pk=run.id))
+    assert sink.step(records[0]) == Control.CANCEL
+    assert naps == [0.01, 0.02]  # exponential backoff
+    assert stored_steps(run) == [0]
+
+
+def test_a_cancel_answer_is_obeyed_and_stays(live_server, run, token, records, tmp_path):
+    sink = sink_for(live_server.url, run, token, tmp_path)
+    assert sink.step(records[0]) == Control.CONTINUE
+    run_cancel(run=Run.objects.get(pk=run.id))
+    assert sink.step(records[1]) == Control.CANCEL
+    sink.run_finished(status=EngineStatus.CANCELLED, reason="cancelled at step 1")
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    # The token died with the run: a late step is not lost silently, and the answer stays cancel.
+    assert sink.step(records[2]) == Control.CANCEL
+    assert len(sink.pending) == 1 and stored_steps(run) == [0, 1]
+
+
+def test_a_record_the_server_refuses_is_set_aside_and_the_rest_still_goes(
+        live_server, run, token, records, tmp_path):
+    sink = sink_for(live_server.url, run, token, tmp_path)
+    broken = {**records[0], "summary": {"device_seconds": 1.0}}
+    assert sink.step(broken) == Control.CONTINUE
+    assert sink.step(records[1]) == Control.CONTINUE
+    assert stored_steps(run) == [1]
+    assert "lacks" in (tmp_path / REJECTED).read_text()
