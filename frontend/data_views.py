@@ -1,0 +1,170 @@
+"""JSON for the dashboard's charts. Thin: parse the cursor, read through the selectors,
+shape with ``frontend.charts``, answer.
+
+Cursor endpoints take ``?after=N`` (the last step the page has; -1 for none) and answer
+``{status, next_after, has_more, ...series}`` with only what is newer. ``status`` is read
+before the rows, so once it says the run has ended, every step is already in the answer
+(or in an earlier one): the page stops polling then. Another team's run is a 404.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from controlplane.accounts.selectors import teams_for_user
+from controlplane.runs.models import FINISHED, Run
+from controlplane.runs.selectors import run_for_user_or_none
+from frontend import charts
+from frontend import selectors as sel
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def _int(request: HttpRequest, name: str, default: int | None = None, minimum: int = -1) -> int | None:
+    raw = request.GET.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise BadParameter(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def run_json(view):
+    """Login, the run through the caller's teams (404 otherwise), 400 for a bad parameter."""
+
+    @login_required
+    @require_GET
+    @wraps(view)
+    def wrapper(request: HttpRequest, run_id: int) -> JsonResponse:
+        run = run_for_user_or_none(request.user, run_id)
+        if run is None:
+            raise Http404(f"no run {run_id} in your teams")
+        try:
+            payload = view(request, run)
+        except BadParameter as exc:
+            return JsonResponse({"errors": {"parameters": [str(exc)]}}, status=400)
+        response = JsonResponse(payload)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    return wrapper
+
+
+def _run_state(run: Run) -> dict[str, Any]:
+    return {"status": run.status, "finished": run.status in FINISHED, "steps_completed": run.steps_completed,
+            "steps_planned": run.steps_planned, "cancel_requested": run.cancel_requested,
+            "reason": run.status_reason}
+
+
+def _page(run: Run, after: int, upto: int) -> dict[str, Any]:
+    """The cursor fields: rows through ``upto`` were sent; more exist past it."""
+    newest = sel.last_step(run)
+    return {**_run_state(run), "next_after": max(upto, after), "has_more": upto < newest}
+
+
+@run_json
+def series(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """Per-step rollout accounting and method metrics (the "Rollout savings" charts and
+    the method panels), with running totals continued from the cursor."""
+    after = _int(request, "after", -1)
+    rows = sel.step_rows(run, after)
+    upto = rows[-1]["step"] if rows else after
+    data = charts.step_series(rows, sel.totals_through(run, after), methods=list(run.config.get("selectors", {})))
+    return {**_page(run, after, upto), **data}
+
+
+@run_json
+def evaluations(request: HttpRequest, run: Run) -> dict[str, Any]:
+    after = _int(request, "after", -1)
+    rows = sel.evaluation_rows(run, after)
+    upto = rows[-1]["step"] if rows else after
+    newest = run.evaluations.order_by("-step").values_list("step", flat=True).first()
+    return {**_run_state(run), "next_after": upto, "has_more": newest is not None and upto < newest,
+            **charts.accuracy_series(rows)}
+
+
+@run_json
+def actions(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """Decisions per step by method and action (kept, skipped, pruned, replayed, ...)."""
+    after = _int(request, "after", -1)
+    upto = sel.page_end(run, after, limit=sel.STEP_PAGE // 2)
+    return {**_page(run, after, upto), **charts.action_counts(sel.action_count_rows(run, after, upto))}
+
+
+@run_json
+def hora(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """HORA's allocation by probe successes, per step."""
+    after = _int(request, "after", -1)
+    upto = sel.page_end(run, after, limit=sel.STEP_PAGE // 2)
+    n0 = int((run.config.get("selectors", {}).get("hora") or {}).get("n0", 8))
+    return {**_page(run, after, upto), **charts.hora_allocation(sel.hora_rows(run, after, upto), max_successes=n0)}
+
+
+@run_json
+def energy(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """LZE energy distribution of one step's groups (the newest step by default)."""
+    step = _int(request, "step", None, minimum=0)
+    step = sel.last_step(run) if step is None else step
+    return {**_run_state(run), "at_step": step, **charts.energy_histogram(sel.energy_rows(run, step))}
+
+
+@run_json
+def edge(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """The learning-edge map: prompts observed at ``?step=`` (their bucket then), or every
+    prompt's current state with ``?step=now`` (or no step)."""
+    raw = request.GET.get("step", "now")
+    step = None if raw in ("", "now") else _int(request, "step", None, minimum=0)
+    points, total = sel.edge_points(run, step)
+    return {**_run_state(run), "at_step": step, "last_step": sel.last_step(run),
+            **charts.edge_map(points, total=total)}
+
+
+@run_json
+def heatmap(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """Columns of the prompt x step pass-rate heat map for steps after the cursor; a column
+    is sent once complete (see ``HeatmapLayout.complete_until``)."""
+    after = _int(request, "after", -1)
+    layout, keys = sel.heatmap_layout(run)
+    finished = run.status in FINISHED
+    end = sel.page_end(run, after, limit=sel.STEP_PAGE)
+    upto = max(layout.complete_until(end, finished), after)
+    data = charts.pass_rate_heatmap(sel.heatmap_cells(run, layout, after, upto), layout)
+    newest = layout.complete_until(sel.last_step(run), finished)
+    page = {**_run_state(run), "next_after": upto, "has_more": upto < newest}
+    if after < 0:
+        page["rows"] = layout.row_labels(keys)
+    return {**page, **data}
+
+
+@run_json
+def recent(request: HttpRequest, run: Run) -> dict[str, Any]:
+    """The newest decisions, for the run page's audit section."""
+    return {**_run_state(run), "results": sel.recent_decisions(run)}
+
+
+@login_required
+@require_GET
+def forecast(request: HttpRequest) -> JsonResponse:
+    """The New run page's cost line for ?team=&batch_size=&group_size=&steps=."""
+    team = teams_for_user(request.user).filter(slug=request.GET.get("team", "")).first()
+    if team is None:
+        raise Http404("no such team among yours")
+    try:
+        b = _int(request, "batch_size", 64, minimum=1)
+        n = _int(request, "group_size", 8, minimum=1)
+        steps = _int(request, "steps", 100, minimum=1)
+    except BadParameter as exc:
+        return JsonResponse({"errors": {"parameters": [str(exc)]}}, status=400)
+    figures = sel.launch_forecast_figures(team, batch_size=b, group_size=n, steps=steps)
+    return JsonResponse(charts.launch_forecast(*figures))

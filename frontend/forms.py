@@ -1,0 +1,212 @@
+"""The New run form: what it shows (every RunConfig field and method parameter, with its
+default and help, read from the config and the selection registry) and how a posted form
+becomes a config mapping for ``run_create``.
+
+Input names: a RunConfig field by its name (``batch_size``); a method is the checkbox
+``method`` with value ``hora``; its parameters ``selectors.hora.n0`` - the same names
+``RunConfig`` uses in its errors, so every error lands beside its field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.http import QueryDict
+
+from frontend.charts import METHOD_ORDER
+
+# Shown first; the rest of RunConfig sits under "More settings".
+MAIN_FIELDS = ("engine", "model", "batch_size", "group_size", "steps", "seed")
+# Set by the control plane from the run's dataset, never by the form.
+HIDDEN_FIELDS = ("dataset", "eval_dataset", "selectors", "task", "task_train_size", "task_test_size")
+LABELS = {"batch_size": "B (prompts per step)", "group_size": "N (rollouts per prompt)", "steps": "Steps",
+          "seed": "Seed", "engine": "Engine", "model": "Model"}
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    return "str"
+
+
+def _choices(name: str) -> list[str] | None:
+    from workers.engines.config import DEVICES, ENGINES
+    from workers.engines.verifiers import VERIFIERS
+
+    return {"engine": list(ENGINES), "device": list(DEVICES), "verifier": list(VERIFIERS),
+            "post_filter": ["auto", "on", "off"], "gate": ["median", "band"],
+            "momentum": ["abs", "signed"]}.get(name)
+
+
+@dataclass
+class Field:
+    name: str  # the input's name, also the key of its errors
+    label: str
+    default: Any
+    help: str
+    kind: str  # bool, int, float, str
+    choices: list[str] | None = None
+    value: Any = None  # what the form shows (the posted value, else the default)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def shown(self) -> str:
+        value = self.default if self.value is None else self.value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+
+@dataclass
+class Method:
+    name: str
+    label: str
+    help: str
+    params: list[Field]
+    checked: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def config_fields() -> list[Field]:
+    from workers.engines.config import RunConfig
+
+    return [Field(name=d["name"], label=LABELS.get(d["name"], d["name"]), default=d["default"], help=d["help"],
+                  kind=_kind(d["default"]), choices=_choices(d["name"]))
+            for d in RunConfig.describe() if d["name"] not in HIDDEN_FIELDS]
+
+
+def method_fields() -> list[Method]:
+    from workers.selection.selectors import REGISTRY
+
+    methods = []
+    for name in METHOD_ORDER:
+        cls = REGISTRY[name]
+        params = [Field(name=f"selectors.{name}.{p['name']}", label=p["name"], default=p["default"], help=p["help"],
+                        kind=_kind(p["default"]), choices=_choices(p["name"])) for p in cls.Params.describe()]
+        methods.append(Method(name=name, label=cls.label, help=cls.help, params=params))
+    return methods
+
+
+def _convert(raw: str, kind: str) -> tuple[Any, str]:
+    """A posted string as the field's type, or an error that says what to type."""
+    text = raw.strip()
+    if kind == "bool":
+        if text.lower() in ("true", "on", "1", "yes"):
+            return True, ""
+        if text.lower() in ("false", "off", "0", "no", ""):
+            return False, ""
+        return raw, f"must be true or false, got {raw!r}"
+    if kind == "int":
+        try:
+            return int(text), ""
+        except ValueError:
+            return raw, f"must be a whole number, got {raw!r}"
+    if kind == "float":
+        try:
+            return float(text), ""
+        except ValueError:
+            return raw, f"must be a number, got {raw!r}"
+    return raw, ""
+
+
+@dataclass
+class NewRunForm:
+    """The form's state: fields with values and errors, methods, and errors that belong to
+    no single field (shown above the button)."""
+
+    fields: list[Field]
+    methods: list[Method]
+    name: str = ""
+    dataset: str = ""
+    general_errors: list[str] = field(default_factory=list)
+    name_errors: list[str] = field(default_factory=list)
+    dataset_errors: list[str] = field(default_factory=list)
+    methods_errors: list[str] = field(default_factory=list)  # about the combination of methods
+
+    @classmethod
+    def blank(cls, default_methods: tuple[str, ...] = ("grpo",)) -> NewRunForm:
+        form = cls(fields=config_fields(), methods=method_fields())
+        for method in form.methods:
+            method.checked = method.name in default_methods
+        return form
+
+    @property
+    def main_fields(self) -> list[Field]:
+        by_name = {f.name: f for f in self.fields}
+        return [by_name[n] for n in MAIN_FIELDS]
+
+    @property
+    def more_fields(self) -> list[Field]:
+        return [f for f in self.fields if f.name not in MAIN_FIELDS]
+
+    def bind(self, data: QueryDict) -> tuple[dict[str, Any], dict[str, list[str]]]:
+        """Read the posted values into the form; return (config mapping, conversion errors)."""
+        self.name = data.get("name", "").strip()
+        self.dataset = data.get("dataset", "")
+        errors: dict[str, list[str]] = {}
+        config: dict[str, Any] = {}
+        for f in self.fields:
+            if f.name not in data:
+                continue
+            f.value, problem = _convert(data[f.name], f.kind)
+            if problem:
+                errors.setdefault(f.name, []).append(problem)
+            elif f.value != f.default:  # the config keeps only what the user changed
+                config[f.name] = f.value
+        checked = set(data.getlist("method"))
+        selectors: dict[str, dict[str, Any]] = {}
+        for method in self.methods:
+            method.checked = method.name in checked
+            for p in method.params:
+                if p.name in data:
+                    p.value, problem = _convert(data[p.name], p.kind)
+                    if method.checked and problem:
+                        errors.setdefault(p.name, []).append(problem)
+            if method.checked:
+                selectors[method.name] = {p.label: p.value for p in method.params
+                                          if p.value is not None and p.value != p.default}
+        config["selectors"] = selectors
+        return config, errors
+
+    def place_errors(self, errors: dict[str, list[str]]) -> None:
+        """Put each error beside its field; what matches no field goes above the button."""
+        placed = set()
+        for f in self.fields:
+            if f.name in errors:
+                f.errors = errors[f.name]
+                placed.add(f.name)
+        for method in self.methods:
+            for p in method.params:
+                if p.name in errors:
+                    p.errors = errors[p.name]
+                    placed.add(p.name)
+            for key in (f"selectors.{method.name}",):
+                if key in errors:
+                    method.errors = errors[key]
+                    placed.add(key)
+        for key, target in (("name", self.name_errors), ("dataset", self.dataset_errors),
+                            ("selectors", self.methods_errors)):
+            if key in errors:
+                target.extend(errors[key])
+                placed.add(key)
+        for key, messages in errors.items():
+            if key in placed:
+                continue
+            self.general_errors.extend(f"{key}: {m}" for m in messages)
+
+    @property
+    def has_errors(self) -> bool:
+        return bool(self.general_errors or self.name_errors or self.dataset_errors or self.methods_errors
+                    or any(f.errors for f in self.fields)
+                    or any(m.errors or any(p.errors for p in m.params) for m in self.methods))
+
+    def value_of(self, name: str) -> Any:
+        for f in self.fields:
+            if f.name == name:
+                return f.default if f.value is None else f.value
+        raise KeyError(name)

@@ -1,0 +1,287 @@
+"""Reads the dashboard needs beyond controlplane's selectors, shaped as plain rows for
+``frontend.charts``. Every function takes a ``Run`` (or ``Team``) the caller may see:
+visibility is decided once, by ``controlplane.runs.selectors.run_for_user_or_none``.
+
+Cursor reads (``after`` = the last step the browser has) fetch at most ``STEP_PAGE``
+steps at a time and go through the (run, step), (run, prompt_key, step) and
+(run, method, action, step) indexes, so a poll costs the same at step 10 and step 10,000.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, TruncHour
+from django.utils import timezone
+
+from controlplane.accounts.models import Team
+from controlplane.budgets.models import UsageEntry
+from controlplane.datasets.models import Prompt
+from controlplane.runs.models import (
+    Evaluation,
+    PromptObservation,
+    PromptState,
+    Run,
+    SelectionDecision,
+    StepSummary,
+)
+from controlplane.runs.selectors import runs_for_user
+from frontend.charts import HeatmapLayout, Totals
+
+STEP_PAGE = 100  # steps per cursor read; the answer says has_more when there are more
+EDGE_POINTS = 4000  # most prompts drawn on the learning-edge map at once
+RECENT_DECISIONS = 20
+AUDIT_PAGE = 100
+
+STEP_FIELDS = ("step", "rollouts_generated", "rollouts_uniform", "rollouts_effective", "rollouts_trained",
+               "groups_generated", "groups_all_correct", "groups_all_wrong", "rollout_savings",
+               "effective_share_of_generated", "device_seconds", "uniform_device_seconds", "reward_mean",
+               "seconds", "metrics")
+
+
+def last_step(run: Run) -> int:
+    """The newest recorded step, -1 before the first."""
+    row = StepSummary.objects.filter(run=run).order_by("-step").values_list("step", flat=True).first()
+    return -1 if row is None else int(row)
+
+
+def step_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:
+    limit = STEP_PAGE if limit is None else limit
+    return list(StepSummary.objects.filter(run=run, step__gt=after).order_by("step").values(*STEP_FIELDS)[:limit])
+
+
+def totals_through(run: Run, step: int) -> Totals:
+    """Running totals of the steps <= ``step`` (the base of the next page)."""
+    if step < 0:
+        return Totals()
+    sums = StepSummary.objects.filter(run=run, step__lte=step).aggregate(
+        g=Sum("rollouts_generated"), u=Sum("rollouts_uniform"), e=Sum("rollouts_effective"),
+        d=Sum("device_seconds"), ud=Sum("uniform_device_seconds"))
+    return Totals(rollouts_generated=int(sums["g"] or 0), rollouts_uniform=int(sums["u"] or 0),
+                  rollouts_effective=int(sums["e"] or 0), device_seconds=float(sums["d"] or 0.0),
+                  uniform_device_seconds=float(sums["ud"] or 0.0))
+
+
+def evaluation_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:
+    limit = STEP_PAGE if limit is None else limit
+    return list(Evaluation.objects.filter(run=run, step__gt=after).order_by("step").values(
+        "step", "k", "pass_at_1", "pass_at_k", "rollouts_generated_total", "device_seconds_total")[:limit])
+
+
+def page_end(run: Run, after: int, limit: int | None = None) -> int:
+    """The last step of the page that starts after ``after``: the newest step, at most
+    ``limit`` steps on. Reads one index entry."""
+    limit = STEP_PAGE if limit is None else limit
+    steps = list(StepSummary.objects.filter(run=run, step__gt=after).order_by("step")
+                 .values_list("step", flat=True)[limit - 1:limit])
+    return int(steps[0]) if steps else last_step(run)
+
+
+def action_count_rows(run: Run, after: int, upto: int) -> list[tuple[int, str, str, int]]:
+    """Decisions per (step, method, action) for after < step <= upto."""
+    rows = (SelectionDecision.objects.filter(run=run, step__gt=after, step__lte=upto)
+            .values_list("step", "method", "action").annotate(n=Count("id")).order_by("step"))
+    return [(s, m, a, n) for s, m, a, n in rows]
+
+
+def hora_rows(run: Run, after: int, upto: int) -> list[tuple[int, int, int, float]]:
+    """HORA allocations per (step, probe successes): (step, successes, prompts, extra rollouts)."""
+    rows = (SelectionDecision.objects.filter(run=run, method="hora", action="allocated", step__gt=after,
+                                             step__lte=upto)
+            .annotate(successes=Cast(KT("scores__successes"), FloatField()))
+            .values_list("step", "successes")
+            .annotate(n=Count("id"), extra=Sum(Cast(KT("scores__extra"), FloatField())))
+            .order_by("step"))
+    return [(int(s), int(h or 0), int(n), float(e or 0.0)) for s, h, n, e in rows]
+
+
+def energy_rows(run: Run, step: int) -> list[tuple[float | None, bool]]:
+    """(energy, trained) of every group observed at ``step``."""
+    return list(PromptObservation.objects.filter(run=run, step=step).values_list("energy", "trained"))
+
+
+def edge_points(run: Run, step: int | None, limit: int = EDGE_POINTS) -> tuple[list[tuple], int]:
+    """Prompts to place on the learning-edge map and how many there are in all.
+
+    With a step: the groups observed at that step (bucket as of then). Without: every
+    prompt's current state, the most recently seen first when there are more than ``limit``.
+    """
+    if step is not None:
+        rows = PromptObservation.objects.filter(run=run, step=step)
+        total = rows.count()
+        points = rows.order_by("prompt_key").values_list("prompt_key", "pass_rate", "response_entropy", "bucket")
+        return list(points[:limit]), total
+    states = PromptState.objects.filter(run=run)
+    total = states.count()
+    points = states.order_by("-last_step", "prompt_key").values_list(
+        "prompt_key", "pass_rate", "response_entropy", "bucket")
+    return list(points[:limit]), total
+
+
+# -- the pass-rate heat map ------------------------------------------------------------------------------
+
+
+def _training_prompts(run: Run) -> QuerySet[Prompt]:
+    return Prompt.objects.filter(dataset_id=run.dataset_id).exclude(split="test")
+
+
+def heatmap_layout(run: Run) -> tuple[HeatmapLayout, list[str] | None]:
+    """The layout of the run's heat map and, when every prompt has its own row, their keys."""
+    prompts = _training_prompts(run).count()
+    layout = HeatmapLayout(prompts=prompts, steps_planned=max(run.steps_planned, 1))
+    keys = None
+    if layout.prompts_per_row == 1:
+        keys = list(_training_prompts(run).order_by("id").values_list("key", flat=True))
+    return layout, keys
+
+
+def heatmap_cells(run: Run, layout: HeatmapLayout, after: int, upto: int) -> list[tuple[int, int, float, int]]:
+    """(row, column, mean pass rate, observations) for steps after < step <= upto.
+
+    Rows are training prompts in dataset order folded by ``layout.prompts_per_row``; the
+    fold is computed in the database (a window over the dataset's prompts), so only cells
+    travel.
+    """
+    if upto <= after or not layout.prompts:
+        return []
+    observations = PromptObservation._meta.db_table
+    prompts = Prompt._meta.db_table
+    sql = (
+        f"SELECT p.r, o.step / %s AS c, AVG(o.pass_rate), COUNT(*) FROM {observations} o "
+        f"JOIN (SELECT key, (ROW_NUMBER() OVER (ORDER BY id) - 1) / %s AS r FROM {prompts} "
+        f"      WHERE dataset_id = %s AND split <> 'test') p ON p.key = o.prompt_key "
+        f"WHERE o.run_id = %s AND o.step > %s AND o.step <= %s GROUP BY p.r, o.step / %s"
+    )
+    w = layout.steps_per_column
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [w, layout.prompts_per_row, run.dataset_id, run.id, after, upto, w])
+        return [(int(r), int(c), float(m) if m is not None else None, int(n)) for r, c, m, n in cursor.fetchall()]
+
+
+# -- decisions -------------------------------------------------------------------------------------------
+
+
+def recent_decisions(run: Run, limit: int = RECENT_DECISIONS) -> list[dict[str, Any]]:
+    """The newest decisions, newest first (the run page's audit section)."""
+    return list(SelectionDecision.objects.filter(run=run).order_by("-step", "-id").values(
+        "id", "step", "prompt_key", "method", "action", "message")[:limit])
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None  # "step.id" of the last row when more follow
+
+
+def audit_page(run: Run, *, prompt: str | None = None, method: str | None = None, action: str | None = None,
+               step_min: int | None = None, step_max: int | None = None, cursor: str | None = None,
+               limit: int | None = None) -> AuditPage:
+    """Decisions in (step, id) order after an opaque keyset cursor, filtered.
+
+    The keyset keeps every page as cheap as the first, at a million decisions and more.
+    """
+    from controlplane.runs.selectors import decisions_query
+
+    limit = AUDIT_PAGE if limit is None else limit
+    decisions = decisions_query(run, prompt=prompt, method=method, action=action, step_min=step_min,
+                                step_max=step_max)
+    if cursor:
+        step, _, row_id = cursor.partition(".")
+        decisions = decisions.filter(Q(step__gt=int(step)) | Q(step=int(step), id__gt=int(row_id)))
+    rows = list(decisions.order_by("step", "id").values(
+        "id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")[:limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return AuditPage(rows=rows, next_cursor=f"{rows[-1]['step']}.{rows[-1]['id']}" if more else None)
+
+
+# -- one prompt ----------------------------------------------------------------------------------------
+
+
+def prompt_observations(run: Run, key: str) -> list[dict[str, Any]]:
+    return list(PromptObservation.objects.filter(run=run, prompt_key=key).order_by("step").values(
+        "step", "pass_rate", "response_entropy", "prompt_entropy", "group_size", "successes", "bucket", "trained"))
+
+
+def prompt_decisions(run: Run, key: str) -> list[dict[str, Any]]:
+    return list(SelectionDecision.objects.filter(run=run, prompt_key=key).order_by("step", "id").values(
+        "step", "layer", "method", "action", "reason", "message"))
+
+
+def prompt_state(run: Run, key: str) -> PromptState | None:
+    return PromptState.objects.filter(run=run, prompt_key=key).first()
+
+
+def prompt_in_other_runs(user, run: Run, key: str) -> list[dict[str, Any]]:
+    """The same prompt in the user's other runs on this dataset: its current state there."""
+    others = runs_for_user(user).filter(dataset_id=run.dataset_id).exclude(pk=run.pk)
+    states = {s.run_id: s for s in PromptState.objects.filter(run__in=others, prompt_key=key)}
+    return [{"run": r, "state": states.get(r.id)} for r in others[:50]]
+
+
+# -- lists, budgets, forecasts ------------------------------------------------------------------------------
+
+
+def run_list(user, *, team: str | None, status: str | None = None, method: str | None = None,
+             dataset: int | None = None, before: int | None = None, limit: int = 50) -> list[Run]:
+    """A page of runs (newest first, keyset on id) with their totals and latest Pass@1."""
+    runs = runs_for_user(user, status=status, method=method, dataset=dataset, team=team)
+    if before is not None:
+        runs = runs.filter(pk__lt=before)
+    latest = Evaluation.objects.filter(run=OuterRef("pk")).order_by("-step")
+    sums = StepSummary.objects.filter(run=OuterRef("pk")).values("run")
+    return list(runs.annotate(
+        generated=Subquery(sums.annotate(s=Sum("rollouts_generated")).values("s"), output_field=IntegerField()),
+        uniform=Subquery(sums.annotate(s=Sum("rollouts_uniform")).values("s"), output_field=IntegerField()),
+        device_seconds=Subquery(sums.annotate(s=Sum("device_seconds")).values("s"), output_field=FloatField()),
+        latest_pass_at_1=Subquery(latest.values("pass_at_1")[:1], output_field=FloatField()),
+        latest_eval_step=Subquery(latest.values("step")[:1], output_field=IntegerField()),
+    )[:limit])
+
+
+def usage_by_hour(team: Team, start: dt.date | None, end: dt.date | None) -> list[tuple[dt.datetime, float, float]]:
+    """The team's device-seconds and uniform device-seconds per hour, in time order."""
+    usage = UsageEntry.objects.filter(team=team)
+    if start is not None and end is not None:
+        usage = usage.filter(recorded_at__gte=timezone.make_aware(dt.datetime.combine(start, dt.time())),
+                             recorded_at__lt=timezone.make_aware(dt.datetime.combine(end, dt.time())))
+    rows = (usage.annotate(hour=TruncHour("recorded_at")).values("hour")
+            .annotate(used=Sum("device_seconds"), uniform=Sum("uniform_device_seconds")).order_by("hour"))
+    return [(r["hour"], float(r["used"] or 0.0), float(r["uniform"] or 0.0)) for r in rows]
+
+
+def launch_forecast_figures(team: Team, *, batch_size: int, group_size: int, steps: int) -> tuple[float, float | None]:
+    """(forecast device-hours of a run, device-hours the team has left for it), the same
+    arithmetic ``run_create`` applies: the period's remainder less what active runs still need."""
+    from controlplane.budgets.services import budget_status, forecast_device_hours
+    from controlplane.runs.services import committed_device_hours
+
+    forecast = forecast_device_hours(team=team, batch_size=batch_size, group_size=group_size, steps=steps)
+    remaining = budget_status(team).remaining_device_hours
+    if remaining is not None:
+        remaining = max(remaining - committed_device_hours(team), 0.0)
+    return forecast, remaining
+
+
+def runs_by_ids(user, ids: list[int]) -> list[Run]:
+    """The user's runs among ``ids``, in the order given (unknown or foreign ids dropped)."""
+    found = {r.id: r for r in runs_for_user(user).filter(pk__in=ids)}
+    return [found[i] for i in ids if i in found]
+
+
+def evaluations_of(run: Run) -> list[dict[str, Any]]:
+    return evaluation_rows(run, -1, limit=100_000)
+
+
+def run_totals_row(run: Run) -> dict[str, Any]:
+    sums = StepSummary.objects.filter(run=run).aggregate(
+        steps=Count("id"), rollouts_generated=Sum("rollouts_generated"), rollouts_uniform=Sum("rollouts_uniform"),
+        rollouts_effective=Sum("rollouts_effective"), device_seconds=Sum("device_seconds"),
+        uniform_device_seconds=Sum("uniform_device_seconds"))
+    return {k: (v or 0) for k, v in sums.items()}
+

@@ -1,0 +1,42 @@
+// New run: show a method's parameters when it is ticked, and keep the cost forecast
+// (the run's device-hours against what the team has left) current as B, N and steps change.
+const form = document.getElementById("new-run");
+
+for (const box of form.querySelectorAll('input[name="method"]')) {
+  box.addEventListener("change", () => box.closest(".method").classList.toggle("on", box.checked));
+}
+
+const box = document.getElementById("forecast");
+let timer = null;
+
+async function refresh() {
+  const params = new URLSearchParams({ team: form.dataset.team });
+  for (const name of ["batch_size", "group_size", "steps"]) {
+    const value = form.elements[name].value.trim();
+    if (!/^\d+$/.test(value) || Number(value) < 1) return;  // the field's own error says why on submit
+    params.set(name, value);
+  }
+  try {
+    const response = await fetch(`${form.dataset.forecastUrl}?${params}`, { headers: { Accept: "application/json" } });
+    if (!response.ok) return;
+    const data = await response.json();
+    box.classList.toggle("fits", data.fits);
+    box.classList.toggle("exceeds", !data.fits);
+    box.querySelector(".forecast-message").textContent = data.message;
+    let meter = box.querySelector(".meter span");
+    if (data.share !== null && !meter) {
+      const bar = document.createElement("div");
+      bar.className = "meter";
+      meter = document.createElement("span");
+      bar.append(meter);
+      box.append(bar);
+    }
+    if (meter && data.share !== null) meter.style.width = `${Math.min(data.share * 100, 100).toFixed(1)}%`;
+  } catch {
+    /* the server answers again at submit */
+  }
+}
+
+for (const name of ["batch_size", "group_size", "steps"]) {
+  form.elements[name].addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 250); });
+}

@@ -1,0 +1,79 @@
+// Drawing helpers over Plotly (served from the plotly Python package's bundled copy).
+// Every chart is redrawn with Plotly.react and a fixed uirevision, so zoom, pan and legend
+// choices survive each update; the data arrive in pages and are appended with `append`.
+
+export const COLORS = {
+  generated: "#2563eb", uniform: "#9ca3af", savings: "#059669", effective: "#2563eb",
+  all_correct: "#16a34a", all_wrong: "#dc2626", pass1: "#7c3aed", passk: "#db2777", reward: "#0891b2",
+  select: "#a855f7", generate: "#2563eb", reward_phase: "#f59e0b", update: "#10b981",
+  unseen: "#9ca3af", too_easy: "#16a34a", edge: "#f59e0b", too_hard: "#dc2626", pruned: "#6b7280", stale: "#a8a29e",
+};
+
+const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+
+export function layout(extra = {}) {
+  return {
+    uirevision: "keep",
+    margin: { l: 56, r: 16, t: 8, b: 40 },
+    height: 260,
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2937" },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "#ffffff",
+    legend: { orientation: "h", y: -0.22, x: 0 },
+    xaxis: { gridcolor: "#eef0f3", zeroline: false, automargin: true },
+    yaxis: { gridcolor: "#eef0f3", zeroline: false, automargin: true },
+    hovermode: "x unified",
+    ...extra,
+  };
+}
+
+export function draw(id, traces, extra = {}) {
+  const el = document.getElementById(id);
+  if (!el || !window.Plotly) return;
+  window.Plotly.react(el, traces, layout(extra), CONFIG);
+  el.dataset.points = String(traces.reduce((n, t) => n + (t.x ? t.x.length : 0), 0));
+}
+
+// Append a page of columns to a store of columns. Arrays are columns, one entry per x value
+// (`x` names the column that counts them); objects hold more columns. A column new in this
+// page is padded with `fill` for the rows the store already had; a column the page lacks
+// is padded for the page's rows. Scalars (status, cursor) are not columns and are skipped.
+export function append(store, page, x = "step", fill = null) {
+  const before = (store[x] || []).length;
+  const added = (page[x] || []).length;
+  const merge = (target, source) => {
+    for (const [key, value] of Object.entries(source)) {
+      if (Array.isArray(value)) target[key] = (target[key] || new Array(before).fill(fill)).concat(value);
+      else if (value && typeof value === "object") merge((target[key] = target[key] || {}), value);
+    }
+    for (const [key, value] of Object.entries(target)) {
+      if (Array.isArray(value) && !(key in source)) target[key] = value.concat(new Array(added).fill(fill));
+    }
+  };
+  merge(store, page);
+  return store;
+}
+
+// Append heat-map columns: z is rows x columns; each row gets the page's columns.
+export function appendColumns(store, page, x = "step", rows = "z") {
+  store[x] = (store[x] || []).concat(page[x] || []);
+  for (const name of [].concat(rows)) {
+    const z = page[name] || [];
+    store[name] = store[name] || [];
+    z.forEach((row, i) => { store[name][i] = (store[name][i] || []).concat(row); });
+  }
+  return store;
+}
+
+export function line(x, y, name, color, extra = {}) {
+  return { x, y, name, type: "scatter", mode: x.length > 60 ? "lines" : "lines+markers",
+           line: { color, width: 2 }, marker: { size: 5 }, connectgaps: false, ...extra };
+}
+
+export function pct(value, digits = 1) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(digits)}%`;
+}
+
+export function fixed(value, digits = 3) {
+  return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
+}

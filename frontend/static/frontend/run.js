@@ -1,0 +1,339 @@
+// The run page: polls the run's chart endpoints with a cursor and draws what they hold.
+// The series come shaped by frontend/charts.py; this module only stores and draws them.
+import { FINISHED, Poller, withParams } from "./live.js";
+import { COLORS, append, appendColumns, draw, fixed, line, pct } from "./plots.js";
+
+const cfg = JSON.parse(document.getElementById("run-page").textContent);
+const has = (method) => cfg.methods.includes(method);
+const label = (method) => cfg.labels[method] || method;
+
+const steps = {};
+const evals = {};
+const acts = {};
+const hora = {};
+const heat = {};
+let heatRows = null;
+let lastStep = cfg.last_step;
+let pending = true;  // new steps arrived: redraw the snapshots (edge map, energy, newest decisions)
+
+// -- header and tiles ------------------------------------------------------------------------
+
+function text(id, value) {
+  const el = document.getElementById(id);
+  if (el) el.textContent = value;
+}
+
+function header(state) {
+  const badge = document.getElementById("run-status");
+  if (badge && state.status) {
+    badge.textContent = state.status;
+    badge.className = `badge status-${state.status}`;
+  }
+  if (state.steps_planned) {
+    const share = Math.min(state.steps_completed / state.steps_planned, 1);
+    document.getElementById("run-progress").style.width = `${(share * 100).toFixed(1)}%`;
+    text("run-steps", `${state.steps_completed} / ${state.steps_planned} steps`);
+  }
+  const reason = state.reason || (state.cancel_requested && !FINISHED.includes(state.status)
+    ? "Cancel requested: stops at the next step." : "");
+  text("run-reason", reason);
+  if (FINISHED.includes(state.status)) {
+    const cancel = document.getElementById("cancel-form");
+    if (cancel) cancel.remove();
+  }
+}
+
+function liveNote(message) {
+  let el = document.getElementById("live-note");
+  if (!el) {
+    el = document.createElement("p");
+    el.id = "live-note";
+    el.className = "live-note";
+    document.querySelector(".run-head").after(el);
+  }
+  el.textContent = message;
+  el.hidden = !message;
+}
+
+const onError = (error, delay) => liveNote(`Live updates paused (${error.message}); retrying in ${Math.round(delay / 1000)} s.`);
+
+function tiles() {
+  const n = steps.step.length;
+  if (!n) return;
+  const last = (name) => steps[name][n - 1];
+  text("tile-savings", fixed(last("rollout_savings_total")));
+  text("tile-generated", String(last("rollouts_generated_total")));
+  text("tile-uniform", String(last("rollouts_uniform_total")));
+  text("tile-effective", fixed(last("effective_share_of_generated_total")));
+  text("tile-hours", fixed(last("device_hours_total"), 4));
+  text("tile-saved", fixed(last("uniform_device_hours_total") - last("device_hours_total"), 4));
+}
+
+// -- "Rollout savings" -----------------------------------------------------------------------------
+
+const STEP_AXIS = { title: { text: "step" }, gridcolor: "#eef0f3" };
+const SHARE_AXIS = { tickformat: ".0%", range: [0, 1.02], gridcolor: "#eef0f3" };
+
+function drawSteps() {
+  const x = steps.step;
+  draw("chart-rollouts", [
+    line(x, steps.rollouts_generated_total, "rollouts_generated", COLORS.generated, { fill: "tozeroy", fillcolor: "rgba(37,99,235,0.08)" }),
+    line(x, steps.rollouts_uniform_total, "rollouts_uniform (uniform GRPO)", COLORS.uniform, { line: { color: COLORS.uniform, dash: "dash", width: 2 } }),
+    line(x, steps.rollout_savings_total, "rollout_savings", COLORS.savings, { yaxis: "y2" }),
+  ], { xaxis: STEP_AXIS, yaxis: { title: { text: "rollouts (cumulative)" }, gridcolor: "#eef0f3" },
+       yaxis2: { overlaying: "y", side: "right", tickformat: ".0%", range: [0, 1], showgrid: false } });
+  draw("chart-shares", [
+    line(x, steps.effective_share_of_generated, "effective_share_of_generated", COLORS.effective),
+    line(x, steps.all_correct_share, "all-correct groups", COLORS.all_correct),
+    line(x, steps.all_wrong_share, "all-wrong groups", COLORS.all_wrong),
+  ], { xaxis: STEP_AXIS, yaxis: SHARE_AXIS });
+  draw("chart-reward", [line(x, steps.reward_mean, "reward_mean", COLORS.reward)],
+       { xaxis: STEP_AXIS, yaxis: { title: { text: "mean reward" }, gridcolor: "#eef0f3" } });
+  const phaseColor = { select: COLORS.select, generate: COLORS.generate, reward: COLORS.reward_phase, update: COLORS.update };
+  draw("chart-seconds", Object.entries(steps.seconds).map(([phase, y]) => ({
+    x, y, name: phase, type: "bar", marker: { color: phaseColor[phase] } })),
+  { barmode: "stack", bargap: 0.1, xaxis: STEP_AXIS, yaxis: { title: { text: "seconds" }, gridcolor: "#eef0f3" } });
+  drawMethodSteps();
+  tiles();
+}
+
+function drawEvaluations() {
+  const traces = (xName) => [
+    line(evals[xName], evals.pass_at_1, "Pass@1", COLORS.pass1, { text: evals.step, hovertemplate: "step %{text}: %{y:.3f}" }),
+    line(evals[xName], evals.pass_at_k, `Pass@${evals.k.length ? evals.k[evals.k.length - 1] : "k"}`, COLORS.passk,
+         { text: evals.step, hovertemplate: "step %{text}: %{y:.3f}" }),
+  ];
+  draw("chart-acc-rollouts", traces("rollouts_generated_total"),
+       { xaxis: { title: { text: "rollouts generated" } }, yaxis: SHARE_AXIS, hovermode: "closest" });
+  draw("chart-acc-hours", traces("device_hours_total"),
+       { xaxis: { title: { text: "device-hours" } }, yaxis: SHARE_AXIS, hovermode: "closest" });
+  const n = evals.step.length;
+  if (n) {
+    text("tile-pass1", fixed(evals.pass_at_1[n - 1]));
+    text("tile-passk", `Pass@${evals.k[n - 1]} ${fixed(evals.pass_at_k[n - 1])} at step ${evals.step[n - 1]}`);
+  }
+}
+
+// -- method panels -----------------------------------------------------------------------------------
+
+function metric(name) {
+  return (steps.metrics && steps.metrics[name]) || [];
+}
+
+function drawMethodSteps() {
+  const x = steps.step;
+  if (has("hive")) {
+    draw("chart-hive-kept", [
+      { x, y: metric("hive/stage1_candidates"), name: "stage 1 candidates", type: "bar", marker: { color: "#cbd5e1" } },
+      { x, y: metric("hive/stage1_kept"), name: "kept by stage 1", type: "bar", marker: { color: "#60a5fa" } },
+      { x, y: metric("hive/stage2_kept"), name: "kept by stage 2", type: "bar", marker: { color: "#1d4ed8" } },
+    ], { barmode: "group", bargap: 0.15, xaxis: STEP_AXIS, yaxis: { title: { text: "prompts" } } });
+    draw("chart-hive-entropy", [
+      line(x, metric("hive/entropy_threshold"), "entropy threshold", "#7c3aed"),
+      line(x, metric("hive/entropy_correlation"), "prompt/response entropy correlation", "#f59e0b", { yaxis: "y2" }),
+    ], { xaxis: STEP_AXIS, yaxis: { title: { text: "prompt entropy" } },
+         yaxis2: { overlaying: "y", side: "right", range: [-1, 1], showgrid: false, title: { text: "correlation" } } });
+  }
+  if (has("rlzvp")) {
+    draw("chart-rlzvp", [line(x, metric("rlzvp/shaped_share"), "rlzvp/shaped_share", "#0d9488")],
+         { xaxis: STEP_AXIS, yaxis: SHARE_AXIS });
+  }
+  if (has("greso")) {
+    draw("chart-greso", [line(x, metric("greso/p_easy"), "p_easy", COLORS.all_correct),
+                         line(x, metric("greso/p_hard"), "p_hard", COLORS.all_wrong)],
+         { xaxis: STEP_AXIS, yaxis: SHARE_AXIS });
+  }
+  if (has("dapo")) {
+    draw("chart-dapo", [{ x, y: metric("post_filter/dropped_zero_variance"), name: "dropped groups", type: "bar",
+                          marker: { color: "#9ca3af" } }], { xaxis: STEP_AXIS });
+  }
+  if (has("lze")) drawLzePool();
+}
+
+function drawLzePool() {
+  const x = steps.step;
+  const counts = acts.counts || {};
+  const traces = [
+    line(x, metric("lze/pruned_pool"), "pruned pool (prompts)", COLORS.pruned),
+    line(x, metric("lze/selected_share"), "lze/selected_share", "#2563eb", { yaxis: "y2" }),
+  ];
+  for (const [name, color] of [["lze.replayed", "#f59e0b"], ["lze.restored", "#16a34a"]]) {
+    if (counts[name]) traces.push({ x: acts.step, y: counts[name], name: name.replace("lze.", ""), type: "bar", marker: { color } });
+  }
+  draw("chart-lze-pool", traces, { xaxis: STEP_AXIS, yaxis: { title: { text: "prompts" } },
+       yaxis2: { overlaying: "y", side: "right", tickformat: ".0%", range: [0, 1], showgrid: false } });
+}
+
+async function drawEnergy() {
+  if (!has("lze")) return;
+  const data = await getJSON(cfg.urls.energy);
+  if (!data) return;
+  const mids = data.edges.slice(0, -1).map((e, i) => (e + data.edges[i + 1]) / 2);
+  draw("chart-lze-energy", [
+    { x: mids, y: data.selected, name: "selected (trained)", type: "bar", marker: { color: "#2563eb" } },
+    { x: mids, y: data.not_selected, name: "not selected", type: "bar", marker: { color: "#cbd5e1" } },
+  ], { barmode: "stack", bargap: 0.05, hovermode: "closest", xaxis: { title: { text: `energy at step ${data.at_step}` } },
+       yaxis: { title: { text: "groups" } } });
+}
+
+function drawHora() {
+  draw("chart-hora", [{
+    x: hora.step, y: hora.successes, z: hora.mean_extra, customdata: hora.prompts, type: "heatmap",
+    colorscale: "Blues", colorbar: { title: { text: "extra" }, thickness: 12 }, hoverongaps: false,
+    hovertemplate: "step %{x}, %{y} probe hits: %{z:.1f} extra rollouts (%{customdata} prompts)<extra></extra>",
+  }], { xaxis: STEP_AXIS, yaxis: { title: { text: "probe successes" }, dtick: 1 }, hovermode: "closest" });
+}
+
+// -- learning edge -------------------------------------------------------------------------------------
+
+const edgeSlider = document.getElementById("edge-step");
+const edgeNow = document.getElementById("edge-now");
+let edgeFollow = true;  // the slider follows the newest step until the user moves it
+
+async function drawEdge() {
+  const step = edgeNow.checked ? "now" : edgeSlider.value;
+  if (!edgeNow.checked && lastStep < 0) return;
+  const data = await getJSON(withParams(cfg.urls.edge, { step }));
+  if (!data) return;
+  const traces = Object.entries(data.buckets).filter(([, t]) => t.x.length).map(([bucket, t]) => ({
+    x: t.x, y: t.y, text: t.key, name: `${bucket} (${data.counts[bucket]})`, type: "scattergl", mode: "markers",
+    marker: { color: COLORS[bucket], size: 7, opacity: 0.75, line: { width: 0 } },
+    hovertemplate: "%{text}<br>pass rate %{x:.2f}, entropy %{y:.3f}<extra>" + bucket + "</extra>",
+  }));
+  draw("chart-edge", traces, { height: 340, hovermode: "closest",
+       xaxis: { title: { text: "pass rate" }, range: [-0.03, 1.03], gridcolor: "#eef0f3" },
+       yaxis: { title: { text: "response entropy" }, gridcolor: "#eef0f3" } });
+  const chart = document.getElementById("chart-edge");
+  if (chart.on && !chart.dataset.wired) {
+    chart.dataset.wired = "1";
+    chart.on("plotly_click", (event) => {
+      const key = event.points && event.points[0] && event.points[0].text;
+      if (key) window.location.href = withParams(cfg.urls.prompt, { key });
+    });
+  }
+  text("edge-step-label", edgeNow.checked ? "now" : `step ${step}`);
+  const note = [`${data.shown} of ${data.total} prompts drawn`];
+  if (data.no_entropy) note.push(`${data.no_entropy} without an entropy`);
+  text("edge-note", note.join("; ") + ". Click a point to open the prompt.");
+}
+
+function bindEdge() {
+  edgeSlider.addEventListener("input", () => { text("edge-step-label", `step ${edgeSlider.value}`); });
+  edgeSlider.addEventListener("change", () => { edgeFollow = Number(edgeSlider.value) === lastStep; drawEdge(); });
+  edgeNow.addEventListener("change", () => { edgeSlider.disabled = edgeNow.checked; drawEdge(); });
+}
+
+function drawHeat() {
+  if (!heatRows) return;
+  draw("chart-heatmap", [{
+    x: heat.step, y: heatRows, z: heat.z, customdata: heat.observations, type: "heatmap", zmin: 0, zmax: 1,
+    colorscale: [[0, "#dc2626"], [0.5, "#fde68a"], [1, "#16a34a"]], hoverongaps: false,
+    colorbar: { title: { text: "pass rate" }, thickness: 12 },
+    hovertemplate: "%{y}<br>step %{x}: pass rate %{z:.2f} (%{customdata} groups)<extra></extra>",
+  }], { height: Math.max(260, Math.min(18 * heatRows.length + 80, 720)), hovermode: "closest",
+        xaxis: STEP_AXIS, yaxis: { autorange: "reversed", automargin: true, tickfont: { size: 10 } } });
+}
+
+// -- audit trail ---------------------------------------------------------------------------------------
+
+function drawActions() {
+  const palette = ["#2563eb", "#dc2626", "#16a34a", "#f59e0b", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
+                   "#9ca3af", "#ea580c", "#4f46e5", "#0d9488"];
+  const names = Object.keys(acts.counts || {});
+  draw("chart-actions", names.map((name, i) => {
+    const [method, action] = name.split(".");
+    return { x: acts.step, y: acts.counts[name], name: `${label(method)} ${action}`, type: "bar",
+             marker: { color: palette[i % palette.length] } };
+  }), { barmode: "stack", bargap: 0.1, xaxis: STEP_AXIS, yaxis: { title: { text: "decisions" } } });
+}
+
+async function refreshRecent() {
+  const data = await getJSON(cfg.urls.recent);
+  if (!data) return;
+  const body = document.getElementById("recent");
+  const rows = data.results.map((d) => {
+    const tr = document.createElement("tr");
+    const cell = (value, cls) => { const td = document.createElement("td"); if (cls) td.className = cls; td.append(value); return td; };
+    const link = document.createElement("a");
+    link.href = withParams(cfg.urls.prompt, { key: d.prompt_key });
+    link.textContent = d.prompt_key;
+    const badge = document.createElement("span");
+    badge.className = `badge action-${d.action}`;
+    badge.textContent = d.action;
+    tr.append(cell(String(d.step), "num"), cell(link), cell(d.method), cell(badge), cell(d.message));
+    return tr;
+  });
+  if (rows.length) body.replaceChildren(...rows);
+}
+
+// -- wiring ----------------------------------------------------------------------------------------------
+
+async function getJSON(url) {
+  try {
+    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+function start() {
+  const slow = cfg.poll_ms * 2;
+  const secondary = [];
+  const actions = new Poller({ url: cfg.urls.actions, interval: slow, onError, onData: (page) => {
+    const before = acts.step ? acts.step.length : -1;
+    append(acts, page, "step", 0);
+    if (acts.step.length === before) return;
+    drawActions();
+    if (has("lze")) drawLzePool();
+  } });
+  secondary.push(actions);
+  const heatPoller = new Poller({ url: cfg.urls.heatmap, interval: slow, onError, onData: (page) => {
+    if (page.rows) heatRows = page.rows;
+    const before = heat.step ? heat.step.length : -1;
+    appendColumns(heat, page, "step", ["z", "observations"]);
+    if (heat.step.length !== before) drawHeat();
+  } });
+  secondary.push(heatPoller);
+  if (has("hora")) {
+    secondary.push(new Poller({ url: cfg.urls.hora, interval: slow, onError, onData: (page) => {
+      if (!hora.successes) hora.successes = page.successes;
+      const before = hora.step ? hora.step.length : -1;
+      appendColumns(hora, page, "step", ["mean_extra", "prompts"]);
+      if (hora.step.length !== before) drawHora();
+    } }));
+  }
+  const evaluations = new Poller({ url: cfg.urls.evaluations, interval: cfg.poll_ms, onError, onData: (page) => {
+    const before = evals.step ? evals.step.length : -1;
+    append(evals, page);
+    if (evals.step.length !== before) drawEvaluations();
+  } });
+  const series = new Poller({ url: cfg.urls.series, interval: cfg.poll_ms, onError, onData: (page) => {
+    liveNote("");
+    header(page);
+    const before = steps.step ? steps.step.length : 0;
+    append(steps, page);
+    if (steps.step.length > before || before === 0) drawSteps();
+    if (steps.step.length > before) {
+      pending = true;
+      lastStep = Math.max(lastStep, steps.step[steps.step.length - 1]);
+      edgeSlider.max = String(Math.max(lastStep, 0));
+      edgeSlider.disabled = edgeNow.checked || lastStep < 0;
+      if (edgeFollow) edgeSlider.value = String(lastStep);
+    }
+    if (pending && !page.has_more) {  // redraw the snapshots once every page is in
+      pending = false;
+      if (edgeFollow || edgeNow.checked) drawEdge();
+      drawEnergy();
+      refreshRecent();
+      for (const p of secondary) if (!p.stopped) p.schedule(0);
+    }
+  } });
+  series.start();
+  evaluations.start();
+  for (const p of secondary) p.start();
+  bindEdge();
+  window.edgeplane = { series, evaluations, secondary, steps };
+}
+
+start();

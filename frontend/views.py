@@ -1,0 +1,332 @@
+"""Dashboard pages: server-rendered templates over the controlplane selectors and
+services. Views stay thin: read the request, call one selector or service, render.
+
+Visibility is the API's: another team's run, prompt or budget is a 404 (the same answer
+as an id that does not exist); a member without the launcher role gets a 403 for writes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from controlplane.accounts.models import Role, Team
+from controlplane.accounts.selectors import membership_of, teams_for_user, user_can
+from controlplane.budgets.selectors import budget_overview
+from controlplane.budgets.services import BudgetExceeded
+from controlplane.datasets.selectors import prompt_by_key
+from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
+from controlplane.runs.selectors import run_detail as run_detail_selector
+from controlplane.runs.selectors import run_for_user_or_none
+from controlplane.runs.services import RunStateError, run_cancel, run_create
+from frontend import charts
+from frontend import selectors as sel
+from frontend.forms import NewRunForm
+from workers.engines.config import ConfigError
+from workers.selection.decisions import Action
+
+SESSION_TEAM = "edgeplane_team"
+POLL_MS = 2000  # a finished step shows within this plus one second
+
+
+# -- shared context -----------------------------------------------------------------------------------
+
+
+def current_team(request: HttpRequest) -> Team | None:
+    """The team the user works in: the session's choice if still theirs, else their first."""
+    teams = teams_for_user(request.user)
+    chosen = teams.filter(slug=request.session.get(SESSION_TEAM, "")).first()
+    return chosen or teams.first()
+
+
+def page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    team = context.get("team") or current_team(request)
+    membership = membership_of(request.user, team) if team else None
+    base = {"teams": teams_for_user(request.user), "team": team, "role": membership.role if membership else None,
+            "can_launch": bool(membership and membership.allows(Role.LAUNCHER))}
+    return render(request, template, {**base, **context}, status=status)
+
+
+def run_or_404(request: HttpRequest, run_id: int) -> Run:
+    run = run_for_user_or_none(request.user, run_id)
+    if run is None:
+        raise Http404(f"no run {run_id} in your teams")
+    return run
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# -- sign in, team switcher, plotly ---------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "frontend/login.html"
+    redirect_authenticated_user = True
+    next_page = "frontend:runs"
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "frontend:login"
+
+
+@login_required
+@require_POST
+def team_switch(request: HttpRequest) -> HttpResponse:
+    team = teams_for_user(request.user).filter(slug=request.POST.get("team", "")).first()
+    if team is None:
+        raise Http404("no such team among yours")
+    request.session[SESSION_TEAM] = team.slug
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = reverse("frontend:runs")
+    return redirect(target)
+
+
+@lru_cache(maxsize=1)
+def plotly_path() -> Path:
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"plotly.js is missing from the plotly package at {path}")
+    return path
+
+
+@require_GET
+def plotly_js(request: HttpRequest) -> FileResponse:
+    """plotly.js from the copy bundled in the plotly Python package: nothing is loaded from
+    outside the server."""
+    response = FileResponse(plotly_path().open("rb"), content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+# -- runs ----------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def runs(request: HttpRequest) -> HttpResponse:
+    team = current_team(request)
+    status = request.GET.get("status") or None
+    method = request.GET.get("method") or None
+    dataset = _int_or_none(request.GET.get("dataset"))
+    before = _int_or_none(request.GET.get("before"))
+    rows = []
+    if team is not None:
+        for run in sel.run_list(request.user, team=team.slug, status=status, method=method, dataset=dataset,
+                                before=before):
+            uniform = run.uniform or 0
+            rows.append({
+                "run": run,
+                "labels": charts.method_labels(run.methods),
+                "progress": charts.progress(run.steps_completed, run.steps_planned),
+                "rollout_savings": None if not uniform else 1.0 - (run.generated or 0) / uniform,
+                "device_hours": (run.device_seconds or 0.0) / 3600.0,
+                "active": run.status in ACTIVE,
+            })
+    filters = {"status": status or "", "method": method or "", "dataset": dataset or ""}
+    next_url = None
+    if len(rows) == 50:
+        next_url = "?" + urlencode({**{k: v for k, v in filters.items() if v}, "before": rows[-1]["run"].id})
+    datasets = team.datasets.order_by("name") if team else []
+    return page(request, "frontend/runs.html", {
+        "rows": rows, "filters": filters, "statuses": [s.value for s in RunStatus],
+        "methods": charts.method_labels(charts.METHOD_ORDER), "datasets": datasets, "next_url": next_url,
+        "poll_ms": POLL_MS,
+    })
+
+
+@login_required
+def run_new(request: HttpRequest) -> HttpResponse:
+    team = current_team(request)
+    if team is None:
+        raise Http404("you belong to no team")
+    datasets = list(team.datasets.order_by("-created_at"))
+    form = NewRunForm.blank()
+    status = 200
+    if request.method == "POST":
+        if not user_can(request.user, team, Role.LAUNCHER):
+            raise PermissionDenied("launching needs the launcher role in the team")
+        config, errors = form.bind(request.POST)
+        dataset = next((d for d in datasets if str(d.id) == form.dataset), None)
+        if dataset is None:
+            errors.setdefault("dataset", []).append("choose one of the team's datasets")
+        if not form.name:
+            errors.setdefault("name", []).append("give the run a name")
+        if not errors:
+            try:
+                run = run_create(team=team, dataset=dataset, name=form.name, config=config, user=request.user)
+            except ConfigError as exc:
+                errors = exc.as_dict()
+            except BudgetExceeded as exc:
+                form.general_errors.append(str(exc))
+                status = 409
+            else:
+                messages.success(request, f"Run {run.id} launched: queued for a worker.")
+                return redirect("frontend:run", run_id=run.id)
+        if errors:
+            form.place_errors(errors)
+            status = 400
+    forecast_figures = sel.launch_forecast_figures(
+        team, batch_size=max(_safe_int(form.value_of("batch_size"), 64), 1),
+        group_size=max(_safe_int(form.value_of("group_size"), 8), 1), steps=max(_safe_int(form.value_of("steps"), 100), 1))
+    return page(request, "frontend/run_new.html", {
+        "team": team, "form": form, "datasets": datasets, "forecast": charts.launch_forecast(*forecast_figures),
+    }, status=status)
+
+
+def _safe_int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_or_404(request, run_id)
+    detail = run_detail_selector(run)
+    methods = list(run.config.get("selectors", {}))
+    data_urls = {name: reverse(f"frontend:data-{name}", args=[run.id]) for name in (
+        "series", "evaluations", "actions", "hora", "energy", "edge", "heatmap", "recent")}
+    page_config = {
+        "run": run.id, "methods": methods, "labels": {m["name"]: m["label"] for m in charts.method_labels(methods)},
+        "urls": {**data_urls, "audit": reverse("frontend:audit", args=[run.id]),
+                 "prompt": reverse("frontend:prompt", args=[run.id])},
+        "status": run.status, "finished": run.status in FINISHED, "steps_planned": run.steps_planned,
+        "poll_ms": POLL_MS, "last_step": run.steps_completed - 1,
+    }
+    return page(request, "frontend/run.html", {
+        "team": run.team, "run": run, "detail": detail, "totals": detail.totals,
+        "labels": charts.method_labels(methods), "page_config": page_config,
+        "progress": charts.progress(run.steps_completed, run.steps_planned),
+        "can_cancel": run.status in ACTIVE and not run.cancel_requested
+        and user_can(request.user, run.team_id, Role.LAUNCHER),
+        "recent": sel.recent_decisions(run), "active": run.status in ACTIVE,
+    })
+
+
+@login_required
+@require_POST
+def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_or_404(request, run_id)
+    if not user_can(request.user, run.team_id, Role.LAUNCHER):
+        raise PermissionDenied("cancelling needs the launcher role in the team")
+    try:
+        run = run_cancel(run=run)
+    except RunStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        if run.status == RunStatus.CANCELLED:
+            messages.success(request, "Run cancelled before it started.")
+        else:
+            messages.success(request, "Cancel requested: the run stops at its next step boundary.")
+    return redirect("frontend:run", run_id=run.id)
+
+
+# -- audit trail and prompts --------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def audit(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_or_404(request, run_id)
+    raw = {name: request.GET.get(name, "").strip() for name in ("prompt", "method", "action", "step_min",
+                                                                 "step_max", "cursor")}
+    errors = []
+    step_min, step_max = _int_or_none(raw["step_min"]), _int_or_none(raw["step_max"])
+    for name, value in (("step_min", step_min), ("step_max", step_max)):
+        if raw[name] and (value is None or value < 0):
+            errors.append(f"{name} must be a whole number >= 0, got {raw[name]!r}")
+    if step_min is not None and step_max is not None and step_min > step_max:
+        errors.append("step_max must be >= step_min")
+    if raw["action"] and raw["action"] not in {a.value for a in Action}:
+        errors.append(f"unknown action {raw['action']!r}")
+    cursor = raw["cursor"] if raw["cursor"].replace(".", "", 1).isdigit() and "." in raw["cursor"] else None
+    result = None
+    if not errors:
+        result = sel.audit_page(run, prompt=raw["prompt"] or None, method=raw["method"] or None,
+                                action=raw["action"] or None, step_min=step_min, step_max=step_max, cursor=cursor)
+    filters = {k: v for k, v in raw.items() if k != "cursor" and v}
+    next_url = "?" + urlencode({**filters, "cursor": result.next_cursor}) if result and result.next_cursor else None
+    return page(request, "frontend/audit.html", {
+        "team": run.team, "run": run, "filters": raw, "errors": errors, "rows": result.rows if result else [],
+        "next_url": next_url, "first_url": "?" + urlencode(filters) if cursor else None,
+        "methods": charts.method_labels(charts.METHOD_ORDER), "actions": [a.value for a in Action],
+    }, status=400 if errors else 200)
+
+
+@login_required
+@require_GET
+def prompt(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_or_404(request, run_id)
+    key = request.GET.get("key", "")
+    if not key:
+        raise Http404("which prompt? give ?key=")
+    record = prompt_by_key(run.dataset_id, key)
+    observations = sel.prompt_observations(run, key)
+    decisions = sel.prompt_decisions(run, key)
+    if record is None and not observations and not decisions:
+        raise Http404(f"no prompt {key!r} in this run's dataset")
+    return page(request, "frontend/prompt.html", {
+        "team": run.team, "run": run, "key": key, "record": record, "decisions": decisions,
+        "state": sel.prompt_state(run, key),
+        "changes": charts.bucket_changes([(o["step"], o["bucket"]) for o in observations],
+                                         [(d["step"], d["action"]) for d in decisions]),
+        "series": charts.prompt_series(observations), "others": sel.prompt_in_other_runs(request.user, run, key),
+    })
+
+
+# -- compare and budget ---------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest) -> HttpResponse:
+    ids = [i for i in (_int_or_none(v) for v in request.GET.getlist("run")) if i is not None]
+    chosen = sel.runs_by_ids(request.user, ids)
+    team = current_team(request)
+    candidates = sel.run_list(request.user, team=team.slug, limit=50) if team else []
+    table = [{"run": r, "labels": charts.method_labels(r.methods), **charts.savings_row(sel.run_totals_row(r))}
+             for r in chosen]
+    series = charts.compare_series([{"id": r.id, "name": r.name, "evaluations": sel.evaluations_of(r)}
+                                    for r in chosen])
+    return page(request, "frontend/compare.html", {
+        "chosen": chosen, "chosen_ids": [r.id for r in chosen], "candidates": candidates, "table": table,
+        "series": series,
+    })
+
+
+@login_required
+@require_GET
+def budget(request: HttpRequest, slug: str) -> HttpResponse:
+    team = teams_for_user(request.user).filter(slug=slug).first()
+    if team is None:
+        raise Http404(f"no team {slug!r} among yours")
+    overview = budget_overview(team)
+    usage = sel.usage_by_hour(team, overview.period_start, overview.period_end)
+    from django.utils import timezone
+
+    series = charts.budget_series(
+        [(t.isoformat(), used, uniform) for t, used, uniform in usage],
+        period_start=overview.period_start.isoformat() if overview.period_start else None,
+        period_end=overview.period_end.isoformat() if overview.period_end else None,
+        limit_device_hours=overview.limit_device_hours, forecast_device_hours=overview.forecast_device_hours,
+        now=timezone.now().isoformat())
+    return page(request, "frontend/budget.html", {"team": team, "overview": overview, "series": series})

@@ -1,0 +1,358 @@
+"""The dashboard's pages and chart endpoints through Django's test client: what each shows,
+who may see it, and that the cursors return only what is new."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from controlplane.budgets.services import budget_set
+from controlplane.runs.models import Run, RunStatus
+from controlplane.telemetry.services import run_finished_ingest
+from tests.frontend.conftest import KEYS, train
+
+pytestmark = pytest.mark.django_db
+
+
+def budget(team, limit: float):
+    today = timezone.now().date()
+    return budget_set(team=team, period_start=today - dt.timedelta(days=10), period_end=today + dt.timedelta(days=20),
+                      limit_device_hours=limit)
+
+
+# -- sign in, team switcher -------------------------------------------------------------------------------
+
+
+def test_pages_send_a_stranger_to_sign_in(client, run):
+    for url in ("/", f"/runs/{run.id}/", f"/runs/{run.id}/audit/", "/runs/new/", "/compare/", "/teams/acme/budget/"):
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
+    assert client.get(f"/data/runs/{run.id}/series/").status_code == 302
+
+
+def test_sign_in_with_the_right_password_opens_the_runs_and_sign_out_ends_the_session(client, acme):
+    assert b"Wrong user name or password" in client.post("/accounts/login/", {"username": "alice",
+                                                                             "password": "nope"}).content
+    response = client.post("/accounts/login/", {"username": "alice", "password": "alice-pw"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert b"Runs" in client.get("/").content
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_the_team_switcher_changes_the_team_a_member_works_in(alice, acme, globex, run):
+    from controlplane.accounts.services import membership_set
+
+    membership_set(team=globex, username="alice", role="viewer")
+    assert b"edge-run" in alice.get("/").content
+    assert alice.post("/team/", {"team": "globex", "next": "/"}).status_code == 302
+    page = alice.get("/").content.decode()
+    assert "edge-run" not in page and "Globex" in page
+    assert alice.post("/team/", {"team": "nope"}).status_code == 404
+
+
+# -- runs list -------------------------------------------------------------------------------------------
+
+
+def test_the_runs_list_shows_status_methods_progress_savings_accuracy_and_hours(alice, run):
+    page = alice.get("/").content.decode()
+    assert "edge-run" in page and "status-running" in page
+    for label in ("HIVE", "HORA", "RL-ZVP", "LZE"):
+        assert f">{label}<" in page
+    assert "6/20" in page  # progress
+    assert "33%" in page  # rollouts saved: 16 of 24 a step
+    assert "0.180" in page  # latest Pass@1, step 4
+    assert "0.0033" in page  # 6 steps x 2 s
+
+
+def test_the_runs_list_filters_by_status_method_and_dataset(alice, run, acme, dataset, enqueued):
+    from controlplane.runs.services import run_create
+
+    run_create(team=acme, dataset=dataset, name="plain-grpo", config={"steps": 2, "selectors": {"grpo": {}}})
+    assert "plain-grpo" in alice.get("/").content.decode()
+    by_method = alice.get("/", {"method": "hora"}).content.decode()
+    assert "edge-run" in by_method and "plain-grpo" not in by_method
+    by_status = alice.get("/", {"status": "queued"}).content.decode()
+    assert "plain-grpo" in by_status and "edge-run" not in by_status
+    assert "No runs match" in alice.get("/", {"dataset": dataset.id + 99}).content.decode()
+
+
+# -- new run ---------------------------------------------------------------------------------------------
+
+
+def form_data(dataset, **overrides) -> dict:
+    data = {"name": "form-run", "dataset": str(dataset.id), "engine": "local", "model": "tiny", "batch_size": "8",
+            "group_size": "4", "steps": "5", "seed": "0", "method": ["hive", "hora"], "selectors.hora.n0": "2"}
+    data.update(overrides)
+    return data
+
+
+def test_the_new_run_form_offers_every_method_with_its_parameters_defaults_and_help(bob, dataset):
+    page = bob.get("/runs/new/").content.decode()
+    for label in ("GRPO", "DAPO dynamic sampling", "GRESO", "HIVE", "HORA", "RL-ZVP", "LZE"):
+        assert f"> {label}</label>" in page
+    assert 'name="selectors.hora.n0" value="8"' in page
+    assert "probe rollouts per prompt before allocation" in page
+    assert 'name="batch_size" value="64"' in page and "B: prompts per optimizer step" in page
+    assert ">Launch run</button>" in page
+    assert "Cost forecast" in page and "no budget limit" in page
+
+
+def test_launching_through_the_form_stores_the_run_and_opens_its_page(bob, dataset, enqueued,
+                                                                     django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = bob.post("/runs/new/", form_data(dataset))
+    run = Run.objects.get(name="form-run")
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.id}/"
+    assert run.status == RunStatus.QUEUED and enqueued == [run.id]
+    assert run.config["selectors"] == {"hive": {}, "hora": {"n0": 2}}
+    assert run.config["batch_size"] == 8 and run.config["steps"] == 5
+
+
+def test_config_errors_appear_beside_their_fields(bob, dataset, enqueued):
+    response = bob.post("/runs/new/", form_data(dataset, batch_size="0", **{"selectors.hora.n0": "9"}, steps="x"))
+    assert response.status_code == 400 and enqueued == []
+    page = response.content.decode()
+    # The conversion error comes first: the form never sends a config RunConfig cannot type.
+    assert 'data-field="steps"' in page and "must be a whole number, got &#x27;x&#x27;" in page
+    response = bob.post("/runs/new/", form_data(dataset, batch_size="0", **{"selectors.hora.n0": "9"}))
+    page = response.content.decode()
+
+    def field_block(name: str) -> str:
+        start = page.index(f'data-field="{name}"')
+        return page[start:page.index("</div>", start)]
+
+    assert "must be &gt;= 1, got 0" in field_block("batch_size")
+    assert "the probe (n0 = 9) must be smaller than N = 4" in field_block("selectors.hora.n0")
+    assert 'value="0"' in field_block("batch_size")  # the posted value stays in the form
+    assert not Run.objects.filter(name="form-run").exists()
+
+
+def test_an_impossible_method_combination_is_reported_beside_the_methods(bob, dataset, enqueued):
+    page = bob.post("/runs/new/", form_data(dataset, method=["greso", "hive"])).content.decode()
+    assert 'data-field="selectors"' in page and "greso and hive both filter prompts from history" in page
+
+
+def test_a_launch_over_the_budget_is_refused_with_the_forecast(bob, acme, dataset, enqueued):
+    budget(acme, 1e-9)
+    response = bob.post("/runs/new/", form_data(dataset))
+    assert response.status_code == 409 and enqueued == []
+    assert "lower steps, B or N, or raise the budget" in response.content.decode()
+    assert "exceeds" in response.content.decode()
+
+
+def test_a_viewer_sees_the_form_but_cannot_launch(vera, dataset, enqueued):
+    page = vera.get("/runs/new/").content.decode()
+    assert "launching needs the launcher role" in page and "disabled>Launch run" in page
+    assert vera.post("/runs/new/", form_data(dataset)).status_code == 403 and enqueued == []
+
+
+def test_the_forecast_endpoint_weighs_the_run_against_what_the_team_has_left(bob, acme):
+    budget(acme, 1.0)
+    data = bob.get("/data/forecast/", {"team": "acme", "batch_size": 8, "group_size": 4, "steps": 100}).json()
+    assert data["forecast_device_hours"] == pytest.approx(0.002 * 8 * 4 * 100 / 3600)
+    assert data["remaining_device_hours"] == pytest.approx(1.0) and data["fits"] is True
+    assert bob.get("/data/forecast/", {"team": "globex"}).status_code == 404
+    assert bob.get("/data/forecast/", {"team": "acme", "steps": "x"}).status_code == 400
+
+
+# -- the run page ------------------------------------------------------------------------------------------
+
+
+def test_the_run_page_has_the_three_sections_and_a_panel_per_method(bob, run):
+    page = bob.get(f"/runs/{run.id}/").content.decode()
+    for heading in ("<h2>Rollout savings</h2>", "<h2>Learning edge</h2>", "<h2>Audit trail</h2>"):
+        assert heading in page
+    for chart in ("chart-rollouts", "chart-shares", "chart-acc-rollouts", "chart-acc-hours", "chart-reward",
+                  "chart-seconds", "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy",
+                  "chart-hora", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp", "chart-actions"):
+        assert f'id="{chart}"' in page
+    assert "chart-greso" not in page and "chart-dapo" not in page
+    assert 'src="/vendor/plotly.min.js"' in page and "Cancel run" in page
+    assert "kept by HIVE stage 2" in page  # newest decisions
+
+
+def test_plotly_comes_from_the_bundled_copy(client):
+    response = client.get("/vendor/plotly.min.js")
+    body = b"".join(response.streaming_content)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/javascript")
+    assert len(body) > 1_000_000 and b"plotly.js" in body[:2000]
+
+
+def test_another_team_cannot_open_the_run_nor_its_data(mallory, run):
+    for url in (f"/runs/{run.id}/", f"/runs/{run.id}/audit/", f"/runs/{run.id}/prompt/?key={KEYS[0]}",
+                f"/data/runs/{run.id}/series/", f"/data/runs/{run.id}/edge/", f"/data/runs/{run.id}/heatmap/"):
+        assert mallory.get(url).status_code == 404, url
+    assert mallory.post(f"/runs/{run.id}/cancel/").status_code == 404
+    assert "edge-run" not in mallory.get("/").content.decode()
+
+
+def test_a_launcher_cancels_through_the_button_and_a_viewer_may_not(bob, vera, run):
+    assert vera.post(f"/runs/{run.id}/cancel/").status_code == 403
+    assert "Cancel run" not in vera.get(f"/runs/{run.id}/").content.decode()
+    response = bob.post(f"/runs/{run.id}/cancel/", follow=True)
+    run.refresh_from_db()
+    assert run.cancel_requested and "stops at its next step boundary" in response.content.decode()
+    assert "Cancel run" not in response.content.decode()
+
+
+# -- chart endpoints -----------------------------------------------------------------------------------------
+
+
+def test_the_series_endpoint_returns_only_new_steps_with_running_totals(bob, run):
+    url = f"/data/runs/{run.id}/series/"
+    first = bob.get(url).json()
+    assert first["step"] == [0, 1, 2, 3, 4, 5] and first["next_after"] == 5 and first["has_more"] is False
+    assert first["status"] == "running" and first["steps_completed"] == 6
+    assert first["rollouts_generated_total"][-1] == 6 * 16 and first["rollouts_uniform_total"][-1] == 6 * 24
+    assert first["metrics"]["hive/stage1_kept"] == [4.0] * 6 and "lze/pruned_pool" in first["metrics"]
+    assert bob.get(url, {"after": 5}).json()["step"] == []
+    train(run, range(6, 8))
+    newer = bob.get(url, {"after": 5}).json()
+    assert newer["step"] == [6, 7] and newer["next_after"] == 7
+    assert newer["rollouts_generated_total"] == [7 * 16, 8 * 16]  # continued from the cursor
+    assert bob.get(url, {"after": "x"}).status_code == 400
+
+
+def test_cursor_endpoints_page_and_say_has_more(bob, run, monkeypatch):
+    monkeypatch.setattr("frontend.selectors.STEP_PAGE", 4)
+    url = f"/data/runs/{run.id}/series/"
+    first = bob.get(url).json()
+    assert first["step"] == [0, 1, 2, 3] and first["has_more"] is True
+    assert bob.get(url, {"after": first["next_after"]}).json()["step"] == [4, 5]
+
+
+def test_the_status_says_finished_once_the_run_ends(bob, run):
+    run_finished_ingest(run_id=run.id, status="succeeded", reason="trained")
+    data = bob.get(f"/data/runs/{run.id}/series/", {"after": 5}).json()
+    assert data["status"] == "succeeded" and data["finished"] is True and data["step"] == []
+
+
+def test_the_evaluations_endpoint_gives_accuracy_against_rollouts_and_hours(bob, run):
+    data = bob.get(f"/data/runs/{run.id}/evaluations/").json()
+    assert data["step"] == [0, 2, 4] and data["next_after"] == 4
+    assert data["rollouts_generated_total"] == [0, 32, 64]
+    assert data["pass_at_1"] == [pytest.approx(0.1), pytest.approx(0.14), pytest.approx(0.18)]
+    assert bob.get(f"/data/runs/{run.id}/evaluations/", {"after": 4}).json()["step"] == []
+
+
+def test_the_actions_endpoint_counts_decisions_per_step(bob, run):
+    data = bob.get(f"/data/runs/{run.id}/actions/").json()
+    assert data["step"] == [0, 1, 2, 3, 4, 5]
+    assert data["counts"]["hive.kept"] == [4] * 6 and data["counts"]["hive.skipped"] == [2] * 6
+    assert data["counts"]["lze.selected"] == [2] * 6 and data["counts"]["hora.allocated"] == [4] * 6
+    assert bob.get(f"/data/runs/{run.id}/actions/", {"after": 5}).json()["step"] == []
+
+
+def test_the_hora_endpoint_gives_allocation_by_probe_successes(bob, run):
+    data = bob.get(f"/data/runs/{run.id}/hora/").json()
+    assert data["successes"] == [0, 1, 2] and data["step"] == [0, 1, 2, 3, 4, 5]
+    # step 0: successes 0, 1, 2, 3 -> probe hits 0, 1, 2, 2; extra = 2 - hits
+    assert [row[0] for row in data["mean_extra"]] == [2.0, 1.0, 0.0]
+    assert [row[0] for row in data["prompts"]] == [1, 1, 2]
+
+
+def test_the_energy_endpoint_gives_the_newest_steps_distribution(bob, run):
+    data = bob.get(f"/data/runs/{run.id}/energy/").json()
+    assert data["at_step"] == 5 and sum(data["selected"]) == 2 and sum(data["not_selected"]) == 2
+    assert bob.get(f"/data/runs/{run.id}/energy/", {"step": 0}).json()["at_step"] == 0
+
+
+def test_the_edge_endpoint_places_prompts_at_a_step_or_now(bob, run):
+    at_zero = bob.get(f"/data/runs/{run.id}/edge/", {"step": 0}).json()
+    assert at_zero["at_step"] == 0 and at_zero["shown"] == 4 and at_zero["total"] == 4
+    assert at_zero["buckets"]["too_hard"]["key"] == [KEYS[0]]  # 0 of 4 at step 0
+    assert at_zero["buckets"]["edge"]["x"] == [0.25, 0.5, 0.75]
+    now = bob.get(f"/data/runs/{run.id}/edge/").json()
+    assert now["at_step"] is None and now["total"] == 4  # the prompts observed; skipped ones have no state
+    assert now["last_step"] == 5
+
+
+def test_the_heatmap_endpoint_sends_columns_after_the_cursor_with_row_labels_first(bob, run):
+    url = f"/data/runs/{run.id}/heatmap/"
+    first = bob.get(url).json()
+    assert first["rows"] == [f"edgeplane/add:{i}" for i in range(4, 16)]  # the 12 training prompts
+    assert first["step"] == [0, 1, 2, 3, 4, 5] and first["next_after"] == 5
+    assert first["z"][0][0] == 0.0 and first["z"][3][0] == 0.75 and first["z"][5] == [None] * 6
+    again = bob.get(url, {"after": 5}).json()
+    assert again["step"] == [] and "rows" not in again
+
+
+def test_the_recent_endpoint_lists_the_newest_decisions_first(bob, run):
+    results = bob.get(f"/data/runs/{run.id}/recent/").json()["results"]
+    assert len(results) == 20 and results[0]["step"] == 5 and results[-1]["step"] == 4
+
+
+# -- audit trail, prompt, compare, budget --------------------------------------------------------------------------
+
+
+def test_the_audit_trail_filters_by_prompt_method_action_and_steps(bob, run):
+    page = bob.get(f"/runs/{run.id}/audit/", {"prompt": KEYS[1], "method": "hora"}).content.decode()
+    assert page.count("allocated by HORA") == 6 and "kept by HIVE" not in page
+    assert f'href="/runs/{run.id}/prompt/?key=edgeplane/add%3A5"' in page
+    skipped = bob.get(f"/runs/{run.id}/audit/", {"action": "skipped", "step_min": 2, "step_max": 3}).content.decode()
+    assert skipped.count("skipped by HIVE stage 1") == 4
+    bad = bob.get(f"/runs/{run.id}/audit/", {"step_min": 4, "step_max": 1, "action": "zap"})
+    assert bad.status_code == 400 and "step_max must be &gt;= step_min" in bad.content.decode()
+
+
+def test_the_audit_trail_pages_with_a_keyset_cursor(bob, run, monkeypatch):
+    monkeypatch.setattr("frontend.selectors.AUDIT_PAGE", 10)
+    first = bob.get(f"/runs/{run.id}/audit/", {"method": "hive"}).context
+    assert len(first["rows"]) == 10 and first["next_url"]
+    seen = [r["id"] for r in first["rows"]]
+    url = first["next_url"]
+    while url:
+        context = bob.get(f"/runs/{run.id}/audit/{url}").context
+        seen += [r["id"] for r in context["rows"]]
+        url = context["next_url"]
+    assert len(seen) == len(set(seen)) == 6 * 6  # 4 kept + 2 skipped a step
+
+
+def test_the_prompt_page_shows_text_answer_history_decisions_and_other_runs(bob, run, acme, dataset, enqueued):
+    from controlplane.runs.services import run_claim, run_create
+
+    other = run_create(team=acme, dataset=dataset, name="other-run", config={"steps": 3, "selectors": {"grpo": {}}})
+    run_claim(run_id=other.id, worker="t")
+    train(other, range(1))
+    response = bob.get(f"/runs/{run.id}/prompt/", {"key": KEYS[0]})
+    page = response.content.decode()
+    assert "edgeplane/add:4" in page and "Answer:" in page
+    assert page.count("kept by HIVE stage 2") == 6 and page.count("allocated by HORA") == 6
+    series = response.context["series"]
+    assert series["step"] == [0, 1, 2, 3, 4, 5] and series["pass_rate"][:2] == [0.0, 0.25]
+    assert response.context["changes"][0] == {"step": 0, "from": "unseen", "to": "too_hard"}
+    assert "other-run" in page
+    assert bob.get(f"/runs/{run.id}/prompt/", {"key": "nope"}).status_code == 404
+
+
+def test_compare_overlays_runs_and_tabulates_their_savings(bob, run, acme, dataset, enqueued):
+    from controlplane.runs.services import run_claim, run_create
+
+    other = run_create(team=acme, dataset=dataset, name="other-run", config={"steps": 3, "selectors": {"grpo": {}}})
+    run_claim(run_id=other.id, worker="t")
+    train(other, range(2))
+    response = bob.get("/compare/", {"run": [run.id, other.id, 99999]})
+    assert [r.id for r in response.context["chosen"]] == [run.id, other.id]
+    assert [s["name"] for s in response.context["series"]] == ["edge-run", "other-run"]
+    table = response.context["table"]
+    assert table[0]["rollout_savings"] == pytest.approx(1 / 3) and table[1]["steps"] == 2
+    assert "Pick two or more runs" in bob.get("/compare/").content.decode()
+
+
+def test_the_budget_page_shows_use_forecast_breakdowns_and_warnings(bob, acme, run):
+    page = bob.get("/teams/acme/budget/").content.decode()
+    assert "no budget this period" in page and "80% of the budget" not in page
+    assert "edge-run" in page and ">bob<" in page
+    budget(acme, 0.004)  # 6 steps x 2 s = 0.00333 h: 83%
+    page = bob.get("/teams/acme/budget/").content.decode()
+    assert "80% of the budget used" in page and "Budget exhausted" not in page
+    budget(acme, 0.003)
+    assert "Budget exhausted" in bob.get("/teams/acme/budget/").content.decode()
+    assert bob.get("/teams/globex/budget/").status_code == 404
+
+
+def test_a_run_of_another_users_team_is_not_in_compare(mallory, run):
+    assert mallory.get("/compare/", {"run": [run.id]}).context["chosen"] == []
