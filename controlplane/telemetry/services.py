@@ -167,41 +167,47 @@ def _json_clean(value: Any) -> Any:
     return value
 
 
+STATE_COLUMNS = ("run_id", "prompt_key", "bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits",
+                 "last_step")
+
+# One upsert per prompt: a newer (or the same, replayed) step overwrites; an older step
+# replayed after newer ones changes nothing. Visits count each step once.
+_STATE_CONFLICT = """
+ON CONFLICT (run_id, prompt_key) DO UPDATE SET
+    bucket = EXCLUDED.bucket,
+    pass_rate = COALESCE(EXCLUDED.pass_rate, {t}.pass_rate),
+    response_entropy = COALESCE(EXCLUDED.response_entropy, {t}.response_entropy),
+    prompt_entropy = COALESCE(EXCLUDED.prompt_entropy, {t}.prompt_entropy),
+    visits = {t}.visits + CASE WHEN EXCLUDED.last_step > {t}.last_step THEN EXCLUDED.visits ELSE 0 END,
+    last_step = EXCLUDED.last_step
+WHERE EXCLUDED.last_step >= {t}.last_step
+"""
+
+
 def _update_prompt_states(run: Run, step: int, observations: list[dict], decisions: list[dict]) -> None:
-    """Upsert the current learning-edge state of every prompt this step touched."""
-    latest: dict[str, dict[str, Any]] = {}
+    """Upsert the current learning-edge state of every prompt this step touched (one statement)."""
+    latest: dict[str, list[Any]] = {}
     for o in observations:
-        latest[o["prompt_key"]] = {"bucket": o["bucket"], "pass_rate": float(o["pass_rate"]),
-                                   "response_entropy": _number(o.get("response_entropy")),
-                                   "prompt_entropy": _number(o.get("prompt_entropy")), "visit": 1}
+        latest[o["prompt_key"]] = [run.id, o["prompt_key"], o["bucket"], float(o["pass_rate"]),
+                                   _number(o.get("response_entropy")), _number(o.get("prompt_entropy")), 1, step]
     for d in decisions:  # pruning happens at epoch ends, without an observation
         if d["action"] == "pruned":
-            latest.setdefault(d["prompt_key"], {"visit": 0})["bucket"] = "pruned"
+            row = latest.setdefault(d["prompt_key"], [run.id, d["prompt_key"], "pruned", None, None, None, 0, step])
+            row[2] = "pruned"
     if not latest:
         return
-    existing = {s.prompt_key: s for s in PromptState.objects.filter(run=run, prompt_key__in=list(latest))}
-    create, update = [], []
-    for key, values in latest.items():
-        state = existing.get(key)
-        if state is None:
-            create.append(PromptState(run=run, prompt_key=key, bucket=values.get("bucket", "unseen"),
-                                      pass_rate=values.get("pass_rate"), response_entropy=values.get("response_entropy"),
-                                      prompt_entropy=values.get("prompt_entropy"), visits=values["visit"],
-                                      last_step=step))
-            continue
-        if step < state.last_step:
-            continue  # an older step replayed after newer ones: the newer state stands
-        state.bucket = values.get("bucket", state.bucket)
-        for name in ("pass_rate", "response_entropy", "prompt_entropy"):
-            if values.get(name) is not None:
-                setattr(state, name, values[name])
-        if step > state.last_step:
-            state.visits += values["visit"]
-        state.last_step = step
-        update.append(state)
-    PromptState.objects.bulk_create(create, batch_size=2000)
-    PromptState.objects.bulk_update(update, ["bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits",
-                                             "last_step"], batch_size=2000)
+    table = PromptState._meta.db_table
+    conflict = _STATE_CONFLICT.format(t=table)
+    rows = list(latest.values())
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            types = ("bigint", "text", "text", "float8", "float8", "float8", "int", "int")
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
+            cursor.execute(f"INSERT INTO {table} ({', '.join(STATE_COLUMNS)}) SELECT * FROM unnest({arrays})"
+                           + conflict, [list(c) for c in zip(*rows)])
+        else:
+            marks = ", ".join(["%s"] * len(STATE_COLUMNS))
+            cursor.executemany(f"INSERT INTO {table} ({', '.join(STATE_COLUMNS)}) VALUES ({marks})" + conflict, rows)
 
 
 # -- the other events -------------------------------------------------------------------------------

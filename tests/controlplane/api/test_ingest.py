@@ -212,3 +212,14 @@ def test_a_heartbeat_keeps_a_warming_run_alive_and_says_what_it_does(running, to
     running.refresh_from_db()
     assert (timezone.now() - running.heartbeat_at).total_seconds() < 60
     assert running.status_reason == "supervised warm-up step 500/1500, loss 1.2"
+
+
+@pytest.mark.django_db
+def test_prompt_states_follow_the_newest_step_and_count_each_visit_once(running, token):
+    from controlplane.runs.models import PromptState
+
+    client = engine(token)
+    for step in (0, 1, 1, 0):  # step 1 replayed, then an old step 0 replayed after it
+        assert client.post(url(running), step_record(step, ["k0"]), format="json").status_code == 200
+    state = PromptState.objects.get(run=running, prompt_key="k0")
+    assert state.last_step == 1 and state.visits == 2
