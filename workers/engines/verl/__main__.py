@@ -1,0 +1,67 @@
+"""python -m workers.engines.verl --config run.yaml --run-dir DIR [--dry-run] [options]
+
+Exports the data, builds verl's command and either prints it after composing the overrides
+against verl's ppo_trainer.yaml (--dry-run) or starts the job (Ray Jobs API with --ray-address,
+else a local subprocess). The run token for the HTTP sink is read from $EDGEPLANE_RUN_TOKEN and
+passed to the job's environment only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from workers.engines.config import ConfigError, RunConfig
+from workers.engines.verl.launch import OverrideError, VerlOptions, compose_overrides, plan, submit
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, VerlOptions]:
+    p = argparse.ArgumentParser(prog="python -m workers.engines.verl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="RunConfig as YAML or JSON")
+    p.add_argument("--run-dir", required=True, help="the run's folder (data, logs, spool, checkpoints)")
+    p.add_argument("--attempt-id", default="attempt-1", help="Ray submission id and experiment name")
+    p.add_argument("--model-path", default="", help="HF checkpoint on the cluster (default: the config's model)")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--rollout", default="vllm")
+    p.add_argument("--tensor-parallel", type=int, default=1)
+    p.add_argument("--checkpoint-dir", default="", help="default: RUN_DIR/checkpoints")
+    p.add_argument("--resume-mode", default="auto", choices=["auto", "disable", "resume_path"])
+    p.add_argument("--loggers", default="console,file", help="comma-separated verl trackers")
+    p.add_argument("--ray-address", default=os.environ.get("EDGEPLANE_RAY_ADDRESS", ""),
+                   help="Ray dashboard address for the Jobs API (default: $EDGEPLANE_RAY_ADDRESS)")
+    p.add_argument("--python", default=sys.executable, help="interpreter that runs verl (local launch)")
+    p.add_argument("--dry-run", action="store_true", help="print the command and validate it; start nothing")
+    p.add_argument("overrides", nargs="*", help="more hydra overrides (they win)")
+    args = p.parse_args(argv)
+    options = VerlOptions(
+        run_dir=args.run_dir, attempt_id=args.attempt_id, model_path=args.model_path, nnodes=args.nnodes,
+        gpus_per_node=args.gpus_per_node, rollout=args.rollout, tensor_parallel=args.tensor_parallel,
+        checkpoint_dir=args.checkpoint_dir, resume_mode=args.resume_mode,
+        loggers=tuple(x for x in args.loggers.split(",") if x), ray_address=args.ray_address,
+        python=args.python, extra_overrides=tuple(args.overrides))
+    return args, options
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, options = parse(argv)
+    try:
+        config = RunConfig.load(args.config)
+        launch = plan(config, options)
+        compose_overrides(launch.overrides)
+    except (ConfigError, OverrideError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(launch.command())
+    if args.dry_run:
+        print(f"# {len(launch.overrides)} overrides compose against verl's ppo_trainer.yaml", file=sys.stderr)
+        return 0
+    secrets = {"EDGEPLANE_RUN_TOKEN": os.environ["EDGEPLANE_RUN_TOKEN"]} if os.environ.get("EDGEPLANE_RUN_TOKEN") else {}
+    print(f"submitted: {submit(launch, options, secrets=secrets)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
