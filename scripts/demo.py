@@ -97,7 +97,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/"
     print(f"""
 Edgeplane demo is running.
-  dashboard  {url}  (until the dashboard lands: the API explorer at {url}api/docs/)
+  dashboard  {url}
+  API        {url}api/docs/
   run        {url}api/runs/{run_id}/  (live: steps at {url}api/runs/{run_id}/steps/?after=-1)
   admin      {url}admin/
   sign in    user {user!r}, password {password!r}
