@@ -358,10 +358,15 @@ def budget_series(usage: Iterable[tuple[Any, float, float]], *, period_start: An
     """The team's use over the period, cumulative, beside the uniform-GRPO counterfactual.
 
     ``usage`` are (time bucket, device_seconds, uniform_device_seconds) in time order; times
-    pass through as given (ISO strings or datetimes). The forecast is a line from the last
-    use to the period end; the limit a flat line over the period.
+    pass through as given (ISO strings or datetimes). With a period the lines start at 0 at
+    its start. The forecast is a line from now (or the last use) to the period end; the
+    limit a flat line over the period.
     """
     out: dict[str, Any] = {"time": [], "used_device_hours": [], "uniform_device_hours": []}
+    if period_start is not None:
+        out["time"].append(period_start)
+        out["used_device_hours"].append(0.0)
+        out["uniform_device_hours"].append(0.0)
     used = uniform = 0.0
     for when, seconds, uniform_seconds in usage:
         used += (number(seconds) or 0.0) / 3600.0

@@ -9,6 +9,7 @@ Input names: a RunConfig field by its name (``batch_size``); a method is the che
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,10 +57,27 @@ class Field:
 
     @property
     def shown(self) -> str:
-        value = self.default if self.value is None else self.value
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value)
+        return _show(self.default if self.value is None else self.value)
+
+    @property
+    def default_shown(self) -> str:
+        return _show(self.default)
+
+
+def _show(value: Any) -> str:
+    """A value as the form shows it: floats to 6 significant digits (0.0833333, not
+    0.08333333333333333); ``bind`` reads a shown default back as the default itself."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(default, float) and isinstance(value, float):
+        return math.isclose(value, default, rel_tol=1e-5, abs_tol=1e-12)
+    return value == default
 
 
 @dataclass
@@ -156,7 +174,7 @@ class NewRunForm:
             f.value, problem = _convert(data[f.name], f.kind)
             if problem:
                 errors.setdefault(f.name, []).append(problem)
-            elif f.value != f.default:  # the config keeps only what the user changed
+            elif not _same(f.value, f.default):  # the config keeps only what the user changed
                 config[f.name] = f.value
         checked = set(data.getlist("method"))
         selectors: dict[str, dict[str, Any]] = {}
@@ -169,7 +187,7 @@ class NewRunForm:
                         errors.setdefault(p.name, []).append(problem)
             if method.checked:
                 selectors[method.name] = {p.label: p.value for p in method.params
-                                          if p.value is not None and p.value != p.default}
+                                          if p.value is not None and not _same(p.value, p.default)}
         config["selectors"] = selectors
         return config, errors
 

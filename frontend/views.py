@@ -303,6 +303,8 @@ def compare(request: HttpRequest) -> HttpResponse:
     chosen = sel.runs_by_ids(request.user, ids)
     team = current_team(request)
     candidates = sel.run_list(request.user, team=team.slug, limit=50) if team else []
+    for candidate in candidates:
+        candidate.labels = charts.method_labels(candidate.methods)
     table = [{"run": r, "labels": charts.method_labels(r.methods), **charts.savings_row(sel.run_totals_row(r))}
              for r in chosen]
     series = charts.compare_series([{"id": r.id, "name": r.name, "evaluations": sel.evaluations_of(r)}

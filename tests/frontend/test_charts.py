@@ -251,8 +251,8 @@ def test_budget_series_accumulates_use_and_draws_limit_and_forecast():
     usage = [("t0", 1800.0, 3600.0), ("t1", 3600.0, 3600.0)]
     s = charts.budget_series(usage, period_start="p0", period_end="p1", limit_device_hours=2.0,
                              forecast_device_hours=4.0, now="t2")
-    assert s["time"] == ["t0", "t1"]
-    assert s["used_device_hours"] == [0.5, 1.5] and s["uniform_device_hours"] == [1.0, 2.0]
+    assert s["time"] == ["p0", "t0", "t1"]  # from 0 at the period start
+    assert s["used_device_hours"] == [0.0, 0.5, 1.5] and s["uniform_device_hours"] == [0.0, 1.0, 2.0]
     assert s["limit"] == {"time": ["p0", "p1"], "device_hours": [2.0, 2.0]}
     assert s["forecast"] == {"time": ["t2", "p1"], "device_hours": [1.5, 4.0]}
     assert s["used_share"] == 0.75 and s["level"] == "ok"
@@ -267,6 +267,7 @@ def test_budget_series_warns_at_80_percent_and_is_exhausted_at_100(used_seconds,
 
 def test_budget_series_without_a_budget_has_no_limit_forecast_or_level():
     s = charts.budget_series([("t", 3600.0, 7200.0)])
+    assert s["time"] == ["t"] and s["used_device_hours"] == [1.0]
     assert s["limit"] is None and s["forecast"] is None and s["used_share"] is None and s["level"] == "none"
 
 

@@ -356,3 +356,12 @@ def test_the_budget_page_shows_use_forecast_breakdowns_and_warnings(bob, acme, r
 
 def test_a_run_of_another_users_team_is_not_in_compare(mallory, run):
     assert mallory.get("/compare/", {"run": [run.id]}).context["chosen"] == []
+
+
+def test_the_form_shows_floats_short_and_reads_them_back_as_their_defaults(bob, dataset, enqueued):
+    page = bob.get("/runs/new/").content.decode()
+    assert 'name="selectors.hive.target_easy" value="0.0833333"' in page
+    bob.post("/runs/new/", form_data(dataset, method=["hive"], **{"selectors.hive.target_easy": "0.0833333",
+                                                                 "selectors.hive.lam": "0.5", "lr": "0.0005"}))
+    run = Run.objects.get(name="form-run")
+    assert run.config["selectors"] == {"hive": {"lam": 0.5}} and run.config["lr"] == 0.0005

@@ -6,18 +6,21 @@ for (const box of form.querySelectorAll('input[name="method"]')) {
   box.addEventListener("change", () => box.closest(".method").classList.toggle("on", box.checked));
 }
 
+// Not form.dataset: the form has an input named "dataset", which shadows it.
+const forecastUrl = form.getAttribute("data-forecast-url");
+const team = form.getAttribute("data-team");
 const box = document.getElementById("forecast");
 let timer = null;
 
 async function refresh() {
-  const params = new URLSearchParams({ team: form.dataset.team });
+  const params = new URLSearchParams({ team });
   for (const name of ["batch_size", "group_size", "steps"]) {
     const value = form.elements[name].value.trim();
     if (!/^\d+$/.test(value) || Number(value) < 1) return;  // the field's own error says why on submit
     params.set(name, value);
   }
   try {
-    const response = await fetch(`${form.dataset.forecastUrl}?${params}`, { headers: { Accept: "application/json" } });
+    const response = await fetch(`${forecastUrl}?${params}`, { headers: { Accept: "application/json" } });
     if (!response.ok) return;
     const data = await response.json();
     box.classList.toggle("fits", data.fits);

@@ -11,20 +11,26 @@ export const COLORS = {
 
 const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
+const AXIS = { gridcolor: "#eef0f3", zeroline: false, automargin: true, showline: true, linecolor: "#d1d5db" };
+
+// Chart defaults; the axes given in `extra` are laid over the default axis, not in place of it.
 export function layout(extra = {}) {
-  return {
+  const out = {
     uirevision: "keep",
-    margin: { l: 56, r: 16, t: 8, b: 40 },
+    margin: { l: 56, r: 16, t: 30, b: 44 },
     height: 260,
     font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2937" },
     paper_bgcolor: "rgba(0,0,0,0)",
     plot_bgcolor: "#ffffff",
-    legend: { orientation: "h", y: -0.22, x: 0 },
-    xaxis: { gridcolor: "#eef0f3", zeroline: false, automargin: true },
-    yaxis: { gridcolor: "#eef0f3", zeroline: false, automargin: true },
+    legend: { orientation: "h", x: 0, y: 1.0, yanchor: "bottom", bgcolor: "rgba(0,0,0,0)" },
     hovermode: "x unified",
     ...extra,
   };
+  for (const axis of ["xaxis", "yaxis", "yaxis2"]) {
+    if (axis !== "yaxis2" || extra.yaxis2) out[axis] = { ...AXIS, ...(extra[axis] || {}) };
+  }
+  if (extra.yaxis2) out.yaxis2.showgrid = false;
+  return out;
 }
 
 export function draw(id, traces, extra = {}) {

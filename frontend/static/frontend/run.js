@@ -179,7 +179,8 @@ async function drawEnergy() {
 function drawHora() {
   draw("chart-hora", [{
     x: hora.step, y: hora.successes, z: hora.mean_extra, customdata: hora.prompts, type: "heatmap",
-    colorscale: "Blues", colorbar: { title: { text: "extra" }, thickness: 12 }, hoverongaps: false,
+    colorscale: [[0, "#eff6ff"], [1, "#1d4ed8"]], colorbar: { title: { text: "extra" }, thickness: 12 },
+    hoverongaps: false,
     hovertemplate: "step %{x}, %{y} probe hits: %{z:.1f} extra rollouts (%{customdata} prompts)<extra></extra>",
   }], { xaxis: STEP_AXIS, yaxis: { title: { text: "probe successes" }, dtick: 1 }, hovermode: "closest" });
 }

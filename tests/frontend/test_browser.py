@@ -1,0 +1,290 @@
+"""The dashboard in a real browser: Playwright driving Debian's Chromium (/usr/bin/chromium,
+headless) against pytest-django's live server.
+
+Every test also checks that no request left the server: requests to any other origin are
+aborted and make the test fail. Each page is saved as a screenshot under tests/artifacts/
+(git-ignored).
+
+The launch test enqueues for real (nothing patched), so it needs the Redis broker that
+`make test` starts (tests/services.py); the others write steps into the database through the
+real ingestion service while the page is open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from controlplane.budgets.services import budget_set
+from controlplane.runs.models import Run, RunStatus
+from controlplane.runs.services import run_claim, run_create
+from controlplane.telemetry.services import run_finished_ingest, step_ingest
+from tests.frontend.conftest import KEYS, train
+from tests.frontend.helpers import CONFIG, step_record
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (dev extra)")
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+POLL_S = 2.0  # frontend.views.POLL_MS
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not shutil.which(CHROMIUM):
+        message = f"needs Debian's chromium at {CHROMIUM} (make test installs it: scripts/apt-deps.sh)"
+        if os.environ.get("EDGEPLANE_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A browser tab on the live server that records every request leaving it."""
+
+    def __init__(self, browser, base_url: str) -> None:
+        self.base = base_url.rstrip("/")
+        self.context = browser.new_context(viewport={"width": 1360, "height": 900})
+        self.outside: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(15_000)
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if url.startswith((self.base, "data:", "blob:", "about:")):
+            route.continue_()
+        else:
+            self.outside.append(url)
+            route.abort()
+
+    def goto(self, path: str):
+        return self.page.goto(self.base + path)
+
+    def sign_in(self, username: str, password: str) -> None:
+        self.goto("/accounts/login/")
+        self.page.fill("input[name=username]", username)
+        self.page.fill("input[name=password]", password)
+        self.page.click("button:has-text('Sign in')")
+        self.page.wait_for_url(self.base + "/")
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def wait_for_js(self, expression: str, timeout_s: float = 15.0) -> None:
+        self.page.wait_for_function(expression, timeout=timeout_s * 1000)
+
+
+@pytest.fixture
+def tab(browser, live_server):
+    page = Page(browser, live_server.url)
+    yield page
+    page.context.close()
+    assert page.outside == [], f"requests left the server: {page.outside}"
+
+
+def live_run(acme, dataset, *, name: str = "edge-run", steps: int = 0) -> Run:
+    """A running run of bob's (its launch not enqueued: steps are written by the test)."""
+    from unittest import mock
+
+    bob = get_user_model().objects.get(username="bob")
+    with mock.patch("controlplane.runs.services.run_enqueue"):
+        run = run_create(team=acme, dataset=dataset, name=name, config=dict(CONFIG), user=bob)
+    run_claim(run_id=run.id, worker="test:1")
+    train(run, range(steps))
+    return run
+
+
+def require_broker() -> None:
+    if not settings.CELERY_BROKER_URL.startswith("redis"):
+        message = "needs the Redis broker (make test, or tests/services.py): the launch really enqueues"
+        if os.environ.get("EDGEPLANE_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+# -- the tests ---------------------------------------------------------------------------------------------
+
+
+def test_sign_in_shows_the_runs_and_sign_out_ends_the_session(tab, acme, dataset):
+    live_run(acme, dataset, steps=3)
+    tab.goto("/")
+    assert "/accounts/login/" in tab.page.url
+    tab.shot("sign_in")
+    tab.sign_in("alice", "alice-pw")
+    assert tab.page.locator("h1").first.inner_text().startswith("Runs")
+    assert tab.page.locator("table.runs").inner_text().count("edge-run") == 1
+    tab.shot("runs")
+    tab.page.click("button:has-text('Sign out')")
+    tab.page.wait_for_url("**/accounts/login/")
+    tab.goto("/")
+    assert "/accounts/login/" in tab.page.url
+
+
+def test_launch_a_run_through_the_form_and_cancel_it_with_the_button(tab, acme, dataset):
+    require_broker()
+    tab.sign_in("bob", "bob-pw")
+    tab.page.click("nav >> text=New run")
+    page = tab.page
+    assert page.locator("button:has-text('Launch run')").is_visible()
+    page.fill("#f-name", "browser-launch")
+    page.uncheck("input[name=method][value=grpo]")
+    page.check("input[name=method][value=hive]")
+    page.check("input[name=method][value=hora]")
+    page.fill("input[name='selectors.hora.n0']", "9")
+    for name, value in (("batch_size", "8"), ("group_size", "4"), ("steps", "5")):
+        page.fill(f"#f-{name}", value)
+    # The cost line follows B, N and steps: 8 x 4 x 5 rollouts at 0.002 s each.
+    page.wait_for_function("document.querySelector('#forecast .forecast-message').textContent"
+                           ".startsWith('forecast 0.0001 device-hours')")
+    page.click("button:has-text('Launch run')")
+    error = page.locator("[data-field='selectors.hora.n0'] .field-error")
+    assert "must be smaller than N = 4" in error.inner_text()
+    tab.shot("new_run_errors")
+    page.fill("input[name='selectors.hora.n0']", "2")
+    tab.shot("new_run")
+    page.click("button:has-text('Launch run')")
+    page.wait_for_url("**/runs/*/")
+    run = Run.objects.get(name="browser-launch")
+    assert run.status in (RunStatus.QUEUED, RunStatus.STARTING)
+    assert run.config["selectors"] == {"hive": {}, "hora": {"n0": 2}}
+    assert page.locator("#run-status").inner_text() in ("queued", "starting")
+    assert f"Run {run.id} launched" in page.locator(".messages").inner_text()
+    tab.shot("run_queued")
+    page.click("button:has-text('Cancel run')")
+    page.wait_for_selector("#run-status:has-text('cancelled')")
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and run.cancel_requested
+    assert page.locator("button:has-text('Cancel run')").count() == 0
+
+
+def test_the_rollout_chart_gains_points_while_the_run_trains_and_stops_polling_at_the_end(tab, acme, dataset):
+    run = live_run(acme, dataset, steps=3)
+    tab.sign_in("bob", "bob-pw")
+    tab.goto(f"/runs/{run.id}/")
+    for heading in ("Rollout savings", "Learning edge", "Audit trail"):
+        assert tab.page.locator(f"h2:text-is('{heading}')").count() == 1
+    tab.wait_for_js("window.edgeplane && window.edgeplane.steps.step && window.edgeplane.steps.step.length === 3")
+    points = int(tab.page.get_attribute("#chart-rollouts", "data-points"))
+    assert points == 3 * 3  # generated, uniform, savings
+
+    for step in (3, 4):
+        step_ingest(run_id=run.id, record=step_record(step, KEYS[:4], skipped=KEYS[4:]))
+    written = time.monotonic()
+    tab.wait_for_js("window.edgeplane.steps.step.length === 5", timeout_s=POLL_S + 1 + 4)
+    assert time.monotonic() - written <= POLL_S + 1 + 1.5, "a finished step shows within the poll interval + 1 s"
+    tab.wait_for_js("document.querySelector('#chart-rollouts').dataset.points === '15'")
+    assert tab.page.locator("#run-steps").inner_text().startswith("5 /")
+
+    # Hidden tab: no polling; shown again: it catches up at once.
+    tab.page.evaluate("""() => {
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""")
+    step_ingest(run_id=run.id, record=step_record(5, KEYS[:4], skipped=KEYS[4:]))
+    time.sleep(POLL_S + 1.5)
+    assert tab.page.evaluate("window.edgeplane.steps.step.length") == 5
+    tab.page.evaluate("""() => {
+        Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""")
+    tab.wait_for_js("window.edgeplane.steps.step.length === 6", timeout_s=3)
+
+    run_finished_ingest(run_id=run.id, status="succeeded", reason="trained 6 steps")
+    tab.wait_for_js("window.edgeplane.series.stopped === true", timeout_s=POLL_S + 4)
+    assert tab.page.locator("#run-status").inner_text() == "succeeded"
+    assert tab.page.locator("button:has-text('Cancel run')").count() == 0
+
+
+def test_the_run_page_draws_every_panel(tab, acme, dataset):
+    run = live_run(acme, dataset, steps=16)
+    tab.sign_in("bob", "bob-pw")
+    tab.goto(f"/runs/{run.id}/")
+    for chart in ("chart-rollouts", "chart-shares", "chart-acc-rollouts", "chart-acc-hours", "chart-reward",
+                  "chart-seconds", "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy",
+                  "chart-hora", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp", "chart-actions"):
+        tab.page.wait_for_selector(f"#{chart} .main-svg", state="attached")
+    tab.wait_for_js("document.querySelectorAll('#recent tr').length === 20")
+    tab.page.wait_for_timeout(500)
+    tab.shot("run")
+    tab.page.fill("#edge-step", "0")
+    tab.page.dispatch_event("#edge-step", "change")
+    tab.page.wait_for_selector("#edge-step-label:has-text('step 0')")
+    tab.page.check("#edge-now")
+    tab.page.wait_for_selector("#edge-step-label:has-text('now')")
+
+
+def test_filter_the_audit_trail_to_one_prompt_and_open_its_page(tab, acme, dataset):
+    run = live_run(acme, dataset, steps=6)
+    tab.sign_in("bob", "bob-pw")
+    tab.goto(f"/runs/{run.id}/")
+    tab.page.fill("#audit-trail input[name=prompt]", KEYS[1])
+    tab.page.click("button:has-text('Open its audit trail')")
+    tab.page.wait_for_url("**/audit/?prompt=*")
+    rows = tab.page.locator("table.decisions tbody tr")
+    assert rows.count() == 6 * 3  # HIVE, HORA and LZE each step
+    assert set(tab.page.locator("table.decisions .prompt-link").all_inner_texts()) == {KEYS[1]}
+    tab.shot("audit_trail")
+    tab.page.select_option("select[name=action]", "allocated")
+    tab.page.click("button:has-text('Filter')")
+    tab.page.wait_for_url("**action=allocated*")
+    assert tab.page.locator("table.decisions tbody tr").count() == 6
+    tab.page.locator("table.decisions .prompt-link").first.click()
+    tab.page.wait_for_url(lambda url: "/prompt/?key=" in url)
+    assert tab.page.locator("h1").inner_text() == KEYS[1]
+    tab.page.wait_for_selector("#chart-prompt .main-svg", state="attached")
+    assert "Answer:" in tab.page.content()
+    tab.shot("prompt")
+
+
+def test_compare_two_runs(tab, acme, dataset):
+    first = live_run(acme, dataset, name="hive-hora", steps=8)
+    second = live_run(acme, dataset, name="second", steps=4)
+    tab.sign_in("bob", "bob-pw")
+    tab.page.check(f"input[name=run][value='{first.id}']")
+    tab.page.check(f"input[name=run][value='{second.id}']")
+    tab.page.click("button:has-text('Compare selected')")
+    tab.page.wait_for_url("**/compare/?run=*")
+    tab.page.wait_for_selector("#chart-compare-rollouts .main-svg", state="attached")
+    assert tab.page.locator("table.grid").first.inner_text().count("second") == 1
+    tab.shot("compare")
+
+
+def test_the_budget_page_warns_at_80_percent(tab, acme, dataset):
+    live_run(acme, dataset, steps=6)  # 6 steps x 2 s = 0.0033 device-hours
+    today = timezone.now().date()
+    budget_set(team=acme, period_start=today - dt.timedelta(days=3), period_end=today + dt.timedelta(days=27),
+               limit_device_hours=0.004)
+    tab.sign_in("alice", "alice-pw")
+    tab.page.click("nav >> text=Compute budget")
+    tab.page.wait_for_url("**/teams/acme/budget/")
+    assert "80% of the budget used" in tab.page.locator(".alert").inner_text()
+    tab.page.wait_for_selector("#chart-budget .main-svg", state="attached")
+    assert "edge-run" in tab.page.locator("table.grid").first.inner_text()
+    tab.shot("budget")
+
+
+def test_a_user_of_another_team_cannot_open_the_run(tab, acme, globex, dataset):
+    run = live_run(acme, dataset, steps=2)
+    tab.sign_in("mallory", "mallory-pw")
+    response = tab.goto(f"/runs/{run.id}/")
+    assert response.status == 404 and "edge-run" not in tab.page.content()
+    assert tab.goto(f"/data/runs/{run.id}/series/").status == 404
+    tab.goto("/")
+    assert "edge-run" not in tab.page.content()
