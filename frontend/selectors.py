@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, FloatField, IntegerField, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
@@ -192,7 +192,9 @@ def audit_page(run: Run, *, prompt: str | None = None, method: str | None = None
                                 step_max=step_max)
     if cursor:
         step, _, row_id = cursor.partition(".")
-        decisions = decisions.filter(Q(step__gt=int(step)) | Q(step=int(step), id__gt=int(row_id)))
+        # step >= s AND NOT (step = s AND id <= i): a range on the (run, ..., step) indexes,
+        # where an OR of the two cases would not be.
+        decisions = decisions.filter(step__gte=int(step)).exclude(step=int(step), id__lte=int(row_id))
     rows = list(decisions.order_by("step", "id").values(
         "id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")[:limit + 1])
     more = len(rows) > limit
