@@ -1,0 +1,77 @@
+"""Selector state saved with each verl checkpoint and restored on resume.
+
+verl 0.9.1 does not save selector state. ``trainer.checkpoint_callback_class`` names a
+``verl.trainer.ppo.checkpoint_callback.CheckpointCallback`` subclass whose ``on_save`` the
+V1 trainer calls on the driver after each save (trainer_base.py ``_save_checkpoint``, after
+``latest_checkpointed_iteration.txt`` is written) with the ``global_step_{N}`` folder.
+``SelectionCheckpointCallback.on_save`` writes the trainer's ``Pipeline`` (ledger, every
+method's state, RNG) there as ``edgeplane_selection.json``; ``restore_pipeline`` reads it
+back for the folder verl's ``_load_checkpoint`` resumed from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
+
+from workers.selection.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+STATE_FILE = "edgeplane_selection.json"
+CALLBACK_FQN = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
+
+
+def state_path(checkpoint_dir: str | Path) -> Path:
+    return Path(checkpoint_dir) / STATE_FILE
+
+
+class SelectionCheckpointCallback(CheckpointCallback):
+    """Writes ``trainer.pipeline`` next to verl's checkpoint of the same step."""
+
+    def on_save(self, trainer: Any, global_step: int, checkpoint_dir: str, async_save: bool = False,
+                **kwargs: Any) -> None:
+        pipeline = getattr(trainer, "pipeline", None)
+        if pipeline is None:
+            return
+        path = state_path(checkpoint_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        pipeline.save(tmp)
+        os.replace(tmp, path)  # a crash mid-write never leaves a torn file under the real name
+        logger.info("saved selection state of step %d to %s", global_step, path)
+
+
+def resumed_folder(config: Any, global_steps: int) -> Path | None:
+    """The ``global_step_{N}`` folder verl's ``_load_checkpoint`` resumed from, or None."""
+    if global_steps <= 0 or config.trainer.resume_mode == "disable":
+        return None
+    if config.trainer.resume_mode == "resume_path":
+        folder = Path(str(config.trainer.resume_from_path))
+    else:
+        folder = Path(str(config.trainer.default_local_dir)) / f"global_step_{global_steps}"
+    if not folder.is_absolute():
+        folder = Path.cwd() / folder
+    return folder
+
+
+def restore_pipeline(config: Any, global_steps: int) -> Pipeline | None:
+    """The pipeline saved with the checkpoint verl resumed from; None when starting fresh.
+
+    A checkpoint without the state file (saved before this callback was configured, or a
+    crash between verl's save and ``on_save``) resumes with fresh selector state and a warning.
+    """
+    from workers.engines.verl.trainer import selection_methods
+
+    folder = resumed_folder(config, global_steps)
+    if folder is None:
+        return None
+    path = state_path(folder)
+    if not path.exists():
+        logger.warning("no selection state at %s: selectors start fresh at step %d", path, global_steps)
+        return None
+    return Pipeline.load(path, selection_methods(config), batch_size=int(config.data.train_batch_size),
+                         group_size=int(config.actor_rollout_ref.rollout.n))
