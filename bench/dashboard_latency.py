@@ -11,7 +11,10 @@ steps and the usage ledger. Then times, through Django's test client in this pro
 
 - the run page's HTML (aim < 1 s), and the other pages;
 - every chart endpoint's first read (after=-1) and a live poll (one new step) (aim < 100 ms);
-- loading the whole history (every page of each cursor, as the browser does at first).
+- loading the whole history (every page of each cursor, as the browser does at first);
+- with Chromium (--browser, on when /usr/bin/chromium and playwright are there): the run page
+  opened in a real browser against `manage.py runserver`, until the page has loaded and
+  until every step is drawn in the rollout chart and every chart is drawn.
 
 Prints the figures and writes bench/results/dashboard_latency.json. Needs DATABASE_URL
 pointing at a scratch Postgres database (it migrates it):
@@ -147,6 +150,76 @@ def fill(args) -> tuple[object, object]:
     return user, run
 
 
+CHARTS = ("chart-rollouts", "chart-shares", "chart-acc-rollouts", "chart-acc-hours", "chart-reward", "chart-seconds",
+          "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy", "chart-hora", "chart-lze-energy",
+          "chart-lze-pool", "chart-rlzvp", "chart-actions")
+
+
+def browser_render(run, username: str, password: str, steps: int, repeats: int) -> dict[str, float]:
+    """Open the run page in Chromium against runserver; median ms to load and to draw."""
+    import shutil
+    import socket
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("/usr/bin/chromium"):
+        raise RuntimeError("no /usr/bin/chromium")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload",
+                               "--insecure"], cwd=ROOT, env={**os.environ, "DJANGO_DEBUG": "0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        # html_parsed: the page's HTML is parsed and shown (header, tiles, newest decisions);
+        # plotly.js is deferred, so the charts follow once it has been compiled.
+        drawn = ("() => window.edgeplane && window.edgeplane.steps.step && "
+                 f"window.edgeplane.steps.step.length === {steps} && "
+                 f"document.querySelector('#chart-rollouts').dataset.points === '{3 * steps}'")
+        every = "() => " + " && ".join(f"!!document.querySelector('#{c} .main-svg')" for c in CHARTS)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.goto(f"{base}/accounts/login/")
+            page.fill("input[name=username]", username)
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/")
+            loaded, steps_drawn, all_drawn, painted, plotly_fetch = [], [], [], [], []
+            for _ in range(repeats + 1):  # the first visit fills the browser cache, as a returning user has
+                page.goto("about:blank")
+                start = time.perf_counter()
+                page.goto(f"{base}/runs/{run.id}/", wait_until="load")
+                loaded.append((time.perf_counter() - start) * 1e3)
+                painted.append(page.evaluate("() => performance.getEntriesByType('navigation')[0].domInteractive"))
+                plotly_fetch.append(page.evaluate(
+                    "() => { const r = performance.getEntriesByType('resource')"
+                    ".find((e) => e.name.endsWith('plotly.min.js')); return r ? r.duration : null; }"))
+                page.wait_for_function(drawn, timeout=60_000)
+                steps_drawn.append((time.perf_counter() - start) * 1e3)
+                page.wait_for_function(every, timeout=60_000)
+                all_drawn.append((time.perf_counter() - start) * 1e3)
+            browser.close()
+        return {"html_parsed": statistics.median(painted[1:]),
+                "plotly_js_fetch": statistics.median(plotly_fetch[1:]),
+                "page_loaded": statistics.median(loaded[1:]), "every_step_drawn": statistics.median(steps_drawn[1:]),
+                "every_chart_drawn": statistics.median(all_drawn[1:]), "first_visit_every_chart_drawn": all_drawn[0]}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
 def median_ms(fn, repeats: int) -> float:
     fn()
     times = []
@@ -165,6 +238,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the page in Chromium (skipped when it is not installed)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
@@ -247,6 +322,12 @@ def main() -> None:
     figures["first_view_ms"] = {"run_page_plus_first_reads": figures["pages_ms"]["run_page"]
                                 + sum(figures["first_read_ms"].values())}
 
+    if args.browser:
+        try:
+            figures["browser_ms"] = browser_render(run, user.username, "bench", args.steps, max(3, args.repeats // 3))
+        except (ImportError, RuntimeError) as exc:
+            print(f"browser timing skipped: {exc}")
+
     endpoint_max = max(max(figures["first_read_ms"].values()), max(figures["poll_ms"].values()))
     verdict = {
         "run_page_under_1s": figures["pages_ms"]["run_page"] < PAGE_AIM_MS,
@@ -254,9 +335,9 @@ def main() -> None:
         "slowest_endpoint_ms": endpoint_max,
     }
     print(f"dashboard latency on Postgres, run of {args.decisions:,} decisions (median of {args.repeats}, ms)")
-    for group in ("pages_ms", "first_read_ms", "poll_ms", "history_ms", "first_view_ms"):
+    for group in ("pages_ms", "first_read_ms", "poll_ms", "history_ms", "first_view_ms", "browser_ms"):
         print(f"  {group}")
-        for name, value in figures[group].items():
+        for name, value in figures.get(group, {}).items():
             extra = f"  ({requests[name]} requests)" if group == "history_ms" else ""
             print(f"    {name:28s} {value:9.1f}{extra}")
     print(f"  run page < {PAGE_AIM_MS:.0f} ms: {verdict['run_page_under_1s']}; every endpoint < "

@@ -98,7 +98,7 @@ def evaluations(request: HttpRequest, run: Run) -> dict[str, Any]:
 def actions(request: HttpRequest, run: Run) -> dict[str, Any]:
     """Decisions per step by method and action (kept, skipped, pruned, replayed, ...)."""
     after = _int(request, "after", -1)
-    upto = sel.page_end(run, after, limit=sel.STEP_PAGE // 2)
+    upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
     return {**_page(run, after, upto), **charts.action_counts(sel.action_count_rows(run, after, upto))}
 
 
@@ -106,7 +106,7 @@ def actions(request: HttpRequest, run: Run) -> dict[str, Any]:
 def hora(request: HttpRequest, run: Run) -> dict[str, Any]:
     """HORA's allocation by probe successes, per step."""
     after = _int(request, "after", -1)
-    upto = sel.page_end(run, after, limit=sel.STEP_PAGE // 2)
+    upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
     n0 = int((run.config.get("selectors", {}).get("hora") or {}).get("n0", 8))
     return {**_page(run, after, upto), **charts.hora_allocation(sel.hora_rows(run, after, upto), max_successes=n0)}
 
@@ -137,7 +137,7 @@ def heatmap(request: HttpRequest, run: Run) -> dict[str, Any]:
     after = _int(request, "after", -1)
     layout, keys = sel.heatmap_layout(run)
     finished = run.status in FINISHED
-    end = sel.page_end(run, after, limit=sel.STEP_PAGE)
+    end = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
     upto = max(layout.complete_until(end, finished), after)
     data = charts.pass_rate_heatmap(sel.heatmap_cells(run, layout, after, upto), layout)
     newest = layout.complete_until(sel.last_step(run), finished)

@@ -33,7 +33,10 @@ from controlplane.runs.models import (
 from controlplane.runs.selectors import runs_for_user
 from frontend.charts import HeatmapLayout, Totals
 
-STEP_PAGE = 100  # steps per cursor read; the answer says has_more when there are more
+# Steps per cursor read; the answer says has_more when there are more. Step summaries are one
+# small row a step; decision counts and heat-map cells aggregate B rows or more a step.
+STEP_PAGE = 500
+AGGREGATE_STEP_PAGE = 100
 EDGE_POINTS = 4000  # most prompts drawn on the learning-edge map at once
 RECENT_DECISIONS = 20
 AUDIT_PAGE = 100

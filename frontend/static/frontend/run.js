@@ -269,6 +269,17 @@ async function refreshRecent() {
 
 // -- wiring ----------------------------------------------------------------------------------------------
 
+// Draw a chart once its data are in: while pages of history are still coming (has_more),
+// only note that something changed, and draw once after the last page.
+const dirty = new Set();
+function settle(name, changed, page, drawFn) {
+  if (changed) dirty.add(name);
+  if (!page.has_more && dirty.has(name)) {
+    dirty.delete(name);
+    drawFn();
+  }
+}
+
 async function getJSON(url) {
   try {
     const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
@@ -284,16 +295,14 @@ function start() {
   const actions = new Poller({ url: cfg.urls.actions, interval: slow, onError, onData: (page) => {
     const before = acts.step ? acts.step.length : -1;
     append(acts, page, "step", 0);
-    if (acts.step.length === before) return;
-    drawActions();
-    if (has("lze")) drawLzePool();
+    settle("actions", acts.step.length !== before, page, () => { drawActions(); if (has("lze")) drawLzePool(); });
   } });
   secondary.push(actions);
   const heatPoller = new Poller({ url: cfg.urls.heatmap, interval: slow, onError, onData: (page) => {
     if (page.rows) heatRows = page.rows;
     const before = heat.step ? heat.step.length : -1;
     appendColumns(heat, page, "step", ["z", "observations"]);
-    if (heat.step.length !== before) drawHeat();
+    settle("heatmap", heat.step.length !== before, page, drawHeat);
   } });
   secondary.push(heatPoller);
   if (has("hora")) {
@@ -301,21 +310,21 @@ function start() {
       if (!hora.successes) hora.successes = page.successes;
       const before = hora.step ? hora.step.length : -1;
       appendColumns(hora, page, "step", ["mean_extra", "prompts"]);
-      if (hora.step.length !== before) drawHora();
+      settle("hora", hora.step.length !== before, page, drawHora);
     } }));
   }
   const evaluations = new Poller({ url: cfg.urls.evaluations, interval: cfg.poll_ms, onError, onData: (page) => {
     const before = evals.step ? evals.step.length : -1;
     append(evals, page);
-    if (evals.step.length !== before) drawEvaluations();
+    settle("evaluations", evals.step.length !== before, page, drawEvaluations);
   } });
   const series = new Poller({ url: cfg.urls.series, interval: cfg.poll_ms, onError, onData: (page) => {
     liveNote("");
     header(page);
-    const before = steps.step ? steps.step.length : 0;
+    const before = steps.step ? steps.step.length : -1;
     append(steps, page);
-    if (steps.step.length > before || before === 0) drawSteps();
-    if (steps.step.length > before) {
+    settle("series", steps.step.length > before, page, drawSteps);
+    if (steps.step.length > Math.max(before, 0)) {
       pending = true;
       lastStep = Math.max(lastStep, steps.step[steps.step.length - 1]);
       edgeSlider.max = String(Math.max(lastStep, 0));
