@@ -12,10 +12,12 @@ From a ``RunConfig`` and the cluster-side ``VerlOptions`` this module
    as ``submission_id``: a retried launch finds the job it already submitted instead of
    submitting twice), else as a local subprocess.
 
-Selectors: GRPO (with Dr. GRPO) and DAPO map onto verl's own options. GRESO, HIVE, HORA,
-LZE and RL-ZVP need Edgeplane's trainer subclass inside verl (shared/VERL.md), which this
-module does not provide yet: such a config is refused with a message rather than run
-silently as plain GRPO.
+Selectors: GRPO (with Dr. GRPO) and DAPO map onto verl's own options. RL-ZVP and LZE
+backward selection run in Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer``, entry
+``python -m workers.engines.verl.main``): RL-ZVP in the advantage step, LZE through the
+custom replay-buffer sampler, selector state through the checkpoint callback. GRESO, HIVE,
+HORA and LZE's pruner (pre-rollout selection in ``prepare_step``) are not wired yet: such a
+config is refused with a message rather than run silently as plain GRPO.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from workers.engines.verl import reward
 ROOT = Path(__file__).resolve().parents[3]
 REWARD_PATH = "pkg://workers.engines.verl.reward"
 NATIVE_SELECTORS = {"grpo", "dapo"}  # what verl 0.9.1 does on its own
+TRAINER_SELECTORS = {"rlzvp", "lze"}  # wired into EdgeplaneTrainer (lze: backward selection only)
+VERL_MAIN = "verl.trainer.main_ppo"
+EDGEPLANE_MAIN = "workers.engines.verl.main"
 LOGGERS = ("console", "file", "wandb", "tensorboard", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
 
 
@@ -124,10 +129,15 @@ def _value(value: Any) -> str:
 
 def check_supported(config: RunConfig, options: VerlOptions) -> None:
     errors: list[FieldError] = []
-    missing = sorted(set(config.selectors) - NATIVE_SELECTORS)
+    missing = sorted(set(config.selectors) - NATIVE_SELECTORS - TRAINER_SELECTORS)
     if missing:
-        errors.append(FieldError("selectors", f"{', '.join(missing)} need Edgeplane's trainer inside verl, which the "
-                                              "verl engine does not have yet; use the local engine or only grpo/dapo"))
+        errors.append(FieldError("selectors", f"{', '.join(missing)} need pre-rollout selection inside verl, which the "
+                                              "verl engine does not have yet; use the local engine or only "
+                                              "grpo/dapo/rlzvp/lze"))
+    lze_params = config.selector_params().get("lze")
+    if lze_params is not None and lze_params.get("prune"):
+        errors.append(FieldError("lze.prune", "LZE's pruner runs before rollout, which the verl engine does not have "
+                                              "yet: set lze.prune = false (backward selection is supported)"))
     if not (options.model_path or config.model != "tiny"):
         errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path"))
     if config.batch_size % config.minibatches:
@@ -186,6 +196,13 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "trainer.project_name": "edgeplane",
         "trainer.experiment_name": options.attempt_id,
     }
+    if set(methods) & TRAINER_SELECTORS:
+        if "rlzvp" in methods:
+            o["algorithm.norm_adv_by_std_in_grpo"] = bool(methods["rlzvp"].get("norm_by_std", norm_by_std))
+        if "lze" in methods:
+            o["trainer.v1.sampler.custom_sampler.path"] = "pkg://workers.engines.verl.sampler"
+            o["trainer.v1.sampler.custom_sampler.name"] = "LzeReplayBuffer"
+        o["trainer.checkpoint_callback_class"] = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
     if "dapo" in methods:
         dapo = methods["dapo"]
         o["algorithm.filter_groups.enable"] = True
@@ -196,6 +213,8 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
     overrides = [f"{key}={_value(value)}" for key, value in o.items()]
     # Keys verl's schema lacks are added with '+': the verifier for the reward adapter.
     overrides.append(f"+reward.custom_reward_function.reward_kwargs.verifier={_value(config.verifier)}")
+    if set(methods) & TRAINER_SELECTORS:
+        overrides.append(f"+edgeplane.methods={_value(json.dumps(methods, sort_keys=True))}")
     overrides.extend(options.extra_overrides)
     return overrides
 
@@ -283,7 +302,8 @@ def plan(config: RunConfig, options: VerlOptions) -> LaunchPlan:
     run_dir = Path(options.run_dir)
     train_file, val_file = export_data(config, run_dir)
     overrides = build_overrides(config, options, train_file, val_file)
-    argv = [options.python, "-m", "verl.trainer.main_ppo", *overrides]
+    entry = EDGEPLANE_MAIN if set(config.selectors) & TRAINER_SELECTORS else VERL_MAIN
+    argv = [options.python, "-m", entry, *overrides]
     return LaunchPlan(argv=argv, overrides=overrides, env=job_env(config, options), train_file=train_file,
                       val_file=val_file, submission_id=options.attempt_id)
 

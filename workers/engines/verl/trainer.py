@@ -91,3 +91,42 @@ class EdgeplaneTrainer(PPOTrainerSync):
             self.pipeline = restored
             if hasattr(self.replay_buffer, "attach_pipeline"):
                 self.replay_buffer.attach_pipeline(self.pipeline)
+
+
+def _task_runner_class():
+    """``TaskRunnerV1`` (verl/trainer/main_ppo.py) building ``EdgeplaneTrainer``.
+
+    verl's runner picks the class by ``trainer.v1.trainer_mode`` from ``TRAINER_REGISTRY``;
+    ours keeps the mode ``sync`` and builds our subclass. The rest of ``run`` is verl's:
+    TransferQueue init, ``trainer.init()``, the agent-loop manager, ``fit``, ``tq.close()``.
+    """
+    import ray
+    from verl.trainer.main_ppo import TaskRunnerV1
+
+    base = TaskRunnerV1.__ray_metadata__.modified_class  # the plain class under @ray.remote
+
+    class EdgeplaneTaskRunner(base):  # type: ignore[misc, valid-type]
+        def run(self, config):
+            import transfer_queue as tq
+            from omegaconf import OmegaConf
+
+            config.transfer_queue.enable = True
+            OmegaConf.resolve(config)
+            self.config = config
+            tq.init(config.transfer_queue)
+            succeeded = False
+            try:
+                self.trainer = EdgeplaneTrainer(config=config)
+                self.trainer.init()
+                self.init_agent_loop_manager()
+                self.trainer.fit(self.agent_loop_manager)
+                succeeded = True
+            finally:
+                try:
+                    tracking = getattr(self.trainer, "logger", None)
+                    if tracking is not None:
+                        tracking.finish(exit_code=0 if succeeded else 1)
+                finally:
+                    tq.close()
+
+    return ray.remote(EdgeplaneTaskRunner)
