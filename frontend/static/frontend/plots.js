@@ -29,14 +29,17 @@ export function layout(extra = {}) {
   for (const axis of ["xaxis", "yaxis", "yaxis2"]) {
     if (axis !== "yaxis2" || extra.yaxis2) out[axis] = { ...AXIS, ...(extra[axis] || {}) };
   }
-  if (extra.yaxis2) out.yaxis2.showgrid = false;
+  if (extra.yaxis2) Object.assign(out.yaxis2, { showgrid: false, tickmode: "auto" });  // not synced to y's grid
   return out;
 }
 
 export function draw(id, traces, extra = {}) {
   const el = document.getElementById(id);
   if (!el || !window.Plotly) return;
-  window.Plotly.react(el, traces, layout(extra), CONFIG);
+  const empty = traces.every((t) => !(t.x && t.x.length) && !(t.z && t.z.length));
+  const annotations = empty ? [{ text: "No data yet: it appears with the run's first steps", showarrow: false,
+                                 xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#9ca3af", size: 13 } }] : [];
+  window.Plotly.react(el, traces, layout({ annotations, ...extra }), CONFIG);
   el.dataset.points = String(traces.reduce((n, t) => n + (t.x ? t.x.length : 0), 0));
 }
 
