@@ -12,12 +12,13 @@ From a ``RunConfig`` and the cluster-side ``VerlOptions`` this module
    as ``submission_id``: a retried launch finds the job it already submitted instead of
    submitting twice), else as a local subprocess.
 
-Selectors: GRPO (with Dr. GRPO) and DAPO map onto verl's own options. RL-ZVP and LZE
-backward selection run in Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer``, entry
-``python -m workers.engines.verl.main``): RL-ZVP in the advantage step, LZE through the
-custom replay-buffer sampler, selector state through the checkpoint callback. GRESO, HIVE,
-HORA and LZE's pruner (pre-rollout selection in ``prepare_step``) are not wired yet: such a
-config is refused with a message rather than run silently as plain GRPO.
+Selectors: GRPO (with Dr. GRPO) and DAPO map onto verl's own options.
+RL-ZVP runs in Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer``, entry
+``python -m workers.engines.verl.main``) in the advantage step, with selector state through
+the checkpoint callback. LZE backward selection has its replay-buffer sampler
+(``sampler.LzeReplayBuffer``) but the pipeline's per-step lifecycle is not driven inside verl
+yet; GRESO, HIVE, HORA and LZE's pruner (pre-rollout selection in ``prepare_step``) are not
+wired. Such configs are refused with a message rather than run silently as plain GRPO.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ from workers.engines.verl import reward
 ROOT = Path(__file__).resolve().parents[3]
 REWARD_PATH = "pkg://workers.engines.verl.reward"
 NATIVE_SELECTORS = {"grpo", "dapo"}  # what verl 0.9.1 does on its own
-TRAINER_SELECTORS = {"rlzvp", "lze"}  # wired into EdgeplaneTrainer (lze: backward selection only)
+# Wired into EdgeplaneTrainer and run by the launcher. LZE backward selection has its sampler
+# (sampler.LzeReplayBuffer) but the per-step pipeline lifecycle (ledger p0/EMA updates, epochs)
+# is not yet driven inside verl, so the launcher does not offer it.
+TRAINER_SELECTORS = {"rlzvp"}
 VERL_MAIN = "verl.trainer.main_ppo"
 EDGEPLANE_MAIN = "workers.engines.verl.main"
 LOGGERS = ("console", "file", "wandb", "tensorboard", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
@@ -131,13 +135,9 @@ def check_supported(config: RunConfig, options: VerlOptions) -> None:
     errors: list[FieldError] = []
     missing = sorted(set(config.selectors) - NATIVE_SELECTORS - TRAINER_SELECTORS)
     if missing:
-        errors.append(FieldError("selectors", f"{', '.join(missing)} need pre-rollout selection inside verl, which the "
-                                              "verl engine does not have yet; use the local engine or only "
-                                              "grpo/dapo/rlzvp/lze"))
-    lze_params = config.selector_params().get("lze")
-    if lze_params is not None and lze_params.get("prune"):
-        errors.append(FieldError("lze.prune", "LZE's pruner runs before rollout, which the verl engine does not have "
-                                              "yet: set lze.prune = false (backward selection is supported)"))
+        errors.append(FieldError("selectors", f"{', '.join(missing)} need selection inside verl that the verl engine "
+                                              "does not run yet; use the local engine or only "
+                                              "grpo/dapo/rlzvp"))
     if not (options.model_path or config.model != "tiny"):
         errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path"))
     if config.batch_size % config.minibatches:
