@@ -221,13 +221,9 @@ def browser_render(run, username: str, password: str, steps: int, repeats: int) 
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    from bench._timing import median_ms as timed
+
+    return timed(fn, repeats, warmup=1)
 
 
 def main() -> None:

@@ -65,3 +65,44 @@ def test_redis_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+# -- teams and users shared by the API and dashboard tests ---------------------------------
+
+
+@pytest.fixture
+def fast_passwords(settings) -> None:
+    """PBKDF2 costs ~0.4 s a password; tests that create several users use MD5."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def enqueued(monkeypatch) -> list[int]:
+    """Run ids whose launch would have been enqueued (nothing is sent to a broker)."""
+    sent: list[int] = []
+    monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: sent.append(run_id))
+    return sent
+
+
+@pytest.fixture
+def acme(db):
+    """Team Acme: alice (admin), bob (launcher), vera (viewer)."""
+    from django.contrib.auth import get_user_model
+
+    from controlplane.accounts.models import Role
+    from controlplane.accounts.services import membership_set, team_create
+
+    team = team_create(name="Acme", owner_username="alice", owner_password="alice-pw")
+    User = get_user_model()
+    for username, role in (("bob", Role.LAUNCHER), ("vera", Role.VIEWER)):
+        User.objects.create_user(username=username, password=f"{username}-pw")
+        membership_set(team=team, username=username, role=role)
+    return team
+
+
+@pytest.fixture
+def globex(db):
+    """Team Globex: mallory (admin), who must never see Acme's objects."""
+    from controlplane.accounts.services import team_create
+
+    return team_create(name="Globex", owner_username="mallory", owner_password="mallory-pw")

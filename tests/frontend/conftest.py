@@ -13,8 +13,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from controlplane.accounts.models import Role
-from controlplane.accounts.services import membership_set, team_create
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.services import run_claim, run_create
 from controlplane.telemetry.services import evaluation_ingest, step_ingest
@@ -26,31 +24,8 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def enqueued(monkeypatch) -> list[int]:
-    """Run ids whose launch would have been enqueued (nothing reaches a broker)."""
-    sent: list[int] = []
-    monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: sent.append(run_id))
-    return sent
-
-
-@pytest.fixture
-def acme(db):
-    team = team_create(name="Acme", owner_username="alice", owner_password="alice-pw")
-    User = get_user_model()
-    for username, role in (("bob", Role.LAUNCHER), ("vera", Role.VIEWER)):
-        User.objects.create_user(username=username, password=f"{username}-pw")
-        membership_set(team=team, username=username, role=role)
-    return team
-
-
-@pytest.fixture
-def globex(db):
-    return team_create(name="Globex", owner_username="mallory", owner_password="mallory-pw")
+def _fast(fast_passwords) -> None:
+    """Cheap password hashing for every dashboard test (enqueued, acme, globex: tests/conftest.py)."""
 
 
 def client_for(username: str) -> Client:

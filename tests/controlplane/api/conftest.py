@@ -11,40 +11,24 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from controlplane.accounts.models import Role
-from controlplane.accounts.services import membership_set, team_create
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.services import run_create
 from tests.controlplane.api.helpers import TINY_CONFIG, client_for
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings) -> None:
-    """PBKDF2 costs ~0.4 s a password; these tests create several users each."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def enqueued(monkeypatch) -> list[int]:
-    """Run ids whose launch would have been enqueued (nothing is sent to a broker)."""
-    sent: list[int] = []
-    monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: sent.append(run_id))
-    return sent
+def _fast_and_offline(fast_passwords, enqueued) -> None:
+    """Every API test: cheap password hashing, and launches recorded instead of sent."""
 
 
 @pytest.fixture
-def team_a(db):
-    team = team_create(name="Acme", owner_username="alice", owner_password="alice-pw")
-    User = get_user_model()
-    for username, role in (("bob", Role.LAUNCHER), ("vera", Role.VIEWER)):
-        User.objects.create_user(username=username, password=f"{username}-pw")
-        membership_set(team=team, username=username, role=role)
-    return team
+def team_a(acme):
+    return acme
 
 
 @pytest.fixture
-def team_b(db):
-    return team_create(name="Globex", owner_username="mallory", owner_password="mallory-pw")
+def team_b(globex):
+    return globex
 
 
 @pytest.fixture
