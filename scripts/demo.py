@@ -99,7 +99,7 @@ def main() -> int:
 Edgeplane demo is running.
   dashboard  {url}
   API        {url}api/docs/
-  run        {url}api/runs/{run_id}/  (live: steps at {url}api/runs/{run_id}/steps/?after=-1)
+  live run   {url}runs/{run_id}/
   admin      {url}admin/
   sign in    user {user!r}, password {password!r}
   logs       {logs}/web.log, worker.log, beat.log
