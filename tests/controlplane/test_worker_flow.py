@@ -151,10 +151,13 @@ def test_cancel_ends_the_run_at_a_step_boundary_with_its_checkpoint(worker, team
 def test_a_killed_worker_is_reconciled_and_the_run_resumes_without_double_counting(worker, team_and_dataset,
                                                                                      settings):
     team, dataset = team_and_dataset
-    run = run_create(team=team, dataset=dataset, name="crash", config={**TINY, "steps": 8})
+    steps = 30  # long enough that the worker is still training when it is killed
+    run = run_create(team=team, dataset=dataset, name="crash", config={**TINY, "steps": steps})
     wait_for(lambda: Run.objects.get(pk=run.id).steps_completed >= 3, 300, "three steps", worker.log)
     worker.kill()
-    killed_at = Run.objects.get(pk=run.id).steps_completed
+    killed = Run.objects.get(pk=run.id)
+    assert killed.status == RunStatus.RUNNING, f"the run ended before the kill: {killed.status}"
+    killed_at = killed.steps_completed
     time.sleep(settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS + 1)
     outcome = runs_reconcile()
     assert outcome["requeued"] == [run.id]
@@ -165,8 +168,9 @@ def test_a_killed_worker_is_reconciled_and_the_run_resumes_without_double_counti
     attempts = list(done.attempts.order_by("number").values_list("status", "resumed_from_step"))
     assert attempts[0][0] == RunStatus.LOST
     assert attempts[1][1] is not None and attempts[1][1] <= killed_at
-    assert list(StepSummary.objects.filter(run=done).values_list("step", flat=True).order_by("step")) == list(range(8))
-    assert done.usage.count() == 8
+    assert list(StepSummary.objects.filter(run=done).values_list("step", flat=True).order_by("step")) == list(
+        range(steps))
+    assert done.usage.count() == steps
     assert_rows_match_the_engines_journal(done, Path(settings.EDGEPLANE_RUNS_DIR))
 
 

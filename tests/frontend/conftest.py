@@ -7,8 +7,6 @@ who must never see anything of acme's.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -17,10 +15,6 @@ from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.services import run_claim, run_create
 from controlplane.telemetry.services import evaluation_ingest, step_ingest
 from tests.frontend.helpers import CONFIG, step_record
-
-# Playwright's sync API runs an event loop in this thread; the tests' own database calls
-# are synchronous and safe here.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(autouse=True)

@@ -41,14 +41,19 @@ POLL_S = 2.0  # frontend.views.POLL_MS
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium for this module. Module scope: Playwright's sync API keeps an event loop
+    running in this thread, which later tests (verl's asyncio reward loop) must not inherit."""
     if not shutil.which(CHROMIUM):
         message = f"needs Debian's chromium at {CHROMIUM} (make test installs it: scripts/apt-deps.sh)"
         if os.environ.get("EDGEPLANE_REQUIRE_SERVICES") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    with playwright_api.sync_playwright() as p:
+    # With that loop running, Django refuses database calls from this thread unless told
+    # they are safe (they are synchronous here); only for these tests, never in subprocesses.
+    with pytest.MonkeyPatch.context() as patch, playwright_api.sync_playwright() as p:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         yield browser
         browser.close()
