@@ -258,10 +258,13 @@ class IngestView(APIView):
         event = body.get("event", "step")
         if event not in s.EVENTS:
             raise exceptions.ParseError(f"unknown event {event!r}; one of {', '.join(s.EVENTS)}")
+        attempt = body.get("attempt")  # a remote engine's attempt number: replaced attempts are fenced off
+        if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
+            raise exceptions.ParseError("attempt must be a whole number")
         try:
             if event == "step":
                 event_data(s.StepRecordSerializer, event, body)
-                control = telemetry.step_ingest(run_id=run_id, record=body)
+                control = telemetry.step_ingest(run_id=run_id, record=body, attempt=attempt)
                 return Response({"control": str(control)})
             if event == "evaluation":
                 telemetry.evaluation_ingest(run_id=run_id, record=event_data(s.EvaluationEventSerializer, event, body))
@@ -273,10 +276,11 @@ class IngestView(APIView):
                 telemetry.checkpoint_ingest(run_id=run_id, step=data["step"])
             elif event == "heartbeat":
                 data = event_data(s.HeartbeatEventSerializer, event, body)
-                telemetry.heartbeat_ingest(run_id=run_id, detail=data["detail"])
+                telemetry.heartbeat_ingest(run_id=run_id, detail=data["detail"], attempt=attempt)
             else:
                 data = event_data(s.RunFinishedEventSerializer, event, body)
-                telemetry.run_finished_ingest(run_id=run_id, status=data["status"], reason=data["reason"])
+                telemetry.run_finished_ingest(run_id=run_id, status=data["status"], reason=data["reason"],
+                                              attempt=attempt)
         except telemetry.IngestError as exc:
             raise exceptions.ParseError(str(exc)) from exc
         except (KeyError, TypeError, ValueError, DatabaseError) as exc:

@@ -223,3 +223,20 @@ def test_prompt_states_follow_the_newest_step_and_count_each_visit_once(running,
         assert client.post(url(running), step_record(step, ["k0"]), format="json").status_code == 200
     state = PromptState.objects.get(run=running, prompt_key="k0")
     assert state.last_step == 1 and state.visits == 2
+
+
+@pytest.mark.django_db
+def test_an_engine_whose_attempt_was_replaced_can_neither_write_steps_nor_end_the_run(running, token):
+    from controlplane.runs.models import Run
+
+    Run.objects.filter(pk=running.pk).update(attempts_count=2)  # the reconciler started attempt 2
+    stale = engine(token).post(url(running), {**step_record(0, ["k0"]), "attempt": 1}, format="json")
+    assert stale.status_code == 400 and "replaced by attempt 2" in stale.json()["detail"]
+    assert rows_of_step(running, 0) == (0, 0, 0, 0)
+    ended = engine(token).post(url(running), {"event": "run_finished", "status": "failed", "reason": "zombie",
+                                              "attempt": 1}, format="json")
+    assert ended.status_code == 400
+    running.refresh_from_db()
+    assert running.status == RunStatus.STARTING and running.finished_at is None  # untouched by the zombie
+    current = engine(token).post(url(running), {**step_record(0, ["k0"]), "attempt": 2}, format="json")
+    assert current.status_code == 200 and rows_of_step(running, 0)[0] == 1

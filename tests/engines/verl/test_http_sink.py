@@ -155,3 +155,18 @@ def test_a_record_the_server_refuses_is_set_aside_and_the_rest_still_goes(
     assert sink.step(records[1]) == Control.CONTINUE
     assert stored_steps(run) == [1]
     assert "lacks" in (tmp_path / REJECTED).read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sink_of_a_replaced_attempt_is_refused_and_the_current_one_is_stored(live_server, run, token, records,
+                                                                               tmp_path):
+    from controlplane.runs.models import Run
+
+    Run.objects.filter(pk=run.pk).update(attempts_count=2)  # the reconciler restarted the run elsewhere
+    zombie = sink_for(live_server.url, run, token, tmp_path / "zombie", attempt=1)
+    zombie.step(records[0])
+    assert stored_steps(run) == []
+    assert (tmp_path / "zombie" / REJECTED).read_text().count("replaced by attempt 2") == 1
+    current = sink_for(live_server.url, run, token, tmp_path / "current", attempt=2)
+    assert current.step(records[0]) == Control.CONTINUE
+    assert stored_steps(run) == [records[0]["step"]]

@@ -101,7 +101,7 @@ class HttpSink:
                  final_deadline_s: float = 300.0, request_timeout_s: float = 30.0,
                  backoff_s: float = 0.5, backoff_max_s: float = 15.0,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, attempt: int | None = None) -> None:
         self.url = f"{base_url.rstrip('/')}/api/ingest/runs/{int(run_id)}/steps/"
         self.token = token
         self.dir = Path(run_dir)
@@ -112,6 +112,7 @@ class HttpSink:
         self.final_deadline_s, self.request_timeout_s = final_deadline_s, request_timeout_s
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
         self.sleep, self.clock = sleep, clock
+        self.attempt = attempt  # sent with every event: the server fences off replaced attempts
         self.sticky: Control | None = None  # cancel / stop_budget once seen
         self.answers: dict[int, Control] = {}  # step -> control answer of the server
         self._seq, self.pending = self._load()
@@ -191,6 +192,8 @@ class HttpSink:
         return True
 
     def _send(self, body: dict[str, Any], deadline_s: float) -> None:
+        if self.attempt is not None:
+            body = {**body, "attempt": self.attempt}
         self._spool(json_safe(body))
         self.flush(deadline_s)
 
