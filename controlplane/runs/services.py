@@ -64,15 +64,12 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
 
 def committed_device_hours(team: Team) -> float:
     """What queued and running runs are still forecast to use: already promised."""
-    from django.db.models import Sum
+    from django.db.models import FloatField, Sum, Value
+    from django.db.models.functions import Coalesce
 
-    from controlplane.budgets.models import UsageEntry
-
-    committed = 0.0
-    for run in Run.objects.filter(team=team, status__in=ACTIVE).only("id", "forecast_device_hours"):
-        used = UsageEntry.objects.filter(run=run).aggregate(s=Sum("device_seconds"))["s"] or 0.0
-        committed += max(run.forecast_device_hours - used / 3600.0, 0.0)
-    return committed
+    runs = Run.objects.filter(team=team, status__in=ACTIVE).annotate(
+        used_seconds=Coalesce(Sum("usage__device_seconds"), Value(0.0), output_field=FloatField()))
+    return sum(max(run.forecast_device_hours - run.used_seconds / 3600.0, 0.0) for run in runs)
 
 
 def run_enqueue(*, run_id: int) -> None:
