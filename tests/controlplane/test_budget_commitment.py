@@ -5,7 +5,12 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from controlplane.budgets.services import BudgetExceeded, budget_set, forecast_device_hours, usage_record
+from controlplane.budgets.services import (
+    BudgetExceeded,
+    budget_set,
+    forecast_device_hours,
+    usage_record,
+)
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.services import committed_device_hours, run_create
 
