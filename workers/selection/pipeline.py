@@ -420,6 +420,13 @@ class StepSelection:
         self._round_target = max(target, 1)
         return self._round_target
 
+    def set_round_target(self, prompts: int) -> None:
+        """The next round rolls out this many prompts: for engines whose own loop sizes the
+        rounds (verl's replay buffer asks for B, then for refills of filtered groups)."""
+        if prompts < 1:
+            raise ValueError(f"a round rolls out at least one prompt, not {prompts}")
+        self._round_target = int(prompts)
+
     def request_size(self) -> int:
         """How many candidates to draw now."""
         need = self.round_target() - len(self._pending)

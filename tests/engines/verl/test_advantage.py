@@ -2,8 +2,8 @@
 
 The trainer cannot be constructed without GPUs (worker groups, vLLM): the test takes a real
 ``EdgeplaneTrainer`` instance without running ``__init__`` (``object.__new__``) and gives it
-the two attributes ``_compute_advantage`` reads (``config``: verl's ppo_trainer.yaml composed
-with our overrides; ``pipeline``). The override then runs verl's own ``_compute_advantage``
+the attributes ``_compute_advantage`` reads (``config``: verl's ppo_trainer.yaml composed
+with our overrides; ``pipeline``; the step's counter of rollouts with a nonzero advantage). The override then runs verl's own ``_compute_advantage``
 through ``super()`` over TransferQueue, and our rewrite after it. The batch is stored the way
 ``AgentLoopWorkerTQ._agent_loop_postprocess`` stores it (``list_of_dict_to_tensordict``, keys
 ``{uid}_{session}_{index}``) plus the ``entropy``/``old_log_probs`` fields
@@ -43,6 +43,7 @@ def _trainer(config):
     trainer = object.__new__(EdgeplaneTrainer)
     trainer.config = config
     trainer.pipeline = build_pipeline(config)
+    trainer.rollouts_effective, trainer.step_selection = 0, None
     return trainer
 
 
@@ -145,6 +146,9 @@ def test_rlzvp_override_on_a_real_batch_with_padding_groups(local_tq):
     assert metrics["rlzvp/shaped_groups"] == 2
     assert metrics["rlzvp/shaped_rollouts"] == 8
     assert metrics["rlzvp/padding_rows_skipped"] == 3
+    # The step's accounting: rollouts that carry signal, no padding: 4 mixed, 8 shaped, and the
+    # single-session group's one row (verl's GRPO scores a group of one by its raw reward, 1).
+    assert trainer.rollouts_effective == int((np.abs(ours[real]) > 0).any(axis=1).sum()) == 13
 
 
 def test_without_rlzvp_the_override_is_verls_grpo(local_tq):
@@ -159,6 +163,7 @@ def test_without_rlzvp_the_override_is_verls_grpo(local_tq):
     PPOTrainerSync._compute_advantage(trainer, reference, {})
     np.testing.assert_array_equal(_read(tq, batch, "advantages").numpy(), _read(tq, reference, "advantages").numpy())
     assert not any(k.startswith("rlzvp/") for k in metrics)
+    assert trainer.rollouts_effective == 5  # mixed (4) and single-session (1): zero-variance groups get 0
 
 
 def test_padding_rows_by_prefix_or_empty_mask():

@@ -87,8 +87,8 @@ def test_a_bad_override_is_refused_naming_the_key(launched):
         compose_overrides(["trainer.nnodes=two"])
 
 
-def test_selectors_verl_cannot_run_yet_are_refused_rather_than_run_as_plain_grpo(tmp_path):
-    with pytest.raises(ConfigError, match="hive, hora need selection inside verl"):
+def test_selectors_verl_cannot_run_are_refused_rather_than_run_as_plain_grpo(tmp_path):
+    with pytest.raises(ConfigError, match="hora: not run by the verl engine"):
         plan(config_of(selectors={"hive": {}, "hora": {"n0": 2}}), VerlOptions(run_dir=str(tmp_path), model_path="/m"))
     with pytest.raises(ConfigError, match="Hugging Face checkpoints"):
         plan(config_of(), VerlOptions(run_dir=str(tmp_path)))
@@ -107,8 +107,9 @@ def test_without_a_cluster_address_the_job_is_a_local_subprocess_with_the_token_
 
     answer = submit(launch, options, secrets={"EDGEPLANE_RUN_TOKEN": "s3cret"}, popen=popen)
     assert answer == "pid:4242"
-    assert started["argv"][:3] == [options.python, "-m", "verl.trainer.main_ppo"]
-    assert started["argv"][3:] == launch.overrides
+    assert started["argv"][:3] == [options.python, "-m", "workers.engines.verl.main"]
+    assert started["argv"][3:-1] == launch.overrides
+    assert started["argv"][-1].startswith("hydra.run.dir=") and "run-7-attempt-2" in started["argv"][-1]
     assert started["env"]["EDGEPLANE_RUN_TOKEN"] == "s3cret" and started["env"]["EDGEPLANE_VERIFIER"] == "numeric"
     assert started["env"]["VERL_FILE_LOGGER_PATH"].endswith("verl-metrics-run-7-attempt-2.jsonl")
     assert started["start_new_session"] is True
@@ -139,7 +140,7 @@ def test_with_a_cluster_address_the_attempt_id_is_the_submission_id_and_a_retry_
     again = submit(launch, options, secrets={"EDGEPLANE_RUN_TOKEN": "t"}, client_factory=FakeJobs)
     assert first == again == "run-7-attempt-2" and len(FakeJobs.jobs) == 1
     job = FakeJobs.jobs["run-7-attempt-2"]
-    assert job["entrypoint"].startswith("python -m verl.trainer.main_ppo data.train_files=")
+    assert job["entrypoint"].startswith("python -m workers.engines.verl.main data.train_files=")
     assert job["runtime_env"]["env_vars"]["EDGEPLANE_RUN_TOKEN"] == "t"
     assert job["runtime_env"]["working_dir"]
 
@@ -150,6 +151,6 @@ def test_the_cli_dry_run_prints_the_command_and_refuses_a_bad_override(tmp_path,
     args = ["--config", str(config), "--run-dir", str(tmp_path / "run"), "--model-path", "/m", "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "-m verl.trainer.main_ppo" in out and "data.train_batch_size=4" in out
+    assert "-m workers.engines.verl.main" in out and "data.train_batch_size=4" in out
     assert main([*args, "trainer.bogus=1"]) == 2
     assert "trainer.bogus" in capsys.readouterr().err

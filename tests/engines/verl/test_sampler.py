@@ -1,9 +1,10 @@
-"""LZE backward selection in verl's replay buffer, over a local TransferQueue.
+"""Post-rollout selection (LZE backward) in verl's replay buffer, over a local TransferQueue.
 
-``LzeReplayBuffer`` is built with exactly the arguments verl's ``_build_replay_buffer`` passes
-a custom sampler, and the test calls verl's own ``ReplayBuffer.sample`` (its polling,
-metadata sync from TransferQueue and materialisation), with prompt groups stored the way the
-trainer (prompt tags) and the agent loop (trajectories) store them.
+``EdgeplaneReplayBuffer`` is built with the arguments verl's ``_build_replay_buffer`` passes
+its built-in buffer without a group filter, and the test calls verl's own
+``ReplayBuffer.sample`` (its polling, metadata sync from TransferQueue and materialisation),
+with prompt groups stored the way the trainer (prompt tags) and the agent loop
+(trajectories) store them.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ PASSES = [0, 1, 2, 3, 4, 1, 2, 3, 1, 3]  # successes per group of N: groups 0 an
 def _buffer():
     from omegaconf import OmegaConf
 
-    from workers.engines.verl.sampler import LzeReplayBuffer
+    from workers.engines.verl.sampler import EdgeplaneReplayBuffer
 
-    return LzeReplayBuffer(
+    return EdgeplaneReplayBuffer(
         trainer_mode="sync", trainer_config=OmegaConf.create({}), max_off_policy_threshold=None,
         max_off_policy_strategy="drop", sampler_kwargs=OmegaConf.create({}), refill_fn=lambda n: n,
+        filter_groups_metric=None, train_batch_size=len(PASSES), gen_batch_size=len(PASSES),
     )
 
 
@@ -54,16 +56,17 @@ def _store(tq, partition: str) -> tuple[list[str], list[str]]:
     return uids, stable
 
 
-def test_lze_sampler_keeps_the_pipelines_top_k_and_clears_the_rest(local_tq):
+def test_lze_backward_selection_keeps_the_pipelines_top_k_and_clears_the_rest(local_tq):
     from workers.selection.pipeline import Pipeline
 
     tq = local_tq
     uids, stable = _store(tq, "lze_train")
     buffer = _buffer()
-    buffer.attach_pipeline(Pipeline({"lze": {}}, batch_size=len(PASSES), group_size=N, seed=7))
-    buffer.epoch = 1  # LZE trains on every live group in the first epoch; top-K from the second
+    pipeline = Pipeline({"lze": {}}, batch_size=len(PASSES), group_size=N, seed=7)
+    step_selection = pipeline.begin_step(3, 1)  # LZE trains on every live group in epoch 0; top-K from epoch 1
+    buffer.open_step(step_selection)
 
-    batch, metrics = buffer.sample(global_steps=3, partition_id="lze_train", batch_size=len(PASSES))
+    batch, _ = buffer.sample(global_steps=3, partition_id="lze_train", batch_size=len(PASSES))
 
     # The same choice from our library, same seed, same order (oldest first).
     reference = Pipeline({"lze": {}}, batch_size=len(PASSES), group_size=N, seed=7)
@@ -75,8 +78,12 @@ def test_lze_sampler_keeps_the_pipelines_top_k_and_clears_the_rest(local_tq):
     kept = {u for u, ok in zip(uids, expected) if ok}
     assert {k.split("_")[0] for k in batch.keys} == kept
     assert len(batch.keys) == 4 * N
-    assert metrics["lze/groups_offered"] == 10 and metrics["lze/groups_selected"] == 4
-    reasons = {d.prompt_key: d.reason for d in buffer.step_selection.decisions}
+    # Every group is an outcome of the step (the ledger sees them all); four are trained.
+    assert sorted(o.key for o in step_selection.outcomes) == sorted(stable)
+    assert [o.successes for o in step_selection.outcomes] == PASSES
+    assert sorted(g.key for g in step_selection.trained_groups) == sorted(
+        k for k, ok in zip(stable, expected) if ok)
+    reasons = {d.prompt_key: d.reason for d in step_selection.decisions}
     assert reasons["prompt-0"] == reasons["prompt-4"] == "lze.zero_variance"
     assert sum(r == "lze.selected" for r in reasons.values()) == 4
     # Groups not kept are gone from TransferQueue (prompt entries and trajectories).
@@ -84,14 +91,13 @@ def test_lze_sampler_keeps_the_pipelines_top_k_and_clears_the_rest(local_tq):
     assert not {k.split("_")[0] for k in left} & (set(uids) - kept)
 
 
-def test_val_partition_and_no_pipeline_keep_verls_selection(local_tq):
+def test_val_partition_and_no_open_step_keep_verls_selection(local_tq):
     tq = local_tq
     uids, _ = _store(tq, "val")
     buffer = _buffer()
     from workers.selection.pipeline import Pipeline
 
-    buffer.attach_pipeline(Pipeline({"lze": {}}, batch_size=len(PASSES), group_size=N))
-    buffer.epoch = 1
+    buffer.open_step(Pipeline({"lze": {}}, batch_size=len(PASSES), group_size=N).begin_step(1, 1))
     batch, _ = buffer.sample(global_steps=1, partition_id="val", batch_size=len(PASSES))
     assert {k.split("_")[0] for k in batch.keys} == set(uids)
     tq.kv_clear(keys=[*uids, *batch.keys], partition_id="val")
@@ -99,11 +105,3 @@ def test_val_partition_and_no_pipeline_keep_verls_selection(local_tq):
     uids, _ = _store(tq, "plain_train")
     batch, _ = _buffer().sample(global_steps=1, partition_id="plain_train", batch_size=len(PASSES))
     assert {k.split("_")[0] for k in batch.keys} == set(uids)
-
-
-def test_custom_sampler_loads_through_verls_loader():
-    from verl.utils.import_utils import load_extern_type
-
-    from workers.engines.verl.sampler import SAMPLER_NAME, SAMPLER_PATH, LzeReplayBuffer
-
-    assert load_extern_type(SAMPLER_PATH, SAMPLER_NAME) is LzeReplayBuffer

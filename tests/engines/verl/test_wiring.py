@@ -1,9 +1,9 @@
-"""EdgeplaneTrainer wiring: registration, TaskRunner, launcher overrides (RL-ZVP), LZE sampler wiring.
+"""EdgeplaneTrainer wiring: registration, TaskRunner, the launcher's overrides, the replay buffer.
 
 What runs here without GPUs: verl's registry and config composition, the launcher's plan,
-and ``_build_replay_buffer`` on a real ``EdgeplaneTrainer`` instance created without
-``__init__`` (which would start worker groups). ``EdgeplaneTaskRunner.run`` and
-``workers.engines.verl.main`` start Ray workers and vLLM: not run here.
+and ``EdgeplaneTrainer.__init__`` (verl's ``PPOTrainer.__init__``: checkpoint callback,
+replay buffer). ``EdgeplaneTaskRunner.run`` and ``workers.engines.verl.main`` start Ray
+worker groups and vLLM: not run here.
 """
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ from __future__ import annotations
 import pytest
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.verl.launch import (
-    EDGEPLANE_MAIN,
-    VERL_MAIN,
-    VerlOptions,
-    compose_overrides,
-    plan,
-)
+from workers.engines.verl.launch import EDGEPLANE_MAIN, VerlOptions, compose_overrides, plan
 
 pytest.importorskip("verl")
 
@@ -25,9 +19,9 @@ SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_si
          "minibatches": 2, "steps": 5, "checkpoint_every": 2, "eval_every": 0, "verifier": "numeric"}
 
 
-def _plan(tmp_path, selectors, extra=()):
-    config = RunConfig.from_mapping({**SMALL, "selectors": selectors})
-    return plan(config, VerlOptions(run_dir=str(tmp_path), model_path="/models/m", extra_overrides=tuple(extra)))
+def _plan(tmp_path, selectors, **run):
+    config = RunConfig.from_mapping({**SMALL, **run, "selectors": selectors})
+    return plan(config, VerlOptions(run_dir=str(tmp_path), model_path="/models/m"))
 
 
 def test_trainer_is_registered_and_the_task_runner_is_a_ray_actor():
@@ -42,40 +36,56 @@ def test_trainer_is_registered_and_the_task_runner_is_a_ray_actor():
     assert hasattr(runner, "remote") and hasattr(runner.__ray_metadata__.modified_class, "run")
 
 
-def test_rlzvp_plan_composes_and_the_trainer_builds_the_lze_replay_buffer(tmp_path):
-    from workers.engines.verl.sampler import SAMPLER_NAME, SAMPLER_PATH, LzeReplayBuffer
-    from workers.engines.verl.trainer import EdgeplaneTrainer, build_pipeline, selection_methods
+@pytest.mark.parametrize("selectors, post_filter", [
+    ({"grpo": {}}, None),
+    ({"dapo": {}}, "dapo"),
+    ({"greso": {}}, "greso"),
+    ({"hive": {}, "rlzvp": {}}, None),  # RL-ZVP learns from zero-variance groups: no post-filter
+    ({"lze": {"prune": True}}, None),
+])
+def test_every_run_goes_through_edgeplanes_trainer_with_verls_filter_as_the_post_filter(
+        tmp_path, selectors, post_filter):
+    from workers.engines.verl.sampler import EdgeplaneReplayBuffer
+    from workers.engines.verl.trainer import EdgeplaneTrainer, selection_methods
 
-    # LZE is not offered by the launcher yet (per-step lifecycle not driven in verl): its
-    # overrides are given by hand here to check the trainer's replay-buffer wiring.
-    launch = _plan(tmp_path, {"grpo": {}}, extra=[
-        f"trainer.v1.sampler.custom_sampler.path={SAMPLER_PATH}",
-        f"trainer.v1.sampler.custom_sampler.name={SAMPLER_NAME}",
-        """+edgeplane.methods='{"lze": {"kappa": 0.5}}'""",
-    ])
+    launch = _plan(tmp_path, selectors)
+    assert launch.argv[1:3] == ["-m", EDGEPLANE_MAIN]
     config = compose_overrides(launch.overrides)
-    assert selection_methods(config) == {"lze": {"kappa": 0.5}}
+    assert selection_methods(config) == RunConfig.from_mapping({**SMALL, "selectors": selectors}).selector_params()
     assert config.trainer.v1.trainer_mode == "sync"
+    assert config.trainer.checkpoint_callback_class.endswith("SelectionCheckpointCallback")
+    assert bool(config.algorithm.filter_groups.enable) == (post_filter is not None)
 
-    trainer = object.__new__(EdgeplaneTrainer)
-    trainer.config = config
-    trainer.trainer_mode = "sync"
-    trainer.pipeline = build_pipeline(config)
-    buffer = trainer._build_replay_buffer()  # verl's builder, loading our sampler by path and name
-    assert isinstance(buffer, LzeReplayBuffer) and buffer.pipeline is trainer.pipeline
-
-    rlzvp_plan = _plan(tmp_path / "z", {"rlzvp": {"alpha": 0.2, "norm_by_std": False}})
-    assert rlzvp_plan.argv[1:3] == ["-m", EDGEPLANE_MAIN]
-    rlzvp = compose_overrides(rlzvp_plan.overrides)
-    assert rlzvp.trainer.checkpoint_callback_class.endswith("SelectionCheckpointCallback")
-    assert selection_methods(rlzvp) == {"rlzvp": {"alpha": 0.2, "norm_by_std": False}}
-    assert rlzvp.algorithm.norm_adv_by_std_in_grpo is False
-    assert build_pipeline(rlzvp).selectors["rlzvp"].params.alpha == 0.2
+    trainer = EdgeplaneTrainer(config)  # verl's PPOTrainer.__init__, our buffer with verl's arguments
+    buffer = trainer.replay_buffer
+    assert type(buffer) is EdgeplaneReplayBuffer
+    assert buffer.filter_groups_metric == ("reward" if post_filter else None)
+    assert buffer.refill_fn == trainer._add_prompts_to_generate  # refills go through our selection
+    assert buffer.train_batch_size == SMALL["batch_size"]
+    assert trainer.sink is None  # no control plane in the environment: nothing reported, nothing refused
 
 
-def test_plain_grpo_keeps_verls_entry_point_and_unwired_methods_are_refused(tmp_path):
-    assert _plan(tmp_path, {"grpo": {}}).argv[1:3] == ["-m", VERL_MAIN]
-    with pytest.raises(ConfigError, match="greso need selection inside verl"):
-        _plan(tmp_path / "g", {"greso": {}})
-    with pytest.raises(ConfigError, match="lze need selection inside verl"):
-        _plan(tmp_path / "p", {"lze": {}})
+def test_rlzvp_and_the_device_hour_cap_reach_the_trainer(tmp_path):
+    from workers.engines.verl.trainer import EdgeplaneTrainer
+
+    config = compose_overrides(_plan(tmp_path, {"rlzvp": {"alpha": 0.2, "norm_by_std": False}},
+                                     max_device_hours=1.5).overrides)
+    assert config.algorithm.norm_adv_by_std_in_grpo is False
+    trainer = EdgeplaneTrainer(config)
+    assert trainer.pipeline.selectors["rlzvp"].params.alpha == 0.2
+    assert trainer.max_device_hours == 1.5
+    assert trainer.gpus == 8  # nnodes 1 x 8 GPUs per node: what device-seconds are multiplied by
+
+
+def test_hora_is_refused_with_the_reason_and_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match="hora: not run by the verl engine.*choose among dapo, greso, grpo, hive"):
+        _plan(tmp_path, {"hora": {"n0": 2}})
+
+
+def test_a_half_configured_control_plane_is_refused(tmp_path, monkeypatch):
+    from workers.engines.verl.trainer import EdgeplaneTrainer
+
+    monkeypatch.setenv("EDGEPLANE_CONTROL_URL", "http://127.0.0.1:9")
+    config = compose_overrides(_plan(tmp_path, {"grpo": {}}).overrides)
+    with pytest.raises(ValueError, match="EDGEPLANE_RUN_ID, EDGEPLANE_RUN_TOKEN missing"):
+        EdgeplaneTrainer(config)

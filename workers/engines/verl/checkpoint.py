@@ -5,7 +5,8 @@ verl 0.9.1 does not save selector state. ``trainer.checkpoint_callback_class`` n
 V1 trainer calls on the driver after each save (trainer_base.py ``_save_checkpoint``, after
 ``latest_checkpointed_iteration.txt`` is written) with the ``global_step_{N}`` folder.
 ``SelectionCheckpointCallback.on_save`` writes the trainer's ``Pipeline`` (ledger, every
-method's state, RNG) there as ``edgeplane_selection.json``; ``restore_pipeline`` reads it
+method's state, RNG, and the trainer's epoch and candidates given back) there as
+``edgeplane_selection.json``; ``restore_pipeline`` reads it
 back for the folder verl's ``_load_checkpoint`` resumed from.
 """
 
@@ -37,6 +38,11 @@ class SelectionCheckpointCallback(CheckpointCallback):
         pipeline = getattr(trainer, "pipeline", None)
         if pipeline is None:
             return
+        own_state = getattr(trainer, "selection_state", None)
+        if callable(own_state):  # the trainer's epoch and the candidates it gave back
+            from workers.engines.verl.trainer import STATE_KEY
+
+            pipeline.ledger.method_state[STATE_KEY] = own_state()
         path = state_path(checkpoint_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")

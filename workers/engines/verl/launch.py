@@ -12,13 +12,11 @@ From a ``RunConfig`` and the cluster-side ``VerlOptions`` this module
    as ``submission_id``: a retried launch finds the job it already submitted instead of
    submitting twice), else as a local subprocess.
 
-Selectors: GRPO (with Dr. GRPO) and DAPO map onto verl's own options.
-RL-ZVP runs in Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer``, entry
-``python -m workers.engines.verl.main``) in the advantage step, with selector state through
-the checkpoint callback. LZE backward selection has its replay-buffer sampler
-(``sampler.LzeReplayBuffer``) but the pipeline's per-step lifecycle is not driven inside verl
-yet; GRESO, HIVE, HORA and LZE's pruner (pre-rollout selection in ``prepare_step``) are not
-wired. Such configs are refused with a message rather than run silently as plain GRPO.
+Every run goes through Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer``, entry
+``python -m workers.engines.verl.main``), which drives the selection pipeline and reports each
+step to the control plane. GRPO (with Dr. GRPO) maps onto verl's options; the zero-variance
+post-filter (DAPO's, or GRESO's / HIVE's) onto verl's ``algorithm.filter_groups``, so verl
+refills filtered groups. HORA is refused: its two rollout phases are not wired into verl.
 """
 
 from __future__ import annotations
@@ -39,12 +37,10 @@ from workers.engines.verl import reward
 
 ROOT = Path(__file__).resolve().parents[3]
 REWARD_PATH = "pkg://workers.engines.verl.reward"
-NATIVE_SELECTORS = {"grpo", "dapo"}  # what verl 0.9.1 does on its own
-# Wired into EdgeplaneTrainer and run by the launcher. LZE backward selection has its sampler
-# (sampler.LzeReplayBuffer) but the per-step pipeline lifecycle (ledger p0/EMA updates, epochs)
-# is not yet driven inside verl, so the launcher does not offer it.
-TRAINER_SELECTORS = {"rlzvp"}
-VERL_MAIN = "verl.trainer.main_ppo"
+CHECKPOINT_CALLBACK = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
+# What EdgeplaneTrainer runs inside verl. HORA needs two rollout phases per step (probe, then
+# the allocated extras) through an agent-loop manager that offsets session ids: not built.
+VERL_SELECTORS = {"grpo", "dapo", "greso", "hive", "rlzvp", "lze"}
 EDGEPLANE_MAIN = "workers.engines.verl.main"
 LOGGERS = ("console", "file", "wandb", "tensorboard", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
 
@@ -133,11 +129,11 @@ def _value(value: Any) -> str:
 
 def check_supported(config: RunConfig, options: VerlOptions) -> None:
     errors: list[FieldError] = []
-    missing = sorted(set(config.selectors) - NATIVE_SELECTORS - TRAINER_SELECTORS)
+    missing = sorted(set(config.selectors) - VERL_SELECTORS)
     if missing:
-        errors.append(FieldError("selectors", f"{', '.join(missing)} need selection inside verl that the verl engine "
-                                              "does not run yet; use the local engine or only "
-                                              "grpo/dapo/rlzvp"))
+        errors.append(FieldError("selectors", f"{', '.join(missing)}: not run by the verl engine (HORA's two "
+                                              "rollout phases are not wired into verl); use the local engine, "
+                                              f"or choose among {', '.join(sorted(VERL_SELECTORS))}"))
     if not (options.model_path or config.model != "tiny"):
         errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path"))
     if config.batch_size % config.minibatches:
@@ -196,27 +192,35 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "trainer.project_name": "edgeplane",
         "trainer.experiment_name": options.attempt_id,
     }
-    if set(methods) & TRAINER_SELECTORS:
-        if "rlzvp" in methods:
-            o["algorithm.norm_adv_by_std_in_grpo"] = bool(methods["rlzvp"].get("norm_by_std", norm_by_std))
-        if "lze" in methods:
-            o["trainer.v1.sampler.custom_sampler.path"] = "pkg://workers.engines.verl.sampler"
-            o["trainer.v1.sampler.custom_sampler.name"] = "LzeReplayBuffer"
-        o["trainer.checkpoint_callback_class"] = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
-    if "dapo" in methods:
-        dapo = methods["dapo"]
+    if "rlzvp" in methods:
+        o["algorithm.norm_adv_by_std_in_grpo"] = bool(methods["rlzvp"].get("norm_by_std", norm_by_std))
+    o["trainer.checkpoint_callback_class"] = CHECKPOINT_CALLBACK
+    owner = post_filter_owner(config)
+    if owner is not None:
+        params = methods.get(owner, {})
         o["algorithm.filter_groups.enable"] = True
         o["algorithm.filter_groups.metric"] = "reward"  # V1: the canonical reward in rm_scores
-        o["algorithm.filter_groups.max_num_gen_batches"] = int(dapo.get("max_gen_batches", 10))
+        o["algorithm.filter_groups.max_num_gen_batches"] = int(params.get("max_gen_batches", 10))
         # V1 draws replacement batches as groups are filtered; in flight at once, in units of B:
-        o["algorithm.filter_groups.max_inflight_gen_batches"] = max(1, round(float(dapo.get("gen_batch_factor", 3.0))))
+        factor = params.get("gen_batch_factor", params.get("rollout_batch_factor", 3.0))
+        o["algorithm.filter_groups.max_inflight_gen_batches"] = max(1, round(float(factor)))
     overrides = [f"{key}={_value(value)}" for key, value in o.items()]
-    # Keys verl's schema lacks are added with '+': the verifier for the reward adapter.
+    # Keys verl's schema lacks are added with '+': the verifier for the reward adapter, and
+    # the trainer's own section (the selection methods, the run's device-hour cap).
     overrides.append(f"+reward.custom_reward_function.reward_kwargs.verifier={_value(config.verifier)}")
-    if set(methods) & TRAINER_SELECTORS:
-        overrides.append(f"+edgeplane.methods={_value(json.dumps(methods, sort_keys=True))}")
+    overrides.append(f"+edgeplane.methods={_value(json.dumps(methods, sort_keys=True))}")
+    if config.max_device_hours:
+        overrides.append(f"+edgeplane.max_device_hours={_value(float(config.max_device_hours))}")
     overrides.extend(options.extra_overrides)
     return overrides
+
+
+def post_filter_owner(config: RunConfig) -> str | None:
+    """The method whose zero-variance post-filter runs (verl's group filter), or None."""
+    from workers.selection.pipeline import Pipeline
+
+    pipeline = Pipeline(config.selector_params(), batch_size=config.batch_size, group_size=config.group_size)
+    return pipeline.post_filter_owner
 
 
 class OverrideError(ValueError):
@@ -302,8 +306,9 @@ def plan(config: RunConfig, options: VerlOptions) -> LaunchPlan:
     run_dir = Path(options.run_dir)
     train_file, val_file = export_data(config, run_dir)
     overrides = build_overrides(config, options, train_file, val_file)
-    entry = EDGEPLANE_MAIN if set(config.selectors) & TRAINER_SELECTORS else VERL_MAIN
-    argv = [options.python, "-m", entry, *overrides]
+    # hydra's own output folder goes to the run's folder, not to outputs/ in the working directory
+    hydra_dir = f"hydra.run.dir={_value(str(run_dir / f'hydra-{options.attempt_id}'))}"
+    argv = [options.python, "-m", EDGEPLANE_MAIN, *overrides, hydra_dir]
     return LaunchPlan(argv=argv, overrides=overrides, env=job_env(config, options), train_file=train_file,
                       val_file=val_file, submission_id=options.attempt_id)
 

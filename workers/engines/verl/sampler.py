@@ -1,19 +1,24 @@
-"""LZE backward selection as verl 0.9.1's custom replay-buffer sampler.
+"""Post-rollout selection as verl 0.9.1's replay buffer: every group seen, the kept ones trained.
 
-verl's V1 trainer builds its replay buffer from ``trainer.v1.sampler.custom_sampler.{path,name}``
-(trainer_base.py ``_build_replay_buffer``) with ``trainer_mode, trainer_config,
-max_off_policy_threshold, max_off_policy_strategy, sampler_kwargs, refill_fn``: no DAPO
-arguments (a custom sampler owns its filtering). ``ReplayBuffer.sample`` (v1/replay_buffer.py)
-polls TransferQueue until ``batch_size`` prompt groups are finished, then asks
-``_select_prompt_uids`` which groups make the batch.
+verl's V1 sync trainer gets its training batch from ``ReplayBuffer.sample`` (v1/replay_buffer.py):
+it polls TransferQueue until ``batch_size`` prompt groups are finished, evicts the groups its
+DAPO filter (``algorithm.filter_groups``) finds zero-variance and refills them through
+``refill_fn``, then asks ``_select_prompt_uids`` which finished groups make the batch.
 
-``LzeReplayBuffer._select_prompt_uids`` takes verl's choice (oldest groups first), reads each
-group's rewards (``rm_scores`` sums, as verl's DAPO filter does) and its stable prompt key
-(``extra_info.key``, written by the launcher's parquet export; the uid when absent), and keeps
-the groups the pipeline's LZE selector picks (``Lze.select_for_update``: learning-zone energy
-``lze.energy`` from the ledger's p0 and EMA, Gumbel top-K ``lze.select``, decisions recorded in
-the step). Groups not kept are cleared from TransferQueue, as verl clears DAPO's surplus, so
-they never reach a later step off-policy. The ``val`` partition is left to ``super()``.
+``EdgeplaneReplayBuffer`` is that buffer with the step's ``StepSelection`` attached
+(``open_step``, by ``trainer.EdgeplaneTrainer`` each step):
+
+- groups verl's filter evicts are read before they are cleared (``_evict_terminal_groups``),
+  so the ledger sees every group generated, not only the trained ones;
+- at selection, every group of the step goes to ``StepSelection.add_groups`` (the
+  post-filter's decisions: zero-variance, surplus) and ``finish`` (LZE backward selection:
+  learning-zone energy from the ledger, Gumbel top-K); groups not trained are cleared from
+  TransferQueue, as verl clears DAPO's surplus, so they never reach a later step off-policy;
+- the ``val`` partition, and a buffer with no step open, keep verl's own behaviour.
+
+Each group's stable prompt key is the ``extra_info.key`` the launcher's parquet export writes
+(the uid when absent). ``outcomes`` maps the step's uids to their ``GroupOutcome`` for the
+trainer, which adds response entropies once verl has computed them.
 """
 
 from __future__ import annotations
@@ -25,88 +30,74 @@ import numpy as np
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
-from workers.selection.groups import SUCCESS_THRESHOLD
-from workers.selection.pipeline import Pipeline, StepSelection
-from workers.selection.selectors import Lze
+from workers.selection.pipeline import GroupOutcome, StepSelection
 
 logger = logging.getLogger(__name__)
-SAMPLER_PATH = "pkg://workers.engines.verl.sampler"
-SAMPLER_NAME = "LzeReplayBuffer"
 
 
-def group_rewards(partition: dict[str, dict], partition_id: str, uids: list[str]) -> tuple[list[np.ndarray], list[str]]:
-    """Per group: its trajectories' rewards, and its stable prompt key (``extra_info.key`` or the uid)."""
+def read_outcomes(partition: dict[str, dict], partition_id: str, uids: list[str]) -> dict[str, GroupOutcome]:
+    """Each group's rewards (``rm_scores`` sums, as verl's DAPO filter reads them), response
+    lengths and stable prompt key; groups with no trajectory (rollout failures) are left out."""
     wanted = set(uids)
     keys = [k for k in partition if k.split("_")[0] in wanted]
-    by_uid: dict[str, list[float]] = {u: [] for u in uids}
-    stable = {u: u for u in uids}
-    if keys:
-        data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["rm_scores", "extra_info"])
-        infos = list(data["extra_info"]) if "extra_info" in data else [None] * len(keys)
-        for key, score, info in zip(keys, data["rm_scores"], infos, strict=True):
-            uid = key.split("_")[0]
-            by_uid[uid].append(float(score.sum().item()))
-            info = getattr(info, "data", info)
-            if isinstance(info, dict) and info.get("key") is not None:
-                stable[uid] = str(info["key"])
-    return [np.asarray(by_uid[u], dtype=np.float64) for u in uids], [stable[u] for u in uids]
+    if not keys:
+        return {}
+    data = tq.kv_batch_get(keys=keys, partition_id=partition_id,
+                           select_fields=["rm_scores", "response_mask", "extra_info"])
+    infos = list(data["extra_info"]) if "extra_info" in data else [None] * len(keys)
+    rewards: dict[str, list[float]] = {}
+    lengths: dict[str, list[int]] = {}
+    stable: dict[str, str] = {}
+    for key, score, mask, info in zip(keys, data["rm_scores"], data["response_mask"], infos, strict=True):
+        uid = key.split("_")[0]
+        rewards.setdefault(uid, []).append(float(score.sum().item()))
+        lengths.setdefault(uid, []).append(int(mask.sum().item()))
+        info = getattr(info, "data", info)
+        if isinstance(info, dict) and info.get("key") is not None:
+            stable[uid] = str(info["key"])
+    return {uid: GroupOutcome(stable.get(uid, uid), np.asarray(rewards[uid]), np.asarray(lengths[uid]))
+            for uid in uids if uid in rewards}
 
 
-class LzeReplayBuffer(ReplayBuffer):
-    """verl's sync replay buffer whose train batches keep only LZE's top-K groups."""
+class EdgeplaneReplayBuffer(ReplayBuffer):
+    """verl's sync replay buffer whose train batches are the step's selected groups."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pipeline: Pipeline | None = None
         self.step_selection: StepSelection | None = None
-        self.epoch = 0
-        self.last_metrics: dict[str, float] = {}
-        self._global_steps = 0
-        self._warned = False
+        self.outcomes: dict[str, GroupOutcome] = {}  # uid -> outcome, this step's groups
+        self._evicted: list[str] = []  # uids verl's filter evicted this step, in order
 
-    def attach_pipeline(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def open_step(self, step: StepSelection) -> None:
+        self.step_selection = step
+        self.outcomes = {}
+        self._evicted = []
 
-    def sample(self, global_steps: int, partition_id: str, batch_size: int):
-        self._global_steps = global_steps
-        if self.step_selection is not None and self.step_selection.step != global_steps:
-            self.step_selection = None  # the trainer did not open this step: one of our own
-        batch, metrics = super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
-        if partition_id != "val":
-            metrics.update(self.last_metrics)
-        return batch, metrics
-
-    def _lze(self) -> Lze | None:
-        sel = self.pipeline.selectors.get("lze") if self.pipeline is not None else None
-        if not isinstance(sel, Lze) or not sel.p.backward:
-            if not self._warned:
-                logger.warning("LzeReplayBuffer without a pipeline holding lze (backward): verl's selection")
-                self._warned = True
-            return None
-        return sel
+    def _evict_terminal_groups(self, global_steps: int, partition_id: str, eviction_reasons: Any):
+        if partition_id != "val" and self.step_selection is not None:
+            stale, dapo, failed, _counts = eviction_reasons
+            filtered = sorted(dapo - stale - failed, key=lambda u: self.prompt_global_steps[partition_id].get(u, 0))
+            self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, filtered))
+            self._evicted.extend(u for u in filtered if u in self.outcomes)
+        return super()._evict_terminal_groups(global_steps, partition_id, eviction_reasons)
 
     def _select_prompt_uids(self, partition_id: str, sampleable_keys: set[str], batch_size: int):
         selected, snapshot, steps = super()._select_prompt_uids(partition_id, sampleable_keys, batch_size)
-        sel = self._lze()
-        if partition_id == "val" or sel is None or not selected:
+        step = self.step_selection
+        if partition_id == "val" or step is None:
             return selected, snapshot, steps
-        assert self.pipeline is not None
-        if self.step_selection is None:
-            self.step_selection = self.pipeline.begin_step(self._global_steps, self.epoch)
-        rewards, stable = group_rewards(self.partitions[partition_id], partition_id, selected)
-        pass_rate = np.array([(r >= SUCCESS_THRESHOLD).mean() if r.size else 0.0 for r in rewards])
-        chosen = sel.select_for_update(self.step_selection, pass_rate, stable)
-        self.last_metrics = {
-            "lze/groups_offered": float(len(selected)),
-            "lze/groups_selected": float(chosen.sum()),
-            "lze/energy_mean": float(self.step_selection.metrics.get("lze/energy_mean", 0.0)),
-        }
-        if not chosen.any():
-            # Nothing live (every group zero-variance): train on verl's batch, whose GRPO
-            # advantages are all 0, rather than stall the sync trainer.
-            self.last_metrics["lze/fallback_all"] = 1.0
+        # verl's choice first (it fills the batch), then the surplus it leaves: the post-filter
+        # keeps mixed groups up to B in this order, so it agrees with verl's DAPO selection.
+        surplus = sorted(sampleable_keys - set(selected), key=lambda u: steps.get(u, 0))
+        self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, [*selected, *surplus]))
+        order = [u for u in [*self._evicted, *selected, *surplus] if u in self.outcomes]
+        step.add_groups([self.outcomes[u] for u in order])
+        trained = {id(g) for g in step.finish().groups}
+        kept = [u for u in order if id(self.outcomes[u]) in trained]
+        if not kept:
+            # Nothing to learn from (e.g. every group zero-variance and no post-filter refill):
+            # train on verl's batch, whose GRPO advantages are 0, rather than stall the trainer.
+            step.alerts.append("no group selected for the update; training on verl's batch (zero advantages)")
             return selected, snapshot, steps
-        dropped = {u for u, ok in zip(selected, chosen) if not ok}
-        self._clear_groups(partition_id, dropped)
-        kept = [u for u, ok in zip(selected, chosen) if ok]
+        self._clear_groups(partition_id, set(order) - set(kept))
         return kept, dict(self.partitions[partition_id]), steps

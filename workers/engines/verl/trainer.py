@@ -6,36 +6,68 @@
 class is chosen by our ``EdgeplaneTaskRunner``, not by the mode. It is also registered as
 ``edgeplane_sync`` in verl's ``TRAINER_REGISTRY`` for lookups.
 
-What it wires (each piece tested on real verl objects in tests/engines/verl):
+One verl step drives the selection ``Pipeline`` (built from ``edgeplane.methods``) through
+the same cycle as the embedded engine (workers/selection/pipeline.py):
 
-- the selection ``Pipeline`` built from ``edgeplane.methods`` in the config (a JSON object
-  of ``{method: params}``; ``launch.py`` writes it as ``+edgeplane.methods=...``);
-- RL-ZVP after verl's GRPO in ``_compute_advantage`` (``advantage.apply_rlzvp``);
-- LZE backward selection through the replay buffer ``sampler.LzeReplayBuffer``, which the
-  trainer hands its pipeline (``_build_replay_buffer``);
-- the pipeline's ledger saved by ``checkpoint.SelectionCheckpointCallback.on_save`` and
-  restored after verl's own ``_load_checkpoint``.
+1. **Pre-rollout** (GRESO, HIVE, LZE's pruner). ``_select_prompts`` draws candidates from
+   verl's dataloader through a ``PromptPool``, screens them (``StepSelection.pre_rollout``,
+   with HIVE's stage 2 as a prompt-entropy forward pass of the actor, ``entropy.py``) and
+   submits exactly the prompts verl asks for: ``train_batch_size`` per step and every refill
+   of verl's group filter (``_add_prompts_to_generate`` is the replay buffer's ``refill_fn``).
+   The step's first batch is selected ahead, in ``on_step_end`` of the step before (and
+   ``on_init_end``), before ``super().on_step_end()`` wakes vLLM: in colocated sync mode the
+   actor's forward pass then has the GPU memory vLLM gave up in ``on_sample_end``.
+2. **Post-rollout** (the zero-variance filter, LZE backward selection) in the replay buffer
+   ``sampler.EdgeplaneReplayBuffer``. The filter is verl's own ``algorithm.filter_groups``
+   (set by the launcher for DAPO and for the history filters' post-filter), so verl refills.
+3. **Advantage**: verl's GRPO, then RL-ZVP on the zero-variance groups (``advantage.py``).
+4. **Close**: the ledger records every group generated; the step record (accounting,
+   observations by stable prompt key, decisions) goes to the control plane through the
+   HTTP sink (``report.sink_from_env``); a ``cancel`` or ``stop_budget`` answer is obeyed at
+   this step boundary: a checkpoint is saved and the loop ends.
+
+Selector state (ledger, every method's state, the epoch and the candidates given back) is
+saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's own
+``_load_checkpoint``. HORA is not wired (its two rollout phases need an agent-loop manager
+that offsets session ids); the launcher refuses it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import transfer_queue as tq
+import verl.utils.tensordict_utils as tu
+from tensordict import TensorDict
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from workers.engines.verl import advantage, checkpoint
-from workers.selection.pipeline import Pipeline
+from workers.engines.telemetry import Control, RunStatus
+from workers.engines.verl import advantage, checkpoint, entropy, report
+from workers.engines.verl.prompts import PromptPool, Row, join_rows
+from workers.engines.verl.sampler import EdgeplaneReplayBuffer
+from workers.selection.pipeline import MAX_DRAW_FACTOR, Pipeline, StepResult, StepSelection
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
+STATE_KEY = "verl_trainer"  # the trainer's own part of the checkpointed selection state
+
+
+def _section(config: Any) -> Any:
+    return config.get("edgeplane", None) if hasattr(config, "get") else None
 
 
 def selection_methods(config: Any) -> dict[str, dict[str, Any]]:
     """``edgeplane.methods`` of a verl config: a JSON text or a mapping; {} when absent."""
-    section = config.get("edgeplane", None) if hasattr(config, "get") else None
+    section = _section(config)
     raw = section.get("methods", None) if section is not None else None
     if raw is None:
         return {}
@@ -50,7 +82,7 @@ def selection_methods(config: Any) -> dict[str, dict[str, Any]]:
 
 def build_pipeline(config: Any) -> Pipeline:
     return Pipeline(
-        selection_methods(config),
+        selection_methods(config) or {"grpo": {}},
         batch_size=int(config.data.train_batch_size),
         group_size=int(config.actor_rollout_ref.rollout.n),
         seed=int(config.data.get("seed", 0) or 0),
@@ -59,38 +91,339 @@ def build_pipeline(config: Any) -> Pipeline:
 
 @register_trainer(TRAINER_NAME)
 class EdgeplaneTrainer(PPOTrainerSync):
-    """verl's sync trainer with Edgeplane's selectors at their layers."""
+    """verl's sync trainer with Edgeplane's selectors at their layers and its telemetry."""
 
     def __init__(self, config: Any) -> None:
         self.pipeline = build_pipeline(config)
+        self.epoch = 0
+        self.dataloader_wrapped = False
+        self.step_selection: StepSelection | None = None
+        self.submitted_keys: set[str] = set()  # prompts rolled out in the step being selected
+        self.prompt_pool: PromptPool | None = None
+        self.selected_ahead: tuple[int, StepSelection, TensorDict] | None = None
+        self.select_seconds = 0.0
+        self.forward_tokens_extra = 0
+        self.rollouts_effective = 0
+        self.device_seconds = 0.0
+        self.control = Control.CONTINUE
+        self.last_result: StepResult | None = None
+        trainer = config.trainer
+        self.gpus = int(trainer.nnodes) * int(trainer.n_gpus_per_node)
+        section = _section(config)
+        self.max_device_hours = float((section.get("max_device_hours", 0) if section is not None else 0) or 0)
+        run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
+        self.sink = report.sink_from_env(run_dir)
         super().__init__(config)
 
-    # -- post-rollout: the replay buffer gets the pipeline ----------------------------------
-    def _build_replay_buffer(self):
-        buffer = super()._build_replay_buffer()
-        if hasattr(buffer, "attach_pipeline"):
-            buffer.attach_pipeline(self.pipeline)
+    # -- the replay buffer: verl's arguments, our class ---------------------------------------
+    def _build_replay_buffer(self) -> ReplayBuffer:
+        """verl's own construction (DAPO filter, refill function, batch sizes included),
+        with ``EdgeplaneReplayBuffer`` in place of the built-in class: the arguments verl
+        passes a custom sampler lack the filter, which the post-filter needs."""
+        import verl.trainer.ppo.v1.trainer_base as base
+
+        builtin = base.ReplayBuffer
+        base.ReplayBuffer = EdgeplaneReplayBuffer  # read once by super() below: "sampler_cls is ReplayBuffer"
+        try:
+            buffer = super()._build_replay_buffer()
+        finally:
+            base.ReplayBuffer = builtin
+        assert isinstance(buffer, EdgeplaneReplayBuffer), "a custom sampler replaces Edgeplane's replay buffer"
         return buffer
 
-    # -- advantage: RL-ZVP ---------------------------------------------------------------------
+    # -- data: the candidate pool, epochs -----------------------------------------------------
+    def _init_dataloader(self) -> None:
+        super()._init_dataloader()
+        self.prompt_pool = PromptPool(self._fetch_one_gen_batch, self._dataset_rows, self._dataset_keys())
+
+    def _dataset_keys(self) -> list[str]:
+        frame = self.train_dataset.dataframe
+        if "key" in frame.column_names:
+            return [str(k) for k in frame["key"]]
+        return [str(e["key"]) if e.get("key") is not None else f"index:{e.get('index')}" for e in frame["extra_info"]]
+
+    def _dataset_rows(self, indices: list[int]) -> TensorDict:
+        from verl.utils.dataset.rl_dataset import collate_fn
+
+        batch_dict = collate_fn([self.train_dataset[i] for i in indices])
+        batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in indices], dtype=object)
+        return tu.get_tensordict(batch_dict)
+
+    def _fetch_one_gen_batch(self) -> TensorDict:
+        """verl's ``_fetch_one_gen_batch`` (trainer_base.py), noting when the dataloader wraps:
+        the next step opens a new epoch (as the embedded engine does)."""
+        if self.train_dataloader_it is None:
+            self.train_dataloader_it = iter(self.train_dataloader)
+        try:
+            batch_dict = next(self.train_dataloader_it)
+        except StopIteration:
+            self.dataloader_wrapped = True
+            self.train_dataloader_it = iter(self.train_dataloader)
+            batch_dict = next(self.train_dataloader_it)
+        batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch_dict["raw_prompt"]))], dtype=object)
+        return tu.get_tensordict(batch_dict)
+
+    def _next_epoch(self) -> None:
+        """LZE prunes at the end of an epoch and replays some pruned prompts at the start."""
+        self.dataloader_wrapped = False
+        self.pipeline.end_epoch(self.epoch)
+        self.epoch += 1
+        replays = self.pipeline.start_epoch(self.epoch)
+        if replays and self.prompt_pool is not None:
+            self.prompt_pool.put_back(self.prompt_pool.rebuild(replays))
+
+    # -- pre-rollout ---------------------------------------------------------------------------
+    def _open_step(self, step_number: int) -> StepSelection:
+        """A new step's selection; its counters start here (possibly ahead, in on_step_end)."""
+        if self.dataloader_wrapped:
+            self._next_epoch()
+        self.submitted_keys = set()
+        self.select_seconds, self.forward_tokens_extra, self.rollouts_effective = 0.0, 0, 0
+        # Our step numbers count completed steps like the embedded engine's (0 is the first);
+        # verl's global_steps counts from 1.
+        return self.pipeline.begin_step(step_number - 1, self.epoch)
+
+    def _select_prompts(self, step: StepSelection, n: int) -> TensorDict:
+        """Exactly ``n`` prompts for rollout, screened by the pre-rollout selectors."""
+        assert self.prompt_pool is not None
+        start = time.perf_counter()
+        pool = self.prompt_pool
+        drawn: dict[str, TensorDict] = {}
+        taken = self.submitted_keys
+        step.set_round_target(n)
+        draw_limit = MAX_DRAW_FACTOR * self.pipeline.batch_size
+        while True:
+            rows = pool.take(step.request_size(), exclude=taken | drawn.keys())
+            drawn.update(rows)
+            if not rows:
+                step.loader_exhausted()
+
+            def prompt_entropy(keys: list[str]) -> np.ndarray:
+                return self._prompt_entropy([drawn[k] for k in keys])
+
+            round_ = step.pre_rollout([k for k, _ in rows], prompt_entropy=prompt_entropy)
+            pool.put_back([(k, drawn[k]) for k in round_.deferred])
+            if round_.keys or not rows or step.candidates_drawn >= draw_limit:
+                break
+        chosen: list[Row] = [(k, drawn[k]) for k in round_.keys]
+        if len(chosen) < n:
+            # The filters kept too few within the draw limit. verl's sync loop waits for the
+            # prompts it asked for, so the rest go unscreened, and the step says so.
+            fill = pool.take(n - len(chosen), exclude=taken | {k for k, _ in chosen})
+            step.alerts.append(f"pre-rollout filters kept {len(chosen)} of {n} prompts from "
+                               f"{step.candidates_drawn} drawn; {len(fill)} more rolled out unscreened")
+            chosen.extend(fill)
+        if len(chosen) < n:
+            raise RuntimeError(f"the train dataset cannot give {n} distinct prompts for one step "
+                               f"({len(chosen)} found): lower data.train_batch_size or add prompts")
+        self.submitted_keys |= {k for k, _ in chosen}
+        batch = join_rows(chosen)
+        tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
+        self.select_seconds += time.perf_counter() - start
+        return batch
+
+    def _prompt_entropy(self, rows: list[TensorDict]) -> np.ndarray:
+        """HIVE stage 2: one forward pass of the actor over the candidates' prompts."""
+        raw = [row["raw_prompt"][0] for row in rows]
+        ids = entropy.prompt_token_ids(self.tokenizer, raw)
+        self.forward_tokens_extra += sum(len(i) for i in ids)
+        return entropy.actor_prompt_entropy(
+            ids, compute_log_prob=self.actor_rollout_wg.compute_log_prob,
+            pad_to_multiple=lambda meta: self._balance_batch(meta, metrics={}, logging_prefix="edgeplane_probe"),
+            temperature=float(self.config.actor_rollout_ref.rollout.temperature),
+        )
+
+    def _select_ahead(self) -> None:
+        """Select the next step's first batch now (see the module docstring: GPU memory)."""
+        next_step = self.global_steps + 1
+        if next_step > self.total_training_steps or self.control != Control.CONTINUE:
+            return
+        step = self._open_step(next_step)
+        self.selected_ahead = (next_step, step, self._select_prompts(step, int(self.config.data.train_batch_size)))
+
+    def on_init_end(self) -> None:
+        self._select_ahead()
+        super().on_init_end()
+
+    def on_step_end(self) -> None:
+        self._select_ahead()
+        super().on_step_end()
+
+    def prepare_step(self) -> dict:
+        ahead = self.selected_ahead
+        self.selected_ahead = None
+        if ahead is not None and ahead[0] == self.global_steps:
+            _, step, batch = ahead
+        else:
+            step = self._open_step(self.global_steps)
+            batch = self._select_prompts(step, int(self.config.data.train_batch_size))
+        self.step_selection = step
+        assert isinstance(self.replay_buffer, EdgeplaneReplayBuffer)
+        self.replay_buffer.open_step(step)
+        submitted = self._submit_batch_to_rollout(batch)
+        return {"edgeplane/prompts_submitted": float(submitted),
+                "edgeplane/candidates_drawn": float(step.candidates_drawn)}
+
+    def _add_prompts_to_generate(self, num_prompts: int) -> int:
+        """The replay buffer's refill (verl's group filter evicted groups): screened too."""
+        if self.step_selection is None:
+            return super()._add_prompts_to_generate(num_prompts)
+        return self._submit_batch_to_rollout(self._select_prompts(self.step_selection, num_prompts))
+
+    # -- advantage -----------------------------------------------------------------------------
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)
         sel = self.pipeline.selectors.get("rlzvp")
-        if sel is None:
-            return batch
-        return advantage.apply_rlzvp(
-            batch, metrics, alpha=float(sel.params.alpha),  # type: ignore[attr-defined]
-            norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
-        )
+        if sel is not None:
+            batch = advantage.apply_rlzvp(
+                batch, metrics, alpha=float(sel.params.alpha),  # type: ignore[attr-defined]
+                norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
+            )
+        self._read_trained_rollouts(batch)
+        return batch
+
+    def _read_trained_rollouts(self, batch) -> None:
+        """Rollouts with a nonzero advantage, and each trained group's mean response entropy
+        (verl's old-policy ``entropy``), for the step's accounting and the ledger."""
+        real = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
+        keys = [batch.keys[i] for i in real]
+        if not keys:
+            return
+        correction = self.config.algorithm.get("rollout_correction", None)
+        has_entropy = not (correction and correction.get("bypass_mode", False))  # bypass stores none
+        fields = ["uid", "advantages", "response_mask", *(["entropy"] if has_entropy else [])]
+        data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
+        advantages = data["advantages"].to_padded_tensor(0.0)
+        self.rollouts_effective += int((advantages.abs() > 0).any(dim=1).sum())
+        if not has_entropy or self.step_selection is None:
+            return
+        mask = data["response_mask"].to_padded_tensor(0).bool()
+        token_entropy = data["entropy"].to_padded_tensor(0.0)
+        sums: dict[str, list[float]] = {}
+        for uid, row, row_mask in zip(data["uid"], token_entropy, mask):
+            acc = sums.setdefault(str(uid), [0.0, 0.0])
+            acc[0] += float(row[row_mask].sum())
+            acc[1] += float(row_mask.sum())
+        outcomes = self.replay_buffer.outcomes  # type: ignore[attr-defined]
+        for uid, (total, count) in sums.items():
+            if uid in outcomes and count:
+                outcomes[uid].mean_entropy = total / count
+
+    # -- close: ledger, record, control --------------------------------------------------------
+    def step(self, metrics: dict, timing_raw: dict):
+        start = time.perf_counter()
+        batch = super().step(metrics, timing_raw)
+        self.close_step(metrics, {**timing_raw, "step": time.perf_counter() - start})
+        return batch
+
+    def close_step(self, metrics: dict, timing_raw: dict) -> None:
+        """The step's ledger update, record and control answer (after verl's update)."""
+        step = self.step_selection
+        if step is None:
+            return
+        step.rollouts_effective = self.rollouts_effective
+        seconds = report.phase_seconds(timing_raw, self.select_seconds, self.gpus)
+        result = step.close(seconds=seconds, forward_tokens_extra=self.forward_tokens_extra)
+        self.step_selection = None
+        self.device_seconds += result.accounting.device_seconds
+        record = result.to_record()
+        record["summary"]["train"] = self._train_summary(step, result, metrics)
+        metrics.update({f"edgeplane/{k}": v for k, v in result.accounting.to_record().items()
+                        if isinstance(v, (int, float))})
+        self.last_result = result
+        control = self.sink.step(record) if self.sink is not None else Control.CONTINUE
+        if self.max_device_hours and self.device_seconds >= self.max_device_hours * 3600:
+            control = Control.STOP_BUDGET
+        if control != Control.CONTINUE:
+            self._stop(control)
+
+    def _train_summary(self, step: StepSelection, result: StepResult, metrics: dict) -> dict[str, Any]:
+        summary = report.train_summary(metrics, self.device_seconds)
+        rewards = [o.rewards for o in step.outcomes]
+        generated = np.concatenate(rewards) if rewards else np.zeros(0)
+        # Over every rollout generated this step (the embedded engine's definition), not only trained ones.
+        summary["reward_mean"] = float(generated.mean()) if generated.size else 0.0
+        acc = result.accounting
+        summary["response_length_mean"] = acc.tokens_generated / max(acc.rollouts_generated, 1)
+        return summary
+
+    def _stop(self, control: Control) -> None:
+        """Obey cancel / stop_budget at this step boundary: save, then let ``fit`` end."""
+        self.control = control
+        save_freq = int(self.config.trainer.save_freq)
+        saves_anyway = save_freq > 0 and (self.global_steps % save_freq == 0
+                                          or self.global_steps >= self.total_training_steps)
+        if not saves_anyway:
+            self._save_checkpoint()
+        self.total_training_steps = self.global_steps  # fit's loop ends after this step
+        logger.info("control plane answered %s after step %d: stopping", control, self.global_steps)
+
+    def _validate(self) -> dict[str, float]:
+        metrics = super()._validate()
+        record = report.evaluation_record(
+            self.global_steps, metrics, k=int(self.config.actor_rollout_ref.rollout.val_kwargs.n),
+            prompts=len(self.val_dataset))
+        if record is not None and self.sink is not None:
+            self.sink.evaluation(record)
+        return metrics
+
+    def fit(self, agent_loop_manager) -> None:
+        self.report_start()
+        try:
+            super().fit(agent_loop_manager)
+        except BaseException as exc:
+            self.report_end(failure=exc)
+            raise
+        self.report_end()
+
+    def report_start(self) -> None:
+        if self.sink is not None:
+            self.sink.run_started(config={"engine": "verl", "methods": selection_methods(self.config)},
+                                  model_parameters=0, dataset_size=len(self.train_dataset),
+                                  resumed_from_step=self.global_steps or None)
+
+    def report_end(self, failure: BaseException | None = None) -> None:
+        if self.sink is None:
+            return
+        if failure is not None:
+            self.sink.run_finished(status=RunStatus.FAILED, reason=f"verl trainer error at step {self.global_steps}: "
+                                                                    f"{type(failure).__name__}: {failure}")
+        else:
+            self.sink.run_finished(status=self._final_status(), reason=self._final_reason())
+
+    def _final_status(self) -> RunStatus:
+        return {Control.CANCEL: RunStatus.CANCELLED,
+                Control.STOP_BUDGET: RunStatus.BUDGET_STOPPED}.get(self.control, RunStatus.SUCCEEDED)
+
+    def _final_reason(self) -> str:
+        done = min(self.global_steps, self.total_training_steps)
+        if self.control == Control.CANCEL:
+            return f"cancelled on request after step {done}"
+        if self.control == Control.STOP_BUDGET:
+            return f"compute budget reached after step {done} ({self.device_seconds / 3600:.4f} device-hours)"
+        return f"trained {done} steps"
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def selection_state(self) -> dict[str, Any]:
+        """What the checkpoint callback saves besides the pipeline: epoch, candidates given back."""
+        pending = self.prompt_pool.pending_keys() if self.prompt_pool is not None else []
+        return {"epoch": self.epoch, "dataloader_wrapped": self.dataloader_wrapped, "pending_keys": pending}
+
     def _load_checkpoint(self):
         super()._load_checkpoint()
+        self.restore_selection()
+
+    def restore_selection(self) -> None:
+        """The selection state saved with the checkpoint verl resumed from (``global_steps``)."""
         restored = checkpoint.restore_pipeline(self.config, self.global_steps)
-        if restored is not None:
-            self.pipeline = restored
-            if hasattr(self.replay_buffer, "attach_pipeline"):
-                self.replay_buffer.attach_pipeline(self.pipeline)
+        if restored is None:
+            return
+        self.pipeline = restored
+        state = restored.ledger.method_state.get(STATE_KEY) or {}
+        self.epoch = int(state.get("epoch", 0))
+        self.dataloader_wrapped = bool(state.get("dataloader_wrapped", False))
+        if self.prompt_pool is not None and state.get("pending_keys"):
+            self.prompt_pool.put_back(self.prompt_pool.rebuild(state["pending_keys"]))
 
 
 def _task_runner_class():
@@ -107,7 +440,6 @@ def _task_runner_class():
 
     class EdgeplaneTaskRunner(base):  # type: ignore[misc, valid-type]
         def run(self, config):
-            import transfer_queue as tq
             from omegaconf import OmegaConf
 
             config.transfer_queue.enable = True

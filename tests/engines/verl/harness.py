@@ -1,0 +1,130 @@
+"""A verl trainer on CPU for the contract tests: everything real but the GPU worker groups.
+
+``make_trainer`` builds ``EdgeplaneTrainer`` through its own ``__init__`` (verl's
+``PPOTrainer.__init__``: checkpoint callback, replay buffer) from the launcher's composed
+config, then runs verl's ``_init_dataloader`` over the launcher's exported parquet with a
+local character tokenizer. What ``init()`` would add needs GPUs (actor/rollout worker
+groups, vLLM replicas, the agent-loop manager); the tests stand in for two of them:
+
+- ``ScriptedRollout`` is the agent-loop manager's ``generate_sequences`` for a scripted
+  policy: for each prompt it writes ``n`` trajectories into TransferQueue with the keys,
+  fields and tags ``AgentLoopWorkerTQ._agent_loop_postprocess`` writes, with rewards from
+  a per-prompt success count, then marks the prompt finished as ``_run_prompt`` does.
+- ``EntropyActor`` is the actor worker group's ``compute_log_prob`` for HIVE's probe: a
+  tiny GPT-2 reads ``input_ids`` from TransferQueue and writes the per-position ``entropy``
+  of the whole sequence back, as verl's engine does (the trainer takes the response part).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_size": 4, "group_size": 4,
+         "minibatches": 2, "steps": 5, "checkpoint_every": 2, "eval_every": 0, "verifier": "numeric"}
+
+
+def char_tokenizer(folder: Path):
+    """A character-level Hugging Face tokenizer saved locally (nothing downloaded)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
+    for c in string.printable:
+        vocab.setdefault(c, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    tok.chat_template = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %} {% endif %}")
+    tok.save_pretrained(folder)
+    return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+def make_trainer(tmp_path: Path, selectors: dict, tokenizer, **run: object):
+    from workers.engines.config import RunConfig
+    from workers.engines.verl.launch import VerlOptions, compose_overrides, plan
+    from workers.engines.verl.trainer import EdgeplaneTrainer
+
+    config = RunConfig.from_mapping({**SMALL, **run, "selectors": selectors})
+    # No dataloader worker processes: two cores, and the test draws a few prompts at a time.
+    options = VerlOptions(run_dir=str(tmp_path), model_path=str(tmp_path / "model"),
+                          extra_overrides=("data.dataloader_num_workers=0",))
+    launch = plan(config, options)
+    trainer = EdgeplaneTrainer(compose_overrides(launch.overrides))
+    trainer.tokenizer, trainer.processor = tokenizer, None
+    trainer._init_dataloader()
+    trainer.global_steps = 0
+    return trainer
+
+
+class ScriptedRollout:
+    """``generate_sequences`` of a policy whose successes per prompt are scripted."""
+
+    def __init__(self, group_size: int, successes: Callable[[str], int], response_len: int = 3) -> None:
+        self.n, self.successes, self.response_len = group_size, successes, response_len
+        self.submitted: list[list[str]] = []  # stable keys per call
+
+    def generate_sequences(self, batch) -> None:
+        import transfer_queue as tq
+        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+        keys_this_call = []
+        for i in range(len(batch)):
+            uid = str(batch["uid"][i])
+            info = batch["extra_info"][i]
+            info = getattr(info, "data", info)
+            key = str(info["key"])
+            keys_this_call.append(key)
+            step = int(batch["global_steps"]) if "global_steps" in batch else 0
+            wins = self.successes(key)
+            keys, fields, tags = [], [], []
+            for s in range(self.n):
+                scores = torch.zeros(self.response_len)
+                scores[-1] = float(s < wins)
+                mask = torch.ones(self.response_len, dtype=torch.int64)
+                prompts = torch.tensor([5, 6], dtype=torch.int64)
+                responses = torch.tensor([7] * self.response_len, dtype=torch.int64)
+                keys.append(f"{uid}_{s}_0")
+                fields.append({"uid": uid, "rm_scores": scores, "response_mask": mask, "loss_mask": mask,
+                               "prompts": prompts, "responses": responses,
+                               "input_ids": torch.cat([prompts, responses]), "extra_info": info})
+                tags.append({"status": "success", "prompt_len": 2, "response_len": self.response_len,
+                             "seq_len": 2 + self.response_len, "global_steps": step,
+                             "min_global_steps": step, "max_global_steps": step})
+            tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields), tags=tags)
+            tq.kv_put(key=uid, partition_id="train", tag={"status": "finished"})
+        self.submitted.append(keys_this_call)
+
+
+class EntropyActor:
+    """``compute_log_prob`` with ``calculate_entropy``: per-position entropy of a tiny GPT-2."""
+
+    def __init__(self, vocab_size: int, seed: int = 0) -> None:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(seed)
+        self.model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=1024, n_embd=32, n_layer=1,
+                                                n_head=2)).eval()
+        self.calls = 0
+
+    def entropy_of(self, input_ids: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.model(input_ids=input_ids[None]).logits[0]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        return -(logp.exp() * logp).sum(-1).float()
+
+    def compute_log_prob(self, batch) -> None:
+        import transfer_queue as tq
+        from tensordict import TensorDict
+
+        assert batch.extra_info.get("calculate_entropy") is True
+        self.calls += 1
+        data = tq.kv_batch_get(keys=list(batch.keys), partition_id=batch.partition_id, select_fields=["input_ids"])
+        rows = [self.entropy_of(ids) for ids in data["input_ids"].unbind()]
+        nested = torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+        tq.kv_batch_put(keys=list(batch.keys), partition_id=batch.partition_id,
+                        fields=TensorDict({"entropy": nested, "log_probs": nested.clone()}, batch_size=len(rows)))

@@ -1,0 +1,90 @@
+"""The verl trainer reporting to the real control plane, on CPU.
+
+The trainer of ``harness.make_trainer`` (verl's dataloader over our parquet, the real replay
+buffer and TransferQueue, the scripted rollout in place of vLLM) reads the control plane's
+address, run, token and attempt from its environment, as a job launched by the worker does,
+and posts each step's record through the HTTP sink to a live Django server. A cancel on the
+control plane is obeyed at the next step boundary.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("verl")
+pytest.importorskip("transfer_queue")
+
+from controlplane.accounts.services import team_create
+from controlplane.datasets.services import dataset_import_builtin
+from controlplane.runs.models import (
+    PromptObservation,
+    Run,
+    RunStatus,
+    SelectionDecision,
+    StepSummary,
+)
+from controlplane.runs.services import run_cancel, run_claim, run_create
+from controlplane.telemetry.services import token_issue
+from tests.engines.verl.harness import char_tokenizer
+from tests.engines.verl.test_prepare_step import N, run_step, trainer_for
+from workers.engines.telemetry import Control
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def run(monkeypatch):
+    monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: None)
+    team = team_create(name="Acme", owner_username="alice", owner_password="alice-pw")
+    dataset = dataset_import_builtin(team=team, task="add", n_train=24, n_test=6, name="add-small")
+    run = run_create(team=team, dataset=dataset, name="verl-on-cpu",
+                     config={"engine": "verl", "steps": 5, "batch_size": 4, "group_size": N,
+                             "selectors": {"greso": {}}})
+    attempt = run_claim(run_id=run.id, worker="ray:test")
+    assert attempt is not None
+    run.attempt_number = attempt.number
+    return run
+
+
+@pytest.fixture
+def tq(local_tq):
+    yield local_tq
+    for partition, items in (local_tq.kv_list() or {}).items():
+        if items:
+            local_tq.kv_clear(keys=list(items), partition_id=partition)
+
+
+def test_each_verl_step_reaches_the_control_plane_and_a_cancel_stops_the_trainer(
+        live_server, run, tq, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPLANE_CONTROL_URL", live_server.url)
+    monkeypatch.setenv("EDGEPLANE_RUN_ID", str(run.id))
+    monkeypatch.setenv("EDGEPLANE_RUN_TOKEN", token_issue(run_id=run.id))
+    monkeypatch.setenv("EDGEPLANE_ATTEMPT", str(run.attempt_number))
+    monkeypatch.setenv("EDGEPLANE_RUN_DIR", str(tmp_path / "run"))
+    trainer = trainer_for(tmp_path, char_tokenizer(tmp_path / "tokenizer"), {"greso": {}})
+    assert trainer.sink is not None
+    trainer.report_start()
+
+    results = [run_step(trainer, tq)[0] for _ in range(3)]
+    assert list(StepSummary.objects.filter(run=run).order_by("step").values_list("step", flat=True)) == [0, 1, 2]
+    for result in results:
+        stored = PromptObservation.objects.filter(run=run, step=result.step)
+        assert sorted(stored.values_list("prompt_key", flat=True)) == sorted(
+            o["prompt_key"] for o in result.observations)
+        assert SelectionDecision.objects.filter(run=run, step=result.step).count() == len(result.decisions)
+        summary = StepSummary.objects.get(run=run, step=result.step)
+        assert summary.rollouts_generated == result.accounting.rollouts_generated
+        assert summary.groups_trained == 4
+    assert trainer.control == Control.CONTINUE
+
+    run_cancel(run=Run.objects.get(pk=run.id))
+    run_step(trainer, tq)  # verl's step 4: a checkpoint step (checkpoint_every 2), so no extra save
+    assert trainer.control == Control.CANCEL
+    assert trainer.total_training_steps == trainer.global_steps == 4  # fit's loop ends after this step
+    trainer._select_ahead()
+    assert trainer.selected_ahead is None  # nothing more is drawn for a cancelled run
+    trainer.report_end()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and "cancelled on request after step 4" in run.status_reason
+    assert StepSummary.objects.filter(run=run).count() == 4  # each step once

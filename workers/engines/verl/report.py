@@ -1,0 +1,112 @@
+"""What the verl trainer tells the control plane: the sink, and verl's metrics in our names.
+
+The step record is the embedded engine's (``StepResult.to_record``: accounting, per-prompt
+observations keyed by stable key, decisions), with ``summary.train`` filled from verl's
+metric names. Phase seconds are device-seconds (wall seconds x the job's GPUs): budgets
+are charged in device-hours, and a phase on 16 GPUs costs 16 times its wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from workers.engines.verl.http_sink import HttpSink
+
+log = logging.getLogger(__name__)
+
+ENV_URL, ENV_RUN, ENV_TOKEN, ENV_ATTEMPT = (
+    "EDGEPLANE_CONTROL_URL", "EDGEPLANE_RUN_ID", "EDGEPLANE_RUN_TOKEN", "EDGEPLANE_ATTEMPT")
+
+# summary.train field <- verl metric (trainer_base._compute_metrics, _update_actor, _compute_old_log_prob)
+TRAIN_METRICS = {
+    "reward_mean": "critic/score/mean",
+    "response_length_mean": "response_length/mean",
+    "loss": "actor/pg_loss",
+    "grad_norm": "actor/grad_norm",
+    "clip_fraction": "actor/pg_clipfrac",
+    "entropy_mean": "actor/entropy",
+    "approx_kl": "actor/ppo_kl",
+}
+# our phase <- verl timers (marked_timer names in trainer_base.fit / _step_once)
+PHASES = {
+    "generate": ("gen",),
+    "reward": ("reward",),
+    "update": ("old_log_prob", "ref", "values", "adv", "update_critic", "update_actor", "update_weights"),
+    "checkpoint": ("save_checkpoint",),
+}
+
+
+def sink_from_env(run_dir: str | Path, environ: Mapping[str, str] = os.environ) -> HttpSink | None:
+    """The control plane's sink when the job was launched by it; None for a job started by hand.
+
+    A job with some of the variables but not all is misconfigured: refuse it rather than
+    train unreported.
+    """
+    names = (ENV_URL, ENV_RUN, ENV_TOKEN)
+    given = [n for n in names if environ.get(n)]
+    if not given:
+        log.warning("no %s / %s / %s: this job reports to no control plane", *names)
+        return None
+    missing = [n for n in names if not environ.get(n)]
+    if missing:
+        raise ValueError(f"telemetry is half configured: {', '.join(missing)} missing (set all of "
+                         f"{', '.join(names)}, or none)")
+    attempt = environ.get(ENV_ATTEMPT)
+    return HttpSink(base_url=environ[ENV_URL], run_id=int(environ[ENV_RUN]), token=environ[ENV_TOKEN],
+                    run_dir=run_dir, attempt=int(attempt) if attempt else None)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def train_summary(metrics: Mapping[str, Any], device_seconds_total: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {ours: _number(metrics.get(theirs)) for ours, theirs in TRAIN_METRICS.items()}
+    summary["device_seconds_total"] = device_seconds_total
+    return summary
+
+
+def phase_seconds(timing_raw: Mapping[str, float], select_seconds: float, gpus: int) -> dict[str, float]:
+    """Device-seconds per phase; ``other`` is the rest of verl's step timer."""
+    seconds = {"select": select_seconds}
+    for phase, timers in PHASES.items():
+        seconds[phase] = sum(float(timing_raw.get(t, 0.0)) for t in timers)
+    step_wall = float(timing_raw.get("step", 0.0))
+    seconds["other"] = max(0.0, step_wall - sum(seconds.values()))
+    return {k: v * gpus for k, v in seconds.items()}
+
+
+_VAL = re.compile(r"^val-core/(?P<source>.+)/(?P<var>[^/]+)/(?P<stat>mean|best)@(?P<n>\d+)(?:/mean)?$")
+
+
+def evaluation_record(step: int, metrics: Mapping[str, Any], *, k: int, prompts: int) -> dict[str, Any] | None:
+    """verl's validation metrics as our evaluation record; None when the step did not validate.
+
+    pass@1 is the mean reward over the k samples (``val-core/<source>/reward/mean@k``),
+    pass@k the best-of-k (``.../reward/best@k/mean``), averaged over data sources.
+    """
+    mean, best = [], []
+    for name, value in metrics.items():
+        match = _VAL.match(name)
+        if not match or match["var"] not in ("reward", "acc") or _number(value) is None:
+            continue
+        if match["stat"] == "mean" and int(match["n"]) == k:
+            mean.append(float(value))
+        elif match["stat"] == "best" and int(match["n"]) == k:
+            best.append(float(value))
+    if not mean:
+        return None
+    pass_at_1 = sum(mean) / len(mean)
+    return {"step": step, "k": k, "prompts": prompts, "pass_at_1": pass_at_1,
+            "pass_at_k": sum(best) / len(best) if best else pass_at_1, "by_difficulty": {},
+            "seconds": float(metrics.get("timing_s/testing", 0.0) or 0.0)}
