@@ -14,10 +14,13 @@ Environment variables read here: DATABASE_URL, DATABASE_CONN_MAX_AGE, CELERY_BRO
 CELERY_RESULT_BACKEND, CELERY_BROKER_VISIBILITY_TIMEOUT, SECRET_KEY, DJANGO_DEBUG,
 DJANGO_ALLOWED_HOSTS, EDGEPLANE_VAR_DIR, EDGEPLANE_HEARTBEAT_STALE_SECONDS,
 EDGEPLANE_MAX_ATTEMPTS, EDGEPLANE_RUNS_DIR, EDGEPLANE_UPLOAD_MAX_BYTES,
-EDGEPLANE_RECONCILE_SECONDS.
+EDGEPLANE_RECONCILE_SECONDS, EDGEPLANE_CANCEL_GRACE_SECONDS, EDGEPLANE_CONTROL_URL,
+EDGEPLANE_VERL_QUEUE, EDGEPLANE_RAY_ADDRESS, EDGEPLANE_VERL_RUNS_DIR, EDGEPLANE_VERL_MODEL_ROOT,
+EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGEPLANE_VERL_OVERRIDES.
 """
 
 import os
+import shlex
 from pathlib import Path
 
 from controlplane.settings_env import database_from_url, env_int, env_list, secret_key_from
@@ -141,6 +144,28 @@ EDGEPLANE_UPLOAD_MAX_BYTES = env_int(os.environ, "EDGEPLANE_UPLOAD_MAX_BYTES", 5
 DATA_UPLOAD_MAX_MEMORY_SIZE = EDGEPLANE_UPLOAD_MAX_BYTES
 # How often beat runs the reconciler (seconds).
 EDGEPLANE_RECONCILE_SECONDS = env_int(os.environ, "EDGEPLANE_RECONCILE_SECONDS", 30)
+# A cancelled run is stopped by its engine at the next step boundary; a job outside the
+# worker (verl) still running this long after the cancel is stopped by the reconciler.
+EDGEPLANE_CANCEL_GRACE_SECONDS = env_int(os.environ, "EDGEPLANE_CANCEL_GRACE_SECONDS", 300)
+# The control plane's root URL as a job on the GPU cluster reaches it (the ingestion endpoint).
+EDGEPLANE_CONTROL_URL = os.environ.get("EDGEPLANE_CONTROL_URL") or "http://127.0.0.1:8000"
+
+# verl runs (workers/engines/verl): launched and supervised by tasks on their own Celery queue,
+# consumed by the gpu-worker (docker-compose.yml), which has the verl extra and sees the cluster.
+EDGEPLANE_VERL_QUEUE = os.environ.get("EDGEPLANE_VERL_QUEUE") or "gpu"
+# The Ray dashboard (http://head:8265) for the Jobs API; empty: a local subprocess on the gpu-worker.
+EDGEPLANE_RAY_ADDRESS = os.environ.get("EDGEPLANE_RAY_ADDRESS", "")
+# Run folders of verl jobs (<root>/run-<id>: parquet, logs, checkpoints): shared storage that the
+# gpu-worker and every Ray node see at this path. Empty: EDGEPLANE_RUNS_DIR.
+EDGEPLANE_VERL_RUNS_DIR = os.environ.get("EDGEPLANE_VERL_RUNS_DIR", "")
+# Where the cluster sees model folders: a run's model (a checkpoint folder on the control plane)
+# is read from <root>/<its folder name>. Empty: the same path as on the control plane.
+EDGEPLANE_VERL_MODEL_ROOT = os.environ.get("EDGEPLANE_VERL_MODEL_ROOT", "")
+EDGEPLANE_VERL_NNODES = env_int(os.environ, "EDGEPLANE_VERL_NNODES", 1)
+EDGEPLANE_VERL_GPUS_PER_NODE = env_int(os.environ, "EDGEPLANE_VERL_GPUS_PER_NODE", 8)
+# More hydra overrides for every verl job, appended last (shell words), e.g. micro batch sizes:
+# "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4".
+EDGEPLANE_VERL_OVERRIDES = tuple(shlex.split(os.environ.get("EDGEPLANE_VERL_OVERRIDES", "")))
 
 # Celery (read by controlplane/celery.py under the CELERY_ namespace).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
@@ -162,10 +187,21 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # restart); the unacked message comes back later and finds its run already claimed.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ROUTES = {
+    "edgeplane.launch_verl_run": {"queue": EDGEPLANE_VERL_QUEUE},
+    "edgeplane.reconcile_verl_runs": {"queue": EDGEPLANE_VERL_QUEUE},
+}
 CELERY_BEAT_SCHEDULE = {
     "reconcile-runs": {
         "task": "edgeplane.reconcile_runs",
         "schedule": float(EDGEPLANE_RECONCILE_SECONDS),
+    },
+    # Asks the verl jobs how they are (on the verl queue: only the gpu-worker sees them).
+    # Expires when no gpu-worker takes it in time, so none pile up while there is none.
+    "reconcile-verl-runs": {
+        "task": "edgeplane.reconcile_verl_runs",
+        "schedule": float(EDGEPLANE_RECONCILE_SECONDS),
+        "options": {"expires": float(EDGEPLANE_RECONCILE_SECONDS)},
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

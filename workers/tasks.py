@@ -16,7 +16,26 @@ def launch_run(run_id: int) -> str:
 
 @app.task(name="edgeplane.reconcile_runs")
 def reconcile_runs() -> dict[str, list[int]]:
-    """Beat: runs whose heartbeat went stale are marked lost and requeued to resume."""
+    """Beat: runs whose heartbeat went stale are marked lost and requeued to resume (not verl runs:
+    reconcile_verl_runs asks their jobs)."""
     from controlplane.runs.services import runs_reconcile
 
     return runs_reconcile()
+
+
+@app.task(name="edgeplane.launch_verl_run", acks_late=True, reject_on_worker_lost=True)
+def launch_verl_run(run_id: int) -> str:
+    """Claim a verl run and submit its job (Ray Jobs, or a local process); returns the job's
+    handle. Short: the job trains outside the worker. Routed to the verl queue (settings)."""
+    from controlplane.runs.verl_runs import verl_run_launch
+
+    return verl_run_launch(run_id=run_id)
+
+
+@app.task(name="edgeplane.reconcile_verl_runs")
+def reconcile_verl_runs() -> dict[str, list[int]]:
+    """Beat, on the verl queue: ask each active verl run's job how it is; end runs whose job
+    ended, stop jobs that outlive a cancel's grace period, requeue launches that died."""
+    from controlplane.runs.verl_runs import verl_runs_reconcile
+
+    return verl_runs_reconcile()

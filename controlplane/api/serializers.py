@@ -105,7 +105,7 @@ class RunSerializer(serializers.Serializer):
 class AttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = Attempt
-        fields = ("number", "status", "worker", "resumed_from_step", "reason", "started_at", "finished_at")
+        fields = ("number", "status", "worker", "job_id", "resumed_from_step", "reason", "started_at", "finished_at")
 
 
 class EvaluationSerializer(serializers.ModelSerializer):

@@ -36,6 +36,9 @@ class Run(models.Model):
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     status_reason = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True,
+                                               help_text="when the cancel was asked; a verl job still running "
+                                                         "EDGEPLANE_CANCEL_GRACE_SECONDS later is stopped")
     forecast_device_hours = models.FloatField(default=0.0)
     steps_completed = models.PositiveIntegerField(default=0)
     attempts_count = models.PositiveIntegerField(default=0)
@@ -61,6 +64,9 @@ class Attempt(models.Model):
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.STARTING)
     worker = models.CharField(max_length=255, blank=True)
+    job_id = models.CharField(max_length=255, blank=True,
+                              help_text="the attempt's job outside the worker (verl): its Ray submission id, "
+                                        "or pid:<n> for a local process; empty for in-worker engines")
     resumed_from_step = models.IntegerField(null=True, blank=True)
     reason = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)

@@ -27,6 +27,7 @@ from controlplane.telemetry.services import tokens_revoke
 from workers.engines.config import ConfigError, FieldError, RunConfig
 
 log = logging.getLogger(__name__)
+VERL = "verl"  # Run.engine of runs that go to a Ray cluster (or a local verl process)
 
 
 class RunStateError(Exception):
@@ -73,9 +74,12 @@ def committed_device_hours(team: Team) -> float:
 
 
 def run_enqueue(*, run_id: int) -> None:
-    from workers.tasks import launch_run
+    """The launch task of the run's engine: local runs train in a worker, verl runs are
+    submitted by a task on the verl queue (controlplane/runs/verl_runs.py)."""
+    from workers.tasks import launch_run, launch_verl_run
 
-    launch_run.delay(run_id)
+    engine = Run.objects.filter(pk=run_id).values_list("engine", flat=True).first()
+    (launch_verl_run if engine == VERL else launch_run).delay(run_id)
 
 
 def run_cancel(*, run: Run) -> Run:
@@ -83,11 +87,13 @@ def run_cancel(*, run: Run) -> Run:
     now = timezone.now()
     if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.CANCELLED, status_reason="cancelled before it started", finished_at=now,
-            cancel_requested=True):
+            cancel_requested=True, cancel_requested_at=now):
         tokens_revoke(run_id=run.pk)
         return Run.objects.get(pk=run.pk)
     if not Run.objects.filter(pk=run.pk, status__in=ACTIVE).update(cancel_requested=True):
         raise RunStateError(f"run {run.pk} is {run.status}: only queued, starting or running runs can be cancelled")
+    # The first request starts the grace period after which a verl job is stopped.
+    Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now)
     return Run.objects.get(pk=run.pk)
 
 
@@ -102,6 +108,11 @@ def run_claim(*, run_id: int, worker: str) -> Attempt | None:
         return Attempt.objects.create(run=run, number=run.attempts_count, worker=worker)
 
 
+def worker_name() -> str:
+    """host:pid of this worker process, recorded on the attempts it starts."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def run_directory(run_id: int) -> Path:
     return Path(settings.EDGEPLANE_RUNS_DIR) / f"run-{run_id}"
 
@@ -111,7 +122,10 @@ def run_execute(*, run_id: int) -> str:
     from controlplane.telemetry.services import ControlPlaneSink, IngestError, run_finished_ingest
     from workers.engines.telemetry import JsonlSink, TeeSink
 
-    attempt = run_claim(run_id=run_id, worker=f"{socket.gethostname()}:{os.getpid()}")
+    if Run.objects.filter(pk=run_id, engine=VERL).exists():
+        run_enqueue(run_id=run_id)  # a verl run is submitted from the verl queue, never trained here
+        return "handed-to-verl-queue"
+    attempt = run_claim(run_id=run_id, worker=worker_name())
     if attempt is None:
         log.info("run %s: nothing to claim (already started, finished or cancelled)", run_id)
         return "not-claimed"
@@ -147,36 +161,46 @@ def run_execute(*, run_id: int) -> str:
 
 
 def runs_reconcile(*, now=None) -> dict[str, list[int]]:
-    """Mark runs with a stale heartbeat lost; requeue them to resume, up to the attempt limit."""
+    """Mark runs with a stale heartbeat lost; requeue them to resume, up to the attempt limit.
+
+    verl runs are left to ``verl_runs.verl_runs_reconcile``: their job's state is asked of
+    Ray (or the local process), on the gpu-worker that can see it.
+    """
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS)
     outcome: dict[str, list[int]] = {"requeued": [], "failed": []}
     candidates = Run.objects.filter(status__in=[RunStatus.STARTING, RunStatus.RUNNING],
-                                    heartbeat_at__lt=stale_before).values_list("pk", flat=True)
+                                    heartbeat_at__lt=stale_before).exclude(engine=VERL).values_list("pk", flat=True)
     for run_id in list(candidates):
-        with transaction.atomic():
-            lost = Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING],
-                                      heartbeat_at__lt=stale_before).update(status=RunStatus.LOST)
-            if not lost:
-                continue  # it reported meanwhile, or another reconciler took it
-            Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(
-                status=RunStatus.LOST, finished_at=now, reason="heartbeat stale: the worker stopped reporting")
-            run = Run.objects.get(pk=run_id)
-            if run.cancel_requested:
-                Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
-                    status=RunStatus.CANCELLED, status_reason="cancelled; its worker was lost", finished_at=now)
-                tokens_revoke(run_id=run_id)
-                continue
-            if run.attempts_count >= settings.EDGEPLANE_MAX_ATTEMPTS:
-                Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
-                    status=RunStatus.FAILED, finished_at=now,
-                    status_reason=f"lost {run.attempts_count} times (limit EDGEPLANE_MAX_ATTEMPTS)")
-                tokens_revoke(run_id=run_id)
-                outcome["failed"].append(run_id)
-                continue
-            Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
-                status=RunStatus.QUEUED, status_reason=f"requeued after attempt {run.attempts_count} was lost")
-            transaction.on_commit(lambda rid=run_id: run_enqueue(run_id=rid))
-            outcome["requeued"].append(run_id)
+        run_lose(run_id=run_id, now=now, stale_before=stale_before,
+                 reason="heartbeat stale: the worker stopped reporting", outcome=outcome)
     return outcome
 
+
+def run_lose(*, run_id: int, now, stale_before, reason: str, outcome: dict[str, list[int]]) -> None:
+    """A run whose heartbeat is older than ``stale_before``: lost; then cancelled (if asked),
+    failed (attempt limit reached) or requeued. Appends the run id to outcome's list."""
+    with transaction.atomic():
+        lost = Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING],
+                                  heartbeat_at__lt=stale_before).update(status=RunStatus.LOST)
+        if not lost:
+            return  # it reported meanwhile, or another reconciler took it
+        Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(
+            status=RunStatus.LOST, finished_at=now, reason=reason)
+        run = Run.objects.get(pk=run_id)
+        if run.cancel_requested:
+            Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
+                status=RunStatus.CANCELLED, status_reason="cancelled; its worker was lost", finished_at=now)
+            tokens_revoke(run_id=run_id)
+            return
+        if run.attempts_count >= settings.EDGEPLANE_MAX_ATTEMPTS:
+            Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
+                status=RunStatus.FAILED, finished_at=now,
+                status_reason=f"lost {run.attempts_count} times (limit EDGEPLANE_MAX_ATTEMPTS)")
+            tokens_revoke(run_id=run_id)
+            outcome["failed"].append(run_id)
+            return
+        Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
+            status=RunStatus.QUEUED, status_reason=f"requeued after attempt {run.attempts_count} was lost")
+        transaction.on_commit(lambda rid=run_id: run_enqueue(run_id=rid))
+        outcome["requeued"].append(run_id)
