@@ -15,7 +15,9 @@ COPY requirements requirements
 COPY controlplane controlplane
 COPY workers workers
 COPY frontend frontend
-RUN pip install -c requirements/constraints.txt -e .
+# EXTRAS: optional extras of pyproject.toml; the gpu profile passes "verl" (verl, Ray's Jobs client).
+ARG EXTRAS=""
+RUN pip install -c requirements/constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
 
 RUN useradd --create-home edgeplane && mkdir -p /app/var && chown edgeplane /app/var
 USER edgeplane

@@ -62,6 +62,32 @@ def test_the_image_installs_the_pinned_cpu_torch_and_the_gpu_profile_swaps_the_i
     assert "/whl/cu" in gpu_args["TORCH_INDEX_URL"]
 
 
+def test_the_gpu_worker_consumes_the_verl_queue_with_the_verl_extra_and_reaches_the_web_service() -> None:
+    import re
+
+    from django.conf import settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    gpu = services["gpu-worker"]
+    queues = gpu["command"].split("-Q", 1)[1].split()[0].split(",")
+    assert settings.EDGEPLANE_VERL_QUEUE in queues
+    assert settings.CELERY_TASK_ROUTES["edgeplane.launch_verl_run"]["queue"] == settings.EDGEPLANE_VERL_QUEUE
+    assert "verl" in gpu["build"]["args"]["EXTRAS"].split(",")
+    assert 'ARG EXTRAS=""' in (ROOT / "Dockerfile").read_text()
+    assert "${EXTRAS:+[$EXTRAS]}" in (ROOT / "Dockerfile").read_text()
+    # The job reports to the web service by default: a compose host the web service accepts.
+    url = re.fullmatch(r"\$\{EDGEPLANE_CONTROL_URL:-(.+)\}", gpu["environment"]["EDGEPLANE_CONTROL_URL"])
+    assert url, "EDGEPLANE_CONTROL_URL should default to the web service"
+    host = url.group(1).split("//", 1)[1].split(":")[0]
+    assert host in services and host in services["web"]["environment"]["DJANGO_ALLOWED_HOSTS"].split(",")
+    assert "EDGEPLANE_RAY_ADDRESS" in gpu["environment"]
+    # Run configs name a model folder: the web service validates it, the gpu-worker reads it.
+    for name in ("web", "gpu-worker"):
+        assert any(v.split(":")[1] == "/models" for v in services[name]["volumes"]), name
+    assert "models" in compose["volumes"]
+
+
 def test_verl_grpo_gives_zero_advantage_to_a_group_whose_rollouts_all_agree() -> None:
     import numpy as np
     import torch
