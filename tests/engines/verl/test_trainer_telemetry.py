@@ -28,6 +28,7 @@ from controlplane.telemetry.services import token_issue
 from tests.engines.verl.harness import char_tokenizer
 from tests.engines.verl.test_prepare_step import N, run_step, trainer_for
 from workers.engines.telemetry import Control
+from workers.engines.verl.checkpoint import SelectionCheckpointCallback
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,6 +77,10 @@ def test_each_verl_step_reaches_the_control_plane_and_a_cancel_stops_the_trainer
         assert summary.rollouts_generated == result.accounting.rollouts_generated
         assert summary.groups_trained == 4
     assert trainer.control == Control.CONTINUE
+    # verl saved a checkpoint after step 2 (checkpoint_every 2): the callback tells the control plane.
+    SelectionCheckpointCallback().on_save(trainer, 2, str(tmp_path / "checkpoints" / "global_step_2"))
+    run.refresh_from_db()
+    assert run.last_checkpoint_step == 2
 
     run_cancel(run=Run.objects.get(pk=run.id))
     run_step(trainer, tq)  # verl's step 4: a checkpoint step (checkpoint_every 2), so no extra save

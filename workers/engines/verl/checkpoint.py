@@ -49,6 +49,9 @@ class SelectionCheckpointCallback(CheckpointCallback):
         pipeline.save(tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a torn file under the real name
         logger.info("saved selection state of step %d to %s", global_step, path)
+        sink = getattr(trainer, "sink", None)
+        if sink is not None:  # the control plane shows the last checkpoint a resume would start from
+            sink.checkpoint_saved(step=global_step, path=str(checkpoint_dir))
 
 
 def resumed_folder(config: Any, global_steps: int) -> Path | None:
@@ -70,7 +73,7 @@ def restore_pipeline(config: Any, global_steps: int) -> Pipeline | None:
     A checkpoint without the state file (saved before this callback was configured, or a
     crash between verl's save and ``on_save``) resumes with fresh selector state and a warning.
     """
-    from workers.engines.verl.trainer import selection_methods
+    from workers.engines.verl.trainer import pipeline_methods
 
     folder = resumed_folder(config, global_steps)
     if folder is None:
@@ -79,5 +82,5 @@ def restore_pipeline(config: Any, global_steps: int) -> Pipeline | None:
     if not path.exists():
         logger.warning("no selection state at %s: selectors start fresh at step %d", path, global_steps)
         return None
-    return Pipeline.load(path, selection_methods(config), batch_size=int(config.data.train_batch_size),
+    return Pipeline.load(path, pipeline_methods(config), batch_size=int(config.data.train_batch_size),
                          group_size=int(config.actor_rollout_ref.rollout.n))

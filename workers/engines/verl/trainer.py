@@ -80,9 +80,14 @@ def selection_methods(config: Any) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v or {}) for k, v in dict(raw).items()}
 
 
+def pipeline_methods(config: Any) -> dict[str, dict[str, Any]]:
+    """The methods the trainer runs: ``edgeplane.methods``, plain GRPO when none are given."""
+    return selection_methods(config) or {"grpo": {}}
+
+
 def build_pipeline(config: Any) -> Pipeline:
     return Pipeline(
-        selection_methods(config) or {"grpo": {}},
+        pipeline_methods(config),
         batch_size=int(config.data.train_batch_size),
         group_size=int(config.actor_rollout_ref.rollout.n),
         seed=int(config.data.get("seed", 0) or 0),
