@@ -117,6 +117,7 @@ def verl_worker(tmp_path, verl_settings, live_database_url):
         process.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_verl_run_is_submitted_from_the_verl_queue_and_its_failed_process_fails_the_run_with_the_log_tail(
         verl_worker, team_and_dataset, model_dir, settings):
     run = create_verl_run(team_and_dataset, model_dir)  # on commit: launch_verl_run, routed to the verl queue
