@@ -148,7 +148,7 @@ def test_a_verl_run_is_submitted_from_the_verl_queue_and_its_failed_process_fail
 
 # -- launch refusals ----------------------------------------------------------------------------
 @pytest.mark.parametrize(("config", "overrides", "says"), [
-    ({"selectors": {"hora": {"n0": 2}}}, FAILS_VERL_VALIDATION, "selectors: hora"),
+    ({"model": "tiny"}, FAILS_VERL_VALIDATION, "model: verl trains Hugging Face checkpoints"),
     ({}, ("trainer.nnodes=two",), "trainer.nnodes: verl expects a number"),
 ], ids=["config-error", "override-error"])
 def test_a_config_the_launcher_refuses_fails_the_run_with_its_message(verl_settings, team_and_dataset, model_dir,
@@ -162,6 +162,16 @@ def test_a_config_the_launcher_refuses_fails_the_run_with_its_message(verl_setti
     assert current_attempt(run.id).job_id == ""  # nothing was started
     assert not RunToken.objects.filter(run_id=run.id).exists()  # no token was issued
     assert verl_run_launch(run_id=run.id) == "not-claimed"  # a redelivered message does nothing
+
+
+def test_a_verl_run_that_reaches_the_local_launch_task_is_handed_to_the_verl_queue_unclaimed(
+        verl_settings, team_and_dataset, model_dir, enqueued):
+    from controlplane.runs.services import run_execute
+
+    run = create_verl_run(team_and_dataset, model_dir)
+    enqueued.clear()
+    assert run_execute(run_id=run.id) == "handed-to-verl-queue"
+    assert Run.objects.get(pk=run.id).status == RunStatus.QUEUED and enqueued == [run.id]
 
 
 # -- cancel -------------------------------------------------------------------------------------
