@@ -7,9 +7,11 @@ local character tokenizer. What ``init()`` would add needs GPUs (actor/rollout w
 groups, vLLM replicas, the agent-loop manager); the tests stand in for two of them:
 
 - ``ScriptedRollout`` is the agent-loop manager's ``generate_sequences`` for a scripted
-  policy: for each prompt it writes ``n`` trajectories into TransferQueue with the keys,
-  fields and tags ``AgentLoopWorkerTQ._agent_loop_postprocess`` writes, with rewards from
-  a per-prompt success count, then marks the prompt finished as ``_run_prompt`` does.
+  policy: for each prompt it writes ``n`` trajectories (``__rollout_n__`` when the prompt
+  has it, as ``AgentLoopWorkerTQ._run_prompt`` does) into TransferQueue with the keys,
+  fields and tags ``_agent_loop_postprocess`` writes (the prompt's own fields included),
+  with rewards from a per-prompt success rate, then marks the prompt finished. The
+  ``entropy`` field is the one ``_compute_old_log_prob`` adds later.
 - ``EntropyActor`` is the actor worker group's ``compute_log_prob`` for HIVE's probe: a
   tiny GPT-2 reads ``input_ids`` from TransferQueue and writes the per-position ``entropy``
   of the whole sequence back, as verl's engine does (the trainer takes the response part).
@@ -67,22 +69,30 @@ class ScriptedRollout:
     def __init__(self, group_size: int, successes: Callable[[str], int], response_len: int = 3) -> None:
         self.n, self.successes, self.response_len = group_size, successes, response_len
         self.submitted: list[list[str]] = []  # stable keys per call
+        self.sizes: list[list[int]] = []  # rollouts per prompt per call
+
+    def wins(self, key: str, n: int) -> int:
+        """Successes among ``n`` rollouts: the scripted success rate, at any group size."""
+        return round(self.successes(key) * n / self.n)
 
     def generate_sequences(self, batch) -> None:
         import transfer_queue as tq
         from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-        keys_this_call = []
+        keys_this_call, sizes = [], []
+        own_fields = [k for k in ("edgeplane_group",) if k in batch]
         for i in range(len(batch)):
             uid = str(batch["uid"][i])
             info = batch["extra_info"][i]
             info = getattr(info, "data", info)
             key = str(info["key"])
             keys_this_call.append(key)
+            n = int(batch["__rollout_n__"][i]) if "__rollout_n__" in batch else self.n
+            sizes.append(n)
             step = int(batch["global_steps"]) if "global_steps" in batch else 0
-            wins = self.successes(key)
+            wins = self.wins(key, n)
             keys, fields, tags = [], [], []
-            for s in range(self.n):
+            for s in range(n):
                 scores = torch.zeros(self.response_len)
                 scores[-1] = float(s < wins)
                 mask = torch.ones(self.response_len, dtype=torch.int64)
@@ -91,13 +101,16 @@ class ScriptedRollout:
                 keys.append(f"{uid}_{s}_0")
                 fields.append({"uid": uid, "rm_scores": scores, "response_mask": mask, "loss_mask": mask,
                                "prompts": prompts, "responses": responses,
-                               "input_ids": torch.cat([prompts, responses]), "extra_info": info})
+                               "input_ids": torch.cat([prompts, responses]), "extra_info": info,
+                               "entropy": torch.full((self.response_len,), 0.5 + 0.1 * s),
+                               **{f: str(batch[f][i]) for f in own_fields}})
                 tags.append({"status": "success", "prompt_len": 2, "response_len": self.response_len,
                              "seq_len": 2 + self.response_len, "global_steps": step,
                              "min_global_steps": step, "max_global_steps": step})
             tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields), tags=tags)
             tq.kv_put(key=uid, partition_id="train", tag={"status": "finished"})
         self.submitted.append(keys_this_call)
+        self.sizes.append(sizes)
 
 
 class EntropyActor:

@@ -88,7 +88,7 @@ def test_a_bad_override_is_refused_naming_the_key(launched):
 
 
 def test_selectors_verl_cannot_run_are_refused_rather_than_run_as_plain_grpo(tmp_path):
-    with pytest.raises(ConfigError, match="hora: not run by the verl engine"):
+    with pytest.raises(ConfigError, match="hora with hive's zero-variance post-filter"):
         plan(config_of(selectors={"hive": {}, "hora": {"n0": 2}}), VerlOptions(run_dir=str(tmp_path), model_path="/m"))
     with pytest.raises(ConfigError, match="Hugging Face checkpoints"):
         plan(config_of(), VerlOptions(run_dir=str(tmp_path)))

@@ -157,6 +157,53 @@ def test_lze_prunes_solved_prompts_at_the_epoch_end_and_replays_some(tmp_path, t
     assert sum(1 for r, _, _ in second if any(d.reason == "lze.selected" for d in r.decisions)) >= 3
 
 
+def test_hora_probes_allocates_the_rest_and_verl_trains_one_weighted_group_per_prompt(tmp_path, tokenizer, tq):
+    from workers.selection import hora
+    from workers.selection.rlzvp import token_advantages
+
+    n0 = 2
+    trainer = trainer_for(tmp_path, tokenizer, {"hora": {"n0": n0}, "rlzvp": {"alpha": 0.1}})
+    trainer.rollouts_effective = 0
+    rollout = trainer.agent_loop_manager
+    trainer.global_steps = 1
+    trainer.prepare_step()
+
+    # Phase A: the step's B prompts with n0 rollouts each; phase B: the allocation of the
+    # rest of B x N, exactly as our library computes it from the probe's successes.
+    (probe_keys, extra_keys), (probe_sizes, extra_sizes) = rollout.submitted, rollout.sizes
+    assert len(probe_keys) == B and probe_sizes == [n0] * B
+    probe_wins = np.array([rollout.wins(k, n0) for k in probe_keys])
+    allocation = hora.allocate(probe_wins, n0, (N - n0) * B, (1.0, 1.0))
+    assert dict(zip(extra_keys, extra_sizes)) == {k: int(m) for k, m in zip(probe_keys, allocation) if m}
+    assert sum(probe_sizes) + sum(extra_sizes) == B * N  # compute-matched
+
+    batch, metrics = trainer.replay_buffer.sample(global_steps=1, partition_id="train", batch_size=B)
+    # verl's batch holds every rollout, and the extras carry their probe group's uid.
+    data = tq.kv_batch_get(keys=batch.keys, partition_id="train",
+                           select_fields=["uid", "rm_scores", "entropy", "response_mask", "extra_info"])
+    uids = [str(u) for u in data["uid"]]
+    assert len(set(uids)) == B and len(uids) == B * N
+    size_of = {str(getattr(i, "data", i)["key"]): uids.count(u) for u, i in zip(uids, data["extra_info"])}
+    assert size_of == {k: n0 + int(m) for k, m in zip(probe_keys, allocation)}
+
+    trainer._compute_advantage(batch, metrics)  # verl's GRPO, RL-ZVP, then the N / G_i weight
+    ours = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"])[
+        "advantages"].to_padded_tensor(0.0).double().numpy()
+    rewards = data["rm_scores"].to_padded_tensor(0.0).double().numpy().sum(-1)
+    mask = data["response_mask"].to_padded_tensor(0).numpy().astype(bool)
+    entropy = data["entropy"].to_padded_tensor(0.0).double().numpy()
+    expected = token_advantages(rewards, uids, entropy, mask, alpha=0.1)
+    weight = np.array([N / uids.count(u) for u in uids])
+    np.testing.assert_allclose(ours, expected * weight[:, None], rtol=1e-5, atol=1e-6)
+
+    trainer.close_step(metrics, {})
+    result = trainer.last_result
+    assert {o["prompt_key"]: o["group_size"] for o in result.observations} == size_of
+    allocated = {d.prompt_key: d.scores["extra"] for d in result.decisions if d.reason == "hora.allocated"}
+    assert allocated == {k: int(m) for k, m in zip(probe_keys, allocation)}
+    assert result.accounting.rollouts_generated == B * N == result.accounting.rollouts_uniform
+
+
 def test_selection_state_and_given_back_candidates_survive_a_checkpoint(tmp_path, tokenizer, tq):
     from workers.engines.verl.checkpoint import SelectionCheckpointCallback
 

@@ -42,6 +42,7 @@ def test_trainer_is_registered_and_the_task_runner_is_a_ray_actor():
     ({"greso": {}}, "greso"),
     ({"hive": {}, "rlzvp": {}}, None),  # RL-ZVP learns from zero-variance groups: no post-filter
     ({"lze": {"prune": True}}, None),
+    ({"hora": {"n0": 2}, "rlzvp": {}}, None),
 ])
 def test_every_run_goes_through_edgeplanes_trainer_with_verls_filter_as_the_post_filter(
         tmp_path, selectors, post_filter):
@@ -77,9 +78,11 @@ def test_rlzvp_and_the_device_hour_cap_reach_the_trainer(tmp_path):
     assert trainer.gpus == 8  # nnodes 1 x 8 GPUs per node: what device-seconds are multiplied by
 
 
-def test_hora_is_refused_with_the_reason_and_the_choices(tmp_path):
-    with pytest.raises(ConfigError, match="hora: not run by the verl engine.*choose among dapo, greso, grpo, hive"):
-        _plan(tmp_path, {"hora": {"n0": 2}})
+def test_hora_runs_without_a_post_filter_and_is_refused_with_one(tmp_path):
+    config = compose_overrides(_plan(tmp_path, {"hora": {"n0": 2}}).overrides)
+    assert not config.algorithm.filter_groups.enable
+    with pytest.raises(ConfigError, match="hora with dapo's zero-variance post-filter.*drop dapo"):
+        _plan(tmp_path / "d", {"hora": {"n0": 2}, "dapo": {}})
 
 
 def test_a_half_configured_control_plane_is_refused(tmp_path, monkeypatch):

@@ -87,7 +87,9 @@ def shape_zero_variance(
 
     sessions: dict[str, set[str]] = {}
     for i in real:
-        sessions.setdefault(uids[i], set()).add(str(keys[i]).rsplit("_", 2)[1])
+        # "{uid}_{session}" of the key: HORA's extra rollouts have keys of their own prompt
+        # group (session ids from 0 again) but the probe group's uid field.
+        sessions.setdefault(uids[i], set()).add(str(keys[i]).rsplit("_", 1)[0])
     rewards = scores.detach().cpu().double().sum(-1).numpy()[real]
     group_ids = [uids[i] for i in real]
     ours = token_advantages(

@@ -16,7 +16,8 @@ Every run goes through Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer`
 ``python -m workers.engines.verl.main``), which drives the selection pipeline and reports each
 step to the control plane. GRPO (with Dr. GRPO) maps onto verl's options; the zero-variance
 post-filter (DAPO's, or GRESO's / HIVE's) onto verl's ``algorithm.filter_groups``, so verl
-refills filtered groups. HORA is refused: its two rollout phases are not wired into verl.
+refills filtered groups. HORA runs its two rollout phases in the trainer; with a
+post-filter it is refused (verl's filter would evict a probe group before its allocation).
 """
 
 from __future__ import annotations
@@ -38,9 +39,7 @@ from workers.engines.verl import reward
 ROOT = Path(__file__).resolve().parents[3]
 REWARD_PATH = "pkg://workers.engines.verl.reward"
 CHECKPOINT_CALLBACK = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
-# What EdgeplaneTrainer runs inside verl. HORA needs two rollout phases per step (probe, then
-# the allocated extras) through an agent-loop manager that offsets session ids: not built.
-VERL_SELECTORS = {"grpo", "dapo", "greso", "hive", "rlzvp", "lze"}
+VERL_SELECTORS = {"grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze"}  # what EdgeplaneTrainer runs
 EDGEPLANE_MAIN = "workers.engines.verl.main"
 LOGGERS = ("console", "file", "wandb", "tensorboard", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
 
@@ -131,9 +130,12 @@ def check_supported(config: RunConfig, options: VerlOptions) -> None:
     errors: list[FieldError] = []
     missing = sorted(set(config.selectors) - VERL_SELECTORS)
     if missing:
-        errors.append(FieldError("selectors", f"{', '.join(missing)}: not run by the verl engine (HORA's two "
-                                              "rollout phases are not wired into verl); use the local engine, "
-                                              f"or choose among {', '.join(sorted(VERL_SELECTORS))}"))
+        errors.append(FieldError("selectors", f"{', '.join(missing)}: not run by the verl engine; choose among "
+                                              f"{', '.join(sorted(VERL_SELECTORS))}"))
+    elif "hora" in config.selectors and (owner := post_filter_owner(config)) is not None:
+        errors.append(FieldError("selectors", f"hora with {owner}'s zero-variance post-filter: on verl the filter "
+                                              "would evict a probe group before HORA allocates its extra rollouts; "
+                                              f"drop {owner}, set its post_filter to off, or use the local engine"))
     if not (options.model_path or config.model != "tiny"):
         errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path"))
     if config.batch_size % config.minibatches:

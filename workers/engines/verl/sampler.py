@@ -14,6 +14,9 @@ DAPO filter (``algorithm.filter_groups``) finds zero-variance and refills them t
   post-filter's decisions: zero-variance, surplus) and ``finish`` (LZE backward selection:
   learning-zone energy from the ledger, Gumbel top-K); groups not trained are cleared from
   TransferQueue, as verl clears DAPO's surplus, so they never reach a later step off-policy;
+- HORA's extra rollouts (their own prompt groups, ``expect_extras``) are merged into their
+  probe group before selection, and their trajectories' ``uid`` is rewritten to the probe
+  group's, so verl's advantage step sees one group of n0 + m_i rollouts;
 - the ``val`` partition, and a buffer with no step open, keep verl's own behaviour.
 
 Each group's stable prompt key is the ``extra_info.key`` the launcher's parquet export writes
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
 from workers.selection.pipeline import GroupOutcome, StepSelection
 
@@ -67,11 +71,22 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
         self.step_selection: StepSelection | None = None
         self.outcomes: dict[str, GroupOutcome] = {}  # uid -> outcome, this step's groups
         self._evicted: list[str] = []  # uids verl's filter evicted this step, in order
+        self.parent_of: dict[str, str] = {}  # HORA: extra group's uid -> its probe group's uid
 
     def open_step(self, step: StepSelection) -> None:
         self.step_selection = step
         self.outcomes = {}
         self._evicted = []
+        self.parent_of = {}
+
+    def expect_extras(self, parent_of: dict[str, str]) -> None:
+        """HORA's extra groups of this step: the batch waits for them too."""
+        self.parent_of.update(parent_of)
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        if partition_id != "val" and self.step_selection is not None:
+            batch_size += len(self.parent_of)
+        return super().sample(global_steps=global_steps, partition_id=partition_id, batch_size=batch_size)
 
     def _evict_terminal_groups(self, global_steps: int, partition_id: str, eviction_reasons: Any):
         if partition_id != "val" and self.step_selection is not None:
@@ -90,6 +105,7 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
         # keeps mixed groups up to B in this order, so it agrees with verl's DAPO selection.
         surplus = sorted(sampleable_keys - set(selected), key=lambda u: steps.get(u, 0))
         self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, [*selected, *surplus]))
+        children = self._merge_extras(partition_id)
         order = [u for u in [*self._evicted, *selected, *surplus] if u in self.outcomes]
         step.add_groups([self.outcomes[u] for u in order])
         trained = {id(g) for g in step.finish().groups}
@@ -98,6 +114,26 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
             # Nothing to learn from (e.g. every group zero-variance and no post-filter refill):
             # train on verl's batch, whose GRPO advantages are 0, rather than stall the trainer.
             step.alerts.append("no group selected for the update; training on verl's batch (zero advantages)")
-            return selected, snapshot, steps
-        self._clear_groups(partition_id, set(order) - set(kept))
-        return kept, dict(self.partitions[partition_id]), steps
+            kept = [u for u in selected if u not in self.parent_of]
+        with_extras = [*kept, *(c for u in kept for c in children.get(u, []))]
+        self._clear_groups(partition_id, set(order) - set(kept) | {c for u in order if u not in kept
+                                                                   for c in children.get(u, [])})
+        return with_extras, dict(self.partitions[partition_id]), steps
+
+    def _merge_extras(self, partition_id: str) -> dict[str, list[str]]:
+        """HORA: each probe group's outcome takes in its extra rollouts; the extras' trajectories
+        carry the probe group's uid from now on. Returns probe uid -> its extra groups' uids."""
+        children: dict[str, list[str]] = {}
+        for child, parent in self.parent_of.items():
+            extra = self.outcomes.pop(child, None)
+            if extra is None or parent not in self.outcomes:
+                continue
+            children.setdefault(parent, []).append(child)
+            probe = self.outcomes[parent]
+            self.outcomes[parent] = GroupOutcome(probe.key, np.r_[probe.rewards, extra.rewards],
+                                                 np.r_[probe.response_tokens, extra.response_tokens])
+            keys = [k for k in self.partitions[partition_id] if k.split("_")[0] == child]
+            if keys:
+                tq.kv_batch_put(keys=keys, partition_id=partition_id,
+                                fields=list_of_dict_to_tensordict([{"uid": parent} for _ in keys]))
+        return children

@@ -26,10 +26,18 @@ the same cycle as the embedded engine (workers/selection/pipeline.py):
    HTTP sink (``report.sink_from_env``); a ``cancel`` or ``stop_budget`` answer is obeyed at
    this step boundary: a checkpoint is saved and the loop ends.
 
+**HORA** runs its two phases in ``prepare_step``: the selected prompts go out with
+``__rollout_n__ = n0`` (verl's agent loop honours that per-prompt field), the trainer waits
+for them, reads each probe's successes from TransferQueue and allocates; the extra rollouts
+go out as new prompt groups (fresh uids: verl's session ids restart at 0) that name their
+probe group in ``edgeplane_group``. The replay buffer merges each group with its extras
+before selection and rewrites the extras' ``uid`` so verl's GRPO sees one group of
+n0 + m_i; ``_compute_advantage`` then scales each rollout's advantage by N / G_i, the
+per-prompt loss weight of SELECTORS.md section 4 (the PPO objective is linear in it).
+
 Selector state (ledger, every method's state, the epoch and the candidates given back) is
 saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's own
-``_load_checkpoint``. HORA is not wired (its two rollout phases need an agent-loop manager
-that offsets session ids); the launcher refuses it.
+``_load_checkpoint``.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import transfer_queue as tq
 import verl.utils.tensordict_utils as tu
 from tensordict import TensorDict
@@ -52,12 +61,20 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from workers.engines.telemetry import Control, RunStatus
 from workers.engines.verl import advantage, checkpoint, entropy, report
-from workers.engines.verl.prompts import PromptPool, Row, join_rows
-from workers.engines.verl.sampler import EdgeplaneReplayBuffer
-from workers.selection.pipeline import MAX_DRAW_FACTOR, Pipeline, StepResult, StepSelection
+from workers.engines.verl.prompts import PromptPool, Row, join_rows, row_keys
+from workers.engines.verl.sampler import EdgeplaneReplayBuffer, read_outcomes
+from workers.selection.groups import SUCCESS_THRESHOLD
+from workers.selection.pipeline import (
+    MAX_DRAW_FACTOR,
+    Pipeline,
+    RolloutRound,
+    StepResult,
+    StepSelection,
+)
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
+PARENT_FIELD = "edgeplane_group"  # HORA's extra rollouts: the uid of the probe group they extend
 STATE_KEY = "verl_trainer"  # the trainer's own part of the checkpointed selection state
 
 
@@ -265,9 +282,50 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.step_selection = step
         assert isinstance(self.replay_buffer, EdgeplaneReplayBuffer)
         self.replay_buffer.open_step(step)
-        submitted = self._submit_batch_to_rollout(batch)
+        if "hora" in self.pipeline.selectors:
+            submitted = self._rollout_in_two_phases(step, batch)
+        else:
+            submitted = self._submit_batch_to_rollout(batch)
         return {"edgeplane/prompts_submitted": float(submitted),
                 "edgeplane/candidates_drawn": float(step.candidates_drawn)}
+
+    # -- allocation: HORA's two phases ---------------------------------------------------------
+    def _rollout_in_two_phases(self, step: StepSelection, batch: TensorDict) -> int:
+        """Probe with n0 rollouts per prompt, wait, allocate the rest of B x N, submit the extras."""
+        n0 = int(self.pipeline.selectors["hora"].params.n0)  # type: ignore[attr-defined]
+        uids = [str(u) for u in batch["uid"]]
+        keys = [str(k) for k in row_keys(batch)]
+        tu.assign_non_tensor_stack(batch, "__rollout_n__", [n0] * len(uids))
+        submitted = self._submit_batch_to_rollout(batch)
+        self._wait_until_finished(uids)
+        start = time.perf_counter()
+        entries = tq.kv_list(partition_id="train").get("train", {})
+        trajectories = {k: tag for k, tag in entries.items() if not tag.get("is_prompt", False)}
+        probe = read_outcomes(trajectories, "train", uids)
+        successes = [int((probe[u].rewards >= SUCCESS_THRESHOLD).sum()) if u in probe else 0 for u in uids]
+        extra = step.allocate(RolloutRound(keys, np.full(len(keys), n0, dtype=np.int64), []), successes)
+        self.select_seconds += time.perf_counter() - start
+        rows = [i for i, m in enumerate(extra) if m > 0]
+        if not rows:
+            return submitted
+        extras = tu.index_select_tensor_dict(batch, rows)
+        extras["uid"] = np.array([str(uuid.uuid4()) for _ in rows], dtype=object)
+        tu.assign_non_tensor_stack(extras, "__rollout_n__", [int(extra[i]) for i in rows])
+        tu.assign_non_tensor_stack(extras, PARENT_FIELD, [uids[i] for i in rows])
+        self.replay_buffer.expect_extras({str(u): uids[i] for u, i in zip(extras["uid"], rows)})  # type: ignore[attr-defined]
+        return submitted + self._submit_batch_to_rollout(extras)
+
+    def _wait_until_finished(self, uids: list[str]) -> None:
+        """Poll TransferQueue until every prompt group is finished (or failed), as verl's
+        replay buffer does."""
+        waiting = set(uids)
+        poll = float(getattr(self.replay_buffer, "poll_interval", 2.0))
+        while True:
+            tags = tq.kv_list(partition_id="train").get("train", {})
+            waiting = {u for u in waiting if tags.get(u, {}).get("status") not in ("finished", "failure")}
+            if not waiting:
+                return
+            time.sleep(poll)
 
     def _add_prompts_to_generate(self, num_prompts: int) -> int:
         """The replay buffer's refill (verl's group filter evicted groups): screened too."""
@@ -284,8 +342,31 @@ class EdgeplaneTrainer(PPOTrainerSync):
                 batch, metrics, alpha=float(sel.params.alpha),  # type: ignore[attr-defined]
                 norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
             )
+        if "hora" in self.pipeline.selectors:
+            self._weight_by_group_size(batch)
         self._read_trained_rollouts(batch)
         return batch
+
+    def _weight_by_group_size(self, batch) -> None:
+        """HORA: every prompt weighs the same in the loss, whatever its group size G_i. The
+        policy-gradient term is linear in the advantage, so N / G_i goes into the advantage."""
+        from tensordict import TensorDict as TD
+        from verl.workers.utils.padding import response_to_nested
+
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                               select_fields=["uid", "advantages", "response_mask"])
+        uids = [str(u) for u in data["uid"]]
+        padding = [tag.get("is_padding", False) for tag in batch.tags]
+        sizes: dict[str, int] = {}
+        for uid, pad in zip(uids, padding):
+            if not pad:
+                sizes[uid] = sizes.get(uid, 0) + 1
+        group_size = int(self.config.actor_rollout_ref.rollout.n)
+        weights = torch.tensor([1.0 if pad else group_size / sizes[u] for u, pad in zip(uids, padding)])
+        weighted = data["advantages"].to_padded_tensor(0.0) * weights[:, None].to(torch.float32)
+        nested = response_to_nested(weighted, data["response_mask"])
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
+                        fields=TD({"advantages": nested, "returns": nested.clone()}, batch_size=len(batch)))
 
     def _read_trained_rollouts(self, batch) -> None:
         """Rollouts with a nonzero advantage, and each trained group's mean response entropy
