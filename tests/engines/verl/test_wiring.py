@@ -92,3 +92,11 @@ def test_a_half_configured_control_plane_is_refused(tmp_path, monkeypatch):
     config = compose_overrides(_plan(tmp_path, {"grpo": {}}).overrides)
     with pytest.raises(ValueError, match="EDGEPLANE_RUN_ID, EDGEPLANE_RUN_TOKEN missing"):
         EdgeplaneTrainer(config)
+
+
+def test_several_updates_per_step_are_refused(tmp_path):
+    from workers.engines.verl.trainer import EdgeplaneTrainer
+
+    config = compose_overrides([*_plan(tmp_path, {"grpo": {}}).overrides, "+trainer.v1.sync.parameter_sync_step=2"])
+    with pytest.raises(ValueError, match="parameter_sync_step = 2: .* set it to 1"):
+        EdgeplaneTrainer(config)

@@ -136,6 +136,11 @@ class EdgeplaneTrainer(PPOTrainerSync):
         run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
         self.sink = report.sink_from_env(run_dir)
         super().__init__(config)
+        if self.parameter_sync_step != 1:
+            # One selection step is one update here: several local updates per step would
+            # need the post-rollout selection split across them.
+            raise ValueError(f"trainer.v1.sync.parameter_sync_step = {self.parameter_sync_step}: Edgeplane's "
+                             "trainer runs one update per step; set it to 1")
 
     # -- the replay buffer: verl's arguments, our class ---------------------------------------
     def _build_replay_buffer(self) -> ReplayBuffer:
