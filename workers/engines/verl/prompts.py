@@ -4,20 +4,36 @@ verl's V1 trainer draws a ``gen_batch_size`` chunk of prompts at a time
 (``_fetch_one_gen_batch``: a TensorDict of dataset rows, each with a fresh ``uid``). Selection
 needs more than that: a candidate that passed the filters but was not needed this round goes
 back and is rolled out first next time, and LZE's replays and a resumed run's carried-over
-candidates are rebuilt from their keys. ``PromptPool`` holds single-row TensorDicts by the
-stable prompt key (the ``key`` column of the launcher's parquet export) in front of the
-dataloader.
+candidates are rebuilt from their keys. ``PromptPool`` holds rows by the stable prompt key
+(the ``key`` column of the launcher's parquet export) in front of the dataloader. A row is
+a reference into its dataloader chunk; rows become one TensorDict only when submitted
+(one ``index_select`` per run of rows from the same chunk, not one per row).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import verl.utils.tensordict_utils as tu
 from tensordict import TensorDict
 
-Row = tuple[str, TensorDict]  # (stable prompt key, one-row TensorDict)
+
+@dataclass(frozen=True)
+class RowRef:
+    """Row ``index`` of a dataloader chunk."""
+
+    batch: TensorDict
+    index: int
+
+    def field(self, name: str) -> Any:
+        value = self.batch[name][self.index]
+        return getattr(value, "data", value)
+
+
+Row = tuple[str, RowRef]  # (stable prompt key, where the row is)
 
 
 def row_keys(batch: TensorDict) -> list[str]:
@@ -33,12 +49,18 @@ def row_keys(batch: TensorDict) -> list[str]:
 
 
 def split_rows(batch: TensorDict) -> list[Row]:
-    keys = row_keys(batch)
-    return [(key, tu.index_select_tensor_dict(batch, [i])) for i, key in enumerate(keys)]
+    return [(key, RowRef(batch, i)) for i, key in enumerate(row_keys(batch))]
 
 
 def join_rows(rows: Sequence[Row]) -> TensorDict:
-    tds = [td for _, td in rows]
+    """The rows as one TensorDict, in order."""
+    parts: list[tuple[TensorDict, list[int]]] = []
+    for _, ref in rows:
+        if parts and parts[-1][0] is ref.batch:
+            parts[-1][1].append(ref.index)
+        else:
+            parts.append((ref.batch, [ref.index]))
+    tds = [tu.index_select_tensor_dict(batch, indices) for batch, indices in parts]
     return tds[0] if len(tds) == 1 else tu.concat_tensordict(tds)
 
 

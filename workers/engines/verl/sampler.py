@@ -39,19 +39,25 @@ from workers.selection.pipeline import GroupOutcome, StepSelection
 logger = logging.getLogger(__name__)
 
 
-def read_outcomes(partition: dict[str, dict], partition_id: str, uids: list[str]) -> dict[str, GroupOutcome]:
+def read_outcomes(partition: dict[str, dict], partition_id: str, uids: list[str],
+                  known_keys: dict[str, str] | None = None) -> dict[str, GroupOutcome]:
     """Each group's rewards (``rm_scores`` sums, as verl's DAPO filter reads them), response
-    lengths and stable prompt key; groups with no trajectory (rollout failures) are left out."""
+    lengths and stable prompt key; groups with no trajectory (rollout failures) are left out.
+
+    ``known_keys`` (uid -> stable key, as submitted) spares reading ``extra_info``, the
+    costliest field, when it covers every group.
+    """
     wanted = set(uids)
     keys = [k for k in partition if k.split("_")[0] in wanted]
     if not keys:
         return {}
-    data = tq.kv_batch_get(keys=keys, partition_id=partition_id,
-                           select_fields=["rm_scores", "response_mask", "extra_info"])
-    infos = list(data["extra_info"]) if "extra_info" in data else [None] * len(keys)
+    stable: dict[str, str] = dict(known_keys or {})
+    need_info = not wanted <= stable.keys()
+    fields = ["rm_scores", "response_mask", *(["extra_info"] if need_info else [])]
+    data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=fields)
+    infos = list(data["extra_info"]) if need_info and "extra_info" in data else [None] * len(keys)
     rewards: dict[str, list[float]] = {}
     lengths: dict[str, list[int]] = {}
-    stable: dict[str, str] = {}
     for key, score, mask, info in zip(keys, data["rm_scores"], data["response_mask"], infos, strict=True):
         uid = key.split("_")[0]
         rewards.setdefault(uid, []).append(float(score.sum().item()))
@@ -72,12 +78,17 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
         self.outcomes: dict[str, GroupOutcome] = {}  # uid -> outcome, this step's groups
         self._evicted: list[str] = []  # uids verl's filter evicted this step, in order
         self.parent_of: dict[str, str] = {}  # HORA: extra group's uid -> its probe group's uid
+        self.submitted_keys: dict[str, str] = {}  # uid -> stable prompt key, as the trainer submitted
 
     def open_step(self, step: StepSelection) -> None:
         self.step_selection = step
         self.outcomes = {}
         self._evicted = []
         self.parent_of = {}
+        self.submitted_keys = {}
+
+    def note_submitted(self, uids: list[str], keys: list[str]) -> None:
+        self.submitted_keys.update(zip(uids, keys))
 
     def expect_extras(self, parent_of: dict[str, str]) -> None:
         """HORA's extra groups of this step: the batch waits for them too."""
@@ -92,7 +103,8 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
         if partition_id != "val" and self.step_selection is not None:
             stale, dapo, failed, _counts = eviction_reasons
             filtered = sorted(dapo - stale - failed, key=lambda u: self.prompt_global_steps[partition_id].get(u, 0))
-            self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, filtered))
+            self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, filtered,
+                                               self.submitted_keys))
             self._evicted.extend(u for u in filtered if u in self.outcomes)
         return super()._evict_terminal_groups(global_steps, partition_id, eviction_reasons)
 
@@ -104,7 +116,8 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
         # verl's choice first (it fills the batch), then the surplus it leaves: the post-filter
         # keeps mixed groups up to B in this order, so it agrees with verl's DAPO selection.
         surplus = sorted(sampleable_keys - set(selected), key=lambda u: steps.get(u, 0))
-        self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, [*selected, *surplus]))
+        self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, [*selected, *surplus],
+                                           self.submitted_keys))
         children = self._merge_extras(partition_id)
         order = [u for u in [*self._evicted, *selected, *surplus] if u in self.outcomes]
         step.add_groups([self.outcomes[u] for u in order])
@@ -132,8 +145,9 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
             probe = self.outcomes[parent]
             self.outcomes[parent] = GroupOutcome(probe.key, np.r_[probe.rewards, extra.rewards],
                                                  np.r_[probe.response_tokens, extra.response_tokens])
-            keys = [k for k in self.partitions[partition_id] if k.split("_")[0] == child]
-            if keys:
-                tq.kv_batch_put(keys=keys, partition_id=partition_id,
-                                fields=list_of_dict_to_tensordict([{"uid": parent} for _ in keys]))
+        parent_of_key = {k: self.parent_of[k.split("_")[0]] for k in self.partitions[partition_id]
+                         if k.split("_")[0] in self.parent_of}
+        if parent_of_key:  # one write for every extra trajectory
+            tq.kv_batch_put(keys=list(parent_of_key), partition_id=partition_id,
+                            fields=list_of_dict_to_tensordict([{"uid": p} for p in parent_of_key.values()]))
         return children

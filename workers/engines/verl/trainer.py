@@ -61,7 +61,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from workers.engines.telemetry import Control, RunStatus
 from workers.engines.verl import advantage, checkpoint, entropy, report
-from workers.engines.verl.prompts import PromptPool, Row, join_rows, row_keys
+from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer, read_outcomes
 from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
@@ -215,7 +215,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         assert self.prompt_pool is not None
         start = time.perf_counter()
         pool = self.prompt_pool
-        drawn: dict[str, TensorDict] = {}
+        drawn: dict[str, RowRef] = {}
         taken = self.submitted_keys
         step.set_round_target(n)
         draw_limit = MAX_DRAW_FACTOR * self.pipeline.batch_size
@@ -249,9 +249,9 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.select_seconds += time.perf_counter() - start
         return batch
 
-    def _prompt_entropy(self, rows: list[TensorDict]) -> np.ndarray:
+    def _prompt_entropy(self, rows: list[RowRef]) -> np.ndarray:
         """HIVE stage 2: one forward pass of the actor over the candidates' prompts."""
-        raw = [row["raw_prompt"][0] for row in rows]
+        raw = [row.field("raw_prompt") for row in rows]
         ids = entropy.prompt_token_ids(self.tokenizer, raw)
         self.forward_tokens_extra += sum(len(i) for i in ids)
         return entropy.actor_prompt_entropy(
@@ -306,7 +306,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         start = time.perf_counter()
         entries = tq.kv_list(partition_id="train").get("train", {})
         trajectories = {k: tag for k, tag in entries.items() if not tag.get("is_prompt", False)}
-        probe = read_outcomes(trajectories, "train", uids)
+        probe = read_outcomes(trajectories, "train", uids, dict(zip(uids, keys)))
         successes = [int((probe[u].rewards >= SUCCESS_THRESHOLD).sum()) if u in probe else 0 for u in uids]
         extra = step.allocate(RolloutRound(keys, np.full(len(keys), n0, dtype=np.int64), []), successes)
         self.select_seconds += time.perf_counter() - start
@@ -332,6 +332,11 @@ class EdgeplaneTrainer(PPOTrainerSync):
                 return
             time.sleep(poll)
 
+    def _submit_batch_to_rollout(self, batch: TensorDict) -> int:
+        if self.step_selection is not None:  # the buffer then knows each group's key without reading it back
+            self.replay_buffer.note_submitted([str(u) for u in batch["uid"]], row_keys(batch))  # type: ignore[attr-defined]
+        return super()._submit_batch_to_rollout(batch)
+
     def _add_prompts_to_generate(self, num_prompts: int) -> int:
         """The replay buffer's refill (verl's group filter evicted groups): screened too."""
         if self.step_selection is None:
@@ -355,7 +360,6 @@ class EdgeplaneTrainer(PPOTrainerSync):
     def _weight_by_group_size(self, batch) -> None:
         """HORA: every prompt weighs the same in the loss, whatever its group size G_i. The
         policy-gradient term is linear in the advantage, so N / G_i goes into the advantage."""
-        from tensordict import TensorDict as TD
         from verl.workers.utils.padding import response_to_nested
 
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
@@ -371,7 +375,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         weighted = data["advantages"].to_padded_tensor(0.0) * weights[:, None].to(torch.float32)
         nested = response_to_nested(weighted, data["response_mask"])
         tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
-                        fields=TD({"advantages": nested, "returns": nested.clone()}, batch_size=len(batch)))
+                        fields=TensorDict({"advantages": nested, "returns": nested.clone()}, batch_size=len(batch)))
 
     def _read_trained_rollouts(self, batch) -> None:
         """Rollouts with a nonzero advantage, and each trained group's mean response entropy
