@@ -101,7 +101,7 @@ def job_handle(attempt: Attempt) -> JobHandle:
     submission_id = attempt_submission_id(attempt)
     return JobHandle(job_id=attempt.job_id or submission_id, ray_address=settings.EDGEPLANE_RAY_ADDRESS,
                      log_path=str(verl_run_directory(attempt.run_id) / f"verl-{submission_id}.log"),
-                     marker=f"trainer.experiment_name={submission_id}")
+                     marker=submission_id)
 
 
 # -- launch -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Real Postgres and Redis (`make test`); the Ray Jobs path is in test_verl_runs_ra
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -36,7 +37,14 @@ from tests.controlplane.verl_helpers import (
     finished,
     wait_for,
 )
-from workers.engines.verl.supervise import JobState, JobStatus
+from workers.engines.verl.supervise import (
+    JobHandle,
+    JobState,
+    JobStatus,
+    job_status,
+    job_stop,
+    popen_recording_exit,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -262,6 +270,66 @@ def test_a_launch_that_died_before_submitting_is_requeued_once_its_claim_is_stal
     requeued = Run.objects.get(pk=run.id)
     assert requeued.status == RunStatus.QUEUED and enqueued == [run.id]
     assert current_attempt(run.id).status == RunStatus.LOST
+
+
+# -- supervise: local processes that are not this process's children ---------------------------
+MARK = "edgeplane-run0-a1-20260101000000"  # an attempt id: the job's processes carry it
+
+
+def orphan(command: str, env: dict[str, str]) -> int:
+    """A process in a session of its own whose parent has exited: as the reconciler sees a job."""
+    shell = subprocess.run(["sh", "-c", f"setsid {command} >/dev/null 2>&1 & echo $!"], env={**os.environ, **env},
+                           capture_output=True, text=True, check=True)
+    pid = int(shell.stdout)
+
+    def leads_its_group() -> bool:  # setsid may not have run yet when the shell has answered
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[2] == str(pid)
+
+    wait_for(leads_its_group, 10, f"process {pid} to start its own session", every=0.01)
+    return pid
+
+
+def alive(pid: int) -> bool:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1] if Path(f"/proc/{pid}").exists() else "Z"
+    return not fields.startswith("Z")
+
+
+def test_a_live_pid_without_the_attempt_mark_is_someone_elses_and_is_never_signalled():
+    stranger = orphan("sleep 30", env={})
+    ours = orphan("sleep 30", env={"VERL_FILE_LOGGER_PATH": f"/runs/run-0/verl-metrics-{MARK}.jsonl"})
+    try:
+        assert job_status(JobHandle(f"pid:{stranger}", marker=MARK)).state == JobState.FAILED  # ours has gone
+        assert job_stop(JobHandle(f"pid:{stranger}", marker=MARK)) is False and alive(stranger)
+        assert job_status(JobHandle(f"pid:{ours}", marker=MARK)).state == JobState.RUNNING
+        assert job_stop(JobHandle(f"pid:{ours}", marker=MARK)) is True
+        wait_for(lambda: not alive(ours), 10, "the marked process to end")
+    finally:
+        for pid in (stranger, ours):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_what_is_left_of_a_job_whose_leader_ended_is_stopped_by_its_mark(tmp_path):
+    leader = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!; exit 0"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "MARK": MARK}, start_new_session=True)
+    left = int(leader.stdout.readline())
+    leader.wait(timeout=10)  # the leader is gone (reaped); its child keeps the group alive
+    try:
+        assert alive(left)
+        assert job_stop(JobHandle(f"pid:{leader.pid}", marker=MARK)) is True
+        wait_for(lambda: not alive(left), 10, "the leftover to end")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(left, signal.SIGKILL)
+
+
+def test_the_exit_status_recorded_by_the_launching_process_is_read_by_any_process(tmp_path):
+    log = tmp_path / "verl-a.log"
+    process = popen_recording_exit(str(log.with_suffix(".exit")))([sys.executable, "-c", "raise SystemExit(3)"])
+    wait_for(lambda: log.with_suffix(".exit").exists(), 30, "the exit status to be recorded")
+    handle = JobHandle(f"pid:{process.pid}", log_path=str(log), marker=MARK)
+    assert job_status(handle) == JobStatus(JobState.FAILED, "exit code 3")
+    assert process.returncode == 3  # collected once, by the recording thread
 
 
 # -- the verdict, in full -------------------------------------------------------------------------

@@ -62,7 +62,9 @@ class JobHandle:
     job_id: str  # the Ray submission id, or pid:<n>
     ray_address: str = ""  # the Ray dashboard (http://head:8265); unused for a local process
     log_path: str = ""  # a local process's log (RUN_DIR/verl-<attempt id>.log)
-    marker: str = ""  # text in a local process's command line that proves the pid is still ours
+    # Text in the command line or environment of the job's processes (the attempt id: verl's
+    # experiment name and metrics path carry it) that proves a pid is still ours: pids are reused.
+    marker: str = ""
 
     @property
     def local(self) -> bool:
@@ -129,18 +131,32 @@ def _proc_fields(pid: int) -> list[str] | None:
     """/proc/<pid>/stat after the command name: [state, ppid, ...]; None if no such process."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:  # no such process (or it vanished while being read)
         return None
     return text[text.rindex(")") + 2:].split()
 
 
 def _is_ours(pid: int, marker: str) -> bool:
-    """The live process with this pid is the job we started (pids are reused)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return marker in cmdline if marker else True
+    """The live process with this pid belongs to the job we started."""
+    if not marker:
+        return True
+    for part in ("cmdline", "environ"):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/{part}").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_fields(int(entry.name))
+            if fields is not None and fields[2] == str(pgid):
+                members.append(int(entry.name))
+    return members
 
 
 def _may_inspect(pid: int) -> bool:
@@ -223,16 +239,23 @@ def _local_status(handle: JobHandle) -> JobStatus:
 
 
 def _local_stop(handle: JobHandle, force: bool) -> bool:
-    """Signal the job's process group. Refuses a pid that is alive but not ours."""
-    pid = handle.pid
+    """Signal the job's process group. True if a signal was sent."""
+    pid, sig = handle.pid, signal.SIGKILL if force else signal.SIGTERM
     fields = _proc_fields(pid)
-    if fields is not None and fields[0] != "Z" and not _is_ours(pid, handle.marker):
+    if fields is not None:
+        # The leader is alive, or a zombie that keeps its group id from being reused.
+        if fields[0] != "Z" and not _is_ours(pid, handle.marker):
+            return False  # the pid is someone else's now
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+            return True
         return False
-    try:
-        os.killpg(pid, signal.SIGKILL if force else signal.SIGTERM)
-    except ProcessLookupError:
-        return False  # the whole group is gone already
-    return True
+    # The leader is gone: its group id may be reused, so signal only members that carry the mark.
+    members = [member for member in _group_members(pid) if _is_ours(member, handle.marker)]
+    for member in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, sig)
+    return bool(members)
 
 
 def _file_tail(path: str, max_bytes: int = 64 * 1024) -> str:
