@@ -21,7 +21,10 @@ jobs are visible): for each active verl run, ask its job (``supervise.job_status
   engine reported stays, each step once (ingestion is idempotent per (run, step)).
 - never submitted (the launch died between claim and submit): on Ray, a job under the
   attempt's submission id is adopted, so a retried launch never makes a second job; otherwise,
-  once the claim's heartbeat is stale, the run is lost and requeued like a local run.
+  once the claim's heartbeat is stale, the run is lost and requeued like a local run. So is a
+  run whose job Ray no longer knows (a restarted cluster).
+- unknown (the cluster does not answer), or a local process started on another machine: left
+  as it is, and asked again next time.
 """
 
 from __future__ import annotations
@@ -213,9 +216,13 @@ def _reconcile_unsubmitted(run: Run, attempt: Attempt, now: datetime, outcome: d
             attempt.job_id = handle.job_id
             _reconcile_job(run, attempt, now, outcome)
             return
+    _lose_when_stale(run, now, outcome, reason="the launch stopped before its verl job was submitted")
+
+
+def _lose_when_stale(run: Run, now: datetime, outcome: dict[str, list[int]], *, reason: str) -> None:
+    """No job to ask: lost (then requeued, cancelled or failed) once the heartbeat is stale."""
     stale_before = now - timedelta(seconds=settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS)
-    run_lose(run_id=run.id, now=now, stale_before=stale_before, outcome=outcome,
-             reason="the launch stopped before its verl job was submitted")
+    run_lose(run_id=run.id, now=now, stale_before=stale_before, outcome=outcome, reason=reason)
 
 
 def _started_here(attempt: Attempt) -> bool:
@@ -229,7 +236,10 @@ def _reconcile_job(run: Run, attempt: Attempt, now: datetime, outcome: dict[str,
         return
     try:
         status = job_status(handle)
-    except (JobUnreachable, JobNotFound) as exc:
+    except JobNotFound:  # the cluster forgot it (a restarted head): resume from the last checkpoint
+        _lose_when_stale(run, now, outcome, reason=f"Ray has no job {handle.job_id} any more (a restarted cluster?)")
+        return
+    except JobUnreachable as exc:
         log.warning("run %s: the state of verl job %s is unknown: %s", run.id, handle.job_id, exc)
         outcome["unknown"].append(run.id)
         return

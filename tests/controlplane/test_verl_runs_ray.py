@@ -194,3 +194,18 @@ def test_cancel_stops_the_ray_job_after_the_grace_period_and_the_run_ends_cancel
     done = Run.objects.get(pk=run.id)
     assert done.status == RunStatus.CANCELLED
     assert done.status_reason.startswith(f"cancelled; its verl job {job_id} ended: stopped"), done.status_reason
+
+
+def test_a_run_whose_job_ray_no_longer_knows_is_requeued_once_its_heartbeat_is_stale(ray_settings, verl_run,
+                                                                                      enqueued):
+    from controlplane.runs.services import run_claim
+
+    run = verl_run()
+    enqueued.clear()
+    attempt = run_claim(run_id=run.id, worker="gpu-1:7")
+    Attempt.objects.filter(pk=attempt.pk).update(job_id="edgeplane-run0-a1-19700101000000")  # a restarted head
+    assert verl_runs_reconcile() == {}  # the engine reported recently: wait
+    later = timezone.now() + timedelta(seconds=ray_settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS + 1)
+    assert verl_runs_reconcile(now=later) == {"requeued": [run.id]}
+    assert Run.objects.get(pk=run.id).status == RunStatus.QUEUED and enqueued == [run.id]
+    assert "Ray has no job" in Attempt.objects.get(pk=attempt.pk).reason
