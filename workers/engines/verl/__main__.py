@@ -2,8 +2,9 @@
 
 Exports the data, builds verl's command and either prints it after composing the overrides
 against verl's ppo_trainer.yaml (--dry-run) or starts the job (Ray Jobs API with --ray-address,
-else a local subprocess). The run token for the HTTP sink is read from $EDGEPLANE_RUN_TOKEN and
-passed to the job's environment only.
+else a local subprocess). The trainer reports to the control plane when the job's environment
+names it: $EDGEPLANE_CONTROL_URL, $EDGEPLANE_RUN_ID, $EDGEPLANE_RUN_TOKEN (and
+$EDGEPLANE_ATTEMPT) are read here and passed to the job's environment only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import sys
 
 from workers.engines.config import ConfigError, RunConfig
 from workers.engines.verl.launch import OverrideError, VerlOptions, compose_overrides, plan, submit
+from workers.engines.verl.report import ENV_ATTEMPT, ENV_RUN, ENV_TOKEN, ENV_URL
+
+TELEMETRY_ENV = (ENV_URL, ENV_RUN, ENV_TOKEN, ENV_ATTEMPT)
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, VerlOptions]:
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"# {len(launch.overrides)} overrides compose against verl's ppo_trainer.yaml", file=sys.stderr)
         return 0
-    secrets = {"EDGEPLANE_RUN_TOKEN": os.environ["EDGEPLANE_RUN_TOKEN"]} if os.environ.get("EDGEPLANE_RUN_TOKEN") else {}
+    secrets = {name: os.environ[name] for name in TELEMETRY_ENV if os.environ.get(name)}
     print(f"submitted: {submit(launch, options, secrets=secrets)}")
     return 0
 
