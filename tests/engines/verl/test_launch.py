@@ -4,8 +4,6 @@ submission paths (local subprocess, Ray Jobs API) get the right command. No GPU 
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
@@ -116,35 +114,6 @@ def test_without_a_cluster_address_the_job_is_a_local_subprocess_with_the_token_
     assert "s3cret" not in launch.command()
 
 
-def test_with_a_cluster_address_the_attempt_id_is_the_submission_id_and_a_retry_submits_nothing(launched):
-    launch, options, _ = launched
-    options = VerlOptions(**{**options.__dict__, "ray_address": "http://head:8265"})
-
-    class FakeJobs:
-        jobs: ClassVar[dict[str, dict]] = {}
-
-        def __init__(self, address: str) -> None:
-            self.address = address
-
-        def submit_job(self, *, entrypoint, submission_id, runtime_env):
-            if submission_id in self.jobs:  # what Ray's job manager answers
-                raise RuntimeError(f"Job with submission_id {submission_id} already exists. "
-                                   "Please use a different submission_id.")
-            self.jobs[submission_id] = {"entrypoint": entrypoint, "runtime_env": runtime_env}
-            return submission_id
-
-        def get_job_status(self, submission_id):
-            return "RUNNING"
-
-    first = submit(launch, options, secrets={"EDGEPLANE_RUN_TOKEN": "t"}, client_factory=FakeJobs)
-    again = submit(launch, options, secrets={"EDGEPLANE_RUN_TOKEN": "t"}, client_factory=FakeJobs)
-    assert first == again == "run-7-attempt-2" and len(FakeJobs.jobs) == 1
-    job = FakeJobs.jobs["run-7-attempt-2"]
-    assert job["entrypoint"].startswith("python -m workers.engines.verl.main data.train_files=")
-    assert job["runtime_env"]["env_vars"]["EDGEPLANE_RUN_TOKEN"] == "t"
-    assert job["runtime_env"]["working_dir"]
-
-
 def test_the_cli_dry_run_prints_the_command_and_refuses_a_bad_override(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("engine: verl\ntask_train_size: 16\ntask_test_size: 4\nbatch_size: 4\n")
@@ -154,3 +123,6 @@ def test_the_cli_dry_run_prints_the_command_and_refuses_a_bad_override(tmp_path,
     assert "-m workers.engines.verl.main" in out and "data.train_batch_size=4" in out
     assert main([*args, "trainer.bogus=1"]) == 2
     assert "trainer.bogus" in capsys.readouterr().err
+    # verl's own config check runs too: 4 prompts x 8 rollouts do not split over 3 GPUs
+    assert main([*args, "--gpus-per-node", "3"]) == 2
+    assert "verl's config check refuses the job" in capsys.readouterr().err

@@ -11,7 +11,13 @@ from __future__ import annotations
 import pytest
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.verl.launch import EDGEPLANE_MAIN, VerlOptions, compose_overrides, plan
+from workers.engines.verl.launch import (
+    EDGEPLANE_MAIN,
+    VerlOptions,
+    compose_overrides,
+    plan,
+    validate_with_verl,
+)
 
 pytest.importorskip("verl")
 
@@ -56,6 +62,7 @@ def test_every_run_goes_through_edgeplanes_trainer_with_verls_filter_as_the_post
     assert config.trainer.v1.trainer_mode == "sync"
     assert config.trainer.checkpoint_callback_class.endswith("SelectionCheckpointCallback")
     assert bool(config.algorithm.filter_groups.enable) == (post_filter is not None)
+    validate_with_verl(config)  # what main_ppo checks first on the cluster
 
     trainer = EdgeplaneTrainer(config)  # verl's PPOTrainer.__init__, our buffer with verl's arguments
     buffer = trainer.replay_buffer

@@ -14,7 +14,14 @@ import os
 import sys
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.verl.launch import OverrideError, VerlOptions, compose_overrides, plan, submit
+from workers.engines.verl.launch import (
+    OverrideError,
+    VerlOptions,
+    compose_overrides,
+    plan,
+    submit,
+    validate_with_verl,
+)
 from workers.engines.verl.report import ENV_ATTEMPT, ENV_RUN, ENV_TOKEN, ENV_URL
 
 TELEMETRY_ENV = (ENV_URL, ENV_RUN, ENV_TOKEN, ENV_ATTEMPT)
@@ -31,6 +38,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, VerlOptions]:
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--rollout", default="vllm")
     p.add_argument("--tensor-parallel", type=int, default=1)
+    p.add_argument("--micro-batch-per-gpu", type=int, default=4,
+                   help="sequences per GPU per forward/backward pass (lower it if GPU memory runs out)")
     p.add_argument("--checkpoint-dir", default="", help="default: RUN_DIR/checkpoints")
     p.add_argument("--resume-mode", default="auto", choices=["auto", "disable", "resume_path"])
     p.add_argument("--loggers", default="console,file", help="comma-separated verl trackers")
@@ -43,6 +52,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, VerlOptions]:
     options = VerlOptions(
         run_dir=args.run_dir, attempt_id=args.attempt_id, model_path=args.model_path, nnodes=args.nnodes,
         gpus_per_node=args.gpus_per_node, rollout=args.rollout, tensor_parallel=args.tensor_parallel,
+        micro_batch_per_gpu=args.micro_batch_per_gpu,
         checkpoint_dir=args.checkpoint_dir, resume_mode=args.resume_mode,
         loggers=tuple(x for x in args.loggers.split(",") if x), ray_address=args.ray_address,
         python=args.python, extra_overrides=tuple(args.overrides))
@@ -54,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = RunConfig.load(args.config)
         launch = plan(config, options)
-        compose_overrides(launch.overrides)
+        validate_with_verl(compose_overrides(launch.overrides))
     except (ConfigError, OverrideError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(launch.command())
     if args.dry_run:
-        print(f"# {len(launch.overrides)} overrides compose against verl's ppo_trainer.yaml", file=sys.stderr)
+        print(f"# {len(launch.overrides)} overrides compose against verl's ppo_trainer.yaml and pass its "
+              "config check", file=sys.stderr)
         return 0
     secrets = {name: os.environ[name] for name in TELEMETRY_ENV if os.environ.get(name)}
     print(f"submitted: {submit(launch, options, secrets=secrets)}")

@@ -62,6 +62,7 @@ class VerlOptions:
     rollout: str = _help("rollout engine (verl's actor_rollout_ref.rollout.name)", "vllm")
     tensor_parallel: int = _help("vLLM tensor parallel size per rollout replica", 1)
     gpu_memory_utilization: float = _help("vLLM's share of GPU memory (colocated with training)", 0.5)
+    micro_batch_per_gpu: int = _help("sequences per GPU per forward/backward pass (actor update, log-probs)", 4)
     checkpoint_dir: str = _help("verl's trainer.default_local_dir (default: RUN_DIR/checkpoints)", "")
     resume_mode: str = _help("auto (resume from the latest checkpoint), disable, or resume_path", "auto")
     loggers: tuple[str, ...] = _help("verl's trackers", ("console", "file"))
@@ -145,6 +146,8 @@ def check_supported(config: RunConfig, options: VerlOptions) -> None:
         errors.append(FieldError("loggers", f"unknown {', '.join(bad_loggers)}; verl has {', '.join(LOGGERS)}"))
     if options.nnodes < 1 or options.gpus_per_node < 1:
         errors.append(FieldError("nnodes", "nnodes and gpus_per_node must be >= 1"))
+    if options.micro_batch_per_gpu < 1:
+        errors.append(FieldError("micro_batch_per_gpu", "must be >= 1"))
     if errors:
         raise ConfigError(errors)
 
@@ -176,6 +179,10 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "actor_rollout_ref.actor.clip_ratio_high": config.clip_high,
         "actor_rollout_ref.actor.grad_clip": config.grad_clip,
         "actor_rollout_ref.actor.ppo_mini_batch_size": config.batch_size // config.minibatches,
+        # verl requires a micro batch (or dynamic batch sizes) for every forward/backward pass
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": options.micro_batch_per_gpu,
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": options.micro_batch_per_gpu,
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": options.micro_batch_per_gpu,
         "actor_rollout_ref.actor.loss_agg_mode": "seq-mean-token-sum-norm" if config.dr_grpo else "token-mean",
         "actor_rollout_ref.actor.use_kl_loss": False,
         "algorithm.adv_estimator": "grpo",
@@ -291,6 +298,19 @@ def compose_overrides(overrides: Sequence[str]) -> Any:
     return composed
 
 
+def validate_with_verl(composed: Any) -> None:
+    """verl's own config check (``verl.utils.config.validate_config``, what ``main_ppo`` runs
+    first on the cluster): batch sizes against GPUs, micro batches, and the rest."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    try:
+        validate_config(config=composed, use_reference_policy=need_reference_policy(composed),
+                        use_critic=need_critic(composed))
+    except Exception as exc:  # AssertionError, ValueError, hydra's InstantiationException
+        raise OverrideError(f"verl's config check refuses the job: {exc}") from exc
+
+
 # -- the plan and its submission ----------------------------------------------------------------
 def job_env(config: RunConfig, options: VerlOptions) -> dict[str, str]:
     run_dir = Path(options.run_dir)
@@ -343,7 +363,7 @@ def submit(launch: LaunchPlan, options: VerlOptions, *, secrets: dict[str, str] 
                 return launch.submission_id
             raise
     run_dir = Path(options.run_dir)
-    log = (run_dir / f"verl-{launch.submission_id}.log").open("ab")
-    process = popen(launch.argv, cwd=str(ROOT), env={**os.environ, **env}, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+    with (run_dir / f"verl-{launch.submission_id}.log").open("ab") as log:  # the child keeps its own copy
+        process = popen(launch.argv, cwd=str(ROOT), env={**os.environ, **env}, stdout=log,
+                        stderr=subprocess.STDOUT, start_new_session=True)
     return f"pid:{process.pid}"
