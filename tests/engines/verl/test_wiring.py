@@ -107,3 +107,15 @@ def test_several_updates_per_step_are_refused(tmp_path):
     config = compose_overrides([*_plan(tmp_path, {"grpo": {}}).overrides, "+trainer.v1.sync.parameter_sync_step=2"])
     with pytest.raises(ValueError, match="parameter_sync_step = 2: .* set it to 1"):
         EdgeplaneTrainer(config)
+
+
+def test_the_token_can_come_as_a_file_as_ray_jobs_get_it(tmp_path):
+    from workers.engines.verl.launch import write_token_file
+    from workers.engines.verl.report import sink_from_env
+
+    path = write_token_file(tmp_path / "run", "s3cret")
+    assert path.stat().st_mode & 0o777 == 0o600
+    sink = sink_from_env(tmp_path / "run", {"EDGEPLANE_CONTROL_URL": "http://cp:8000", "EDGEPLANE_RUN_ID": "12",
+                                            "EDGEPLANE_RUN_TOKEN_FILE": str(path), "EDGEPLANE_ATTEMPT": "2"})
+    assert sink is not None and sink.token == "s3cret" and sink.attempt == 2
+    assert sink.url == "http://cp:8000/api/ingest/runs/12/steps/"

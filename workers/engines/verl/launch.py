@@ -35,6 +35,7 @@ from typing import Any
 
 from workers.engines.config import ConfigError, FieldError, RunConfig
 from workers.engines.verl import reward
+from workers.engines.verl.report import ENV_TOKEN, ENV_TOKEN_FILE
 
 ROOT = Path(__file__).resolve().parents[3]
 REWARD_PATH = "pkg://workers.engines.verl.reward"
@@ -312,6 +313,21 @@ def validate_with_verl(composed: Any) -> None:
 
 
 # -- the plan and its submission ----------------------------------------------------------------
+TOKEN_FILE = ".run-token"
+
+
+def write_token_file(run_dir: Path, token: str) -> Path:
+    """The run token in RUN_DIR/.run-token, mode 0600 from its creation, replaced atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path, tmp = run_dir / TOKEN_FILE, run_dir / f"{TOKEN_FILE}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token)
+    os.replace(tmp, path)
+    return path
+
+
 def job_env(config: RunConfig, options: VerlOptions) -> dict[str, str]:
     run_dir = Path(options.run_dir)
     return {
@@ -341,9 +357,14 @@ def submit(launch: LaunchPlan, options: VerlOptions, *, secrets: dict[str, str] 
     """Start the job; returns the Ray submission id, or ``pid:<n>`` for a local process.
 
     Secrets (the run token) go into the job's environment, never into the printed command.
+    On Ray, whose dashboard shows a job's ``env_vars``, the token goes into a file readable
+    by its owner only in the run's folder (shared storage), and the job gets the file's path.
     """
     env = {**launch.env, **(secrets or {})}
     if options.ray_address:
+        token = env.pop(ENV_TOKEN, None)
+        if token:
+            env[ENV_TOKEN_FILE] = str(write_token_file(Path(options.run_dir), token))
         if client_factory is None:
             from ray.job_submission import JobSubmissionClient
 

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 ENV_URL, ENV_RUN, ENV_TOKEN, ENV_ATTEMPT = (
     "EDGEPLANE_CONTROL_URL", "EDGEPLANE_RUN_ID", "EDGEPLANE_RUN_TOKEN", "EDGEPLANE_ATTEMPT")
+# A Ray job's env_vars are shown on the Ray dashboard: there the token comes as a file (mode 0600).
+ENV_TOKEN_FILE = "EDGEPLANE_RUN_TOKEN_FILE"
 
 # summary.train field <- verl metric (trainer_base._compute_metrics, _update_actor, _compute_old_log_prob)
 TRAIN_METRICS = {
@@ -48,17 +50,19 @@ def sink_from_env(run_dir: str | Path, environ: Mapping[str, str] = os.environ) 
     A job with some of the variables but not all is misconfigured: refuse it rather than
     train unreported.
     """
-    names = (ENV_URL, ENV_RUN, ENV_TOKEN)
-    given = [n for n in names if environ.get(n)]
-    if not given:
-        log.warning("no %s / %s / %s: this job reports to no control plane", *names)
+    token = environ.get(ENV_TOKEN) or ""
+    if not token and environ.get(ENV_TOKEN_FILE):
+        token = Path(environ[ENV_TOKEN_FILE]).read_text().strip()
+    values = {ENV_URL: environ.get(ENV_URL), ENV_RUN: environ.get(ENV_RUN), ENV_TOKEN: token}
+    if not any(values.values()):
+        log.warning("no %s / %s / %s: this job reports to no control plane", *values)
         return None
-    missing = [n for n in names if not environ.get(n)]
+    missing = [n for n, v in values.items() if not v]
     if missing:
         raise ValueError(f"telemetry is half configured: {', '.join(missing)} missing (set all of "
-                         f"{', '.join(names)}, or none)")
+                         f"{', '.join(values)} ({ENV_TOKEN} or {ENV_TOKEN_FILE}), or none)")
     attempt = environ.get(ENV_ATTEMPT)
-    return HttpSink(base_url=environ[ENV_URL], run_id=int(environ[ENV_RUN]), token=environ[ENV_TOKEN],
+    return HttpSink(base_url=environ[ENV_URL], run_id=int(environ[ENV_RUN]), token=token,
                     run_dir=run_dir, attempt=int(attempt) if attempt else None)
 
 
