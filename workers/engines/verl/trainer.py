@@ -245,7 +245,6 @@ class EdgeplaneTrainer(PPOTrainerSync):
                                f"({len(chosen)} found): lower data.train_batch_size or add prompts")
         self.submitted_keys |= {k for k, _ in chosen}
         batch = join_rows(chosen)
-        tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
         self.select_seconds += time.perf_counter() - start
         return batch
 
@@ -333,6 +332,8 @@ class EdgeplaneTrainer(PPOTrainerSync):
             time.sleep(poll)
 
     def _submit_batch_to_rollout(self, batch: TensorDict) -> int:
+        # The step it is rolled out in (a batch selected ahead was drawn during the step before).
+        tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
         if self.step_selection is not None:  # the buffer then knows each group's key without reading it back
             self.replay_buffer.note_submitted([str(u) for u in batch["uid"]], row_keys(batch))  # type: ignore[attr-defined]
         return super()._submit_batch_to_rollout(batch)
