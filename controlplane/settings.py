@@ -196,13 +196,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "edgeplane.reconcile_runs",
         "schedule": float(EDGEPLANE_RECONCILE_SECONDS),
     },
-    # Asks the verl jobs how they are (on the verl queue: only the gpu-worker sees them).
-    # Expires when no gpu-worker takes it in time, so none pile up while there is none.
-    "reconcile-verl-runs": {
-        "task": "edgeplane.reconcile_verl_runs",
-        "schedule": float(EDGEPLANE_RECONCILE_SECONDS),
-        "options": {"expires": float(EDGEPLANE_RECONCILE_SECONDS)},
-    },
+    # reconcile_runs also sends reconcile_verl_runs to the verl queue, only while verl runs are active.
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -16,11 +16,17 @@ def launch_run(run_id: int) -> str:
 
 @app.task(name="edgeplane.reconcile_runs")
 def reconcile_runs() -> dict[str, list[int]]:
-    """Beat: runs whose heartbeat went stale are marked lost and requeued to resume (not verl runs:
-    reconcile_verl_runs asks their jobs)."""
-    from controlplane.runs.services import runs_reconcile
+    """Beat: runs whose heartbeat went stale are marked lost and requeued to resume. verl runs
+    are asked of their jobs by reconcile_verl_runs, sent from here only while there are some:
+    its queue has a consumer only where a gpu-worker runs, and unconsumed messages pile up."""
+    from django.conf import settings
 
-    return runs_reconcile()
+    from controlplane.runs.services import runs_reconcile, verl_runs_active
+
+    outcome = runs_reconcile()
+    if verl_runs_active():
+        reconcile_verl_runs.apply_async(expires=float(settings.EDGEPLANE_RECONCILE_SECONDS))
+    return outcome
 
 
 @app.task(name="edgeplane.launch_verl_run", acks_late=True, reject_on_worker_lost=True)
@@ -34,7 +40,7 @@ def launch_verl_run(run_id: int) -> str:
 
 @app.task(name="edgeplane.reconcile_verl_runs")
 def reconcile_verl_runs() -> dict[str, list[int]]:
-    """Beat, on the verl queue: ask each active verl run's job how it is; end runs whose job
+    """On the verl queue, sent by reconcile_runs: ask each active verl run's job how it is; end runs whose job
     ended, stop jobs that outlive a cancel's grace period, requeue launches that died."""
     from controlplane.runs.verl_runs import verl_runs_reconcile
 

@@ -160,6 +160,10 @@ def run_execute(*, run_id: int) -> str:
         return RunStatus.FAILED
 
 
+def verl_runs_active() -> bool:
+    return Run.objects.filter(engine=VERL, status__in=ACTIVE).exists()
+
+
 def runs_reconcile(*, now=None) -> dict[str, list[int]]:
     """Mark runs with a stale heartbeat lost; requeue them to resume, up to the attempt limit.
 

@@ -8,8 +8,8 @@ The handle ``submit`` returns (the submission id, or ``pid:<n>``) goes on ``Atte
 The job reports through the ingestion endpoint; its URL, the run id, the attempt number and
 the token travel in the job's environment only, never on a command line or in a log.
 
-**Supervision** (task ``edgeplane.reconcile_verl_runs``, beat, on the verl queue, where the
-jobs are visible): for each active verl run, ask its job (``supervise.job_status``):
+**Supervision** (task ``edgeplane.reconcile_verl_runs`` on the verl queue, where the jobs are
+visible; sent by beat's ``reconcile_runs`` while verl runs are active): for each active verl run, ask its job (``supervise.job_status``):
 
 - still running: nothing, unless a cancel was asked more than
   ``EDGEPLANE_CANCEL_GRACE_SECONDS`` ago and the engine did not obey at a step boundary:
