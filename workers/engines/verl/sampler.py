@@ -26,7 +26,6 @@ trainer, which adds response entropies once verl has computed them.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -35,8 +34,6 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
 from workers.selection.pipeline import GroupOutcome, StepSelection
-
-logger = logging.getLogger(__name__)
 
 
 def read_outcomes(partition: dict[str, dict], partition_id: str, uids: list[str],
