@@ -219,6 +219,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "can_cancel": run.status in ACTIVE and not run.cancel_requested
         and user_can(request.user, run.team_id, Role.LAUNCHER),
         "recent": sel.recent_decisions(run), "active": run.status in ACTIVE,
+        "attempt": run.attempts.order_by("-number").first(),  # its job id, for a verl run
     })
 
 

@@ -172,6 +172,15 @@ def test_the_run_page_has_the_three_sections_and_a_panel_per_method(bob, run):
     assert "chart-greso" not in page and "chart-dapo" not in page
     assert 'src="/vendor/plotly.min.js"' in page and "Cancel run" in page
     assert "kept by HIVE stage 2" in page  # newest decisions
+    assert 'id="run-job"' not in page  # trained in the worker: no job outside it
+
+
+def test_the_run_page_names_the_job_of_a_run_trained_outside_the_worker(bob, run):
+    from controlplane.runs.models import Attempt
+
+    Attempt.objects.filter(run=run).update(job_id="edgeplane-run7-a1-1764000000")
+    page = bob.get(f"/runs/{run.id}/").content.decode()
+    assert '<code id="run-job">edgeplane-run7-a1-1764000000</code>, attempt 1' in page
 
 
 def test_plotly_comes_from_the_bundled_copy(client):
