@@ -24,6 +24,8 @@ from typing import Any
 # (workers.selection.selectors.REGISTRY holds the same labels; tests check they agree).
 METHOD_ORDER = ("grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze")
 PHASES = ("select", "generate", "reward", "update")  # seconds per phase, in pipeline order
+# verl's step also saves checkpoints inside its step timer, and has time in none of ours.
+ENGINE_PHASES = {"verl": (*PHASES, "checkpoint", "other")}
 BUCKETS = ("unseen", "too_easy", "edge", "too_hard", "pruned", "stale")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "budget_stopped")
 
@@ -80,8 +82,12 @@ class Totals:
     uniform_device_seconds: float = 0.0
 
 
+def phases_of(engine: str) -> tuple[str, ...]:
+    return ENGINE_PHASES.get(engine, PHASES)
+
+
 def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
-                methods: Sequence[str] = ()) -> dict[str, Any]:
+                methods: Sequence[str] = (), phases: Sequence[str] = PHASES) -> dict[str, Any]:
     """Per-step and running figures of the "Rollout savings" charts and the method panels.
 
     ``rows`` are step summaries in step order (after the cursor); ``base`` holds the totals
@@ -92,7 +98,7 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
         "rollout_savings", "rollout_savings_total", "effective_share_of_generated",
         "effective_share_of_generated_total", "all_correct_share",
         "all_wrong_share", "reward_mean", "device_hours_total", "uniform_device_hours_total")}
-    out["seconds"] = {phase: [] for phase in PHASES}
+    out["seconds"] = {phase: [] for phase in phases}
     metric_names = [m for method in methods for m in METHOD_METRICS.get(method, ())]
     out["metrics"] = {name: [] for name in metric_names}
     if "rlzvp" in methods:
@@ -121,7 +127,7 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
         out["device_hours_total"].append(device / 3600.0)
         out["uniform_device_hours_total"].append(uniform_device / 3600.0)
         seconds = row.get("seconds") or {}
-        for phase in PHASES:
+        for phase in phases:
             out["seconds"][phase].append(number(seconds.get(phase)))
         metrics = row.get("metrics") or {}
         for name in metric_names:

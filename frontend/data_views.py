@@ -80,7 +80,8 @@ def series(request: HttpRequest, run: Run) -> dict[str, Any]:
     after = _int(request, "after", -1)
     rows = sel.step_rows(run, after)
     upto = rows[-1]["step"] if rows else after
-    data = charts.step_series(rows, sel.totals_through(run, after), methods=list(run.config.get("selectors", {})))
+    data = charts.step_series(rows, sel.totals_through(run, after), methods=list(run.config.get("selectors", {})),
+                              phases=charts.phases_of(run.engine))
     return {**_page(run, after, upto), **data}
 
 

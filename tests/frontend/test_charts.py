@@ -76,6 +76,14 @@ def test_step_series_gives_group_shares_reward_and_seconds_per_phase():
     assert s["seconds"] == {"select": [0.1], "generate": [1.0], "reward": [0.5], "update": [2.0]}
 
 
+def test_a_verl_run_also_charts_its_checkpoint_and_unaccounted_seconds():
+    row = step_row(0, seconds={"select": 0.1, "generate": 1.0, "reward": 0.5, "update": 2.0, "checkpoint": 4.0,
+                               "other": 0.25})
+    s = charts.step_series([row], phases=charts.phases_of("verl"))
+    assert s["seconds"]["checkpoint"] == [4.0] and s["seconds"]["other"] == [0.25]
+    assert list(charts.step_series([row], phases=charts.phases_of("local"))["seconds"]) == list(charts.PHASES)
+
+
 def test_step_series_sends_missing_measurements_as_explicit_nulls():
     row = step_row(0, reward_mean=None, groups_generated=0, seconds={"generate": float("nan")}, rollout_savings=None)
     s = charts.step_series([row], methods=["hive"])

@@ -89,7 +89,8 @@ function drawSteps() {
   ], { xaxis: STEP_AXIS, yaxis: SHARE_AXIS });
   draw("chart-reward", [line(x, steps.reward_mean, "reward_mean", COLORS.reward)],
        { xaxis: STEP_AXIS, yaxis: { title: { text: "mean reward" }, gridcolor: "#eef0f3" } });
-  const phaseColor = { select: COLORS.select, generate: COLORS.generate, reward: COLORS.reward_phase, update: COLORS.update };
+  const phaseColor = { select: COLORS.select, generate: COLORS.generate, reward: COLORS.reward_phase, update: COLORS.update,
+                       checkpoint: COLORS.checkpoint, other: COLORS.other };
   draw("chart-seconds", Object.entries(steps.seconds).map(([phase, y]) => ({
     x, y, name: phase, type: "bar", marker: { color: phaseColor[phase] } })),
   { barmode: "stack", bargap: 0.1, xaxis: STEP_AXIS, yaxis: { title: { text: "seconds" }, gridcolor: "#eef0f3" } });
