@@ -53,3 +53,15 @@ def test_actor_metrics_and_timers_map_onto_our_names_in_device_seconds():
     seconds = phase_seconds(timing, select_seconds=0.5, gpus=8)
     assert seconds == {"select": 4.0, "generate": 80.0, "reward": 8.0, "update": 68.0, "checkpoint": 0.0,
                        "other": 8.0}
+
+
+def test_the_model_is_counted_without_loading_weights(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from workers.engines.verl.report import count_parameters
+
+    config = GPT2Config(vocab_size=103, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    config.save_pretrained(tmp_path)  # a config only: no weights on disk
+    expected = sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
+    assert count_parameters(str(tmp_path)) == expected
+    assert count_parameters(str(tmp_path / "missing")) == 0  # warned; FLOPs estimates 0

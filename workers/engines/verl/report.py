@@ -66,6 +66,23 @@ def sink_from_env(run_dir: str | Path, environ: Mapping[str, str] = os.environ) 
                     run_dir=run_dir, attempt=int(attempt) if attempt else None)
 
 
+def count_parameters(model_path: str) -> int:
+    """Parameters of the Hugging Face model at ``model_path``, counted on the meta device (no
+    weights loaded; the driver holds no model). 0, with a warning, when it cannot be read:
+    the step's FLOPs estimates are then 0 too."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError, ImportError) as exc:  # unreadable or unknown: no FLOPs, go on
+        log.warning("cannot count the parameters of %s (%s): FLOPs estimates will be 0", model_path, exc)
+        return 0
+    return int(sum(p.numel() for p in model.parameters()))
+
+
 def _number(value: Any) -> float | None:
     try:
         number = float(value)

@@ -135,6 +135,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.max_device_hours = float((section.get("max_device_hours", 0) if section is not None else 0) or 0)
         run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
         self.sink = report.sink_from_env(run_dir)
+        self.model_parameters = report.count_parameters(str(config.actor_rollout_ref.model.path))
         super().__init__(config)
         if self.parameter_sync_step != 1:
             # One selection step is one update here: several local updates per step would
@@ -419,7 +420,8 @@ class EdgeplaneTrainer(PPOTrainerSync):
             return
         step.rollouts_effective = self.rollouts_effective
         seconds = report.phase_seconds(timing_raw, self.select_seconds, self.gpus)
-        result = step.close(seconds=seconds, forward_tokens_extra=self.forward_tokens_extra)
+        result = step.close(seconds=seconds, parameters=self.model_parameters,
+                            forward_tokens_extra=self.forward_tokens_extra)
         self.step_selection = None
         self.device_seconds += result.accounting.device_seconds
         record = result.to_record()
@@ -475,7 +477,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
     def report_start(self) -> None:
         if self.sink is not None:
             self.sink.run_started(config={"engine": "verl", "methods": selection_methods(self.config)},
-                                  model_parameters=0, dataset_size=len(self.train_dataset),
+                                  model_parameters=self.model_parameters, dataset_size=len(self.train_dataset),
                                   resumed_from_step=self.global_steps or None)
 
     def report_end(self, failure: BaseException | None = None) -> None:
