@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_size": 4, "group_size": 4,
+B, N = 4, 4  # prompts per step and rollouts per prompt of the contract tests
+SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_size": B, "group_size": N,
          "minibatches": 2, "steps": 5, "checkpoint_every": 2, "eval_every": 0, "verifier": "numeric"}
 
 
@@ -141,3 +142,31 @@ class EntropyActor:
         nested = torch.nested.as_nested_tensor(rows, layout=torch.jagged)
         tq.kv_batch_put(keys=list(batch.keys), partition_id=batch.partition_id,
                         fields=TensorDict({"entropy": nested, "log_probs": nested.clone()}, batch_size=len(rows)))
+
+
+def successes(key: str) -> int:
+    """Scripted policy: every third prompt always solved, every fifth never, the rest mixed."""
+    i = int(key.rsplit(":", 1)[1])
+    return N if i % 3 == 0 else 0 if i % 5 == 0 else 1 + i % (N - 1)
+
+
+def trainer_for(tmp_path: Path, tokenizer, selectors: dict, rollout: ScriptedRollout | None = None, **run: object):
+    """``make_trainer`` with the scripted rollout and a short replay-buffer poll."""
+    trainer = make_trainer(tmp_path, selectors, tokenizer, **run)
+    trainer.replay_buffer.poll_interval = 0.01
+    trainer.agent_loop_manager = rollout or ScriptedRollout(N, successes)
+    return trainer
+
+
+def run_step(trainer, tq):
+    """One step in verl's order, the worker-group phases left out; returns the step's result,
+    the stable keys trained, and verl's metrics."""
+    trainer.global_steps += 1
+    trainer.prepare_step()
+    batch, metrics = trainer.replay_buffer.sample(global_steps=trainer.global_steps, partition_id="train",
+                                                  batch_size=B)
+    trained_uids = {k.split("_")[0] for k in batch.keys}
+    trained_keys = {o.key for u, o in trainer.replay_buffer.outcomes.items() if u in trained_uids}
+    trainer.close_step(metrics, {})
+    tq.kv_clear(keys=list(batch.keys), partition_id="train")
+    return trainer.last_result, trained_keys, metrics

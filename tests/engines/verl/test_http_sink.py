@@ -7,8 +7,6 @@ import socket
 
 import pytest
 
-from controlplane.accounts.services import team_create
-from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import (
     PromptObservation,
     Run,
@@ -16,7 +14,7 @@ from controlplane.runs.models import (
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.services import run_cancel, run_claim, run_create
+from controlplane.runs.services import run_cancel
 from controlplane.telemetry.services import token_issue
 from tests.selection.simulated import Simulation
 from workers.engines.telemetry import Control
@@ -27,15 +25,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def run(monkeypatch):
-    monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: None)
-    team = team_create(name="Acme", owner_username="alice", owner_password="alice-pw")
-    dataset = dataset_import_builtin(team=team, task="add", n_train=16, n_test=4, name="add-small")
-    run = run_create(team=team, dataset=dataset, name="verl-remote",
-                     config={"engine": "verl", "steps": 4, "batch_size": 4, "group_size": 4,
-                             "selectors": {"greso": {}}})
-    assert run_claim(run_id=run.id, worker="ray:test") is not None
-    return run
+def run(claimed_verl_run):
+    return claimed_verl_run
 
 
 @pytest.fixture

@@ -17,52 +17,20 @@ import torch
 pytest.importorskip("verl")
 pytest.importorskip("transfer_queue")
 
-from tests.engines.verl.harness import EntropyActor, ScriptedRollout, char_tokenizer, make_trainer
-
-B, N = 4, 4
+from tests.engines.verl.harness import (
+    B,
+    EntropyActor,
+    N,
+    char_tokenizer,
+    run_step,
+    successes,
+    trainer_for,
+)
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     return char_tokenizer(tmp_path_factory.mktemp("tokenizer"))
-
-
-@pytest.fixture
-def tq(local_tq):
-    yield local_tq
-    for partition, items in (local_tq.kv_list() or {}).items():  # leave TransferQueue empty
-        if items:
-            local_tq.kv_clear(keys=list(items), partition_id=partition)
-
-
-def index_of(key: str) -> int:
-    return int(key.rsplit(":", 1)[1])
-
-
-def successes(key: str) -> int:
-    """Scripted policy: every third prompt always solved, every fifth never, the rest mixed."""
-    i = index_of(key)
-    return N if i % 3 == 0 else 0 if i % 5 == 0 else 1 + i % (N - 1)
-
-
-def trainer_for(tmp_path, tokenizer, selectors, rollout=None, **run):
-    trainer = make_trainer(tmp_path, selectors, tokenizer, **run)
-    trainer.replay_buffer.poll_interval = 0.01
-    trainer.agent_loop_manager = rollout or ScriptedRollout(N, successes)
-    return trainer
-
-
-def run_step(trainer, tq):
-    """One step: verl's order, with the worker-group phases left out."""
-    trainer.global_steps += 1
-    trainer.prepare_step()
-    batch, metrics = trainer.replay_buffer.sample(global_steps=trainer.global_steps, partition_id="train",
-                                                  batch_size=B)
-    trained_uids = {k.split("_")[0] for k in batch.keys}
-    trained_keys = {o.key for u, o in trainer.replay_buffer.outcomes.items() if u in trained_uids}
-    trainer.close_step(metrics, {})
-    tq.kv_clear(keys=list(batch.keys), partition_id="train")
-    return trainer.last_result, trained_keys, metrics
 
 
 def test_greso_skips_by_history_and_verl_rolls_out_exactly_b_screened_prompts(tmp_path, tokenizer, tq):

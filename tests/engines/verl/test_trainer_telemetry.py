@@ -14,8 +14,6 @@ import pytest
 pytest.importorskip("verl")
 pytest.importorskip("transfer_queue")
 
-from controlplane.accounts.services import team_create
-from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import (
     PromptObservation,
     Run,
@@ -23,40 +21,18 @@ from controlplane.runs.models import (
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.services import run_cancel, run_claim, run_create
+from controlplane.runs.services import run_cancel
 from controlplane.telemetry.services import token_issue
-from tests.engines.verl.harness import char_tokenizer
-from tests.engines.verl.test_prepare_step import N, run_step, trainer_for
+from tests.engines.verl.harness import char_tokenizer, run_step, trainer_for
 from workers.engines.telemetry import Control
 from workers.engines.verl.checkpoint import SelectionCheckpointCallback
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def run(monkeypatch):
-    monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: None)
-    team = team_create(name="Acme", owner_username="alice", owner_password="alice-pw")
-    dataset = dataset_import_builtin(team=team, task="add", n_train=24, n_test=6, name="add-small")
-    run = run_create(team=team, dataset=dataset, name="verl-on-cpu",
-                     config={"engine": "verl", "steps": 5, "batch_size": 4, "group_size": N,
-                             "selectors": {"greso": {}}})
-    attempt = run_claim(run_id=run.id, worker="ray:test")
-    assert attempt is not None
-    run.attempt_number = attempt.number
-    return run
-
-
-@pytest.fixture
-def tq(local_tq):
-    yield local_tq
-    for partition, items in (local_tq.kv_list() or {}).items():
-        if items:
-            local_tq.kv_clear(keys=list(items), partition_id=partition)
-
-
 def test_each_verl_step_reaches_the_control_plane_and_a_cancel_stops_the_trainer(
-        live_server, run, tq, tmp_path, monkeypatch):
+        live_server, claimed_verl_run, tq, tmp_path, monkeypatch):
+    run = claimed_verl_run
     monkeypatch.setenv("EDGEPLANE_CONTROL_URL", live_server.url)
     monkeypatch.setenv("EDGEPLANE_RUN_ID", str(run.id))
     monkeypatch.setenv("EDGEPLANE_RUN_TOKEN", token_issue(run_id=run.id))
