@@ -64,6 +64,27 @@ def make_trainer(tmp_path: Path, selectors: dict, tokenizer, **run: object):
     return trainer
 
 
+def verl_prompt_fields(batch, i: int) -> dict:
+    """Row ``i`` of a submitted batch as verl 0.9.1's agent loop reads it
+    (``AgentLoopWorkerTQ.generate_sequences``, v1/agent_loop_tq.py), line for line: a tensor
+    field is indexed, a ``NonTensorStack`` gives its row's ``.data``, and a ``NonTensorData``
+    gives its one value to every row (so a per-row field stored as one value reaches each row whole)."""
+    import torch
+    from tensordict import NonTensorData, NonTensorStack
+
+    prompt = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            prompt[k] = v[i]
+        elif isinstance(v, NonTensorStack):
+            prompt[k] = v[i].data
+        elif isinstance(v, NonTensorData):
+            prompt[k] = v.data
+        else:
+            raise TypeError(f"verl logs 'Unsupported type {type(v)} for key {k}' and drops the field")
+    return prompt
+
+
 class ScriptedRollout:
     """``generate_sequences`` of a policy whose successes per prompt are scripted."""
 
@@ -81,16 +102,17 @@ class ScriptedRollout:
         from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
         keys_this_call, sizes = [], []
-        own_fields = [k for k in ("edgeplane_group",) if k in batch]
         for i in range(len(batch)):
-            uid = str(batch["uid"][i])
-            info = batch["extra_info"][i]
-            info = getattr(info, "data", info)
+            prompt = verl_prompt_fields(batch, i)
+            uid = prompt["uid"]
+            info = prompt["extra_info"]
             key = str(info["key"])
             keys_this_call.append(key)
-            n = int(batch["__rollout_n__"][i]) if "__rollout_n__" in batch else self.n
+            # verl: n = prompt.pop("__rollout_n__", config.n)
+            n = int(prompt.pop("__rollout_n__", self.n))
             sizes.append(n)
-            step = int(batch["global_steps"]) if "global_steps" in batch else 0
+            step = int(prompt.get("global_steps", 0))
+            own_fields = {f: prompt[f] for f in ("edgeplane_group",) if f in prompt}
             wins = self.wins(key, n)
             keys, fields, tags = [], [], []
             for s in range(n):
@@ -104,10 +126,11 @@ class ScriptedRollout:
                                "prompts": prompts, "responses": responses,
                                "input_ids": torch.cat([prompts, responses]), "extra_info": info,
                                "entropy": torch.full((self.response_len,), 0.5 + 0.1 * s),
-                               **{f: str(batch[f][i]) for f in own_fields}})
+                               **own_fields})
                 tags.append({"status": "success", "prompt_len": 2, "response_len": self.response_len,
                              "seq_len": 2 + self.response_len, "global_steps": step,
                              "min_global_steps": step, "max_global_steps": step})
+            # verl's agent loop puts str keys; a uid that is not one fails here, as there
             tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields), tags=tags)
             tq.kv_put(key=uid, partition_id="train", tag={"status": "finished"})
         self.submitted.append(keys_this_call)
@@ -124,6 +147,7 @@ class EntropyActor:
         self.model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_positions=1024, n_embd=32, n_layer=1,
                                                 n_head=2)).eval()
         self.calls = 0
+        self.batches: list[tuple[int, int]] = []  # (rows, padding rows) per call
 
     def entropy_of(self, input_ids: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -137,6 +161,7 @@ class EntropyActor:
 
         assert batch.extra_info.get("calculate_entropy") is True
         self.calls += 1
+        self.batches.append((len(batch.keys), sum(k.startswith("pad") for k in batch.keys)))
         data = tq.kv_batch_get(keys=list(batch.keys), partition_id=batch.partition_id, select_fields=["input_ids"])
         rows = [self.entropy_of(ids) for ids in data["input_ids"].unbind()]
         nested = torch.nested.as_nested_tensor(rows, layout=torch.jagged)

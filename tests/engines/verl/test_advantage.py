@@ -38,12 +38,15 @@ def _config(methods: str):
 
 
 def _trainer(config):
-    from workers.engines.verl.trainer import EdgeplaneTrainer, build_pipeline
+    from types import SimpleNamespace
+
+    from workers.engines.verl.trainer import EdgeplaneTrainer, StepWork, build_pipeline
 
     trainer = object.__new__(EdgeplaneTrainer)
     trainer.config = config
     trainer.pipeline = build_pipeline(config)
-    trainer.rollouts_effective, trainer.step_selection = 0, None
+    trainer.work = StepWork(1, trainer.pipeline.begin_step(0, 0))
+    trainer.replay_buffer = SimpleNamespace(outcomes={})  # uid -> outcome: none known, so keys are uids
     return trainer
 
 
@@ -148,7 +151,16 @@ def test_rlzvp_override_on_a_real_batch_with_padding_groups(local_tq):
     assert metrics["rlzvp/padding_rows_skipped"] == 3
     # The step's accounting: rollouts that carry signal, no padding: 4 mixed, 8 shaped, and the
     # single-session group's one row (verl's GRPO scores a group of one by its raw reward, 1).
-    assert trainer.rollouts_effective == int((np.abs(ours[real]) > 0).any(axis=1).sum()) == 13
+    assert trainer.work.rollouts_effective == int((np.abs(ours[real]) > 0).any(axis=1).sum()) == 13
+    # RL-ZVP's decisions and metric, as the embedded engine records them (one per shaped group).
+    step = trainer.work.selection
+    reasons = {d.prompt_key: d.reason for d in step.decisions}
+    correct_uid = next(u for u, n in group_of.items() if n == "correct")
+    wrong_uid = next(u for u, n in group_of.items() if n == "wrong")
+    assert reasons == {correct_uid: "rlzvp.all_correct", wrong_uid: "rlzvp.all_wrong"}
+    assert all(d.layer == "advantage" and d.method == "rlzvp" and d.scores["group_size"] == 4
+               for d in step.decisions)
+    assert step.metrics["rlzvp/shaped_rollouts"] == 8
 
 
 def test_without_rlzvp_the_override_is_verls_grpo(local_tq):
@@ -163,7 +175,7 @@ def test_without_rlzvp_the_override_is_verls_grpo(local_tq):
     PPOTrainerSync._compute_advantage(trainer, reference, {})
     np.testing.assert_array_equal(_read(tq, batch, "advantages").numpy(), _read(tq, reference, "advantages").numpy())
     assert not any(k.startswith("rlzvp/") for k in metrics)
-    assert trainer.rollouts_effective == 5  # mixed (4) and single-session (1): zero-variance groups get 0
+    assert trainer.work.rollouts_effective == 5  # mixed (4) and single-session (1): zero-variance groups get 0
 
 
 def test_padding_rows_by_prefix_or_empty_mask():

@@ -48,7 +48,13 @@ def test_every_override_lands_on_a_key_of_verls_schema(launched):
     assert composed.trainer.nnodes == 2 and composed.trainer.n_gpus_per_node == 8
     assert composed.trainer.experiment_name == "run-7-attempt-2"
     assert composed.trainer.save_freq == 2 and composed.trainer.resume_mode == "auto"
-    assert composed.trainer.test_freq == -1  # eval_every 0: only verl's own end-of-training validation
+    # eval_every 0: validate at the end only. verl's test_freq=-1 would skip that too; test_freq =
+    # steps validates at the last step (is_last_step) and nowhere before.
+    assert composed.trainer.test_freq == composed.trainer.total_training_steps == 5
+    # Only `steps` ends the run: fit also stops after total_epochs passes over the data.
+    assert composed.trainer.total_epochs >= composed.trainer.total_training_steps
+    # The clip goes where verl 0.9.1's FSDP engine reads it (actor.grad_clip is read by nothing).
+    assert composed.actor_rollout_ref.actor.optim.clip_grad == 1.0
     assert list(composed.trainer.logger) == ["console", "file"]
     assert composed.actor_rollout_ref.rollout.name == "vllm" and composed.actor_rollout_ref.rollout.n == 4
     assert composed.actor_rollout_ref.actor.ppo_mini_batch_size == 4

@@ -71,7 +71,9 @@ def test_hive_stage_two_gates_on_the_actors_prompt_entropy(tmp_path, tokenizer, 
     trainer.actor_rollout_wg = actor
     trainer._select_ahead()  # what on_step_end does before waking vLLM
     assert actor.calls >= 1  # one pass per filled candidate pool (1.5 B), until B prompts pass the gate
-    ahead = [str(k) for k in trainer.selected_ahead[2]["key"]]
+    ahead = [str(k) for k in trainer.selected_ahead[1]["key"]]
+    # The probe is padded to the data-parallel size (2), not to a PPO mini-batch (2 x N = 8 rows).
+    assert all(total % 2 == 0 and padding <= 1 for total, padding in actor.batches)
     result, _, _ = run_step(trainer, tq)
     submissions = trainer.agent_loop_manager.submitted
     assert submissions[0] == ahead  # the step rolled out the batch selected ahead

@@ -42,6 +42,33 @@ class ShapeResult:
         }
 
 
+@dataclass(frozen=True)
+class ShapedGroup:
+    """A zero-variance group RL-ZVP shaped: what its decision records."""
+
+    uid: str
+    all_correct: bool
+    size: int
+    mean_advantage: float
+
+
+def shaped_groups(uids: Sequence[str], result: ShapeResult, scores: torch.Tensor, response_mask: torch.Tensor,
+                  success_threshold: float = SUCCESS_THRESHOLD) -> list[ShapedGroup]:
+    """One entry per shaped group, in first-row order (the embedded engine's decision fields)."""
+    rewards = scores.detach().cpu().double().sum(-1).numpy()
+    mask = response_mask.detach().cpu().numpy().astype(bool)
+    advantages = result.advantages.detach().cpu().double().numpy()
+    rows_of: dict[str, list[int]] = {}
+    for i in np.flatnonzero(result.shaped_rows):
+        rows_of.setdefault(str(uids[i]), []).append(int(i))
+    out = []
+    for uid, rows in rows_of.items():
+        tokens = advantages[rows][mask[rows]]
+        out.append(ShapedGroup(uid, bool(rewards[rows[0]] >= success_threshold), len(rows),
+                               float(tokens.mean()) if tokens.size else 0.0))
+    return out
+
+
 def padding_rows(uids: Sequence[str], response_mask: np.ndarray) -> np.ndarray:
     """Rows of padding groups: uid prefix ``pad``, or a group whose rows all have an empty mask."""
     uids = [str(u) for u in uids]
@@ -111,6 +138,7 @@ def shape_zero_variance(
 def apply_rlzvp(batch, metrics: dict, *, alpha: float, norm_by_std: bool, eps: float = 1e-6,
                 success_threshold: float = SUCCESS_THRESHOLD):
     """After verl's ``_compute_advantage``: rewrite zero-variance groups in TransferQueue.
+    Returns the batch and the groups shaped (for the step's decisions).
 
     ``batch`` is the step's ``KVBatchMeta``. Needs the ``entropy`` field, which
     ``_compute_old_log_prob`` writes unless rollout correction runs in bypass mode.
@@ -126,9 +154,10 @@ def apply_rlzvp(batch, metrics: dict, *, alpha: float, norm_by_std: bool, eps: f
                            "algorithm.rollout_correction.bypass_mode=true: turn bypass mode off")
     nested_mask = data["response_mask"]
     uids = [str(u) for u in data["uid"]]
+    scores, mask = data["rm_scores"].to_padded_tensor(0.0), nested_mask.to_padded_tensor(0)
     result = shape_zero_variance(
-        uids, batch.keys, data["rm_scores"].to_padded_tensor(0.0), data["entropy"].to_padded_tensor(0.0),
-        nested_mask.to_padded_tensor(0), data["advantages"].to_padded_tensor(0.0),
+        uids, batch.keys, scores, data["entropy"].to_padded_tensor(0.0), mask,
+        data["advantages"].to_padded_tensor(0.0),
         alpha=alpha, norm_by_std=norm_by_std, eps=eps, success_threshold=success_threshold,
     )
     nested = response_to_nested(result.advantages, nested_mask)
@@ -136,4 +165,4 @@ def apply_rlzvp(batch, metrics: dict, *, alpha: float, norm_by_std: bool, eps: f
     output = TensorDict({"advantages": nested, "returns": nested.clone()}, batch_size=len(batch))
     batch = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=output)
     metrics.update(result.metrics(uids))
-    return batch
+    return batch, shaped_groups(uids, result, scores, mask, success_threshold)

@@ -6,7 +6,7 @@ V1 trainer calls on the driver after each save (trainer_base.py ``_save_checkpoi
 ``latest_checkpointed_iteration.txt`` is written) with the ``global_step_{N}`` folder.
 ``SelectionCheckpointCallback.on_save`` writes the trainer's ``Pipeline`` (ledger, every
 method's state, RNG, and the trainer's epoch and candidates given back) there as
-``edgeplane_selection.json``; ``restore_pipeline`` reads it
+``edgeplane_selection.npz`` (the ledger's numpy archive); ``restore_pipeline`` reads it
 back for the folder verl's ``_load_checkpoint`` resumed from.
 """
 
@@ -22,7 +22,7 @@ from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
 from workers.selection.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
-STATE_FILE = "edgeplane_selection.json"
+STATE_FILE = "edgeplane_selection.npz"  # PromptLedger.save: a numpy archive (arrays + a JSON meta entry)
 CALLBACK_FQN = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
 
 
@@ -45,7 +45,7 @@ class SelectionCheckpointCallback(CheckpointCallback):
             pipeline.ledger.method_state[STATE_KEY] = own_state()
         path = state_path(checkpoint_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_name(f".{path.name}.tmp")
         pipeline.save(tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a torn file under the real name
         logger.info("saved selection state of step %d to %s", global_step, path)

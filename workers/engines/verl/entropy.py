@@ -61,6 +61,15 @@ def put_probe(token_ids: Sequence[Sequence[int]], partition_id: str = PARTITION)
     return KVBatchMeta(partition_id=partition_id, keys=keys, tags=tags)
 
 
+def pad_to_data_parallel(batch: KVBatchMeta, dp_size: int, eos_token_id: int = 0) -> KVBatchMeta:
+    """The probe padded with verl's no-op samples to a multiple of the actor's data-parallel
+    size, which is all ``compute_log_prob``'s dispatch needs (a PPO mini-batch multiple, what
+    ``_balance_batch`` pads to, would add up to B x N - 1 rows of forward pass for nothing)."""
+    from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+
+    return upsample_batch_to_divisible_size(batch, max(1, int(dp_size)), eos_token_id)
+
+
 def read_prompt_entropy(keys: Sequence[str], partition_id: str = PARTITION) -> np.ndarray:
     """Mean entropy over each probe's response positions (prompt positions 2..L)."""
     data = tq.kv_batch_get(keys=list(keys), partition_id=partition_id, select_fields=["entropy", "response_mask"])

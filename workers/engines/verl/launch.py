@@ -42,6 +42,7 @@ REWARD_PATH = "pkg://workers.engines.verl.reward"
 CHECKPOINT_CALLBACK = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
 VERL_SELECTORS = {"grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze"}  # what EdgeplaneTrainer runs
 EDGEPLANE_MAIN = "workers.engines.verl.main"
+DEFAULT_CPU_PROMPT_LENGTH = 64  # CPU mode, when the data was not measured (build_overrides alone)
 LOGGERS = ("console", "file", "wandb", "tensorboard", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
 
 
@@ -69,6 +70,7 @@ class VerlOptions:
     loggers: tuple[str, ...] = _help("verl's trackers", ("console", "file"))
     ray_address: str = _help("Ray dashboard address (http://head:8265) for the Jobs API; empty: local subprocess", "")
     python: str = _help("the interpreter that runs verl", sys.executable)
+    prompt_length: int = _help("longest prompt in tokens (CPU mode; 0: measured on the exported data)", 0)
     extra_overrides: tuple[str, ...] = _help("more hydra overrides, appended last (they win)", ())
 
     def checkpoints(self) -> str:
@@ -138,8 +140,9 @@ def check_supported(config: RunConfig, options: VerlOptions) -> None:
         errors.append(FieldError("selectors", f"hora with {owner}'s zero-variance post-filter: on verl the filter "
                                               "would evict a probe group before HORA allocates its extra rollouts; "
                                               f"drop {owner}, set its post_filter to off, or use the local engine"))
-    if not (options.model_path or config.model != "tiny"):
-        errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path"))
+    if not (options.model_path or config.model != "tiny" or cpu_mode(config)):
+        errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path "
+                                          "('tiny' is built for device: cpu only)"))
     if config.batch_size % config.minibatches:
         errors.append(FieldError("minibatches", f"must divide batch_size ({config.batch_size}) for verl"))
     bad_loggers = [name for name in options.loggers if name not in LOGGERS]
@@ -178,7 +181,8 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "actor_rollout_ref.actor.optim.weight_decay": config.weight_decay,
         "actor_rollout_ref.actor.clip_ratio_low": config.clip_low,
         "actor_rollout_ref.actor.clip_ratio_high": config.clip_high,
-        "actor_rollout_ref.actor.grad_clip": config.grad_clip,
+        # verl 0.9.1's FSDP engine clips with optim.clip_grad; actor.grad_clip is read by nothing
+        "actor_rollout_ref.actor.optim.clip_grad": config.grad_clip,
         "actor_rollout_ref.actor.ppo_mini_batch_size": config.batch_size // config.minibatches,
         # verl requires a micro batch (or dynamic batch sizes) for every forward/backward pass
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": options.micro_batch_per_gpu,
@@ -192,7 +196,11 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "reward.custom_reward_function.path": REWARD_PATH,
         "reward.custom_reward_function.name": "compute_score",
         "trainer.total_training_steps": config.steps,
-        "trainer.test_freq": config.eval_every or -1,
+        # fit also ends after total_epochs passes over the data (default 30): at least one
+        # step per epoch, so `steps` epochs never end a run before its steps do
+        "trainer.total_epochs": max(config.steps, 1),
+        # test_freq=-1 would skip the end-of-training validation too: eval_every 0 means "at the end"
+        "trainer.test_freq": config.eval_every or config.steps,
         "trainer.save_freq": config.checkpoint_every or config.steps,
         "trainer.resume_mode": options.resume_mode,
         "trainer.default_local_dir": options.checkpoints(),
@@ -221,8 +229,22 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
     overrides.append(f"+edgeplane.methods={_value(json.dumps(methods, sort_keys=True))}")
     if config.max_device_hours:
         overrides.append(f"+edgeplane.max_device_hours={_value(float(config.max_device_hours))}")
+    if cpu_mode(config):
+        overrides.extend(cpu_overrides(prompt_length=options.prompt_length or DEFAULT_CPU_PROMPT_LENGTH,
+                                       response_length=config.max_new_tokens, ray_address=options.ray_address))
     overrides.extend(options.extra_overrides)
     return overrides
+
+
+def cpu_mode(config: RunConfig) -> bool:
+    """``device: cpu``: verl's own loop on this machine's CPU (workers/engines/verl/cpu)."""
+    return config.device == "cpu"
+
+
+def cpu_overrides(**kwargs: Any) -> list[str]:
+    from workers.engines.verl import cpu
+
+    return cpu.cpu_overrides(**kwargs)
 
 
 def post_filter_owner(config: RunConfig) -> str | None:
@@ -330,7 +352,8 @@ def write_token_file(run_dir: Path, token: str) -> Path:
 
 def job_env(config: RunConfig, options: VerlOptions) -> dict[str, str]:
     run_dir = Path(options.run_dir)
-    return {
+    env = cpu_env() if cpu_mode(config) else {}
+    return {**env,
         "PYTHONPATH": str(ROOT),  # our reward adapter must import inside Ray workers
         reward.ENV_VERIFIER: config.verifier,
         "VERL_FILE_LOGGER_PATH": str(run_dir / f"verl-metrics-{options.attempt_id}.jsonl"),  # new file per attempt
@@ -338,11 +361,52 @@ def job_env(config: RunConfig, options: VerlOptions) -> dict[str, str]:
     }
 
 
+def cpu_env() -> dict[str, str]:
+    from workers.engines.verl import cpu
+
+    return cpu.cpu_env()
+
+
+def prepare_cpu_mode(config: RunConfig, options: VerlOptions, train_file: Path, val_file: Path) -> VerlOptions:
+    """CPU mode: verl 0.9.1 only; the tiny model built into the run's folder when the config
+    says 'tiny'; the longest prompt measured with the model's own tokenizer and chat template."""
+    from workers.engines.verl import cpu
+    from workers.engines.verl.cpu.assets import ensure_tiny_model
+
+    try:
+        cpu.check_verl_version()
+    except cpu.UnsupportedVerlVersion as exc:
+        raise ConfigError([FieldError("device", str(exc))]) from exc
+    model_path = options.model_path or config.model
+    if model_path == "tiny":
+        model_path = str(ensure_tiny_model(Path(options.run_dir) / "model"))
+    prompt_length = options.prompt_length or longest_prompt(model_path, [train_file, val_file])
+    return dataclasses.replace(options, model_path=model_path, prompt_length=prompt_length, gpus_per_node=1,
+                               nnodes=1, rollout=cpu.rollout_name())
+
+
+def longest_prompt(model_path: str, files: Sequence[Path]) -> int:
+    """Tokens in the longest chat prompt of the parquet files, rounded up to a multiple of 8."""
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    longest = 1
+    for path in files:
+        for messages in pq.read_table(path, columns=["prompt"]).column("prompt").to_pylist():
+            ids = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+            longest = max(longest, len(ids))
+    return -(-longest // 8) * 8
+
+
 def plan(config: RunConfig, options: VerlOptions) -> LaunchPlan:
     """Export the data and build the command; nothing is started."""
     check_supported(config, options)
     run_dir = Path(options.run_dir)
     train_file, val_file = export_data(config, run_dir)
+    if cpu_mode(config):
+        options = prepare_cpu_mode(config, options, train_file, val_file)
     overrides = build_overrides(config, options, train_file, val_file)
     # hydra's own output folder goes to the run's folder, not to outputs/ in the working directory
     hydra_dir = f"hydra.run.dir={_value(str(run_dir / f'hydra-{options.attempt_id}'))}"

@@ -1,11 +1,14 @@
 """``python -m workers.engines.verl.main <hydra overrides>``: verl's ``main_ppo`` with our TaskRunner.
 
 Same config (verl's ppo_trainer.yaml), same validation, same ``run_ppo``; only the TaskRunner
-differs (``trainer._task_runner_class``: builds ``EdgeplaneTrainer``). Not run on CPU: it
-starts worker groups and vLLM.
+differs (``trainer._task_runner_class``: builds ``EdgeplaneTrainer``). With ``trainer.device=cpu``
+and the CPU mode's environment (``workers.engines.verl.cpu``) it runs on this machine's CPU;
+on any verl but 0.9.1 that mode stops here, naming the version.
 """
 
 from __future__ import annotations
+
+import os
 
 import hydra
 
@@ -21,6 +24,13 @@ def main(config) -> None:
 
     from workers.engines.verl.trainer import _task_runner_class
 
+    if str(config.trainer.get("device", "")) == "cpu" or os.environ.get("VERL_PLATFORM") == "cpu":
+        from workers.engines.verl.cpu import UnsupportedVerlVersion, check_verl_version
+
+        try:
+            check_verl_version()
+        except UnsupportedVerlVersion as exc:
+            raise SystemExit(f"error: {exc}") from None
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     run_ppo(config, task_runner_class=_task_runner_class())

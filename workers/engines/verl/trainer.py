@@ -47,6 +47,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,8 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from workers.engines.telemetry import Control, RunStatus
 from workers.engines.verl import advantage, checkpoint, entropy, report
 from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
-from workers.engines.verl.sampler import EdgeplaneReplayBuffer, read_outcomes
+from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
+from workers.selection.decisions import Layer
 from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
     MAX_DRAW_FACTOR,
@@ -76,6 +78,22 @@ logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
 PARENT_FIELD = "edgeplane_group"  # HORA's extra rollouts: the uid of the probe group they extend
 STATE_KEY = "verl_trainer"  # the trainer's own part of the checkpointed selection state
+DEFAULT_ROLLOUT_TIMEOUT_S = 3600.0  # edgeplane.rollout_timeout_s: longest wait for one step's rollouts
+
+
+@dataclass
+class StepWork:
+    """One step's selection and what the trainer counts for it. A step's first batch is
+    selected during the step before (``_select_ahead``), so two can be open at once."""
+
+    number: int  # verl's global step
+    selection: StepSelection
+    submitted_keys: set[str] = field(default_factory=set)  # prompts rolled out this step
+    prompts_submitted: int = 0
+    select_seconds: float = 0.0
+    forward_tokens_extra: int = 0
+    rollouts_effective: int = 0
+    pending_decisions: list = field(default_factory=list)  # carried in from the pipeline (epoch events)
 
 
 def _section(config: Any) -> Any:
@@ -119,13 +137,12 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.pipeline = build_pipeline(config)
         self.epoch = 0
         self.dataloader_wrapped = False
-        self.step_selection: StepSelection | None = None
-        self.submitted_keys: set[str] = set()  # prompts rolled out in the step being selected
+        self.work: StepWork | None = None  # the step being rolled out and trained
         self.prompt_pool: PromptPool | None = None
-        self.selected_ahead: tuple[int, StepSelection, TensorDict] | None = None
-        self.select_seconds = 0.0
-        self.forward_tokens_extra = 0
-        self.rollouts_effective = 0
+        self.selected_ahead: tuple[StepWork, TensorDict] | None = None
+        self.ahead_seconds = 0.0  # wall time this step spent selecting the next one (counted there)
+        self.step_started = 0.0
+        self.step_metrics: dict | None = None
         self.device_seconds = 0.0
         self.control = Control.CONTINUE
         self.last_result: StepResult | None = None
@@ -133,6 +150,8 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.gpus = int(trainer.nnodes) * int(trainer.n_gpus_per_node)
         section = _section(config)
         self.max_device_hours = float((section.get("max_device_hours", 0) if section is not None else 0) or 0)
+        self.rollout_timeout_s = float((section.get("rollout_timeout_s", 0) if section is not None else 0)
+                                       or DEFAULT_ROLLOUT_TIMEOUT_S)
         run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
         self.sink = report.sink_from_env(run_dir)
         self.model_parameters = report.count_parameters(str(config.actor_rollout_ref.model.path))
@@ -142,6 +161,10 @@ class EdgeplaneTrainer(PPOTrainerSync):
             # need the post-rollout selection split across them.
             raise ValueError(f"trainer.v1.sync.parameter_sync_step = {self.parameter_sync_step}: Edgeplane's "
                              "trainer runs one update per step; set it to 1")
+
+    @property
+    def step_selection(self) -> StepSelection | None:
+        return self.work.selection if self.work is not None else None
 
     # -- the replay buffer: verl's arguments, our class ---------------------------------------
     def _build_replay_buffer(self) -> ReplayBuffer:
@@ -157,6 +180,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         finally:
             base.ReplayBuffer = builtin
         assert isinstance(buffer, EdgeplaneReplayBuffer), "a custom sampler replaces Edgeplane's replay buffer"
+        buffer.timeout_s = self.rollout_timeout_s
         return buffer
 
     # -- data: the candidate pool, epochs -----------------------------------------------------
@@ -201,23 +225,25 @@ class EdgeplaneTrainer(PPOTrainerSync):
             self.prompt_pool.put_back(self.prompt_pool.rebuild(replays))
 
     # -- pre-rollout ---------------------------------------------------------------------------
-    def _open_step(self, step_number: int) -> StepSelection:
-        """A new step's selection; its counters start here (possibly ahead, in on_step_end)."""
+    def _open_step(self, step_number: int) -> StepWork:
+        """A new step's selection (possibly ahead, in on_step_end of the step before)."""
         if self.dataloader_wrapped:
             self._next_epoch()
-        self.submitted_keys = set()
-        self.select_seconds, self.forward_tokens_extra, self.rollouts_effective = 0.0, 0, 0
+        pending = list(self.pipeline._pending)
         # Our step numbers count completed steps like the embedded engine's (0 is the first);
         # verl's global_steps counts from 1.
-        return self.pipeline.begin_step(step_number - 1, self.epoch)
+        selection = self.pipeline.begin_step(step_number - 1, self.epoch)
+        return StepWork(step_number, selection, pending_decisions=pending)
 
-    def _select_prompts(self, step: StepSelection, n: int) -> TensorDict:
-        """Exactly ``n`` prompts for rollout, screened by the pre-rollout selectors."""
+    def _select_prompts(self, work: StepWork, n: int, *, refill: bool = False) -> TensorDict | None:
+        """Up to ``n`` prompts for rollout, screened by the pre-rollout selectors. A step's first
+        batch is exactly ``n``; a refill of verl's group filter may get fewer (the dataset has
+        no more distinct prompts this step): None when it gets none."""
         assert self.prompt_pool is not None
         start = time.perf_counter()
-        pool = self.prompt_pool
+        step, pool = work.selection, self.prompt_pool
         drawn: dict[str, RowRef] = {}
-        taken = self.submitted_keys
+        taken = work.submitted_keys
         step.set_round_target(n)
         draw_limit = MAX_DRAW_FACTOR * self.pipeline.batch_size
         while True:
@@ -227,7 +253,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
                 step.loader_exhausted()
 
             def prompt_entropy(keys: list[str]) -> np.ndarray:
-                return self._prompt_entropy([drawn[k] for k in keys])
+                return self._prompt_entropy(work, [drawn[k] for k in keys])
 
             round_ = step.pre_rollout([k for k, _ in rows], prompt_entropy=prompt_entropy)
             pool.put_back([(k, drawn[k]) for k in round_.deferred])
@@ -241,67 +267,111 @@ class EdgeplaneTrainer(PPOTrainerSync):
             step.alerts.append(f"pre-rollout filters kept {len(chosen)} of {n} prompts from "
                                f"{step.candidates_drawn} drawn; {len(fill)} more rolled out unscreened")
             chosen.extend(fill)
-        if len(chosen) < n:
+        work.select_seconds += time.perf_counter() - start
+        if len(chosen) < n and not refill:
             raise RuntimeError(f"the train dataset cannot give {n} distinct prompts for one step "
                                f"({len(chosen)} found): lower data.train_batch_size or add prompts")
-        self.submitted_keys |= {k for k, _ in chosen}
-        batch = join_rows(chosen)
-        self.select_seconds += time.perf_counter() - start
-        return batch
+        if not chosen:
+            return None
+        work.submitted_keys |= {k for k, _ in chosen}
+        return join_rows(chosen)
 
-    def _prompt_entropy(self, rows: list[RowRef]) -> np.ndarray:
+    def _prompt_entropy(self, work: StepWork, rows: list[RowRef]) -> np.ndarray:
         """HIVE stage 2: one forward pass of the actor over the candidates' prompts."""
         raw = [row.field("raw_prompt") for row in rows]
         ids = entropy.prompt_token_ids(self.tokenizer, raw)
-        self.forward_tokens_extra += sum(len(i) for i in ids)
+        work.forward_tokens_extra += sum(len(i) for i in ids)
         return entropy.actor_prompt_entropy(
             ids, compute_log_prob=self.actor_rollout_wg.compute_log_prob,
-            pad_to_multiple=lambda meta: self._balance_batch(meta, metrics={}, logging_prefix="edgeplane_probe"),
+            pad_to_multiple=lambda meta: entropy.pad_to_data_parallel(meta, self._actor_dp_size()),
             temperature=float(self.config.actor_rollout_ref.rollout.temperature),
         )
+
+    def _actor_dp_size(self) -> int:
+        """The actor's data-parallel size: verl's dispatch splits a batch into this many equal chunks."""
+        worker_group = self.actor_rollout_wg
+        if "actor" not in worker_group._dispatch_info:  # as verl's _balance_batch reads it
+            worker_group._dispatch_info["actor"] = worker_group._query_dispatch_info("actor")
+        return max(worker_group._dispatch_info["actor"]) + 1
 
     def _select_ahead(self) -> None:
         """Select the next step's first batch now (see the module docstring: GPU memory)."""
         next_step = self.global_steps + 1
         if next_step > self.total_training_steps or self.control != Control.CONTINUE:
             return
-        step = self._open_step(next_step)
-        self.selected_ahead = (next_step, step, self._select_prompts(step, int(self.config.data.train_batch_size)))
+        start = time.perf_counter()
+        work = self._open_step(next_step)
+        self.selected_ahead = (work, self._select_prompts(work, int(self.config.data.train_batch_size)))
+        self.ahead_seconds += time.perf_counter() - start
+
+    def _abandon_ahead(self) -> None:
+        """The run stops after this step: the batch selected ahead goes back to the pool and the
+        epoch decisions it carried back to the pipeline, so a checkpoint keeps both."""
+        if self.selected_ahead is None:
+            return
+        work, batch = self.selected_ahead
+        self.selected_ahead = None
+        if self.prompt_pool is not None and batch is not None:
+            self.prompt_pool.put_back(self.prompt_pool.rebuild([str(k) for k in row_keys(batch)]))
+        self.pipeline._pending = [*work.pending_decisions, *self.pipeline._pending]
+        self.pipeline.step = work.selection.step
 
     def on_init_end(self) -> None:
         self._select_ahead()
         super().on_init_end()
 
+    def on_step_begin(self) -> None:
+        self.step_started = time.perf_counter()
+        self.ahead_seconds = 0.0
+        super().on_step_begin()
+
     def on_step_end(self) -> None:
+        """Select ahead, sync weights (verl), then close the step: its record then carries the
+        checkpoint and weight-sync seconds, which verl times after ``step()`` returns."""
         self._select_ahead()
         super().on_step_end()
+        if self.step_metrics is not None:
+            wall = time.perf_counter() - self.step_started - self.ahead_seconds
+            self.close_step(self.step_metrics, {**self.timing_raw, "step": wall})
+            self.step_metrics = None
 
     def prepare_step(self) -> dict:
         ahead = self.selected_ahead
         self.selected_ahead = None
-        if ahead is not None and ahead[0] == self.global_steps:
-            _, step, batch = ahead
+        if ahead is not None and ahead[0].number == self.global_steps:
+            work, batch = ahead
         else:
-            step = self._open_step(self.global_steps)
-            batch = self._select_prompts(step, int(self.config.data.train_batch_size))
-        self.step_selection = step
+            work = self._open_step(self.global_steps)
+            batch = self._select_prompts(work, int(self.config.data.train_batch_size))
+        self.work = work
         assert isinstance(self.replay_buffer, EdgeplaneReplayBuffer)
-        self.replay_buffer.open_step(step)
+        self.replay_buffer.open_step(work.selection, cap=self._generation_cap())
         if "hora" in self.pipeline.selectors:
-            submitted = self._rollout_in_two_phases(step, batch)
+            self._rollout_in_two_phases(work, batch)
         else:
-            submitted = self._submit_batch_to_rollout(batch)
-        return {"edgeplane/prompts_submitted": float(submitted),
-                "edgeplane/candidates_drawn": float(step.candidates_drawn)}
+            self._submit_batch_to_rollout(batch)
+        return {"edgeplane/prompts_submitted": float(work.prompts_submitted),
+                "edgeplane/candidates_drawn": float(work.selection.candidates_drawn)}
+
+    def _generation_cap(self) -> int:
+        """Prompts one step may roll out when verl's group filter refills (0: no cap).
+
+        verl 0.9.1's V1 ignores ``filter_groups.max_num_gen_batches`` and refills until it has B
+        groups; SELECTORS.md bounds a step at ``max_gen_batches`` batches of B prompts, then
+        trains on what was collected. So the cap is ours: ``max_gen_batches`` x B.
+        """
+        rounds = int(self.work.selection.max_rounds) if self.work is not None else 0
+        return rounds * int(self.config.data.train_batch_size) if rounds > 0 else 0
 
     # -- allocation: HORA's two phases ---------------------------------------------------------
-    def _rollout_in_two_phases(self, step: StepSelection, batch: TensorDict) -> int:
+    def _rollout_in_two_phases(self, work: StepWork, batch: TensorDict) -> None:
         """Probe with n0 rollouts per prompt, wait, allocate the rest of B x N, submit the extras."""
+        step = work.selection
         n0 = int(self.pipeline.selectors["hora"].params.n0)  # type: ignore[attr-defined]
         uids = [str(u) for u in batch["uid"]]
         keys = [str(k) for k in row_keys(batch)]
         tu.assign_non_tensor_stack(batch, "__rollout_n__", [n0] * len(uids))
-        submitted = self._submit_batch_to_rollout(batch)
+        self._submit_batch_to_rollout(batch)
         self._wait_until_finished(uids)
         start = time.perf_counter()
         entries = tq.kv_list(partition_id="train").get("train", {})
@@ -309,55 +379,102 @@ class EdgeplaneTrainer(PPOTrainerSync):
         probe = read_outcomes(trajectories, "train", uids, dict(zip(uids, keys)))
         successes = [int((probe[u].rewards >= SUCCESS_THRESHOLD).sum()) if u in probe else 0 for u in uids]
         extra = step.allocate(RolloutRound(keys, np.full(len(keys), n0, dtype=np.int64), []), successes)
-        self.select_seconds += time.perf_counter() - start
+        work.select_seconds += time.perf_counter() - start
         rows = [i for i, m in enumerate(extra) if m > 0]
         if not rows:
-            return submitted
+            return
         extras = tu.index_select_tensor_dict(batch, rows)
-        extras["uid"] = np.array([str(uuid.uuid4()) for _ in rows], dtype=object)
+        extra_uids = [str(uuid.uuid4()) for _ in rows]
+        # One uid per row. A numpy array assigned as a field is stored by tensordict as ONE
+        # value, and verl's agent loop (agent_loop_tq.py) then hands every row the whole array
+        # as its uid: the TransferQueue write fails and the prompts stay pending for ever.
+        tu.assign_non_tensor_stack(extras, "uid", extra_uids)
         tu.assign_non_tensor_stack(extras, "__rollout_n__", [int(extra[i]) for i in rows])
         tu.assign_non_tensor_stack(extras, PARENT_FIELD, [uids[i] for i in rows])
-        self.replay_buffer.expect_extras({str(u): uids[i] for u, i in zip(extras["uid"], rows)})  # type: ignore[attr-defined]
-        return submitted + self._submit_batch_to_rollout(extras)
+        self.replay_buffer.expect_extras({u: uids[i] for u, i in zip(extra_uids, rows)})  # type: ignore[attr-defined]
+        self._submit_batch_to_rollout(extras)
 
     def _wait_until_finished(self, uids: list[str]) -> None:
         """Poll TransferQueue until every prompt group is finished (or failed), as verl's
-        replay buffer does."""
+        replay buffer does, for at most ``edgeplane.rollout_timeout_s``."""
         waiting = set(uids)
         poll = float(getattr(self.replay_buffer, "poll_interval", 2.0))
+        deadline = time.monotonic() + self.rollout_timeout_s
         while True:
             tags = tq.kv_list(partition_id="train").get("train", {})
             waiting = {u for u in waiting if tags.get(u, {}).get("status") not in ("finished", "failure")}
             if not waiting:
                 return
+            if time.monotonic() > deadline:
+                states: dict[str, int] = {}
+                for u in waiting:
+                    state = str(tags.get(u, {}).get("status", "missing"))
+                    states[state] = states.get(state, 0) + 1
+                raise RolloutTimeout(
+                    f"HORA's probe rollouts did not finish within {self.rollout_timeout_s:.0f} s "
+                    f"(edgeplane.rollout_timeout_s): {len(waiting)} of {len(uids)} prompt groups still "
+                    f"{', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; check the rollout workers' logs")
             time.sleep(poll)
 
     def _submit_batch_to_rollout(self, batch: TensorDict) -> int:
         # The step it is rolled out in (a batch selected ahead was drawn during the step before).
         tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
-        if self.step_selection is not None:  # the buffer then knows each group's key without reading it back
+        if self.work is not None:  # the buffer then knows each group's key without reading it back
             self.replay_buffer.note_submitted([str(u) for u in batch["uid"]], row_keys(batch))  # type: ignore[attr-defined]
-        return super()._submit_batch_to_rollout(batch)
+        submitted = super()._submit_batch_to_rollout(batch)
+        if self.work is not None:
+            self.work.prompts_submitted += submitted
+        return submitted
 
     def _add_prompts_to_generate(self, num_prompts: int) -> int:
-        """The replay buffer's refill (verl's group filter evicted groups): screened too."""
-        if self.step_selection is None:
+        """The replay buffer's refill (verl's group filter evicted groups): screened too, and
+        bounded by the generation cap. Past the cap, or when the dataset has no more distinct
+        prompts this step, the buffer stops collecting and the step trains on what it has."""
+        work = self.work
+        if work is None:
             return super()._add_prompts_to_generate(num_prompts)
-        return self._submit_batch_to_rollout(self._select_prompts(self.step_selection, num_prompts))
+        buffer = self.replay_buffer
+        assert isinstance(buffer, EdgeplaneReplayBuffer)
+        if buffer.collection_closed:
+            return 0
+        cap = buffer.cap
+        allowed = num_prompts if not cap else max(0, min(num_prompts, cap - work.prompts_submitted))
+        batch = self._select_prompts(work, allowed, refill=True) if allowed else None
+        submitted = self._submit_batch_to_rollout(batch) if batch is not None else 0
+        if submitted < num_prompts:
+            why = (f"the generation cap ({cap} prompts: max_gen_batches x B) is reached" if allowed < num_prompts
+                   else "the dataset has no more distinct prompts for this step")
+            work.selection.alerts.append(f"verl's group filter asked for {num_prompts} more prompts and got "
+                                         f"{submitted}: {why}; training on the groups collected")
+            buffer.close_collection()
+        return submitted
 
     # -- advantage -----------------------------------------------------------------------------
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)
         sel = self.pipeline.selectors.get("rlzvp")
         if sel is not None:
-            batch = advantage.apply_rlzvp(
+            batch, shaped = advantage.apply_rlzvp(
                 batch, metrics, alpha=float(sel.params.alpha),  # type: ignore[attr-defined]
                 norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
             )
+            self._record_rlzvp(shaped)
         if "hora" in self.pipeline.selectors:
             self._weight_by_group_size(batch)
         self._read_trained_rollouts(batch)
         return batch
+
+    def _record_rlzvp(self, shaped: list[advantage.ShapedGroup]) -> None:
+        """RL-ZVP's decisions and ``rlzvp/shaped_rollouts``, as the embedded engine records them."""
+        if self.work is None:
+            return
+        step = self.work.selection
+        outcomes = self.replay_buffer.outcomes  # type: ignore[attr-defined]
+        for group in shaped:
+            key = outcomes[group.uid].key if group.uid in outcomes else group.uid
+            step.decide(key, Layer.ADVANTAGE, "rlzvp", "rlzvp.all_correct" if group.all_correct else "rlzvp.all_wrong",
+                        {"group_size": group.size, "mean_advantage": group.mean_advantage})
+        step.metric_add("rlzvp/shaped_rollouts", float(sum(g.size for g in shaped)))
 
     def _weight_by_group_size(self, batch) -> None:
         """HORA: every prompt weighs the same in the loss, whatever its group size G_i. The
@@ -384,15 +501,15 @@ class EdgeplaneTrainer(PPOTrainerSync):
         (verl's old-policy ``entropy``), for the step's accounting and the ledger."""
         real = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
         keys = [batch.keys[i] for i in real]
-        if not keys:
+        if not keys or self.work is None:
             return
         correction = self.config.algorithm.get("rollout_correction", None)
         has_entropy = not (correction and correction.get("bypass_mode", False))  # bypass stores none
         fields = ["uid", "advantages", "response_mask", *(["entropy"] if has_entropy else [])]
         data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
         advantages = data["advantages"].to_padded_tensor(0.0)
-        self.rollouts_effective += int((advantages.abs() > 0).any(dim=1).sum())
-        if not has_entropy or self.step_selection is None:
+        self.work.rollouts_effective += int((advantages.abs() > 0).any(dim=1).sum())
+        if not has_entropy:
             return
         mask = data["response_mask"].to_padded_tensor(0).bool()
         token_entropy = data["entropy"].to_padded_tensor(0.0)
@@ -408,21 +525,22 @@ class EdgeplaneTrainer(PPOTrainerSync):
 
     # -- close: ledger, record, control --------------------------------------------------------
     def step(self, metrics: dict, timing_raw: dict):
-        start = time.perf_counter()
         batch = super().step(metrics, timing_raw)
-        self.close_step(metrics, {**timing_raw, "step": time.perf_counter() - start})
+        self.step_metrics = metrics  # closed in on_step_end, once verl's checkpoint and weight sync are timed
         return batch
 
     def close_step(self, metrics: dict, timing_raw: dict) -> None:
-        """The step's ledger update, record and control answer (after verl's update)."""
-        step = self.step_selection
-        if step is None:
+        """The step's ledger update, record and control answer (after verl's update, checkpoint
+        and weight sync; ``timing_raw`` holds verl's timers and the step's wall time)."""
+        work = self.work
+        if work is None:
             return
-        step.rollouts_effective = self.rollouts_effective
-        seconds = report.phase_seconds(timing_raw, self.select_seconds, self.gpus)
+        step = work.selection
+        step.rollouts_effective = work.rollouts_effective
+        seconds = report.phase_seconds(timing_raw, work.select_seconds, self.gpus)
         result = step.close(seconds=seconds, parameters=self.model_parameters,
-                            forward_tokens_extra=self.forward_tokens_extra)
-        self.step_selection = None
+                            forward_tokens_extra=work.forward_tokens_extra)
+        self.work = None
         self.device_seconds += result.accounting.device_seconds
         record = result.to_record()
         record["summary"]["train"] = self._train_summary(step, result, metrics)
@@ -448,10 +566,11 @@ class EdgeplaneTrainer(PPOTrainerSync):
     def _stop(self, control: Control) -> None:
         """Obey cancel / stop_budget at this step boundary: save, then let ``fit`` end."""
         self.control = control
+        self._abandon_ahead()
+        # verl saved this step already if it was a save step (fit saves before on_step_end)
         save_freq = int(self.config.trainer.save_freq)
-        saves_anyway = save_freq > 0 and (self.global_steps % save_freq == 0
-                                          or self.global_steps >= self.total_training_steps)
-        if not saves_anyway:
+        saved = save_freq > 0 and (self.global_steps % save_freq == 0 or self.global_steps >= self.total_training_steps)
+        if not saved:
             self._save_checkpoint()
         self.total_training_steps = self.global_steps  # fit's loop ends after this step
         logger.info("control plane answered %s after step %d: stopping", control, self.global_steps)

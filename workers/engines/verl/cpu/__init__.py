@@ -54,20 +54,28 @@ def cpu_env() -> dict[str, str]:
     return dict(ENV)
 
 
-def cpu_overrides(*, prompt_length: int, response_length: int) -> list[str]:
-    """verl overrides for a run on this machine's CPU (shared/VERL_CPU.md, stops 1-7)."""
+def rollout_name() -> str:
     from workers.engines.verl.cpu.rollout import ROLLOUT_NAME
 
+    return ROLLOUT_NAME
+
+
+def cpu_overrides(*, prompt_length: int, response_length: int, ray_address: str = "") -> list[str]:
+    """verl overrides for a run on this machine's CPU (shared/VERL_CPU.md, stops 1-7).
+
+    On a local Ray (no ``ray_address``) the job declares logical resources: verl's bundles ask
+    {CPU: 3, GPU: 1} and the TaskRunner and TransferQueue actors hold CPUs too; without them
+    the placement group never forms. A job on an existing cluster cannot declare resources:
+    that cluster's nodes must offer them (``ray start --num-cpus=12 --num-gpus=1``).
+    """
+    resources = [] if ray_address else ["ray_kwargs.ray_init.num_cpus=12", "+ray_kwargs.ray_init.num_gpus=1"]
     return [
         "trainer.device=cpu",
         "trainer.n_gpus_per_node=1",
         "trainer.nnodes=1",
-        # Ray: logical resources. verl's bundles ask {CPU: 3, GPU: 1}; the TaskRunner and the
-        # TransferQueue actors hold CPUs too. Without these the placement group never forms.
-        "ray_kwargs.ray_init.num_cpus=12",
-        "+ray_kwargs.ray_init.num_gpus=1",
+        *resources,
         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        f"actor_rollout_ref.rollout.name={ROLLOUT_NAME}",
+        f"actor_rollout_ref.rollout.name={rollout_name()}",
         "actor_rollout_ref.rollout.agent.num_workers=1",
         "reward.num_workers=1",
         "data.dataloader_num_workers=0",
