@@ -157,7 +157,7 @@ def recent(request: HttpRequest, run: Run) -> dict[str, Any]:
 @login_required
 @require_GET
 def forecast(request: HttpRequest) -> JsonResponse:
-    """The New run page's cost line for ?team=&batch_size=&group_size=&steps=."""
+    """The New run page's cost line for ?team=&batch_size=&group_size=&steps=&engine=&device=."""
     team = teams_for_user(request.user).filter(slug=request.GET.get("team", "")).first()
     if team is None:
         raise Http404("no such team among yours")
@@ -167,5 +167,7 @@ def forecast(request: HttpRequest) -> JsonResponse:
         steps = _int(request, "steps", 100, minimum=1)
     except BadParameter as exc:
         return JsonResponse({"errors": {"parameters": [str(exc)]}}, status=400)
-    figures = sel.launch_forecast_figures(team, batch_size=b, group_size=n, steps=steps)
+    figures = sel.launch_forecast_figures(team, batch_size=b, group_size=n, steps=steps,
+                                          engine=request.GET.get("engine") or None,
+                                          device=request.GET.get("device") or None)
     return JsonResponse(charts.launch_forecast(*figures))

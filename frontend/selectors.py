@@ -260,13 +260,16 @@ def usage_by_hour(team: Team, start: dt.date | None, end: dt.date | None) -> lis
     return [(r["hour"], float(r["used"] or 0.0), float(r["uniform"] or 0.0)) for r in rows]
 
 
-def launch_forecast_figures(team: Team, *, batch_size: int, group_size: int, steps: int) -> tuple[float, float | None]:
+def launch_forecast_figures(team: Team, *, batch_size: int, group_size: int, steps: int, engine: str | None = None,
+                            device: str | None = None) -> tuple[float, float | None]:
     """(forecast device-hours of a run, device-hours the team has left for it), the same
-    arithmetic ``run_create`` applies: the period's remainder less what active runs still need."""
+    arithmetic ``run_create`` applies: the team's rate on the run's engine and device, the
+    period's remainder less what active runs still need."""
     from controlplane.budgets.services import budget_status, forecast_device_hours
     from controlplane.runs.services import committed_device_hours
 
-    forecast = forecast_device_hours(team=team, batch_size=batch_size, group_size=group_size, steps=steps)
+    forecast = forecast_device_hours(team=team, batch_size=batch_size, group_size=group_size, steps=steps,
+                                     engine=engine, device=device)
     remaining = budget_status(team).remaining_device_hours
     if remaining is not None:
         remaining = max(remaining - committed_device_hours(team), 0.0)

@@ -15,6 +15,9 @@ from controlplane.budgets.models import Budget, UsageEntry
 # Device-seconds per rollout assumed before a team has any history: the tiny model on
 # 2 CPU cores measured about 0.002 s per rollout for a whole step (bench/engine_throughput.py).
 DEFAULT_SECONDS_PER_ROLLOUT = 0.002
+# The same for a kind of run that spends far more: verl on this machine's CPU (the tiny Llama,
+# B=2, N=4, 4 new tokens) measured 2.4-3.4 device-seconds per 8-rollout step, Ray's overhead mostly.
+DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND = {("verl", "cpu"): 0.35}
 
 
 @dataclass(frozen=True)
@@ -78,21 +81,31 @@ def budget_status(team: Team | int, at: dt.datetime | None = None) -> BudgetStat
     )
 
 
-def seconds_per_rollout(team: Team | int) -> float:
-    """The team's measured device-seconds per generated rollout, from its past steps."""
+def seconds_per_rollout(team: Team | int, *, engine: str | None = None, device: str | None = None) -> float:
+    """The team's measured device-seconds per generated rollout, from its past steps of runs on
+    the same engine and device when given: a verl run on this machine's CPU spends about a
+    hundred times more per rollout than the local engine's tiny model, so one rate for every
+    kind of run would misjudge the next run of the other kind."""
     from controlplane.runs.models import StepSummary
 
     team_id = team if isinstance(team, int) else team.id
-    totals = StepSummary.objects.filter(run__team_id=team_id).aggregate(
-        seconds=Sum("device_seconds"), rollouts=Sum("rollouts_generated"))
+    steps = StepSummary.objects.filter(run__team_id=team_id)
+    if engine is not None:
+        steps = steps.filter(run__engine=engine)
+    if device is not None:
+        steps = steps.filter(run__config__device=device)
+    totals = steps.aggregate(seconds=Sum("device_seconds"), rollouts=Sum("rollouts_generated"))
     if totals["rollouts"]:
         return float(totals["seconds"]) / float(totals["rollouts"])
-    return DEFAULT_SECONDS_PER_ROLLOUT
+    return DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND.get((engine, device), DEFAULT_SECONDS_PER_ROLLOUT)
 
 
-def forecast_device_hours(*, team: Team | int, batch_size: int, group_size: int, steps: int) -> float:
-    """Uniform-GRPO compute for the run at the team's measured rate (selection only saves)."""
-    return seconds_per_rollout(team) * batch_size * group_size * steps / 3600.0
+def forecast_device_hours(*, team: Team | int, batch_size: int, group_size: int, steps: int,
+                          engine: str | None = None, device: str | None = None) -> float:
+    """Uniform-GRPO compute for the run at the team's measured rate on its engine and device
+    (selection only saves)."""
+    rate = seconds_per_rollout(team, engine=engine, device=device)
+    return rate * batch_size * group_size * steps / 3600.0
 
 
 def uniform_device_seconds(summary: dict) -> float:

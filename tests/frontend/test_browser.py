@@ -158,6 +158,15 @@ def test_launch_a_run_through_the_form_and_cancel_it_with_the_button(tab, acme, 
     # The cost line follows B, N and steps: 8 x 4 x 5 rollouts at 0.002 s each.
     page.wait_for_function("document.querySelector('#forecast .forecast-message').textContent"
                            ".startsWith('forecast 0.0001 device-hours')")
+    # ... and the engine and device: verl on this machine's CPU, 0.35 s a rollout before any such run.
+    page.select_option("#f-engine", "verl")
+    page.select_option("#f-device", "cpu")
+    page.wait_for_function("document.querySelector('#forecast .forecast-message').textContent"
+                           ".startsWith('forecast 0.0156 device-hours')")
+    page.select_option("#f-engine", "local")
+    page.select_option("#f-device", "auto")
+    page.wait_for_function("document.querySelector('#forecast .forecast-message').textContent"
+                           ".startsWith('forecast 0.0001 device-hours')")
     page.click("button:has-text('Launch run')")
     error = page.locator("[data-field='selectors.hora.n0'] .field-error")
     assert "must be smaller than N = 4" in error.inner_text()

@@ -1,5 +1,5 @@
 // New run: show a method's parameters when it is ticked, and keep the cost forecast
-// (the run's device-hours against what the team has left) current as B, N and steps change.
+// (the run's device-hours against what the team has left) current as B, N, steps, engine and device change.
 const form = document.getElementById("new-run");
 
 for (const box of form.querySelectorAll('input[name="method"]')) {
@@ -19,6 +19,7 @@ async function refresh() {
     if (!/^\d+$/.test(value) || Number(value) < 1) return;  // the field's own error says why on submit
     params.set(name, value);
   }
+  for (const name of ["engine", "device"]) params.set(name, form.elements[name].value);  // the rate depends on them
   try {
     const response = await fetch(`${forecastUrl}?${params}`, { headers: { Accept: "application/json" } });
     if (!response.ok) return;
@@ -40,6 +41,7 @@ async function refresh() {
   }
 }
 
-for (const name of ["batch_size", "group_size", "steps"]) {
-  form.elements[name].addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 250); });
+for (const name of ["batch_size", "group_size", "steps", "engine", "device"]) {
+  const event = form.elements[name].tagName === "SELECT" ? "change" : "input";
+  form.elements[name].addEventListener(event, () => { clearTimeout(timer); timer = setTimeout(refresh, 250); });
 }
