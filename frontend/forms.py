@@ -18,11 +18,14 @@ from django.http import QueryDict
 from frontend.charts import METHOD_ORDER
 
 # Shown first; the rest of RunConfig sits under "More settings".
-MAIN_FIELDS = ("engine", "model", "batch_size", "group_size", "steps", "seed")
+MAIN_FIELDS = ("engine", "device", "model", "batch_size", "group_size", "steps", "seed")
 # Set by the control plane from the run's dataset, never by the form.
 HIDDEN_FIELDS = ("dataset", "eval_dataset", "selectors", "task", "task_train_size", "task_test_size")
 LABELS = {"batch_size": "B (prompts per step)", "group_size": "N (rollouts per prompt)", "steps": "Steps",
-          "seed": "Seed", "engine": "Engine", "model": "Model"}
+          "seed": "Seed", "engine": "Engine", "device": "Device", "model": "Model"}
+# Help the form adds to RunConfig's own, where a choice means more on the dashboard.
+MORE_HELP = {"device": "with engine verl, cpu runs verl's own training loop on this machine with the tiny model "
+                       "(a small Llama built here): a smoke run before spending GPU-hours"}
 
 
 def _kind(default: Any) -> str:
@@ -93,7 +96,8 @@ class Method:
 def config_fields() -> list[Field]:
     from workers.engines.config import RunConfig
 
-    return [Field(name=d["name"], label=LABELS.get(d["name"], d["name"]), default=d["default"], help=d["help"],
+    return [Field(name=d["name"], label=LABELS.get(d["name"], d["name"]), default=d["default"],
+                  help="; ".join(filter(None, (d["help"], MORE_HELP.get(d["name"])))),
                   kind=_kind(d["default"]), choices=_choices(d["name"]))
             for d in RunConfig.describe() if d["name"] not in HIDDEN_FIELDS]
 

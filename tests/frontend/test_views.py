@@ -111,6 +111,21 @@ def test_launching_through_the_form_stores_the_run_and_opens_its_page(bob, datas
     assert run.config["batch_size"] == 8 and run.config["steps"] == 5
 
 
+def test_a_verl_run_on_this_machines_cpu_is_offered_and_launched_through_the_form(bob, dataset, enqueued,
+                                                                                  django_capture_on_commit_callbacks):
+    page = bob.get("/runs/new/").content.decode()
+    device = page[page.index('data-field="device"'):]
+    device = device[:device.index("</div>")]
+    assert '<option value="cpu">cpu</option>' in device
+    assert "cpu runs verl&#x27;s own training loop on this machine" in device and "before spending GPU-hours" in device
+    assert page.index('data-field="engine"') < page.index('data-field="device"') < page.index("More settings")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = bob.post("/runs/new/", form_data(dataset, engine="verl", device="cpu", method=["grpo"]))
+    run = Run.objects.get(name="form-run")
+    assert response.status_code == 302 and enqueued == [run.id]
+    assert run.engine == "verl" and run.config["device"] == "cpu" and run.config["model"] == "tiny"
+
+
 def test_config_errors_appear_beside_their_fields(bob, dataset, enqueued):
     response = bob.post("/runs/new/", form_data(dataset, batch_size="0", **{"selectors.hora.n0": "9"}, steps="x"))
     assert response.status_code == 400 and enqueued == []
@@ -154,6 +169,9 @@ def test_the_forecast_endpoint_weighs_the_run_against_what_the_team_has_left(bob
     data = bob.get("/data/forecast/", {"team": "acme", "batch_size": 8, "group_size": 4, "steps": 100}).json()
     assert data["forecast_device_hours"] == pytest.approx(0.002 * 8 * 4 * 100 / 3600)
     assert data["remaining_device_hours"] == pytest.approx(1.0) and data["fits"] is True
+    verl_cpu = bob.get("/data/forecast/", {"team": "acme", "batch_size": 8, "group_size": 4, "steps": 100,
+                                          "engine": "verl", "device": "cpu"}).json()  # the rate of that kind of run
+    assert verl_cpu["forecast_device_hours"] == pytest.approx(0.35 * 8 * 4 * 100 / 3600)
     assert bob.get("/data/forecast/", {"team": "globex"}).status_code == 404
     assert bob.get("/data/forecast/", {"team": "acme", "steps": "x"}).status_code == 400
 
