@@ -13,6 +13,13 @@ Prints and writes bench/results/verl_step_overhead.json: median ms per step over
 measured steps, for the whole step and for the three places Edgeplane's code runs
 (``_select_prompts``, the buffer's ``_select_prompt_uids`` with verl's choice inside it,
 ``close_step``), beside the scripted rollout's own time (TransferQueue writes, not ours). Run: .venv/bin/python bench/verl_step_overhead.py [--batch 256 --group 8]
+
+``--real-loop`` measures whole steps of verl's real loop instead, on CPU (``device: cpu``: the
+tiny Llama, the transformers rollout, FSDP2 on gloo): one ``python -m workers.engines.verl.main``
+job per method and seed, verl's ``timing_s/step`` of every step after the first, and each
+method's seconds per step as a ratio to GRPO's with the same seed (the same data order and
+sizes). Writes bench/results/verl_step_overhead_cpu.json. Run:
+.venv/bin/python bench/verl_step_overhead.py --real-loop [--batch 4 --group 4 --steps 6 --seeds 3]
 """
 
 from __future__ import annotations
@@ -110,13 +117,56 @@ def measure(name: str, selectors: dict, args, tokenizer, folder: Path, tq) -> di
     return {k: statistics.median(v) for k, v in rows.items()}
 
 
+def real_loop(args) -> None:
+    """Seconds per step of verl's real loop on CPU, per method, as a ratio to GRPO per seed."""
+    from tests.engines.verl.e2e import run_job
+
+    methods = {**METHODS, "hive": {"hive": {}}, "dapo": {"dapo": {}}}
+    per_seed: dict[str, dict[int, list[float]]] = {name: {} for name in methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            for name, selectors in methods.items():
+                job = run_job(Path(tmp) / f"{name}-{seed}", selectors, steps=args.steps, batch_size=args.batch,
+                              group_size=args.group, task_train_size=args.prompts, seed=seed, checkpoint_every=0,
+                              eval_prompts=2)
+                if job.process.returncode != 0:
+                    raise SystemExit(f"{name} seed {seed} failed:\n{job.log_tail()}")
+                steps = [float(m["timing_s/step"]) for m in job.metrics() if "timing_s/step" in m][1:]
+                per_seed[name][seed] = steps
+                print(f"{name:10s} seed {seed}: {statistics.median(steps):6.2f} s/step over {len(steps)} steps")
+    figures: dict[str, dict[str, object]] = {}
+    for name, seeds in per_seed.items():
+        medians = [statistics.median(v) for v in seeds.values()]
+        ratios = [statistics.median(seeds[s]) / statistics.median(per_seed["grpo"][s]) for s in seeds]
+        figures[name] = {"seconds_per_step_median": statistics.median(medians),
+                         "seconds_per_step_range": [min(medians), max(medians)],
+                         "ratio_to_grpo_median": statistics.median(ratios),
+                         "ratio_to_grpo_range": [min(ratios), max(ratios)], "per_seed_steps": seeds}
+        f = figures[name]
+        print(f"{name:10s} {f['seconds_per_step_median']:6.2f} s/step (seeds {min(medians):.2f}-{max(medians):.2f}) | "
+              f"x{f['ratio_to_grpo_median']:.2f} of GRPO (seeds {min(ratios):.2f}-{max(ratios):.2f})")
+    path = write_results("verl_step_overhead_cpu", {
+        "what": "verl 0.9.1's own loop on CPU (tiny Llama, transformers rollout, FSDP2 on gloo): timing_s/step "
+                "after the first step; ratio = method's median s/step / GRPO's, same seed",
+        "batch": args.batch, "group": args.group, "prompts": args.prompts, "steps": args.steps,
+        "seeds": args.seeds, "per_method": figures})
+    print(f"written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--real-loop", action="store_true", help="whole steps of verl's real loop on CPU")
+    parser.add_argument("--seeds", type=int, default=3, help="--real-loop: seeds per method")
     args = parser.parse_args()
+    if args.real_loop:
+        if "--batch" not in sys.argv:
+            args.batch, args.group, args.prompts, args.steps = 4, 4, 64, 6
+        real_loop(args)
+        return
 
     import ray
     import transfer_queue as tq

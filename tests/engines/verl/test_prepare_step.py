@@ -72,8 +72,10 @@ def test_hive_stage_two_gates_on_the_actors_prompt_entropy(tmp_path, tokenizer, 
     trainer._select_ahead()  # what on_step_end does before waking vLLM
     assert actor.calls >= 1  # one pass per filled candidate pool (1.5 B), until B prompts pass the gate
     ahead = [str(k) for k in trainer.selected_ahead[1]["key"]]
-    # The probe is padded to the data-parallel size (2), not to a PPO mini-batch (2 x N = 8 rows).
-    assert all(total % 2 == 0 and padding <= 1 for total, padding in actor.batches)
+    # The probe is padded to what compute_log_prob needs: data-parallel size (2) x the log-prob
+    # micro-batch (verl's engine asserts it), not to a PPO mini-batch multiple.
+    multiple = 2 * int(trainer.config.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu)
+    assert all(total % multiple == 0 and padding < multiple for total, padding in actor.batches)
     result, _, _ = run_step(trainer, tq)
     submissions = trainer.agent_loop_manager.submitted
     assert submissions[0] == ahead  # the step rolled out the batch selected ahead

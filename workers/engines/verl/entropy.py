@@ -10,8 +10,8 @@ stores each candidate as a one-token "prompt" (its first token) and a "response"
 own weights, sharding and micro-batching.
 
 The probe lives in its own TransferQueue partition (``edgeplane_probe``) with the fields the
-agent loop writes for a trajectory, is padded to the data-parallel size by verl's own
-``upsample_batch_to_divisible_size``, and is cleared afterwards.
+agent loop writes for a trajectory, is padded to the actor's data-parallel size x its log-prob
+micro-batch by verl's own ``upsample_batch_to_divisible_size``, and is cleared afterwards.
 """
 
 from __future__ import annotations
@@ -61,13 +61,12 @@ def put_probe(token_ids: Sequence[Sequence[int]], partition_id: str = PARTITION)
     return KVBatchMeta(partition_id=partition_id, keys=keys, tags=tags)
 
 
-def pad_to_data_parallel(batch: KVBatchMeta, dp_size: int, eos_token_id: int = 0) -> KVBatchMeta:
-    """The probe padded with verl's no-op samples to a multiple of the actor's data-parallel
-    size, which is all ``compute_log_prob``'s dispatch needs (a PPO mini-batch multiple, what
-    ``_balance_batch`` pads to, would add up to B x N - 1 rows of forward pass for nothing)."""
+def pad_to_multiple(batch: KVBatchMeta, multiple: int, eos_token_id: int = 0) -> KVBatchMeta:
+    """The probe padded with verl's no-op samples to a multiple of ``multiple`` rows (the
+    actor's data-parallel size x its log-prob micro-batch: what ``compute_log_prob`` needs)."""
     from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 
-    return upsample_batch_to_divisible_size(batch, max(1, int(dp_size)), eos_token_id)
+    return upsample_batch_to_divisible_size(batch, max(1, int(multiple)), eos_token_id)
 
 
 def read_prompt_entropy(keys: Sequence[str], partition_id: str = PARTITION) -> np.ndarray:

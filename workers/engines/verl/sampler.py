@@ -180,7 +180,7 @@ class EdgeplaneReplayBuffer(ReplayBuffer):
         TransferQueue, not cleared: verl counts them as evicted and refills."""
         if not self._ours(partition_id):
             return super()._evict_terminal_groups(global_steps, partition_id, eviction_reasons)
-        stale, dapo, failed, counts = eviction_reasons
+        stale, dapo, failed, _counts = eviction_reasons
         held = dapo - stale - failed
         ordered = sorted(held, key=lambda u: self.prompt_global_steps[partition_id].get(u, 0))
         self.outcomes.update(read_outcomes(self.partitions[partition_id], partition_id, ordered, self.submitted_keys))

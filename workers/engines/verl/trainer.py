@@ -42,6 +42,7 @@ saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's ow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -143,6 +144,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.ahead_seconds = 0.0  # wall time this step spent selecting the next one (counted there)
         self.step_started = 0.0
         self.step_metrics: dict | None = None
+        self.closing: tuple[StepResult, StepWork] | None = None  # closed in step(), reported in on_step_end
         self.device_seconds = 0.0
         self.control = Control.CONTINUE
         self.last_result: StepResult | None = None
@@ -283,16 +285,23 @@ class EdgeplaneTrainer(PPOTrainerSync):
         work.forward_tokens_extra += sum(len(i) for i in ids)
         return entropy.actor_prompt_entropy(
             ids, compute_log_prob=self.actor_rollout_wg.compute_log_prob,
-            pad_to_multiple=lambda meta: entropy.pad_to_data_parallel(meta, self._actor_dp_size()),
+            pad_to_multiple=lambda meta: entropy.pad_to_multiple(meta, self._probe_multiple()),
             temperature=float(self.config.actor_rollout_ref.rollout.temperature),
         )
 
-    def _actor_dp_size(self) -> int:
-        """The actor's data-parallel size: verl's dispatch splits a batch into this many equal chunks."""
+    def _probe_multiple(self) -> int:
+        """Rows the HIVE probe must come in multiples of: verl's dispatch splits it into one equal
+        chunk per data-parallel rank, and each rank's engine into micro-batches of
+        ``log_prob_micro_batch_size_per_gpu`` (it asserts divisibility unless batch sizes are
+        dynamic). A PPO mini-batch multiple, what ``_balance_batch`` pads to, would add up to
+        B x N - 1 rows of forward pass for nothing."""
         worker_group = self.actor_rollout_wg
         if "actor" not in worker_group._dispatch_info:  # as verl's _balance_batch reads it
             worker_group._dispatch_info["actor"] = worker_group._query_dispatch_info("actor")
-        return max(worker_group._dispatch_info["actor"]) + 1
+        dp = max(worker_group._dispatch_info["actor"]) + 1
+        rollout = self.config.actor_rollout_ref.rollout
+        micro = 1 if rollout.get("log_prob_use_dynamic_bsz", False) else int(rollout.log_prob_micro_batch_size_per_gpu or 1)
+        return dp * micro
 
     def _select_ahead(self) -> None:
         """Select the next step's first batch now (see the module docstring: GPU memory)."""
@@ -324,16 +333,6 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.step_started = time.perf_counter()
         self.ahead_seconds = 0.0
         super().on_step_begin()
-
-    def on_step_end(self) -> None:
-        """Select ahead, sync weights (verl), then close the step: its record then carries the
-        checkpoint and weight-sync seconds, which verl times after ``step()`` returns."""
-        self._select_ahead()
-        super().on_step_end()
-        if self.step_metrics is not None:
-            wall = time.perf_counter() - self.step_started - self.ahead_seconds
-            self.close_step(self.step_metrics, {**self.timing_raw, "step": wall})
-            self.step_metrics = None
 
     def prepare_step(self) -> dict:
         ahead = self.selected_ahead
@@ -526,27 +525,54 @@ class EdgeplaneTrainer(PPOTrainerSync):
     # -- close: ledger, record, control --------------------------------------------------------
     def step(self, metrics: dict, timing_raw: dict):
         batch = super().step(metrics, timing_raw)
-        self.step_metrics = metrics  # closed in on_step_end, once verl's checkpoint and weight sync are timed
+        # The ledger takes the step now, before verl's checkpoint of this step saves it; the
+        # record goes out in on_step_end, once verl's checkpoint and weight sync are timed.
+        self.closing = self._close_selection(timing_raw)
+        self.step_metrics = metrics
         return batch
 
+    def on_step_end(self) -> None:
+        """Select ahead, sync weights (verl), then report the step: its record then carries the
+        checkpoint and weight-sync seconds, which verl times after ``step()`` returns."""
+        self._select_ahead()
+        super().on_step_end()
+        closing, self.closing = self.closing, None
+        if closing is not None:
+            wall = time.perf_counter() - self.step_started - self.ahead_seconds
+            self._report_step(closing, self.step_metrics or {}, {**self.timing_raw, "step": wall})
+
     def close_step(self, metrics: dict, timing_raw: dict) -> None:
-        """The step's ledger update, record and control answer (after verl's update, checkpoint
-        and weight sync; ``timing_raw`` holds verl's timers and the step's wall time)."""
+        """Close and report the step at once (``step`` and ``on_step_end`` split the two)."""
+        closing = self._close_selection(timing_raw)
+        if closing is not None:
+            self._report_step(closing, metrics, timing_raw)
+
+    def _close_selection(self, timing_raw: dict) -> tuple[StepResult, StepWork] | None:
+        """The step's ledger update, selector state and accounting (after verl's update)."""
         work = self.work
         if work is None:
-            return
+            return None
         step = work.selection
         step.rollouts_effective = work.rollouts_effective
-        seconds = report.phase_seconds(timing_raw, work.select_seconds, self.gpus)
-        result = step.close(seconds=seconds, parameters=self.model_parameters,
-                            forward_tokens_extra=work.forward_tokens_extra)
+        result = step.close(seconds=report.phase_seconds(timing_raw, work.select_seconds, self.gpus),
+                            parameters=self.model_parameters, forward_tokens_extra=work.forward_tokens_extra)
         self.work = None
+        return result, work
+
+    def _report_step(self, closing: tuple[StepResult, StepWork], metrics: dict, timing_raw: dict) -> None:
+        """The step's record, with every phase's seconds (``timing_raw``: verl's timers and the
+        step's wall time), to the control plane; its answer is obeyed here."""
+        result, work = closing
+        seconds = report.phase_seconds(timing_raw, work.select_seconds, self.gpus)
+        result = dataclasses.replace(result, accounting=dataclasses.replace(result.accounting, seconds=seconds))
         self.device_seconds += result.accounting.device_seconds
         record = result.to_record()
-        record["summary"]["train"] = self._train_summary(step, result, metrics)
+        record["summary"]["train"] = self._train_summary(work.selection, result, metrics)
         metrics.update({f"edgeplane/{k}": v for k, v in result.accounting.to_record().items()
                         if isinstance(v, (int, float))})
         self.last_result = result
+        for alert in result.alerts:
+            logger.warning("step %d: %s", result.step, alert)
         control = self.sink.step(record) if self.sink is not None else Control.CONTINUE
         if self.max_device_hours and self.device_seconds >= self.max_device_hours * 3600:
             control = Control.STOP_BUDGET

@@ -34,6 +34,7 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 logger = logging.getLogger(__name__)
 ROLLOUT_NAME = "transformers"
 SERVER_PREFIX = "edgeplane_transformers_"
+WEIGHT_SYNC_LOG = "transformers rollout: weight sync"
 
 
 def server_name(replica_rank: int, suffix: str = "") -> str:
@@ -93,6 +94,7 @@ class TransformersRolloutServer:
         self.global_steps: int | None = None
         self.lock = asyncio.Lock()
         self.weight_updates = 0
+        self.last_update_norm = 0.0
 
     async def get_server_address(self) -> tuple[str, int]:
         return ray.util.get_node_ip_address(), 0
@@ -141,12 +143,19 @@ class TransformersRolloutServer:
     async def load_weights(self, state: dict[str, torch.Tensor]) -> int:
         """The actor's full state dict (Hugging Face names); returns the tensors loaded."""
         async with self.lock:  # never mid-sequence
+            before = {k: v.detach().clone() for k, v in self.model.state_dict().items() if k in state}
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             tied = {k for k in missing if k == "lm_head.weight" and self.model.config.tie_word_embeddings}
             if unexpected or set(missing) - tied:
                 raise ValueError(f"actor and rollout disagree on the weights: missing {sorted(set(missing) - tied)}, "
                                  f"unexpected {sorted(unexpected)}")
             self.weight_updates += 1
+            after = self.model.state_dict()
+            delta = float(torch.sqrt(sum(((after[k] - before[k]).double() ** 2).sum() for k in before)))
+            self.last_update_norm = delta
+        # The size of the update the actor made since the last sync: what the rollout now samples from.
+        logger.warning("%s %d: %d tensors, |delta weights| = %.6e", WEIGHT_SYNC_LOG, self.weight_updates,
+                       len(state), delta)
         return len(state)
 
     async def set_global_steps(self, global_steps: int) -> None:
@@ -166,7 +175,7 @@ class TransformersRolloutServer:
 
     async def wait_for_requests_to_drain(self) -> None:
         async with self.lock:
-            return None
+            return
 
     async def abort_all_requests(self, reject_request: bool = False, **kwargs: Any) -> dict[str, Any]:
         return {"aborted_count": 0, "request_ids": []}
@@ -181,7 +190,8 @@ class TransformersRolloutServer:
         return None
 
     async def stats(self) -> dict[str, Any]:
-        return {"weight_updates": self.weight_updates, "global_steps": self.global_steps}
+        return {"weight_updates": self.weight_updates, "global_steps": self.global_steps,
+                "last_update_norm": self.last_update_norm}
 
 
 class TransformersReplica(RolloutReplica):
