@@ -19,7 +19,7 @@ tiny Llama, the transformers rollout, FSDP2 on gloo): one ``python -m workers.en
 job per method and seed, verl's ``timing_s/step`` of every step after the first, and each
 method's seconds per step as a ratio to GRPO's with the same seed (the same data order and
 sizes). Writes bench/results/verl_step_overhead_cpu.json. Run:
-.venv/bin/python bench/verl_step_overhead.py --real-loop [--batch 4 --group 4 --steps 6 --seeds 3]
+.venv/bin/python bench/verl_step_overhead.py --real-loop [--batch 4 --group 4 --steps 6 --seeds 2]
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def real_loop(args) -> None:
     """Seconds per step of verl's real loop on CPU, per method, as a ratio to GRPO per seed."""
     from tests.engines.verl.e2e import run_job
 
-    methods = {**METHODS, "hive": {"hive": {}}, "dapo": {"dapo": {}}}
+    methods = {"grpo": METHODS["grpo"], "hive": {"hive": {}}, "hora": METHODS["hora"], "lze_prune": METHODS["lze_prune"]}
     per_seed: dict[str, dict[int, list[float]]] = {name: {} for name in methods}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--real-loop", action="store_true", help="whole steps of verl's real loop on CPU")
-    parser.add_argument("--seeds", type=int, default=3, help="--real-loop: seeds per method")
+    parser.add_argument("--seeds", type=int, default=2, help="--real-loop: seeds per method")
     args = parser.parse_args()
     if args.real_loop:
         if "--batch" not in sys.argv:
