@@ -19,7 +19,7 @@ tiny Llama, the transformers rollout, FSDP2 on gloo): one ``python -m workers.en
 job per method and seed, verl's ``timing_s/step`` of every step after the first, and each
 method's seconds per step as a ratio to GRPO's with the same seed (the same data order and
 sizes). Writes bench/results/verl_step_overhead_cpu.json. Run:
-.venv/bin/python bench/verl_step_overhead.py --real-loop [--batch 4 --group 4 --steps 6 --seeds 2]
+.venv/bin/python bench/verl_step_overhead.py --real-loop [--batch 4 --group 4 --steps 6 --seeds 3]
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def real_loop(args) -> None:
 
     methods = {"grpo": METHODS["grpo"], "hive": {"hive": {}}, "hora": METHODS["hora"], "lze_prune": METHODS["lze_prune"]}
     per_seed: dict[str, dict[int, list[float]]] = {name: {} for name in methods}
+    rollouts: dict[str, dict[int, list[float]]] = {name: {} for name in methods}  # generated per step
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for name, selectors in methods.items():
@@ -131,9 +132,12 @@ def real_loop(args) -> None:
                               eval_prompts=2)
                 if job.process.returncode != 0:
                     raise SystemExit(f"{name} seed {seed} failed:\n{job.log_tail()}")
-                steps = [float(m["timing_s/step"]) for m in job.metrics() if "timing_s/step" in m][1:]
+                logged = [m for m in job.metrics() if "timing_s/step" in m][1:]
+                steps = [float(m["timing_s/step"]) for m in logged]
                 per_seed[name][seed] = steps
-                print(f"{name:10s} seed {seed}: {statistics.median(steps):6.2f} s/step over {len(steps)} steps")
+                rollouts[name][seed] = [float(m.get("edgeplane/rollouts_generated", 0)) for m in logged]
+                print(f"{name:10s} seed {seed}: {statistics.median(steps):6.2f} s/step over {len(steps)} steps, "
+                      f"{statistics.median(rollouts[name][seed]):.0f} rollouts/step")
     figures: dict[str, dict[str, object]] = {}
     for name, seeds in per_seed.items():
         medians = [statistics.median(v) for v in seeds.values()]
@@ -141,13 +145,23 @@ def real_loop(args) -> None:
         figures[name] = {"seconds_per_step_median": statistics.median(medians),
                          "seconds_per_step_range": [min(medians), max(medians)],
                          "ratio_to_grpo_median": statistics.median(ratios),
-                         "ratio_to_grpo_range": [min(ratios), max(ratios)], "per_seed_steps": seeds}
+                         "ratio_to_grpo_range": [min(ratios), max(ratios)],
+                         # what a step did: a method that rolls out more (refills) is slower per step
+                         "rollouts_generated_per_step_median": statistics.median(
+                             r for v in rollouts[name].values() for r in v),
+                         "seconds_per_rollout_generated_median": statistics.median(
+                             t / r for s in seeds for t, r in zip(seeds[s], rollouts[name][s]) if r),
+                         "per_seed_steps": seeds, "per_seed_rollouts": rollouts[name]}
         f = figures[name]
         print(f"{name:10s} {f['seconds_per_step_median']:6.2f} s/step (seeds {min(medians):.2f}-{max(medians):.2f}) | "
-              f"x{f['ratio_to_grpo_median']:.2f} of GRPO (seeds {min(ratios):.2f}-{max(ratios):.2f})")
+              f"x{f['ratio_to_grpo_median']:.2f} of GRPO (seeds {min(ratios):.2f}-{max(ratios):.2f}) | "
+              f"{f['rollouts_generated_per_step_median']:.0f} rollouts/step, "
+              f"{f['seconds_per_rollout_generated_median']:.3f} s per rollout generated")
     path = write_results("verl_step_overhead_cpu", {
         "what": "verl 0.9.1's own loop on CPU (tiny Llama, transformers rollout, FSDP2 on gloo): timing_s/step "
-                "after the first step; ratio = method's median s/step / GRPO's, same seed",
+                "after the first step; ratio = method's median s/step / GRPO's, same seed; the random tiny model "
+                "solves nothing, so every group is zero-variance and the group filters (HIVE's) refill up to "
+                "their cap",
         "batch": args.batch, "group": args.group, "prompts": args.prompts, "steps": args.steps,
         "seeds": args.seeds, "per_method": figures})
     print(f"written to {path}")
@@ -160,7 +174,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--real-loop", action="store_true", help="whole steps of verl's real loop on CPU")
-    parser.add_argument("--seeds", type=int, default=2, help="--real-loop: seeds per method")
+    parser.add_argument("--seeds", type=int, default=3, help="--real-loop: seeds per method")
     args = parser.parse_args()
     if args.real_loop:
         if "--batch" not in sys.argv:

@@ -138,9 +138,15 @@ class ScriptedRollout:
 
 
 class EntropyActor:
-    """``compute_log_prob`` with ``calculate_entropy``: per-position entropy of a tiny GPT-2."""
+    """``compute_log_prob`` with ``calculate_entropy``: per-position entropy of a tiny GPT-2,
+    behind the checks of verl's path: the dispatch splits the batch into one chunk per
+    data-parallel rank (``_dispatch_info``), and each rank's engine cuts its chunk into
+    micro-batches of ``micro_batch`` rows, asserting divisibility (``prepare_micro_batches``,
+    workers/engine/utils.py). The real actor runs in test_e2e_cpu.py."""
 
-    def __init__(self, vocab_size: int, seed: int = 0) -> None:
+    def __init__(self, vocab_size: int, seed: int = 0, *, dp: int = 1, micro_batch: int = 1) -> None:
+        self._dispatch_info = {"actor": list(range(dp))}
+        self.micro_batch = micro_batch
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(seed)
@@ -162,6 +168,11 @@ class EntropyActor:
         assert batch.extra_info.get("calculate_entropy") is True
         self.calls += 1
         self.batches.append((len(batch.keys), sum(k.startswith("pad") for k in batch.keys)))
+        dp = max(self._dispatch_info["actor"]) + 1
+        for rank in range(dp):
+            chunk = len(batch.keys[rank::dp])
+            assert len(batch.keys) % dp == 0 and chunk % self.micro_batch == 0, (
+                "data size must be divisible by force_group_size * micro_batch_size_per_gpu")
         data = tq.kv_batch_get(keys=list(batch.keys), partition_id=batch.partition_id, select_fields=["input_ids"])
         rows = [self.entropy_of(ids) for ids in data["input_ids"].unbind()]
         nested = torch.nested.as_nested_tensor(rows, layout=torch.jagged)

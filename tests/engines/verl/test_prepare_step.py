@@ -65,16 +65,16 @@ def test_greso_skips_by_history_and_verl_rolls_out_exactly_b_screened_prompts(tm
 def test_hive_stage_two_gates_on_the_actors_prompt_entropy(tmp_path, tokenizer, tq):
     from workers.engines.verl.entropy import prompt_token_ids
 
-    actor = EntropyActor(vocab_size=len(tokenizer))
-    actor._dispatch_info = {"actor": [0, 1]}  # two data-parallel ranks: the probe is padded to even size
     trainer = trainer_for(tmp_path, tokenizer, {"hive": {}})
+    micro = int(trainer.config.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu)
+    actor = EntropyActor(vocab_size=len(tokenizer), dp=2, micro_batch=micro)  # two data-parallel ranks
     trainer.actor_rollout_wg = actor
     trainer._select_ahead()  # what on_step_end does before waking vLLM
     assert actor.calls >= 1  # one pass per filled candidate pool (1.5 B), until B prompts pass the gate
     ahead = [str(k) for k in trainer.selected_ahead[1]["key"]]
     # The probe is padded to what compute_log_prob needs: data-parallel size (2) x the log-prob
     # micro-batch (verl's engine asserts it), not to a PPO mini-batch multiple.
-    multiple = 2 * int(trainer.config.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu)
+    multiple = 2 * micro
     assert all(total % multiple == 0 and padding < multiple for total, padding in actor.batches)
     result, _, _ = run_step(trainer, tq)
     submissions = trainer.agent_loop_manager.submitted
