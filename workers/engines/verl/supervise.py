@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -212,6 +213,19 @@ def popen_recording_exit(exit_path: str) -> Callable[..., subprocess.Popen]:
     return popen
 
 
+EXIT_RECORD_GRACE_S = 2.0  # between the launcher's reap and its write of the exit status
+
+
+def _await_exit_record(exit_path: str, grace_s: float = EXIT_RECORD_GRACE_S) -> int | None:
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        recorded = _read_exit(exit_path)
+        if recorded is not None:
+            return recorded
+    return None
+
+
 def _local_status(handle: JobHandle) -> JobStatus:
     pid = handle.pid
     recorded = _read_exit(handle.exit_path)
@@ -226,7 +240,11 @@ def _local_status(handle: JobHandle) -> JobStatus:
     fields = _proc_fields(pid)
     if fields is None or (fields[0] != "Z" and not _is_ours(pid, handle.marker)):
         # Gone, and reaped by its parent (whose exit status we cannot read), or the pid is
-        # someone else's now.
+        # someone else's now. The launching process reaps first and records right after: on
+        # this host, give its recording thread a moment before calling the status unknown.
+        recorded = _await_exit_record(handle.exit_path)
+        if recorded is not None:
+            return _exit_status(recorded)
         return JobStatus(JobState.FAILED, "the process ended; its exit status is unknown here")
     if fields[0] == "Z":  # ended, not yet reaped by the worker process that started it
         # /proc/<pid>/stat field 52, the wait status; the kernel writes 0 there for a process

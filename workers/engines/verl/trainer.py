@@ -21,10 +21,17 @@ the same cycle as the embedded engine (workers/selection/pipeline.py):
    ``sampler.EdgeplaneReplayBuffer``. The filter is verl's own ``algorithm.filter_groups``
    (set by the launcher for DAPO and for the history filters' post-filter), so verl refills.
 3. **Advantage**: verl's GRPO, then RL-ZVP on the zero-variance groups (``advantage.py``).
-4. **Close**: the ledger records every group generated; the step record (accounting,
-   observations by stable prompt key, decisions) goes to the control plane through the
-   HTTP sink (``report.sink_from_env``); a ``cancel`` or ``stop_budget`` answer is obeyed at
-   this step boundary: a checkpoint is saved and the loop ends.
+4. **Close**: at the end of ``step()`` the ledger records every group generated (before
+   verl's checkpoint of the step saves it); in ``on_step_end``, after verl's checkpoint and
+   weight sync (whose seconds it then carries), the step record (accounting, observations by
+   stable prompt key, decisions) goes to the control plane through the HTTP sink
+   (``report.sink_from_env``); a ``cancel`` or ``stop_budget`` answer is obeyed at this step
+   boundary: a checkpoint is saved and the loop ends.
+
+verl's group filter refills without limit in 0.9.1; the refill (``_add_prompts_to_generate``)
+enforces the post-filter's ``max_gen_batches`` x B prompts a step and closes the buffer's
+collection when it is reached or the dataset runs out (the step trains on what it has). Every
+wait for rollouts ends after ``edgeplane.rollout_timeout_s`` with ``RolloutTimeout``.
 
 **HORA** runs its two phases in ``prepare_step``: the selected prompts go out with
 ``__rollout_n__ = n0`` (verl's agent loop honours that per-prompt field), the trainer waits
