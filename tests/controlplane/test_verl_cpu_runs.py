@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from controlplane.accounts.services import team_create
 from controlplane.budgets.services import budget_set
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus, StepSummary
+from tests.controlplane.verl_helpers import finished, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,13 +68,7 @@ class Stack:
 
     def wait_for(self, predicate: Callable[[], Any], what: str, *, run_id: int | None = None,
                  timeout: float = RUN_TIMEOUT, every: float = 1.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(every)
-        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{self.explain(run_id)}")
+        return wait_for(predicate, timeout, what, every=every, explain=lambda: self.explain(run_id))
 
 
 def tail(path: Path, chars: int = 4000) -> str:
@@ -156,11 +150,6 @@ def job_pid(run_id: int) -> int:
     job_id = Attempt.objects.get(run_id=run_id, number=1).job_id
     assert job_id.startswith("pid:"), f"not a local process: {job_id!r}"
     return int(job_id[4:])
-
-
-def finished(run_id: int) -> Run | None:
-    run = Run.objects.get(pk=run_id)
-    return run if run.status in FINISHED else None
 
 
 def assert_each_step_stored_once(run: Run) -> list[int]:

@@ -19,7 +19,6 @@ groups, vLLM replicas, the agent-loop manager); the tests stand in for two of th
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,20 +30,10 @@ SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_si
 
 
 def char_tokenizer(folder: Path):
-    """A character-level Hugging Face tokenizer saved locally (nothing downloaded)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The CPU mode's character tokenizer (workers/engines/verl/cpu/assets.py), saved locally."""
+    from workers.engines.verl.cpu.assets import char_tokenizer as build
 
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
-    for c in string.printable:
-        vocab.setdefault(c, len(vocab))
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
-    tok.chat_template = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
-                         "{% if add_generation_prompt %} {% endif %}")
-    tok.save_pretrained(folder)
-    return PreTrainedTokenizerFast.from_pretrained(folder)
+    return build(folder)
 
 
 def make_trainer(tmp_path: Path, selectors: dict, tokenizer, **run: object):
