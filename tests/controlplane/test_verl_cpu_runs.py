@@ -13,8 +13,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -30,9 +28,7 @@ from controlplane.accounts.services import team_create
 from controlplane.budgets.services import budget_set
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus, StepSummary
-from tests.controlplane.verl_helpers import finished, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.controlplane.verl_helpers import finished, queue_worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -88,24 +84,14 @@ def stack(tmp_path, settings, live_server, live_database_url):
            "EDGEPLANE_VERL_RUNS_DIR": "", "EDGEPLANE_RAY_ADDRESS": "", "EDGEPLANE_VERL_OVERRIDES": "",
            "EDGEPLANE_CONTROL_URL": live_server.url, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "gpu-worker.log"
-    with log.open("ab") as handle:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "-Q", settings.EDGEPLANE_VERL_QUEUE,
-             "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     stack = Stack(live_server.url, runs_dir, log)
-    try:
-        yield stack
-    finally:
-        # pytest shows what a test printed only when it failed: the logs of its runs, then.
-        for run_id in Run.objects.order_by("pk").values_list("pk", flat=True):
-            print(stack.explain(run_id))
-        os.killpg(worker.pid, signal.SIGTERM)
+    with queue_worker(settings.EDGEPLANE_VERL_QUEUE, env, log):
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
+            yield stack
+        finally:
+            # pytest shows what a test printed only when it failed: the logs of its runs, then.
+            for run_id in Run.objects.order_by("pk").values_list("pk", flat=True):
+                print(stack.explain(run_id))
         for attempt in Attempt.objects.exclude(job_id=""):  # a job a failed test left running
             if attempt.job_id.startswith("pid:") and group_alive(int(attempt.job_id[4:])):
                 os.killpg(int(attempt.job_id[4:]), signal.SIGKILL)

@@ -35,6 +35,7 @@ from tests.controlplane.verl_helpers import (
     SMALL,
     VERL_VALIDATION_MESSAGE,
     finished,
+    queue_worker,
     wait_for,
 )
 from workers.engines.verl.supervise import (
@@ -45,8 +46,6 @@ from workers.engines.verl.supervise import (
     job_stop,
     popen_recording_exit,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,18 +110,8 @@ def verl_worker(tmp_path, verl_settings, live_database_url):
            "EDGEPLANE_VERL_OVERRIDES": shlex.join(FAILS_VERL_VALIDATION),
            "EDGEPLANE_CONTROL_URL": verl_settings.EDGEPLANE_CONTROL_URL, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "verl-worker.log"
-    with log.open("ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "-Q", verl_settings.EDGEPLANE_VERL_QUEUE,
-             "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    yield log
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    with queue_worker(verl_settings.EDGEPLANE_VERL_QUEUE, env, log):
+        yield log
 
 
 @pytest.mark.slow

@@ -3,8 +3,14 @@ real verl process gets on a machine without GPUs, and polling helpers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,3 +46,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, *, every: 
 def finished(run_id: int) -> Run | None:
     run = Run.objects.get(pk=run_id)
     return run if run.status in FINISHED else None
+
+
+@contextlib.contextmanager
+def queue_worker(queue: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """A real Celery worker consuming ``queue`` only (as docker-compose's gpu-worker does), its
+    output in ``log``; stopped with SIGTERM (SIGKILL after 30 s) when the block ends."""
+    root = Path(__file__).resolve().parents[2]
+    with log.open("ab") as handle:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "-Q", queue,
+             "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield worker
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
