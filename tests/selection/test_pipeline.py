@@ -173,16 +173,21 @@ def test_rlzvp_gives_zero_variance_groups_non_zero_advantages():
     assert with_zvp > without  # same seed, same draws: the ZV groups now carry signal
 
 
-def test_lze_updates_on_kappa_b_groups_after_the_first_epoch():
-    sim = Simulation(["lze"], n_prompts=32)
+@pytest.mark.parametrize("warmup_epochs", [0, 1])
+def test_lze_updates_on_kappa_b_groups_from_the_first_step_or_after_its_warmup_epochs(warmup_epochs):
+    sim = Simulation({"lze": {"warmup_epochs": warmup_epochs}}, n_prompts=32)
     results = sim.run(20)
     assert_consistent(results)
+    assert results[0][0].epoch == 0
     for result, _ in results:
-        if result.epoch >= 1:
-            live = sum(0 < o["pass_rate"] < 1 for o in result.observations)
-            assert result.accounting.groups_trained == min(int(0.4 * B), live)
+        live = sum(0 < o["pass_rate"] < 1 for o in result.observations)
+        expected = live if result.epoch < warmup_epochs else min(int(0.4 * B), live)
+        assert result.accounting.groups_trained == expected
         selected = [d for d in result.decisions if d.action is Action.SELECTED]
         assert len(selected) == result.accounting.groups_trained
+    if warmup_epochs == 0:  # selection binds from step 0 whenever more than K groups are live
+        first, _ = results[0]
+        assert sum(0 < o["pass_rate"] < 1 for o in first.observations) > int(0.4 * B)
 
 
 def test_lze_prunes_prompts_solved_two_epochs_running_then_replays_and_restores_forgotten_ones():

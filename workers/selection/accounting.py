@@ -6,6 +6,8 @@ chart legends. Every rate names its denominator.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 PHASES = ("select", "generate", "reward", "update")
@@ -27,6 +29,16 @@ class StepAccounting:
     backward_tokens: int  # response tokens in the update
     parameters: int
     seconds: dict[str, float] = field(default_factory=dict)
+    prompt_tokens_generated: int = 0  # prompt tokens prefilled for the generated rollouts
+    backward_prompt_tokens: int = 0  # prompt tokens through the update's forward and backward passes
+    # The yardsticks of docs/savings.md. Dynamic sampling (DAPO) rolls out uniform draws
+    # until it holds the step's informative (mixed) groups; uniform draws estimate its rate.
+    groups_uniform: int = 0  # groups of uniformly drawn prompts (all groups when nothing filters)
+    groups_uniform_mixed: int = 0  # of those, groups with mixed outcomes
+    mixed_rate_uniform: float = math.nan  # windowed estimate of the mixed share of uniform draws
+    groups_mixed_collected: int = 0  # mixed groups collected for the update
+    rollouts_dynamic_sampling: float = math.nan  # groups_mixed_collected x N / mixed_rate_uniform
+    backward_tokens_mixed: int = 0  # response tokens of those groups: GRPO without zero-advantage rows
 
     @property
     def rollout_savings(self) -> float:
@@ -43,18 +55,33 @@ class StepAccounting:
         return zv / self.groups_generated if self.groups_generated else 0.0
 
     @property
+    def rollout_savings_vs_dynamic_sampling(self) -> float:
+        """1 - generated / rollouts_dynamic_sampling: the filters' claim (NaN without an estimate)."""
+        ds = self.rollouts_dynamic_sampling
+        return 1.0 - self.rollouts_generated / ds if ds > 0 else math.nan
+
+    @property
+    def backward_savings_vs_mixed(self) -> float:
+        """1 - backward_tokens / backward_tokens_mixed: LZE's claim against a GRPO that already
+        leaves zero-advantage groups out of the update (NaN when no group was mixed)."""
+        base = self.backward_tokens_mixed
+        return 1.0 - self.backward_tokens / base if base else math.nan
+
+    @property
     def flops_estimate(self) -> float:
-        """2P per generated or forward-only token, 6P per trained token."""
+        """2P per generated or forward-only token, 6P per trained token, prompt tokens included."""
         p = self.parameters
-        return 2.0 * p * (self.tokens_generated + self.forward_tokens_extra) + 6.0 * p * self.backward_tokens
+        forward = self.tokens_generated + self.prompt_tokens_generated + self.forward_tokens_extra
+        return 2.0 * p * forward + 6.0 * p * (self.backward_tokens + self.backward_prompt_tokens)
 
     @property
     def flops_uniform_estimate(self) -> float:
-        """Uniform GRPO's FLOPs for this step at this step's mean response length."""
+        """Uniform GRPO's FLOPs for this step: B x N rollouts generated and trained, at this
+        step's mean response and prompt lengths."""
         if not self.rollouts_generated:
             return 0.0
-        tokens = self.rollouts_uniform * self.tokens_generated / self.rollouts_generated
-        return 8.0 * self.parameters * tokens
+        per_rollout = (self.tokens_generated + self.prompt_tokens_generated) / self.rollouts_generated
+        return 8.0 * self.parameters * self.rollouts_uniform * per_rollout
 
     @property
     def device_seconds(self) -> float:
@@ -65,6 +92,8 @@ class StepAccounting:
         record = asdict(self)
         record.update(
             rollout_savings=self.rollout_savings,
+            rollout_savings_vs_dynamic_sampling=self.rollout_savings_vs_dynamic_sampling,
+            backward_savings_vs_mixed=self.backward_savings_vs_mixed,
             effective_share_of_generated=self.effective_share_of_generated,
             zero_variance_share_of_groups=self.zero_variance_share_of_groups,
             flops_estimate=self.flops_estimate,
@@ -95,3 +124,42 @@ class RunAccounting:
     def effective_share_of_generated(self) -> float:
         generated = self.total("rollouts_generated")
         return self.total("rollouts_effective") / generated if generated else 0.0
+
+    @property
+    def rollout_savings_vs_dynamic_sampling(self) -> float:
+        """Over the steps with an estimate: 1 - generated / what dynamic sampling would generate."""
+        with_estimate = [s for s in self.steps.values() if s.rollouts_dynamic_sampling > 0]
+        ds = sum(s.rollouts_dynamic_sampling for s in with_estimate)
+        return 1.0 - sum(s.rollouts_generated for s in with_estimate) / ds if ds else math.nan
+
+    @property
+    def backward_savings_vs_mixed(self) -> float:
+        base = self.total("backward_tokens_mixed")
+        return 1.0 - self.total("backward_tokens") / base if base else math.nan
+
+
+# What each method family's saving is measured against (docs/savings.md). One home: the
+# step record, the API, the dashboard and the benchmark all read it from here.
+YARDSTICKS: dict[str, str] = {
+    "uniform": "uniform GRPO: B x N rollouts per step, every group in the update",
+    "dynamic_sampling": ("dynamic sampling (DAPO): uniform draws rolled out until the step holds the same "
+                         "informative (mixed) groups, at the mixed rate measured on uniform draws"),
+    "backward_mixed": "GRPO that leaves zero-advantage (all-correct or all-wrong) groups out of the update",
+    "uniform_budget": ("none: the method spends uniform GRPO's rollout budget and is judged by what it buys "
+                       "(effective rollouts, Pass@k) at that budget"),
+}
+
+
+def yardsticks(methods: Iterable[str], params: Mapping[str, Mapping[str, object]] | None = None) -> list[str]:
+    """The yardsticks that apply to a run's methods, uniform GRPO always first."""
+    names = set(methods)
+    params = params or {}
+    out = ["uniform"]
+    lze_prune = "lze" in names and bool((params.get("lze") or {}).get("prune", False))
+    if names & {"dapo", "greso", "hive"} or lze_prune:
+        out.append("dynamic_sampling")
+    if "lze" in names and bool((params.get("lze") or {}).get("backward", True)):
+        out.append("backward_mixed")
+    if names & {"hora", "rlzvp"}:
+        out.append("uniform_budget")
+    return out

@@ -38,6 +38,8 @@ _STAGE1 = "s_rew {s_rew:.3f}, s_ent {s_ent:.3f}, keep probability {keep_probabil
 
 # reason code -> (action, template over the record's scores)
 REASONS: dict[str, tuple[Action, str]] = {
+    "audit.uniform": (Action.KEPT, ("kept unscreened as a uniform audit draw ({share:.0%} of candidates): it "
+                                     "measures the mixed-group rate that savings against dynamic sampling use")),
     "greso.unseen": (Action.KEPT, "kept by GRESO: never rolled out before"),
     "greso.mixed": (Action.KEPT, "kept by GRESO: last visit had mixed outcomes (pass rate {pass_rate:.2f})"),
     "greso.easy_kept": (Action.KEPT, f"kept by GRESO: {_EASY}, but {_DRAW}"),

@@ -157,6 +157,8 @@ class LzeParams(MethodParams):
     d_init_min: float = _help("lowest difficulty anchor max(1 - p0, d_init_min)", 0.05)
     noise: float = _help("Gumbel noise scale, as a share of the live energy range", 0.05)
     backward: bool = _help("select the top-K groups for the update (backward selection)", True)
+    warmup_epochs: int = _help("epochs that train every live group before backward selection starts (0: "
+                               "select from the first step, as the reference run script does)", 0)
     prune: bool = _help("prune prompts all-correct for t_prune consecutive epochs, and replay some", False)
     t_prune: int = _help("consecutive all-correct epochs before a prompt is pruned", 2)
     replay_ratio: float = _help("share of the pruned pool replayed at each epoch start", 0.1)
@@ -167,5 +169,6 @@ class LzeParams(MethodParams):
         self._require(self.momentum in ("abs", "signed"), "momentum", f"must be abs or signed, got {self.momentum!r}")
         self._require(self.noise >= 0, "noise", f"must be >= 0, got {self.noise}")
         self._require(self.t_prune >= 1, "t_prune", f"must be >= 1, got {self.t_prune}")
+        self._require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         self._require(0 <= self.replay_ratio <= 1, "replay_ratio", "must lie in [0, 1]")
         self._require(self.backward or self.prune, "backward", "lze needs backward selection, pruning or both")

@@ -51,6 +51,13 @@ from workers.selection.selectors import (
 # How many candidates one step may draw, as a multiple of B, before it trains on what
 # it has: a guard against filters that keep (almost) nothing.
 MAX_DRAW_FACTOR = 50
+# Share of candidates that bypass the pre-rollout filters when a run has any: uniform
+# draws whose groups estimate the mixed-group rate dynamic sampling would see, the
+# denominator of the filters' savings (docs/savings.md). Without a filter every group
+# is a uniform draw and nothing is set aside.
+AUDIT_SHARE = 0.05
+# The mixed-rate estimate pools the latest steps' uniform groups until it holds this many.
+AUDIT_WINDOW_GROUPS = 64
 
 
 @dataclass
@@ -61,6 +68,7 @@ class GroupOutcome:
     rewards: np.ndarray
     response_tokens: np.ndarray  # response length per rollout
     mean_entropy: float = float("nan")  # mean response-token entropy over the group
+    prompt_tokens: int = 0  # the prompt's length in tokens (0: not measured by the engine)
 
     def __post_init__(self) -> None:
         self.rewards = np.asarray(self.rewards, dtype=np.float64)
@@ -172,6 +180,7 @@ class Pipeline:
         group_size: int,
         seed: int = 0,
         ledger: PromptLedger | None = None,
+        audit_share: float = AUDIT_SHARE,
     ) -> None:
         if batch_size < 1:
             raise SelectionConfigError("batch_size", f"B must be >= 1 prompt per step, got {batch_size}")
@@ -179,8 +188,13 @@ class Pipeline:
             raise SelectionConfigError(
                 "group_size", f"N must be >= 2: GRPO compares rollouts within a group, got {group_size}"
             )
+        if not 0 <= audit_share < 1:
+            raise SelectionConfigError("audit_share", f"must lie in [0, 1), got {audit_share}")
         self.batch_size = batch_size
         self.group_size = group_size
+        self.audit_share = audit_share
+        # (uniform groups, of them mixed) per recent step: the dynamic-sampling yardstick
+        self.audit_window: list[tuple[int, int]] = []
         self.ledger = ledger if ledger is not None else PromptLedger()
         self.rng = np.random.default_rng(seed)
         self.step = 0
@@ -274,6 +288,30 @@ class Pipeline:
     def methods(self) -> list[str]:
         return list(self.selectors)
 
+    @property
+    def screening(self) -> str | None:
+        """The first method that filters candidates before rollout, or None."""
+        for name in ("lze", "hive", "greso"):
+            sel = self.selectors.get(name)
+            if sel is not None and (name != "lze" or sel.params.prune):  # type: ignore[attr-defined]
+                return name
+        return None
+
+    def mixed_rate_uniform(self, drawn: int, mixed: int) -> float:
+        """Add a step's uniform groups to the window; the mixed-group rate of uniform draws
+        over the latest steps holding AUDIT_WINDOW_GROUPS groups (NaN before any).
+        (mixed + 1/2) / (drawn + 1): a window with no mixed group still gives a finite,
+        small rate."""
+        if drawn:
+            self.audit_window.append((drawn, mixed))
+        total_drawn = total_mixed = kept = 0
+        for d, m in reversed(self.audit_window):
+            total_drawn, total_mixed, kept = total_drawn + d, total_mixed + m, kept + 1
+            if total_drawn >= AUDIT_WINDOW_GROUPS:
+                break
+        self.audit_window = self.audit_window[-kept:] if kept else []
+        return (total_mixed + 0.5) / (total_drawn + 1) if total_drawn else math.nan
+
     # -- steps and epochs -----------------------------------------------------------------
     def begin_step(self, step: int, epoch: int) -> StepSelection:
         self.step = step
@@ -300,11 +338,13 @@ class Pipeline:
             "rng": self.rng.bit_generator.state,
             "step": self.step,
             "pending": [d.to_record() for d in self._pending],
+            "audit_window": [list(pair) for pair in self.audit_window],
         }
 
     def _load_own_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.step = int(state["step"])
+        self.audit_window = [(int(d), int(m)) for d, m in state.get("audit_window", [])]
         self._pending = [
             Decision(r["step"], r["prompt_key"], Layer(r["layer"]), r["method"], r["reason"], r["scores"])
             for r in state["pending"]
@@ -345,6 +385,7 @@ class StepSelection:
         self.rollouts_effective = 0
         self._pending: list[str] = []  # kept, waiting for the round to fill
         self._pool: list[str] = []  # HIVE: stage-1 survivors waiting for stage 2
+        self.audited: set[str] = set()  # candidates that bypassed the filters (uniform draws)
         self._round_target = 0
         self._exhausted = False
         self._finished = False
@@ -444,6 +485,15 @@ class StepSelection:
         keys = list(keys)
         self.candidates_drawn += len(keys)
         p = self.pipeline
+        audit: list[str] = []
+        screening = p.screening
+        if screening and p.audit_share:
+            drawn = self.rng.random(len(keys)) < p.audit_share
+            audit = [k for k, a in zip(keys, drawn) if a]
+            keys = [k for k, a in zip(keys, drawn) if not a]
+            for key in audit:
+                self.decide(key, Layer.PRE_ROLLOUT, screening, "audit.uniform", {"share": p.audit_share})
+            self.audited.update(audit)
         slots = p.ledger.slots(keys)
         keep = np.ones(len(keys), dtype=bool)
         for name in ("lze", "hive", "greso"):
@@ -451,6 +501,7 @@ class StepSelection:
             if sel is not None:
                 sel.screen(self, keys, slots, keep)
         survivors = [k for k, kept in zip(keys, keep) if kept]
+        self._pending.extend(audit)  # past every filter, HIVE's stage 2 included
         short = not self._can_draw_more()
         hive_sel = p.selectors.get("hive")
         if isinstance(hive_sel, Hive):
@@ -517,8 +568,12 @@ class StepSelection:
         """Close collection; LZE backward selection picks the groups that enter the update."""
         self._finished = True
         groups = self.batch_groups
-        if len(groups) < self.pipeline.batch_size and not self.alerts:
-            self.alerts.append(f"trained on {len(groups)} of {self.pipeline.batch_size} groups")
+        B = self.pipeline.batch_size
+        self.metrics["selection/groups_collected"] = float(len(groups))
+        if len(groups) < B:
+            # Always said, also after a drawing alert: a short step trains on fewer groups
+            # than B and is not comparable to a full one.
+            self.alerts.append(f"short batch: {len(groups)} of {B} groups collected for the update")
         lze_sel = self.pipeline.selectors.get("lze")
         if isinstance(lze_sel, Lze) and lze_sel.p.backward and groups:
             pass_rate = np.array([g.pass_rate for g in groups])
@@ -575,6 +630,10 @@ class StepSelection:
         self.metrics["selection/candidates_deferred"] = float(self.candidates_deferred)
 
         trained = {id(g) for g in self.trained_groups}
+        uniform = outcomes if p.screening is None else [o for o in outcomes if o.key in self.audited]
+        uniform_mixed = sum(1 for o in uniform if not o.zero_variance)
+        mixed_rate = p.mixed_rate_uniform(len(uniform), uniform_mixed)
+        mixed_collected = [g for g in self.batch_groups if not g.zero_variance]
         buckets = ledger.buckets(slots, self.step)
         observations = []
         for outcome, bucket in zip(outcomes, buckets):
@@ -604,6 +663,14 @@ class StepSelection:
             forward_tokens_extra=int(forward_tokens_extra),
             backward_tokens=int(sum(int(g.response_tokens.sum()) for g in self.trained_groups)),
             parameters=int(parameters),
+            prompt_tokens_generated=sum(o.prompt_tokens * o.size for o in outcomes),
+            backward_prompt_tokens=sum(g.prompt_tokens * g.size for g in self.trained_groups),
+            groups_uniform=len(uniform),
+            groups_uniform_mixed=uniform_mixed,
+            mixed_rate_uniform=mixed_rate,
+            groups_mixed_collected=len(mixed_collected),
+            rollouts_dynamic_sampling=len(mixed_collected) * p.group_size / mixed_rate,
+            backward_tokens_mixed=int(sum(int(g.response_tokens.sum()) for g in mixed_collected)),
             seconds={k: float(v) for k, v in (seconds or {}).items()},
         )
         p.step = self.step + 1

@@ -370,7 +370,7 @@ class Lze(Selector):
         ema = np.where(np.isnan(ema), p0, ema)
         energy = lze.energy(pass_rate, p0, ema, self.p.momentum_weight, self.p.d_init_min, self.p.momentum)
         live = (pass_rate > 0) & (pass_rate < 1)
-        if step.epoch < 1:  # the first epoch trains on every live group
+        if step.epoch < self.p.warmup_epochs:  # warm-up epochs train on every live group
             chosen = live.copy()
             k = int(live.sum())
         else:
