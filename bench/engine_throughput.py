@@ -47,7 +47,7 @@ from workers.selection.grpo import broadcast_to_tokens, group_advantages
 
 AIM_RATIO = 1.3
 # --tiny: a one-layer model and a short warm-up, for the test suite (seconds, not minutes).
-TINY: dict[str, Any] = {"model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 100,
+TINY: dict[str, Any] = {"model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 100, "warmup_noise_steps": 0,
                         "task_train_size": 64, "task_test_size": 16}
 
 

@@ -56,28 +56,38 @@ class ConfigError(ValueError):
 class RunConfig:
     # what to train on
     engine: str = _help("which engine trains: local (torch, CPU or one GPU) or verl (Ray + vLLM)", "local")
-    task: str = _help("built-in task (add, mul) used when no dataset is given", "add")
+    task: str = _help("built-in task (add_aligned: the testbed; add, mul) used when no dataset is given",
+                      "add_aligned")
     dataset: str = _help("local dataset file (JSONL, Parquet or CSV in verl's format); empty: the built-in task", "")
     eval_dataset: str = _help("held-out dataset file; empty: the built-in task's test split", "")
-    task_train_size: int = _help("prompts in the built-in task's train split", 2000)
-    task_test_size: int = _help("prompts in the built-in task's held-out split", 200)
+    task_train_size: int = _help("prompts in the built-in task's train split", 4100)
+    task_test_size: int = _help("prompts in the built-in task's held-out split", 500)
+    task_levels: list[int] = _help("built-in task: difficulty levels (digit counts) the splits keep; empty: all",
+                                   default_factory=list)
     verifier: str = _help("how a response is scored: exact, numeric or boxed", "exact")
     # the model
     model: str = _help("'tiny' (a small GPT trained from scratch here) or a local Hugging Face checkpoint directory", "tiny")
     model_layers: int = _help("tiny model: transformer layers", 3)
     model_dim: int = _help("tiny model: embedding width", 96)
     model_heads: int = _help("tiny model: attention heads", 4)
-    warmup_steps: int = _help("supervised warm-up steps before RL (tiny model), cached under var/", 1500)
-    warmup_lr: float = _help("supervised warm-up learning rate", 3e-3)
+    warmup_steps: int = _help("supervised warm-up steps before RL (tiny model), cached under var/", 4500)
+    warmup_lr: float = _help("supervised warm-up learning rate (3e-3 sat on a loss plateau past 1,500 steps)", 1e-3)
+    warmup_noise_steps: int = _help("second warm-up phase: steps on answers with noisy digits (greedy stays right, "
+                                    "sampling spreads onto near misses: room for RL)", 400)
+    warmup_noise: float = _help("second warm-up phase: chance that each answer digit is replaced", 0.12)
+    warmup_seed: int = _help("seed of the warm-up (the tiny model's start): runs that differ only in seed "
+                             "start RL from one warm start, as RL runs start from one base model", 0)
     # the RL step
-    batch_size: int = _help("B: prompts per optimizer step", 64)
+    batch_size: int = _help("B: prompts per optimizer step", 32)
     group_size: int = _help("N: rollouts per prompt (HORA: the average; the batch gets B x N)", 8)
     selectors: dict[str, dict[str, Any]] = _help(
         "selection methods and their parameters, e.g. {hive: {}, hora: {n0: 4}, rlzvp: {alpha: 0.1}}",
         default_factory=lambda: {"grpo": {}},
     )
     steps: int = _help("optimizer steps to train", 100)
-    lr: float = _help("AdamW learning rate of the RL updates (5e-4 left the tiny model flat; 1e-4 learns)", 1e-4)
+    lr: float = _help("AdamW learning rate of the RL updates", 2e-4)
+    lr_warmup_steps: int = _help("RL steps over which the learning rate rises linearly to lr (one full-lr Adam "
+                                 "step from a warm start can wipe out the reward)", 20)
     weight_decay: float = _help("AdamW weight decay", 0.0)
     clip_low: float = _help("PPO clip below 1 (eps_low)", 0.2)
     clip_high: float = _help("PPO clip above 1 (eps_high, clip-higher)", 0.28)
@@ -90,7 +100,7 @@ class RunConfig:
     # evaluation, checkpoints, reproducibility, budget
     eval_every: int = _help("evaluate on the held-out split every E steps (0 = only at the end)", 10)
     eval_k: int = _help("samples per held-out prompt for Pass@k", 8)
-    eval_prompts: int = _help("held-out prompts evaluated (0 = all)", 200)
+    eval_prompts: int = _help("held-out prompts evaluated (0 = all)", 500)
     checkpoint_every: int = _help("save a checkpoint every K steps (0 = only at the end)", 25)
     seed: int = _help("seed of data order, sampling and selection", 0)
     device: str = _help("auto, cpu or cuda", "auto")
@@ -150,6 +160,10 @@ class RunConfig:
             from workers.engines.local.tasks import TASKS
 
             need(self.task in TASKS, "task", f"unknown built-in task; choose one of {', '.join(TASKS)}")
+            if self.task in TASKS:
+                levels = TASKS[self.task].levels
+                need(set(self.task_levels) <= set(levels), "task_levels",
+                     f"task {self.task} has levels {', '.join(map(str, levels))}")
         for name in ("dataset", "eval_dataset"):
             path = getattr(self, name)
             need(not path or Path(path).is_file(), name, f"no file at {path!r}: give a local path the worker can read")
@@ -161,7 +175,7 @@ class RunConfig:
         for name in ("batch_size", "steps", "max_new_tokens", "minibatches", "eval_k", "model_layers",
                      "model_dim", "model_heads", "task_train_size", "task_test_size"):
             need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "eval_prompts", "seed", "cpu_threads"):
+        for name in ("warmup_steps", "warmup_noise_steps", "warmup_seed", "lr_warmup_steps", "eval_every", "checkpoint_every", "eval_prompts", "seed", "cpu_threads"):
             need(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         need(self.model_dim % max(self.model_heads, 1) == 0, "model_heads",
              f"model_dim ({self.model_dim}) must be divisible by model_heads ({self.model_heads})")
@@ -173,6 +187,7 @@ class RunConfig:
         need(0 <= self.clip_low < 1, "clip_low", f"must lie in [0, 1), got {self.clip_low}")
         need(self.clip_high >= 0, "clip_high", f"must be >= 0, got {self.clip_high}")
         need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(0 <= self.warmup_noise < 1, "warmup_noise", f"must lie in [0, 1), got {self.warmup_noise}")
         need(self.max_device_hours >= 0, "max_device_hours", "must be >= 0 (0 = no cap)")
         try:
             Pipeline(self.selectors, batch_size=max(self.batch_size, 1), group_size=self.group_size)
@@ -235,6 +250,9 @@ def _coerce(value: Any, expected: Any) -> tuple[Any, str]:
                 return (value, f"must be a number, got {value!r}")
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return (float(value), "") if ok else (value, f"must be a number, got {value!r}")
+    if kind == "list[int]":
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return (list(value), "") if ok else (value, f"must be a list of whole numbers, got {value!r}")
     if kind == "str":
         return (value, "") if isinstance(value, str) else (value, f"must be text, got {value!r}")
     if kind.startswith("dict"):

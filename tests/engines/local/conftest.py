@@ -20,6 +20,8 @@ TINY: dict[str, Any] = {
     "model_dim": 32,
     "model_heads": 2,
     "warmup_steps": 200,
+    "warmup_noise_steps": 0,
+    "warmup_lr": 3e-3,
     "batch_size": 8,
     "group_size": 4,
     "steps": 3,
@@ -29,6 +31,7 @@ TINY: dict[str, Any] = {
     "checkpoint_every": 0,
     "max_new_tokens": 7,
     "lr": 1e-3,
+    "lr_warmup_steps": 0,
 }
 
 

@@ -25,7 +25,8 @@ REWARDS = str(HERE / "scripted_reward.py")
 JOB_TIMEOUT_S = 300
 CPU_RUN = {"engine": "verl", "device": "cpu", "task_train_size": 16, "task_test_size": 2, "batch_size": 2,
            "group_size": 4, "minibatches": 1, "steps": 2, "checkpoint_every": 2, "eval_every": 0, "eval_k": 2,
-           "eval_prompts": 2, "max_new_tokens": 4, "verifier": "numeric", "lr": 1e-3}
+           "eval_prompts": 2, "max_new_tokens": 4, "verifier": "numeric", "lr": 1e-3,
+           "lr_warmup_steps": 0}
 
 
 @dataclass

@@ -9,6 +9,7 @@ The step's record goes to the telemetry sink, whose answer may cancel or stop th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -47,6 +48,8 @@ from workers.selection.pipeline import GroupOutcome, Pipeline, StepSelection, Tr
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3
+# Bump when the warm-up's code changes what it trains: older caches then stop matching.
+WARMUP_VERSION = 2
 
 
 @dataclass
@@ -164,7 +167,8 @@ class LocalEngine:
             train = read_dataset(c.dataset)
             test = read_dataset(c.eval_dataset) if c.eval_dataset else []
         else:
-            splits = tasks.builtin_task(c.task, seed=c.seed, n_train=c.task_train_size, n_test=c.task_test_size)
+            splits = tasks.builtin_task(c.task, seed=c.seed, n_train=c.task_train_size, n_test=c.task_test_size,
+                                        levels=c.task_levels)
             train, test = splits.train, splits.test
             if c.eval_dataset:
                 test = read_dataset(c.eval_dataset)
@@ -182,8 +186,26 @@ class LocalEngine:
             for text in [*texts, record.ground_truth]:
                 charset.update(text)
         longest = max(len(self._text(r)) + len(r.ground_truth) for r in self.train + self.test)
+        positions = longest + c.max_new_tokens + 8
+        if tasks.warmup_stream(self._task_family, c.warmup_seed) is not None:
+            # A fixed 64 positions: the shape then does not depend on which prompts a split
+            # holds, so the family's one cached warm-up fits every split of it.
+            positions = max(positions, 64)
         return tiny_policy("".join(sorted(charset)), layers=c.model_layers, dim=c.model_dim, heads=c.model_heads,
-                           max_positions=longest + c.max_new_tokens + 8, seed=c.seed)
+                           max_positions=positions, seed=c.warmup_seed if self._warms_up else c.seed)
+
+    @property
+    def _warms_up(self) -> bool:
+        c = self.config
+        return c.model == "tiny" and c.warmup_steps + c.warmup_noise_steps > 0
+
+    @property
+    def _task_family(self) -> str:
+        """The built-in family the prompts come from ('' for a user's own data)."""
+        if not self.config.dataset:
+            return self.config.task
+        source = self.train[0].data_source if self.train else ""
+        return source.removeprefix("edgeplane/") if source.startswith("edgeplane/") else ""
 
     @staticmethod
     def _text(record: PromptRecord) -> str:
@@ -191,18 +213,33 @@ class LocalEngine:
 
     def _warm_up(self) -> dict[str, float]:
         c = self.config
-        if c.model != "tiny" or c.warmup_steps == 0:
+        if not self._warms_up:
             return {}
-        key = c.digest("task", "dataset", "task_train_size", "task_test_size", "model_layers", "model_dim",
-                       "model_heads", "warmup_steps", "warmup_lr", "seed", "max_new_tokens")
-        # The architecture is part of the key: a cache of another activation must not load.
-        arch = self.policy.model.config.activation_function
-        cache = self.var_dir / "warmup" / f"{key}-{arch}-{self.policy.tokenizer.charset.encode().hex()[:16]}.pt"
+        # The cache is keyed by what determines the model, never by a file path: the shape,
+        # the warm-up settings and seed, and what it trains on - a family's warm-up stream
+        # (the same for every split of the family), else the content of the prompts.
+        model = self.policy.model.config
+        stream = tasks.warmup_stream(self._task_family, c.warmup_seed)
+        if stream is not None:
+            source = f"stream:{self._task_family}"
+        else:
+            content = hashlib.sha256()
+            for record in sorted(self.train, key=lambda r: r.key):
+                content.update(f"{self._text(record)}\x1f{record.ground_truth}\x1e".encode())
+            source = f"records:{content.hexdigest()}"
+        key = hashlib.sha256(json.dumps([
+            source, c.model_layers, c.model_dim, c.model_heads, model.n_positions, model.activation_function,
+            self.policy.tokenizer.charset, c.warmup_steps, c.warmup_lr, c.warmup_noise_steps, c.warmup_noise,
+            c.warmup_seed, WARMUP_VERSION,
+        ]).encode()).hexdigest()[:24]
+        cache = self.var_dir / "warmup" / f"{key}.pt"
+
         def progress(step: int, steps: int, loss: float) -> None:
             self.sink.heartbeat(phase="warmup", detail=f"supervised warm-up step {step}/{steps}, loss {loss:.3f}")
 
-        return supervised_warmup(self.policy, self.train, steps=c.warmup_steps, lr=c.warmup_lr, seed=c.seed,
-                                 cache_path=cache, progress=progress)
+        return supervised_warmup(self.policy, self.train, steps=c.warmup_steps, lr=c.warmup_lr, seed=c.warmup_seed,
+                                 cache_path=cache, progress=progress, stream=stream,
+                                 noise_steps=c.warmup_noise_steps, noise=c.warmup_noise)
 
     def encoded(self, key: str) -> list[int]:
         ids = self._encoded.get(key)
@@ -325,7 +362,8 @@ class LocalEngine:
                 mask = all_rollouts.response_mask[rows]
                 lengths = mask.sum(dim=1).cpu().numpy()
                 entropy = float((all_rollouts.entropy[rows] * mask).sum() / mask.sum().clamp(min=1))
-                outcome = GroupOutcome(key, rewards, lengths, mean_entropy=entropy)
+                outcome = GroupOutcome(key, rewards, lengths, mean_entropy=entropy,
+                                       prompt_tokens=len(self.encoded(key)))
                 step_rollouts.rows[id(outcome)] = rows
                 outcomes.append(outcome)
                 rewards_all.append(rewards)
@@ -334,6 +372,8 @@ class LocalEngine:
         with phase("select"):
             batch = sel.finish()
         with phase("update"):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate(self.step)
             stats = self.update(sel, batch, step_rollouts)
         self.device_seconds += sum(seconds.values())
         result = sel.close(seconds=seconds, parameters=self.policy.n_parameters,
@@ -351,6 +391,13 @@ class LocalEngine:
             "device_seconds_total": self.device_seconds,
         }
         return record
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up over the first lr_warmup_steps RL steps, then constant (verl's
+        constant schedule with warm-up, except that ours starts at lr / W, not at 0).
+        A function of the step alone, so a resumed run continues the same schedule."""
+        c = self.config
+        return c.lr * min(1.0, (step + 1) / c.lr_warmup_steps) if c.lr_warmup_steps else c.lr
 
     def generate(self, keys: list[str], sizes: np.ndarray) -> Rollouts:
         prompts = [self.encoded(k) for k, n in zip(keys, sizes) for _ in range(int(n))]

@@ -1,5 +1,5 @@
 """Held-out evaluation: k samples per prompt, Pass@1 and Pass@k (unbiased), overall and
-per difficulty."""
+per difficulty, and the Pass@j curve for j = 1, 2, 4, ... up to k."""
 
 from __future__ import annotations
 
@@ -43,17 +43,24 @@ def evaluate(
     n = np.full(len(records), k)
     p1 = pass_at_k(n, correct, 1) if len(records) else np.zeros(0)
     pk = pass_at_k(n, correct, k) if len(records) else np.zeros(0)
-    by_difficulty: dict[str, dict[str, float]] = defaultdict(dict)
+    ks = sorted({*(2**i for i in range(k.bit_length()) if 2**i <= k), k})
+    curve = {j: pass_at_k(n, correct, j) if len(records) else np.zeros(0) for j in ks}
+    by_difficulty: dict[str, dict[str, Any]] = defaultdict(dict)
     tags = np.array([r.difficulty or "all" for r in records])
     for tag in sorted(set(tags.tolist())):
         pick = tags == tag
         by_difficulty[tag] = {"pass_at_1": float(np.mean(p1[pick])), "pass_at_k": float(np.mean(pk[pick])),
-                              "prompts": int(pick.sum())}
+                              "prompts": int(pick.sum()),
+                              "pass_at": {str(j): float(np.mean(v[pick])) for j, v in curve.items()}}
     return {
         "k": k,
         "prompts": len(records),
         "pass_at_1": float(np.mean(p1)) if len(records) else 0.0,
         "pass_at_k": float(np.mean(pk)) if len(records) else 0.0,
         "by_difficulty": dict(by_difficulty),
+        "pass_at": {str(j): float(np.mean(v)) if len(records) else 0.0 for j, v in curve.items()},
+        # as groups of k rollouts: the share GRPO would get no signal from
+        "zero_variance_share": float(np.mean((correct == 0) | (correct == k))) if len(records) else 0.0,
+        "all_correct_share": float(np.mean(correct == k)) if len(records) else 0.0,
         "seconds": time.perf_counter() - start,
     }

@@ -6,6 +6,13 @@ which carries happen, which spreads difficulty well on a tiny model. Score with 
 "exact" verifier. Each difficulty level (digit count) is drawn equally often, and every
 prompt is unique across both splits.
 
+``add_aligned`` is the testbed the benchmark and the demo train on: both operands written
+at the level's width ("347+085="), 2 to 6 digits. Half of every level's problems (a fixed
+hash of the problem's number) is reserved for the supervised warm-up, which draws a fresh
+stream from that half (``warmup_stream``); the RL splits are drawn from the other half. So
+RL starts from competence the model generalised, never from memorised answers, and one
+cached warm-up serves every split size, level subset and RL seed.
+
 Keys are `data_source:index`; indices run over the test split first (0..n_test-1), then
 train, so keys are unique across splits and the test split does not move when n_train
 changes.
@@ -13,6 +20,7 @@ changes.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,10 +44,31 @@ class TaskFamily:
     size: Callable[[int], int]
     operands: Callable[[int, int], tuple[int, int]]
     apply: Callable[[int, int], int]
+    aligned: bool = False  # both operands written at the level's width, zero-padded
+    # Levels the supervised warm-up stream draws from, with weights; empty: the warm-up
+    # trains on the train split itself (the older families).
+    warmup_mix: tuple[tuple[int, float], ...] = ()
 
     @property
     def data_source(self) -> str:
         return f"edgeplane/{self.name}"
+
+    def prompt(self, level: int, a: int, b: int) -> str:
+        if self.aligned:
+            return f"{a:0{level}d}{self.symbol}{b:0{level}d}="
+        return f"{a}{self.symbol}{b}="
+
+    def answer(self, a: int, b: int) -> str:
+        return str(self.apply(a, b))[::-1]
+
+    def reserved_for_warmup(self, i: int) -> bool:
+        """Whether problem i of a level belongs to the warm-up half (families with a stream)."""
+        return bool(self.warmup_mix) and (i * 2654435761) % 2**32 < 2**31  # Knuth's multiplicative hash
+
+    def rl_size(self, level: int) -> int:
+        """Problems of a level the RL splits may use (about half when a warm-up half is reserved)."""
+        size = self.size(level)
+        return size // 2 - size // 100 if self.warmup_mix else size
 
 
 @dataclass(frozen=True)
@@ -82,20 +111,76 @@ def _mul_operands(k: int, i: int) -> tuple[int, int]:
     return low + i // 8, 2 + i % 8  # a k-digit number times a digit 2..9
 
 
+def _aligned_size(k: int) -> int:
+    return int(10 ** (2 * k))  # every pair of k-digit strings, leading zeros allowed
+
+
+def _aligned_operands(k: int, i: int) -> tuple[int, int]:
+    return divmod(i, int(10**k))
+
+
 TASKS: dict[str, TaskFamily] = {
     "add": TaskFamily("add", "+", (1, 2, 3, 4, 5), _add_size, _add_operands, lambda a, b: a + b),
     "mul": TaskFamily("mul", "*", (1, 2, 3, 4), _mul_size, _mul_operands, lambda a, b: a * b),
+    "add_aligned": TaskFamily("add_aligned", "+", (2, 3, 4, 5, 6), _aligned_size, _aligned_operands,
+                              lambda a, b: a + b, aligned=True,
+                              warmup_mix=((2, 2.0), (3, 2.0), (4, 1.0), (5, 1.0), (6, 0.5))),
 }
 
 
-def builtin_task(name: str, *, seed: int = 0, n_train: int = 2000, n_test: int = 200) -> TaskSplits:
-    """Deterministic train/test splits of a family for (name, seed, n_train, n_test)."""
+def warmup_stream(name: str, seed: int) -> Callable[[int], list[tuple[str, str]]] | None:
+    """A function drawing n fresh (prompt, answer) pairs of the family's warm-up mix, all from
+    the warm-up half (never an RL prompt); None when the family has no warm-up stream."""
+    family = TASKS.get(name)
+    if family is None or not family.warmup_mix:
+        return None
+    levels = [level for level, _ in family.warmup_mix]
+    weights = [weight for _, weight in family.warmup_mix]
+    rng = random.Random(f"{family.data_source}:{seed}:warmup")
+
+    def draw(n: int) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        while len(out) < n:
+            level = rng.choices(levels, weights)[0]
+            i = rng.randrange(family.size(level))
+            if family.reserved_for_warmup(i):
+                a, b = family.operands(level, i)
+                out.append((family.prompt(level, a, b), family.answer(a, b)))
+        return out
+
+    return draw
+
+
+def _draw_rl(rng: random.Random, family: TaskFamily, level: int, n: int, skip: set[int]) -> list[int]:
+    """n distinct problem numbers of a level outside the warm-up half and outside ``skip``."""
+    out: list[int] = []
+    seen = set(skip)
+    size = family.size(level)
+    while len(out) < n:
+        for i in rng.sample(range(size), min(size, 2 * (n - len(out)) + 16)):
+            if i not in seen and not family.reserved_for_warmup(i):
+                seen.add(i)
+                out.append(i)
+                if len(out) == n:
+                    break
+    return out
+
+
+def builtin_task(name: str, *, seed: int = 0, n_train: int = 2000, n_test: int = 200,
+                 levels: Sequence[int] = ()) -> TaskSplits:
+    """Deterministic train/test splits of a family for (name, seed, n_train, n_test, levels);
+    ``levels`` keeps only those difficulty levels (digit counts; empty: all)."""
     family = TASKS.get(name)
     if family is None:
         raise ValueError(f"unknown task {name!r}; valid: {', '.join(sorted(TASKS))}")
     if n_train < 0 or n_test < 0:
         raise ValueError(f"n_train and n_test must be >= 0, got {n_train} and {n_test}")
-    sizes = [family.size(k) for k in family.levels]
+    unknown = sorted(set(levels) - set(family.levels))
+    if unknown:
+        raise ValueError(f"task {name!r} has levels {', '.join(map(str, family.levels))}; not {unknown}")
+    if levels:
+        family = dataclasses.replace(family, levels=tuple(k for k in family.levels if k in set(levels)))
+    sizes = [family.rl_size(k) for k in family.levels]
     if n_train + n_test > sum(sizes):
         raise ValueError(
             f"task {name!r} has {sum(sizes)} distinct prompts; n_train + n_test asks for "
@@ -109,6 +194,11 @@ def builtin_task(name: str, *, seed: int = 0, n_train: int = 2000, n_test: int =
     test_items: list[tuple[int, int]] = []
     train_items: list[tuple[int, int]] = []
     for level, size, n_te, n_tr in zip(family.levels, sizes, test_quota, train_quota, strict=True):
+        if family.warmup_mix:
+            taken = _draw_rl(test_rng, family, level, n_te, set())
+            test_items += [(level, i) for i in taken]
+            train_items += [(level, i) for i in _draw_rl(train_rng, family, level, n_tr, set(taken))]
+            continue
         taken = test_rng.sample(range(size), n_te)
         test_items += [(level, i) for i in taken]
         # Draw enough to cover the test items we must skip; sample() never repeats.
@@ -148,8 +238,8 @@ def _records(
         records.append(
             PromptRecord(
                 key=f"{family.data_source}:{index}",
-                prompt=f"{a}{family.symbol}{b}=",
-                ground_truth=str(family.apply(a, b))[::-1],
+                prompt=family.prompt(level, a, b),
+                ground_truth=family.answer(a, b),
                 data_source=family.data_source,
                 index=index,
                 difficulty=f"digits={level}",

@@ -178,6 +178,8 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "actor_rollout_ref.rollout.val_kwargs.do_sample": True,
         "actor_rollout_ref.rollout.val_kwargs.temperature": config.temperature,
         "actor_rollout_ref.actor.optim.lr": config.lr,
+        # verl reads lr_warmup_steps <= 0 as "use lr_warmup_steps_ratio" (0.0: no warm-up).
+        "actor_rollout_ref.actor.optim.lr_warmup_steps": config.lr_warmup_steps or -1,
         "actor_rollout_ref.actor.optim.weight_decay": config.weight_decay,
         "actor_rollout_ref.actor.clip_ratio_low": config.clip_low,
         "actor_rollout_ref.actor.clip_ratio_high": config.clip_high,
