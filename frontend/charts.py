@@ -80,6 +80,16 @@ class Totals:
     rollouts_effective: int = 0
     device_seconds: float = 0.0
     uniform_device_seconds: float = 0.0
+    # The dynamic-sampling yardstick counts only the steps that have its estimate.
+    rollouts_generated_with_estimate: int = 0
+    rollouts_dynamic_sampling: float = 0.0
+    backward_tokens: int = 0
+    backward_tokens_mixed: int = 0
+
+
+def saving(spent: float, baseline: float) -> float | None:
+    """1 - spent / baseline: the share of the baseline not spent; None without a baseline."""
+    return None if not baseline else 1.0 - spent / baseline
 
 
 def phases_of(engine: str) -> tuple[str, ...]:
@@ -96,7 +106,8 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
     out: dict[str, Any] = {name: [] for name in (
         "step", "rollouts_generated", "rollouts_uniform", "rollouts_generated_total", "rollouts_uniform_total",
         "rollout_savings", "rollout_savings_total", "effective_share_of_generated",
-        "effective_share_of_generated_total", "all_correct_share",
+        "effective_share_of_generated_total", "rollout_savings_vs_dynamic_sampling_total",
+        "backward_savings_vs_mixed_total", "all_correct_share",
         "all_wrong_share", "reward_mean", "device_hours_total", "uniform_device_hours_total")}
     out["seconds"] = {phase: [] for phase in phases}
     metric_names = [m for method in methods for m in METHOD_METRICS.get(method, ())]
@@ -105,7 +116,15 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
         out["metrics"]["rlzvp/shaped_share"] = []
     generated, uniform, effective = base.rollouts_generated, base.rollouts_uniform, base.rollouts_effective
     device, uniform_device = base.device_seconds, base.uniform_device_seconds
+    estimated, dynamic = base.rollouts_generated_with_estimate, base.rollouts_dynamic_sampling
+    backward, backward_mixed = base.backward_tokens, base.backward_tokens_mixed
     for row in rows:
+        dynamic_step = number(row.get("rollouts_dynamic_sampling"))
+        if dynamic_step is not None and dynamic_step > 0:  # a step without an estimate counts for neither side
+            estimated += int(row["rollouts_generated"])
+            dynamic += dynamic_step
+        backward += int(row.get("backward_tokens") or 0)
+        backward_mixed += int(row.get("backward_tokens_mixed") or 0)
         generated += int(row["rollouts_generated"])
         uniform += int(row["rollouts_uniform"])
         effective += int(row.get("rollouts_effective") or 0)
@@ -118,7 +137,9 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
         out["rollouts_generated_total"].append(generated)
         out["rollouts_uniform_total"].append(uniform)
         out["rollout_savings"].append(number(row.get("rollout_savings")))
-        out["rollout_savings_total"].append(None if not uniform else 1.0 - generated / uniform)
+        out["rollout_savings_total"].append(saving(generated, uniform))
+        out["rollout_savings_vs_dynamic_sampling_total"].append(saving(estimated, dynamic))
+        out["backward_savings_vs_mixed_total"].append(saving(backward, backward_mixed))
         out["effective_share_of_generated"].append(number(row.get("effective_share_of_generated")))
         out["effective_share_of_generated_total"].append(ratio(effective, generated))
         out["all_correct_share"].append(ratio(row.get("groups_all_correct"), groups))
@@ -136,6 +157,70 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
             out["metrics"]["rlzvp/shaped_share"].append(
                 ratio(number(metrics.get("rlzvp/shaped_rollouts")), row.get("rollouts_trained")))
     return out
+
+
+# -- savings against each yardstick ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class YardstickFigure:
+    """How the run page shows the figure of one yardstick (a key of
+    ``workers.selection.accounting.YARDSTICKS``, whose words the tile shows)."""
+
+    metric: str  # the RunTotals property the tile shows
+    label: str  # the tile's heading
+    element: str  # the id of the tile's value, which the live updates rewrite
+    series: str  # the step_series column whose newest value is that figure
+    legend: str  # the chart legend: short, the tile and its tooltip say the rest
+
+
+YARDSTICK_FIGURES: dict[str, YardstickFigure] = {
+    "uniform": YardstickFigure("rollout_savings", "Rollout savings", "tile-savings", "rollout_savings_total",
+                               "rollout savings vs uniform GRPO (cumulative)"),
+    "dynamic_sampling": YardstickFigure("rollout_savings_vs_dynamic_sampling", "Rollout savings", "tile-savings-ds",
+                                        "rollout_savings_vs_dynamic_sampling_total",
+                                        "rollout savings vs dynamic sampling (cumulative)"),
+    "backward_mixed": YardstickFigure("backward_savings_vs_mixed", "Backward savings", "tile-savings-backward",
+                                      "backward_savings_vs_mixed_total",
+                                      "backward savings vs GRPO without zero-advantage groups (cumulative)"),
+    # HORA and RL-ZVP spend uniform GRPO's budget and claim no saving: the tile shows what they buy.
+    "uniform_budget": YardstickFigure("effective_share_of_generated", "Effective share", "tile-effective",
+                                      "effective_share_of_generated_total",
+                                      "effective share of generated rollouts (cumulative)"),
+}
+EFFECTIVE_SHARE_FORMULA = "rollouts with a non-zero advantage / rollouts generated, summed over the steps"
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    """A share as the dashboard writes it ("33.3%", "–" for none), as plots.js's pct does."""
+    value = number(value)
+    return "–" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def yardstick_tiles(names: Sequence[str], figures: Mapping[str, float | None],
+                    formulas: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The run page's savings tiles: one per yardstick that applies (``names``, uniform GRPO
+    first), each with its figure as a percentage, what it is measured against in words and
+    its formula (the tooltip). ``figures`` holds the run's totals by metric (None: none yet);
+    ``formulas`` the formula of each saving.
+
+    The uniform-budget yardstick claims no saving: its tile shows the effective share of the
+    rollouts generated, and says so.
+    """
+    from workers.selection.accounting import YARDSTICKS
+
+    tiles = []
+    for name in names:
+        figure = YARDSTICK_FIGURES[name]
+        value = number(figures.get(figure.metric))
+        claims = name != "uniform_budget"
+        tiles.append({
+            "yardstick": name, "label": figure.label, "element": figure.element, "series": figure.series,
+            "legend": figure.legend, "value": value, "shown": percent(value), "saving": claims,
+            "against": f"vs {YARDSTICKS[name]}" if claims else f"no saving claimed; yardstick: {YARDSTICKS[name]}",
+            "formula": formulas[figure.metric] if claims else EFFECTIVE_SHARE_FORMULA,
+        })
+    return tiles
 
 
 def accuracy_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -339,6 +424,42 @@ def bucket_changes(observations: Iterable[tuple[int, str]], decisions: Iterable[
 def compare_series(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One accuracy series per run: [{run, name, ...accuracy_series}], in the given order."""
     return [{"run": int(r["id"]), "name": r["name"], **accuracy_series(r["evaluations"])} for r in runs]
+
+
+def final_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The newest evaluation (rows in step order) that has a Pass@1."""
+    return next((r for r in reversed(evaluations) if number(r["pass_at_1"]) is not None), None)
+
+
+def cost_to_reach(evaluations: Sequence[Mapping[str, Any]], target: float | None) -> dict[str, Any]:
+    """What a run spent before its first evaluation (rows in step order) whose Pass@1 is at
+    or above ``target``: that evaluation's step and the running totals it carries.
+    ``reached`` is False, and the figures None, when none is or there is no target."""
+    if target is not None:
+        for row in evaluations:
+            value = number(row["pass_at_1"])
+            if value is not None and value >= target:
+                return {"reached": True, "step": int(row["step"]),
+                        "rollouts_generated_total": int(row["rollouts_generated_total"]),
+                        "device_seconds_total": number(row["device_seconds_total"]) or 0.0}
+    return {"reached": False, "step": None, "rollouts_generated_total": None, "device_seconds_total": None}
+
+
+def reach_row(evaluations: Sequence[Mapping[str, Any]],
+              baseline_evaluations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The cost for a run to reach its baseline's final held-out Pass@1 (the target), beside
+    what the baseline itself spent to first reach it; the run's rollouts and device-seconds
+    as shares of the baseline's where both reached it."""
+    final = final_evaluation(baseline_evaluations)
+    target = number(final["pass_at_1"]) if final else None
+    cost, baseline = cost_to_reach(evaluations, target), cost_to_reach(baseline_evaluations, target)
+    both = cost["reached"] and baseline["reached"]
+    return {
+        "target_pass_at_1": target, "target_step": int(final["step"]) if final else None,
+        "cost": cost, "baseline_cost": baseline,
+        "rollouts_share": ratio(cost["rollouts_generated_total"], baseline["rollouts_generated_total"]) if both else None,
+        "device_seconds_share": ratio(cost["device_seconds_total"], baseline["device_seconds_total"]) if both else None,
+    }
 
 
 def savings_row(totals: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from frontend.charts import METHOD_ORDER
 # Shown first; the rest of RunConfig sits under "More settings".
 MAIN_FIELDS = ("engine", "device", "model", "batch_size", "group_size", "steps", "seed")
 # Set by the control plane from the run's dataset, never by the form.
-HIDDEN_FIELDS = ("dataset", "eval_dataset", "selectors", "task", "task_train_size", "task_test_size")
+HIDDEN_FIELDS = ("dataset", "eval_dataset", "selectors", "task", "task_train_size", "task_test_size", "task_levels")
 LABELS = {"batch_size": "B (prompts per step)", "group_size": "N (rollouts per prompt)", "steps": "Steps",
           "seed": "Seed", "engine": "Engine", "device": "Device", "model": "Model"}
 # Help the form adds to RunConfig's own, where a choice means more on the dashboard.
@@ -145,9 +145,11 @@ class NewRunForm:
     methods: list[Method]
     name: str = ""
     dataset: str = ""
+    baseline: str = ""  # the id of a run of the team to compare against; empty: none
     general_errors: list[str] = field(default_factory=list)
     name_errors: list[str] = field(default_factory=list)
     dataset_errors: list[str] = field(default_factory=list)
+    baseline_errors: list[str] = field(default_factory=list)
     methods_errors: list[str] = field(default_factory=list)  # about the combination of methods
 
     @classmethod
@@ -170,6 +172,7 @@ class NewRunForm:
         """Read the posted values into the form; return (config mapping, conversion errors)."""
         self.name = data.get("name", "").strip()
         self.dataset = data.get("dataset", "")
+        self.baseline = data.get("baseline", "").strip()
         errors: dict[str, list[str]] = {}
         config: dict[str, Any] = {}
         for f in self.fields:
@@ -212,7 +215,7 @@ class NewRunForm:
                     method.errors = errors[key]
                     placed.add(key)
         for key, target in (("name", self.name_errors), ("dataset", self.dataset_errors),
-                            ("selectors", self.methods_errors)):
+                            ("baseline", self.baseline_errors), ("selectors", self.methods_errors)):
             if key in errors:
                 target.extend(errors[key])
                 placed.add(key)
@@ -223,7 +226,8 @@ class NewRunForm:
 
     @property
     def has_errors(self) -> bool:
-        return bool(self.general_errors or self.name_errors or self.dataset_errors or self.methods_errors
+        return bool(self.general_errors or self.name_errors or self.dataset_errors or self.baseline_errors
+                    or self.methods_errors
                     or any(f.errors for f in self.fields)
                     or any(m.errors or any(p.errors for p in m.params) for m in self.methods))
 

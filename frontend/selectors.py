@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, FloatField, IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
@@ -44,7 +44,7 @@ AUDIT_PAGE = 100
 STEP_FIELDS = ("step", "rollouts_generated", "rollouts_uniform", "rollouts_effective", "rollouts_trained",
                "groups_generated", "groups_all_correct", "groups_all_wrong", "rollout_savings",
                "effective_share_of_generated", "device_seconds", "uniform_device_seconds", "reward_mean",
-               "seconds", "metrics")
+               "rollouts_dynamic_sampling", "backward_tokens", "backward_tokens_mixed", "seconds", "metrics")
 
 
 def last_step(run: Run) -> int:
@@ -62,12 +62,18 @@ def totals_through(run: Run, step: int) -> Totals:
     """Running totals of the steps <= ``step`` (the base of the next page)."""
     if step < 0:
         return Totals()
+    with_estimate = Q(rollouts_dynamic_sampling__gt=0)  # as step_series: steps without one count for neither side
     sums = StepSummary.objects.filter(run=run, step__lte=step).aggregate(
         g=Sum("rollouts_generated"), u=Sum("rollouts_uniform"), e=Sum("rollouts_effective"),
-        d=Sum("device_seconds"), ud=Sum("uniform_device_seconds"))
+        d=Sum("device_seconds"), ud=Sum("uniform_device_seconds"),
+        ge=Sum("rollouts_generated", filter=with_estimate), ds=Sum("rollouts_dynamic_sampling", filter=with_estimate),
+        b=Sum("backward_tokens"), bm=Sum("backward_tokens_mixed"))
     return Totals(rollouts_generated=int(sums["g"] or 0), rollouts_uniform=int(sums["u"] or 0),
                   rollouts_effective=int(sums["e"] or 0), device_seconds=float(sums["d"] or 0.0),
-                  uniform_device_seconds=float(sums["ud"] or 0.0))
+                  uniform_device_seconds=float(sums["ud"] or 0.0),
+                  rollouts_generated_with_estimate=int(sums["ge"] or 0),
+                  rollouts_dynamic_sampling=float(sums["ds"] or 0.0), backward_tokens=int(sums["b"] or 0),
+                  backward_tokens_mixed=int(sums["bm"] or 0))
 
 
 def evaluation_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:
@@ -280,6 +286,29 @@ def runs_by_ids(user, ids: list[int]) -> list[Run]:
     """The user's runs among ``ids``, in the order given (unknown or foreign ids dropped)."""
     found = {r.id: r for r in runs_for_user(user).filter(pk__in=ids)}
     return [found[i] for i in ids if i in found]
+
+
+def compare_baselines(user, runs: list[Run]) -> list[tuple[Run, Run | None, bool]]:
+    """Each compared run with the run it is measured against and whether that one was named:
+    its baseline when it names one, else the first run compared (None for that run itself)."""
+    named = {r.id: r for r in runs_for_user(user).filter(pk__in=[r.baseline_id for r in runs if r.baseline_id])}
+    out = []
+    for run in runs:
+        if run.baseline_id in named:
+            out.append((run, named[run.baseline_id], True))
+        else:
+            out.append((run, runs[0] if run is not runs[0] else None, False))
+    return out
+
+
+def baseline_choices(team: Team, limit: int = 100) -> list[Run]:
+    """The team's runs a new run may name as its baseline, newest first."""
+    return list(Run.objects.filter(team=team).order_by("-id")[:limit])
+
+
+def team_run(team: Team, raw_id: str) -> Run | None:
+    """The team's run with this id (as posted), or None."""
+    return Run.objects.filter(team=team, pk=int(raw_id)).first() if raw_id.isdigit() else None
 
 
 def evaluations_of(run: Run) -> list[dict[str, Any]]:

@@ -28,8 +28,8 @@ from controlplane.budgets.selectors import budget_overview
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
+from controlplane.runs.selectors import SAVINGS, RunDetail, run_for_user_or_none
 from controlplane.runs.selectors import run_detail as run_detail_selector
-from controlplane.runs.selectors import run_for_user_or_none
 from controlplane.runs.services import RunStateError, run_cancel, run_create
 from frontend import charts
 from frontend import selectors as sel
@@ -171,9 +171,13 @@ def run_new(request: HttpRequest) -> HttpResponse:
             errors.setdefault("dataset", []).append("choose one of the team's datasets")
         if not form.name:
             errors.setdefault("name", []).append("give the run a name")
+        baseline = sel.team_run(team, form.baseline) if form.baseline else None
+        if form.baseline and baseline is None:
+            errors.setdefault("baseline", []).append("choose one of the team's runs, or none")
         if not errors:
             try:
-                run = run_create(team=team, dataset=dataset, name=form.name, config=config, user=request.user)
+                run = run_create(team=team, dataset=dataset, name=form.name, config=config, user=request.user,
+                                 baseline=baseline)
             except ConfigError as exc:
                 errors = exc.as_dict()
             except BudgetExceeded as exc:
@@ -190,12 +194,31 @@ def run_new(request: HttpRequest) -> HttpResponse:
         group_size=max(_safe_int(form.value_of("group_size"), 8), 1), steps=max(_safe_int(form.value_of("steps"), 100), 1),
         engine=str(form.value_of("engine")), device=str(form.value_of("device")))
     return page(request, "frontend/run_new.html", {
-        "team": team, "form": form, "datasets": datasets, "forecast": charts.launch_forecast(*forecast_figures),
+        "team": team, "form": form, "datasets": datasets, "baseline_runs": sel.baseline_choices(team),
+        "forecast": charts.launch_forecast(*forecast_figures),
     }, status=status)
 
 
 def _safe_int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _savings_tiles(detail: RunDetail) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+    """The run's yardstick tiles, and the effective-share tile when no yardstick tile shows
+    that share (the uniform-budget one does)."""
+    totals = detail.totals
+    figures = {  # None until there is something to divide by
+        "rollout_savings": totals.rollout_savings if totals.rollouts_uniform else None,
+        "rollout_savings_vs_dynamic_sampling": totals.rollout_savings_vs_dynamic_sampling,
+        "backward_savings_vs_mixed": totals.backward_savings_vs_mixed,
+        "effective_share_of_generated": totals.effective_share_of_generated if totals.rollouts_generated else None,
+    }
+    tiles = charts.yardstick_tiles(detail.yardsticks, figures,
+                                   {name: formula for name, (_, formula) in SAVINGS.items()})
+    if "uniform_budget" in detail.yardsticks:
+        return tiles, None
+    return tiles, {"shown": charts.percent(figures["effective_share_of_generated"]),
+                   "formula": charts.EFFECTIVE_SHARE_FORMULA}
 
 
 @login_required
@@ -204,6 +227,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
     detail = run_detail_selector(run)
     methods = list(run.config.get("selectors", {}))
+    tiles, effective_tile = _savings_tiles(detail)
     data_urls = {name: reverse(f"frontend:data-{name}", args=[run.id]) for name in (
         "series", "evaluations", "actions", "hora", "energy", "edge", "heatmap", "recent")}
     page_config = {
@@ -212,9 +236,12 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
                  "prompt": reverse("frontend:prompt", args=[run.id])},
         "status": run.status, "finished": run.status in FINISHED, "steps_planned": run.steps_planned,
         "poll_ms": POLL_MS, "last_step": run.steps_completed - 1,
+        # what the live updates rewrite and the savings chart draws, one entry per yardstick
+        "tiles": [{k: t[k] for k in ("yardstick", "element", "series", "legend", "saving")} for t in tiles],
     }
     return page(request, "frontend/run.html", {
-        "team": run.team, "run": run, "detail": detail, "totals": detail.totals,
+        "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
+        "effective_tile": effective_tile,
         "labels": charts.method_labels(methods), "page_config": page_config,
         "progress": charts.progress(run.steps_completed, run.steps_planned),
         "can_cancel": run.status in ACTIVE and not run.cancel_requested
@@ -309,12 +336,28 @@ def compare(request: HttpRequest) -> HttpResponse:
         candidate.labels = charts.method_labels(candidate.methods)
     table = [{"run": r, "labels": charts.method_labels(r.methods), **charts.savings_row(sel.run_totals_row(r))}
              for r in chosen]
-    series = charts.compare_series([{"id": r.id, "name": r.name, "evaluations": sel.evaluations_of(r)}
+    evaluations = {r.id: sel.evaluations_of(r) for r in chosen}
+    series = charts.compare_series([{"id": r.id, "name": r.name, "evaluations": evaluations[r.id]}
                                     for r in chosen])
     return page(request, "frontend/compare.html", {
         "chosen": chosen, "chosen_ids": [r.id for r in chosen], "candidates": candidates, "table": table,
-        "series": series,
+        "series": series, "reach": _reach_rows(request, chosen, evaluations),
     })
+
+
+def _reach_rows(request: HttpRequest, chosen: list[Run], evaluations: dict[int, list]) -> list[dict[str, Any]]:
+    """For each compared run that has a baseline (named, else the first run compared), the
+    cost to reach that baseline's final Pass@1. ``evaluations`` holds the compared runs'
+    and gains those of named baselines that are not compared."""
+    rows = []
+    for run, baseline, named in sel.compare_baselines(request.user, chosen):
+        if baseline is None:
+            continue  # the first run compared, naming no baseline: the others' reference
+        if baseline.id not in evaluations:
+            evaluations[baseline.id] = sel.evaluations_of(baseline)
+        rows.append({"run": run, "baseline": baseline, "named": named,
+                     **charts.reach_row(evaluations[run.id], evaluations[baseline.id])})
+    return rows
 
 
 @login_required

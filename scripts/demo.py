@@ -1,7 +1,7 @@
 """make demo: the whole product on one machine with no services.
 
 SQLite (WAL) and Celery's filesystem broker under var/; migrates; creates a demo team
-and user (credentials printed); imports the built-in addition task; launches a live run
+and user (credentials printed); imports the built-in testbed task add_aligned; launches a live run
 (HIVE + HORA + RL-ZVP on the tiny model); starts web, worker and beat; prints the URL.
 Ctrl-C stops everything it started.
 """
@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
+# The testbed the benchmarks train on, at RunConfig's task sizes (task_train_size, task_test_size).
+DEMO_DATASET = "add_aligned (built-in testbed)"
 DEMO_CONFIG = {
     "batch_size": 32,
     "group_size": 8,
@@ -63,8 +65,8 @@ def setup() -> tuple[str, str, int]:
     team = team_create(name="Demo", owner_username=user, owner_password=password)
     owner = get_user_model().objects.get(username=user)
     Token.objects.get_or_create(user=owner)
-    dataset = Dataset.objects.filter(team=team, name="add (built-in)").first() or dataset_import_builtin(
-        team=team, task="add", name="add (built-in)", user=owner)
+    dataset = Dataset.objects.filter(team=team, name=DEMO_DATASET).first() or dataset_import_builtin(
+        team=team, task="add_aligned", n_train=4100, n_test=500, name=DEMO_DATASET, user=owner)
     live = Run.objects.filter(team=team, status__in=ACTIVE).order_by("-id").first()
     run = live or run_create(team=team, dataset=dataset, name="demo: HIVE + HORA + RL-ZVP",
                              config=DEMO_CONFIG, user=owner)
@@ -103,7 +105,8 @@ Edgeplane demo is running.
   admin      {url}admin/
   sign in    user {user!r}, password {password!r}
   logs       {logs}/web.log, worker.log, beat.log
-The run warms up its tiny model first (about 80 s on 2 cores, cached under var/warmup/).
+The run warms up its tiny model first: 4,900 supervised steps, about 4 minutes on 2 cores
+(cached under var/warmup/).
 Ctrl-C stops web, worker and beat.""", flush=True)
 
     stopping = False

@@ -13,13 +13,22 @@ from controlplane.runs.models import (
     Bucket,
     Evaluation,
     PromptState,
+    Run,
     RunStatus,
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.selectors import RunDetail
+from controlplane.runs.selectors import SAVINGS, RunDetail
 from controlplane.telemetry.services import SUMMARY_FIELDS
+from workers.selection.accounting import YARDSTICKS
 from workers.selection.decisions import Action
+
+
+def saving_help(name: str, scope: str = "") -> str:
+    """A saving's help text: its formula (``SAVINGS``) and, in words, what it is measured
+    against (``YARDSTICKS``)."""
+    yardstick, formula = SAVINGS[name]
+    return f"{formula}{scope}. Baseline: {YARDSTICKS[yardstick]}"
 
 # -- datasets ------------------------------------------------------------------------------
 
@@ -71,6 +80,21 @@ class RunCreateSerializer(serializers.Serializer):
     config = serializers.DictField(
         required=False, default=dict,
         help_text="RunConfig fields (workers/engines/config.py); the dataset comes from `dataset`")
+    baseline = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="id of a run of the same team to compare this run against (the cost to reach its final "
+                  "held-out Pass@1)")
+
+    def validate(self, attrs: dict) -> dict:
+        """``baseline`` becomes the Run, which must belong to the named team (run_create
+        checks again; here the error lands on the field)."""
+        baseline = attrs.get("baseline")
+        if baseline is not None:
+            run = Run.objects.filter(pk=baseline, team__slug=attrs["team"]).first()
+            if run is None:
+                raise serializers.ValidationError({"baseline": [f"no run {baseline} in team {attrs['team']}"]})
+            attrs["baseline"] = run
+        return attrs
 
 
 class RunQuerySerializer(serializers.Serializer):
@@ -88,6 +112,8 @@ class RunSerializer(serializers.Serializer):
     dataset = serializers.IntegerField(source="dataset_id")
     dataset_name = serializers.CharField(source="dataset.name")
     name = serializers.CharField()
+    baseline = serializers.IntegerField(source="baseline_id", allow_null=True,
+                                        help_text="id of the run this one is compared against, if named")
     created_by = serializers.CharField(source="created_by.username", default=None)
     status = serializers.CharField()
     reason = serializers.CharField(source="status_reason")
@@ -121,11 +147,28 @@ class RunTotalsSerializer(serializers.Serializer):
     rollouts_uniform = serializers.IntegerField(help_text="what uniform GRPO would have generated (B x N a step)")
     rollouts_effective = serializers.IntegerField()
     rollouts_trained = serializers.IntegerField()
-    rollout_savings = serializers.FloatField(help_text="1 - generated / uniform")
+    rollout_savings = serializers.FloatField(help_text=saving_help("rollout_savings"))
+    rollouts_dynamic_sampling = serializers.FloatField(
+        help_text="what dynamic sampling would have generated, over the steps that have an estimate")
+    rollout_savings_vs_dynamic_sampling = serializers.FloatField(
+        allow_null=True, help_text=saving_help("rollout_savings_vs_dynamic_sampling", "; null: no step has an estimate"))
+    backward_tokens = serializers.IntegerField(help_text="response tokens in the updates")
+    backward_tokens_mixed = serializers.IntegerField(help_text="response tokens of the mixed groups collected")
+    backward_savings_vs_mixed = serializers.FloatField(
+        allow_null=True, help_text=saving_help("backward_savings_vs_mixed", "; null: no group was mixed"))
     effective_share_of_generated = serializers.FloatField()
     device_hours = serializers.FloatField(help_text="device-hours used (measured)")
     uniform_device_hours = serializers.FloatField()
     device_hours_saved = serializers.FloatField(help_text="uniform_device_hours - device_hours")
+
+
+class YardstickSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="uniform, dynamic_sampling, backward_mixed or uniform_budget")
+    against = serializers.CharField(help_text="what the run's savings are measured against, in words")
+
+
+def yardstick_rows(names: list[str]) -> list[dict[str, str]]:
+    return [{"name": name, "against": YARDSTICKS[name]} for name in names]
 
 
 class RunDetailSerializer(serializers.Serializer):
@@ -144,6 +187,7 @@ class RunDetailSerializer(serializers.Serializer):
             "latest_evaluation": EvaluationSerializer(detail.latest_evaluation).data
             if detail.latest_evaluation else None,
             "totals": RunTotalsSerializer(detail.totals).data,
+            "yardsticks": YardstickSerializer(yardstick_rows(detail.yardsticks), many=True).data,
         }
 
 
@@ -157,6 +201,8 @@ class RunDetailSchema(RunSerializer):
     heartbeat_at = serializers.DateTimeField(allow_null=True)
     latest_evaluation = EvaluationSerializer(allow_null=True)
     totals = RunTotalsSerializer()
+    yardsticks = YardstickSerializer(many=True, help_text="the yardsticks that apply to the run's methods, "
+                                                          "uniform GRPO first")
 
 
 class ConfigErrorsSerializer(serializers.Serializer):
@@ -185,6 +231,27 @@ class StepSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = StepSummary
         exclude = ("id", "run")
+        extra_kwargs = {
+            "rollout_savings": {"help_text": ("1 - rollouts_generated / rollouts_uniform. "
+                                              f"Baseline: {YARDSTICKS['uniform']}")},
+            "rollout_savings_vs_dynamic_sampling": {"help_text": (
+                "1 - rollouts_generated / rollouts_dynamic_sampling; null: no estimate of the mixed rate yet. "
+                f"Baseline: {YARDSTICKS['dynamic_sampling']}")},
+            "backward_savings_vs_mixed": {"help_text": (
+                "1 - backward_tokens / backward_tokens_mixed; null: no group was mixed. "
+                f"Baseline: {YARDSTICKS['backward_mixed']}")},
+            "mixed_rate_uniform": {"help_text": "windowed estimate of the mixed share of uniformly drawn groups; "
+                                                "null: none yet"},
+            "rollouts_dynamic_sampling": {"help_text": "what dynamic sampling would generate for this step's mixed "
+                                                       "groups: groups_mixed_collected x N / mixed_rate_uniform; "
+                                                       "null: no estimate"},
+            "groups_uniform": {"help_text": "groups of uniformly drawn prompts this step"},
+            "groups_uniform_mixed": {"help_text": "of those, groups with mixed outcomes"},
+            "groups_mixed_collected": {"help_text": "mixed groups collected for the update"},
+            "backward_tokens_mixed": {"help_text": "response tokens of those mixed groups"},
+            "prompt_tokens_generated": {"help_text": "prompt tokens prefilled for the generated rollouts"},
+            "backward_prompt_tokens": {"help_text": "prompt tokens through the update's forward and backward passes"},
+        }
 
 
 class CursorPageSerializer(serializers.Serializer):

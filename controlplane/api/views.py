@@ -136,7 +136,7 @@ class RunListView(MemberView, generics.GenericAPIView):
             raise BadRequest({"dataset": [f"no dataset {data['dataset']} in team {team.slug}"]})
         try:
             run = run_create(team=team, dataset=dataset, name=data["name"], config=data["config"],
-                             user=request.user)
+                             user=request.user, baseline=data["baseline"])
         except ConfigError as exc:
             raise BadRequest(exc.as_dict()) from exc
         except BudgetExceeded as exc:

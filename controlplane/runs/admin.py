@@ -22,6 +22,7 @@ class RunAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "team", "status", "steps_completed", "attempts_count", "created_at")
     list_filter = ("status", "team", "engine")
     search_fields = ("name",)
+    raw_id_fields = ("baseline",)  # Run.clean keeps it within the team
     inlines = [AttemptInline]
 
 

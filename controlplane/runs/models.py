@@ -7,6 +7,7 @@ Telemetry tables are append-only per (run, step) and indexed by (run, step) and
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -29,6 +30,10 @@ class Run(models.Model):
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="runs")
     dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="runs")
     name = models.CharField(max_length=200)
+    # The run this one is judged against (compare page: the cost to reach its final Pass@1).
+    # Same team only, checked by run_create; a deleted baseline leaves the run without one.
+    baseline = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="baseline_for",
+                                 help_text="a run of the same team this run is compared against")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     config = models.JSONField(help_text="RunConfig.to_dict(), validated by workers.engines.config.RunConfig")
     methods = models.JSONField(default=list, help_text="selector names, for filtering")
@@ -53,6 +58,16 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.pk} {self.name}"
+
+    def clean(self) -> None:
+        """A baseline of another team (or the run itself) is refused here too: the admin's
+        forms call this; run_create checks the team for the API and the dashboard."""
+        if self.baseline_id is None:
+            return
+        if self.baseline.team_id != self.team_id:
+            raise ValidationError({"baseline": "the baseline must be a run of the same team"})
+        if self.baseline_id == self.pk:
+            raise ValidationError({"baseline": "a run cannot be its own baseline"})
 
     @property
     def steps_planned(self) -> int:
@@ -93,7 +108,21 @@ class StepSummary(models.Model):
     groups_trained = models.PositiveIntegerField()
     forward_tokens_extra = models.PositiveBigIntegerField()
     backward_tokens = models.PositiveBigIntegerField()
+    # Counts added later default to 0 in the database too (db_default), so that rows written
+    # by SQL that predates them (COPY, INSERT ... SELECT in the benches) still go in.
+    prompt_tokens_generated = models.PositiveBigIntegerField(default=0, db_default=0)
+    backward_prompt_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
+    # The yardsticks beyond uniform GRPO (workers.selection.accounting.YARDSTICKS). Rates and
+    # estimates are NULL where the engine had none (it sends NaN): no mixed group seen yet.
+    groups_uniform = models.PositiveIntegerField(default=0, db_default=0)
+    groups_uniform_mixed = models.PositiveIntegerField(default=0, db_default=0)
+    mixed_rate_uniform = models.FloatField(null=True)
+    groups_mixed_collected = models.PositiveIntegerField(default=0, db_default=0)
+    rollouts_dynamic_sampling = models.FloatField(null=True)
+    backward_tokens_mixed = models.PositiveBigIntegerField(default=0, db_default=0)
     rollout_savings = models.FloatField()
+    rollout_savings_vs_dynamic_sampling = models.FloatField(null=True)
+    backward_savings_vs_mixed = models.FloatField(null=True)
     effective_share_of_generated = models.FloatField()
     flops_estimate = models.FloatField()
     flops_uniform_estimate = models.FloatField()

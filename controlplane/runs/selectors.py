@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 
 from controlplane.runs.models import (
     Attempt,
@@ -19,6 +19,7 @@ from controlplane.runs.models import (
     SelectionDecision,
     StepSummary,
 )
+from workers.selection.accounting import yardsticks
 
 # The most rows one cursor read of steps or evaluations returns; the caller asks again
 # with the answer's ``next_after`` for the rest.
@@ -106,6 +107,22 @@ def prompt_bucket_counts(run: Run) -> dict[str, int]:
     return counts
 
 
+# How each cumulative saving is computed, keyed by its name (a RunTotals property, a step
+# summary column), with the yardstick it is measured against (a key of
+# workers.selection.accounting.YARDSTICKS, whose words say what that yardstick is). The
+# API's help texts and the run page's tooltips read both from here.
+SAVINGS: dict[str, tuple[str, str]] = {
+    "rollout_savings": ("uniform", (
+        "1 - rollouts generated / rollouts uniform GRPO would generate (B x N a step), summed over the steps")),
+    "rollout_savings_vs_dynamic_sampling": ("dynamic_sampling", (
+        "1 - rollouts generated / rollouts dynamic sampling would generate (mixed groups collected x N / mixed "
+        "rate of uniform draws), summed over the steps that have an estimate of that rate")),
+    "backward_savings_vs_mixed": ("backward_mixed", (
+        "1 - response tokens in the update / response tokens of the mixed groups collected, summed over the "
+        "steps")),
+}
+
+
 @dataclass(frozen=True)
 class RunTotals:
     """Cumulative accounting of a run over its recorded steps (SELECTORS.md section 7)."""
@@ -117,6 +134,12 @@ class RunTotals:
     rollouts_trained: int
     device_seconds: float
     uniform_device_seconds: float
+    # The dynamic-sampling yardstick, over the steps that have its estimate only: a step
+    # without one (no mixed group seen yet) would count its rollouts against nothing.
+    rollouts_generated_with_estimate: int = 0
+    rollouts_dynamic_sampling: float = 0.0
+    backward_tokens: int = 0
+    backward_tokens_mixed: int = 0
 
     @property
     def rollout_savings(self) -> float:
@@ -124,6 +147,21 @@ class RunTotals:
         if not self.rollouts_uniform:
             return 0.0
         return 1.0 - self.rollouts_generated / self.rollouts_uniform
+
+    @property
+    def rollout_savings_vs_dynamic_sampling(self) -> float | None:
+        """1 - generated / what dynamic sampling would generate, over the steps with an
+        estimate; None when no step has one."""
+        if not self.rollouts_dynamic_sampling:
+            return None
+        return 1.0 - self.rollouts_generated_with_estimate / self.rollouts_dynamic_sampling
+
+    @property
+    def backward_savings_vs_mixed(self) -> float | None:
+        """1 - backward tokens / backward tokens of the mixed groups; None when none was mixed."""
+        if not self.backward_tokens_mixed:
+            return None
+        return 1.0 - self.backward_tokens / self.backward_tokens_mixed
 
     @property
     def effective_share_of_generated(self) -> float:
@@ -143,20 +181,37 @@ class RunTotals:
 
 
 def run_totals(run: Run) -> RunTotals:
-    totals = StepSummary.objects.filter(run=run).aggregate(
-        steps=Count("id"), rollouts_generated=Sum("rollouts_generated"), rollouts_uniform=Sum("rollouts_uniform"),
-        rollouts_effective=Sum("rollouts_effective"), rollouts_trained=Sum("rollouts_trained"),
-        device_seconds=Sum("device_seconds"), uniform_device_seconds=Sum("uniform_device_seconds"),
+    with_estimate = Q(rollouts_dynamic_sampling__gt=0)  # NULL (no estimate) is not > 0
+    # Aliases apart from the column names: a filtered Sum of a column that is also an alias
+    # would read the aggregate, not the column.
+    sums = StepSummary.objects.filter(run=run).aggregate(
+        n=Count("id"), generated=Sum("rollouts_generated"), uniform=Sum("rollouts_uniform"),
+        effective=Sum("rollouts_effective"), trained=Sum("rollouts_trained"), seconds=Sum("device_seconds"),
+        uniform_seconds=Sum("uniform_device_seconds"),
+        generated_with_estimate=Sum("rollouts_generated", filter=with_estimate),
+        dynamic_sampling=Sum("rollouts_dynamic_sampling", filter=with_estimate),
+        backward=Sum("backward_tokens"), backward_mixed=Sum("backward_tokens_mixed"),
     )
     return RunTotals(
-        steps=totals["steps"] or 0,
-        rollouts_generated=int(totals["rollouts_generated"] or 0),
-        rollouts_uniform=int(totals["rollouts_uniform"] or 0),
-        rollouts_effective=int(totals["rollouts_effective"] or 0),
-        rollouts_trained=int(totals["rollouts_trained"] or 0),
-        device_seconds=float(totals["device_seconds"] or 0.0),
-        uniform_device_seconds=float(totals["uniform_device_seconds"] or 0.0),
+        steps=sums["n"] or 0,
+        rollouts_generated=int(sums["generated"] or 0),
+        rollouts_uniform=int(sums["uniform"] or 0),
+        rollouts_effective=int(sums["effective"] or 0),
+        rollouts_trained=int(sums["trained"] or 0),
+        device_seconds=float(sums["seconds"] or 0.0),
+        uniform_device_seconds=float(sums["uniform_seconds"] or 0.0),
+        rollouts_generated_with_estimate=int(sums["generated_with_estimate"] or 0),
+        rollouts_dynamic_sampling=float(sums["dynamic_sampling"] or 0.0),
+        backward_tokens=int(sums["backward"] or 0),
+        backward_tokens_mixed=int(sums["backward_mixed"] or 0),
     )
+
+
+def run_yardsticks(run: Run) -> list[str]:
+    """The yardsticks the run's savings are measured against (uniform GRPO first), from its
+    selectors and their parameters."""
+    selectors = run.config.get("selectors") or {}
+    return yardsticks(selectors, selectors)
 
 
 def run_latest_evaluation(run: Run) -> Evaluation | None:
@@ -171,8 +226,9 @@ class RunDetail:
     attempts: list[Attempt]
     totals: RunTotals
     latest_evaluation: Evaluation | None
+    yardsticks: list[str]
 
 
 def run_detail(run: Run) -> RunDetail:
     return RunDetail(run=run, attempts=list(run.attempts.order_by("number")), totals=run_totals(run),
-                     latest_evaluation=run_latest_evaluation(run))
+                     latest_evaluation=run_latest_evaluation(run), yardsticks=run_yardsticks(run))

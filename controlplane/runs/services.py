@@ -34,10 +34,17 @@ class RunStateError(Exception):
     """The run is not in a state that allows this (e.g. cancelling a finished run)."""
 
 
-def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any], user=None) -> Run:
-    """Validate the config with RunConfig, check the budget, store, and enqueue on commit."""
+def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any], user=None,
+               baseline: Run | None = None) -> Run:
+    """Validate the config with RunConfig, check the budget, store, and enqueue on commit.
+
+    ``baseline`` is a run of the same team this run is judged against.
+    """
     if dataset.team_id != team.id:
         raise ConfigError([FieldError("dataset", "no such dataset in this team")])
+    if baseline is not None and baseline.team_id != team.id:
+        # The same words as a run that does not exist: another team's runs are not there.
+        raise ConfigError([FieldError("baseline", "no such run in this team")])
     if not isinstance(config, dict):
         raise ConfigError([FieldError("config", "must be a mapping of RunConfig fields")])
     errors = [FieldError(name_, "set by the control plane from the run's dataset; leave it out")
@@ -56,7 +63,7 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
             remaining = max(remaining - committed_device_hours(team), 0.0)
             if forecast > remaining:
                 raise BudgetExceeded(forecast, remaining)
-        run = Run.objects.create(team=team, dataset=dataset, name=name, created_by=user,
+        run = Run.objects.create(team=team, dataset=dataset, name=name, created_by=user, baseline=baseline,
                                  config=run_config.to_dict(), methods=list(run_config.selectors),
                                  engine=run_config.engine, forecast_device_hours=forecast)
         transaction.on_commit(lambda: run_enqueue(run_id=run.id))

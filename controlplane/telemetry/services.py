@@ -38,6 +38,13 @@ SUMMARY_FIELDS = ("rollouts_generated", "tokens_generated", "rollouts_effective"
                   "rollouts_uniform", "groups_generated", "groups_all_correct", "groups_all_wrong", "groups_trained",
                   "forward_tokens_extra", "backward_tokens", "rollout_savings", "effective_share_of_generated",
                   "flops_estimate", "flops_uniform_estimate", "device_seconds")
+# Added with the savings yardsticks (workers.selection.accounting.YARDSTICKS). Optional: an
+# engine built before them still reports, and its steps keep the defaults (0, or NULL: no
+# estimate), which the cumulative savings leave out.
+SUMMARY_COUNTS = ("prompt_tokens_generated", "backward_prompt_tokens", "groups_uniform", "groups_uniform_mixed",
+                  "groups_mixed_collected", "backward_tokens_mixed")
+SUMMARY_ESTIMATES = ("mixed_rate_uniform", "rollouts_dynamic_sampling", "rollout_savings_vs_dynamic_sampling",
+                     "backward_savings_vs_mixed")  # NaN (sent as "NaN") where there is none: stored as NULL
 
 
 class IngestError(ValueError):
@@ -128,6 +135,8 @@ def step_ingest(*, run_id: int, record: dict[str, Any], attempt: int | None = No
     StepSummary.objects.create(
         run=run, step=step, epoch=int(record.get("epoch", 0)),
         **{name: summary[name] for name in SUMMARY_FIELDS},
+        **{name: int(summary.get(name) or 0) for name in SUMMARY_COUNTS},
+        **{name: _number(summary.get(name)) for name in SUMMARY_ESTIMATES},
         uniform_device_seconds=uniform,
         reward_mean=_number(train.get("reward_mean")), loss=_number(train.get("loss")),
         seconds=summary.get("seconds", {}), metrics=_json_clean(summary.get("metrics", {})),

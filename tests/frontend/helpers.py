@@ -12,9 +12,10 @@ CONFIG = {"steps": 20, "batch_size": 4, "group_size": 4, "selectors": METHODS}
 
 
 def step_record(step: int, keys: list[str], *, group_size: int = 4, skipped: list[str] | None = None,
-                device_seconds: float = 2.0) -> dict[str, Any]:
+                device_seconds: float = 2.0, extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """Prompts ``keys`` rolled out (pass rates cycle 0, 1/4, ... 1 by position and step);
-    ``skipped`` were skipped by HIVE stage 1."""
+    ``skipped`` were skipped by HIVE stage 1. ``extra_summary`` adds or overrides summary
+    fields (the savings yardsticks' counts and estimates)."""
     skipped = skipped or []
     successes = [(i + step) % (group_size + 1) for i in range(len(keys))]
     generated = group_size * len(keys)
@@ -36,6 +37,7 @@ def step_record(step: int, keys: list[str], *, group_size: int = 4, skipped: lis
                  "lze/replaying": 0.0},
         train={"reward_mean": 0.25 + step / 100, "loss": 0.1},
     )
+    summary.update(extra_summary or {})
     observations, decisions = [], []
     for i, (key, wins) in enumerate(zip(keys, successes)):
         bucket = "too_easy" if wins == group_size else "too_hard" if wins == 0 else "edge"

@@ -104,13 +104,13 @@ def tab(browser, live_server):
     assert page.outside == [], f"requests left the server: {page.outside}"
 
 
-def live_run(acme, dataset, *, name: str = "edge-run", steps: int = 0) -> Run:
+def live_run(acme, dataset, *, name: str = "edge-run", steps: int = 0, config: dict | None = None) -> Run:
     """A running run of bob's (its launch not enqueued: steps are written by the test)."""
     from unittest import mock
 
     bob = get_user_model().objects.get(username="bob")
     with mock.patch("controlplane.runs.services.run_enqueue"):
-        run = run_create(team=acme, dataset=dataset, name=name, config=dict(CONFIG), user=bob)
+        run = run_create(team=acme, dataset=dataset, name=name, config=dict(config or CONFIG), user=bob)
     run_claim(run_id=run.id, worker="test:1")
     train(run, range(steps))
     return run
@@ -230,9 +230,10 @@ def test_the_run_page_draws_every_panel(tab, acme, dataset):
     run = live_run(acme, dataset, steps=16)
     tab.sign_in("bob", "bob-pw")
     tab.goto(f"/runs/{run.id}/")
-    for chart in ("chart-rollouts", "chart-shares", "chart-acc-rollouts", "chart-acc-hours", "chart-reward",
-                  "chart-seconds", "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy",
-                  "chart-hora", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp", "chart-actions"):
+    for chart in ("chart-rollouts", "chart-savings", "chart-shares", "chart-acc-rollouts", "chart-acc-hours",
+                  "chart-reward", "chart-seconds", "chart-edge", "chart-heatmap", "chart-hive-kept",
+                  "chart-hive-entropy", "chart-hora", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp",
+                  "chart-actions"):
         tab.page.wait_for_selector(f"#{chart} .main-svg", state="attached")
     tab.wait_for_js("document.querySelectorAll('#recent tr').length === 20")
     tab.page.wait_for_timeout(500)
@@ -242,6 +243,39 @@ def test_the_run_page_draws_every_panel(tab, acme, dataset):
     tab.page.wait_for_selector("#edge-step-label:has-text('step 0')")
     tab.page.check("#edge-now")
     tab.page.wait_for_selector("#edge-step-label:has-text('now')")
+
+
+def test_the_savings_tiles_name_their_yardsticks_and_follow_the_run(tab, acme, dataset):
+    greso = live_run(acme, dataset, name="greso-run",
+                     config={**CONFIG, "selectors": {"greso": {}}})
+    grpo = live_run(acme, dataset, name="grpo-run", steps=2, config={**CONFIG, "selectors": {"grpo": {}}})
+    # 16 rollouts a step where dynamic sampling would roll out 32: half saved
+    for step in range(2):
+        step_ingest(run_id=greso.id, record=step_record(step, KEYS[:4], skipped=KEYS[4:],
+                                                        extra_summary={"rollouts_dynamic_sampling": 32.0}))
+    tab.sign_in("bob", "bob-pw")
+    tab.goto(f"/runs/{greso.id}/")
+    tiles = tab.page.locator(".tile.yardstick")
+    assert tiles.count() == 2
+    uniform, dynamic = tab.page.locator("[data-yardstick=uniform]"), tab.page.locator("[data-yardstick=dynamic_sampling]")
+    assert "vs uniform GRPO" in uniform.inner_text() and "33.3%" in uniform.inner_text()
+    assert "vs dynamic sampling" in dynamic.inner_text() and "50.0%" in dynamic.inner_text()
+    assert dynamic.get_attribute("title").startswith("1 - rollouts generated / rollouts dynamic sampling")
+    tab.wait_for_js("window.edgeplane && window.edgeplane.steps.step && window.edgeplane.steps.step.length === 2")
+    tab.page.wait_for_selector("#chart-savings .main-svg", state="attached")
+    legends = tab.page.locator("#chart-savings .legendtext").all_text_contents()
+    assert legends == ["rollout savings vs uniform GRPO (cumulative)", "rollout savings vs dynamic sampling (cumulative)"]
+    tab.shot("run_yardsticks")
+    # A new step moves the tiles without a reload: 48 of 80 -> 40.0%.
+    step_ingest(run_id=greso.id, record=step_record(2, KEYS[:4], skipped=KEYS[4:],
+                                                    extra_summary={"rollouts_dynamic_sampling": 16.0}))
+    tab.page.wait_for_selector("#tile-savings-ds:text-is('40.0%')", timeout=(POLL_S + 4) * 1000)
+    assert tab.page.locator("#tile-savings").inner_text() == "33.3%"
+
+    tab.goto(f"/runs/{grpo.id}/")
+    assert tab.page.locator(".tile.yardstick").count() == 1
+    assert "vs uniform GRPO" in tab.page.locator("[data-yardstick=uniform]").inner_text()
+    assert "vs dynamic sampling" not in tab.page.locator(".tiles").inner_text()
 
 
 def test_filter_the_audit_trail_to_one_prompt_and_open_its_page(tab, acme, dataset):

@@ -107,6 +107,90 @@ def test_step_series_of_no_rows_has_every_column_empty():
     assert s["step"] == [] and s["rollouts_generated_total"] == [] and s["metrics"]["lze/selected_share"] == []
 
 
+def test_step_series_measures_each_saving_against_its_own_yardstick_cumulatively():
+    rows = [step_row(0, rollouts_dynamic_sampling=12.0, backward_tokens=20, backward_tokens_mixed=25),
+            step_row(1, rollouts_dynamic_sampling=None, backward_tokens=30, backward_tokens_mixed=30),
+            step_row(2, rollouts_dynamic_sampling=18.0, backward_tokens=10, backward_tokens_mixed=20)]
+    s = charts.step_series(rows)
+    # a step without an estimate counts for neither side: 6 of 12, then 12 of 30
+    assert s["rollout_savings_vs_dynamic_sampling_total"] == [pytest.approx(0.5), pytest.approx(0.5),
+                                                              pytest.approx(1 - 12 / 30)]
+    assert s["backward_savings_vs_mixed_total"] == [pytest.approx(0.2), pytest.approx(1 - 50 / 55),
+                                                    pytest.approx(1 - 60 / 75)]
+    base = Totals(rollouts_generated_with_estimate=6, rollouts_dynamic_sampling=12.0, backward_tokens=20,
+                  backward_tokens_mixed=25)
+    continued = charts.step_series(rows[2:], base)
+    assert continued["rollout_savings_vs_dynamic_sampling_total"] == [pytest.approx(1 - 12 / 30)]
+    assert continued["backward_savings_vs_mixed_total"] == [pytest.approx(1 - 30 / 45)]
+    none_yet = charts.step_series([step_row(0)])  # an engine without the yardsticks
+    assert none_yet["rollout_savings_vs_dynamic_sampling_total"] == [None]
+    assert none_yet["backward_savings_vs_mixed_total"] == [None]
+
+
+# -- the yardstick tiles ----------------------------------------------------------------------------------
+
+
+FORMULAS = {"rollout_savings": "f-uniform", "rollout_savings_vs_dynamic_sampling": "f-ds",
+            "backward_savings_vs_mixed": "f-backward"}
+
+
+def test_yardstick_tiles_say_in_words_what_each_saving_is_measured_against():
+    from workers.selection.accounting import YARDSTICKS
+
+    figures = {"rollout_savings": 0.25, "rollout_savings_vs_dynamic_sampling": -0.125,
+               "backward_savings_vs_mixed": None, "effective_share_of_generated": 0.5}
+    tiles = charts.yardstick_tiles(["uniform", "dynamic_sampling", "backward_mixed"], figures, FORMULAS)
+    assert [t["element"] for t in tiles] == ["tile-savings", "tile-savings-ds", "tile-savings-backward"]
+    assert [t["shown"] for t in tiles] == ["25.0%", "-12.5%", "–"]
+    assert [t["against"] for t in tiles] == [f"vs {YARDSTICKS[n]}" for n in ("uniform", "dynamic_sampling",
+                                                                              "backward_mixed")]
+    assert [t["formula"] for t in tiles] == ["f-uniform", "f-ds", "f-backward"]
+    assert tiles[1]["legend"] == "rollout savings vs dynamic sampling (cumulative)"
+    assert tiles[0]["legend"] == "rollout savings vs uniform GRPO (cumulative)"
+    assert all(t["saving"] for t in tiles)
+
+
+def test_the_uniform_budget_tile_shows_the_effective_share_and_claims_no_saving():
+    from workers.selection.accounting import YARDSTICKS
+
+    tiles = charts.yardstick_tiles(["uniform", "uniform_budget"], {"rollout_savings": 0.0,
+                                                                   "effective_share_of_generated": 0.625}, FORMULAS)
+    budget = tiles[1]
+    assert budget["element"] == "tile-effective" and budget["shown"] == "62.5%" and budget["saving"] is False
+    assert budget["against"] == f"no saving claimed; yardstick: {YARDSTICKS['uniform_budget']}"
+    assert budget["formula"] == charts.EFFECTIVE_SHARE_FORMULA
+    assert set(charts.YARDSTICK_FIGURES) == set(YARDSTICKS)
+
+
+# -- cost to reach a baseline's Pass@1 --------------------------------------------------------------------
+
+
+def evaluation(step: int, pass_at_1: float, rollouts: int, seconds: float) -> dict:
+    return {"step": step, "k": 4, "pass_at_1": pass_at_1, "pass_at_k": 0.9, "rollouts_generated_total": rollouts,
+            "device_seconds_total": seconds}
+
+
+def test_cost_to_reach_is_what_was_spent_before_the_first_evaluation_at_or_above_the_target():
+    rows = [evaluation(0, 0.1, 0, 0.0), evaluation(5, 0.5, 40, 4.0), evaluation(10, 0.6, 80, 8.0)]
+    assert charts.cost_to_reach(rows, 0.5) == {"reached": True, "step": 5, "rollouts_generated_total": 40,
+                                               "device_seconds_total": 4.0}
+    assert charts.cost_to_reach(rows, 0.7)["reached"] is False
+    assert charts.cost_to_reach(rows, None)["rollouts_generated_total"] is None
+
+
+def test_reach_row_sets_the_baselines_final_pass_at_1_as_the_target():
+    baseline = [evaluation(0, 0.1, 0, 0.0), evaluation(5, 0.45, 100, 10.0), evaluation(10, 0.4, 200, 20.0)]
+    run = [evaluation(0, 0.1, 0, 0.0), evaluation(5, 0.42, 50, 6.0), evaluation(10, 0.7, 90, 9.0)]
+    row = charts.reach_row(run, baseline)
+    assert row["target_pass_at_1"] == 0.4 and row["target_step"] == 10  # final, not best
+    assert row["cost"]["step"] == 5 and row["cost"]["rollouts_generated_total"] == 50
+    assert row["baseline_cost"]["step"] == 5 and row["baseline_cost"]["rollouts_generated_total"] == 100
+    assert row["rollouts_share"] == 0.5 and row["device_seconds_share"] == 0.6
+    assert charts.reach_row(run, [])["target_pass_at_1"] is None
+    assert charts.reach_row([], baseline)["cost"]["reached"] is False and charts.reach_row([], baseline)[
+        "rollouts_share"] is None
+
+
 # -- accuracy_series, action_counts ----------------------------------------------------------------------
 
 

@@ -10,8 +10,9 @@ from django.utils import timezone
 
 from controlplane.budgets.services import budget_set
 from controlplane.runs.models import Run, RunStatus
-from controlplane.telemetry.services import run_finished_ingest
+from controlplane.telemetry.services import run_finished_ingest, step_ingest
 from tests.frontend.conftest import KEYS, train
+from tests.frontend.helpers import step_record
 
 pytestmark = pytest.mark.django_db
 
@@ -95,7 +96,10 @@ def test_the_new_run_form_offers_every_method_with_its_parameters_defaults_and_h
         assert f"> {label}</label>" in page
     assert 'name="selectors.hora.n0" value="8"' in page
     assert "probe rollouts per prompt before allocation" in page
-    assert 'name="batch_size" value="64"' in page and "B: prompts per optimizer step" in page
+    from workers.engines.config import RunConfig
+
+    default_b = {d["name"]: d["default"] for d in RunConfig.describe()}["batch_size"]
+    assert f'name="batch_size" value="{default_b}"' in page and "B: prompts per optimizer step" in page
     assert ">Launch run</button>" in page
     assert "Cost forecast" in page and "no budget limit" in page
 
@@ -158,6 +162,27 @@ def test_a_launch_over_the_budget_is_refused_with_the_forecast(bob, acme, datase
     assert "exceeds" in response.content.decode()
 
 
+def test_a_run_names_a_baseline_of_its_team_through_the_form_and_never_another_teams(bob, run, globex, dataset,
+                                                                                      enqueued):
+    from controlplane.datasets.services import dataset_import_builtin
+    from controlplane.runs.services import run_create
+
+    foreign = run_create(team=globex, dataset=dataset_import_builtin(team=globex, task="add", n_train=8, n_test=2),
+                         name="globex-run", config={"steps": 2})
+    page = bob.get("/runs/new/").content.decode()
+    assert f'<option value="{run.id}">edge-run #{run.id}</option>' in page and "globex-run" not in page
+    response = bob.post("/runs/new/", form_data(dataset, baseline=str(foreign.id)))
+    assert response.status_code == 400 and not Run.objects.filter(name="form-run").exists()
+    page = response.content.decode()
+    block = page[page.index('data-field="baseline"'):]
+    assert "choose one of the team&#x27;s runs, or none" in block[:block.index("</div>")]
+    bob.post("/runs/new/", form_data(dataset, baseline=str(run.id)))
+    launched = Run.objects.get(name="form-run")
+    assert launched.baseline == run
+    assert f'baseline <a href="/runs/{run.id}/">edge-run #{run.id}</a>' in bob.get(
+        f"/runs/{launched.id}/").content.decode()
+
+
 def test_a_viewer_sees_the_form_but_cannot_launch(vera, dataset, enqueued):
     page = vera.get("/runs/new/").content.decode()
     assert "launching needs the launcher role" in page and "disabled>Launch run" in page
@@ -191,6 +216,40 @@ def test_the_run_page_has_the_three_sections_and_a_panel_per_method(bob, run):
     assert 'src="/vendor/plotly.min.js"' in page and "Cancel run" in page
     assert "kept by HIVE stage 2" in page  # newest decisions
     assert 'id="run-job"' not in page  # trained in the worker: no job outside it
+
+
+def tile_texts(page: str) -> dict[str, str]:
+    """{yardstick: the tile's text} of the run page's yardstick tiles."""
+    import re
+
+    return {m.group(1): re.sub(r"<[^>]+>", " ", m.group(2)) for m in re.finditer(
+        r'<div class="tile yardstick" data-yardstick="([a-z_]+)"(.*?)</div>', page)}
+
+
+def test_the_run_page_shows_a_tile_for_each_yardstick_that_applies(bob, run, acme, dataset, enqueued):
+    from controlplane.runs.services import run_claim, run_create
+    from workers.selection.accounting import YARDSTICKS
+
+    # HIVE and LZE pruning claim savings against dynamic sampling; HORA and RL-ZVP spend uniform
+    # GRPO's budget: the effective share stands in their tile, with no saving claimed.
+    tiles = tile_texts(bob.get(f"/runs/{run.id}/").content.decode())
+    assert list(tiles) == ["uniform", "dynamic_sampling", "uniform_budget"]
+    assert "33.3%" in tiles["uniform"] and "vs uniform GRPO" in tiles["uniform"]
+    assert "–" in tiles["dynamic_sampling"]  # no estimate reported yet
+    assert "Effective share" in tiles["uniform_budget"] and "no saving claimed" in tiles["uniform_budget"]
+    lze = run_create(team=acme, dataset=dataset, name="lze-backward",
+                     config={"steps": 4, "batch_size": 4, "group_size": 4, "selectors": {"lze": {}}})
+    run_claim(run_id=lze.id, worker="t")
+    for step in range(2):
+        step_ingest(run_id=lze.id, record=step_record(step, KEYS[:4], extra_summary={
+            "backward_tokens": 40, "backward_tokens_mixed": 64}))
+    page = bob.get(f"/runs/{lze.id}/").content.decode()
+    tiles = tile_texts(page)
+    assert list(tiles) == ["uniform", "backward_mixed"]
+    assert "Backward savings" in tiles["backward_mixed"] and "37.5%" in tiles["backward_mixed"]
+    assert YARDSTICKS["backward_mixed"] in tiles["backward_mixed"]
+    assert 'title="1 - response tokens in the update / response tokens of the mixed groups' in page
+    assert 'id="tile-effective"' in page  # its own tile: no uniform-budget method here
 
 
 def test_the_run_page_names_the_job_of_a_run_trained_outside_the_worker(bob, run):
@@ -367,6 +426,45 @@ def test_compare_overlays_runs_and_tabulates_their_savings(bob, run, acme, datas
     table = response.context["table"]
     assert table[0]["rollout_savings"] == pytest.approx(1 / 3) and table[1]["steps"] == 2
     assert "Pick two or more runs" in bob.get("/compare/").content.decode()
+
+
+def test_compare_shows_the_cost_to_reach_the_baselines_final_pass_at_1(bob, acme, dataset, enqueued):
+    from controlplane.runs.models import Evaluation
+    from controlplane.runs.services import run_create
+
+    def launched(name: str, evaluations: list[tuple[int, float, int, float]], baseline=None) -> Run:
+        run = run_create(team=acme, dataset=dataset, name=name, config={"steps": 20}, baseline=baseline)
+        for step, pass_at_1, rollouts, seconds in evaluations:
+            Evaluation.objects.create(run=run, step=step, k=4, pass_at_1=pass_at_1, pass_at_k=0.9, prompts=4,
+                                      rollouts_generated_total=rollouts, device_seconds_total=seconds)
+        return run
+
+    # The baseline peaks at 0.55 and ends at 0.5 (the target), first reached at step 10.
+    grpo = launched("grpo", [(0, 0.1, 0, 0.0), (10, 0.5, 1000, 100.0), (15, 0.55, 1500, 150.0),
+                             (20, 0.5, 2000, 200.0)])
+    fast = launched("fast", [(0, 0.1, 0, 0.0), (10, 0.45, 400, 50.0), (15, 0.52, 600, 75.0)], baseline=grpo)
+    slow = launched("slow", [(0, 0.1, 0, 0.0), (20, 0.4, 2000, 250.0)])  # names none: the first compared
+    response = bob.get("/compare/", {"run": [grpo.id, fast.id, slow.id]})
+    reach = {r["run"].name: r for r in response.context["reach"]}
+    assert list(reach) == ["fast", "slow"]  # the first run compared is the reference
+    assert reach["fast"]["named"] is True and reach["slow"]["named"] is False
+    assert reach["fast"]["target_pass_at_1"] == 0.5 and reach["fast"]["target_step"] == 20
+    assert reach["fast"]["cost"] == {"reached": True, "step": 15, "rollouts_generated_total": 600,
+                                     "device_seconds_total": 75.0}
+    assert reach["fast"]["baseline_cost"]["rollouts_generated_total"] == 1000
+    assert reach["fast"]["rollouts_share"] == 0.6
+    assert reach["slow"]["cost"]["reached"] is False
+    page = response.content.decode()
+    table = page[page.index('id="reach"'):page.index("</table>", page.index('id="reach"'))]
+    fast_row = table[table.index(f'data-run="{fast.id}"'):]
+    fast_row = fast_row[:fast_row.index("</tr>")]
+    assert ">0.500<" in fast_row and ">15<" in fast_row and "600" in fast_row and "75.0" in fast_row
+    assert "60% of the baseline" in fast_row and "1000" in fast_row and "100.0" in fast_row
+    slow_row = table[table.index(f'data-run="{slow.id}"'):]
+    assert "not reached" in slow_row[:slow_row.index("</tr>")]
+    # A named baseline counts even when it is not among the runs compared.
+    alone = bob.get("/compare/", {"run": [fast.id]}).context["reach"]
+    assert [(r["run"].name, r["baseline"].name) for r in alone] == [("fast", "grpo")]
 
 
 def test_the_budget_page_shows_use_forecast_breakdowns_and_warnings(bob, acme, run):

@@ -60,11 +60,12 @@ const onError = (error, delay) => liveNote(`Live updates paused (${error.message
 function tiles() {
   const n = steps.step.length;
   if (!n) return;
-  const last = (name) => steps[name][n - 1];
-  text("tile-savings", fixed(last("rollout_savings_total")));
+  const last = (name) => (steps[name] || [])[n - 1];
+  // One tile per yardstick that applies (frontend.charts.yardstick_tiles), in percent as the server writes them.
+  for (const t of cfg.tiles) text(t.element, pct(last(t.series)));
   text("tile-generated", String(last("rollouts_generated_total")));
   text("tile-uniform", String(last("rollouts_uniform_total")));
-  text("tile-effective", fixed(last("effective_share_of_generated_total")));
+  text("tile-effective", pct(last("effective_share_of_generated_total")));
   text("tile-hours", fixed(last("device_hours_total"), 4));
   text("tile-saved", fixed(last("uniform_device_hours_total") - last("device_hours_total"), 4));
 }
@@ -74,14 +75,21 @@ function tiles() {
 const STEP_AXIS = { title: { text: "step" }, gridcolor: "#eef0f3" };
 const SHARE_AXIS = { tickformat: ".0%", range: [0, 1.02], gridcolor: "#eef0f3" };
 
+const SAVING_COLORS = { uniform: COLORS.savings, dynamic_sampling: "#0891b2", backward_mixed: "#7c3aed" };
+const savingTiles = cfg.tiles.filter((t) => t.saving);
+const uniformLegend = (savingTiles.find((t) => t.yardstick === "uniform") || {}).legend;
+
 function drawSteps() {
   const x = steps.step;
   draw("chart-rollouts", [
-    line(x, steps.rollouts_generated_total, "rollouts_generated", COLORS.generated, { fill: "tozeroy", fillcolor: "rgba(37,99,235,0.08)" }),
-    line(x, steps.rollouts_uniform_total, "rollouts_uniform (uniform GRPO)", COLORS.uniform, { line: { color: COLORS.uniform, dash: "dash", width: 2 } }),
-    line(x, steps.rollout_savings_total, "rollout_savings", COLORS.savings, { yaxis: "y2" }),
+    line(x, steps.rollouts_generated_total, "rollouts generated (cumulative)", COLORS.generated, { fill: "tozeroy", fillcolor: "rgba(37,99,235,0.08)" }),
+    line(x, steps.rollouts_uniform_total, "rollouts uniform GRPO would generate (cumulative)", COLORS.uniform, { line: { color: COLORS.uniform, dash: "dash", width: 2 } }),
+    line(x, steps.rollout_savings_total, uniformLegend, COLORS.savings, { yaxis: "y2" }),
   ], { xaxis: STEP_AXIS, yaxis: { title: { text: "rollouts (cumulative)" }, gridcolor: "#eef0f3" },
        yaxis2: { overlaying: "y", side: "right", tickformat: ".0%", range: [0, 1], showgrid: false } });
+  // Each saving against its own yardstick; a gap until that yardstick has an estimate.
+  draw("chart-savings", savingTiles.map((t) => line(x, steps[t.series] || [], t.legend, SAVING_COLORS[t.yardstick])),
+       { xaxis: STEP_AXIS, yaxis: { title: { text: "saved" }, tickformat: ".0%", gridcolor: "#eef0f3" } });
   draw("chart-shares", [
     line(x, steps.effective_share_of_generated, "effective_share_of_generated", COLORS.effective),
     line(x, steps.all_correct_share, "all-correct groups", COLORS.all_correct),

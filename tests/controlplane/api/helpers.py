@@ -30,11 +30,13 @@ def budget_for(team, limit_device_hours: float):
 
 
 def step_record(step: int, keys: list[str], *, successes: list[int] | None = None, device_seconds: float = 2.0,
-                group_size: int = 2, skipped: list[str] | None = None) -> dict[str, Any]:
+                group_size: int = 2, skipped: list[str] | None = None,
+                extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """A step record in the engine's shape (StepResult.to_record() plus the trainer's numbers).
 
     ``keys`` were rolled out (one observation each); ``skipped`` were skipped by GRESO
-    before rollout (a decision, no observation).
+    before rollout (a decision, no observation). ``extra_summary`` adds or overrides summary
+    fields (the savings yardsticks' counts and estimates).
     """
     successes = successes if successes is not None else [1] * len(keys)
     skipped = skipped or []
@@ -51,6 +53,7 @@ def step_record(step: int, keys: list[str], *, successes: list[int] | None = Non
         metrics={"selection/candidates_drawn": float(len(keys) + len(skipped))},
         train={"reward_mean": 0.5, "loss": 0.1},
     )
+    summary.update(extra_summary or {})
     observations = []
     for key, wins in zip(keys, successes):
         bucket = "too_easy" if wins == group_size else "too_hard" if wins == 0 else "edge"

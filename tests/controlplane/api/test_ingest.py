@@ -240,3 +240,50 @@ def test_an_engine_whose_attempt_was_replaced_can_neither_write_steps_nor_end_th
     assert running.status == RunStatus.STARTING and running.finished_at is None  # untouched by the zombie
     current = engine(token).post(url(running), {**step_record(0, ["k0"]), "attempt": 2}, format="json")
     assert current.status_code == 200 and rows_of_step(running, 0)[0] == 1
+
+
+def engine_summary(**fields) -> dict:
+    """A summary as an engine sends it: StepAccounting.to_record() through json_safe (NaN as "NaN")."""
+    from workers.engines.telemetry import json_safe
+    from workers.selection.accounting import StepAccounting
+
+    base = {"step": 0, "rollouts_generated": 4, "tokens_generated": 20, "rollouts_effective": 4,
+            "rollouts_trained": 4, "rollouts_uniform": 6, "groups_generated": 2, "groups_all_correct": 0,
+            "groups_all_wrong": 0, "groups_trained": 2, "forward_tokens_extra": 0, "backward_tokens": 20,
+            "parameters": 1000, "seconds": {"generate": 1.0, "update": 1.0}}
+    return json_safe(StepAccounting(**{**base, **fields}).to_record())
+
+
+@pytest.mark.django_db
+def test_the_savings_yardsticks_of_a_step_are_stored_and_their_nans_as_null(running, token):
+    client = engine(token)
+    # Two mixed groups of N = 2 at a mixed rate of 0.5: dynamic sampling would roll out 8.
+    measured = engine_summary(prompt_tokens_generated=16, backward_prompt_tokens=8, groups_uniform=2,
+                              groups_uniform_mixed=1, mixed_rate_uniform=0.5, groups_mixed_collected=2,
+                              rollouts_dynamic_sampling=8.0, backward_tokens_mixed=25)
+    assert client.post(url(running), step_record(0, ["k0", "k1"], extra_summary=measured),
+                       format="json").status_code == 200
+    # No mixed group yet: the estimates are NaN and arrive as the string "NaN".
+    unmeasured = engine_summary(step=1, groups_uniform=2)
+    assert unmeasured["mixed_rate_uniform"] == "NaN" and unmeasured["backward_savings_vs_mixed"] == "NaN"
+    assert client.post(url(running), step_record(1, ["k0", "k1"], extra_summary=unmeasured),
+                       format="json").status_code == 200
+
+    first, second = StepSummary.objects.filter(run=running).order_by("step")
+    assert (first.prompt_tokens_generated, first.backward_prompt_tokens, first.groups_uniform,
+            first.groups_uniform_mixed, first.groups_mixed_collected, first.backward_tokens_mixed) == (16, 8, 2, 1, 2, 25)
+    assert first.mixed_rate_uniform == 0.5 and first.rollouts_dynamic_sampling == 8.0
+    assert first.rollout_savings_vs_dynamic_sampling == pytest.approx(1 - 4 / 8)
+    assert first.backward_savings_vs_mixed == pytest.approx(1 - 20 / 25)
+    assert second.groups_uniform == 2 and second.groups_mixed_collected == 0 and second.backward_tokens_mixed == 0
+    assert second.mixed_rate_uniform is None and second.rollouts_dynamic_sampling is None
+    assert second.rollout_savings_vs_dynamic_sampling is None and second.backward_savings_vs_mixed is None
+
+
+@pytest.mark.django_db
+def test_a_step_from_an_engine_without_the_yardsticks_keeps_their_defaults(running, token):
+    assert engine(token).post(url(running), step_record(0, ["k0"]), format="json").status_code == 200
+    row = StepSummary.objects.get(run=running, step=0)
+    assert (row.groups_uniform, row.groups_mixed_collected, row.backward_tokens_mixed, row.prompt_tokens_generated) \
+        == (0, 0, 0, 0)
+    assert row.rollouts_dynamic_sampling is None and row.rollout_savings_vs_dynamic_sampling is None

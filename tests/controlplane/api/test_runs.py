@@ -141,3 +141,110 @@ def test_cancelling_a_finished_run_is_a_409(bob, run_a):
     assert "succeeded" in answer.json()["detail"]
     run_a.refresh_from_db()
     assert run_a.status == RunStatus.SUCCEEDED and not run_a.cancel_requested
+
+
+# -- the savings yardsticks --------------------------------------------------------------------------
+
+
+def test_run_totals_sum_each_yardstick_over_the_steps_that_have_it():
+    from controlplane.runs.selectors import RunTotals
+
+    totals = RunTotals(steps=3, rollouts_generated=12, rollouts_uniform=16, rollouts_effective=8, rollouts_trained=8,
+                       device_seconds=6.0, uniform_device_seconds=8.0, rollouts_generated_with_estimate=6,
+                       rollouts_dynamic_sampling=16.0, backward_tokens=60, backward_tokens_mixed=75)
+    assert totals.rollout_savings == pytest.approx(1 - 12 / 16)
+    assert totals.rollout_savings_vs_dynamic_sampling == pytest.approx(1 - 6 / 16)
+    assert totals.backward_savings_vs_mixed == pytest.approx(1 - 60 / 75)
+    nothing = RunTotals(steps=1, rollouts_generated=4, rollouts_uniform=4, rollouts_effective=4, rollouts_trained=4,
+                        device_seconds=1.0, uniform_device_seconds=1.0)
+    assert nothing.rollout_savings_vs_dynamic_sampling is None and nothing.backward_savings_vs_mixed is None
+
+
+@pytest.mark.django_db
+def test_the_run_detail_carries_the_cumulative_savings_against_each_yardstick(alice, run_a):
+    from workers.selection.accounting import YARDSTICKS
+
+    run_claim(run_id=run_a.id, worker="test:1")
+    # step 0: 4 rollouts where dynamic sampling would roll out 10; 20 backward tokens of the mixed groups' 25
+    step_ingest(run_id=run_a.id, record=step_record(0, ["k0", "k1"], extra_summary={
+        "rollouts_dynamic_sampling": 10.0, "backward_tokens": 20, "backward_tokens_mixed": 25}))
+    # step 1: no estimate of the mixed rate yet (NaN): its 6 rollouts count for neither side
+    step_ingest(run_id=run_a.id, record=step_record(1, ["k0", "k1", "k2"], extra_summary={
+        "rollouts_dynamic_sampling": "NaN", "backward_tokens": 30, "backward_tokens_mixed": 30}))
+    # step 2: 2 rollouts against 6
+    step_ingest(run_id=run_a.id, record=step_record(2, ["k3"], extra_summary={
+        "rollouts_dynamic_sampling": 6.0, "backward_tokens": 10, "backward_tokens_mixed": 20}))
+
+    body = alice.get(f"/api/runs/{run_a.id}/").json()
+    totals = body["totals"]
+    assert totals["rollouts_dynamic_sampling"] == pytest.approx(16.0)
+    assert totals["rollout_savings_vs_dynamic_sampling"] == pytest.approx(1 - (4 + 2) / (10 + 6))
+    assert totals["backward_tokens"] == 60 and totals["backward_tokens_mixed"] == 75
+    assert totals["backward_savings_vs_mixed"] == pytest.approx(1 - 60 / 75)
+    assert totals["rollout_savings"] == 0.0  # nothing skipped: uniform GRPO's count exactly
+    # A GRESO run is measured against uniform GRPO and dynamic sampling, in words.
+    assert body["yardsticks"] == [{"name": "uniform", "against": YARDSTICKS["uniform"]},
+                                  {"name": "dynamic_sampling", "against": YARDSTICKS["dynamic_sampling"]}]
+    steps = alice.get(f"/api/runs/{run_a.id}/steps/").json()["results"]
+    assert [s["rollouts_dynamic_sampling"] for s in steps] == [10.0, None, 6.0]
+
+
+@pytest.mark.django_db
+def test_savings_without_a_yardstick_estimate_are_null(alice, team_a, dataset_a):
+    from controlplane.runs.services import run_create
+
+    run = run_create(team=team_a, dataset=dataset_a, name="grpo", config={**TINY_CONFIG, "selectors": {"grpo": {}}})
+    run_claim(run_id=run.id, worker="test:1")
+    step_ingest(run_id=run.id, record=step_record(0, ["k0", "k1"]))
+    body = alice.get(f"/api/runs/{run.id}/").json()
+    assert body["totals"]["rollout_savings_vs_dynamic_sampling"] is None
+    assert body["totals"]["backward_savings_vs_mixed"] is None
+    assert [y["name"] for y in body["yardsticks"]] == ["uniform"]
+
+
+def test_the_api_says_each_savings_formula_and_baseline_in_words():
+    from controlplane.api.serializers import RunTotalsSerializer, StepSummarySerializer
+    from workers.selection.accounting import YARDSTICKS
+
+    totals = RunTotalsSerializer().fields
+    assert YARDSTICKS["dynamic_sampling"] in totals["rollout_savings_vs_dynamic_sampling"].help_text
+    assert "1 - rollouts generated / rollouts dynamic sampling would generate" in \
+        totals["rollout_savings_vs_dynamic_sampling"].help_text
+    assert YARDSTICKS["backward_mixed"] in totals["backward_savings_vs_mixed"].help_text
+    assert YARDSTICKS["uniform"] in totals["rollout_savings"].help_text
+    step = StepSummarySerializer().fields
+    assert step["backward_savings_vs_mixed"].help_text.startswith("1 - backward_tokens / backward_tokens_mixed")
+
+
+# -- baselines -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_run_names_a_baseline_of_its_own_team_at_launch(bob, team_a, dataset_a, run_a):
+    answer = bob.post("/api/runs/", {"team": "acme", "dataset": dataset_a.id, "name": "vs-greso",
+                                     "config": TINY_CONFIG, "baseline": run_a.id}, format="json")
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["baseline"] == run_a.id
+    assert Run.objects.get(pk=answer.json()["id"]).baseline == run_a
+    assert bob.get(f"/api/runs/{run_a.id}/").json()["baseline"] is None
+
+
+@pytest.mark.django_db
+def test_another_teams_run_is_refused_as_a_baseline(bob, team_a, dataset_a, run_b):
+    from controlplane.runs.services import run_create
+    from workers.engines.config import ConfigError
+
+    answer = bob.post("/api/runs/", {"team": "acme", "dataset": dataset_a.id, "name": "borrowed",
+                                     "config": TINY_CONFIG, "baseline": run_b.id}, format="json")
+    assert answer.status_code == 400
+    assert answer.json()["errors"]["baseline"] == [f"no run {run_b.id} in team acme"]
+    # The service refuses it too, whoever calls it.
+    with pytest.raises(ConfigError) as refused:
+        run_create(team=team_a, dataset=dataset_a, name="borrowed", config=dict(TINY_CONFIG), baseline=run_b)
+    assert refused.value.as_dict() == {"baseline": ["no such run in this team"]}
+    assert not Run.objects.filter(name="borrowed").exists()
+    # ... and so does the model's validation, which the admin's forms call.
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="same team"):
+        Run(team=team_a, dataset=dataset_a, name="borrowed", config={}, baseline=run_b).clean()
