@@ -1,61 +1,60 @@
-"""What each selection method saves, and what it buys, on real GRPO runs of the embedded engine.
+"""Each selection method's claim, tested on the embedded engine's testbed with room to act.
 
-Every method trains the same tiny model (RunConfig defaults: a 3-layer GPT, the cached
-supervised warm-up shared by all runs through one --var folder) on the same task (add),
-with the same seed and the same optimizer-step budget, each as a real LocalEngine run
-into its own folder; the figures are read back from its events.jsonl. Methods:
-grpo, dapo, greso, hive, hora ({n0: 4} of N = 8: half the budget is allocated after the
-probe), rlzvp, lze, lze with the pruner ({lze: {prune: true}}) and hive+hora+rlzvp.
+The testbed (RunConfig defaults): task add_aligned (reversed addition, equal-width operands,
+2-6 digits), a 3 x 96 GPT warmed up once (supervised on a stream disjoint from the RL
+prompts, then on answers with noisy digits: greedy right, sampling spread onto near misses),
+a 4,100-prompt pool, B = 32, N = 8, lr 2e-4 with a 20-step warm-up. Every run of every seed
+starts from that one cached warm start (``warmup_seed``); seeds vary the splits, sampling
+and selection.
 
-Sizes (B prompts x N rollouts per step, optimizer steps, evaluation every E steps on P
-held-out prompts with k samples each; the train split is the default 2000 prompts):
-- default:  B=64, N=8, 100 steps, E=10, P=200, k=8: 6,400 prompts drawn by uniform GRPO,
-  3.2 epochs, so the history-based methods (GRESO, HIVE stage 1, LZE backward selection
-  from epoch 2, the LZE pruner from epoch 3) act on prompts they have seen; 15 minutes
-  measured with --threads 1 on 2 cores shared with other jobs;
-- --quick:  B=16, N=8, 15 steps, E=5, P=64, k=8: a few minutes (the warm-up, when not
-  cached yet, adds about 1.5 minutes). 240 prompts, an eighth of an epoch: no prompt is
-  seen twice, so GRESO and HIVE stage 1 keep everything (both still refill after dropping
-  zero-variance groups, and HIVE's stage 2 still gates), LZE only leaves zero-variance
-  groups out of the update, and its pruner never acts (no epoch ends);
-- --tiny:   a one-layer model, a 100-step warm-up, a 64-prompt train split, B=8, N=4,
-  2 steps (the test suite).
-A smaller train split would give more epochs, but the warm-up trains on the train split
-and memorises a small one (1000 prompts: 43% Pass@1 on train prompts, 7% held out; 2000:
-13% and 17%), so the benchmark keeps the default.
-The RL learning rate is 1e-4 (--lr), not RunConfig's 5e-4: with 5e-4, 40 GRPO steps at
-B=64 left held-out Pass@1 where it started (0.170 -> 0.166) while 1e-4 raised it
-(0.170 -> 0.215); a benchmark where no method learns would compare nothing.
+Before anything is compared, a calibration gate checks that RL has headroom here: at least
+one edge level whose sampled Pass@1 lies in [0.4, 0.7] while greedy decoding is above 0.95,
+one level at [0.02, 0.1], one unsolved level, and 40-60% zero-variance groups among the
+pool's first groups. A failed gate stops the benchmark (--ignore-gate runs it anyway and
+says so in the results).
 
-For each method: rollouts and tokens generated, rollout savings against uniform GRPO
-(1 - generated / (B x N x steps)), the share of generated rollouts that were effective
-(non-zero advantage), wall seconds of the run and training seconds (the sum of the
-measured select/generate/reward/update phases, evaluation excluded), held-out Pass@1 and
-Pass@k at every evaluation and at the end, and the rollouts, tokens and training seconds
-spent before the first evaluation that reached the target Pass@1 (--target: a number,
-'+0.03' for that much above the common starting Pass@1, or 'grpo', the uniform GRPO run's
-final Pass@1; 'not reached' when no evaluation did; reached at step 0 means the start
-already met it).
+Protocols (each a claim of a paper; docs/savings.md defines every figure):
+- P1 filters: DAPO, GRESO, HIVE (lam 1, i.e. GRESO's stage 1, and lam 0.5) at equal steps.
+  Rollouts and seconds to reach 90% of DAPO's Pass@1 gain (Pass@1 against rollouts read
+  piecewise-linearly between evaluations), area under Pass@1 against rollouts, groups
+  trained per step (short batches), HIVE's stage-2 proxy correlation, and the live
+  estimate of savings against dynamic sampling beside the measured one.
+- P2 LZE: GRPO, GRPO without zero-variance groups in the update (``lze`` with kappa = 1:
+  every live group), LZE, and a random control (``lze`` with Gumbel noise so large that
+  the K groups are a uniform draw of the live ones), at equal steps: backward FLOPs
+  (prompt tokens included), the share of steps where K binds, Pass@1. The pruner at
+  equal epochs on a small pool (``lze`` with and without ``prune``).
+- P3 HORA: against GRPO at N = 16 (n0 = 4), the same rollouts per step; Pass@j curves to
+  j = 32 at the end on the hard slice (levels below 0.1 sampled Pass@1 at calibration).
+- P4 RL-ZVP: against GRPO at equal steps and rollouts, and against DAPO (at equal steps,
+  and at GRPO's rollout budget read off DAPO's curve).
+Each claim gets reproduced / not reproduced / inconclusive / not testable here, from 95%
+intervals over seeds (t distribution), with the numbers and the mechanism.
 
-Run: .venv/bin/python bench/rollout_savings.py [--quick | --tiny] [--methods a,b] [--out DIR]
-Writes DIR/rollout_savings.json and DIR/rollout_savings.html (self-contained Plotly
-report; default DIR bench/results; --quick and --tiny write rollout_savings_quick.* and
-rollout_savings_tiny.*, so a quick run never replaces the full one's results); each run's events.jsonl and final checkpoint go to
---runs (default VAR/bench/rollout_savings_MODE, outside git).
+Sizes: full (3 seeds, 90 steps, evaluation every 15 steps on 500 held-out prompts x 8),
+--quick (1 seed, 30 steps, 200 prompts), --tiny (a one-layer model, a few steps: the test
+suite). --jobs runs that many runs at once (one torch thread each on 2 cores).
+
+Run: .venv/bin/python bench/rollout_savings.py [--quick | --tiny] [--jobs 2] [--var var]
+Writes bench/results/rollout_savings[_MODE].json and .png (Pass@1 against rollouts per
+method, mean over seeds with the 95% interval); each run's events go to --runs
+(default VAR/bench/rollout_savings_MODE, outside git).
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -63,348 +62,525 @@ from bench._timing import RESULTS, write_results
 from workers.engines.config import RunConfig
 from workers.engines.telemetry import JsonlSink, json_safe, read_events
 
-METHODS = ("grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze", "lze+prune", "hive+hora+rlzvp")
-
-
-def method_selectors(name: str, group_size: int) -> dict[str, dict[str, Any]]:
-    """A method's selectors. HORA probes half of N, then allocates the other half of B x N."""
-    hora = {"n0": max(group_size // 2, 1)}
-    return {
-        "grpo": {"grpo": {}},
-        "dapo": {"dapo": {}},
-        "greso": {"greso": {}},
-        "hive": {"hive": {}},
-        "hora": {"hora": hora},
-        "rlzvp": {"rlzvp": {}},
-        "lze": {"lze": {}},
-        "lze+prune": {"lze": {"prune": True}},
-        "hive+hora+rlzvp": {"hive": {}, "hora": hora, "rlzvp": {}},
-    }[name]
-SIZES: dict[str, dict[str, Any]] = {
-    "full": {"batch_size": 64, "group_size": 8, "steps": 100, "eval_every": 10, "eval_prompts": 200, "eval_k": 8},
-    "quick": {"batch_size": 16, "group_size": 8, "steps": 15, "eval_every": 5, "eval_prompts": 64, "eval_k": 8},
-    "tiny": {"batch_size": 8, "group_size": 4, "steps": 2, "eval_every": 1, "eval_prompts": 16, "eval_k": 2,
-             "model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 100, "task_train_size": 64,
-             "task_test_size": 16},
+# Every run of the benchmark: a method's selectors.
+METHODS: dict[str, dict[str, dict[str, Any]]] = {
+    "grpo": {"grpo": {}},
+    "dapo": {"dapo": {}},
+    "greso": {"greso": {}},
+    "hive": {"hive": {}},
+    "hive_lam0.5": {"hive": {"lam": 0.5}},
+    "rlzvp": {"rlzvp": {}},
+    "lze": {"lze": {}},
+    "grpo_no_zv": {"lze": {"kappa": 1.0, "min_ratio": 1.0}},  # every live group, none of the others
+    "lze_random": {"lze": {"noise": 1e9}},  # K live groups drawn uniformly: the energy ranking's control
+    "lze_prune": {"lze": {"prune": True}},
+    "hora": {"hora": {"n0": 4}},
 }
+LABELS = {
+    "grpo": "GRPO", "dapo": "DAPO (dynamic sampling)", "greso": "GRESO", "hive": "HIVE (lam 1)",
+    "hive_lam0.5": "HIVE (lam 0.5)", "rlzvp": "RL-ZVP", "lze": "LZE", "grpo_no_zv": "GRPO without zero-variance groups",
+    "lze_random": "random 40% of live groups", "lze_prune": "LZE with pruner", "hora": "HORA",
+}
+# protocol -> (runs, config overrides of the protocol as a function of the mode's sizes)
+PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
+    "P1": (("dapo", "greso", "hive", "hive_lam0.5"), "main"),
+    "P2": (("grpo", "grpo_no_zv", "lze", "lze_random"), "main"),
+    "P2_pruner": (("lze", "lze_prune"), "epochs"),
+    "P3": (("grpo", "hora"), "wide"),
+    "P4": (("grpo", "rlzvp", "dapo"), "main"),
+}
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {"seeds": [0, 1, 2], "main": {"steps": 90, "eval_every": 15, "eval_prompts": 500, "eval_k": 8},
+             "epochs": {"task_train_size": 512, "steps": 64, "eval_every": 16, "eval_prompts": 500, "eval_k": 8},
+             "wide": {"group_size": 16, "steps": 60, "eval_every": 60, "eval_prompts": 500, "eval_k": 32}},
+    "quick": {"seeds": [0], "main": {"steps": 30, "eval_every": 10, "eval_prompts": 200, "eval_k": 8},
+              "epochs": {"task_train_size": 256, "steps": 32, "eval_every": 16, "eval_prompts": 200, "eval_k": 8},
+              "wide": {"group_size": 16, "steps": 20, "eval_every": 20, "eval_prompts": 200, "eval_k": 32}},
+    "tiny": {"seeds": [0, 1], "base": {"model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 60,
+                                       "warmup_noise_steps": 20, "task_train_size": 64, "task_test_size": 16,
+                                       "batch_size": 8, "group_size": 4, "lr_warmup_steps": 2},
+             "main": {"steps": 3, "eval_every": 1, "eval_prompts": 16, "eval_k": 4},
+             "epochs": {"task_train_size": 16, "steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_k": 4},
+             "wide": {"group_size": 8, "steps": 2, "eval_every": 2, "eval_prompts": 16, "eval_k": 8}},
+}
+GATE = {"edge_sampled": (0.4, 0.7), "edge_greedy_min": 0.95, "partial_sampled": (0.02, 0.1),
+        "unsolved_sampled_max": 0.02, "zero_variance_share": (0.4, 0.6)}
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-# -- the series, computed apart from any drawing -------------------------------------------
+# -- statistics --------------------------------------------------------------------------------
+def interval(values: list[float]) -> dict[str, Any]:
+    """Mean and 95% interval over seeds (t distribution); one value gives no interval."""
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = float(np.mean(v))
+    if len(v) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1}
+    half = T95.get(len(v) - 1, 1.96) * float(np.std(v, ddof=1)) / math.sqrt(len(v))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(v)}
+
+
+def crossing(xs: list[float], ys: list[float], target: float) -> float | None:
+    """First x where the piecewise-linear curve through (xs, ys) reaches target, or None."""
+    for i, y in enumerate(ys):
+        if y >= target:
+            if i == 0:
+                return xs[0]
+            x0, x1, y0 = xs[i - 1], xs[i], ys[i - 1]
+            return x0 + (x1 - x0) * (target - y0) / (y - y0)
+    return None
+
+
+def value_at(xs: list[float], ys: list[float], x: float) -> float | None:
+    """The curve's value at x (None beyond its end)."""
+    if not xs or x > xs[-1]:
+        return None
+    return float(np.interp(x, xs, ys))
+
+
+def area(xs: list[float], ys: list[float], upto: float) -> float | None:
+    """Mean Pass@1 over rollouts 0..upto (area under the curve / upto)."""
+    if not xs or upto <= 0 or xs[-1] < upto:
+        return None
+    grid = np.linspace(0, upto, 200)
+    return float(np.mean(np.interp(grid, xs, ys)))
+
+
+# -- one run -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class EvalPoint:
-    """One held-out evaluation with what the run had spent before it."""
-
-    step: int
-    rollouts_generated: int
-    tokens_generated: int
-    train_seconds: float
-    pass_at_1: float
-    pass_at_k: float
-
-
-@dataclass(frozen=True)
-class TargetReach:
-    reached: bool
-    step: int | None = None
-    rollouts_generated: int | None = None
-    tokens_generated: int | None = None
-    train_seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class MethodResult:
+class RunSpec:
     method: str
-    selectors: dict[str, dict[str, Any]]
-    status: str
-    steps: int
-    rollouts_generated: int
-    tokens_generated: int
-    rollouts_uniform: int
-    rollout_savings: float  # 1 - generated / uniform
-    rollouts_effective: int
-    effective_share_of_generated: float  # effective / generated
-    rollouts_trained: int
-    groups_all_correct: int
-    groups_all_wrong: int
-    groups_generated: int
-    wall_seconds: float
-    train_seconds: float  # measured phases, evaluation excluded
-    seconds_by_phase: dict[str, float]
-    final_pass_at_1: float
-    final_pass_at_k: float
-    eval_k: int
-    evaluations: list[EvalPoint]
-    alerts: list[str]
+    setting: str  # main, epochs or wide
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.setting}-s{self.seed}"
 
 
-def summarise(method: str, selectors: dict[str, dict[str, Any]], events: list[dict[str, Any]],
-              wall_seconds: float) -> MethodResult:
-    """One run's figures from its events (SELECTORS.md section 7 accounting)."""
+def run_config(spec: RunSpec, mode: str, lr: float | None) -> dict[str, Any]:
+    sizes = SIZES[mode]
+    config = {**sizes.get("base", {}), **sizes[spec.setting], "seed": spec.seed, "checkpoint_every": 0,
+              "selectors": METHODS[spec.method]}
+    if lr is not None:
+        config["lr"] = lr
+    return config
+
+
+def run_one(args: tuple[RunSpec, dict[str, Any], str, str, int]) -> dict[str, Any]:
+    """Train one run in this process; its figures come back from its events file."""
+    spec, config, runs_dir, var_dir, threads = args
+    import torch
+
+    from workers.engines.local.engine import LocalEngine
+
+    torch.set_num_threads(threads)
+    out = Path(runs_dir) / spec.name
+    shutil.rmtree(out, ignore_errors=True)
+    sink = JsonlSink(out)
+    engine = LocalEngine(RunConfig.from_mapping(config), out, sink, var_dir=var_dir)
+    start = time.perf_counter()
+    engine.run()
+    return summarise(read_events(sink.path), time.perf_counter() - start, engine.policy.n_parameters)
+
+
+def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int) -> dict[str, Any]:
+    """One run's figures (docs/savings.md): totals, the evaluation curve with what was spent."""
     steps = sorted((e for e in events if e["event"] == "step"), key=lambda e: e["step"])
     evaluations = sorted((e for e in events if e["event"] == "evaluation"), key=lambda e: e["step"])
     finished = [e for e in events if e["event"] == "run_finished"]
-    spent_before: dict[int, tuple[int, int, float]] = {0: (0, 0, 0.0)}
-    rollouts = tokens = 0
+
+    def num(value: Any) -> float:
+        return float(value) if isinstance(value, (int, float)) else math.nan
+
+    spent = {0: (0.0, 0.0, 0.0)}
+    totals = dict.fromkeys(("rollouts_generated", "rollouts_uniform", "tokens_generated", "backward_tokens",
+                            "backward_prompt_tokens", "backward_tokens_mixed", "flops_estimate",
+                            "flops_uniform_estimate", "rollouts_effective"), 0.0)
+    ds_generated = ds_needed = 0.0
     seconds = 0.0
-    phases: dict[str, float] = {}
-    totals = {"rollouts_effective": 0, "rollouts_uniform": 0, "rollouts_trained": 0, "groups_all_correct": 0,
-              "groups_all_wrong": 0, "groups_generated": 0}
-    alerts: list[str] = []
-    for event in steps:
-        summary = event["summary"]
-        rollouts += summary["rollouts_generated"]
-        tokens += summary["tokens_generated"]
-        seconds += summary["device_seconds"]
-        for name, value in summary["seconds"].items():
-            phases[name] = phases.get(name, 0.0) + value
+    groups_trained, groups_collected, binds, alerts = [], [], [], []
+    entropy, value = [], []
+    for e in steps:
+        s = e["summary"]
         for name in totals:
-            totals[name] += summary[name]
-        alerts.extend(a for a in event.get("alerts", []) if a not in alerts)
-        spent_before[event["step"] + 1] = (rollouts, tokens, seconds)
-    points = []
+            totals[name] += num(s.get(name, 0))
+        seconds += num(s["device_seconds"])
+        ds = num(s.get("rollouts_dynamic_sampling"))
+        if math.isfinite(ds) and ds > 0:
+            ds_generated += s["rollouts_generated"]
+            ds_needed += ds
+        groups_trained.append(s["groups_trained"])
+        groups_collected.append(s["metrics"].get("selection/groups_collected", s["groups_trained"]))
+        binds.append(s["groups_mixed_collected"] > s["groups_trained"])
+        alerts.extend(a for a in e.get("alerts", []) if a not in alerts)
+        for o in e.get("observations", []):
+            h = num(o.get("prompt_entropy"))
+            if math.isfinite(h):
+                entropy.append(h)
+                value.append(o["pass_rate"] * (1 - o["pass_rate"]))
+        spent[e["step"] + 1] = (totals["rollouts_generated"], seconds, totals["flops_estimate"])
+    curve = []
     for e in evaluations:
-        spent = spent_before.get(e["step"], (rollouts, tokens, seconds))
-        points.append(EvalPoint(e["step"], spent[0], spent[1], spent[2], float(e["pass_at_1"]), float(e["pass_at_k"])))
-    final = points[-1] if points else None
-    return MethodResult(
-        method=method, selectors=selectors, status=finished[-1]["status"] if finished else "unfinished",
-        steps=len(steps), rollouts_generated=rollouts, tokens_generated=tokens,
-        rollouts_uniform=totals["rollouts_uniform"],
-        rollout_savings=1 - rollouts / totals["rollouts_uniform"] if totals["rollouts_uniform"] else 0.0,
-        rollouts_effective=totals["rollouts_effective"],
-        effective_share_of_generated=totals["rollouts_effective"] / rollouts if rollouts else 0.0,
-        rollouts_trained=totals["rollouts_trained"], groups_all_correct=totals["groups_all_correct"],
-        groups_all_wrong=totals["groups_all_wrong"], groups_generated=totals["groups_generated"],
-        wall_seconds=wall_seconds, train_seconds=seconds, seconds_by_phase=phases,
-        final_pass_at_1=final.pass_at_1 if final else math.nan, final_pass_at_k=final.pass_at_k if final else math.nan,
-        eval_k=int(evaluations[-1]["k"]) if evaluations else 0, evaluations=points, alerts=alerts,
-    )
+        r, sec, flops = spent.get(e["step"], (totals["rollouts_generated"], seconds, totals["flops_estimate"]))
+        curve.append({"step": e["step"], "rollouts": r, "train_seconds": sec, "flops": flops,
+                      "pass_at_1": num(e["pass_at_1"]), "pass_at_k": num(e["pass_at_k"]),
+                      "pass_at": e.get("pass_at", {}), "by_difficulty": e.get("by_difficulty", {})})
+    p = parameters
+    proxy = float(np.corrcoef(entropy, value)[0, 1]) if len(entropy) > 10 and np.std(value) > 0 else None
+    return {
+        "status": finished[-1]["status"] if finished else "unfinished", "steps": len(steps),
+        "wall_seconds": wall_seconds, "train_seconds": seconds, "parameters": p, **totals,
+        "rollout_savings": 1 - totals["rollouts_generated"] / totals["rollouts_uniform"] if totals["rollouts_uniform"] else None,
+        "rollout_savings_vs_dynamic_sampling": 1 - ds_generated / ds_needed if ds_needed else None,
+        "backward_savings_vs_mixed": (1 - totals["backward_tokens"] / totals["backward_tokens_mixed"]
+                                      if totals["backward_tokens_mixed"] else None),
+        "backward_flops": 6.0 * p * (totals["backward_tokens"] + totals["backward_prompt_tokens"]),
+        "effective_share_of_generated": (totals["rollouts_effective"] / totals["rollouts_generated"]
+                                         if totals["rollouts_generated"] else None),
+        "groups_trained_per_step": groups_trained, "groups_collected_per_step": groups_collected,
+        "short_steps": sum(1 for g in groups_collected if g < max(groups_collected, default=0)),
+        "selection_binds_share": float(np.mean(binds)) if binds else None,
+        "prompt_entropy_correlation": proxy, "alerts": alerts[:20], "evaluations": curve,
+    }
 
 
-def reach(points: list[EvalPoint], target: float) -> TargetReach:
-    """The first evaluation whose Pass@1 is at least the target, with what was spent before it."""
-    for p in points:
-        if p.pass_at_1 >= target:
-            return TargetReach(True, p.step, p.rollouts_generated, p.tokens_generated, p.train_seconds)
-    return TargetReach(False)
-
-
-def resolve_target(spec: str, results: dict[str, MethodResult]) -> tuple[float, str]:
-    """'grpo': uniform GRPO's final Pass@1; '+x': x above the start; else a fixed number."""
-    start = next(iter(results.values())).evaluations[0].pass_at_1
-    if spec == "grpo":
-        if "grpo" not in results:
-            raise SystemExit("--target grpo needs the grpo method in --methods; give a number instead")
-        target = results["grpo"].final_pass_at_1
-        kind = "final Pass@1 of uniform GRPO"
-        if target <= start:
-            kind += f", not above the starting {start:.3f}: every run meets it at step 0"
-        return target, kind
-    if spec.startswith("+"):
-        return start + float(spec[1:]), f"the starting Pass@1 {start:.3f} {spec}"
-    return float(spec), "fixed"
-
-
-# -- running ---------------------------------------------------------------------------------
-def run_method(name: str, base: dict[str, Any], runs_dir: Path, var_dir: Path) -> MethodResult:
-    from workers.engines.local.engine import LocalEngine
-
-    selectors = method_selectors(name, base["group_size"])
-    config = RunConfig.from_mapping({**base, "selectors": selectors})
-    out = runs_dir / name.replace("+", "_")
-    shutil.rmtree(out, ignore_errors=True)
-    sink = JsonlSink(out)
-    engine = LocalEngine(config, out, sink, var_dir=var_dir)
-    start = time.perf_counter()
-    engine.run()
-    wall = time.perf_counter() - start
-    return summarise(name, selectors, read_events(sink.path), wall)
-
-
-def warm_up(base: dict[str, Any], var_dir: Path) -> dict[str, float]:
-    """Fill the shared warm-up cache once, and sample once, outside every run's wall time."""
+# -- calibration gate --------------------------------------------------------------------------
+def calibrate(mode: str, var_dir: Path, threads: int) -> dict[str, Any]:
+    """Warm up once (cached), then measure per level greedy and sampled Pass@1 on the held-out
+    split and the zero-variance share of N-rollout groups on the pool's first prompts."""
     import tempfile
 
-    from workers.engines.local.engine import LocalEngine
-
-    with tempfile.TemporaryDirectory() as scratch:
-        engine = LocalEngine(RunConfig.from_mapping(base), scratch, JsonlSink(scratch), var_dir=var_dir)
-        figures = engine._warm_up()
-        engine.evaluate()  # first-call costs (allocator, kernels) are paid here, not by the first method
-        return figures
-
-
-def torch_threads() -> int:
     import torch
 
-    return torch.get_num_threads()
+    from workers.engines.local.engine import LocalEngine
+    from workers.engines.local.evaluate import evaluate
+
+    torch.set_num_threads(threads)
+    base = {**SIZES[mode].get("base", {}), **SIZES[mode]["main"]}
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = LocalEngine(RunConfig.from_mapping(base), scratch, JsonlSink(scratch), var_dir=var_dir)
+        warmup = engine._warm_up()
+        c = engine.config
+        g = torch.Generator().manual_seed(12345)
+        kw = {"max_new_tokens": c.max_new_tokens, "temperature": c.temperature, "generator": g}
+        greedy = evaluate(engine.policy, engine.test, engine.verifier, k=1, top_p=1e-9, **kw)
+        sampled = evaluate(engine.policy, engine.test, engine.verifier, k=c.eval_k, top_p=c.top_p, **kw)
+        pool = engine.train[: min(len(engine.train), 512)]
+        groups = evaluate(engine.policy, pool, engine.verifier, k=c.group_size, top_p=c.top_p, **kw)
+    levels = {}
+    for tag in sorted(sampled["by_difficulty"]):
+        levels[tag] = {"greedy_pass_at_1": greedy["by_difficulty"][tag]["pass_at_1"],
+                       "sampled_pass_at_1": sampled["by_difficulty"][tag]["pass_at_1"]}
+    zero_variance = groups["zero_variance_share"]
+    lo, hi = GATE["edge_sampled"]
+    edge = [t for t, v in levels.items() if lo <= v["sampled_pass_at_1"] <= hi
+            and v["greedy_pass_at_1"] > GATE["edge_greedy_min"]]
+    partial = [t for t, v in levels.items() if GATE["partial_sampled"][0] <= v["sampled_pass_at_1"] <= GATE["partial_sampled"][1]]
+    unsolved = [t for t, v in levels.items() if v["sampled_pass_at_1"] < GATE["unsolved_sampled_max"]]
+    zv_ok = GATE["zero_variance_share"][0] <= zero_variance <= GATE["zero_variance_share"][1]
+    checks = {"edge levels": edge, "partial levels": partial, "unsolved levels": unsolved,
+              "zero-variance share in range": zv_ok}
+    return {"warmup": warmup, "levels": levels, "zero_variance_share": zero_variance,
+            "all_correct_share": groups["all_correct_share"], "group_size": c.group_size,
+            "pool_prompts": len(pool), "gate": GATE, "checks": checks,
+            "passed": bool(edge and partial and unsolved and zv_ok),
+            "hard_levels": [t for t, v in levels.items() if v["sampled_pass_at_1"] < 0.1]}
 
 
-# -- report ----------------------------------------------------------------------------------
-def table_rows(results: dict[str, MethodResult], reaches: dict[str, TargetReach]) -> list[dict[str, Any]]:
-    rows = []
-    for name, r in results.items():
-        t = reaches[name]
-        rows.append({
-            "method": name,
-            "rollouts": r.rollouts_generated,
-            "tokens": r.tokens_generated,
-            "savings": r.rollout_savings,
-            "effective": r.effective_share_of_generated,
-            "wall_s": r.wall_seconds,
-            "train_s": r.train_seconds,
-            "pass1": r.final_pass_at_1,
-            "passk": r.final_pass_at_k,
-            "to_target_rollouts": t.rollouts_generated if t.reached else None,
-            "to_target_s": t.train_seconds if t.reached else None,
-            "to_target_step": t.step if t.reached else None,
-        })
-    return rows
+# -- verdicts ----------------------------------------------------------------------------------
+def verdict(effect: dict[str, Any], *, better: str = "higher") -> str:
+    """reproduced when the interval is on the claimed side of 0, not reproduced when on the
+    other side, inconclusive when it spans 0 (or there is one seed)."""
+    if effect["mean"] is None:
+        return "not testable here"
+    if effect["low"] is None:
+        return "inconclusive (one seed)"
+    low, high = (effect["low"], effect["high"]) if better == "higher" else (-effect["high"], -effect["low"])
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "not reproduced"
+    return "inconclusive (the 95% interval spans 0)"
 
 
-def format_table(rows: list[dict[str, Any]], k: int) -> str:
-    head = (f"{'method':16s} {'rollouts':>9s} {'tokens':>8s} {'savings':>8s} {'effective':>9s} {'wall s':>7s} "
-            f"{'train s':>7s} {'Pass@1':>7s} {f'Pass@{k}':>7s} {'to target: rollouts':>19s} {'train s':>8s} {'step':>5s}")
-    lines = [head]
-    for r in rows:
-        reached = r["to_target_rollouts"] is not None
-        target = (f"{r['to_target_rollouts']:>19d} {r['to_target_s']:8.1f} {r['to_target_step']:5d}" if reached
-                  else f"{'not reached':>19s} {'-':>8s} {'-':>5s}")
-        lines.append(f"{r['method']:16s} {r['rollouts']:9d} {r['tokens']:8d} {r['savings']:8.1%} {r['effective']:9.1%} "
-                     f"{r['wall_s']:7.1f} {r['train_s']:7.1f} {r['pass1']:7.3f} {r['passk']:7.3f} {target}")
-    return "\n".join(lines)
+def per_seed(results: dict[str, dict[str, Any]], method: str, setting: str, seeds: list[int]) -> list[dict[str, Any]]:
+    return [results[RunSpec(method, setting, s).name] for s in seeds if RunSpec(method, setting, s).name in results]
 
 
-def render_html(results: dict[str, MethodResult], rows: list[dict[str, Any]], title: str, notes: list[str]) -> str:
-    """A self-contained page: the Plotly bundle inline, nothing loaded from elsewhere."""
-    import plotly.graph_objects as go
-    from plotly.offline import get_plotlyjs
-
-    def chart(x_name: str, x_label: str, y_name: str, y_label: str, chart_title: str) -> str:
-        fig = go.Figure()
-        for name, r in results.items():
-            fig.add_trace(go.Scatter(x=[getattr(p, x_name) for p in r.evaluations],
-                                     y=[getattr(p, y_name) for p in r.evaluations],
-                                     mode="lines+markers", name=name,
-                                     text=[f"step {p.step}" for p in r.evaluations]))
-        fig.update_layout(title=chart_title, xaxis_title=x_label, yaxis_title=y_label, template="plotly_white",
-                          height=460, uirevision="rollout_savings")
-        return fig.to_html(full_html=False, include_plotlyjs=False)
-
-    k = next(iter(results.values())).eval_k if results else 0
-    charts = [
-        chart("rollouts_generated", "rollouts generated", "pass_at_1", "held-out Pass@1",
-              "Held-out Pass@1 vs rollouts generated"),
-        chart("train_seconds", "training seconds (measured phases)", "pass_at_1", "held-out Pass@1",
-              "Held-out Pass@1 vs training seconds"),
-        chart("rollouts_generated", "rollouts generated", "pass_at_k", f"held-out Pass@{k}",
-              f"Held-out Pass@{k} vs rollouts generated"),
-    ]
-    cells = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            r["method"], r["rollouts"], r["tokens"], f"{r['savings']:.1%}", f"{r['effective']:.1%}",
-            f"{r['wall_s']:.1f}", f"{r['train_s']:.1f}", f"{r['pass1']:.3f}", f"{r['passk']:.3f}",
-            r["to_target_rollouts"] if r["to_target_rollouts"] is not None else "not reached",
-            f"{r['to_target_s']:.1f}" if r["to_target_s"] is not None else "-",
-            r["to_target_step"] if r["to_target_step"] is not None else "-",
-        )) + "</tr>" for r in rows)
-    header = "".join(f"<th>{h}</th>" for h in (
-        "method", "rollouts generated", "tokens generated", "rollout savings", "effective share of generated",
-        "wall s", "training s", "final Pass@1", f"final Pass@{k}", "rollouts to target", "training s to target",
-        "step reached"))
-    note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<script type="text/javascript">{get_plotlyjs()}</script>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
-table{{border-collapse:collapse;font-size:14px}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}</style></head>
-<body><h1>{html.escape(title)}</h1><ul>{note_items}</ul>
-<table><thead><tr>{header}</tr></thead><tbody>{cells}</tbody></table>
-{''.join(charts)}
-</body></html>
-"""
+def final_pass_at_1(run: dict[str, Any]) -> float:
+    return run["evaluations"][-1]["pass_at_1"]
 
 
+def curve(run: dict[str, Any], x: str = "rollouts", y: str = "pass_at_1") -> tuple[list[float], list[float]]:
+    return [p[x] for p in run["evaluations"]], [p[y] for p in run["evaluations"]]
+
+
+def claim_filters(results, seeds) -> dict[str, Any]:
+    out: dict[str, Any] = {"claim": "HIVE about 70% and GRESO about 52% fewer rollouts than dynamic sampling "
+                                    "at equal accuracy (papers 001 and GRESO)", "methods": {}}
+    dapo = per_seed(results, "dapo", "main", seeds)
+    for method in ("greso", "hive", "hive_lam0.5"):
+        runs = per_seed(results, method, "main", seeds)
+        savings, seconds, p1_diff, auc_diff, live, measured = [], [], [], [], [], []
+        for d, r in zip(dapo, runs):
+            xs_d, ys_d = curve(d)
+            start, gain = ys_d[0], ys_d[-1] - ys_d[0]
+            p1_diff.append(r["evaluations"][-1]["pass_at_1"] - d["evaluations"][-1]["pass_at_1"])
+            upto = min(xs_d[-1], curve(r)[0][-1])
+            a_r, a_d = area(*curve(r), upto), area(xs_d, ys_d, upto)
+            auc_diff.append(a_r - a_d if a_r is not None and a_d is not None else None)
+            live.append(r["rollout_savings_vs_dynamic_sampling"])
+            measured.append(1 - r["rollouts_generated"] / d["rollouts_generated"])
+            if gain <= 0.02:
+                continue  # DAPO did not learn here: no target to reach
+            target = start + 0.9 * gain
+            r_d, r_r = crossing(xs_d, ys_d, target), crossing(*curve(r), target)
+            s_d, s_r = crossing(*curve(d, "train_seconds"), target), crossing(*curve(r, "train_seconds"), target)
+            if r_d and r_r is not None:
+                savings.append(1 - r_r / r_d)
+            if s_d and s_r is not None:
+                seconds.append(1 - s_r / s_d)
+        effect = interval(savings)
+        accuracy = interval(p1_diff)
+        v = verdict(effect)
+        if v == "reproduced" and accuracy["high"] is not None and accuracy["high"] < 0:
+            v = "not reproduced (fewer rollouts, but lower final Pass@1)"
+        out["methods"][method] = {
+            "rollout_savings_to_90pct_of_dapo_gain": effect, "seconds_savings_to_90pct_of_dapo_gain": interval(seconds),
+            "seeds_reaching_target": len(savings), "final_pass_at_1_minus_dapo": accuracy,
+            "area_under_pass_at_1_vs_rollouts_minus_dapo": interval(auc_diff),
+            "rollout_savings_vs_dapo_run_at_equal_steps": interval(measured),
+            "live_estimate_rollout_savings_vs_dynamic_sampling": interval(live),
+            "groups_trained_per_step_mean": interval([float(np.mean(r["groups_trained_per_step"])) for r in runs]),
+            "groups_trained_per_step_min": min((min(r["groups_trained_per_step"]) for r in runs), default=None),
+            "short_steps": [r["short_steps"] for r in runs],
+            "prompt_entropy_correlation": interval([r["prompt_entropy_correlation"] for r in runs]),
+            "verdict": v,
+        }
+    return out
+
+
+def claim_lze(results, seeds) -> dict[str, Any]:
+    out: dict[str, Any] = {"claim": "LZE: about a third less training compute at equal accuracy (paper 003)"}
+    lze, base, grpo, rand = (per_seed(results, m, "main", seeds) for m in ("lze", "grpo_no_zv", "grpo", "lze_random"))
+    flops = [1 - a["backward_flops"] / b["backward_flops"] for a, b in zip(lze, base) if b["backward_flops"]]
+    total = [1 - a["flops_estimate"] / g["flops_estimate"] for a, g in zip(lze, grpo) if g["flops_estimate"]]
+    acc_base = interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(lze, base)])
+    acc_rand = interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(lze, rand)])
+    out.update({
+        "backward_flops_savings_vs_grpo_without_zero_variance": interval(flops),
+        "live_estimate_backward_savings_vs_mixed": interval([r["backward_savings_vs_mixed"] for r in lze]),
+        "training_flops_savings_vs_grpo": interval(total),
+        "selection_binds_share_of_steps": interval([r["selection_binds_share"] for r in lze]),
+        "final_pass_at_1_minus_grpo_without_zero_variance": acc_base,
+        "final_pass_at_1_minus_random_selection": acc_rand,
+        "final_pass_at_1_minus_grpo": interval([final_pass_at_1(a) - final_pass_at_1(g) for a, g in zip(lze, grpo)]),
+    })
+    v = verdict(interval(flops))
+    if v == "reproduced" and acc_base["high"] is not None and acc_base["high"] < 0:
+        v = "not reproduced (fewer backward FLOPs, but lower final Pass@1)"
+    out["verdict_compute"] = v
+    out["verdict_energy_beats_random"] = verdict(acc_rand)
+    prune, plain = per_seed(results, "lze_prune", "epochs", seeds), per_seed(results, "lze", "epochs", seeds)
+    out["pruner"] = {
+        "rollout_savings_vs_lze_without_pruner": interval(
+            [1 - a["rollouts_generated"] / b["rollouts_generated"] for a, b in zip(prune, plain)]),
+        "final_pass_at_1_minus_lze_without_pruner": interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(prune, plain)]),
+        "verdict": verdict(interval([1 - a["rollouts_generated"] / b["rollouts_generated"] for a, b in zip(prune, plain)])),
+    }
+    return out
+
+
+def claim_hora(results, seeds, hard_levels: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"claim": "HORA: higher Pass@k than GRPO at the same rollout budget (paper 002)",
+                           "hard_slice": hard_levels}
+    hora, grpo = per_seed(results, "hora", "wide", seeds), per_seed(results, "grpo", "wide", seeds)
+
+    def hard_curve(run: dict[str, Any]) -> dict[str, float]:
+        final = run["evaluations"][-1]["by_difficulty"]
+        picked = [final[t] for t in hard_levels if t in final]
+        weights = [v["prompts"] for v in picked]
+        ks = picked[0]["pass_at"].keys() if picked else []
+        return {k: float(np.average([v["pass_at"][k] for v in picked], weights=weights)) for k in ks}
+
+    curves = {"hora": [hard_curve(r) for r in hora], "grpo": [hard_curve(r) for r in grpo]}
+    ks = sorted({int(k) for c in curves["hora"] for k in c})
+    diff = {str(k): interval([a[str(k)] - b[str(k)] for a, b in zip(curves["hora"], curves["grpo"])]) for k in ks}
+    out["pass_at_j_hard_slice"] = {m: {str(k): interval([c[str(k)] for c in cs]) for k in ks} for m, cs in curves.items()}
+    out["pass_at_j_hard_slice_hora_minus_grpo"] = diff
+    out["rollouts_per_run"] = {"hora": interval([r["rollouts_generated"] for r in hora]),
+                               "grpo": interval([r["rollouts_generated"] for r in grpo])}
+    top = str(ks[-1]) if ks else None
+    out["verdict"] = verdict(diff[top]) if top else "not testable here"
+    return out
+
+
+def claim_rlzvp(results, seeds) -> dict[str, Any]:
+    out: dict[str, Any] = {"claim": "RL-ZVP: higher accuracy than GRPO at the same rollouts (paper 004)"}
+    zvp, grpo, dapo = (per_seed(results, m, "main", seeds) for m in ("rlzvp", "grpo", "dapo"))
+    vs_grpo = interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(zvp, grpo)])
+    at_budget = []
+    for a, d in zip(zvp, dapo):
+        dapo_there = value_at(*curve(d), a["rollouts_generated"])
+        at_budget.append(final_pass_at_1(a) - dapo_there if dapo_there is not None else None)
+    out.update({
+        "final_pass_at_1_minus_grpo": vs_grpo,
+        "effective_share": {"rlzvp": interval([r["effective_share_of_generated"] for r in zvp]),
+                            "grpo": interval([r["effective_share_of_generated"] for r in grpo])},
+        "final_pass_at_1_minus_dapo_equal_steps": interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(zvp, dapo)]),
+        "pass_at_1_minus_dapo_at_equal_rollouts": interval(at_budget),
+        "verdict": verdict(vs_grpo),
+    })
+    return out
+
+
+# -- the figure --------------------------------------------------------------------------------
+def draw(results: dict[str, dict[str, Any]], seeds: list[int], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    panels = [("main", ("dapo", "greso", "hive", "hive_lam0.5", "grpo", "rlzvp", "lze"), "rollouts",
+               "rollouts generated"),
+              ("main", ("grpo", "grpo_no_zv", "lze", "lze_random"), "flops", "training FLOPs (estimate, prompts included)")]
+    for ax, (setting, methods, x, xlabel) in zip(axes, panels):
+        for method in methods:
+            runs = per_seed(results, method, setting, seeds)
+            if not runs:
+                continue
+            n = min(len(r["evaluations"]) for r in runs)
+            xs = np.mean([[p[x] for p in r["evaluations"][:n]] for r in runs], axis=0)
+            ys = np.array([[p["pass_at_1"] for p in r["evaluations"][:n]] for r in runs])
+            mean = ys.mean(axis=0)
+            ax.plot(xs, mean, marker="o", markersize=3, label=LABELS[method])
+            if len(runs) > 1:
+                half = T95.get(len(runs) - 1, 1.96) * ys.std(axis=0, ddof=1) / math.sqrt(len(runs))
+                ax.fill_between(xs, mean - half, mean + half, alpha=0.15)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("held-out Pass@1")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# -- main --------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="B=16, N=8, 15 steps, eval every 5 on 64 prompts")
-    size.add_argument("--tiny", action="store_true", help="a one-layer model, B=8, N=4, 2 steps (tests)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--target", default="grpo",
-                        help="target held-out Pass@1: a number, or 'grpo' (the uniform GRPO run's final Pass@1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=1e-4, help="RL learning rate of every run (see above)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default); 1 is steadier on a shared machine")
-    parser.add_argument("--var", type=Path, default=Path("var"), help="shared warm-up cache folder (default var/)")
+    size.add_argument("--quick", action="store_true", help="1 seed, 30 steps (about 10 minutes on 2 cores)")
+    size.add_argument("--tiny", action="store_true", help="a one-layer model, a few steps (the test suite)")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help=f"comma-separated, of {', '.join(PROTOCOLS)}")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (each with cpu_count / jobs threads)")
+    parser.add_argument("--lr", type=float, default=None, help="RL learning rate (default RunConfig's)")
+    parser.add_argument("--ignore-gate", action="store_true", help="compare even when the calibration gate fails")
+    parser.add_argument("--var", type=Path, default=Path("var"), help="warm-up cache folder (default var/)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
-    parser.add_argument("--runs", type=Path, default=None,
-                        help="folder of the runs' events and checkpoints (default VAR/bench/rollout_savings_MODE)")
+    parser.add_argument("--runs", type=Path, default=None, help="runs' events (default VAR/bench/rollout_savings_MODE)")
     args = parser.parse_args()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        parser.error(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    base = {"task": "add", "seed": args.seed, "lr": args.lr, "checkpoint_every": 0, **SIZES[mode]}
-    train_size = RunConfig.from_mapping(base).task_train_size
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        parser.error(f"unknown protocols {unknown}; choose from {', '.join(PROTOCOLS)}")
+    threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
+    seeds = SIZES[mode]["seeds"]
     out_dir = args.out or RESULTS
     runs_dir = args.runs or args.var / "bench" / f"rollout_savings_{mode}"
-
     started = time.perf_counter()
-    warmup = warm_up(base, args.var)
-    results: dict[str, MethodResult] = {}
-    load: dict[str, float] = {}
-    for name in methods:
-        results[name] = run_method(name, base, runs_dir, args.var)
-        load[name] = os.getloadavg()[0]
-        r = results[name]
-        print(f"  ran {name:16s} {r.status}: {r.steps} steps, {r.wall_seconds:6.1f} s, "
-              f"final Pass@1 {r.final_pass_at_1:.3f}", flush=True)
-    target, target_kind = resolve_target(args.target, results)
-    reaches = {name: reach(r.evaluations, target) for name, r in results.items()}
-    rows = table_rows(results, reaches)
-    k = SIZES[mode]["eval_k"]
-    sizes = {**SIZES[mode], "task_train_size": train_size}
-    print(f"\nrollout savings ({mode}): add, B={sizes['batch_size']}, N={sizes['group_size']}, "
-          f"{sizes['steps']} steps, lr {args.lr:g}, eval every {sizes['eval_every']} on "
-          f"{sizes['eval_prompts']} held-out prompts x k={k}, train split {train_size}, seed {args.seed}, "
-          f"{torch_threads()} threads")
-    print(f"target Pass@1 {target:.3f} ({target_kind}); 'to target' counts what was spent before the first "
-          f"evaluation at or above it")
-    print(format_table(rows, k))
-    notes = [
-        (f"Task add, seed {args.seed}, B={sizes['batch_size']}, N={sizes['group_size']}, "
-         f"{sizes['steps']} optimizer steps per method, lr {args.lr:g}, train split {train_size} prompts, held-out "
-         f"evaluation every {sizes['eval_every']} steps on {sizes['eval_prompts']} prompts x k={k}."),
-        f"Target Pass@1 {target:.3f} ({target_kind}).",
-        ("rollout savings = 1 - generated / (B x N x steps); effective share = rollouts with a "
-         "non-zero advantage / rollouts generated; training seconds = measured "
-         "select+generate+reward+update, evaluation excluded."),
-        (f"Machine: {os.cpu_count()} CPUs, shared; load average at the end of each run: "
-         + ", ".join(f"{n} {v:.1f}" for n, v in load.items()) + "."),
-    ]
-    page = render_html(results, rows, f"Rollout savings ({mode})", notes)
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+    calibration = calibrate(mode, args.var, max(threads * args.jobs, 1))
+    print(f"calibration ({mode}): zero-variance share {calibration['zero_variance_share']:.2f}, levels:")
+    for tag, v in calibration["levels"].items():
+        print(f"  {tag}: greedy {v['greedy_pass_at_1']:.3f}, sampled {v['sampled_pass_at_1']:.3f}")
+    print(f"  gate {'passed' if calibration['passed'] else 'FAILED'}: {calibration['checks']}", flush=True)
+    if not calibration["passed"] and not args.ignore_gate and mode != "tiny":
+        raise SystemExit("the calibration gate failed: RL has no headroom on this warm start, so no comparison "
+                         "would mean anything (--ignore-gate compares anyway)")
+
+    specs = sorted({RunSpec(m, PROTOCOLS[p][1], s) for p in protocols for m in PROTOCOLS[p][0] for s in seeds},
+                   key=lambda r: (r.seed, r.setting, r.method))
+    jobs = [(spec, run_config(spec, mode, args.lr), str(runs_dir), str(args.var), threads) for spec in specs]
+    results: dict[str, dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        for spec, result in zip(specs, pool.map(run_one, jobs)):
+            results[spec.name] = {**result, "method": spec.method, "setting": spec.setting, "seed": spec.seed,
+                                  "selectors": METHODS[spec.method]}
+            print(f"  ran {spec.name:28s} {result['status']}: {result['steps']} steps, {result['wall_seconds']:6.1f} s,"
+                  f" {int(result['rollouts_generated'])} rollouts, final Pass@1 "
+                  f"{result['evaluations'][-1]['pass_at_1']:.3f}", flush=True)
+
+    claims: dict[str, Any] = {}
+    if "P1" in protocols:
+        claims["filters"] = claim_filters(results, seeds)
+    if "P2" in protocols and "P2_pruner" in protocols:
+        claims["lze"] = claim_lze(results, seeds)
+    if "P3" in protocols:
+        claims["hora"] = claim_hora(results, seeds, calibration["hard_levels"])
+    if "P4" in protocols and "P1" in protocols:
+        claims["rlzvp"] = claim_rlzvp(results, seeds)
+    print_claims(claims)
+
     stem = "rollout_savings" if mode == "full" else f"rollout_savings_{mode}"
-    html_path = out_dir / f"{stem}.html"
-    html_path.write_text(page, encoding="utf-8")
+    figure = out_dir / f"{stem}.png"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    draw(results, seeds, figure, f"Held-out Pass@1, mean over {len(seeds)} seed(s) with 95% intervals ({mode})")
     path = write_results(stem, json_safe({
-        "mode": mode, "sizes": sizes, "seed": args.seed, "lr": args.lr, "threads": torch_threads(),
-        "warmup": warmup,
-        "target": {"pass_at_1": target, "kind": target_kind},
-        "total_seconds": time.perf_counter() - started, "load_average_after_run": load,
-        "runs": str(runs_dir),
-        "methods": {name: {**asdict(r), "to_target": asdict(reaches[name])} for name, r in results.items()},
-        "table": rows,
+        "mode": mode, "seeds": seeds, "sizes": SIZES[mode], "methods": METHODS, "protocols": protocols,
+        "testbed": {k: v for k, v in RunConfig.from_mapping({**SIZES[mode].get("base", {})}).to_dict().items()
+                    if k not in ("dataset", "eval_dataset", "selectors")},
+        "calibration": calibration, "gate_ignored": not calibration["passed"],
+        "claims": claims, "total_seconds": time.perf_counter() - started, "jobs": args.jobs, "threads": threads,
+        "runs": {name: {k: v for k, v in r.items() if k not in ("groups_collected_per_step",)}
+                 for name, r in results.items()},
     }), out_dir)
-    print(f"wrote {path} and {html_path}")
+    print(f"wrote {path} and {figure}")
+
+
+def fmt(effect: dict[str, Any] | None, pct: bool = True) -> str:
+    if not effect or effect.get("mean") is None:
+        return "n/a"
+    f = (lambda v: f"{100 * v:+.1f}%") if pct else (lambda v: f"{v:+.3f}")
+    if effect["low"] is None:
+        return f(effect["mean"])
+    return f"{f(effect['mean'])} [{f(effect['low'])}, {f(effect['high'])}]"
+
+
+def print_claims(claims: dict[str, Any]) -> None:
+    if "filters" in claims:
+        print("\nP1 filters vs DAPO (mean [95% interval] over seeds):")
+        for m, r in claims["filters"]["methods"].items():
+            print(f"  {m:12s} rollouts to 90% of DAPO's gain {fmt(r['rollout_savings_to_90pct_of_dapo_gain'])} "
+                  f"(seeds reaching {r['seeds_reaching_target']}), equal-steps {fmt(r['rollout_savings_vs_dapo_run_at_equal_steps'])}, "
+                  f"live estimate {fmt(r['live_estimate_rollout_savings_vs_dynamic_sampling'])}, final Pass@1 - DAPO "
+                  f"{fmt(r['final_pass_at_1_minus_dapo'], False)}, groups/step {fmt(r['groups_trained_per_step_mean'], False)}"
+                  f" -> {r['verdict']}")
+    if "lze" in claims:
+        c = claims["lze"]
+        print(f"\nP2 LZE: backward FLOPs vs GRPO without zero-variance groups "
+              f"{fmt(c['backward_flops_savings_vs_grpo_without_zero_variance'])}, training FLOPs vs GRPO "
+              f"{fmt(c['training_flops_savings_vs_grpo'])}, K binds on {fmt(c['selection_binds_share_of_steps'], False)} "
+              f"of steps, Pass@1 - no-ZV GRPO {fmt(c['final_pass_at_1_minus_grpo_without_zero_variance'], False)}, "
+              f"- random {fmt(c['final_pass_at_1_minus_random_selection'], False)} -> {c['verdict_compute']}; "
+              f"energy beats random: {c['verdict_energy_beats_random']}")
+        print(f"   pruner at equal epochs: rollouts {fmt(c['pruner']['rollout_savings_vs_lze_without_pruner'])}, "
+              f"Pass@1 {fmt(c['pruner']['final_pass_at_1_minus_lze_without_pruner'], False)} -> {c['pruner']['verdict']}")
+    if "hora" in claims:
+        c = claims["hora"]
+        diff = c["pass_at_j_hard_slice_hora_minus_grpo"]
+        print(f"\nP3 HORA - GRPO on the hard slice {c['hard_slice']}: "
+              + ", ".join(f"Pass@{k} {fmt(v, False)}" for k, v in diff.items()) + f" -> {c['verdict']}")
+    if "rlzvp" in claims:
+        c = claims["rlzvp"]
+        print(f"\nP4 RL-ZVP: Pass@1 - GRPO {fmt(c['final_pass_at_1_minus_grpo'], False)}, - DAPO at equal steps "
+              f"{fmt(c['final_pass_at_1_minus_dapo_equal_steps'], False)}, at equal rollouts "
+              f"{fmt(c['pass_at_1_minus_dapo_at_equal_rollouts'], False)} -> {c['verdict']}")
 
 
 if __name__ == "__main__":
