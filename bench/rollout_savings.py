@@ -75,11 +75,13 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {
     "lze_random": {"lze": {"noise": 1e9}},  # K live groups drawn uniformly: the energy ranking's control
     "lze_prune": {"lze": {"prune": True}},
     "hora": {"hora": {"n0": 4}},
+    "hora_n0_8": {"hora": {"n0": 8}},  # the paper's probe at N = 32
 }
 LABELS = {
     "grpo": "GRPO", "dapo": "DAPO (dynamic sampling)", "greso": "GRESO", "hive": "HIVE (lam 1)",
     "hive_lam0.5": "HIVE (lam 0.5)", "rlzvp": "RL-ZVP", "lze": "LZE", "grpo_no_zv": "GRPO without zero-variance groups",
     "lze_random": "random 40% of live groups", "lze_prune": "LZE with pruner", "hora": "HORA",
+    "hora_n0_8": "HORA (n0 8)",
 }
 # protocol -> (runs, config overrides of the protocol as a function of the mode's sizes)
 PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -87,21 +89,25 @@ PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "P2": (("grpo", "grpo_no_zv", "lze", "lze_random"), "main"),
     "P2_pruner": (("lze", "lze_prune"), "epochs"),
     "P3": (("grpo", "hora"), "wide"),
+    "P3_paper": (("grpo", "hora_n0_8"), "wide32"),
     "P4": (("grpo", "rlzvp", "dapo"), "main"),
 }
 SIZES: dict[str, dict[str, Any]] = {
-    "full": {"seeds": [0, 1, 2], "main": {"steps": 90, "eval_every": 15, "eval_prompts": 500, "eval_k": 8},
-             "epochs": {"task_train_size": 512, "steps": 64, "eval_every": 16, "eval_prompts": 500, "eval_k": 8},
-             "wide": {"group_size": 16, "steps": 60, "eval_every": 60, "eval_prompts": 500, "eval_k": 32}},
+    "full": {"seeds": [0, 1, 2, 3], "main": {"steps": 120, "eval_every": 15, "eval_prompts": 500, "eval_k": 8},
+             "epochs": {"task_train_size": 512, "steps": 96, "eval_every": 16, "eval_prompts": 500, "eval_k": 8},
+             "wide": {"group_size": 16, "steps": 60, "eval_every": 60, "eval_prompts": 500, "eval_k": 64},
+             "wide32": {"group_size": 32, "steps": 30, "eval_every": 30, "eval_prompts": 500, "eval_k": 64}},
     "quick": {"seeds": [0], "main": {"steps": 30, "eval_every": 10, "eval_prompts": 200, "eval_k": 8},
               "epochs": {"task_train_size": 256, "steps": 32, "eval_every": 16, "eval_prompts": 200, "eval_k": 8},
-              "wide": {"group_size": 16, "steps": 20, "eval_every": 20, "eval_prompts": 200, "eval_k": 32}},
+              "wide": {"group_size": 16, "steps": 20, "eval_every": 20, "eval_prompts": 200, "eval_k": 32},
+              "wide32": {"group_size": 32, "steps": 10, "eval_every": 10, "eval_prompts": 200, "eval_k": 32}},
     "tiny": {"seeds": [0, 1], "base": {"model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 60,
                                        "warmup_noise_steps": 20, "task_train_size": 64, "task_test_size": 16,
                                        "batch_size": 8, "group_size": 4, "lr_warmup_steps": 2},
              "main": {"steps": 3, "eval_every": 1, "eval_prompts": 16, "eval_k": 4},
              "epochs": {"task_train_size": 16, "steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_k": 4},
-             "wide": {"group_size": 8, "steps": 2, "eval_every": 2, "eval_prompts": 16, "eval_k": 8}},
+             "wide": {"group_size": 8, "steps": 2, "eval_every": 2, "eval_prompts": 16, "eval_k": 8},
+             "wide32": {"group_size": 16, "steps": 1, "eval_every": 1, "eval_prompts": 16, "eval_k": 8}},
 }
 GATE = {"edge_sampled": (0.4, 0.7), "edge_greedy_min": 0.95, "partial_sampled": (0.02, 0.1),
         "unsolved_sampled_max": 0.02, "zero_variance_share": (0.4, 0.6)}
@@ -243,6 +249,7 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
         "short_steps": sum(1 for g in groups_collected if g < max(groups_collected, default=0)),
         "selection_binds_share": float(np.mean(binds)) if binds else None,
         "prompt_entropy_correlation": proxy, "alerts": alerts[:20], "evaluations": curve,
+        "final_metrics": steps[-1]["summary"]["metrics"] if steps else {},
     }
 
 
@@ -317,10 +324,16 @@ def curve(run: dict[str, Any], x: str = "rollouts", y: str = "pass_at_1") -> tup
     return [p[x] for p in run["evaluations"]], [p[y] for p in run["evaluations"]]
 
 
+SIZES_USED: dict[str, Any] = {}  # the mode's sizes, set by main()
+
+
 def claim_filters(results, seeds) -> dict[str, Any]:
     out: dict[str, Any] = {"claim": "HIVE about 70% and GRESO about 52% fewer rollouts than dynamic sampling "
                                     "at equal accuracy (papers 001 and GRESO)", "methods": {}}
     dapo = per_seed(results, "dapo", "main", seeds)
+    # The DAPO run against ideal dynamic sampling: what its rounds of 3B overshoot.
+    out["dapo_live_estimate_vs_ideal_dynamic_sampling"] = interval(
+        [r["rollout_savings_vs_dynamic_sampling"] for r in dapo])
     for method in ("greso", "hive", "hive_lam0.5"):
         runs = per_seed(results, method, "main", seeds)
         savings, seconds, p1_diff, auc_diff, live, measured = [], [], [], [], [], []
@@ -385,6 +398,8 @@ def claim_lze(results, seeds) -> dict[str, Any]:
     out["verdict_energy_beats_random"] = verdict(acc_rand)
     prune, plain = per_seed(results, "lze_prune", "epochs", seeds), per_seed(results, "lze", "epochs", seeds)
     out["pruner"] = {
+        "prompts_pruned_at_the_end": interval([r["final_metrics"].get("lze/pruned_pool", 0.0) for r in prune]),
+        "pool_prompts": SIZES_USED["epochs"].get("task_train_size"),
         "rollout_savings_vs_lze_without_pruner": interval(
             [1 - a["rollouts_generated"] / b["rollouts_generated"] for a, b in zip(prune, plain)]),
         "final_pass_at_1_minus_lze_without_pruner": interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(prune, plain)]),
@@ -395,8 +410,7 @@ def claim_lze(results, seeds) -> dict[str, Any]:
 
 def claim_hora(results, seeds, hard_levels: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"claim": "HORA: higher Pass@k than GRPO at the same rollout budget (paper 002)",
-                           "hard_slice": hard_levels}
-    hora, grpo = per_seed(results, "hora", "wide", seeds), per_seed(results, "grpo", "wide", seeds)
+                           "hard_slice": hard_levels, "settings": {}}
 
     def hard_curve(run: dict[str, Any]) -> dict[str, float]:
         final = run["evaluations"][-1]["by_difficulty"]
@@ -405,15 +419,26 @@ def claim_hora(results, seeds, hard_levels: list[str]) -> dict[str, Any]:
         ks = picked[0]["pass_at"].keys() if picked else []
         return {k: float(np.average([v["pass_at"][k] for v in picked], weights=weights)) for k in ks}
 
-    curves = {"hora": [hard_curve(r) for r in hora], "grpo": [hard_curve(r) for r in grpo]}
-    ks = sorted({int(k) for c in curves["hora"] for k in c})
-    diff = {str(k): interval([a[str(k)] - b[str(k)] for a, b in zip(curves["hora"], curves["grpo"])]) for k in ks}
-    out["pass_at_j_hard_slice"] = {m: {str(k): interval([c[str(k)] for c in cs]) for k in ks} for m, cs in curves.items()}
-    out["pass_at_j_hard_slice_hora_minus_grpo"] = diff
-    out["rollouts_per_run"] = {"hora": interval([r["rollouts_generated"] for r in hora]),
-                               "grpo": interval([r["rollouts_generated"] for r in grpo])}
-    top = str(ks[-1]) if ks else None
-    out["verdict"] = verdict(diff[top]) if top else "not testable here"
+    for setting, method in (("wide", "hora"), ("wide32", "hora_n0_8")):
+        hora, grpo = per_seed(results, method, setting, seeds), per_seed(results, "grpo", setting, seeds)
+        if not hora:
+            continue
+        curves = {"hora": [hard_curve(r) for r in hora], "grpo": [hard_curve(r) for r in grpo]}
+        ks = sorted({int(k) for c in curves["hora"] for k in c})
+        diff = {str(k): interval([a[str(k)] - b[str(k)] for a, b in zip(curves["hora"], curves["grpo"])]) for k in ks}
+        top = str(ks[-1]) if ks else None
+        out["settings"][setting] = {
+            "group_size": SIZES_USED[setting]["group_size"], "n0": METHODS[method]["hora"]["n0"],
+            "pass_at_j_hard_slice": {m: {str(k): interval([c[str(k)] for c in cs]) for k in ks}
+                                     for m, cs in curves.items()},
+            "pass_at_j_hard_slice_hora_minus_grpo": diff,
+            "pass_at_1_all_hora_minus_grpo": interval([final_pass_at_1(a) - final_pass_at_1(b)
+                                                       for a, b in zip(hora, grpo)]),
+            "rollouts_per_run": {"hora": interval([r["rollouts_generated"] for r in hora]),
+                                 "grpo": interval([r["rollouts_generated"] for r in grpo])},
+            "verdict": verdict(diff[top]) if top else "not testable here",
+        }
+    out["verdict"] = "; ".join(f"{k}: {v['verdict']}" for k, v in out["settings"].items()) or "not testable here"
     return out
 
 
@@ -491,6 +516,7 @@ def main() -> None:
         parser.error(f"unknown protocols {unknown}; choose from {', '.join(PROTOCOLS)}")
     threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
     seeds = SIZES[mode]["seeds"]
+    SIZES_USED.update(SIZES[mode])
     out_dir = args.out or RESULTS
     runs_dir = args.runs or args.var / "bench" / f"rollout_savings_{mode}"
     started = time.perf_counter()
@@ -521,7 +547,7 @@ def main() -> None:
         claims["filters"] = claim_filters(results, seeds)
     if "P2" in protocols and "P2_pruner" in protocols:
         claims["lze"] = claim_lze(results, seeds)
-    if "P3" in protocols:
+    if "P3" in protocols or "P3_paper" in protocols:
         claims["hora"] = claim_hora(results, seeds, calibration["hard_levels"])
     if "P4" in protocols and "P1" in protocols:
         claims["rlzvp"] = claim_rlzvp(results, seeds)
@@ -543,10 +569,11 @@ def main() -> None:
     print(f"wrote {path} and {figure}")
 
 
-def fmt(effect: dict[str, Any] | None, pct: bool = True) -> str:
+def fmt(effect: dict[str, Any] | None, pct: bool = True, signed: bool = True) -> str:
     if not effect or effect.get("mean") is None:
         return "n/a"
-    f = (lambda v: f"{100 * v:+.1f}%") if pct else (lambda v: f"{v:+.3f}")
+    sign = "+" if signed else ""
+    f = (lambda v: f"{100 * v:{sign}.1f}%") if pct else (lambda v: f"{v:{sign}.3f}")
     if effect["low"] is None:
         return f(effect["mean"])
     return f"{f(effect['mean'])} [{f(effect['low'])}, {f(effect['high'])}]"
@@ -554,28 +581,32 @@ def fmt(effect: dict[str, Any] | None, pct: bool = True) -> str:
 
 def print_claims(claims: dict[str, Any]) -> None:
     if "filters" in claims:
-        print("\nP1 filters vs DAPO (mean [95% interval] over seeds):")
+        print("\nP1 filters vs DAPO (mean [95% interval] over seeds); the DAPO run against ideal dynamic sampling "
+              f"{fmt(claims['filters']['dapo_live_estimate_vs_ideal_dynamic_sampling'])} (its overshoot):")
         for m, r in claims["filters"]["methods"].items():
             print(f"  {m:12s} rollouts to 90% of DAPO's gain {fmt(r['rollout_savings_to_90pct_of_dapo_gain'])} "
                   f"(seeds reaching {r['seeds_reaching_target']}), equal-steps {fmt(r['rollout_savings_vs_dapo_run_at_equal_steps'])}, "
                   f"live estimate {fmt(r['live_estimate_rollout_savings_vs_dynamic_sampling'])}, final Pass@1 - DAPO "
-                  f"{fmt(r['final_pass_at_1_minus_dapo'], False)}, groups/step {fmt(r['groups_trained_per_step_mean'], False)}"
+                  f"{fmt(r['final_pass_at_1_minus_dapo'], False)}, groups/step {fmt(r['groups_trained_per_step_mean'], False, False)}"
+                  f" (min {r['groups_trained_per_step_min']}), proxy corr. {fmt(r['prompt_entropy_correlation'], False)}"
                   f" -> {r['verdict']}")
     if "lze" in claims:
         c = claims["lze"]
         print(f"\nP2 LZE: backward FLOPs vs GRPO without zero-variance groups "
               f"{fmt(c['backward_flops_savings_vs_grpo_without_zero_variance'])}, training FLOPs vs GRPO "
-              f"{fmt(c['training_flops_savings_vs_grpo'])}, K binds on {fmt(c['selection_binds_share_of_steps'], False)} "
+              f"{fmt(c['training_flops_savings_vs_grpo'])}, K binds on {fmt(c['selection_binds_share_of_steps'], True, False)} "
               f"of steps, Pass@1 - no-ZV GRPO {fmt(c['final_pass_at_1_minus_grpo_without_zero_variance'], False)}, "
               f"- random {fmt(c['final_pass_at_1_minus_random_selection'], False)} -> {c['verdict_compute']}; "
               f"energy beats random: {c['verdict_energy_beats_random']}")
-        print(f"   pruner at equal epochs: rollouts {fmt(c['pruner']['rollout_savings_vs_lze_without_pruner'])}, "
+        print(f"   pruner at equal epochs: {fmt(c['pruner']['prompts_pruned_at_the_end'], False, False)} prompts pruned, "
+              f"rollouts {fmt(c['pruner']['rollout_savings_vs_lze_without_pruner'])}, "
               f"Pass@1 {fmt(c['pruner']['final_pass_at_1_minus_lze_without_pruner'], False)} -> {c['pruner']['verdict']}")
     if "hora" in claims:
         c = claims["hora"]
-        diff = c["pass_at_j_hard_slice_hora_minus_grpo"]
-        print(f"\nP3 HORA - GRPO on the hard slice {c['hard_slice']}: "
-              + ", ".join(f"Pass@{k} {fmt(v, False)}" for k, v in diff.items()) + f" -> {c['verdict']}")
+        for r in c["settings"].values():
+            diff = r["pass_at_j_hard_slice_hora_minus_grpo"]
+            print(f"\nP3 HORA - GRPO (N={r['group_size']}, n0={r['n0']}) on the hard slice {c['hard_slice']}: "
+                  + ", ".join(f"Pass@{k} {fmt(v, False)}" for k, v in diff.items()) + f" -> {r['verdict']}")
     if "rlzvp" in claims:
         c = claims["rlzvp"]
         print(f"\nP4 RL-ZVP: Pass@1 - GRPO {fmt(c['final_pass_at_1_minus_grpo'], False)}, - DAPO at equal steps "

@@ -16,7 +16,7 @@ import pytest
 from tests.selection.simulated import Simulation
 from workers.selection.accounting import RunAccounting, StepAccounting
 from workers.selection.decisions import Action
-from workers.selection.pipeline import AUDIT_WINDOW_GROUPS, GroupOutcome, Pipeline
+from workers.selection.pipeline import AUDIT_MIN_GROUPS, AUDIT_WINDOW_GROUPS, GroupOutcome, Pipeline
 
 N = 8
 
@@ -61,14 +61,31 @@ def test_no_estimate_yet_reads_as_nan_not_as_zero():
 
 def test_the_window_pools_recent_steps_until_it_holds_enough_groups():
     pipeline = Pipeline(["grpo"], batch_size=4, group_size=N)
-    assert math.isnan(pipeline.mixed_rate_uniform(0, 0))
-    assert pipeline.mixed_rate_uniform(10, 0) == pytest.approx(0.5 / 11)  # finite with no mixed group
+    assert math.isnan(pipeline.mixed_rate_uniform(0, 0)[0])
+    assert math.isnan(pipeline.mixed_rate_uniform(10, 5)[0])  # fewer than AUDIT_MIN_GROUPS: no estimate
     for _ in range(10):
-        rate = pipeline.mixed_rate_uniform(10, 5)
+        rate, groups = pipeline.mixed_rate_uniform(10, 5)
     # the latest steps holding at least AUDIT_WINDOW_GROUPS groups, the oldest ones dropped
     held = math.ceil(AUDIT_WINDOW_GROUPS / 10)
-    assert rate == pytest.approx((5 * held + 0.5) / (10 * held + 1))
+    assert (rate, groups) == (pytest.approx(0.5), 10 * held)
     assert len(pipeline.audit_window) == held
+    empty = Pipeline(["grpo"], batch_size=4, group_size=N)
+    assert empty.mixed_rate_uniform(AUDIT_MIN_GROUPS, 0)[0] == pytest.approx(0.5 / AUDIT_MIN_GROUPS)
+
+
+def test_dynamic_sampling_rollouts_correct_the_small_window_overshoot():
+    pipeline = Pipeline(["grpo"], batch_size=4, group_size=N)
+    # q_hat = 0.5 from 40 groups: N / q_hat divided by 1 + (1 - q) / (n q)
+    assert pipeline.rollouts_dynamic_sampling(10, 0.5, 40) == pytest.approx(10 * N / 0.5 / (1 + 0.5 / 20))
+    assert math.isnan(pipeline.rollouts_dynamic_sampling(10, math.nan, 0))
+    # the correction is right on average: simulate windows of n groups at a true rate q
+    rng = np.random.default_rng(0)
+    q, n = 0.25, 40
+    rates = rng.binomial(n, q, size=200_000) / n
+    rates = rates[rates > 0]
+    corrected = np.mean([N / r / (1 + (1 - r) / (n * r)) for r in rates[:20_000]])
+    naive = np.mean(N / rates[:20_000])
+    assert abs(corrected / (N / q) - 1) < abs(naive / (N / q) - 1) / 2
 
 
 @pytest.mark.parametrize("methods", [["grpo"], ["greso"], ["hive"], {"lze": {"prune": True}}])

@@ -56,8 +56,10 @@ MAX_DRAW_FACTOR = 50
 # denominator of the filters' savings (docs/savings.md). Without a filter every group
 # is a uniform draw and nothing is set aside.
 AUDIT_SHARE = 0.05
-# The mixed-rate estimate pools the latest steps' uniform groups until it holds this many.
+# The mixed-rate estimate pools the latest steps' uniform groups until it holds this many,
+# and gives none from fewer than AUDIT_MIN_GROUPS (N / q from a handful of groups is wild).
 AUDIT_WINDOW_GROUPS = 64
+AUDIT_MIN_GROUPS = 32
 
 
 @dataclass
@@ -297,11 +299,11 @@ class Pipeline:
                 return name
         return None
 
-    def mixed_rate_uniform(self, drawn: int, mixed: int) -> float:
+    def mixed_rate_uniform(self, drawn: int, mixed: int) -> tuple[float, int]:
         """Add a step's uniform groups to the window; the mixed-group rate of uniform draws
-        over the latest steps holding AUDIT_WINDOW_GROUPS groups (NaN before any).
-        (mixed + 1/2) / (drawn + 1): a window with no mixed group still gives a finite,
-        small rate."""
+        over the latest steps holding AUDIT_WINDOW_GROUPS groups, and how many groups it
+        rests on (NaN below AUDIT_MIN_GROUPS). A window with no mixed group gives 1/2 a group
+        over its size: finite and small."""
         if drawn:
             self.audit_window.append((drawn, mixed))
         total_drawn = total_mixed = kept = 0
@@ -310,7 +312,18 @@ class Pipeline:
             if total_drawn >= AUDIT_WINDOW_GROUPS:
                 break
         self.audit_window = self.audit_window[-kept:] if kept else []
-        return (total_mixed + 0.5) / (total_drawn + 1) if total_drawn else math.nan
+        if total_drawn < AUDIT_MIN_GROUPS:
+            return math.nan, total_drawn
+        return max(total_mixed, 0.5) / total_drawn, total_drawn
+
+    def rollouts_dynamic_sampling(self, mixed_groups: int, rate: float, groups: int) -> float:
+        """Rollouts dynamic sampling needs for ``mixed_groups`` mixed groups: N / q each, with
+        q estimated from ``groups`` uniform groups. 1 / q_hat overshoots 1 / q by about
+        (1 - q) / (n q) (delta method); dividing that out keeps small windows from inflating
+        the yardstick."""
+        if not (rate > 0):
+            return math.nan
+        return mixed_groups * self.group_size / rate / (1 + (1 - rate) / (groups * rate))
 
     # -- steps and epochs -----------------------------------------------------------------
     def begin_step(self, step: int, epoch: int) -> StepSelection:
@@ -632,7 +645,7 @@ class StepSelection:
         trained = {id(g) for g in self.trained_groups}
         uniform = outcomes if p.screening is None else [o for o in outcomes if o.key in self.audited]
         uniform_mixed = sum(1 for o in uniform if not o.zero_variance)
-        mixed_rate = p.mixed_rate_uniform(len(uniform), uniform_mixed)
+        mixed_rate, window = p.mixed_rate_uniform(len(uniform), uniform_mixed)
         mixed_collected = [g for g in self.batch_groups if not g.zero_variance]
         buckets = ledger.buckets(slots, self.step)
         observations = []
@@ -669,7 +682,7 @@ class StepSelection:
             groups_uniform_mixed=uniform_mixed,
             mixed_rate_uniform=mixed_rate,
             groups_mixed_collected=len(mixed_collected),
-            rollouts_dynamic_sampling=len(mixed_collected) * p.group_size / mixed_rate,
+            rollouts_dynamic_sampling=p.rollouts_dynamic_sampling(len(mixed_collected), mixed_rate, window),
             backward_tokens_mixed=int(sum(int(g.response_tokens.sum()) for g in mixed_collected)),
             seconds={k: float(v) for k, v in (seconds or {}).items()},
         )
