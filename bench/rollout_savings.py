@@ -44,7 +44,9 @@ method, mean over seeds with the 95% interval); each run's events go to --runs
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
@@ -207,6 +209,7 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
     ds_generated = ds_needed = 0.0
     seconds = 0.0
     groups_trained, groups_collected, binds, alerts = [], [], [], []
+    by_epoch: dict[int, dict[str, float]] = {}  # epoch -> what was spent by its end
     entropy, value = [], []
     for e in steps:
         s = e["summary"]
@@ -227,6 +230,7 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
                 entropy.append(h)
                 value.append(o["pass_rate"] * (1 - o["pass_rate"]))
         spent[e["step"] + 1] = (totals["rollouts_generated"], seconds, totals["flops_estimate"])
+        by_epoch[int(e.get("epoch", 0))] = {"steps": e["step"] + 1, "rollouts": totals["rollouts_generated"]}
     curve = []
     for e in evaluations:
         r, sec, flops = spent.get(e["step"], (totals["rollouts_generated"], seconds, totals["flops_estimate"]))
@@ -250,6 +254,8 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
         "selection_binds_share": float(np.mean(binds)) if binds else None,
         "prompt_entropy_correlation": proxy, "alerts": alerts[:20], "evaluations": curve,
         "final_metrics": steps[-1]["summary"]["metrics"] if steps else {},
+        # the last epoch listed may be unfinished: equal-epoch comparisons use the completed ones
+        "spent_by_epoch": {str(k): v for k, v in sorted(by_epoch.items())},
     }
 
 
@@ -397,13 +403,23 @@ def claim_lze(results, seeds) -> dict[str, Any]:
     out["verdict_compute"] = v
     out["verdict_energy_beats_random"] = verdict(acc_rand)
     prune, plain = per_seed(results, "lze_prune", "epochs", seeds), per_seed(results, "lze", "epochs", seeds)
+    at_epochs, epochs_done = [], []
+    for a, b in zip(prune, plain):
+        # The pruner shortens epochs, so compare what each run spent to finish the same epochs.
+        done = min(len(a["spent_by_epoch"]), len(b["spent_by_epoch"])) - 1  # completed by both
+        if done >= 1:
+            key = str(done - 1)
+            at_epochs.append(1 - a["spent_by_epoch"][key]["rollouts"] / b["spent_by_epoch"][key]["rollouts"])
+            epochs_done.append(done)
+    effect = interval(at_epochs)
     out["pruner"] = {
         "prompts_pruned_at_the_end": interval([r["final_metrics"].get("lze/pruned_pool", 0.0) for r in prune]),
         "pool_prompts": SIZES_USED["epochs"].get("task_train_size"),
-        "rollout_savings_vs_lze_without_pruner": interval(
-            [1 - a["rollouts_generated"] / b["rollouts_generated"] for a, b in zip(prune, plain)]),
-        "final_pass_at_1_minus_lze_without_pruner": interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(prune, plain)]),
-        "verdict": verdict(interval([1 - a["rollouts_generated"] / b["rollouts_generated"] for a, b in zip(prune, plain)])),
+        "epochs_compared": epochs_done,
+        "rollout_savings_at_equal_epochs_vs_lze_without_pruner": effect,
+        "final_pass_at_1_minus_lze_without_pruner_equal_steps": interval(
+            [final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(prune, plain)]),
+        "verdict": verdict(effect),
     }
     return out
 
@@ -508,6 +524,8 @@ def main() -> None:
     parser.add_argument("--var", type=Path, default=Path("var"), help="warm-up cache folder (default var/)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--runs", type=Path, default=None, help="runs' events (default VAR/bench/rollout_savings_MODE)")
+    parser.add_argument("--reanalyse", action="store_true",
+                        help="train nothing: re-read the runs' events of the last results file and recompute the claims")
     args = parser.parse_args()
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -521,6 +539,16 @@ def main() -> None:
     runs_dir = args.runs or args.var / "bench" / f"rollout_savings_{mode}"
     started = time.perf_counter()
 
+    stem = "rollout_savings" if mode == "full" else f"rollout_savings_{mode}"
+    if args.reanalyse:
+        previous = json.loads((out_dir / f"{stem}.json").read_text())
+        calibration, results = previous["calibration"], {}
+        for name, old in previous["runs"].items():
+            events = read_events(runs_dir / name / "events.jsonl")
+            keep = {k: old[k] for k in ("method", "setting", "seed", "selectors")}
+            results[name] = {**summarise(events, old["wall_seconds"], old["parameters"]), **keep}
+        finish(mode, protocols, seeds, calibration, results, out_dir, stem, args, threads, started, previous)
+        return
     calibration = calibrate(mode, args.var, max(threads * args.jobs, 1))
     print(f"calibration ({mode}): zero-variance share {calibration['zero_variance_share']:.2f}, levels:")
     for tag, v in calibration["levels"].items():
@@ -534,7 +562,8 @@ def main() -> None:
                    key=lambda r: (r.seed, r.setting, r.method))
     jobs = [(spec, run_config(spec, mode, args.lr), str(runs_dir), str(args.var), threads) for spec in specs]
     results: dict[str, dict[str, Any]] = {}
-    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+    # spawn, not fork: a child forked after torch started its OpenMP threads can hang
+    with ProcessPoolExecutor(max_workers=max(args.jobs, 1), mp_context=multiprocessing.get_context("spawn")) as pool:
         for spec, result in zip(specs, pool.map(run_one, jobs)):
             results[spec.name] = {**result, "method": spec.method, "setting": spec.setting, "seed": spec.seed,
                                   "selectors": METHODS[spec.method]}
@@ -542,6 +571,13 @@ def main() -> None:
                   f" {int(result['rollouts_generated'])} rollouts, final Pass@1 "
                   f"{result['evaluations'][-1]['pass_at_1']:.3f}", flush=True)
 
+    finish(mode, protocols, seeds, calibration, results, out_dir, stem, args, threads, started, None)
+
+
+def finish(mode: str, protocols: list[str], seeds: list[int], calibration: dict[str, Any],
+           results: dict[str, dict[str, Any]], out_dir: Path, stem: str, args: argparse.Namespace, threads: int,
+           started: float, previous: dict[str, Any] | None) -> None:
+    """Claims, the figure and the results file from the runs' summaries."""
     claims: dict[str, Any] = {}
     if "P1" in protocols:
         claims["filters"] = claim_filters(results, seeds)
@@ -553,7 +589,6 @@ def main() -> None:
         claims["rlzvp"] = claim_rlzvp(results, seeds)
     print_claims(claims)
 
-    stem = "rollout_savings" if mode == "full" else f"rollout_savings_{mode}"
     figure = out_dir / f"{stem}.png"
     out_dir.mkdir(parents=True, exist_ok=True)
     draw(results, seeds, figure, f"Held-out Pass@1, mean over {len(seeds)} seed(s) with 95% intervals ({mode})")
@@ -562,7 +597,8 @@ def main() -> None:
         "testbed": {k: v for k, v in RunConfig.from_mapping({**SIZES[mode].get("base", {})}).to_dict().items()
                     if k not in ("dataset", "eval_dataset", "selectors")},
         "calibration": calibration, "gate_ignored": not calibration["passed"],
-        "claims": claims, "total_seconds": time.perf_counter() - started, "jobs": args.jobs, "threads": threads,
+        "claims": claims, "jobs": args.jobs, "threads": threads,
+        "total_seconds": previous["total_seconds"] if previous else time.perf_counter() - started,
         "runs": {name: {k: v for k, v in r.items() if k not in ("groups_collected_per_step",)}
                  for name, r in results.items()},
     }), out_dir)
@@ -598,9 +634,11 @@ def print_claims(claims: dict[str, Any]) -> None:
               f"of steps, Pass@1 - no-ZV GRPO {fmt(c['final_pass_at_1_minus_grpo_without_zero_variance'], False)}, "
               f"- random {fmt(c['final_pass_at_1_minus_random_selection'], False)} -> {c['verdict_compute']}; "
               f"energy beats random: {c['verdict_energy_beats_random']}")
-        print(f"   pruner at equal epochs: {fmt(c['pruner']['prompts_pruned_at_the_end'], False, False)} prompts pruned, "
-              f"rollouts {fmt(c['pruner']['rollout_savings_vs_lze_without_pruner'])}, "
-              f"Pass@1 {fmt(c['pruner']['final_pass_at_1_minus_lze_without_pruner'], False)} -> {c['pruner']['verdict']}")
+        pr = c["pruner"]
+        print(f"   pruner: {fmt(pr['prompts_pruned_at_the_end'], False, False)} of {pr['pool_prompts']} prompts pruned; "
+              f"rollouts to finish the same epochs {fmt(pr['rollout_savings_at_equal_epochs_vs_lze_without_pruner'])}, "
+              f"Pass@1 at equal steps {fmt(pr['final_pass_at_1_minus_lze_without_pruner_equal_steps'], False)}"
+              f" -> {pr['verdict']}")
     if "hora" in claims:
         c = claims["hora"]
         for r in c["settings"].values():

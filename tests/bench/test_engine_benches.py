@@ -71,6 +71,14 @@ def test_rollout_savings_bench_runs_every_protocol_over_seeds_and_writes_verdict
     png = (tmp_path / "rollout_savings_tiny.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) < 500_000
     assert "P1 filters vs DAPO" in result.stdout and "P3 HORA" in result.stdout
+    pruner = payload["claims"]["lze"]["pruner"]
+    assert pruner["pool_prompts"] == 16 and set(pruner) >= {"prompts_pruned_at_the_end", "epochs_compared"}
+    # --reanalyse recomputes the claims from the runs' events, training nothing
+    again = run_bench("rollout_savings.py", "--tiny", "--reanalyse", "--var", str(tmp_path / "var"),
+                      "--out", str(tmp_path))
+    assert "ran " not in again.stdout
+    reread = json.loads((tmp_path / "rollout_savings_tiny.json").read_text())
+    assert reread["claims"] == payload["claims"] and reread["runs"].keys() == payload["runs"].keys()
 
 
 def test_the_statistics_on_known_numbers():
