@@ -463,7 +463,8 @@ def reach_row(evaluations: Sequence[Mapping[str, Any]],
 
 
 def savings_row(totals: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's savings line: rollouts, their savings, device-hours and the hours saved."""
+    """A run's savings line: rollouts, their savings against each yardstick (None where it has
+    no figure), device-hours and the hours saved against uniform GRPO."""
     generated, uniform = int(totals["rollouts_generated"]), int(totals["rollouts_uniform"])
     device_h = (number(totals["device_seconds"]) or 0.0) / 3600.0
     uniform_h = (number(totals["uniform_device_seconds"]) or 0.0) / 3600.0
@@ -471,12 +472,20 @@ def savings_row(totals: Mapping[str, Any]) -> dict[str, Any]:
         "steps": int(totals["steps"]),
         "rollouts_generated": generated,
         "rollouts_uniform": uniform,
-        "rollout_savings": None if not uniform else 1.0 - generated / uniform,
+        "rollout_savings": saving(generated, uniform),
+        "rollout_savings_vs_dynamic_sampling": saving(int(totals.get("generated_with_estimate") or 0),
+                                                      number(totals.get("dynamic_sampling")) or 0.0),
+        "backward_savings_vs_mixed": saving(int(totals.get("backward") or 0), int(totals.get("backward_mixed") or 0)),
         "effective_share_of_generated": ratio(totals.get("rollouts_effective"), generated),
         "device_hours": device_h,
         "uniform_device_hours": uniform_h,
         "device_hours_saved": uniform_h - device_h,
     }
+
+
+def with_percentages(row: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The row with NAME_pct beside each named share, as the dashboard writes it ("33.3%", "–")."""
+    return {**row, **{f"{name}_pct": percent(row.get(name)) for name in names}}
 
 
 def budget_series(usage: Iterable[tuple[Any, float, float]], *, period_start: Any = None, period_end: Any = None,

@@ -334,7 +334,9 @@ def compare(request: HttpRequest) -> HttpResponse:
     candidates = sel.run_list(request.user, team=team.slug, limit=50) if team else []
     for candidate in candidates:
         candidate.labels = charts.method_labels(candidate.methods)
-    table = [{"run": r, "labels": charts.method_labels(r.methods), **charts.savings_row(sel.run_totals_row(r))}
+    table = [{"run": r, "labels": charts.method_labels(r.methods), **charts.with_percentages(
+        charts.savings_row(sel.run_totals_row(r)), ("rollout_savings", "rollout_savings_vs_dynamic_sampling",
+                                                    "backward_savings_vs_mixed", "effective_share_of_generated"))}
              for r in chosen]
     evaluations = {r.id: sel.evaluations_of(r) for r in chosen}
     series = charts.compare_series([{"id": r.id, "name": r.name, "evaluations": evaluations[r.id]}
