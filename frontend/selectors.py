@@ -9,6 +9,7 @@ steps at a time and go through the (run, step), (run, prompt_key, step) and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from controlplane.runs.models import (
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.selectors import runs_for_user
+from controlplane.runs.selectors import run_totals, runs_for_user
 from frontend.charts import HeatmapLayout, Totals
 
 # Steps per cursor read; the answer says has_more when there are more. Step summaries are one
@@ -316,13 +317,6 @@ def evaluations_of(run: Run) -> list[dict[str, Any]]:
 
 
 def run_totals_row(run: Run) -> dict[str, Any]:
-    with_estimate = Q(rollouts_dynamic_sampling__gt=0)  # a step without the estimate counts on neither side
-    sums = StepSummary.objects.filter(run=run).aggregate(
-        steps=Count("id"), rollouts_generated=Sum("rollouts_generated"), rollouts_uniform=Sum("rollouts_uniform"),
-        rollouts_effective=Sum("rollouts_effective"), device_seconds=Sum("device_seconds"),
-        uniform_device_seconds=Sum("uniform_device_seconds"),
-        generated_with_estimate=Sum("rollouts_generated", filter=with_estimate),
-        dynamic_sampling=Sum("rollouts_dynamic_sampling", filter=with_estimate),
-        backward=Sum("backward_tokens"), backward_mixed=Sum("backward_tokens_mixed"))
-    return {k: (v or 0) for k, v in sums.items()}
+    """The run's cumulative accounting (controlplane's RunTotals: one definition) as a mapping."""
+    return dataclasses.asdict(run_totals(run))
 

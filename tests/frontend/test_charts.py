@@ -332,8 +332,16 @@ def test_savings_row_compares_a_run_with_uniform_grpo():
     row = charts.savings_row({"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800,
                               "rollouts_effective": 300, "device_seconds": 1800.0, "uniform_device_seconds": 3600.0})
     assert row == {"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800, "rollout_savings": 0.25,
+                   "rollout_savings_vs_dynamic_sampling": None, "backward_savings_vs_mixed": None,
                    "effective_share_of_generated": 0.5, "device_hours": 0.5, "uniform_device_hours": 1.0,
                    "device_hours_saved": 0.5}
+    # each yardstick from its own sums: dynamic sampling over the steps with an estimate
+    filtered = charts.savings_row({"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800,
+                                   "rollouts_effective": 300, "device_seconds": 0.0, "uniform_device_seconds": 0.0,
+                                   "rollouts_generated_with_estimate": 500, "rollouts_dynamic_sampling": 1000.0,
+                                   "backward_tokens": 300, "backward_tokens_mixed": 400})
+    assert filtered["rollout_savings_vs_dynamic_sampling"] == pytest.approx(0.5)
+    assert filtered["backward_savings_vs_mixed"] == pytest.approx(0.25)
     empty = charts.savings_row({"steps": 0, "rollouts_generated": 0, "rollouts_uniform": 0, "rollouts_effective": 0,
                                 "device_seconds": 0, "uniform_device_seconds": 0})
     assert empty["rollout_savings"] is None and empty["effective_share_of_generated"] is None

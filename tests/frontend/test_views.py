@@ -425,6 +425,7 @@ def test_compare_overlays_runs_and_tabulates_their_savings(bob, run, acme, datas
     assert [s["name"] for s in response.context["series"]] == ["edge-run", "other-run"]
     table = response.context["table"]
     assert table[0]["rollout_savings"] == pytest.approx(1 / 3) and table[1]["steps"] == 2
+    assert table[0]["rollout_savings_pct"] == "33.3%"  # percentages on the page, like everywhere else
     assert "Pick two or more runs" in bob.get("/compare/").content.decode()
 
 
