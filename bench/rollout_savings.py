@@ -89,6 +89,7 @@ LABELS = {
 PROTOCOLS: dict[str, tuple[tuple[str, ...], str]] = {
     "P1": (("dapo", "greso", "hive", "hive_lam0.5"), "main"),
     "P2": (("grpo", "grpo_no_zv", "lze", "lze_random"), "main"),
+    "P2_edge": (("grpo", "grpo_no_zv", "lze", "lze_random"), "edge"),
     "P2_pruner": (("lze", "lze_prune"), "epochs"),
     "P3": (("grpo", "hora"), "wide"),
     "P3_paper": (("grpo", "hora_n0_8"), "wide32"),
@@ -113,6 +114,9 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 GATE = {"edge_sampled": (0.4, 0.7), "edge_greedy_min": 0.95, "partial_sampled": (0.02, 0.1),
         "unsolved_sampled_max": 0.02, "zero_variance_share": (0.4, 0.6)}
+# "At equal accuracy": a method is refused the claim only when its final Pass@1 is worse than
+# the comparison's by more than this, with 95% confidence (the interval's upper end below -margin).
+NON_INFERIORITY_MARGIN = 0.01
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -167,10 +171,13 @@ class RunSpec:
         return f"{self.method}-{self.setting}-s{self.seed}"
 
 
-def run_config(spec: RunSpec, mode: str, lr: float | None) -> dict[str, Any]:
+def run_config(spec: RunSpec, mode: str, lr: float | None, edge_levels: list[int]) -> dict[str, Any]:
     sizes = SIZES[mode]
-    config = {**sizes.get("base", {}), **sizes[spec.setting], "seed": spec.seed, "checkpoint_every": 0,
+    setting = sizes["main"] if spec.setting == "edge" else sizes[spec.setting]
+    config = {**sizes.get("base", {}), **setting, "seed": spec.seed, "checkpoint_every": 0,
               "selectors": METHODS[spec.method]}
+    if spec.setting == "edge":  # a pool whose live share is above LZE's kappa: the edge levels only
+        config["task_levels"] = edge_levels
     if lr is not None:
         config["lr"] = lr
     return config
@@ -364,7 +371,7 @@ def claim_filters(results, seeds) -> dict[str, Any]:
         effect = interval(savings)
         accuracy = interval(p1_diff)
         v = verdict(effect)
-        if v == "reproduced" and accuracy["high"] is not None and accuracy["high"] < 0:
+        if v == "reproduced" and accuracy["high"] is not None and accuracy["high"] < -NON_INFERIORITY_MARGIN:
             v = "not reproduced (fewer rollouts, but lower final Pass@1)"
         out["methods"][method] = {
             "rollout_savings_to_90pct_of_dapo_gain": effect, "seconds_savings_to_90pct_of_dapo_gain": interval(seconds),
@@ -382,26 +389,12 @@ def claim_filters(results, seeds) -> dict[str, Any]:
 
 
 def claim_lze(results, seeds) -> dict[str, Any]:
-    out: dict[str, Any] = {"claim": "LZE: about a third less training compute at equal accuracy (paper 003)"}
-    lze, base, grpo, rand = (per_seed(results, m, "main", seeds) for m in ("lze", "grpo_no_zv", "grpo", "lze_random"))
-    flops = [1 - a["backward_flops"] / b["backward_flops"] for a, b in zip(lze, base) if b["backward_flops"]]
-    total = [1 - a["flops_estimate"] / g["flops_estimate"] for a, g in zip(lze, grpo) if g["flops_estimate"]]
-    acc_base = interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(lze, base)])
-    acc_rand = interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(lze, rand)])
-    out.update({
-        "backward_flops_savings_vs_grpo_without_zero_variance": interval(flops),
-        "live_estimate_backward_savings_vs_mixed": interval([r["backward_savings_vs_mixed"] for r in lze]),
-        "training_flops_savings_vs_grpo": interval(total),
-        "selection_binds_share_of_steps": interval([r["selection_binds_share"] for r in lze]),
-        "final_pass_at_1_minus_grpo_without_zero_variance": acc_base,
-        "final_pass_at_1_minus_random_selection": acc_rand,
-        "final_pass_at_1_minus_grpo": interval([final_pass_at_1(a) - final_pass_at_1(g) for a, g in zip(lze, grpo)]),
-    })
-    v = verdict(interval(flops))
-    if v == "reproduced" and acc_base["high"] is not None and acc_base["high"] < 0:
-        v = "not reproduced (fewer backward FLOPs, but lower final Pass@1)"
-    out["verdict_compute"] = v
-    out["verdict_energy_beats_random"] = verdict(acc_rand)
+    out: dict[str, Any] = {"claim": "LZE: about a third less training compute at equal accuracy (paper 003)",
+                           "pools": {}}
+    for setting in ("main", "edge"):
+        if per_seed(results, "lze", setting, seeds):
+            out["pools"][setting] = lze_backward(results, seeds, setting)
+    out["verdict_compute"] = "; ".join(f"{k}: {v['verdict_compute']}" for k, v in out["pools"].items())
     prune, plain = per_seed(results, "lze_prune", "epochs", seeds), per_seed(results, "lze", "epochs", seeds)
     at_epochs, epochs_done = [], []
     for a, b in zip(prune, plain):
@@ -421,6 +414,31 @@ def claim_lze(results, seeds) -> dict[str, Any]:
             [final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(prune, plain)]),
         "verdict": verdict(effect),
     }
+    return out
+
+
+def lze_backward(results, seeds, setting: str) -> dict[str, Any]:
+    """LZE's backward selection on one pool: main (the whole testbed) or edge (its edge levels)."""
+    out: dict[str, Any] = {"pool": "every level" if setting == "main" else "the edge levels only"}
+    lze, base, grpo, rand = (per_seed(results, m, setting, seeds) for m in ("lze", "grpo_no_zv", "grpo", "lze_random"))
+    flops = [1 - a["backward_flops"] / b["backward_flops"] for a, b in zip(lze, base) if b["backward_flops"]]
+    total = [1 - a["flops_estimate"] / g["flops_estimate"] for a, g in zip(lze, grpo) if g["flops_estimate"]]
+    acc_base = interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(lze, base)])
+    acc_rand = interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(lze, rand)])
+    out.update({
+        "backward_flops_savings_vs_grpo_without_zero_variance": interval(flops),
+        "live_estimate_backward_savings_vs_mixed": interval([r["backward_savings_vs_mixed"] for r in lze]),
+        "training_flops_savings_vs_grpo": interval(total),
+        "selection_binds_share_of_steps": interval([r["selection_binds_share"] for r in lze]),
+        "final_pass_at_1_minus_grpo_without_zero_variance": acc_base,
+        "final_pass_at_1_minus_random_selection": acc_rand,
+        "final_pass_at_1_minus_grpo": interval([final_pass_at_1(a) - final_pass_at_1(g) for a, g in zip(lze, grpo)]),
+    })
+    v = verdict(interval(flops))
+    if v == "reproduced" and acc_base["high"] is not None and acc_base["high"] < -NON_INFERIORITY_MARGIN:
+        v = "not reproduced (fewer backward FLOPs, but lower final Pass@1)"
+    out["verdict_compute"] = v
+    out["verdict_energy_beats_random"] = verdict(acc_rand)
     return out
 
 
@@ -524,6 +542,8 @@ def main() -> None:
     parser.add_argument("--var", type=Path, default=Path("var"), help="warm-up cache folder (default var/)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     parser.add_argument("--runs", type=Path, default=None, help="runs' events (default VAR/bench/rollout_savings_MODE)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs of the last results file (their events are re-read), train the others")
     parser.add_argument("--reanalyse", action="store_true",
                         help="train nothing: re-read the runs' events of the last results file and recompute the claims")
     args = parser.parse_args()
@@ -540,8 +560,12 @@ def main() -> None:
     started = time.perf_counter()
 
     stem = "rollout_savings" if mode == "full" else f"rollout_savings_{mode}"
+    previous_path = out_dir / f"{stem}.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() and (args.reanalyse or args.resume) \
+        else None
     if args.reanalyse:
-        previous = json.loads((out_dir / f"{stem}.json").read_text())
+        if previous is None:
+            raise SystemExit(f"--reanalyse needs {previous_path}")
         calibration, results = previous["calibration"], {}
         for name, old in previous["runs"].items():
             events = read_events(runs_dir / name / "events.jsonl")
@@ -549,7 +573,7 @@ def main() -> None:
             results[name] = {**summarise(events, old["wall_seconds"], old["parameters"]), **keep}
         finish(mode, protocols, seeds, calibration, results, out_dir, stem, args, threads, started, previous)
         return
-    calibration = calibrate(mode, args.var, max(threads * args.jobs, 1))
+    calibration = previous["calibration"] if args.resume and previous else calibrate(mode, args.var, threads * args.jobs)
     print(f"calibration ({mode}): zero-variance share {calibration['zero_variance_share']:.2f}, levels:")
     for tag, v in calibration["levels"].items():
         print(f"  {tag}: greedy {v['greedy_pass_at_1']:.3f}, sampled {v['sampled_pass_at_1']:.3f}")
@@ -560,8 +584,18 @@ def main() -> None:
 
     specs = sorted({RunSpec(m, PROTOCOLS[p][1], s) for p in protocols for m in PROTOCOLS[p][0] for s in seeds},
                    key=lambda r: (r.seed, r.setting, r.method))
-    jobs = [(spec, run_config(spec, mode, args.lr), str(runs_dir), str(args.var), threads) for spec in specs]
+    edge_levels = sorted(int(t.split("=")[1]) for t in calibration["checks"]["edge levels"]) or [2, 3]
     results: dict[str, dict[str, Any]] = {}
+    if args.resume and previous is not None:  # keep the runs already trained; train the others
+        for name, old in previous["runs"].items():
+            if (runs_dir / name / "events.jsonl").is_file():
+                keep = {k: old[k] for k in ("method", "setting", "seed", "selectors")}
+                results[name] = {**summarise(read_events(runs_dir / name / "events.jsonl"), old["wall_seconds"],
+                                             old["parameters"]), **keep}
+        specs = [spec for spec in specs if spec.name not in results]
+        print(f"resuming: {len(results)} runs kept, {len(specs)} to train", flush=True)
+    jobs = [(spec, run_config(spec, mode, args.lr, edge_levels), str(runs_dir), str(args.var), threads)
+            for spec in specs]
     # spawn, not fork: a child forked after torch started its OpenMP threads can hang
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1), mp_context=multiprocessing.get_context("spawn")) as pool:
         for spec, result in zip(specs, pool.map(run_one, jobs)):
@@ -571,7 +605,8 @@ def main() -> None:
                   f" {int(result['rollouts_generated'])} rollouts, final Pass@1 "
                   f"{result['evaluations'][-1]['pass_at_1']:.3f}", flush=True)
 
-    finish(mode, protocols, seeds, calibration, results, out_dir, stem, args, threads, started, None)
+    finish(mode, protocols, seeds, calibration, results, out_dir, stem, args, threads, started,
+           previous if args.resume else None)
 
 
 def finish(mode: str, protocols: list[str], seeds: list[int], calibration: dict[str, Any],
@@ -581,7 +616,7 @@ def finish(mode: str, protocols: list[str], seeds: list[int], calibration: dict[
     claims: dict[str, Any] = {}
     if "P1" in protocols:
         claims["filters"] = claim_filters(results, seeds)
-    if "P2" in protocols and "P2_pruner" in protocols:
+    if {"P2", "P2_edge", "P2_pruner"} & set(protocols):
         claims["lze"] = claim_lze(results, seeds)
     if "P3" in protocols or "P3_paper" in protocols:
         claims["hora"] = claim_hora(results, seeds, calibration["hard_levels"])
@@ -598,7 +633,8 @@ def finish(mode: str, protocols: list[str], seeds: list[int], calibration: dict[
                     if k not in ("dataset", "eval_dataset", "selectors")},
         "calibration": calibration, "gate_ignored": not calibration["passed"],
         "claims": claims, "jobs": args.jobs, "threads": threads,
-        "total_seconds": previous["total_seconds"] if previous else time.perf_counter() - started,
+        "total_seconds": (previous["total_seconds"] if previous else 0.0) + (
+            0.0 if args.reanalyse else time.perf_counter() - started),
         "runs": {name: {k: v for k, v in r.items() if k not in ("groups_collected_per_step",)}
                  for name, r in results.items()},
     }), out_dir)
@@ -628,12 +664,14 @@ def print_claims(claims: dict[str, Any]) -> None:
                   f" -> {r['verdict']}")
     if "lze" in claims:
         c = claims["lze"]
-        print(f"\nP2 LZE: backward FLOPs vs GRPO without zero-variance groups "
-              f"{fmt(c['backward_flops_savings_vs_grpo_without_zero_variance'])}, training FLOPs vs GRPO "
-              f"{fmt(c['training_flops_savings_vs_grpo'])}, K binds on {fmt(c['selection_binds_share_of_steps'], True, False)} "
-              f"of steps, Pass@1 - no-ZV GRPO {fmt(c['final_pass_at_1_minus_grpo_without_zero_variance'], False)}, "
-              f"- random {fmt(c['final_pass_at_1_minus_random_selection'], False)} -> {c['verdict_compute']}; "
-              f"energy beats random: {c['verdict_energy_beats_random']}")
+        for pool in c["pools"].values():
+            print(f"\nP2 LZE on {pool['pool']}: backward FLOPs vs GRPO without zero-variance groups "
+                  f"{fmt(pool['backward_flops_savings_vs_grpo_without_zero_variance'])}, training FLOPs vs GRPO "
+                  f"{fmt(pool['training_flops_savings_vs_grpo'])}, K binds on "
+                  f"{fmt(pool['selection_binds_share_of_steps'], True, False)} of steps, Pass@1 - no-ZV GRPO "
+                  f"{fmt(pool['final_pass_at_1_minus_grpo_without_zero_variance'], False)}, - random "
+                  f"{fmt(pool['final_pass_at_1_minus_random_selection'], False)} -> {pool['verdict_compute']}; "
+                  f"energy beats random: {pool['verdict_energy_beats_random']}")
         pr = c["pruner"]
         print(f"   pruner: {fmt(pr['prompts_pruned_at_the_end'], False, False)} of {pr['pool_prompts']} prompts pruned; "
               f"rollouts to finish the same epochs {fmt(pr['rollout_savings_at_equal_epochs_vs_lze_without_pruner'])}, "

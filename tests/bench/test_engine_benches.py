@@ -61,7 +61,9 @@ def test_rollout_savings_bench_runs_every_protocol_over_seeds_and_writes_verdict
     verdicts = [payload["claims"]["filters"]["methods"][m]["verdict"] for m in ("greso", "hive", "hive_lam0.5")]
     verdicts += [s["verdict"] for s in payload["claims"]["hora"]["settings"].values()]
     verdicts.append(payload["claims"]["rlzvp"]["verdict"])
-    verdicts += [payload["claims"]["lze"]["verdict_compute"], payload["claims"]["lze"]["pruner"]["verdict"]]
+    assert set(payload["claims"]["lze"]["pools"]) == {"main", "edge"}
+    verdicts += [pool["verdict_compute"] for pool in payload["claims"]["lze"]["pools"].values()]
+    verdicts.append(payload["claims"]["lze"]["pruner"]["verdict"])
     assert all(v.split(" (")[0] in {"reproduced", "not reproduced", "inconclusive", "not testable here"}
                for v in verdicts), verdicts
     # every run of a seed starts from the one warm start, evaluated with the same seed
@@ -79,6 +81,10 @@ def test_rollout_savings_bench_runs_every_protocol_over_seeds_and_writes_verdict
     assert "ran " not in again.stdout
     reread = json.loads((tmp_path / "rollout_savings_tiny.json").read_text())
     assert reread["claims"] == payload["claims"] and reread["runs"].keys() == payload["runs"].keys()
+    # --resume keeps every run already trained and trains none again
+    resumed = run_bench("rollout_savings.py", "--tiny", "--resume", "--var", str(tmp_path / "var"),
+                        "--out", str(tmp_path))
+    assert "ran " not in resumed.stdout and f"{len(expected)} runs kept, 0 to train" in resumed.stdout
 
 
 def test_the_statistics_on_known_numbers():
