@@ -11,7 +11,7 @@ def errors_of(values):
 
 def test_defaults_are_a_valid_run():
     config = RunConfig.from_mapping({})
-    assert (config.engine, config.task, config.batch_size, config.group_size) == ("local", "add", 64, 8)
+    assert (config.engine, config.task, config.batch_size, config.group_size) == ("local", "add_aligned", 32, 8)
     assert config.selectors == {"grpo": {}}
 
 
@@ -78,3 +78,14 @@ def test_yaml_exponent_floats_without_a_dot_are_numbers(tmp_path):
     config = RunConfig.load(tmp_path / "run.yaml")
     assert (config.lr, config.warmup_lr) == (5e-4, 3e-3)
     assert "must be a number" in errors_of({"lr": "fast"})["lr"][0]
+
+
+def test_task_levels_and_the_warmup_fields_are_checked():
+    with pytest.raises(ConfigError) as bad:
+        RunConfig.from_mapping({"task_levels": [9], "warmup_noise": 1.5, "lr_warmup_steps": -1})
+    fields = bad.value.as_dict()
+    assert "levels 2, 3, 4, 5, 6" in fields["task_levels"][0]
+    assert set(fields) == {"task_levels", "warmup_noise", "lr_warmup_steps"}
+    with pytest.raises(ConfigError, match="list of whole numbers"):
+        RunConfig.from_mapping({"task_levels": "2,3"})
+    assert RunConfig.from_mapping({"task_levels": [2, 3]}).task_levels == [2, 3]

@@ -116,7 +116,7 @@ def test_asking_for_more_prompts_than_exist_fails():
 
 
 def test_an_unknown_task_lists_the_valid_names():
-    with pytest.raises(ValueError, match="add, mul"):
+    with pytest.raises(ValueError, match="add, add_aligned, mul"):
         builtin_task("sub")
 
 
@@ -176,3 +176,39 @@ def test_the_export_command_writes_both_splits_readable_as_datasets(tmp_path):
     expected = builtin_task("mul", seed=0, n_train=30, n_test=10)
     assert [r.key for r in train] == [r.key for r in expected.train]
     assert [r.ground_truth for r in test] == [r.ground_truth for r in expected.test]
+
+
+@pytest.mark.parametrize(("seed", "n_train", "n_test", "levels"),
+                         [(0, 4100, 500, ()), (1, 300, 50, (2, 3)), (7, 64, 16, (6,)), (3, 1000, 0, (2, 4, 5))])
+def test_add_aligned_rl_splits_never_meet_the_warmup_stream(seed, n_train, n_test, levels):
+    from workers.engines.local.tasks import TASKS, warmup_stream
+
+    splits = builtin_task("add_aligned", seed=seed, n_train=n_train, n_test=n_test, levels=levels)
+    records = splits.train + splits.test
+    assert (len(splits.train), len(splits.test)) == (n_train, n_test)
+    assert len({r.prompt for r in records}) == len(records)  # unique across both splits
+    family = TASKS["add_aligned"]
+    for r in records:
+        a, b = r.prompt[:-1].split("+")
+        level = int(r.difficulty.split("=")[1])
+        assert len(a) == len(b) == level and (not levels or level in levels)  # equal width, zero-padded
+        assert r.ground_truth == str(int(a) + int(b))[::-1]
+        assert not family.reserved_for_warmup(int(a) * 10**level + int(b))  # never a warm-up problem
+    stream = warmup_stream("add_aligned", seed)
+    drawn = stream(2000)
+    assert not {q for q, _ in drawn} & {r.prompt for r in records}
+    assert all(answer == str(sum(map(int, q[:-1].split("+"))))[::-1] for q, answer in drawn)
+
+
+def test_about_half_of_each_level_is_reserved_for_the_warmup():
+    from workers.engines.local.tasks import TASKS
+
+    family = TASKS["add_aligned"]
+    share = sum(family.reserved_for_warmup(i) for i in range(20_000)) / 20_000
+    assert 0.45 < share < 0.55
+    assert not any(TASKS[name].reserved_for_warmup(i) for name in ("add", "mul") for i in range(100))
+
+
+def test_an_unknown_level_is_refused_naming_the_levels():
+    with pytest.raises(ValueError, match="levels 2, 3, 4, 5, 6"):
+        builtin_task("add_aligned", levels=(1,))

@@ -23,7 +23,7 @@ from workers.engines.verl.cpu.rollout import WEIGHT_SYNC_LOG
 HERE = Path(__file__).resolve().parent
 REWARDS = str(HERE / "scripted_reward.py")
 JOB_TIMEOUT_S = 300
-CPU_RUN = {"engine": "verl", "device": "cpu", "task_train_size": 16, "task_test_size": 2, "batch_size": 2,
+CPU_RUN = {"engine": "verl", "device": "cpu", "task": "add", "task_train_size": 16, "task_test_size": 2, "batch_size": 2,
            "group_size": 4, "minibatches": 1, "steps": 2, "checkpoint_every": 2, "eval_every": 0, "eval_k": 2,
            "eval_prompts": 2, "max_new_tokens": 4, "verifier": "numeric", "lr": 1e-3,
            "lr_warmup_steps": 0}

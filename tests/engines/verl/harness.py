@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 B, N = 4, 4  # prompts per step and rollouts per prompt of the contract tests
-SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_size": B, "group_size": N,
+SMALL = {"engine": "verl", "task": "add", "task_train_size": 24, "task_test_size": 6, "batch_size": B, "group_size": N,
          "minibatches": 2, "steps": 5, "checkpoint_every": 2, "eval_every": 0, "verifier": "numeric"}
 
 

@@ -21,7 +21,7 @@ from workers.engines.verl.launch import (
 
 pytest.importorskip("verl")
 
-SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_size": 8, "group_size": 4,
+SMALL = {"engine": "verl", "task": "add", "task_train_size": 24, "task_test_size": 6, "batch_size": 8, "group_size": 4,
          "minibatches": 2, "steps": 5, "checkpoint_every": 2, "eval_every": 0, "verifier": "numeric"}
 
 
@@ -122,7 +122,7 @@ def test_without_a_cluster_address_the_job_is_a_local_subprocess_with_the_token_
 
 def test_the_cli_dry_run_prints_the_command_and_refuses_a_bad_override(tmp_path, capsys):
     config = tmp_path / "run.yaml"
-    config.write_text("engine: verl\ntask_train_size: 16\ntask_test_size: 4\nbatch_size: 4\n")
+    config.write_text("engine: verl\ntask: add\ntask_train_size: 16\ntask_test_size: 4\nbatch_size: 4\n")
     args = ["--config", str(config), "--run-dir", str(tmp_path / "run"), "--model-path", "/m", "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out

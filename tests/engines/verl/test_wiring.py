@@ -21,7 +21,7 @@ from workers.engines.verl.launch import (
 
 pytest.importorskip("verl")
 
-SMALL = {"engine": "verl", "task_train_size": 24, "task_test_size": 6, "batch_size": 8, "group_size": 4,
+SMALL = {"engine": "verl", "task": "add", "task_train_size": 24, "task_test_size": 6, "batch_size": 8, "group_size": 4,
          "minibatches": 2, "steps": 5, "checkpoint_every": 2, "eval_every": 0, "verifier": "numeric"}
 
 
