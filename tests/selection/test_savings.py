@@ -164,3 +164,23 @@ def test_lze_backward_savings_count_against_grpo_without_zero_advantage_groups()
     _, _, grpo = run(["grpo"], 40)
     # plain GRPO backpropagates its zero-variance groups too: more than the yardstick
     assert grpo.total("backward_tokens") > grpo.total("backward_tokens_mixed")
+
+
+def test_no_audit_keeps_every_filter_strict_and_gives_no_dynamic_sampling_figure():
+    """audit_share = 0: a user who wants the pruner and the filters to never let a prompt
+    through pays with the yardstick: filtered runs then have no estimate (NaN, not 0)."""
+    sim = Simulation(["greso"], n_prompts=256, batch_size=16, group_size=N,
+                     pipeline=Pipeline(["greso"], batch_size=16, group_size=N, audit_share=0.0))
+    results = [r for r, _ in sim.run(30)]
+    assert not [d for r in results for d in r.decisions if d.reason == "audit.uniform"]
+    assert all(r.accounting.groups_uniform == 0 for r in results)
+    assert all(math.isnan(r.accounting.rollout_savings_vs_dynamic_sampling) for r in results)
+
+
+def test_the_audit_share_is_a_run_setting_checked_like_the_others():
+    from workers.engines.config import ConfigError, RunConfig
+
+    assert RunConfig.from_mapping({}).audit_share == 0.05
+    with pytest.raises(ConfigError) as bad:
+        RunConfig.from_mapping({"audit_share": 1.0})
+    assert "audit_share" in bad.value.as_dict()

@@ -106,6 +106,8 @@ class RunConfig:
     device: str = _help("auto, cpu or cuda", "auto")
     cpu_threads: int = _help("torch CPU threads (0 = torch's default); 1 is fastest on a busy 2-core machine", 0)
     max_device_hours: float = _help("stop the run once it has used this many device-hours (0 = no cap)", 0.0)
+    audit_share: float = _help("share of candidates sent past the pre-rollout filters as uniform draws, which "
+                               "measure the savings against dynamic sampling (0: no audit, no such figure)", 0.05)
 
     # -- loading and validation ----------------------------------------------------------
     @classmethod
@@ -190,9 +192,10 @@ class RunConfig:
         need(0 <= self.warmup_noise < 1, "warmup_noise", f"must lie in [0, 1), got {self.warmup_noise}")
         need(self.max_device_hours >= 0, "max_device_hours", "must be >= 0 (0 = no cap)")
         try:
-            Pipeline(self.selectors, batch_size=max(self.batch_size, 1), group_size=self.group_size)
+            Pipeline(self.selectors, batch_size=max(self.batch_size, 1), group_size=self.group_size,
+                     audit_share=self.audit_share)
         except SelectionConfigError as exc:
-            prefix = "" if exc.field in ("selectors", "batch_size", "group_size") else "selectors."
+            prefix = "" if exc.field in ("selectors", "batch_size", "group_size", "audit_share") else "selectors."
             errors.append(FieldError(prefix + exc.field, exc.message))
         if errors:
             raise ConfigError(errors)

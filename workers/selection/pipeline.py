@@ -371,9 +371,10 @@ class Pipeline:
     @classmethod
     def load(
         cls, path: str | Path, methods: Mapping[str, Mapping[str, Any] | None] | Sequence[str], *,
-        batch_size: int, group_size: int,
+        batch_size: int, group_size: int, audit_share: float = AUDIT_SHARE,
     ) -> Pipeline:
-        return cls(methods, batch_size=batch_size, group_size=group_size, ledger=PromptLedger.load(path))
+        return cls(methods, batch_size=batch_size, group_size=group_size, ledger=PromptLedger.load(path),
+                   audit_share=audit_share)
 
 
 class StepSelection:

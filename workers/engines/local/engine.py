@@ -149,7 +149,7 @@ class LocalEngine:
         self.policy.model.eval()
         self.verifier = get_verifier(config.verifier)
         self.pipeline = Pipeline(config.selector_params(), batch_size=config.batch_size,
-                                 group_size=config.group_size, seed=config.seed)
+                                 group_size=config.group_size, seed=config.seed, audit_share=config.audit_share)
         self.optimizer = torch.optim.AdamW(self.policy.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -526,6 +526,6 @@ class LocalEngine:
         self.device_seconds = float(state["device_seconds"])
         c = self.config
         self.pipeline = Pipeline.load(target / "selection.npz", c.selector_params(), batch_size=c.batch_size,
-                                      group_size=c.group_size)
+                                      group_size=c.group_size, audit_share=c.audit_share)
         self.last_checkpoint = target
         return self.step

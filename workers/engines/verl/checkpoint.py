@@ -73,7 +73,7 @@ def restore_pipeline(config: Any, global_steps: int) -> Pipeline | None:
     A checkpoint without the state file (saved before this callback was configured, or a
     crash between verl's save and ``on_save``) resumes with fresh selector state and a warning.
     """
-    from workers.engines.verl.trainer import pipeline_methods
+    from workers.engines.verl.trainer import pipeline_audit_share, pipeline_methods
 
     folder = resumed_folder(config, global_steps)
     if folder is None:
@@ -83,4 +83,4 @@ def restore_pipeline(config: Any, global_steps: int) -> Pipeline | None:
         logger.warning("no selection state at %s: selectors start fresh at step %d", path, global_steps)
         return None
     return Pipeline.load(path, pipeline_methods(config), batch_size=int(config.data.train_batch_size),
-                         group_size=int(config.actor_rollout_ref.rollout.n))
+                         group_size=int(config.actor_rollout_ref.rollout.n), audit_share=pipeline_audit_share(config))

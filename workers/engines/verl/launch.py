@@ -229,6 +229,7 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
     # the trainer's own section (the selection methods, the run's device-hour cap).
     overrides.append(f"+reward.custom_reward_function.reward_kwargs.verifier={_value(config.verifier)}")
     overrides.append(f"+edgeplane.methods={_value(json.dumps(methods, sort_keys=True))}")
+    overrides.append(f"+edgeplane.audit_share={_value(float(config.audit_share))}")
     if config.max_device_hours:
         overrides.append(f"+edgeplane.max_device_hours={_value(float(config.max_device_hours))}")
     if cpu_mode(config):

@@ -75,6 +75,7 @@ from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, 
 from workers.selection.decisions import Layer
 from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
+    AUDIT_SHARE,
     MAX_DRAW_FACTOR,
     Pipeline,
     RolloutRound,
@@ -128,12 +129,20 @@ def pipeline_methods(config: Any) -> dict[str, dict[str, Any]]:
     return selection_methods(config) or {"grpo": {}}
 
 
+def pipeline_audit_share(config: Any) -> float:
+    """``edgeplane.audit_share`` of a verl config (the pipeline's default when absent)."""
+    section = _section(config)
+    audit = section.get("audit_share", None) if section is not None else None
+    return AUDIT_SHARE if audit is None else float(audit)
+
+
 def build_pipeline(config: Any) -> Pipeline:
     return Pipeline(
         pipeline_methods(config),
         batch_size=int(config.data.train_batch_size),
         group_size=int(config.actor_rollout_ref.rollout.n),
         seed=int(config.data.get("seed", 0) or 0),
+        audit_share=pipeline_audit_share(config),
     )
 
 
