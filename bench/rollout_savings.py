@@ -502,10 +502,13 @@ def draw(results: dict[str, dict[str, Any]], seeds: list[int], path: Path, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5))
     panels = [("main", ("dapo", "greso", "hive", "hive_lam0.5", "grpo", "rlzvp", "lze"), "rollouts",
                "rollouts generated"),
-              ("main", ("grpo", "grpo_no_zv", "lze", "lze_random"), "flops", "training FLOPs (estimate, prompts included)")]
+              ("main", ("grpo", "grpo_no_zv", "lze", "lze_random"), "flops",
+               "training FLOPs (estimate, prompts included): every level"),
+              ("edge", ("grpo", "grpo_no_zv", "lze", "lze_random"), "flops",
+               "training FLOPs (estimate, prompts included): the edge levels only")]
     for ax, (setting, methods, x, xlabel) in zip(axes, panels):
         for method in methods:
             runs = per_seed(results, method, setting, seeds)

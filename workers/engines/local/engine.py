@@ -292,10 +292,12 @@ class LocalEngine:
     def _log_step(record: dict[str, Any]) -> None:
         s = record["summary"]
         mixed = s["groups_generated"] - s["groups_all_correct"] - s["groups_all_wrong"]
+        vs_ds = s.get("rollout_savings_vs_dynamic_sampling", float("nan"))
         log.info("step %d: %d mixed / %d all-correct / %d all-wrong of %d groups, %d groups trained, "
-                 "reward %.3f, rollout savings %.1f%%, loss %.4f", record["step"], mixed, s["groups_all_correct"],
-                 s["groups_all_wrong"], s["groups_generated"], s["groups_trained"], s["train"]["reward_mean"],
-                 100 * s["rollout_savings"], s["train"]["loss"])
+                 "reward %.3f, rollout savings %.1f%% vs uniform GRPO, %s vs dynamic sampling, loss %.4f",
+                 record["step"], mixed, s["groups_all_correct"], s["groups_all_wrong"], s["groups_generated"],
+                 s["groups_trained"], s["train"]["reward_mean"], 100 * s["rollout_savings"],
+                 "no estimate yet" if vs_ds != vs_ds else f"{100 * vs_ds:.1f}%", s["train"]["loss"])
 
     def _finish(self, status: RunStatus, reason: str) -> RunStatus:
         self.sink.run_finished(status=status, reason=reason)
