@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections import deque
@@ -297,7 +298,7 @@ class LocalEngine:
                  "reward %.3f, rollout savings %.1f%% vs uniform GRPO, %s vs dynamic sampling, loss %.4f",
                  record["step"], mixed, s["groups_all_correct"], s["groups_all_wrong"], s["groups_generated"],
                  s["groups_trained"], s["train"]["reward_mean"], 100 * s["rollout_savings"],
-                 "no estimate yet" if vs_ds != vs_ds else f"{100 * vs_ds:.1f}%", s["train"]["loss"])
+                 "no estimate yet" if math.isnan(vs_ds) else f"{100 * vs_ds:.1f}%", s["train"]["loss"])
 
     def _finish(self, status: RunStatus, reason: str) -> RunStatus:
         self.sink.run_finished(status=status, reason=reason)
