@@ -205,6 +205,8 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
     steps = sorted((e for e in events if e["event"] == "step"), key=lambda e: e["step"])
     evaluations = sorted((e for e in events if e["event"] == "evaluation"), key=lambda e: e["step"])
     finished = [e for e in events if e["event"] == "run_finished"]
+    started = [e for e in events if e["event"] == "run_started"]
+    batch_size = int(started[0]["config"]["batch_size"]) if started else 0
 
     def num(value: Any) -> float:
         return float(value) if isinstance(value, (int, float)) else math.nan
@@ -257,7 +259,8 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
         "effective_share_of_generated": (totals["rollouts_effective"] / totals["rollouts_generated"]
                                          if totals["rollouts_generated"] else None),
         "groups_trained_per_step": groups_trained, "groups_collected_per_step": groups_collected,
-        "short_steps": sum(1 for g in groups_collected if g < max(groups_collected, default=0)),
+        # against B from the run's config: a run short on every step must not count none
+        "short_steps": sum(1 for g in groups_collected if g < batch_size),
         "selection_binds_share": float(np.mean(binds)) if binds else None,
         "prompt_entropy_correlation": proxy, "alerts": alerts[:20], "evaluations": curve,
         "final_metrics": steps[-1]["summary"]["metrics"] if steps else {},

@@ -112,7 +112,8 @@ def test_summary_counts_what_was_spent_before_each_evaluation():
             "flops_uniform_estimate": 100.0, "rollouts_effective": 8, "device_seconds": 1.0,
             "rollouts_dynamic_sampling": ds, "groups_trained": 8, "groups_mixed_collected": 8,
             "metrics": {"selection/groups_collected": 8}}}
-    events = [{"event": "evaluation", "step": 0, "pass_at_1": 0.1, "pass_at_k": 0.2},
+    events = [{"event": "run_started", "config": {"batch_size": 16}},
+              {"event": "evaluation", "step": 0, "pass_at_1": 0.1, "pass_at_k": 0.2},
               step(0, 96, "NaN"), step(1, 32, 64.0),
               {"event": "evaluation", "step": 2, "pass_at_1": 0.3, "pass_at_k": 0.4},
               {"event": "run_finished", "status": "succeeded"}]
@@ -123,6 +124,7 @@ def test_summary_counts_what_was_spent_before_each_evaluation():
     assert result["rollout_savings_vs_dynamic_sampling"] == pytest.approx(1 - 32 / 64)
     assert result["backward_savings_vs_mixed"] == pytest.approx(0.5)
     assert result["backward_flops"] == pytest.approx(6 * 10 * (20 + 40))
+    assert result["short_steps"] == 2  # 8 groups collected of B = 16 on both steps: both short
 
 
 def test_every_method_of_the_issue_is_in_the_bench():
