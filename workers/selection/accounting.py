@@ -37,7 +37,9 @@ class StepAccounting:
     groups_uniform_mixed: int = 0  # of those, groups with mixed outcomes
     mixed_rate_uniform: float = math.nan  # windowed estimate of the mixed share of uniform draws
     groups_mixed_collected: int = 0  # mixed groups collected for the update
-    rollouts_dynamic_sampling: float = math.nan  # groups_mixed_collected x N / mixed_rate_uniform
+    # groups_mixed_collected x N / mixed_rate_uniform, less the small-window overshoot
+    # (Pipeline.rollouts_dynamic_sampling)
+    rollouts_dynamic_sampling: float = math.nan
     backward_tokens_mixed: int = 0  # response tokens of those groups: GRPO without zero-advantage rows
 
     @property
@@ -139,7 +141,7 @@ class RunAccounting:
 
 
 # What each method family's saving is measured against (docs/savings.md). One home: the
-# step record, the API, the dashboard and the benchmark all read it from here.
+# API's run detail and the run page's tiles read the words from here.
 YARDSTICKS: dict[str, str] = {
     "uniform": "uniform GRPO: B x N rollouts per step, every group in the update",
     "dynamic_sampling": ("dynamic sampling (DAPO): uniform draws rolled out until the step holds the same "

@@ -21,10 +21,7 @@ from workers.engines.local.model import Policy
 from workers.engines.local.sampling import left_pad, positions
 
 log = logging.getLogger(__name__)
-
-
-Pairs = Callable[[int], list[tuple[list[int], list[int]]]]  # n -> n (prompt ids, answer ids)
-DIGITS = "0123456789"
+DIGITS = "0123456789"  # what the noisy phase may put in place of an answer digit
 
 
 def supervised_warmup(
