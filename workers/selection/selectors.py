@@ -14,6 +14,7 @@ import numpy as np
 
 from workers.selection import greso, grpo, hive, hora, lze, rlzvp
 from workers.selection.decisions import Decision, Layer
+from workers.selection.panels import Panel, Series
 from workers.selection.params import (
     DapoParams,
     GresoParams,
@@ -37,6 +38,7 @@ class Selector:
     help: ClassVar[str]
     layers: ClassVar[frozenset[Layer]]
     Params: ClassVar[type[MethodParams]]
+    panels: ClassVar[tuple[Panel, ...]] = ()  # the run page's charts of this method
 
     def __init__(self, params: MethodParams, pipeline: Pipeline) -> None:
         self.params = params
@@ -86,6 +88,8 @@ class Dapo(Selector):
     help = "Drops groups whose rollouts all agree and draws more prompts until B groups carry signal."
     layers = frozenset({Layer.POST_ROLLOUT})
     Params = DapoParams
+    panels = (Panel("dropped", "Zero-variance groups dropped", (
+        Series("groups dropped", metric="post_filter/dropped_zero_variance", style="bar"),)),)
 
 
 class Greso(Selector):
@@ -95,6 +99,9 @@ class Greso(Selector):
     layers = frozenset({Layer.PRE_ROLLOUT})
     Params = GresoParams
     reason_prefix = "greso."
+    panels = (Panel("bases", "Keep-probability bases", (
+        Series("p_easy (solved prompts)", metric="greso/p_easy"),
+        Series("p_hard (failed prompts)", metric="greso/p_hard")), unit="share"),)
 
     def controller(self) -> greso.Controller:
         p = self.params
@@ -171,6 +178,16 @@ class Hive(Greso):
     help = ("Stage 1 skips prompts by history like GRESO; stage 2 keeps those whose prompt entropy "
             "under the current model is at least the median.")
     Params = HiveParams
+    panels = (
+        Panel("kept", "Prompts kept per stage", (
+            Series("stage 1 candidates", metric="hive/stage1_candidates", style="bar"),
+            Series("kept by stage 1", metric="hive/stage1_kept", style="bar"),
+            Series("kept by stage 2", metric="hive/stage2_kept", style="bar"))),
+        Panel("entropy", "Entropy threshold and prompt/response entropy correlation", (
+            Series("entropy threshold", metric="hive/entropy_threshold"),
+            Series("prompt/response entropy correlation", metric="hive/entropy_correlation", axis="right")),
+            unit="value", right_unit="correlation"),
+    )
 
     def keep_probability(self, scores: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
         p = self.params
@@ -236,6 +253,7 @@ class Hora(Selector):
     help = "Probes each prompt with n0 rollouts, then spends the rest of the budget where a first hit is likeliest."
     layers = frozenset({Layer.ALLOCATION})
     Params = HoraParams
+    panels = (Panel("allocation", "Extra rollouts allocated by probe successes", view="hora_allocation", wide=True),)
 
     def allocate(self, step: StepSelection, keys: list[str], successes: np.ndarray) -> np.ndarray:
         p = self.params
@@ -264,6 +282,9 @@ class Rlzvp(Selector):
     help = "Gives zero-variance groups an entropy-shaped advantage instead of none."
     layers = frozenset({Layer.ADVANTAGE})
     Params = RlzvpParams
+    panels = (Panel("shaped", "Share of trained rollouts shaped", (
+        Series("shaped share of trained rollouts", metric="rlzvp/shaped_rollouts", per="rollouts_trained"),),
+        unit="share"),)
 
     def token_advantages(self, step: StepSelection, batch: TrainingBatch, token_entropy: np.ndarray | None,
                          response_mask: np.ndarray) -> np.ndarray:
@@ -295,6 +316,14 @@ class Lze(Selector):
     help = "Updates only on the groups with the highest learning-zone energy; optionally prunes solved prompts."
     layers = frozenset({Layer.PRE_ROLLOUT, Layer.POST_ROLLOUT})
     Params = LzeParams
+    panels = (
+        Panel("energy", "Energy distribution at the newest step", view="lze_energy"),
+        Panel("pool", "Selected share and pruned pool", (
+            Series("pruned pool (prompts)", metric="lze/pruned_pool"),
+            Series("replayed", decision="lze.replayed", style="bar"),
+            Series("restored", decision="lze.restored", style="bar"),
+            Series("selected share", metric="lze/selected_share", axis="right"))),
+    )
 
     @property
     def p(self) -> LzeParams:
