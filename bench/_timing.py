@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -42,5 +43,26 @@ def write_results(name: str, figures: dict[str, Any], directory: Path | None = N
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     payload = {"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": machine(), **figures}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(dumps_compact(payload) + "\n")
     return path
+
+
+def dumps_compact(value: Any, indent: int = 0) -> str:
+    """JSON indented by object, with lists of numbers and flat records on one line: readable in a
+    diff, and a results file with per-evaluation series stays small (no file over 1 MB is
+    committed; tests/test_repository.py checks). Floats keep 7 significant digits: more
+    than any measured figure here carries."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    flat = isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values())
+    if flat:  # a record of figures: one line
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {dumps_compact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(str(k))}: {dumps_compact(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(inner + dumps_compact(v, indent + 2) for v in value) + "\n" + pad + "]"
+    if isinstance(value, list):
+        return "[" + ", ".join(dumps_compact(v) for v in value) + "]"
+    if isinstance(value, float) and math.isfinite(value):
+        return json.dumps(float(f"{value:.7g}"))
+    return json.dumps(value)
