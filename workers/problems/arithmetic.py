@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workers.engines.dataset import PromptRecord
+from workers.problems.dataset import PromptRecord
 
 CHARSET = "0123456789+*="  # every character of a built-in prompt or answer
 
@@ -291,10 +291,10 @@ _VERL_SCHEMA = pa.schema(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m workers.engines.local.tasks NAME --out DIR: export both splits as verl parquet."""
+    """python -m workers.problems.arithmetic NAME --out DIR: export both splits as verl parquet."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m workers.engines.local.tasks", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m workers.problems.arithmetic", description=main.__doc__)
     parser.add_argument("name", choices=sorted(TASKS))
     parser.add_argument("--out", type=Path, required=True, help="folder for NAME-train.parquet and NAME-test.parquet")
     parser.add_argument("--seed", type=int, default=0)
