@@ -79,7 +79,7 @@ def main() -> None:
     from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import PromptObservation, PromptState, Run, SelectionDecision
     from controlplane.telemetry.services import step_ingest
-    from workers.engines.dataset import PromptRecord
+    from workers.problems.dataset import PromptRecord
 
     call_command("migrate", verbosity=0)
     team = team_create(name="Bench", owner_username="bench")

@@ -40,7 +40,7 @@ def _kind(default: Any) -> str:
 
 def _choices(name: str) -> list[str] | None:
     from workers.engines.config import DEVICES, ENGINES
-    from workers.engines.verifiers import VERIFIERS
+    from workers.problems.verifiers import VERIFIERS
 
     return {"engine": list(ENGINES), "device": list(DEVICES), "verifier": list(VERIFIERS),
             "post_filter": ["auto", "on", "off"], "gate": ["median", "band"],

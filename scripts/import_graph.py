@@ -21,6 +21,7 @@ WALLS = (
     ("workers", ("django", "controlplane", "frontend", "rest_framework", "celery"),
      "workers/ runs standalone from a config file: no Django, no control plane"),
     ("workers.selection", ("workers.engines",), "selection is pure algorithms, below the engines"),
+    ("workers.problems", ("workers.engines",), "problems are shared by both engines, below them"),
     ("controlplane", ("frontend",), "the control plane does not know its pages"),
 )
 

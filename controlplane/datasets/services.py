@@ -11,7 +11,7 @@ from django.db import transaction
 
 from controlplane.accounts.models import Team
 from controlplane.datasets.models import Dataset, Prompt
-from workers.engines.dataset import DatasetError, PromptRecord, read_dataset_bytes
+from workers.problems.dataset import DatasetError, PromptRecord, read_dataset_bytes
 
 
 class DatasetImportError(ValueError):
@@ -57,7 +57,7 @@ def dataset_store(*, team: Team, name: str, filename: str, records: list[PromptR
 def dataset_import_builtin(*, team: Team, task: str, seed: int = 0, n_train: int = 2000, n_test: int = 200,
                            name: str | None = None, user=None) -> Dataset:
     """A built-in task (train and test splits) as a dataset of the team."""
-    from workers.engines.local.tasks import builtin_task
+    from workers.problems.arithmetic import builtin_task
 
     name = name or f"{task}-{seed}"
     _check_name(team, name)

@@ -159,7 +159,7 @@ class RunConfig:
         need(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
         need(bool(self.dataset) or bool(self.task), "task", "give a built-in task or a dataset file")
         if not self.dataset:
-            from workers.engines.local.tasks import TASKS
+            from workers.problems.arithmetic import TASKS
 
             need(self.task in TASKS, "task", f"unknown built-in task; choose one of {', '.join(TASKS)}")
             if self.task in TASKS:
@@ -171,7 +171,7 @@ class RunConfig:
             need(not path or Path(path).is_file(), name, f"no file at {path!r}: give a local path the worker can read")
         need(self.model == "tiny" or Path(self.model).is_dir(), "model",
              f"'tiny' or a local checkpoint directory; {self.model!r} is neither")
-        from workers.engines.verifiers import VERIFIERS
+        from workers.problems.verifiers import VERIFIERS
 
         need(self.verifier in VERIFIERS, "verifier", f"must be one of {', '.join(VERIFIERS)}")
         for name in ("batch_size", "steps", "max_new_tokens", "minibatches", "eval_k", "model_layers",

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from workers.engines.config import RunConfig
-from workers.engines.local import tasks
 from workers.engines.local.engine import LocalEngine
 from workers.engines.telemetry import JsonlSink
+from workers.problems import arithmetic
 
 SMALL = {"task": "add_aligned", "model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 20,
          "warmup_noise_steps": 5, "task_train_size": 64, "task_test_size": 8}
@@ -39,10 +39,10 @@ def test_one_warm_start_serves_every_split_seed_and_file_of_the_family(tmp_path)
         assert figures["warmup_cached"] == 1.0, name
         assert same(weights, again), name
     # the family's prompts from a dataset file, wherever it lies
-    splits = tasks.builtin_task("add_aligned", seed=5, n_train=40, n_test=8)
+    splits = arithmetic.builtin_task("add_aligned", seed=5, n_train=40, n_test=8)
     data = tmp_path / "somewhere" / "train.parquet"
     data.parent.mkdir()
-    tasks.export_verl_parquet(splits.train, data)
+    arithmetic.export_verl_parquet(splits.train, data)
     figures, again = warmed(tmp_path, var_dir, "file", dataset=str(data), eval_dataset=str(data))
     assert figures["warmup_cached"] == 1.0 and same(weights, again)
 

@@ -9,7 +9,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.local.tasks import builtin_task
 from workers.engines.verl.__main__ import main
 from workers.engines.verl.launch import (
     OverrideError,
@@ -18,6 +17,7 @@ from workers.engines.verl.launch import (
     plan,
     submit,
 )
+from workers.problems.arithmetic import builtin_task
 
 pytest.importorskip("verl")
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.dataset import DatasetError
 from workers.engines.telemetry import JsonlSink, RunStatus
+from workers.problems.dataset import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,6 @@ import numpy as np
 import torch
 
 from workers.engines.config import RunConfig
-from workers.engines.dataset import PromptRecord, read_dataset
-from workers.engines.local import tasks
 from workers.engines.local.evaluate import evaluate
 from workers.engines.local.model import Policy, hf_policy, resolve_device, tiny_policy
 from workers.engines.local.sampling import (
@@ -43,7 +41,9 @@ from workers.engines.local.sampling import (
 from workers.engines.local.update import TrainingDiverged, UpdateStats, grpo_update
 from workers.engines.local.warmup import supervised_warmup
 from workers.engines.telemetry import Control, RunStatus, TelemetrySink
-from workers.engines.verifiers import get_verifier
+from workers.problems import arithmetic
+from workers.problems.dataset import PromptRecord, read_dataset
+from workers.problems.verifiers import get_verifier
 from workers.selection import hive
 from workers.selection.pipeline import GroupOutcome, Pipeline, StepSelection, TrainingBatch
 
@@ -168,8 +168,8 @@ class LocalEngine:
             train = read_dataset(c.dataset)
             test = read_dataset(c.eval_dataset) if c.eval_dataset else []
         else:
-            splits = tasks.builtin_task(c.task, seed=c.seed, n_train=c.task_train_size, n_test=c.task_test_size,
-                                        levels=c.task_levels)
+            splits = arithmetic.builtin_task(c.task, seed=c.seed, n_train=c.task_train_size, n_test=c.task_test_size,
+                                             levels=c.task_levels)
             train, test = splits.train, splits.test
             if c.eval_dataset:
                 test = read_dataset(c.eval_dataset)
@@ -181,14 +181,14 @@ class LocalEngine:
         c = self.config
         if c.model != "tiny":
             return hf_policy(c.model)
-        charset = set(tasks.CHARSET)
+        charset = set(arithmetic.CHARSET)
         for record in self.train + self.test:
             texts = [record.prompt] if isinstance(record.prompt, str) else [m["content"] for m in record.prompt]
             for text in [*texts, record.ground_truth]:
                 charset.update(text)
         longest = max(len(self._text(r)) + len(r.ground_truth) for r in self.train + self.test)
         positions = longest + c.max_new_tokens + 8
-        if tasks.warmup_stream(self._task_family, c.warmup_seed) is not None:
+        if arithmetic.warmup_stream(self._task_family, c.warmup_seed) is not None:
             # A fixed 64 positions: the shape then does not depend on which prompts a split
             # holds, so the family's one cached warm-up fits every split of it.
             positions = max(positions, 64)
@@ -220,7 +220,7 @@ class LocalEngine:
         # the warm-up settings and seed, and what it trains on - a family's warm-up stream
         # (the same for every split of the family), else the content of the prompts.
         model = self.policy.model.config
-        stream = tasks.warmup_stream(self._task_family, c.warmup_seed)
+        stream = arithmetic.warmup_stream(self._task_family, c.warmup_seed)
         if stream is not None:
             source = f"stream:{self._task_family}"
         else:

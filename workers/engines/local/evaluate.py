@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.engines.dataset import PromptRecord
 from workers.engines.local.model import Policy
 from workers.engines.local.sampling import sample
+from workers.problems.dataset import PromptRecord
 from workers.selection.metrics import pass_at_k
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from workers.engines.dataset import PromptRecord
 from workers.engines.local.model import Policy
 from workers.engines.local.sampling import left_pad, positions
+from workers.problems.dataset import PromptRecord
 
 log = logging.getLogger(__name__)
 DIGITS = "0123456789"  # what the noisy phase may put in place of an answer digit

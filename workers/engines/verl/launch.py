@@ -94,8 +94,8 @@ class LaunchPlan:
 # -- data ---------------------------------------------------------------------------------------
 def export_data(config: RunConfig, run_dir: Path) -> tuple[Path, Path]:
     """The run's train and held-out prompts as verl parquet under RUN_DIR/data."""
-    from workers.engines.dataset import read_dataset
-    from workers.engines.local.tasks import builtin_task, export_verl_parquet
+    from workers.problems.arithmetic import builtin_task, export_verl_parquet
+    from workers.problems.dataset import read_dataset
 
     if config.dataset:
         train = read_dataset(config.dataset)

@@ -23,7 +23,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from workers.engines.verifiers import Verifier, get_verifier
+from workers.problems.verifiers import Verifier, get_verifier
 
 ENV_VERIFIER = "EDGEPLANE_VERIFIER"
 ENV_OPTIONS = "EDGEPLANE_VERIFIER_OPTIONS"

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from workers.engines.verifiers import VERIFIERS, first_number, get_verifier, last_boxed
+from workers.problems.verifiers import VERIFIERS, first_number, get_verifier, last_boxed
 
 HALF = r"so the answer is \boxed{\frac{1}{2}}."
 

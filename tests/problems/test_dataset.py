@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.engines.dataset import (
+from workers.problems.dataset import (
     MAX_ERRORS,
     DatasetError,
     PromptRecord,

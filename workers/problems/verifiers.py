@@ -146,7 +146,7 @@ def _math_verify(gold: str, answer: str) -> bool | None:
 _WORKER_CODE = """
 import json, logging, sys
 logging.disable(logging.WARNING)  # math-verify warns once that timeouts are off
-from workers.engines.verifiers import _math_verify
+from workers.problems.verifiers import _math_verify
 print("ready", flush=True)
 for line in sys.stdin:
     print(json.dumps(_math_verify(*json.loads(line))), flush=True)

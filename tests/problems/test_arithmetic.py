@@ -4,9 +4,9 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from workers.engines.dataset import read_dataset
-from workers.engines.local.tasks import CHARSET, TASKS, builtin_task, export_verl_parquet
-from workers.engines.verifiers import get_verifier
+from workers.problems.arithmetic import CHARSET, TASKS, builtin_task, export_verl_parquet
+from workers.problems.dataset import read_dataset
+from workers.problems.verifiers import get_verifier
 
 PROMPT = re.compile(r"(\d+)([+*])(\d+)=")
 
@@ -167,8 +167,8 @@ def test_export_round_trips_through_the_dataset_reader(tmp_path, name):
 
 
 def test_the_export_command_writes_both_splits_readable_as_datasets(tmp_path):
-    from workers.engines.dataset import read_dataset
-    from workers.engines.local.tasks import builtin_task, main
+    from workers.problems.arithmetic import builtin_task, main
+    from workers.problems.dataset import read_dataset
 
     assert main(["mul", "--out", str(tmp_path), "--train", "30", "--test", "10"]) == 0
     train = read_dataset(tmp_path / "mul-train.parquet")
@@ -181,7 +181,7 @@ def test_the_export_command_writes_both_splits_readable_as_datasets(tmp_path):
 @pytest.mark.parametrize(("seed", "n_train", "n_test", "levels"),
                          [(0, 4100, 500, ()), (1, 300, 50, (2, 3)), (7, 64, 16, (6,)), (3, 1000, 0, (2, 4, 5))])
 def test_add_aligned_rl_splits_never_meet_the_warmup_stream(seed, n_train, n_test, levels):
-    from workers.engines.local.tasks import TASKS, warmup_stream
+    from workers.problems.arithmetic import TASKS, warmup_stream
 
     splits = builtin_task("add_aligned", seed=seed, n_train=n_train, n_test=n_test, levels=levels)
     records = splits.train + splits.test
@@ -201,7 +201,7 @@ def test_add_aligned_rl_splits_never_meet_the_warmup_stream(seed, n_train, n_tes
 
 
 def test_about_half_of_each_level_is_reserved_for_the_warmup():
-    from workers.engines.local.tasks import TASKS
+    from workers.problems.arithmetic import TASKS
 
     family = TASKS["add_aligned"]
     share = sum(family.reserved_for_warmup(i) for i in range(20_000)) / 20_000

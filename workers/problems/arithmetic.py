@@ -1,4 +1,7 @@
-"""Built-in verifiable tasks for a tiny character-level GPT: reversed-answer arithmetic.
+"""Built-in verifiable problem sets for a tiny character-level GPT: reversed-answer arithmetic.
+
+A task (the run config's ``task`` key, e.g. "add_aligned") names one ProblemFamily in
+``TASKS``; ``builtin_task`` draws its train and test splits.
 
 Prompts are plain text such as "347+85=" and the answer is the result written reversed
 ("432" -> "234"): a left-to-right model then emits the low digit first, the order in
@@ -29,13 +32,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workers.engines.dataset import PromptRecord
+from workers.problems.dataset import PromptRecord
 
 CHARSET = "0123456789+*="  # every character of a built-in prompt or answer
 
 
 @dataclass(frozen=True)
-class TaskFamily:
+class ProblemFamily:
     """One arithmetic family: level k's items are numbered 0..size(k)-1 by `operands`."""
 
     name: str
@@ -72,7 +75,7 @@ class TaskFamily:
 
 
 @dataclass(frozen=True)
-class TaskSplits:
+class ProblemSplits:
     name: str
     train: list[PromptRecord]
     test: list[PromptRecord]
@@ -119,12 +122,12 @@ def _aligned_operands(k: int, i: int) -> tuple[int, int]:
     return divmod(i, int(10**k))
 
 
-TASKS: dict[str, TaskFamily] = {
-    "add": TaskFamily("add", "+", (1, 2, 3, 4, 5), _add_size, _add_operands, lambda a, b: a + b),
-    "mul": TaskFamily("mul", "*", (1, 2, 3, 4), _mul_size, _mul_operands, lambda a, b: a * b),
-    "add_aligned": TaskFamily("add_aligned", "+", (2, 3, 4, 5, 6), _aligned_size, _aligned_operands,
-                              lambda a, b: a + b, aligned=True,
-                              warmup_mix=((2, 2.0), (3, 2.0), (4, 1.0), (5, 1.0), (6, 0.5))),
+TASKS: dict[str, ProblemFamily] = {
+    "add": ProblemFamily("add", "+", (1, 2, 3, 4, 5), _add_size, _add_operands, lambda a, b: a + b),
+    "mul": ProblemFamily("mul", "*", (1, 2, 3, 4), _mul_size, _mul_operands, lambda a, b: a * b),
+    "add_aligned": ProblemFamily("add_aligned", "+", (2, 3, 4, 5, 6), _aligned_size, _aligned_operands,
+                                 lambda a, b: a + b, aligned=True,
+                                 warmup_mix=((2, 2.0), (3, 2.0), (4, 1.0), (5, 1.0), (6, 0.5))),
 }
 
 
@@ -151,7 +154,7 @@ def warmup_stream(name: str, seed: int) -> Callable[[int], list[tuple[str, str]]
     return draw
 
 
-def _draw_rl(rng: random.Random, family: TaskFamily, level: int, n: int, skip: set[int]) -> list[int]:
+def _draw_rl(rng: random.Random, family: ProblemFamily, level: int, n: int, skip: set[int]) -> list[int]:
     """n distinct problem numbers of a level outside the warm-up half and outside ``skip``."""
     out: list[int] = []
     seen = set(skip)
@@ -167,7 +170,7 @@ def _draw_rl(rng: random.Random, family: TaskFamily, level: int, n: int, skip: s
 
 
 def builtin_task(name: str, *, seed: int = 0, n_train: int = 2000, n_test: int = 200,
-                 levels: Sequence[int] = ()) -> TaskSplits:
+                 levels: Sequence[int] = ()) -> ProblemSplits:
     """Deterministic train/test splits of a family for (name, seed, n_train, n_test, levels);
     ``levels`` keeps only those difficulty levels (digit counts; empty: all)."""
     family = TASKS.get(name)
@@ -209,7 +212,7 @@ def builtin_task(name: str, *, seed: int = 0, n_train: int = 2000, n_test: int =
     train_rng.shuffle(train_items)
     test = _records(family, test_items, "test", start=0)
     train = _records(family, train_items, "train", start=n_test)
-    return TaskSplits(name=name, train=train, test=test)
+    return ProblemSplits(name=name, train=train, test=test)
 
 
 def _spread(n: int, caps: Sequence[int]) -> list[int]:
@@ -229,7 +232,7 @@ def _spread(n: int, caps: Sequence[int]) -> list[int]:
 
 
 def _records(
-    family: TaskFamily, items: list[tuple[int, int]], split: str, start: int
+    family: ProblemFamily, items: list[tuple[int, int]], split: str, start: int
 ) -> list[PromptRecord]:
     records = []
     for offset, (level, i) in enumerate(items):
@@ -291,10 +294,10 @@ _VERL_SCHEMA = pa.schema(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m workers.engines.local.tasks NAME --out DIR: export both splits as verl parquet."""
+    """python -m workers.problems.arithmetic NAME --out DIR: export both splits as verl parquet."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m workers.engines.local.tasks", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m workers.problems.arithmetic", description=main.__doc__)
     parser.add_argument("name", choices=sorted(TASKS))
     parser.add_argument("--out", type=Path, required=True, help="folder for NAME-train.parquet and NAME-test.parquet")
     parser.add_argument("--seed", type=int, default=0)
