@@ -210,12 +210,51 @@ def test_the_run_page_has_the_three_sections_and_a_panel_per_method(bob, run):
         assert heading in page
     for chart in ("chart-rollouts", "chart-shares", "chart-acc-rollouts", "chart-acc-hours", "chart-reward",
                   "chart-seconds", "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy",
-                  "chart-hora", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp", "chart-actions"):
+                  "chart-hora-allocation", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp-shaped", "chart-actions"):
         assert f'id="{chart}"' in page
-    assert "chart-greso" not in page and "chart-dapo" not in page
+    assert "chart-greso-" not in page and "chart-dapo-" not in page
     assert 'src="/vendor/plotly.min.js"' in page and "Cancel run" in page
     assert "kept by HIVE stage 2" in page  # newest decisions
     assert 'id="run-job"' not in page  # trained in the worker: no job outside it
+
+
+def run_page_config(page: str) -> dict:
+    import json
+    import re
+
+    return json.loads(re.search(r'<script id="run-page" type="application/json">(.*?)</script>', page, re.DOTALL).group(1))
+
+
+def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, run):
+    import re
+
+    from workers.selection.selectors import REGISTRY
+
+    page = bob.get(f"/runs/{run.id}/").content.decode()
+    sections = re.findall(r'<div class="method-panel" data-method="([a-z0-9_]+)">', page)
+    assert sections == [m for m in REGISTRY if m in run.config["selectors"] and REGISTRY[m].panels]
+    for method in sections:
+        for panel in REGISTRY[method].panels:
+            figure = re.search(r'<figure( class="wide-fig")?><figcaption>([^<]*)</figcaption><div class="chart" '
+                               f'id="chart-{method}-{panel.key}"></div></figure>', page)
+            assert figure, f"chart-{method}-{panel.key}"
+            assert figure.group(2) == panel.title and bool(figure.group(1)) == panel.wide
+    config = run_page_config(page)
+    assert [p["id"] for p in config["panels"]] == [f"chart-{m}-{p.key}" for m in sections
+                                                   for p in REGISTRY[m].panels]
+    # the views drawn from their own endpoint find it by view name
+    assert {p["view"] for p in config["panels"]} - {"steps"} <= set(config["urls"])
+    assert bob.get(config["urls"]["hora_allocation"]).status_code == 200
+    assert [b["name"] for b in config["buckets"]] == ["unseen", "too_easy", "edge", "too_hard", "pruned", "stale"]
+    assert config["legends"]["rollouts_generated_total"] == "rollouts generated (cumulative)"
+
+
+def test_a_run_of_a_method_without_panels_has_no_panel_section(bob, acme, dataset, enqueued):
+    from controlplane.runs.services import run_create
+
+    plain = run_create(team=acme, dataset=dataset, name="plain", config={"steps": 2, "selectors": {"grpo": {}}})
+    page = bob.get(f"/runs/{plain.id}/").content.decode()
+    assert 'class="method-panel"' not in page and run_page_config(page)["panels"] == []
 
 
 def tile_texts(page: str) -> dict[str, str]:
