@@ -104,6 +104,29 @@ def test_the_new_run_form_offers_every_method_with_its_parameters_defaults_and_h
     assert "Cost forecast" in page and "no budget limit" in page
 
 
+def test_a_newly_registered_method_is_offered_by_the_form_with_its_parameters(bob, dataset, monkeypatch):
+    from dataclasses import dataclass, field
+    from typing import ClassVar
+
+    from workers.selection.params import MethodParams
+    from workers.selection.selectors import REGISTRY, Selector
+
+    @dataclass(frozen=True)
+    class ToyParams(MethodParams):
+        method: ClassVar[str] = "toy"
+        depth: int = field(default=3, metadata={"help": "how deep the toy looks"})
+
+    class Toy(Selector):
+        name, label, help, layers, Params = "toy", "Toy method", "a method the form never heard of", frozenset(), ToyParams
+
+    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    page = bob.get("/runs/new/").content.decode()
+    assert '<input type="checkbox" name="method" value="toy"> Toy method</label>' in page
+    assert "a method the form never heard of" in page
+    assert 'name="selectors.toy.depth" value="3"' in page and "how deep the toy looks" in page
+    assert page.index("> GRPO</label>") < page.index("> LZE</label>") < page.index("> Toy method</label>")
+
+
 def test_launching_through_the_form_stores_the_run_and_opens_its_page(bob, dataset, enqueued,
                                                                      django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
@@ -228,6 +251,7 @@ def run_page_config(page: str) -> dict:
 def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, run):
     import re
 
+    from workers.selection.ledger import Bucket
     from workers.selection.selectors import REGISTRY
 
     page = bob.get(f"/runs/{run.id}/").content.decode()
@@ -245,8 +269,29 @@ def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, ru
     # the views drawn from their own endpoint find it by view name
     assert {p["view"] for p in config["panels"]} - {"steps"} <= set(config["urls"])
     assert bob.get(config["urls"]["hora_allocation"]).status_code == 200
-    assert [b["name"] for b in config["buckets"]] == ["unseen", "too_easy", "edge", "too_hard", "pruned", "stale"]
+    assert [b["name"] for b in config["buckets"]] == list(Bucket.NAMES)  # the edge map's traces, in Bucket order
     assert config["legends"]["rollouts_generated_total"] == "rollouts generated (cumulative)"
+
+
+def test_a_newly_registered_methods_panels_show_on_the_run_page_and_its_series_are_sent(bob, run, monkeypatch):
+    from workers.selection.panels import Panel, Series
+    from workers.selection.selectors import REGISTRY, Selector
+
+    class Toy(Selector):
+        name, label, help, layers = "toy", "Toy method", "for the test", frozenset()
+        panels = (Panel("energy", "Mean energy per trained rollout", (
+            Series("mean energy per trained rollout", metric="lze/energy_mean", per="rollouts_trained"),)),)
+
+    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    Run.objects.filter(id=run.id).update(config={**run.config, "selectors": {**run.config["selectors"], "toy": {}}})
+    page = bob.get(f"/runs/{run.id}/").content.decode()
+    assert '<h3>Toy method</h3>' in page
+    assert '<figcaption>Mean energy per trained rollout</figcaption><div class="chart" id="chart-toy-energy">' in page
+    series = run_page_config(page)["panels"][-1]["series"]
+    assert series == [{"label": "mean energy per trained rollout", "source": "metric", "axis": "left",
+                       "column": "lze/energy_mean / rollouts_trained", "style": "line"}]
+    data = bob.get(f"/data/runs/{run.id}/series/").json()
+    assert data["metrics"]["lze/energy_mean / rollouts_trained"] == [pytest.approx(0.4 / 16)] * 6
 
 
 def test_a_run_of_a_method_without_panels_has_no_panel_section(bob, acme, dataset, enqueued):
