@@ -7,10 +7,14 @@ the JS modules in ``static/frontend/`` only draw them.
 Conventions:
 - One name per metric, as the trainer and the database call it (``rollouts_generated``,
   ``rollout_savings``, ``effective_share_of_generated``, ...). Running totals carry a
-  ``_total`` suffix, as ``Evaluation.rollouts_generated_total`` does.
+  ``_total`` suffix, as ``Evaluation.rollouts_generated_total`` does, and their legend says
+  "(cumulative)" (``LEGENDS``: one legend per column, sent to the page).
 - A missing or non-finite measurement is an explicit ``None`` (JSON ``null``, a gap in
   the chart), never left out: every column of a series has one entry per x value.
 - Device time is seconds per step and hours in totals, as in the API.
+- Names have one home each, read here and sent to the page: methods, their order, labels
+  and panels from the selection registry; buckets from ``workers.selection.ledger.Bucket``;
+  phases from ``workers.selection.accounting.PHASES``.
 """
 
 from __future__ import annotations
@@ -20,26 +24,44 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# Method names and their labels, in the order the form and the legends show them
-# (workers.selection.selectors.REGISTRY holds the same labels; tests check they agree).
-METHOD_ORDER = ("grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze")
-PHASES = ("select", "generate", "reward", "update")  # seconds per phase, in pipeline order
-# verl's step also saves checkpoints inside its step timer, and has time in none of ours.
-ENGINE_PHASES = {"verl": (*PHASES, "checkpoint", "other")}
-BUCKETS = ("unseen", "too_easy", "edge", "too_hard", "pruned", "stale")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "budget_stopped")
+from workers.selection.accounting import PHASES
+from workers.selection.decisions import REASONS, Action
+from workers.selection.ledger import Bucket
+from workers.selection.panels import Panel, Series
+from workers.selection.selectors import REGISTRY
 
-# The per-step metrics each method's panel draws (names as the selectors log them).
-METHOD_METRICS: dict[str, tuple[str, ...]] = {
-    "grpo": (),
-    "dapo": ("post_filter/dropped_zero_variance",),
-    "greso": ("greso/p_easy", "greso/p_hard"),
-    "hive": ("hive/stage1_candidates", "hive/stage1_kept", "hive/stage2_candidates", "hive/stage2_kept",
-             "hive/entropy_threshold", "hive/entropy_correlation"),
-    "hora": (),
-    "rlzvp": ("rlzvp/shaped_rollouts",),
-    "lze": ("lze/selected_share", "lze/energy_mean", "lze/pruned_pool", "lze/replaying"),
+# verl's step also saves checkpoints inside its step timer, and has time in none of ours
+# (workers/engines/verl/report.py reports them as "checkpoint" and "other").
+ENGINE_PHASES = {"verl": (*PHASES, "checkpoint", "other")}
+BUCKETS = Bucket.NAMES
+# The colour of each bucket, in Bucket.NAMES order (strict: a new bucket needs its colour).
+BUCKET_COLORS = dict(zip(BUCKETS, ("#9ca3af", "#16a34a", "#f59e0b", "#dc2626", "#6b7280", "#a8a29e"), strict=True))
+PHASE_COLORS = ("#a855f7", "#2563eb", "#f59e0b", "#10b981", "#64748b", "#cbd5e1")  # by position in a run's phases
+
+# The legend of each step_series column, in words. A running total says "(cumulative)";
+# a per-step figure says "per step" or "this step" where the chart mixes both.
+LEGENDS = {
+    "rollouts_generated": "rollouts generated this step",
+    "rollouts_uniform": "rollouts uniform GRPO would generate this step",
+    "rollouts_generated_total": "rollouts generated (cumulative)",
+    "rollouts_uniform_total": "rollouts uniform GRPO would generate (cumulative)",
+    "rollout_savings": "rollout savings vs uniform GRPO this step",
+    "rollout_savings_total": "rollout savings vs uniform GRPO (cumulative)",
+    "rollout_savings_vs_dynamic_sampling_total": "rollout savings vs dynamic sampling (cumulative)",
+    "backward_savings_vs_mixed_total": "backward savings vs GRPO without zero-advantage groups (cumulative)",
+    "effective_share_of_generated": "effective share of generated rollouts this step",
+    "effective_share_of_generated_total": "effective share of generated rollouts (cumulative)",
+    "all_correct_share": "all-correct groups (share this step)",
+    "all_wrong_share": "all-wrong groups (share this step)",
+    "reward_mean": "mean reward this step",
+    "device_hours_total": "device-hours (cumulative)",
+    "uniform_device_hours_total": "device-hours uniform GRPO would use (cumulative)",
 }
+
+
+def words(name: str) -> str:
+    """A snake_case name as words ("too_easy" -> "too easy"), for legends of names that have no label."""
+    return name.replace("_", " ")
 
 
 def number(value: Any) -> float | None:
@@ -60,12 +82,72 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def method_labels(names: Iterable[str]) -> list[dict[str, str]]:
-    """[{name, label}] in the canonical method order, labels from the selection registry."""
-    from workers.selection.selectors import REGISTRY
+def method_labels(names: Iterable[str] | None = None) -> list[dict[str, str]]:
+    """[{name, label}] of the methods named (every registered one without ``names``), in the
+    selection registry's order, with its labels."""
+    chosen = set(REGISTRY if names is None else names)
+    return [{"name": name, "label": cls.label} for name, cls in REGISTRY.items() if name in chosen]
 
-    chosen = set(names)
-    return [{"name": n, "label": REGISTRY[n].label} for n in METHOD_ORDER if n in chosen]
+
+# -- method panels, as each method declares them (workers/selection/panels.py) ---------------------------
+
+
+def series_column(series: Series) -> str:
+    """The ``metrics`` column of step_series a metric series draws: the metric as the selector
+    logs it, or the share ``metric / per`` (computed here) when the series names a denominator."""
+    return f"{series.metric} / {series.per}" if series.per else series.metric
+
+
+def decision_column(method: str, reason: str) -> str:
+    """The column of the actions endpoint (``method.action``) that counts a decision reason per step."""
+    if reason not in REASONS:
+        raise ValueError(f"a panel of {method} counts the unknown decision reason {reason!r}: name one of "
+                         "workers.selection.decisions.REASONS")
+    return f"{method}.{REASONS[reason][0].value}"
+
+
+def method_metrics(methods: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Every metric column the panels of ``methods`` draw: {column: (metric, per)}, ``per``
+    empty for a metric drawn as logged. Methods not in the registry draw nothing."""
+    out: dict[str, tuple[str, str]] = {}
+    for name in methods:
+        for panel in getattr(REGISTRY.get(name), "panels", ()):
+            for s in panel.series:
+                if s.metric:
+                    out[series_column(s)] = (s.metric, s.per)
+    return out
+
+
+def panel_config(method: str, panel: Panel) -> dict[str, Any]:
+    """One panel as the run page lays it out (element id, caption, width) and run.js draws it:
+    each series with its legend, the column it reads (step metrics or decision counts), its
+    style and axis; units give the axes' formats."""
+    return {
+        "id": f"chart-{method}-{panel.key}", "method": method, "key": panel.key, "title": panel.title,
+        "view": panel.view, "wide": panel.wide, "unit": panel.unit, "right_unit": panel.right_unit,
+        "series": [{"label": s.label, "source": "decision" if s.decision else "metric",
+                    "column": decision_column(method, s.decision) if s.decision else series_column(s),
+                    "style": s.style, "axis": s.axis} for s in panel.series],
+    }
+
+
+def method_panels(methods: Iterable[str]) -> list[dict[str, Any]]:
+    """The run page's method sections: each of ``methods`` that declares panels, in the
+    registry's order, with its label and its panels (``panel_config``)."""
+    return [{**m, "panels": [panel_config(m["name"], p) for p in REGISTRY[m["name"]].panels]}
+            for m in method_labels(methods) if REGISTRY[m["name"]].panels]
+
+
+def page_names(engine: str) -> dict[str, Any]:
+    """What the run page's JS draws by name, from the names' homes: the buckets (label and
+    colour, in Bucket order), the engine's phases (label and colour) and the legend of
+    every step_series column."""
+    return {
+        "buckets": [{"name": b, "label": words(b), "color": BUCKET_COLORS[b]} for b in BUCKETS],
+        "phases": [{"name": p, "label": words(p), "color": PHASE_COLORS[i % len(PHASE_COLORS)]}
+                   for i, p in enumerate(phases_of(engine))],
+        "legends": LEGENDS,
+    }
 
 
 # -- rollout savings ----------------------------------------------------------------------------
@@ -110,10 +192,8 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
         "backward_savings_vs_mixed_total", "all_correct_share",
         "all_wrong_share", "reward_mean", "device_hours_total", "uniform_device_hours_total")}
     out["seconds"] = {phase: [] for phase in phases}
-    metric_names = [m for method in methods for m in METHOD_METRICS.get(method, ())]
-    out["metrics"] = {name: [] for name in metric_names}
-    if "rlzvp" in methods:
-        out["metrics"]["rlzvp/shaped_share"] = []
+    metric_columns = method_metrics(methods)
+    out["metrics"] = {column: [] for column in metric_columns}
     generated, uniform, effective = base.rollouts_generated, base.rollouts_uniform, base.rollouts_effective
     device, uniform_device = base.device_seconds, base.uniform_device_seconds
     estimated, dynamic = base.rollouts_generated_with_estimate, base.rollouts_dynamic_sampling
@@ -151,11 +231,9 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
         for phase in phases:
             out["seconds"][phase].append(number(seconds.get(phase)))
         metrics = row.get("metrics") or {}
-        for name in metric_names:
-            out["metrics"][name].append(number(metrics.get(name)))
-        if "rlzvp" in methods:
-            out["metrics"]["rlzvp/shaped_share"].append(
-                ratio(number(metrics.get("rlzvp/shaped_rollouts")), row.get("rollouts_trained")))
+        for column, (metric, per) in metric_columns.items():
+            value = number(metrics.get(metric))
+            out["metrics"][column].append(ratio(value, number(row.get(per))) if per else value)
     return out
 
 
@@ -171,22 +249,22 @@ class YardstickFigure:
     label: str  # the tile's heading
     element: str  # the id of the tile's value, which the live updates rewrite
     series: str  # the step_series column whose newest value is that figure
-    legend: str  # the chart legend: short, the tile and its tooltip say the rest
+
+    @property
+    def legend(self) -> str:
+        """The chart legend: the column's (LEGENDS); the tile and its tooltip say the rest."""
+        return LEGENDS[self.series]
 
 
 YARDSTICK_FIGURES: dict[str, YardstickFigure] = {
-    "uniform": YardstickFigure("rollout_savings", "Rollout savings", "tile-savings", "rollout_savings_total",
-                               "rollout savings vs uniform GRPO (cumulative)"),
+    "uniform": YardstickFigure("rollout_savings", "Rollout savings", "tile-savings", "rollout_savings_total"),
     "dynamic_sampling": YardstickFigure("rollout_savings_vs_dynamic_sampling", "Rollout savings", "tile-savings-ds",
-                                        "rollout_savings_vs_dynamic_sampling_total",
-                                        "rollout savings vs dynamic sampling (cumulative)"),
+                                        "rollout_savings_vs_dynamic_sampling_total"),
     "backward_mixed": YardstickFigure("backward_savings_vs_mixed", "Backward savings", "tile-savings-backward",
-                                      "backward_savings_vs_mixed_total",
-                                      "backward savings vs GRPO without zero-advantage groups (cumulative)"),
-    # HORA and RL-ZVP spend uniform GRPO's budget and claim no saving: the tile shows what they buy.
+                                      "backward_savings_vs_mixed_total"),
+    # Methods that spend uniform GRPO's budget claim no saving: the tile shows what they buy.
     "uniform_budget": YardstickFigure("effective_share_of_generated", "Effective share", "tile-effective",
-                                      "effective_share_of_generated_total",
-                                      "effective share of generated rollouts (cumulative)"),
+                                      "effective_share_of_generated_total"),
 }
 EFFECTIVE_SHARE_FORMULA = "rollouts with a non-zero advantage / rollouts generated, summed over the steps"
 
@@ -313,7 +391,7 @@ def edge_map(points: Iterable[tuple[str, float | None, float | None, str]], tota
     counts = dict.fromkeys(BUCKETS, 0)
     shown = no_entropy = 0
     for key, pass_rate, entropy, bucket in points:
-        bucket = bucket if bucket in traces else "unseen"
+        bucket = bucket if bucket in traces else BUCKETS[Bucket.UNSEEN]
         counts[bucket] += 1
         x, y = number(pass_rate), number(entropy)
         if x is None:
@@ -408,9 +486,11 @@ def bucket_changes(observations: Iterable[tuple[int, str]], decisions: Iterable[
     happen without an observation: pruned (into the pruned pool) and restored (back to
     the edge). Same-step events: the observation comes last (it is the step's outcome).
     """
-    events = [(int(s), 0, "pruned" if a == "pruned" else "edge") for s, a in decisions if a in ("pruned", "restored")]
+    pruned, edge, unseen = (BUCKETS[i] for i in (Bucket.PRUNED, Bucket.EDGE, Bucket.UNSEEN))
+    events = [(int(s), 0, pruned if a == Action.PRUNED else edge) for s, a in decisions
+              if a in (Action.PRUNED, Action.RESTORED)]
     events += [(int(s), 1, b) for s, b in observations]
-    changes, current = [], "unseen"
+    changes, current = [], unseen
     for step, _, bucket in sorted(events):
         if bucket != current:
             changes.append({"step": step, "from": current, "to": bucket})

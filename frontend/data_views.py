@@ -21,6 +21,7 @@ from controlplane.runs.models import FINISHED, Run
 from controlplane.runs.selectors import run_for_user_or_none
 from frontend import charts
 from frontend import selectors as sel
+from workers.selection.selectors import REGISTRY
 
 
 class BadParameter(ValueError):
@@ -108,7 +109,9 @@ def hora(request: HttpRequest, run: Run) -> dict[str, Any]:
     """HORA's allocation by probe successes, per step."""
     after = _int(request, "after", -1)
     upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
-    n0 = int((run.config.get("selectors", {}).get("hora") or {}).get("n0", 8))
+    params = run.config.get("selectors", {}).get("hora") or {}
+    defaults = {d["name"]: d["default"] for d in REGISTRY["hora"].Params.describe()}
+    n0 = int(params.get("n0", defaults["n0"]))  # the probe size: the successes axis runs 0..n0
     return {**_page(run, after, upto), **charts.hora_allocation(sel.hora_rows(run, after, upto), max_successes=n0)}
 
 

@@ -15,8 +15,6 @@ from typing import Any
 
 from django.http import QueryDict
 
-from frontend.charts import METHOD_ORDER
-
 # Shown first; the rest of RunConfig sits under "More settings".
 MAIN_FIELDS = ("engine", "device", "model", "batch_size", "group_size", "steps", "seed")
 # Set by the control plane from the run's dataset, never by the form.
@@ -106,10 +104,10 @@ def method_fields() -> list[Method]:
     from workers.selection.selectors import REGISTRY
 
     methods = []
-    for name in METHOD_ORDER:
-        cls = REGISTRY[name]
+    for name, cls in REGISTRY.items():  # the registry's order
         params = [Field(name=f"selectors.{name}.{p['name']}", label=p["name"], default=p["default"], help=p["help"],
-                        kind=_kind(p["default"]), choices=_choices(p["name"])) for p in cls.Params.describe()]
+                        kind=_kind(p["default"]), choices=p.get("choices") or _choices(p["name"]))
+                  for p in cls.Params.describe()]
         methods.append(Method(name=name, label=cls.label, help=cls.help, params=params))
     return methods
 
@@ -153,8 +151,13 @@ class NewRunForm:
     methods_errors: list[str] = field(default_factory=list)  # about the combination of methods
 
     @classmethod
-    def blank(cls, default_methods: tuple[str, ...] = ("grpo",)) -> NewRunForm:
+    def blank(cls, default_methods: tuple[str, ...] | None = None) -> NewRunForm:
+        """The form with its defaults; ticked: ``default_methods``, else RunConfig's default selectors."""
         form = cls(fields=config_fields(), methods=method_fields())
+        if default_methods is None:
+            from workers.engines.config import RunConfig
+
+            default_methods = tuple(next(d["default"] for d in RunConfig.describe() if d["name"] == "selectors"))
         for method in form.methods:
             method.checked = method.name in default_methods
         return form

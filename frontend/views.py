@@ -36,6 +36,7 @@ from frontend import selectors as sel
 from frontend.forms import NewRunForm
 from workers.engines.config import ConfigError
 from workers.selection.decisions import Action
+from workers.selection.ledger import Bucket
 
 SESSION_TEAM = "edgeplane_team"
 POLL_MS = 2000  # a finished step shows within this plus one second
@@ -149,7 +150,7 @@ def runs(request: HttpRequest) -> HttpResponse:
     datasets = team.datasets.order_by("name") if team else []
     return page(request, "frontend/runs.html", {
         "rows": rows, "filters": filters, "statuses": [s.value for s in RunStatus],
-        "methods": charts.method_labels(charts.METHOD_ORDER), "datasets": datasets, "next_url": next_url,
+        "methods": charts.method_labels(), "datasets": datasets, "next_url": next_url,
         "poll_ms": POLL_MS,
     })
 
@@ -229,11 +230,16 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     methods = list(run.config.get("selectors", {}))
     tiles, effective_tile = _savings_tiles(detail)
     data_urls = {name: reverse(f"frontend:data-{name}", args=[run.id]) for name in (
-        "series", "evaluations", "actions", "hora", "energy", "edge", "heatmap", "recent")}
+        "series", "evaluations", "actions", "edge", "heatmap", "recent")}
+    # the endpoints of the panel views drawn from their own data, by view name (workers/selection/panels.py)
+    view_urls = {view: reverse(f"frontend:data-{name}", args=[run.id]) for view, name in (
+        ("hora_allocation", "hora"), ("lze_energy", "energy"))}
+    panels = charts.method_panels(methods)
     page_config = {
         "run": run.id, "methods": methods, "labels": {m["name"]: m["label"] for m in charts.method_labels(methods)},
-        "urls": {**data_urls, "audit": reverse("frontend:audit", args=[run.id]),
+        "urls": {**data_urls, **view_urls, "audit": reverse("frontend:audit", args=[run.id]),
                  "prompt": reverse("frontend:prompt", args=[run.id])},
+        "panels": [p for m in panels for p in m["panels"]], **charts.page_names(run.engine),
         "status": run.status, "finished": run.status in FINISHED, "steps_planned": run.steps_planned,
         "poll_ms": POLL_MS, "last_step": run.steps_completed - 1,
         # what the live updates rewrite and the savings chart draws, one entry per yardstick
@@ -242,7 +248,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return page(request, "frontend/run.html", {
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
         "effective_tile": effective_tile,
-        "labels": charts.method_labels(methods), "page_config": page_config,
+        "labels": charts.method_labels(methods), "method_panels": panels, "page_config": page_config,
         "progress": charts.progress(run.steps_completed, run.steps_planned),
         "can_cancel": run.status in ACTIVE and not run.cancel_requested
         and user_can(request.user, run.team_id, Role.LAUNCHER),
@@ -297,7 +303,7 @@ def audit(request: HttpRequest, run_id: int) -> HttpResponse:
     return page(request, "frontend/audit.html", {
         "team": run.team, "run": run, "filters": raw, "errors": errors, "rows": result.rows if result else [],
         "next_url": next_url, "first_url": "?" + urlencode(filters) if cursor else None,
-        "methods": charts.method_labels(charts.METHOD_ORDER), "actions": [a.value for a in Action],
+        "methods": charts.method_labels(), "actions": [a.value for a in Action],
     }, status=400 if errors else 200)
 
 
@@ -319,6 +325,7 @@ def prompt(request: HttpRequest, run_id: int) -> HttpResponse:
         "changes": charts.bucket_changes([(o["step"], o["bucket"]) for o in observations],
                                          [(d["step"], d["action"]) for d in decisions]),
         "series": charts.prompt_series(observations), "others": sel.prompt_in_other_runs(request.user, run, key),
+        "unseen": charts.BUCKETS[Bucket.UNSEEN],
     })
 
 

@@ -230,13 +230,30 @@ def test_the_run_page_draws_every_panel(tab, acme, dataset):
     run = live_run(acme, dataset, steps=16)
     tab.sign_in("bob", "bob-pw")
     tab.goto(f"/runs/{run.id}/")
+    from workers.selection.selectors import REGISTRY
+
+    # each method's panels as it declares them (workers/selection/panels.py), drawn generically
+    panels = {f"chart-{m}-{p.key}": p for m in REGISTRY if m in run.config["selectors"] for p in REGISTRY[m].panels}
+    assert set(panels) >= {"chart-hive-kept", "chart-hive-entropy", "chart-hora-allocation", "chart-lze-energy",
+                           "chart-lze-pool", "chart-rlzvp-shaped"}
     for chart in ("chart-rollouts", "chart-savings", "chart-shares", "chart-acc-rollouts", "chart-acc-hours",
-                  "chart-reward", "chart-seconds", "chart-edge", "chart-heatmap", "chart-hive-kept",
-                  "chart-hive-entropy", "chart-hora", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp",
-                  "chart-actions"):
+                  "chart-reward", "chart-seconds", "chart-edge", "chart-heatmap", *panels, "chart-actions"):
         tab.page.wait_for_selector(f"#{chart} .main-svg", state="attached")
     tab.wait_for_js("document.querySelectorAll('#recent tr').length === 20")
+    tab.wait_for_js("document.querySelector('#chart-lze-pool').dataset.points === String(16 * 4)")
     tab.page.wait_for_timeout(500)
+    for chart, panel in panels.items():
+        if len(panel.series) > 1:  # one series draws no legend
+            legends = tab.page.locator(f"#{chart} .legendtext").all_text_contents()
+            assert legends == [s.label for s in panel.series], chart
+    assert tab.page.locator("#chart-rlzvp-shaped .ytick text").last.text_content().endswith("%")  # a share
+    assert tab.page.locator("#chart-shares .legendtext").all_text_contents() == [
+        "effective share of generated rollouts this step", "all-correct groups (share this step)",
+        "all-wrong groups (share this step)"]
+    phases = tab.page.locator("#chart-seconds .legendtext").all_text_contents()
+    assert phases[::-1] == ["select", "generate", "reward", "update"]  # a stack lists its top first
+    assert tab.page.locator("#chart-edge .legendtext").all_text_contents()[0].startswith(("too hard", "edge",
+                                                                                          "too easy"))
     tab.shot("run")
     tab.page.fill("#edge-step", "0")
     tab.page.dispatch_event("#edge-step", "change")

@@ -9,6 +9,10 @@ import pytest
 
 from frontend import charts
 from frontend.charts import HeatmapLayout, Totals
+from workers.selection.accounting import PHASES
+from workers.selection.ledger import Bucket
+from workers.selection.panels import Panel, Series
+from workers.selection.selectors import REGISTRY, Selector
 
 
 def step_row(step: int, **overrides) -> dict:
@@ -35,14 +39,95 @@ def test_ratio_is_none_without_a_denominator():
     assert charts.ratio(1, 0) is None and charts.ratio(None, 4) is None
 
 
-def test_method_labels_follow_the_registry_in_the_canonical_order():
-    from workers.selection.selectors import REGISTRY
+def test_method_labels_follow_the_registry_in_its_order_and_leave_out_unknown_names():
+    assert [m["name"] for m in charts.method_labels(["lze", "hive", "grpo", "nope"])] == ["grpo", "hive", "lze"]
+    assert charts.method_labels(["rlzvp"]) == [{"name": "rlzvp", "label": "RL-ZVP"}]
+    assert [m["name"] for m in charts.method_labels()] == list(REGISTRY)  # no names: every method
 
-    assert [m["name"] for m in charts.method_labels(["lze", "hive", "grpo"])] == ["grpo", "hive", "lze"]
-    assert {m["name"]: m["label"] for m in charts.method_labels(charts.METHOD_ORDER)} == {
-        "grpo": "GRPO", "dapo": "DAPO dynamic sampling", "greso": "GRESO", "hive": "HIVE", "hora": "HORA",
-        "rlzvp": "RL-ZVP", "lze": "LZE"}
-    assert set(charts.METHOD_ORDER) == set(REGISTRY) == set(charts.METHOD_METRICS)
+
+# -- method panels, from what each method declares ----------------------------------------------------
+
+
+class Toy(Selector):
+    """A method the frontend has never heard of, registered with panels of every kind."""
+
+    name = "toy"
+    label = "Toy method"
+    help = "for the tests"
+    layers = frozenset()
+    panels = (
+        Panel("mix", "Toy kept and dropped", (
+            Series("kept", metric="toy/kept", style="bar"),
+            Series("kept share of trained rollouts", metric="toy/kept", per="rollouts_trained", axis="right"),
+            Series("replayed", decision="lze.replayed", style="bar"))),
+        Panel("alloc", "Toy allocation", view="hora_allocation", wide=True),
+    )
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    return Toy
+
+
+def test_a_newly_registered_method_gets_its_panels_and_metrics_with_no_frontend_edit(toy):
+    sections = charts.method_panels(["toy", "grpo"])
+    assert [m["name"] for m in sections] == ["toy"]  # a method without panels has no section
+    assert sections[0]["label"] == "Toy method"
+    mix, alloc = sections[0]["panels"]
+    assert mix["id"] == "chart-toy-mix" and mix["title"] == "Toy kept and dropped" and mix["view"] == "steps"
+    assert [(s["label"], s["source"], s["column"], s["style"], s["axis"]) for s in mix["series"]] == [
+        ("kept", "metric", "toy/kept", "bar", "left"),
+        ("kept share of trained rollouts", "metric", "toy/kept / rollouts_trained", "line", "right"),
+        ("replayed", "decision", "toy.replayed", "bar", "left"),  # the actions endpoint's method.action
+    ]
+    assert alloc["id"] == "chart-toy-alloc" and alloc["wide"] is True and alloc["view"] == "hora_allocation"
+    s = charts.step_series([step_row(0, metrics={"toy/kept": 3.0}), step_row(1, metrics={})], methods=["toy"])
+    assert s["metrics"] == {"toy/kept": [3.0, None], "toy/kept / rollouts_trained": [0.75, None]}
+
+
+def test_a_panel_series_counting_an_unknown_decision_reason_fails_naming_it(monkeypatch):
+    class Bad(Toy):
+        name = "bad"
+        panels = (Panel("p", "P", (Series("x", decision="bad.nothing"),)),)
+
+    monkeypatch.setitem(REGISTRY, "bad", Bad)
+    with pytest.raises(ValueError, match="unknown decision reason 'bad.nothing'"):
+        charts.method_panels(["bad"])
+
+
+def test_every_panel_denominator_is_a_step_column_the_series_endpoint_reads():
+    from frontend.selectors import STEP_FIELDS
+
+    pers = {s.per for cls in REGISTRY.values() for p in cls.panels for s in p.series if s.per}
+    assert pers and pers <= set(STEP_FIELDS)
+
+
+def test_every_registered_methods_panels_render_and_ask_only_for_metrics_they_draw():
+    for name, cls in REGISTRY.items():
+        drawn = {s.metric for p in cls.panels for s in p.series if s.metric}
+        assert {metric for metric, _ in charts.method_metrics([name]).values()} == drawn, name
+        panels = [p for m in charts.method_panels([name]) for p in m["panels"]]
+        assert [p["id"] for p in panels] == [f"chart-{name}-{p.key}" for p in cls.panels], name
+
+
+def test_the_page_names_come_from_their_homes():
+    names = charts.page_names("verl")
+    assert [b["name"] for b in names["buckets"]] == list(Bucket.NAMES)
+    assert [b["label"] for b in names["buckets"]][:2] == ["unseen", "too easy"]
+    assert all(b["color"].startswith("#") for b in names["buckets"])
+    assert [p["name"] for p in names["phases"]] == [*PHASES, "checkpoint", "other"]
+    assert len({p["color"] for p in names["phases"]}) == len(names["phases"])
+    assert [p["name"] for p in charts.page_names("local")["phases"]] == list(PHASES)
+
+
+def test_every_series_column_has_a_legend_in_words_and_running_totals_say_cumulative():
+    s = charts.step_series([step_row(0)])
+    columns = [c for c in s if c not in ("step", "seconds", "metrics")]
+    assert sorted(columns) == sorted(charts.LEGENDS)
+    for column, legend in charts.LEGENDS.items():
+        assert "_" not in legend and "/" not in legend, legend
+        assert column.endswith("_total") == legend.endswith("(cumulative)"), (column, legend)
 
 
 # -- step_series -------------------------------------------------------------------------------------
@@ -81,7 +166,7 @@ def test_a_verl_run_also_charts_its_checkpoint_and_unaccounted_seconds():
                                "other": 0.25})
     s = charts.step_series([row], phases=charts.phases_of("verl"))
     assert s["seconds"]["checkpoint"] == [4.0] and s["seconds"]["other"] == [0.25]
-    assert list(charts.step_series([row], phases=charts.phases_of("local"))["seconds"]) == list(charts.PHASES)
+    assert list(charts.step_series([row], phases=charts.phases_of("local"))["seconds"]) == list(PHASES)
 
 
 def test_step_series_sends_missing_measurements_as_explicit_nulls():
@@ -98,7 +183,7 @@ def test_step_series_carries_the_metrics_of_the_active_methods_only():
                "lze/pruned_pool": 3.0, "greso/p_easy": 0.4}
     s = charts.step_series([step_row(0, metrics=metrics)], methods=["hive", "rlzvp"])
     assert s["metrics"]["hive/stage1_kept"] == [10.0] and s["metrics"]["hive/entropy_threshold"] == [0.7]
-    assert s["metrics"]["rlzvp/shaped_share"] == [0.5]  # 2 shaped of 4 trained
+    assert s["metrics"]["rlzvp/shaped_rollouts / rollouts_trained"] == [0.5]  # 2 shaped of 4 trained
     assert "lze/pruned_pool" not in s["metrics"] and "greso/p_easy" not in s["metrics"]
 
 
@@ -260,7 +345,7 @@ def test_edge_map_groups_prompts_by_bucket_over_pass_rate_and_entropy():
     assert s["buckets"]["pruned"]["key"] == []  # no pass rate: counted, not placed
     assert s["counts"] == {"unseen": 1, "too_easy": 1, "edge": 1, "too_hard": 1, "pruned": 1, "stale": 0}
     assert s["shown"] == 4 and s["no_entropy"] == 1 and s["total"] == 10
-    assert set(s["buckets"]) == set(charts.BUCKETS)
+    assert list(s["buckets"]) == list(Bucket.NAMES)  # one trace per bucket, in Bucket order
 
 
 def test_heatmap_layout_gives_one_row_per_prompt_up_to_the_limit_then_groups():

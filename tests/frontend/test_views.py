@@ -104,6 +104,29 @@ def test_the_new_run_form_offers_every_method_with_its_parameters_defaults_and_h
     assert "Cost forecast" in page and "no budget limit" in page
 
 
+def test_a_newly_registered_method_is_offered_by_the_form_with_its_parameters(bob, dataset, monkeypatch):
+    from dataclasses import dataclass, field
+    from typing import ClassVar
+
+    from workers.selection.params import MethodParams
+    from workers.selection.selectors import REGISTRY, Selector
+
+    @dataclass(frozen=True)
+    class ToyParams(MethodParams):
+        method: ClassVar[str] = "toy"
+        depth: int = field(default=3, metadata={"help": "how deep the toy looks"})
+
+    class Toy(Selector):
+        name, label, help, layers, Params = "toy", "Toy method", "a method the form never heard of", frozenset(), ToyParams
+
+    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    page = bob.get("/runs/new/").content.decode()
+    assert '<input type="checkbox" name="method" value="toy"> Toy method</label>' in page
+    assert "a method the form never heard of" in page
+    assert 'name="selectors.toy.depth" value="3"' in page and "how deep the toy looks" in page
+    assert page.index("> GRPO</label>") < page.index("> LZE</label>") < page.index("> Toy method</label>")
+
+
 def test_launching_through_the_form_stores_the_run_and_opens_its_page(bob, dataset, enqueued,
                                                                      django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
@@ -210,12 +233,73 @@ def test_the_run_page_has_the_three_sections_and_a_panel_per_method(bob, run):
         assert heading in page
     for chart in ("chart-rollouts", "chart-shares", "chart-acc-rollouts", "chart-acc-hours", "chart-reward",
                   "chart-seconds", "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy",
-                  "chart-hora", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp", "chart-actions"):
+                  "chart-hora-allocation", "chart-lze-energy", "chart-lze-pool", "chart-rlzvp-shaped", "chart-actions"):
         assert f'id="{chart}"' in page
-    assert "chart-greso" not in page and "chart-dapo" not in page
+    assert "chart-greso-" not in page and "chart-dapo-" not in page
     assert 'src="/vendor/plotly.min.js"' in page and "Cancel run" in page
     assert "kept by HIVE stage 2" in page  # newest decisions
     assert 'id="run-job"' not in page  # trained in the worker: no job outside it
+
+
+def run_page_config(page: str) -> dict:
+    import json
+    import re
+
+    return json.loads(re.search(r'<script id="run-page" type="application/json">(.*?)</script>', page, re.DOTALL).group(1))
+
+
+def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, run):
+    import re
+
+    from workers.selection.ledger import Bucket
+    from workers.selection.selectors import REGISTRY
+
+    page = bob.get(f"/runs/{run.id}/").content.decode()
+    sections = re.findall(r'<div class="method-panel" data-method="([a-z0-9_]+)">', page)
+    assert sections == [m for m in REGISTRY if m in run.config["selectors"] and REGISTRY[m].panels]
+    for method in sections:
+        for panel in REGISTRY[method].panels:
+            figure = re.search(r'<figure( class="wide-fig")?><figcaption>([^<]*)</figcaption><div class="chart" '
+                               f'id="chart-{method}-{panel.key}"></div></figure>', page)
+            assert figure, f"chart-{method}-{panel.key}"
+            assert figure.group(2) == panel.title and bool(figure.group(1)) == panel.wide
+    config = run_page_config(page)
+    assert [p["id"] for p in config["panels"]] == [f"chart-{m}-{p.key}" for m in sections
+                                                   for p in REGISTRY[m].panels]
+    # the views drawn from their own endpoint find it by view name
+    assert {p["view"] for p in config["panels"]} - {"steps"} <= set(config["urls"])
+    assert bob.get(config["urls"]["hora_allocation"]).status_code == 200
+    assert [b["name"] for b in config["buckets"]] == list(Bucket.NAMES)  # the edge map's traces, in Bucket order
+    assert config["legends"]["rollouts_generated_total"] == "rollouts generated (cumulative)"
+
+
+def test_a_newly_registered_methods_panels_show_on_the_run_page_and_its_series_are_sent(bob, run, monkeypatch):
+    from workers.selection.panels import Panel, Series
+    from workers.selection.selectors import REGISTRY, Selector
+
+    class Toy(Selector):
+        name, label, help, layers = "toy", "Toy method", "for the test", frozenset()
+        panels = (Panel("energy", "Mean energy per trained rollout", (
+            Series("mean energy per trained rollout", metric="lze/energy_mean", per="rollouts_trained"),)),)
+
+    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    Run.objects.filter(id=run.id).update(config={**run.config, "selectors": {**run.config["selectors"], "toy": {}}})
+    page = bob.get(f"/runs/{run.id}/").content.decode()
+    assert '<h3>Toy method</h3>' in page
+    assert '<figcaption>Mean energy per trained rollout</figcaption><div class="chart" id="chart-toy-energy">' in page
+    series = run_page_config(page)["panels"][-1]["series"]
+    assert series == [{"label": "mean energy per trained rollout", "source": "metric", "axis": "left",
+                       "column": "lze/energy_mean / rollouts_trained", "style": "line"}]
+    data = bob.get(f"/data/runs/{run.id}/series/").json()
+    assert data["metrics"]["lze/energy_mean / rollouts_trained"] == [pytest.approx(0.4 / 16)] * 6
+
+
+def test_a_run_of_a_method_without_panels_has_no_panel_section(bob, acme, dataset, enqueued):
+    from controlplane.runs.services import run_create
+
+    plain = run_create(team=acme, dataset=dataset, name="plain", config={"steps": 2, "selectors": {"grpo": {}}})
+    page = bob.get(f"/runs/{plain.id}/").content.decode()
+    assert 'class="method-panel"' not in page and run_page_config(page)["panels"] == []
 
 
 def tile_texts(page: str) -> dict[str, str]:

@@ -2,10 +2,8 @@
 // - every `interval` ms while the run is live; at once while the answer says has_more;
 // - paused while the tab is hidden, resumed (with an immediate poll) when it shows again;
 // - on an error, backs off: interval x 2, x 4, ... up to maxInterval, and resets on success;
-// - stops once an answer says the run has finished (that answer holds the last rows:
-//   the server reads the status before the rows).
-
-export const FINISHED = ["succeeded", "failed", "cancelled", "budget_stopped"];
+// - stops once an answer says the run has finished (`finished`, which the server derives from
+//   the run's status; that answer holds the last rows: the server reads the status before the rows).
 
 export function withParams(url, params) {
   const u = new URL(url, window.location.origin);
@@ -59,7 +57,7 @@ export class Poller {
       if (this.cursor && data.next_after !== undefined) this.after = data.next_after;
       this.onData(data);
       if (data.has_more) next = 0;
-      else if (FINISHED.includes(data.status)) { this.busy = false; this.stop(); return; }
+      else if (data.finished) { this.busy = false; this.stop(); return; }
     } catch (error) {
       this.failures += 1;
       next = Math.min(this.interval * 2 ** this.failures, this.maxInterval);

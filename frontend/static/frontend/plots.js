@@ -5,9 +5,7 @@
 export const COLORS = {
   generated: "#2563eb", uniform: "#9ca3af", savings: "#059669", effective: "#2563eb",
   all_correct: "#16a34a", all_wrong: "#dc2626", pass1: "#7c3aed", passk: "#db2777", reward: "#0891b2",
-  select: "#a855f7", generate: "#2563eb", reward_phase: "#f59e0b", update: "#10b981", checkpoint: "#64748b", other: "#cbd5e1",
-  unseen: "#9ca3af", too_easy: "#16a34a", edge: "#f59e0b", too_hard: "#dc2626", pruned: "#6b7280", stale: "#a8a29e",
-};
+};  // buckets and phases bring their colours in the page's config (frontend.charts.page_names)
 
 const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 

@@ -1,16 +1,20 @@
 // The run page: polls the run's chart endpoints with a cursor and draws what they hold.
 // The series come shaped by frontend/charts.py; this module only stores and draws them.
-import { FINISHED, Poller, withParams } from "./live.js";
+// Every name it draws by comes from the page's config (views.run_detail): the method panels
+// as the methods declare them, the buckets, the phases and the legend of each column.
+import { Poller, withParams } from "./live.js";
 import { COLORS, append, appendColumns, draw, fixed, line, pct } from "./plots.js";
 
 const cfg = JSON.parse(document.getElementById("run-page").textContent);
-const has = (method) => cfg.methods.includes(method);
 const label = (method) => cfg.labels[method] || method;
+const legend = (column) => cfg.legends[column] || column;
+const stepPanels = cfg.panels.filter((p) => p.view === "steps");
+const viewPanels = (view) => cfg.panels.filter((p) => p.view === view);
 
 const steps = {};
 const evals = {};
 const acts = {};
-const hora = {};
+const allocations = {};  // by panel id
 const heat = {};
 let heatRows = null;
 let lastStep = cfg.last_step;
@@ -34,10 +38,10 @@ function header(state) {
     document.getElementById("run-progress").style.width = `${(share * 100).toFixed(1)}%`;
     text("run-steps", `${state.steps_completed} / ${state.steps_planned} steps`);
   }
-  const reason = state.reason || (state.cancel_requested && !FINISHED.includes(state.status)
+  const reason = state.reason || (state.cancel_requested && !state.finished
     ? "Cancel requested: stops at the next step." : "");
   text("run-reason", reason);
-  if (FINISHED.includes(state.status)) {
+  if (state.finished) {
     const cancel = document.getElementById("cancel-form");
     if (cancel) cancel.remove();
   }
@@ -77,32 +81,30 @@ const SHARE_AXIS = { tickformat: ".0%", range: [0, 1.02], gridcolor: "#eef0f3" }
 
 const SAVING_COLORS = { uniform: COLORS.savings, dynamic_sampling: "#0891b2", backward_mixed: "#7c3aed" };
 const savingTiles = cfg.tiles.filter((t) => t.saving);
-const uniformLegend = (savingTiles.find((t) => t.yardstick === "uniform") || {}).legend;
 
 function drawSteps() {
   const x = steps.step;
   draw("chart-rollouts", [
-    line(x, steps.rollouts_generated_total, "rollouts generated (cumulative)", COLORS.generated, { fill: "tozeroy", fillcolor: "rgba(37,99,235,0.08)" }),
-    line(x, steps.rollouts_uniform_total, "rollouts uniform GRPO would generate (cumulative)", COLORS.uniform, { line: { color: COLORS.uniform, dash: "dash", width: 2 } }),
-    line(x, steps.rollout_savings_total, uniformLegend, COLORS.savings, { yaxis: "y2" }),
+    line(x, steps.rollouts_generated_total, legend("rollouts_generated_total"), COLORS.generated, { fill: "tozeroy", fillcolor: "rgba(37,99,235,0.08)" }),
+    line(x, steps.rollouts_uniform_total, legend("rollouts_uniform_total"), COLORS.uniform, { line: { color: COLORS.uniform, dash: "dash", width: 2 } }),
+    line(x, steps.rollout_savings_total, legend("rollout_savings_total"), COLORS.savings, { yaxis: "y2" }),
   ], { xaxis: STEP_AXIS, yaxis: { title: { text: "rollouts (cumulative)" }, gridcolor: "#eef0f3" },
        yaxis2: { overlaying: "y", side: "right", tickformat: ".0%", range: [0, 1], showgrid: false } });
   // Each saving against its own yardstick; a gap until that yardstick has an estimate.
   draw("chart-savings", savingTiles.map((t) => line(x, steps[t.series] || [], t.legend, SAVING_COLORS[t.yardstick])),
        { xaxis: STEP_AXIS, yaxis: { title: { text: "saved" }, tickformat: ".0%", gridcolor: "#eef0f3" } });
   draw("chart-shares", [
-    line(x, steps.effective_share_of_generated, "effective_share_of_generated", COLORS.effective),
-    line(x, steps.all_correct_share, "all-correct groups", COLORS.all_correct),
-    line(x, steps.all_wrong_share, "all-wrong groups", COLORS.all_wrong),
+    line(x, steps.effective_share_of_generated, legend("effective_share_of_generated"), COLORS.effective),
+    line(x, steps.all_correct_share, legend("all_correct_share"), COLORS.all_correct),
+    line(x, steps.all_wrong_share, legend("all_wrong_share"), COLORS.all_wrong),
   ], { xaxis: STEP_AXIS, yaxis: SHARE_AXIS });
-  draw("chart-reward", [line(x, steps.reward_mean, "reward_mean", COLORS.reward)],
+  draw("chart-reward", [line(x, steps.reward_mean, legend("reward_mean"), COLORS.reward)],
        { xaxis: STEP_AXIS, yaxis: { title: { text: "mean reward" }, gridcolor: "#eef0f3" } });
-  const phaseColor = { select: COLORS.select, generate: COLORS.generate, reward: COLORS.reward_phase, update: COLORS.update,
-                       checkpoint: COLORS.checkpoint, other: COLORS.other };
-  draw("chart-seconds", Object.entries(steps.seconds).map(([phase, y]) => ({
-    x, y, name: phase, type: "bar", marker: { color: phaseColor[phase] } })),
+  const seconds = steps.seconds || {};
+  draw("chart-seconds", cfg.phases.map((phase) => ({
+    x, y: seconds[phase.name] || [], name: phase.label, type: "bar", marker: { color: phase.color } })),
   { barmode: "stack", bargap: 0.1, xaxis: STEP_AXIS, yaxis: { title: { text: "seconds" }, gridcolor: "#eef0f3" } });
-  drawMethodSteps();
+  drawStepPanels();
   tiles();
 }
 
@@ -123,75 +125,78 @@ function drawEvaluations() {
   }
 }
 
-// -- method panels -----------------------------------------------------------------------------------
+// -- method panels: drawn from what each method declares (workers/selection/panels.py) ----------------
 
-function metric(name) {
-  return (steps.metrics && steps.metrics[name]) || [];
+const PANEL_COLORS = ["#2563eb", "#f59e0b", "#16a34a", "#7c3aed", "#dc2626", "#0891b2", "#db2777", "#65a30d"];
+
+// The axis of a unit: a share in percent, a count in whole numbers, a correlation in [-1, 1].
+function unitAxis(unit, values) {
+  if (unit === "share") return { tickformat: ".0%", range: [0, 1.02] };
+  if (unit === "correlation") return { range: [-1, 1] };
+  if (unit === "count") {
+    const top = Math.max(0, ...values.flat().filter((v) => v !== null && v !== undefined));
+    return { tickformat: ",d", rangemode: "tozero", ...(top <= 8 ? { dtick: 1 } : {}) };
+  }
+  return {};
 }
 
-function drawMethodSteps() {
-  const x = steps.step;
-  if (has("hive")) {
-    draw("chart-hive-kept", [
-      { x, y: metric("hive/stage1_candidates"), name: "stage 1 candidates", type: "bar", marker: { color: "#cbd5e1" } },
-      { x, y: metric("hive/stage1_kept"), name: "kept by stage 1", type: "bar", marker: { color: "#60a5fa" } },
-      { x, y: metric("hive/stage2_kept"), name: "kept by stage 2", type: "bar", marker: { color: "#1d4ed8" } },
-    ], { barmode: "group", bargap: 0.15, xaxis: STEP_AXIS, yaxis: { title: { text: "prompts" } } });
-    draw("chart-hive-entropy", [
-      line(x, metric("hive/entropy_threshold"), "entropy threshold", "#7c3aed"),
-      line(x, metric("hive/entropy_correlation"), "prompt/response entropy correlation", "#f59e0b", { yaxis: "y2" }),
-    ], { xaxis: STEP_AXIS, yaxis: { title: { text: "prompt entropy" } },
-         yaxis2: { overlaying: "y", side: "right", range: [-1, 1], showgrid: false, title: { text: "correlation" } } });
+// A series' column: step metrics (shares come divided already) or decisions counted per step.
+function seriesData(s) {
+  if (s.source === "decision") {
+    const x = acts.step || [];
+    return { x, y: (acts.counts || {})[s.column] || x.map(() => 0) };
   }
-  if (has("rlzvp")) {
-    draw("chart-rlzvp", [line(x, metric("rlzvp/shaped_share"), "rlzvp/shaped_share", "#0d9488")],
-         { xaxis: STEP_AXIS, yaxis: SHARE_AXIS });
-  }
-  if (has("greso")) {
-    draw("chart-greso", [line(x, metric("greso/p_easy"), "p_easy", COLORS.all_correct),
-                         line(x, metric("greso/p_hard"), "p_hard", COLORS.all_wrong)],
-         { xaxis: STEP_AXIS, yaxis: SHARE_AXIS });
-  }
-  if (has("dapo")) {
-    draw("chart-dapo", [{ x, y: metric("post_filter/dropped_zero_variance"), name: "dropped groups", type: "bar",
-                          marker: { color: "#9ca3af" } }], { xaxis: STEP_AXIS });
-  }
-  if (has("lze")) drawLzePool();
+  return { x: steps.step || [], y: (steps.metrics || {})[s.column] || [] };
 }
 
-function drawLzePool() {
-  const x = steps.step;
-  const counts = acts.counts || {};
-  const traces = [
-    line(x, metric("lze/pruned_pool"), "pruned pool (prompts)", COLORS.pruned),
-    line(x, metric("lze/selected_share"), "lze/selected_share", "#2563eb", { yaxis: "y2" }),
-  ];
-  for (const [name, color] of [["lze.replayed", "#f59e0b"], ["lze.restored", "#16a34a"]]) {
-    if (counts[name]) traces.push({ x: acts.step, y: counts[name], name: name.replace("lze.", ""), type: "bar", marker: { color } });
+function drawStepPanel(panel) {
+  const left = [];
+  const right = [];
+  const traces = panel.series.map((s, i) => {
+    const { x, y } = seriesData(s);
+    (s.axis === "right" ? right : left).push(y);
+    const color = PANEL_COLORS[i % PANEL_COLORS.length];
+    const axis = s.axis === "right" ? { yaxis: "y2" } : {};
+    return s.style === "bar"
+      ? { x, y, name: s.label, type: "bar", marker: { color }, ...axis }
+      : line(x, y, s.label, color, axis);
+  });
+  const extra = { barmode: "group", bargap: 0.15, xaxis: STEP_AXIS, yaxis: unitAxis(panel.unit, left) };
+  if (right.length) {
+    extra.yaxis2 = { overlaying: "y", side: "right", showgrid: false, title: { text: panel.right_unit },
+                     ...unitAxis(panel.right_unit, right) };
   }
-  draw("chart-lze-pool", traces, { xaxis: STEP_AXIS, yaxis: { title: { text: "prompts" } },
-       yaxis2: { overlaying: "y", side: "right", tickformat: ".0%", range: [0, 1], showgrid: false } });
+  draw(panel.id, traces, extra);
 }
 
-async function drawEnergy() {
-  if (!has("lze")) return;
-  const data = await getJSON(cfg.urls.energy);
+function drawStepPanels() {
+  for (const panel of stepPanels) drawStepPanel(panel);
+}
+
+// The panels drawn from their own endpoint, by view name.
+async function drawEnergy(panel) {
+  const data = await getJSON(cfg.urls[panel.view]);
   if (!data) return;
   const mids = data.edges.slice(0, -1).map((e, i) => (e + data.edges[i + 1]) / 2);
-  draw("chart-lze-energy", [
+  draw(panel.id, [
     { x: mids, y: data.selected, name: "selected (trained)", type: "bar", marker: { color: "#2563eb" } },
     { x: mids, y: data.not_selected, name: "not selected", type: "bar", marker: { color: "#cbd5e1" } },
   ], { barmode: "stack", bargap: 0.05, hovermode: "closest", xaxis: { title: { text: `energy at step ${data.at_step}` } },
        yaxis: { title: { text: "groups" } } });
 }
 
-function drawHora() {
-  draw("chart-hora", [{
-    x: hora.step, y: hora.successes, z: hora.mean_extra, customdata: hora.prompts, type: "heatmap",
+function drawAllocation(panel) {
+  const a = allocations[panel.id];
+  draw(panel.id, [{
+    x: a.step, y: a.successes, z: a.mean_extra, customdata: a.prompts, type: "heatmap",
     colorscale: [[0, "#eff6ff"], [1, "#1d4ed8"]], colorbar: { title: { text: "extra" }, thickness: 12 },
     hoverongaps: false,
     hovertemplate: "step %{x}, %{y} probe hits: %{z:.1f} extra rollouts (%{customdata} prompts)<extra></extra>",
   }], { xaxis: STEP_AXIS, yaxis: { title: { text: "probe successes" }, dtick: 1 }, hovermode: "closest" });
+}
+
+function drawSnapshots() {
+  for (const panel of viewPanels("lze_energy")) drawEnergy(panel);
 }
 
 // -- learning edge -------------------------------------------------------------------------------------
@@ -205,10 +210,11 @@ async function drawEdge() {
   if (!edgeNow.checked && lastStep < 0) return;
   const data = await getJSON(withParams(cfg.urls.edge, { step }));
   if (!data) return;
-  const traces = Object.entries(data.buckets).filter(([, t]) => t.x.length).map(([bucket, t]) => ({
-    x: t.x, y: t.y, text: t.key, name: `${bucket} (${data.counts[bucket]})`, type: "scattergl", mode: "markers",
-    marker: { color: COLORS[bucket], size: 7, opacity: 0.75, line: { width: 0 } },
-    hovertemplate: "%{text}<br>pass rate %{x:.2f}, entropy %{y:.3f}<extra>" + bucket + "</extra>",
+  const traces = cfg.buckets.filter((b) => data.buckets[b.name] && data.buckets[b.name].x.length).map((b) => ({
+    x: data.buckets[b.name].x, y: data.buckets[b.name].y, text: data.buckets[b.name].key,
+    name: `${b.label} (${data.counts[b.name]})`, type: "scattergl", mode: "markers",
+    marker: { color: b.color, size: 7, opacity: 0.75, line: { width: 0 } },
+    hovertemplate: "%{text}<br>pass rate %{x:.2f}, entropy %{y:.3f}<extra>" + b.label + "</extra>",
   }));
   draw("chart-edge", traces, { height: 340, hovermode: "closest",
        xaxis: { title: { text: "pass rate" }, range: [-0.03, 1.03], gridcolor: "#eef0f3" },
@@ -304,7 +310,7 @@ function start() {
   const actions = new Poller({ url: cfg.urls.actions, interval: slow, onError, onData: (page) => {
     const before = acts.step ? acts.step.length : -1;
     append(acts, page, "step", 0);
-    settle("actions", acts.step.length !== before, page, () => { drawActions(); if (has("lze")) drawLzePool(); });
+    settle("actions", acts.step.length !== before, page, () => { drawActions(); drawStepPanels(); });
   } });
   secondary.push(actions);
   const heatPoller = new Poller({ url: cfg.urls.heatmap, interval: slow, onError, onData: (page) => {
@@ -314,12 +320,13 @@ function start() {
     settle("heatmap", heat.step.length !== before, page, drawHeat);
   } });
   secondary.push(heatPoller);
-  if (has("hora")) {
-    secondary.push(new Poller({ url: cfg.urls.hora, interval: slow, onError, onData: (page) => {
-      if (!hora.successes) hora.successes = page.successes;
-      const before = hora.step ? hora.step.length : -1;
-      appendColumns(hora, page, "step", ["mean_extra", "prompts"]);
-      settle("hora", hora.step.length !== before, page, drawHora);
+  for (const panel of viewPanels("hora_allocation")) {
+    const a = (allocations[panel.id] = {});
+    secondary.push(new Poller({ url: cfg.urls[panel.view], interval: slow, onError, onData: (page) => {
+      if (!a.successes) a.successes = page.successes;
+      const before = a.step ? a.step.length : -1;
+      appendColumns(a, page, "step", ["mean_extra", "prompts"]);
+      settle(panel.id, a.step.length !== before, page, () => drawAllocation(panel));
     } }));
   }
   const evaluations = new Poller({ url: cfg.urls.evaluations, interval: cfg.poll_ms, onError, onData: (page) => {
@@ -343,7 +350,7 @@ function start() {
     if (pending && !page.has_more) {  // redraw the snapshots once every page is in
       pending = false;
       if (edgeFollow || edgeNow.checked) drawEdge();
-      drawEnergy();
+      drawSnapshots();
       refreshRecent();
       for (const p of secondary) if (!p.stopped) p.schedule(0);
     }
