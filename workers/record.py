@@ -261,7 +261,8 @@ class StepSummary:
         figures = {k: v for k, v in accounting.to_record().items() if k != "step"}
         counts = {name: int(figures.pop(name)) for name in BASE_COUNTS + OPTIONAL_COUNTS if name in figures}
         seconds = {str(k): float(v) for k, v in figures.pop("seconds", {}).items()}
-        return cls(**counts, **{name: finite(value) for name, value in figures.items()}, seconds=seconds,
+        numbers: dict[str, Any] = {name: finite(value) for name, value in figures.items()}
+        return cls(**counts, **numbers, seconds=seconds,
                    metrics={str(k): finite(v) for k, v in (metrics or {}).items()},
                    train=train if isinstance(train, TrainStats) else TrainStats.measured(train or {}),
                    warmup={str(k): finite(v) for k, v in (warmup or {}).items()})
@@ -614,6 +615,3 @@ class RunFinished:
             raise RecordError("run_finished", "lacks status")
         return cls(status=data["status"], reason=data.get("reason", ""))
 
-
-EVENT_RECORDS: dict[str, type] = {r.EVENT: r for r in (StepRecord, EvaluationRecord, RunStarted, CheckpointSaved,
-                                                       Heartbeat, RunFinished)}

@@ -360,3 +360,11 @@ def test_an_unversioned_record_from_an_older_engine_is_still_stored(running, tok
     assert answer.status_code == 200, answer.content
     assert rows_of_step(running, 0) == (1, 2, 2, 1)
     assert StepSummary.objects.get(run=running).mixed_rate_uniform is None
+
+
+def test_every_event_has_one_route_whose_record_names_it():
+    from controlplane.api.serializers import EVENTS
+    from controlplane.telemetry.services import EVENT_ROUTES
+
+    assert EVENTS == tuple(EVENT_ROUTES)
+    assert all(route.record.EVENT == name for name, route in EVENT_ROUTES.items())

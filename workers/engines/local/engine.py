@@ -292,12 +292,14 @@ class LocalEngine:
         s = record.summary
         mixed = s.groups_generated - s.groups_all_correct - s.groups_all_wrong
         vs_ds = s.rollout_savings_vs_dynamic_sampling
+        def shown(value: float | None, form: str) -> str:
+            return "not measured" if value is None else format(value, form)
+
         log.info("step %d: %d mixed / %d all-correct / %d all-wrong of %d groups, %d groups trained, "
-                 "reward %.3f, rollout savings %.1f%% vs uniform GRPO, %s vs dynamic sampling, loss %s",
+                 "reward %s, rollout savings %.1f%% vs uniform GRPO, %s vs dynamic sampling, loss %s",
                  record.step, mixed, s.groups_all_correct, s.groups_all_wrong, s.groups_generated,
-                 s.groups_trained, s.train.reward_mean, 100 * s.rollout_savings,
-                 "no estimate yet" if vs_ds is None else f"{100 * vs_ds:.1f}%",
-                 "not measured" if s.train.loss is None else f"{s.train.loss:.4f}")
+                 s.groups_trained, shown(s.train.reward_mean, ".3f"), 100 * s.rollout_savings,
+                 "no estimate yet" if vs_ds is None else f"{100 * vs_ds:.1f}%", shown(s.train.loss, ".4f"))
 
     def _finish(self, status: RunStatus, reason: str) -> RunStatus:
         self.sink.run_finished(status=status, reason=reason)
