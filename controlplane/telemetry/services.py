@@ -46,8 +46,10 @@ from workers.record import (
 OBSERVATION_COLUMNS = ("run_id", "step", "prompt_key", "group_size", "successes", "pass_rate", "response_entropy",
                        "prompt_entropy", "energy", "response_tokens", "trained", "bucket")
 DECISION_COLUMNS = ("run_id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")
-# Summary columns as the record names them (workers.record.StepSummary). The estimates are None
-# where there is none (no mixed group seen yet): stored as NULL.
+# Summary columns, named as in the record (workers.record.StepSummary): what every step has,
+# then the savings yardsticks' counts (0 from an engine built before them) and estimates
+# (None where there is none, e.g. no mixed group seen yet: stored as NULL, left out of the
+# cumulative savings).
 SUMMARY_FIELDS = REQUIRED_SUMMARY
 SUMMARY_COUNTS = ("prompt_tokens_generated", "backward_prompt_tokens", "groups_uniform", "groups_uniform_mixed",
                   "groups_mixed_collected", "backward_tokens_mixed")
