@@ -166,7 +166,7 @@ def measure_train_step(engine: LocalEngine, repeats: int) -> dict[str, Any]:
         engine.step += 1
         if repeat:
             totals.append(t)
-            phases.append(record["summary"]["seconds"])
+            phases.append(record.summary.seconds)
     return {
         "train_step_seconds": statistics.median(totals),
         "train_step_seconds_all": totals,

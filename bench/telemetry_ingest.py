@@ -3,7 +3,8 @@
 Prints and writes bench/results/telemetry_ingest.json:
 - step records of 1,024 observations plus their decisions through ``step_ingest``
   (delete-then-COPY, prompt states, usage ledger, one transaction each), in rows/s,
-  beside Django's ``bulk_create`` of the same rows in the same run (aim: > 500,000 rows/s);
+  beside Django's ``bulk_create`` of the same rows in the same run (aim: > 500,000 rows/s),
+  and what reading a record's wire form (``StepRecord.from_wire``: the HTTP path) adds;
 - the latency of the audit query for one prompt and of the learning-edge snapshot on a
   run of 10,000,000 decision rows (aim: < 50 ms each).
 
@@ -20,33 +21,37 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workers.record import StepRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 
-def step_record(step: int, n_prompts: int, decisions_per_prompt: int) -> dict:
-    observations = [{
-        "prompt_key": f"bench:{(step * n_prompts + i) % 100_000}", "group_size": 8, "successes": i % 9,
-        "pass_rate": (i % 9) / 8, "response_entropy": 0.5, "prompt_entropy": 0.7, "energy": 0.3,
-        "response_tokens": 40, "trained": i % 2 == 0, "bucket": "edge",
-    } for i in range(n_prompts)]
-    decisions = [{
-        "step": step, "prompt_key": f"bench:{(step * n_prompts + i) % 100_000}", "layer": "pre_rollout",
-        "method": "hive", "action": "kept", "reason": "hive.stage2_kept",
-        "scores": {"entropy": 0.7, "threshold": 0.5, "candidates": 1536},
-        "message": "kept by HIVE stage 2: prompt entropy 0.700 >= median 0.500 of 1536 candidates",
-    } for i in range(n_prompts) for _ in range(decisions_per_prompt)]
-    summary = {name: 1 for name in (
-        "rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained", "rollouts_uniform",
-        "groups_generated", "groups_all_correct", "groups_all_wrong", "groups_trained", "forward_tokens_extra",
-        "backward_tokens")}
-    summary.update(rollout_savings=0.1, effective_share_of_generated=0.5, flops_estimate=1.0,
-                   flops_uniform_estimate=1.0, device_seconds=0.0, seconds={"generate": 0.0}, metrics={},
-                   train={"reward_mean": 0.5, "loss": 0.1})
-    return {"step": step, "epoch": 0, "summary": summary, "observations": observations, "decisions": decisions,
-            "alerts": []}
+def step_record(step: int, n_prompts: int, decisions_per_prompt: int) -> StepRecord:
+    from workers.record import DecisionRecord, Observation, StepRecord, StepSummary, TrainStats
+
+    observations = tuple(Observation(
+        prompt_key=f"bench:{(step * n_prompts + i) % 100_000}", group_size=8, successes=i % 9,
+        pass_rate=(i % 9) / 8, response_entropy=0.5, prompt_entropy=0.7, energy=0.3, response_tokens=40,
+        trained=i % 2 == 0, bucket="edge",
+    ) for i in range(n_prompts))
+    decisions = tuple(DecisionRecord(
+        step=step, prompt_key=f"bench:{(step * n_prompts + i) % 100_000}", layer="pre_rollout",
+        method="hive", action="kept", reason="hive.stage2_kept",
+        scores={"entropy": 0.7, "threshold": 0.5, "candidates": 1536.0},
+        message="kept by HIVE stage 2: prompt entropy 0.700 >= median 0.500 of 1536 candidates",
+    ) for i in range(n_prompts) for _ in range(decisions_per_prompt))
+    summary = StepSummary(
+        **dict.fromkeys(("rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained",
+                         "rollouts_uniform", "groups_generated", "groups_all_correct", "groups_all_wrong",
+                         "groups_trained", "forward_tokens_extra", "backward_tokens"), 1),
+        rollout_savings=0.1, effective_share_of_generated=0.5, flops_estimate=1.0, flops_uniform_estimate=1.0,
+        device_seconds=0.0, seconds={"generate": 0.0}, train=TrainStats(reward_mean=0.5, loss=0.1))
+    return StepRecord(step=step, epoch=0, summary=summary, observations=observations, decisions=decisions)
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -80,6 +85,7 @@ def main() -> None:
     from controlplane.runs.models import PromptObservation, PromptState, Run, SelectionDecision
     from controlplane.telemetry.services import step_ingest
     from workers.problems.dataset import PromptRecord
+    from workers.record import StepRecord
 
     call_command("migrate", verbosity=0)
     team = team_create(name="Bench", owner_username="bench")
@@ -101,6 +107,9 @@ def main() -> None:
         service_times.append(time.perf_counter() - start)
     replay = timed(lambda: step_ingest(run_id=run.id, record=records[-1]), 3)  # a replayed step replaces
     assert PromptObservation.objects.filter(run=run).count() == args.steps * args.prompts
+    # What the HTTP ingest adds before the service: reading and checking the wire form.
+    wires = [record.to_wire() for record in records]
+    read_times = timed(lambda: [StepRecord.from_wire(wire) for wire in wires], 3)
 
     orm_run = new_run("bulk_create")
     orm_times = []
@@ -108,14 +117,14 @@ def main() -> None:
         start = time.perf_counter()
         with transaction.atomic():
             PromptObservation.objects.bulk_create([PromptObservation(
-                run=orm_run, step=record["step"], prompt_key=o["prompt_key"], group_size=o["group_size"],
-                successes=o["successes"], pass_rate=o["pass_rate"], response_entropy=o["response_entropy"],
-                prompt_entropy=o["prompt_entropy"], energy=o["energy"], response_tokens=o["response_tokens"],
-                trained=o["trained"], bucket=o["bucket"]) for o in record["observations"]], batch_size=5000)
+                run=orm_run, step=record.step, prompt_key=o.prompt_key, group_size=o.group_size,
+                successes=o.successes, pass_rate=o.pass_rate, response_entropy=o.response_entropy,
+                prompt_entropy=o.prompt_entropy, energy=o.energy, response_tokens=o.response_tokens,
+                trained=o.trained, bucket=o.bucket) for o in record.observations], batch_size=5000)
             SelectionDecision.objects.bulk_create([SelectionDecision(
-                run=orm_run, step=d["step"], prompt_key=d["prompt_key"], layer=d["layer"], method=d["method"],
-                action=d["action"], reason=d["reason"], scores=d["scores"], message=d["message"])
-                for d in record["decisions"]], batch_size=5000)
+                run=orm_run, step=d.step, prompt_key=d.prompt_key, layer=d.layer, method=d.method,
+                action=d.action, reason=d.reason, scores=dict(d.scores), message=d.message)
+                for d in record.decisions], batch_size=5000)
         orm_times.append(time.perf_counter() - start)
 
     # 2. A run with --audit-rows decision rows, generated inside Postgres.
@@ -162,6 +171,7 @@ def main() -> None:
         "ingest_step_ms_median": statistics.median(service_times) * 1e3,
         "ingest_replayed_step_ms_median": statistics.median(replay) * 1e3,
         "bulk_create_step_ms_median": statistics.median(orm_times) * 1e3,
+        "wire_read_step_ms_median": statistics.median(read_times) / len(wires) * 1e3,
         "audit_rows": args.audit_rows,
         "audit_fill_seconds": fill_seconds,
         "audit_query_ms_median": statistics.median(audit_ms),

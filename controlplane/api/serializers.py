@@ -8,7 +8,6 @@ from rest_framework import serializers
 
 from controlplane.datasets.models import Dataset
 from controlplane.runs.models import (
-    FINISHED,
     Attempt,
     Bucket,
     Evaluation,
@@ -19,7 +18,8 @@ from controlplane.runs.models import (
     StepSummary,
 )
 from controlplane.runs.selectors import SAVINGS, RunDetail
-from controlplane.telemetry.services import SUMMARY_FIELDS
+from controlplane.telemetry.services import EVENT_ROUTES, event_read
+from workers.record import RecordError
 from workers.selection.accounting import YARDSTICKS
 from workers.selection.decisions import Action
 
@@ -337,52 +337,23 @@ class BudgetOverviewSerializer(serializers.Serializer):
 
 # -- ingestion ----------------------------------------------------------------------------------------------
 
-EVENTS = ("step", "evaluation", "run_started", "checkpoint", "heartbeat", "run_finished")
+EVENTS = tuple(EVENT_ROUTES)
 
 
-class StepRecordSerializer(serializers.Serializer):
-    """The top of a step record; its rows are checked by the ingestion service, which
-    writes them in bulk (a per-row serializer would cost more than the write)."""
+class EventRecordSerializer(serializers.Serializer):
+    """An ingest body validated into its event's typed record (workers.record: a ``StepRecord``
+    for a step), by the record's own ``from_wire``: the rules the in-process sink's records
+    obey. ``context={"event": name}``; a step when absent."""
 
-    step = serializers.IntegerField(min_value=0)
-    epoch = serializers.IntegerField(min_value=0, required=False)
-    summary = serializers.DictField()
-    observations = serializers.ListField(required=False)
-    decisions = serializers.ListField(required=False)
-    alerts = serializers.ListField(required=False)
-
-    def validate_summary(self, summary: dict) -> dict:
-        missing = [name for name in SUMMARY_FIELDS if name not in summary]
-        if missing:
-            raise serializers.ValidationError(f"lacks {', '.join(missing)}")
-        return summary
+    def to_internal_value(self, data):
+        try:
+            return event_read(self.context.get("event", "step"), data)
+        except RecordError as exc:
+            raise serializers.ValidationError({exc.where: [exc.problem]}) from exc
 
 
-class EvaluationEventSerializer(serializers.Serializer):
-    step = serializers.IntegerField(min_value=0)
-    k = serializers.IntegerField(min_value=1)
-    pass_at_1 = serializers.FloatField()
-    pass_at_k = serializers.FloatField()
-    prompts = serializers.IntegerField(min_value=0)
-    by_difficulty = serializers.DictField(required=False, default=dict)
-
-
-class RunStartedEventSerializer(serializers.Serializer):
-    resumed_from_step = serializers.IntegerField(required=False, allow_null=True, default=None)
-
-
-class CheckpointEventSerializer(serializers.Serializer):
-    step = serializers.IntegerField(min_value=0)
-
-
-class HeartbeatEventSerializer(serializers.Serializer):
-    phase = serializers.CharField(max_length=64)
-    detail = serializers.CharField(max_length=500, allow_blank=True)
-
-
-class RunFinishedEventSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=[str(s) for s in FINISHED])
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+class StepRecordSerializer(EventRecordSerializer):
+    """A step body validated into a ``StepRecord`` (its ``validated_data``)."""
 
 
 class ControlSerializer(serializers.Serializer):

@@ -36,6 +36,7 @@ from controlplane.runs import selectors as run_selectors
 from controlplane.runs.services import RunStateError, run_cancel, run_create
 from controlplane.telemetry import services as telemetry
 from workers.engines.config import ConfigError
+from workers.record import RecordError
 
 
 class BadRequest(exceptions.APIException):
@@ -262,37 +263,21 @@ class IngestView(APIView):
         if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
             raise exceptions.ParseError("attempt must be a whole number")
         try:
-            if event == "step":
-                event_data(s.StepRecordSerializer, event, body)
-                control = telemetry.step_ingest(run_id=run_id, record=body, attempt=attempt)
-                return Response({"control": str(control)})
-            if event == "evaluation":
-                telemetry.evaluation_ingest(run_id=run_id, record=event_data(s.EvaluationEventSerializer, event, body))
-            elif event == "run_started":
-                data = event_data(s.RunStartedEventSerializer, event, body)
-                telemetry.run_started_ingest(run_id=run_id, resumed_from_step=data["resumed_from_step"])
-            elif event == "checkpoint":
-                data = event_data(s.CheckpointEventSerializer, event, body)
-                telemetry.checkpoint_ingest(run_id=run_id, step=data["step"])
-            elif event == "heartbeat":
-                data = event_data(s.HeartbeatEventSerializer, event, body)
-                telemetry.heartbeat_ingest(run_id=run_id, detail=data["detail"], attempt=attempt)
-            else:
-                data = event_data(s.RunFinishedEventSerializer, event, body)
-                telemetry.run_finished_ingest(run_id=run_id, status=data["status"], reason=data["reason"],
-                                              attempt=attempt)
-        except telemetry.IngestError as exc:
+            record = event_data(s.EventRecordSerializer, event, body)
+            answer = telemetry.event_ingest(run_id=run_id, record=record, attempt=attempt)
+        except (telemetry.IngestError, RecordError) as exc:
             raise exceptions.ParseError(str(exc)) from exc
         except (KeyError, TypeError, ValueError, DatabaseError) as exc:
             # A row the service could not take (missing key, wrong type, out of range);
             # its transaction rolled back, so nothing of the step is stored.
             raise exceptions.ParseError(f"the {event} record was not stored: {type(exc).__name__}: {exc}") from exc
-        return Response({"ok": True})
+        return Response({"control": str(answer)} if answer is not None else {"ok": True})
 
 
-def event_data(serializer_class, event: str, body: dict) -> dict:
-    """The event's fields, or a 400 whose one-line detail names each bad field."""
-    serializer = serializer_class(data=body)
+def event_data(serializer_class, event: str, body: dict):
+    """The event's typed record (``telemetry.EVENT_ROUTES``), or a 400 whose one-line detail
+    names each bad part."""
+    serializer = serializer_class(data=body, context={"event": event})
     if not serializer.is_valid():
         problems = "; ".join(f"{name}: {' '.join(str(m) for m in messages)}"
                              for name, messages in serializer.errors.items())

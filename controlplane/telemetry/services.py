@@ -9,9 +9,9 @@ The answer carries the control signal back: cancel, stop for budget, or continue
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -30,33 +30,35 @@ from controlplane.runs.models import (
 )
 from controlplane.telemetry.models import RunToken
 from workers.engines.telemetry import Control
+from workers.record import (
+    REQUIRED_SUMMARY,
+    CheckpointSaved,
+    DecisionRecord,
+    EvaluationRecord,
+    Heartbeat,
+    Observation,
+    RecordError,
+    RunFinished,
+    RunStarted,
+    StepRecord,
+)
 
 OBSERVATION_COLUMNS = ("run_id", "step", "prompt_key", "group_size", "successes", "pass_rate", "response_entropy",
                        "prompt_entropy", "energy", "response_tokens", "trained", "bucket")
 DECISION_COLUMNS = ("run_id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")
-SUMMARY_FIELDS = ("rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained",
-                  "rollouts_uniform", "groups_generated", "groups_all_correct", "groups_all_wrong", "groups_trained",
-                  "forward_tokens_extra", "backward_tokens", "rollout_savings", "effective_share_of_generated",
-                  "flops_estimate", "flops_uniform_estimate", "device_seconds")
-# Added with the savings yardsticks (workers.selection.accounting.YARDSTICKS). Optional: an
-# engine built before them still reports, and its steps keep the defaults (0, or NULL: no
-# estimate), which the cumulative savings leave out.
+# Summary columns, named as in the record (workers.record.StepSummary): what every step has,
+# then the savings yardsticks' counts (0 from an engine built before them) and estimates
+# (None where there is none, e.g. no mixed group seen yet: stored as NULL, left out of the
+# cumulative savings).
+SUMMARY_FIELDS = REQUIRED_SUMMARY
 SUMMARY_COUNTS = ("prompt_tokens_generated", "backward_prompt_tokens", "groups_uniform", "groups_uniform_mixed",
                   "groups_mixed_collected", "backward_tokens_mixed")
 SUMMARY_ESTIMATES = ("mixed_rate_uniform", "rollouts_dynamic_sampling", "rollout_savings_vs_dynamic_sampling",
-                     "backward_savings_vs_mixed")  # NaN (sent as "NaN") where there is none: stored as NULL
+                     "backward_savings_vs_mixed")
 
 
 class IngestError(ValueError):
     """A record that cannot be stored: says which part is wrong."""
-
-
-def _number(value: Any) -> float | None:
-    """JSON carries NaN as the string "NaN" (json_safe); the database stores NULL."""
-    if value is None or isinstance(value, str):
-        return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
 
 
 # -- bulk insert ----------------------------------------------------------------------------------
@@ -77,36 +79,19 @@ def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     return len(rows)
 
 
-def _observation_rows(run_id: int, step: int, observations: list[dict[str, Any]]) -> Iterable[tuple]:
+def _observation_rows(run_id: int, step: int, observations: Sequence[Observation]) -> Iterable[tuple]:
     for o in observations:
-        yield (run_id, step, o["prompt_key"], int(o["group_size"]), int(o["successes"]), float(o["pass_rate"]),
-               _number(o.get("response_entropy")), _number(o.get("prompt_entropy")), _number(o.get("energy")),
-               int(o.get("response_tokens", 0)), bool(o["trained"]), o["bucket"])
+        yield (run_id, step, o.prompt_key, o.group_size, o.successes, float(o.pass_rate), o.response_entropy,
+               o.prompt_entropy, o.energy, o.response_tokens, o.trained, o.bucket)
 
 
-def _decision_rows(run_id: int, decisions: list[dict[str, Any]]) -> Iterable[tuple]:
+def _decision_rows(run_id: int, decisions: Sequence[DecisionRecord]) -> Iterable[tuple]:
     for d in decisions:
-        yield (run_id, int(d["step"]), d["prompt_key"], d["layer"], d["method"], d["action"], d["reason"],
-               json.dumps(d.get("scores", {})), d["message"])
+        yield (run_id, d.step, d.prompt_key, d.layer, d.method, d.action, d.reason, json.dumps(dict(d.scores)),
+               d.message)
 
 
 # -- the step -------------------------------------------------------------------------------------
-def _check_step_record(record: Any) -> tuple[int, dict[str, Any], list[dict], list[dict]]:
-    try:
-        step = int(record["step"])
-        summary = record["summary"]
-        observations = list(record.get("observations", []))
-        decisions = list(record.get("decisions", []))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IngestError(f"a step record needs step, summary, observations and decisions: {exc}") from exc
-    if step < 0 or not isinstance(summary, dict):
-        raise IngestError("step must be >= 0 and summary an object")
-    missing = [name for name in (*SUMMARY_FIELDS, "device_seconds") if name not in summary]
-    if missing:
-        raise IngestError(f"the step summary lacks {', '.join(missing)}")
-    return step, summary, observations, decisions
-
-
 def _check_attempt(run: Run, attempt: int | None) -> None:
     """Fencing: a worker that lost its run (and whose attempt was replaced) writes nothing."""
     if attempt is not None and run.attempts_count != attempt:
@@ -115,13 +100,16 @@ def _check_attempt(run: Run, attempt: int | None) -> None:
 
 
 @transaction.atomic
-def step_ingest(*, run_id: int, record: dict[str, Any], attempt: int | None = None) -> Control:
+def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt: int | None = None) -> Control:
     """Store one step record; answer with the control signal for the engine.
 
-    ``attempt`` (the in-process sink passes it) fences off a worker whose run was
-    reconciled and started again elsewhere.
+    ``record`` is a ``StepRecord`` (checked when it was built); a mapping is read as the wire
+    form (``StepRecord.from_wire``, the HTTP ingest's rules). ``attempt`` fences off a worker
+    whose run was reconciled and started again elsewhere.
     """
-    step, summary, observations, decisions = _check_step_record(record)
+    if not isinstance(record, StepRecord):
+        record = StepRecord.from_wire(record)
+    step, summary = record.step, record.summary
     run = Run.objects.select_for_update().get(pk=run_id)
     _check_attempt(run, attempt)
     if run.status in FINISHED or run.status == RunStatus.QUEUED:
@@ -130,28 +118,21 @@ def step_ingest(*, run_id: int, record: dict[str, Any], attempt: int | None = No
     PromptObservation.objects.filter(run=run, step=step).delete()
     SelectionDecision.objects.filter(run=run, step=step).delete()
 
-    uniform = uniform_device_seconds(summary)
-    train = summary.get("train", {})
+    seconds = dict(summary.seconds)
+    uniform = uniform_device_seconds({"seconds": seconds, "rollouts_uniform": summary.rollouts_uniform,
+                                      "rollouts_generated": summary.rollouts_generated,
+                                      "rollouts_trained": summary.rollouts_trained})
     StepSummary.objects.create(
-        run=run, step=step, epoch=int(record.get("epoch", 0)),
-        **{name: summary[name] for name in SUMMARY_FIELDS},
-        **{name: int(summary.get(name) or 0) for name in SUMMARY_COUNTS},
-        **{name: _number(summary.get(name)) for name in SUMMARY_ESTIMATES},
-        uniform_device_seconds=uniform,
-        reward_mean=_number(train.get("reward_mean")), loss=_number(train.get("loss")),
-        seconds=summary.get("seconds", {}), metrics=_json_clean(summary.get("metrics", {})),
-        train=_json_clean(train), alerts=record.get("alerts", []),
+        run=run, step=step, epoch=record.epoch,
+        **{name: getattr(summary, name) for name in (*SUMMARY_FIELDS, *SUMMARY_COUNTS, *SUMMARY_ESTIMATES)},
+        uniform_device_seconds=uniform, reward_mean=summary.train.reward_mean, loss=summary.train.loss,
+        seconds=seconds, metrics=dict(summary.metrics), train=summary.train.to_wire(), alerts=list(record.alerts),
     )
-    try:
-        observation_rows = list(_observation_rows(run.id, step, observations))
-        decision_rows = list(_decision_rows(run.id, decisions))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IngestError(f"step {step}: an observation or decision lacks a field or has a bad value: {exc!r}") \
-            from exc
-    bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS, observation_rows)
-    bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, decision_rows)
-    _update_prompt_states(run, step, observations, decisions)
-    usage_record(run=run, step=step, device_seconds=float(summary["device_seconds"]), uniform_seconds=uniform)
+    bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS,
+                _observation_rows(run.id, step, record.observations))
+    bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, _decision_rows(run.id, record.decisions))
+    _update_prompt_states(run, step, record.observations, record.decisions)
+    usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
 
     now = timezone.now()
     Run.objects.filter(pk=run.pk).update(
@@ -163,17 +144,6 @@ def step_ingest(*, run_id: int, record: dict[str, Any], attempt: int | None = No
     if budget_status(run.team_id).exhausted:
         return Control.STOP_BUDGET
     return Control.CONTINUE
-
-
-def _json_clean(value: Any) -> Any:
-    """JSON columns refuse NaN: store it as null."""
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_clean(v) for v in value]
-    return value
 
 
 STATE_COLUMNS = ("run_id", "prompt_key", "bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits",
@@ -193,15 +163,16 @@ WHERE EXCLUDED.last_step >= {t}.last_step
 """
 
 
-def _update_prompt_states(run: Run, step: int, observations: list[dict], decisions: list[dict]) -> None:
+def _update_prompt_states(run: Run, step: int, observations: Sequence[Observation],
+                          decisions: Sequence[DecisionRecord]) -> None:
     """Upsert the current learning-edge state of every prompt this step touched (one statement)."""
     latest: dict[str, list[Any]] = {}
     for o in observations:
-        latest[o["prompt_key"]] = [run.id, o["prompt_key"], o["bucket"], float(o["pass_rate"]),
-                                   _number(o.get("response_entropy")), _number(o.get("prompt_entropy")), 1, step]
+        latest[o.prompt_key] = [run.id, o.prompt_key, o.bucket, float(o.pass_rate), o.response_entropy,
+                                o.prompt_entropy, 1, step]
     for d in decisions:  # pruning happens at epoch ends, without an observation
-        if d["action"] == "pruned":
-            row = latest.setdefault(d["prompt_key"], [run.id, d["prompt_key"], "pruned", None, None, None, 0, step])
+        if d.action == "pruned":
+            row = latest.setdefault(d.prompt_key, [run.id, d.prompt_key, "pruned", None, None, None, 0, step])
             row[2] = "pruned"
     if not latest:
         return
@@ -220,17 +191,18 @@ def _update_prompt_states(run: Run, step: int, observations: list[dict], decisio
 
 
 # -- the other events -------------------------------------------------------------------------------
-def evaluation_ingest(*, run_id: int, record: dict[str, Any]) -> None:
+def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, Any]) -> None:
+    """Store an evaluation (a mapping is read as the wire form, ``EvaluationRecord.from_wire``)."""
     from django.db.models import Sum
 
-    step = int(record["step"])
-    totals = StepSummary.objects.filter(run_id=run_id, step__lt=step).aggregate(
+    if not isinstance(record, EvaluationRecord):
+        record = EvaluationRecord.from_wire(record)
+    totals = StepSummary.objects.filter(run_id=run_id, step__lt=record.step).aggregate(
         rollouts=Sum("rollouts_generated"), seconds=Sum("device_seconds"))
     Evaluation.objects.update_or_create(
-        run_id=run_id, step=step,
-        defaults={"k": int(record["k"]), "pass_at_1": float(record["pass_at_1"]),
-                  "pass_at_k": float(record["pass_at_k"]), "prompts": int(record["prompts"]),
-                  "by_difficulty": _json_clean(record.get("by_difficulty", {})),
+        run_id=run_id, step=record.step,
+        defaults={"k": record.k, "pass_at_1": float(record.pass_at_1), "pass_at_k": float(record.pass_at_k),
+                  "prompts": record.prompts, "by_difficulty": dict(record.by_difficulty),
                   "rollouts_generated_total": totals["rollouts"] or 0, "device_seconds_total": totals["seconds"] or 0.0},
     )
 
@@ -284,31 +256,75 @@ def token_run(key: str) -> int | None:
     return token.run_id if token else None
 
 
+# -- the event table ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EventRoute:
+    """An event's typed record (its ``from_wire`` reads an HTTP body) and the service that
+    stores it, called as ``ingest(run_id, record, attempt)``."""
+
+    record: type
+    ingest: Callable[[int, Any, int | None], Control | None]
+
+
+# event name -> record type and service: the one table behind the HTTP ingest view and the
+# in-process sink. Steps answer a control signal; the other events answer None.
+EVENT_ROUTES: dict[str, EventRoute] = {
+    "step": EventRoute(StepRecord, lambda run_id, r, attempt: step_ingest(run_id=run_id, record=r, attempt=attempt)),
+    "evaluation": EventRoute(EvaluationRecord, lambda run_id, r, attempt: evaluation_ingest(run_id=run_id, record=r)),
+    "run_started": EventRoute(RunStarted, lambda run_id, r, attempt: run_started_ingest(
+        run_id=run_id, resumed_from_step=r.resumed_from_step)),
+    "checkpoint": EventRoute(CheckpointSaved, lambda run_id, r, attempt: checkpoint_ingest(run_id=run_id, step=r.step)),
+    "heartbeat": EventRoute(Heartbeat, lambda run_id, r, attempt: heartbeat_ingest(
+        run_id=run_id, detail=r.detail, attempt=attempt)),
+    "run_finished": EventRoute(RunFinished, lambda run_id, r, attempt: run_finished_ingest(
+        run_id=run_id, status=r.status, reason=r.reason, attempt=attempt)),
+}
+
+
+def event_read(event: str, body: Mapping[str, Any]) -> Any:
+    """An HTTP body as the event's typed record; ``RecordError`` says what is wrong."""
+    route = EVENT_ROUTES.get(event)
+    if route is None:
+        raise RecordError("event", f"unknown event {event!r}; one of {', '.join(EVENT_ROUTES)}")
+    return route.record.from_wire(body)
+
+
+def event_ingest(*, run_id: int, record: Any, attempt: int | None = None) -> Control | None:
+    """Store one typed event record through its service (``EVENT_ROUTES``)."""
+    route = EVENT_ROUTES.get(getattr(record, "EVENT", None))
+    if route is None or not isinstance(record, route.record):
+        raise TypeError(f"not an event record: {type(record).__name__}; one of "
+                        f"{', '.join(r.record.__name__ for r in EVENT_ROUTES.values())}")
+    return route.ingest(run_id, record, attempt)
+
+
 # -- the sink -----------------------------------------------------------------------------------------
 class ControlPlaneSink:
-    """The engines' TelemetrySink, in-process: for the local engine inside a worker."""
+    """The engines' TelemetrySink, in-process: for the local engine inside a worker. Each
+    event becomes its typed record and goes through ``event_ingest``, as an HTTP one does."""
 
     def __init__(self, run_id: int, attempt: int | None = None) -> None:
         self.run_id = run_id
         self.attempt = attempt
 
+    def _ingest(self, record: Any) -> Control | None:
+        return event_ingest(run_id=self.run_id, record=record, attempt=self.attempt)
+
     def run_started(self, *, config: dict[str, Any], model_parameters: int, dataset_size: int,
                     resumed_from_step: int | None) -> None:
-        run_started_ingest(run_id=self.run_id, resumed_from_step=resumed_from_step)
+        self._ingest(RunStarted(resumed_from_step=resumed_from_step))
 
-    def step(self, record: dict[str, Any]) -> Control:
-        return step_ingest(run_id=self.run_id, record=json.loads(json.dumps(record, default=float)),
-                           attempt=self.attempt)
+    def step(self, record: StepRecord) -> Control:
+        return cast(Control, self._ingest(record))  # a step's service always answers
 
     def evaluation(self, record: dict[str, Any]) -> None:
-        evaluation_ingest(run_id=self.run_id, record=record)
+        self._ingest(EvaluationRecord.measured(record))
 
     def checkpoint_saved(self, *, step: int, path: str) -> None:
-        checkpoint_ingest(run_id=self.run_id, step=step)
+        self._ingest(CheckpointSaved(step=step, path=path))
 
     def heartbeat(self, *, phase: str, detail: str) -> None:
-        heartbeat_ingest(run_id=self.run_id, detail=detail, attempt=self.attempt)
+        self._ingest(Heartbeat(phase=phase, detail=detail[:500]))
 
     def run_finished(self, *, status: str, reason: str) -> None:
-        run_finished_ingest(run_id=self.run_id, status=str(status), reason=reason, attempt=self.attempt)
-
+        self._ingest(RunFinished(status=str(status), reason=reason))

@@ -1,7 +1,7 @@
 """The one protocol through which an engine talks to the outside world.
 
 An engine calls the sink once when the run starts, once per finished step with one
-record (summary, per-prompt observations, decisions), once per evaluation, once per
+``StepRecord`` (workers.record: summary, per-prompt observations, decisions), once per evaluation, once per
 checkpoint, and once at the end. ``step`` answers with a control signal that the
 engine obeys at the step boundary. The control plane implements the same protocol
 (in-process for the local engine, over HTTP for remote ones).
@@ -15,6 +15,8 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
+
+from workers.record import StepRecord, wire_json
 
 
 class Control(StrEnum):
@@ -34,7 +36,7 @@ class TelemetrySink(Protocol):
     def run_started(self, *, config: dict[str, Any], model_parameters: int, dataset_size: int,
                     resumed_from_step: int | None) -> None: ...
 
-    def step(self, record: dict[str, Any]) -> Control: ...
+    def step(self, record: StepRecord) -> Control: ...
 
     def evaluation(self, record: dict[str, Any]) -> None: ...
 
@@ -47,7 +49,8 @@ class TelemetrySink(Protocol):
 
 
 def json_safe(value: Any) -> Any:
-    """NaN and infinity as explicit strings: JSON has no such numbers (STYLE.md)."""
+    """NaN and infinity as the strings "NaN" / "Infinity": for result files outside the
+    telemetry record (bench/). The record's convention is ``workers.record.finite``: null."""
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
@@ -76,7 +79,7 @@ class JsonlSink:
         self.control = control
 
     def _write(self, event: str, payload: dict[str, Any]) -> None:
-        line = json.dumps(json_safe({"event": event, **payload}), allow_nan=False)
+        line = json.dumps({"event": event, **wire_json(payload)}, allow_nan=False)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
             handle.flush()
@@ -101,8 +104,8 @@ class JsonlSink:
         self._write("run_started", {"config": config, "model_parameters": model_parameters,
                                     "dataset_size": dataset_size, "resumed_from_step": resumed_from_step})
 
-    def step(self, record: dict[str, Any]) -> Control:
-        self._write("step", record)
+    def step(self, record: StepRecord) -> Control:
+        self._write("step", record.to_wire())
         return self.control
 
     def evaluation(self, record: dict[str, Any]) -> None:
@@ -128,7 +131,7 @@ class TeeSink:
         for sink in self.sinks:
             sink.run_started(**kwargs)
 
-    def step(self, record: dict[str, Any]) -> Control:
+    def step(self, record: StepRecord) -> Control:
         answer = self.sinks[0].step(record)
         for sink in self.sinks[1:]:
             sink.step(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -11,7 +12,15 @@ from rest_framework.test import APIClient
 
 from controlplane.api.services import api_token_get_or_create
 from controlplane.budgets.services import budget_set
-from controlplane.telemetry.services import SUMMARY_FIELDS
+from workers.record import (
+    BASE_COUNTS,
+    DecisionRecord,
+    Observation,
+    StepRecord,
+    StepSummary,
+    TrainStats,
+    finite,
+)
 
 TINY_CONFIG = {"steps": 3, "batch_size": 4, "group_size": 2, "selectors": {"greso": {}}}
 
@@ -29,14 +38,14 @@ def budget_for(team, limit_device_hours: float):
                       limit_device_hours=limit_device_hours)
 
 
-def step_record(step: int, keys: list[str], *, successes: list[int] | None = None, device_seconds: float = 2.0,
-                group_size: int = 2, skipped: list[str] | None = None,
-                extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A step record in the engine's shape (StepResult.to_record() plus the trainer's numbers).
+def build_step_record(step: int, keys: list[str], *, successes: list[int] | None = None,
+                      device_seconds: float = 2.0, group_size: int = 2, skipped: list[str] | None = None,
+                      extra_summary: dict[str, Any] | None = None) -> StepRecord:
+    """A step record as an engine builds it (workers.record.StepRecord).
 
     ``keys`` were rolled out (one observation each); ``skipped`` were skipped by GRESO
     before rollout (a decision, no observation). ``extra_summary`` adds or overrides summary
-    fields (the savings yardsticks' counts and estimates).
+    fields (the savings yardsticks' counts and estimates; NaN reads as not measured).
     """
     successes = successes if successes is not None else [1] * len(keys)
     skipped = skipped or []
@@ -44,33 +53,39 @@ def step_record(step: int, keys: list[str], *, successes: list[int] | None = Non
     uniform = group_size * (len(keys) + len(skipped))
     seconds = {"generate": device_seconds * 0.5, "reward": device_seconds * 0.1, "select": device_seconds * 0.1,
                "update": device_seconds * 0.3}
-    summary = {name: 0 for name in SUMMARY_FIELDS}
-    summary.update(
-        step=step, rollouts_generated=generated, tokens_generated=generated * 5, rollouts_effective=generated,
-        rollouts_trained=generated, rollouts_uniform=uniform, groups_generated=len(keys), groups_trained=len(keys),
-        rollout_savings=1.0 - generated / uniform, effective_share_of_generated=1.0, flops_estimate=1e9,
-        flops_uniform_estimate=1e9 * uniform / max(generated, 1), device_seconds=device_seconds, seconds=seconds,
+    summary = StepSummary(
+        **{name: 0 for name in BASE_COUNTS}, rollout_savings=1.0 - generated / uniform,
+        effective_share_of_generated=1.0, flops_estimate=1e9, flops_uniform_estimate=1e9 * uniform / max(generated, 1),
+        device_seconds=device_seconds, seconds=seconds,
         metrics={"selection/candidates_drawn": float(len(keys) + len(skipped))},
-        train={"reward_mean": 0.5, "loss": 0.1},
+        train=TrainStats(reward_mean=0.5, loss=0.1),
     )
-    summary.update(extra_summary or {})
+    extra = {name: finite(value) if isinstance(value, float) else value for name, value in (extra_summary or {}).items()}
+    summary = dataclasses.replace(summary, **{
+        "rollouts_generated": generated, "tokens_generated": generated * 5, "rollouts_effective": generated,
+        "rollouts_trained": generated, "rollouts_uniform": uniform, "groups_generated": len(keys),
+        "groups_trained": len(keys), **extra})
     observations = []
     for key, wins in zip(keys, successes):
         bucket = "too_easy" if wins == group_size else "too_hard" if wins == 0 else "edge"
-        observations.append({
-            "prompt_key": key, "group_size": group_size, "successes": wins, "pass_rate": wins / group_size,
-            "response_entropy": 0.7, "prompt_entropy": "NaN", "energy": "NaN", "response_tokens": 5 * group_size,
-            "trained": True, "bucket": bucket,
-        })
+        observations.append(Observation(
+            prompt_key=key, group_size=group_size, successes=wins, pass_rate=wins / group_size, response_entropy=0.7,
+            prompt_entropy=None, energy=None, response_tokens=5 * group_size, trained=True, bucket=bucket))
     decisions = [
-        {"step": step, "prompt_key": key, "layer": "pre_rollout", "method": "greso", "action": "kept",
-         "reason": "greso.unseen", "scores": {}, "message": "kept by GRESO: never rolled out before"}
+        DecisionRecord(step=step, prompt_key=key, layer="pre_rollout", method="greso", action="kept",
+                       reason="greso.unseen", scores={}, message="kept by GRESO: never rolled out before")
         for key in keys
     ] + [
-        {"step": step, "prompt_key": key, "layer": "pre_rollout", "method": "greso", "action": "skipped",
-         "reason": "greso.easy_skipped", "scores": {"streak": 1.0, "keep_probability": 0.1, "draw": 0.5},
-         "message": "skipped by GRESO: all-correct on the last 1 visit(s); keep probability 0.100, draw 0.500"}
+        DecisionRecord(step=step, prompt_key=key, layer="pre_rollout", method="greso", action="skipped",
+                       reason="greso.easy_skipped", scores={"streak": 1.0, "keep_probability": 0.1, "draw": 0.5},
+                       message="skipped by GRESO: all-correct on the last 1 visit(s); keep probability 0.100, "
+                               "draw 0.500")
         for key in skipped
     ]
-    return {"step": step, "epoch": 0, "summary": summary, "observations": observations, "decisions": decisions,
-            "alerts": []}
+    return StepRecord(step=step, epoch=0, summary=summary, observations=tuple(observations),
+                      decisions=tuple(decisions))
+
+
+def step_record(step: int, keys: list[str], **kwargs: Any) -> dict[str, Any]:
+    """``build_step_record``'s wire form: the body a remote engine posts (``StepRecord.to_wire``)."""
+    return build_step_record(step, keys, **kwargs).to_wire()

@@ -18,8 +18,10 @@ from controlplane.runs.models import (
 )
 from controlplane.runs.services import run_cancel, run_claim
 from controlplane.telemetry.models import RunToken
-from controlplane.telemetry.services import token_issue
-from tests.controlplane.api.helpers import budget_for, client_for, step_record
+from controlplane.telemetry.services import ControlPlaneSink, step_ingest, token_issue
+from tests.controlplane.api.helpers import budget_for, build_step_record, client_for, step_record
+from workers.record import RECORD_VERSION, RecordError
+from workers.record import StepSummary as RecordSummary
 
 
 def engine(key: str) -> APIClient:
@@ -58,7 +60,7 @@ def test_a_step_posted_with_the_runs_token_is_stored_and_answered_continue(runni
     assert rows_of_step(running, 0) == (1, 2, 3, 1)
     running.refresh_from_db()
     assert running.status == RunStatus.RUNNING and running.steps_completed == 1
-    # NaN entropies arrive as the string "NaN" (json_safe) and are stored as NULL.
+    # Entropies not measured arrive as null and are stored as NULL.
     assert PromptObservation.objects.filter(run=running, prompt_entropy__isnull=True).count() == 2
 
 
@@ -243,15 +245,17 @@ def test_an_engine_whose_attempt_was_replaced_can_neither_write_steps_nor_end_th
 
 
 def engine_summary(**fields) -> dict:
-    """A summary as an engine sends it: StepAccounting.to_record() through json_safe (NaN as "NaN")."""
-    from workers.engines.telemetry import json_safe
+    """Summary fields as an engine computes them (StepAccounting through the record's
+    ``StepSummary.of``: NaN becomes None), without the step-record helper's own parts."""
     from workers.selection.accounting import StepAccounting
 
     base = {"step": 0, "rollouts_generated": 4, "tokens_generated": 20, "rollouts_effective": 4,
             "rollouts_trained": 4, "rollouts_uniform": 6, "groups_generated": 2, "groups_all_correct": 0,
             "groups_all_wrong": 0, "groups_trained": 2, "forward_tokens_extra": 0, "backward_tokens": 20,
             "parameters": 1000, "seconds": {"generate": 1.0, "update": 1.0}}
-    return json_safe(StepAccounting(**{**base, **fields}).to_record())
+    summary = RecordSummary.of(StepAccounting(**{**base, **fields}))
+    return {name: value for name, value in summary.to_wire().items()
+            if name not in ("seconds", "metrics", "train", "warmup")}
 
 
 @pytest.mark.django_db
@@ -263,9 +267,9 @@ def test_the_savings_yardsticks_of_a_step_are_stored_and_their_nans_as_null(runn
                               rollouts_dynamic_sampling=8.0, backward_tokens_mixed=25)
     assert client.post(url(running), step_record(0, ["k0", "k1"], extra_summary=measured),
                        format="json").status_code == 200
-    # No mixed group yet: the estimates are NaN and arrive as the string "NaN".
+    # No mixed group yet: the estimates are NaN in the accounting and None (null) in the record.
     unmeasured = engine_summary(step=1, groups_uniform=2)
-    assert unmeasured["mixed_rate_uniform"] == "NaN" and unmeasured["backward_savings_vs_mixed"] == "NaN"
+    assert unmeasured["mixed_rate_uniform"] is None and unmeasured["backward_savings_vs_mixed"] is None
     assert client.post(url(running), step_record(1, ["k0", "k1"], extra_summary=unmeasured),
                        format="json").status_code == 200
 
@@ -287,3 +291,80 @@ def test_a_step_from_an_engine_without_the_yardsticks_keeps_their_defaults(runni
     assert (row.groups_uniform, row.groups_mixed_collected, row.backward_tokens_mixed, row.prompt_tokens_generated) \
         == (0, 0, 0, 0)
     assert row.rollouts_dynamic_sampling is None and row.rollout_savings_vs_dynamic_sampling is None
+
+
+# -- one record, two paths --------------------------------------------------------------------------
+def stored_rows(run) -> tuple[list, list, list, list]:
+    """What a step leaves in the database, without ids and timestamps."""
+    summary = list(StepSummary.objects.filter(run=run).order_by("step").values(
+        *[f.name for f in StepSummary._meta.fields if f.name not in ("id", "run", "created_at")]))
+    observations = list(PromptObservation.objects.filter(run=run).order_by("step", "prompt_key").values_list(
+        "step", "prompt_key", "group_size", "successes", "pass_rate", "response_entropy", "prompt_entropy", "energy",
+        "response_tokens", "trained", "bucket"))
+    decisions = list(SelectionDecision.objects.filter(run=run).order_by("step", "prompt_key", "reason").values_list(
+        "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message"))
+    states = list(PromptState.objects.filter(run=run).order_by("prompt_key").values_list(
+        "prompt_key", "bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits", "last_step"))
+    return summary, observations, decisions, states
+
+
+@pytest.mark.django_db
+def test_the_in_process_sink_stores_the_same_rows_as_the_http_ingest(running, token, run_b):
+    record = build_step_record(0, ["k0", "k1"], skipped=["k2"], extra_summary={"mixed_rate_uniform": float("nan")})
+    assert engine(token).post(url(running), record.to_wire(), format="json").status_code == 200
+    run_claim(run_id=run_b.id, worker="local:1")
+    assert ControlPlaneSink(run_b.id).step(record) == "continue"
+    assert stored_rows(running) == stored_rows(run_b)
+    assert StepSummary.objects.get(run=run_b).mixed_rate_uniform is None
+
+
+@pytest.mark.django_db
+def test_a_malformed_record_is_refused_the_same_way_by_http_and_in_process(running, token):
+    import dataclasses
+
+    record = build_step_record(0, ["k0", "k1"])
+    wire = record.to_wire()
+    wire["observations"][1]["pass_rate"] = 1.5
+    answer = engine(token).post(url(running), wire, format="json")
+    assert answer.status_code == 400
+    # in process: the record cannot be built; the service reading a mapping refuses it alike
+    with pytest.raises(RecordError) as built:
+        dataclasses.replace(record, observations=(record.observations[0],
+                                                  dataclasses.replace(record.observations[1], pass_rate=1.5)))
+    with pytest.raises(RecordError) as read:
+        step_ingest(run_id=running.id, record=wire)
+    expected = "observation 'k1': pass_rate must be a finite number in [0, 1], got 1.5"
+    assert str(built.value) == str(read.value) == expected
+    assert answer.json()["detail"] == f"bad step record: {expected}"
+    assert rows_of_step(running, 0) == (0, 0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_record_of_an_unknown_version_is_a_400_naming_both_versions(running, token):
+    answer = engine(token).post(url(running), {**step_record(0, ["k0"]), "version": RECORD_VERSION + 1},
+                                format="json")
+    assert answer.status_code == 400
+    detail = answer.json()["detail"]
+    assert f"version {RECORD_VERSION + 1}" in detail and f"current {RECORD_VERSION}" in detail
+    assert rows_of_step(running, 0) == (0, 0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_an_unversioned_record_from_an_older_engine_is_still_stored(running, token):
+    old = step_record(0, ["k0", "k1"])
+    del old["version"]
+    old["summary"]["step"] = 0
+    old["summary"]["mixed_rate_uniform"] = "NaN"  # version 1 spelled NaN as a string
+    old["observations"][0]["prompt_entropy"] = "NaN"
+    answer = engine(token).post(url(running), old, format="json")
+    assert answer.status_code == 200, answer.content
+    assert rows_of_step(running, 0) == (1, 2, 2, 1)
+    assert StepSummary.objects.get(run=running).mixed_rate_uniform is None
+
+
+def test_every_event_has_one_route_whose_record_names_it():
+    from controlplane.api.serializers import EVENTS
+    from controlplane.telemetry.services import EVENT_ROUTES
+
+    assert EVENTS == tuple(EVENT_ROUTES)
+    assert all(route.record.EVENT == name for name, route in EVENT_ROUTES.items())

@@ -170,7 +170,7 @@ def test_the_run_detail_carries_the_cumulative_savings_against_each_yardstick(al
         "rollouts_dynamic_sampling": 10.0, "backward_tokens": 20, "backward_tokens_mixed": 25}))
     # step 1: no estimate of the mixed rate yet (NaN): its 6 rollouts count for neither side
     step_ingest(run_id=run_a.id, record=step_record(1, ["k0", "k1", "k2"], extra_summary={
-        "rollouts_dynamic_sampling": "NaN", "backward_tokens": 30, "backward_tokens_mixed": 30}))
+        "rollouts_dynamic_sampling": float("nan"), "backward_tokens": 30, "backward_tokens_mixed": 30}))
     # step 2: 2 rollouts against 6
     step_ingest(run_id=run_a.id, record=step_record(2, ["k3"], extra_summary={
         "rollouts_dynamic_sampling": 6.0, "backward_tokens": 10, "backward_tokens_mixed": 20}))

@@ -7,6 +7,7 @@ import pytest
 from controlplane.runs.services import run_claim
 from controlplane.telemetry.services import evaluation_ingest, step_ingest
 from tests.controlplane.api.helpers import step_record
+from workers.record import TRAIN_FIELDS
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def test_steps_after_a_cursor_return_only_what_is_new(alice, running):
     assert first["next_after"] == 2 and first["has_more"] is False
     assert first["status"] == "running"
     assert first["results"][0]["rollouts_generated"] == 4
-    assert first["results"][0]["train"] == {"reward_mean": 0.5, "loss": 0.1}
+    assert first["results"][0]["train"] == {**dict.fromkeys(TRAIN_FIELDS), "reward_mean": 0.5, "loss": 0.1}
 
     assert alice.get(url, {"after": 2}).json()["results"] == []  # nothing new yet
     step_ingest(run_id=running.id, record=step_record(3, ["k0"]))

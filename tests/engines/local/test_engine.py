@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from workers.engines.telemetry import Control, RunStatus
+from workers.record import RECORD_VERSION, TRAIN_FIELDS, StepRecord
 from workers.selection import hora
 
 B, N = 8, 4
@@ -32,6 +33,9 @@ def assert_complete(events, steps):
     assert [e["step"] for e in steps_of(events)] == list(range(steps))
     assert "evaluation" in kinds and "checkpoint" in kinds
     for step in steps_of(events):
+        # the file holds the record's wire form: it reads back, and every train stat is named
+        assert step["version"] == RECORD_VERSION and StepRecord.from_wire(step).step == step["step"]
+        assert set(step["summary"]["train"]) == set(TRAIN_FIELDS)
         s = step["summary"]
         assert s["rollouts_generated"] == sum(o["group_size"] for o in step["observations"])
         assert s["groups_generated"] == len(step["observations"])

@@ -20,6 +20,8 @@ from tests.selection.simulated import Simulation
 from workers.engines.telemetry import Control
 from workers.engines.telemetry import RunStatus as EngineStatus
 from workers.engines.verl.http_sink import CURSOR, REJECTED, SPOOL, HttpSink
+from workers.engines.verl.report import train_summary
+from workers.record import RECORD_VERSION, StepRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,10 +37,13 @@ def token(run) -> str:
 
 
 @pytest.fixture
-def records() -> list[dict]:
-    """Step records as a verl engine would send them: the pipeline over Bernoulli outcomes."""
+def records() -> list[StepRecord]:
+    """Step records as a verl engine builds them: the pipeline over Bernoulli outcomes, and
+    train stats read from verl's metric names (NaN where verl reported nothing numeric)."""
     sim = Simulation({"greso": {}}, n_prompts=16, batch_size=4, group_size=4, seed=3)
-    return [result.to_record() for result, _ in sim.run(4)]
+    metrics = {"actor/pg_loss": 0.25, "actor/grad_norm": float("nan"), "critic/score/mean": 0.5}
+    return [StepRecord.from_result(result, train=train_summary(metrics, 10.0 * (i + 1)))
+            for i, (result, _) in enumerate(sim.run(4))]
 
 
 def closed_port_url() -> str:
@@ -69,11 +74,13 @@ def test_each_step_posted_is_stored_with_its_observations_and_decisions(live_ser
     assert answers == [Control.CONTINUE] * 4
     assert stored_steps(run) == [0, 1, 2, 3]
     for record in records:
-        assert PromptObservation.objects.filter(run=run, step=record["step"]).count() == len(record["observations"])
-        assert SelectionDecision.objects.filter(run=run, step=record["step"]).count() == len(record["decisions"])
+        assert PromptObservation.objects.filter(run=run, step=record.step).count() == len(record.observations)
+        assert SelectionDecision.objects.filter(run=run, step=record.step).count() == len(record.decisions)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.last_checkpoint_step == 3
     assert not sink.pending and (tmp_path / CURSOR).read_text() == "8"
+    stored = StepSummary.objects.get(run=run, step=0)
+    assert stored.loss == 0.25 and stored.train["grad_norm"] is None  # verl's NaN: null, as in process
 
 
 def test_events_spooled_while_the_server_is_down_arrive_in_order_once_it_is_back(
@@ -106,7 +113,7 @@ def test_a_restarted_engine_delivers_what_its_predecessor_left_in_the_spool(
     replay = sink_for(live_server.url, run, token, tmp_path)
     assert len(replay.pending) == 1 and replay.flush() is True
     assert StepSummary.objects.filter(run=run).count() == 3
-    assert PromptObservation.objects.filter(run=run, step=2).count() == len(records[2]["observations"])
+    assert PromptObservation.objects.filter(run=run, step=2).count() == len(records[2].observations)
 
 
 def test_the_sink_keeps_retrying_within_its_deadline_and_returns_the_servers_answer(
@@ -140,12 +147,17 @@ def test_a_cancel_answer_is_obeyed_and_stays(live_server, run, token, records, t
 
 def test_a_record_the_server_refuses_is_set_aside_and_the_rest_still_goes(
         live_server, run, token, records, tmp_path):
+    class FromANewerEngine:  # a record of a version this control plane cannot read
+        step = 0
+
+        def to_wire(self) -> dict:
+            return {**records[0].to_wire(), "version": RECORD_VERSION + 1}
+
     sink = sink_for(live_server.url, run, token, tmp_path)
-    broken = {**records[0], "summary": {"device_seconds": 1.0}}
-    assert sink.step(broken) == Control.CONTINUE
+    assert sink.step(FromANewerEngine()) == Control.CONTINUE
     assert sink.step(records[1]) == Control.CONTINUE
     assert stored_steps(run) == [1]
-    assert "lacks" in (tmp_path / REJECTED).read_text()
+    assert f"version {RECORD_VERSION + 1} is not readable here" in (tmp_path / REJECTED).read_text()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -160,4 +172,4 @@ def test_a_sink_of_a_replaced_attempt_is_refused_and_the_current_one_is_stored(l
     assert (tmp_path / "zombie" / REJECTED).read_text().count("replaced by attempt 2") == 1
     current = sink_for(live_server.url, run, token, tmp_path / "current", attempt=2)
     assert current.step(records[0]) == Control.CONTINUE
-    assert stored_steps(run) == [records[0]["step"]]
+    assert stored_steps(run) == [records[0].step]

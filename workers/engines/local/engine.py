@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from workers.engines.telemetry import Control, RunStatus, TelemetrySink
 from workers.problems import arithmetic
 from workers.problems.dataset import PromptRecord, read_dataset
 from workers.problems.verifiers import get_verifier
+from workers.record import StepRecord
 from workers.selection import hive
 from workers.selection.pipeline import GroupOutcome, Pipeline, StepSelection, TrainingBatch
 
@@ -261,9 +261,7 @@ class LocalEngine:
             if resumed_from is None and c.eval_every:
                 self.sink.evaluation(self.evaluate())
             while self.step < c.steps:
-                record = self.train_step()
-                if warmup and self.step == 0:
-                    record["summary"]["warmup"] = warmup
+                record = self.train_step(warmup=warmup if self.step == 0 else None)
                 control = self.sink.step(record)
                 self._log_step(record)
                 self.step += 1
@@ -290,22 +288,26 @@ class LocalEngine:
         return self._finish(RunStatus.SUCCEEDED, f"trained {self.step} steps")
 
     @staticmethod
-    def _log_step(record: dict[str, Any]) -> None:
-        s = record["summary"]
-        mixed = s["groups_generated"] - s["groups_all_correct"] - s["groups_all_wrong"]
-        vs_ds = s.get("rollout_savings_vs_dynamic_sampling", float("nan"))
+    def _log_step(record: StepRecord) -> None:
+        s = record.summary
+        mixed = s.groups_generated - s.groups_all_correct - s.groups_all_wrong
+        vs_ds = s.rollout_savings_vs_dynamic_sampling
+        def shown(value: float | None, form: str) -> str:
+            return "not measured" if value is None else format(value, form)
+
         log.info("step %d: %d mixed / %d all-correct / %d all-wrong of %d groups, %d groups trained, "
-                 "reward %.3f, rollout savings %.1f%% vs uniform GRPO, %s vs dynamic sampling, loss %.4f",
-                 record["step"], mixed, s["groups_all_correct"], s["groups_all_wrong"], s["groups_generated"],
-                 s["groups_trained"], s["train"]["reward_mean"], 100 * s["rollout_savings"],
-                 "no estimate yet" if math.isnan(vs_ds) else f"{100 * vs_ds:.1f}%", s["train"]["loss"])
+                 "reward %s, rollout savings %.1f%% vs uniform GRPO, %s vs dynamic sampling, loss %s",
+                 record.step, mixed, s.groups_all_correct, s.groups_all_wrong, s.groups_generated,
+                 s.groups_trained, shown(s.train.reward_mean, ".3f"), 100 * s.rollout_savings,
+                 "no estimate yet" if vs_ds is None else f"{100 * vs_ds:.1f}%", shown(s.train.loss, ".4f"))
 
     def _finish(self, status: RunStatus, reason: str) -> RunStatus:
         self.sink.run_finished(status=status, reason=reason)
         return status
 
     # -- one step -----------------------------------------------------------------------------
-    def train_step(self) -> dict[str, Any]:
+    def train_step(self, warmup: Mapping[str, float] | None = None) -> StepRecord:
+        """One optimizer step; its record (``warmup``: the warm-up's figures, on the first step)."""
         seconds = {"select": 0.0, "generate": 0.0, "reward": 0.0, "update": 0.0}
 
         @contextmanager
@@ -381,9 +383,8 @@ class LocalEngine:
         self.device_seconds += sum(seconds.values())
         result = sel.close(seconds=seconds, parameters=self.policy.n_parameters,
                            forward_tokens_extra=self._forward_tokens)
-        record = result.to_record()
         generated = np.concatenate(rewards_all) if rewards_all else np.zeros(0)
-        record["summary"]["train"] = {
+        train = {
             "reward_mean": float(generated.mean()) if generated.size else 0.0,
             "response_length_mean": result.accounting.tokens_generated / max(result.accounting.rollouts_generated, 1),
             "loss": stats.loss,
@@ -393,7 +394,7 @@ class LocalEngine:
             "approx_kl": stats.approx_kl,
             "device_seconds_total": self.device_seconds,
         }
-        return record
+        return StepRecord.from_result(result, train=train, warmup=warmup)
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up over the first lr_warmup_steps RL steps, then constant (verl's

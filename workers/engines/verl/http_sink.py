@@ -48,7 +48,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.engines.telemetry import Control, RunStatus, json_safe
+from workers.engines.telemetry import Control, RunStatus
+from workers.record import StepRecord, wire_json
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class HttpSink:
     def _send(self, body: dict[str, Any], deadline_s: float) -> None:
         if self.attempt is not None:
             body = {**body, "attempt": self.attempt}
-        self._spool(json_safe(body))
+        self._spool(wire_json(body))
         self.flush(deadline_s)
 
     # -- the TelemetrySink protocol -----------------------------------------------------------
@@ -204,11 +205,11 @@ class HttpSink:
                     "dataset_size": dataset_size, "resumed_from_step": resumed_from_step},
                    self.event_deadline_s)
 
-    def step(self, record: dict[str, Any]) -> Control:
-        self._send({"event": "step", **record}, self.step_deadline_s)
+    def step(self, record: StepRecord) -> Control:
+        self._send({"event": "step", **record.to_wire()}, self.step_deadline_s)
         if self.sticky is not None:
             return self.sticky
-        return self.answers.get(int(record["step"]), Control.CONTINUE)
+        return self.answers.get(record.step, Control.CONTINUE)
 
     def evaluation(self, record: dict[str, Any]) -> None:
         self._send({"event": "evaluation", **record}, self.event_deadline_s)

@@ -1,15 +1,14 @@
 """What the verl trainer tells the control plane: the sink, and verl's metrics in our names.
 
-The step record is the embedded engine's (``StepResult.to_record``: accounting, per-prompt
-observations keyed by stable key, decisions), with ``summary.train`` filled from verl's
-metric names. Phase seconds are device-seconds (wall seconds x the job's GPUs): budgets
+The step record is the embedded engine's (``workers.record.StepRecord.from_result``:
+accounting, per-prompt observations keyed by stable key, decisions), with its train stats
+(``summary.train``) read from verl's metric names. Phase seconds are device-seconds (wall seconds x the job's GPUs): budgets
 are charged in device-hours, and a phase on 16 GPUs costs 16 times its wall time.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.engines.verl.http_sink import HttpSink
+from workers.record import RecordError, finite
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,11 @@ def count_parameters(model_path: str) -> int:
 
 
 def _number(value: Any) -> float | None:
+    """A verl metric as the record's number (``workers.record.finite``); None when absent or not a number."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
+        return finite(value)
+    except (RecordError, TypeError, ValueError):
         return None
-    return number if math.isfinite(number) else None
 
 
 def train_summary(metrics: Mapping[str, Any], device_seconds_total: float) -> dict[str, Any]:

@@ -72,6 +72,7 @@ from workers.engines.telemetry import Control, RunStatus
 from workers.engines.verl import advantage, checkpoint, entropy, report
 from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
+from workers.record import StepRecord
 from workers.selection.decisions import Layer
 from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
@@ -582,8 +583,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         seconds = report.phase_seconds(timing_raw, work.select_seconds, self.gpus)
         result = dataclasses.replace(result, accounting=dataclasses.replace(result.accounting, seconds=seconds))
         self.device_seconds += result.accounting.device_seconds
-        record = result.to_record()
-        record["summary"]["train"] = self._train_summary(work.selection, result, metrics)
+        record = StepRecord.from_result(result, train=self._train_summary(work.selection, result, metrics))
         metrics.update({f"edgeplane/{k}": v for k, v in result.accounting.to_record().items()
                         if isinstance(v, (int, float))})
         self.last_result = result
