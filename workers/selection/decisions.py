@@ -1,4 +1,4 @@
-"""Decision records (SELECTORS.md section 8): every prompt a method acts on yields one.
+"""Decision records (docs/algorithms.md §8): every prompt a method acts on yields one.
 
 A record holds the action, a machine reason code, the numbers behind it, and a one-line
 human reason rendered from the code's template and those numbers, so the words and the
@@ -13,9 +13,14 @@ from typing import Any
 
 
 class Layer(StrEnum):
+    """Where in a step a method acts (docs/algorithms.md, the table before §0). Decision records
+    store the value; UPDATE (the choice of the groups that enter the update) is dispatched on
+    its own, and its decisions keep the post_rollout layer the audit trail has always shown."""
+
     PRE_ROLLOUT = "pre_rollout"
     ALLOCATION = "allocation"
     POST_ROLLOUT = "post_rollout"
+    UPDATE = "update"
     ADVANTAGE = "advantage"
 
 
