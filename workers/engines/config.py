@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from workers.selection.decisions import Layer
 from workers.selection.params import SelectionConfigError
 from workers.selection.pipeline import Pipeline
+from workers.selection.registry import DEFAULT_ADVANTAGE, REGISTRY
 
 ENGINES = ("local", "verl")
 DEVICES = ("auto", "cpu", "cuda")
@@ -205,11 +207,15 @@ class RunConfig:
         """Selectors with Dr. GRPO folded into the advantage method's parameters."""
         methods = {name: dict(params or {}) for name, params in self.selectors.items()}
         if self.dr_grpo:
-            for name in ("grpo", "rlzvp"):
-                if name in methods:
+            # Every chosen advantage method with a std normalisation turns it off; a run that
+            # names none gets the default advantage (GRPO) with it off.
+            advantage = [name for name in methods
+                         if name in REGISTRY and Layer.ADVANTAGE in REGISTRY[name].layers]
+            for name in advantage:
+                if any(f["name"] == "norm_by_std" for f in REGISTRY[name].Params.describe()):
                     methods[name].setdefault("norm_by_std", False)
-            if "rlzvp" not in methods and "grpo" not in methods:
-                methods["grpo"] = {"norm_by_std": False}
+            if not advantage:
+                methods[DEFAULT_ADVANTAGE] = {"norm_by_std": False}
         return methods
 
     def to_dict(self) -> dict[str, Any]:

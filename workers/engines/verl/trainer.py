@@ -70,6 +70,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from workers.engines.telemetry import Control, RunStatus
 from workers.engines.verl import advantage, checkpoint, entropy, report
+from workers.engines.verl.methods import ADVANTAGE_ADAPTERS
 from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
 from workers.selection.decisions import Layer
@@ -361,7 +362,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.work = work
         assert isinstance(self.replay_buffer, EdgeplaneReplayBuffer)
         self.replay_buffer.open_step(work.selection, cap=self._generation_cap())
-        if "hora" in self.pipeline.selectors:
+        if self.pipeline.allocator is not None:
             self._rollout_in_two_phases(work, batch)
         else:
             self._submit_batch_to_rollout(batch)
@@ -382,7 +383,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
     def _rollout_in_two_phases(self, work: StepWork, batch: TensorDict) -> None:
         """Probe with n0 rollouts per prompt, wait, allocate the rest of B x N, submit the extras."""
         step = work.selection
-        n0 = int(self.pipeline.selectors["hora"].params.n0)  # type: ignore[attr-defined]
+        n0 = self.pipeline.probe_size
         uids = [str(u) for u in batch["uid"]]
         keys = [str(k) for k in row_keys(batch)]
         tu.assign_non_tensor_stack(batch, "__rollout_n__", [n0] * len(uids))
@@ -467,20 +468,17 @@ class EdgeplaneTrainer(PPOTrainerSync):
     # -- advantage -----------------------------------------------------------------------------
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)
-        sel = self.pipeline.selectors.get("rlzvp")
-        if sel is not None:
-            batch, shaped = advantage.apply_rlzvp(
-                batch, metrics, alpha=float(sel.params.alpha),  # type: ignore[attr-defined]
-                norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
-            )
-            self._record_rlzvp(shaped)
-        if "hora" in self.pipeline.selectors:
+        adapter = ADVANTAGE_ADAPTERS[self.pipeline.advantage.name]  # launch refused a method without one
+        if adapter.after_grpo is not None:
+            batch = adapter.after_grpo(self, batch, metrics)
+        if self.pipeline.allocator is not None:
             self._weight_by_group_size(batch)
         self._read_trained_rollouts(batch)
         return batch
 
-    def _record_rlzvp(self, shaped: list[advantage.ShapedGroup]) -> None:
-        """RL-ZVP's decisions and ``rlzvp/shaped_rollouts``, as the embedded engine records them."""
+    def record_rlzvp(self, shaped: list[advantage.ShapedGroup]) -> None:
+        """RL-ZVP's decisions and ``rlzvp/shaped_rollouts``, as the embedded engine records them
+        (RL-ZVP's adapter in workers.engines.verl.methods calls this)."""
         if self.work is None:
             return
         step = self.work.selection

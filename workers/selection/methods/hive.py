@@ -17,7 +17,15 @@ from workers.selection.decisions import Layer
 from workers.selection.methods.greso import HistoryFilter
 from workers.selection.panels import Panel, Series
 from workers.selection.params import HiveParams
-from workers.selection.selector import Conflict, Floats, Ints, Mask, PromptEntropyFn, Report, Verdict
+from workers.selection.selector import (
+    Conflict,
+    Floats,
+    Ints,
+    Mask,
+    PromptEntropyFn,
+    Report,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from workers.selection.pipeline import StepSelection
