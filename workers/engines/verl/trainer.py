@@ -127,7 +127,7 @@ def selection_methods(config: Any) -> dict[str, dict[str, Any]]:
 
 def pipeline_methods(config: Any) -> dict[str, dict[str, Any]]:
     """The methods the trainer runs: ``edgeplane.methods``, plain GRPO when none are given."""
-    return selection_methods(config) or {"grpo": {}}
+    return selection_methods(config) or {DEFAULT_ADVANTAGE: {}}
 
 
 def pipeline_audit_share(config: Any) -> float:
