@@ -19,9 +19,17 @@ from tests.selection.simulated import Simulation
 from workers.selection.decisions import Action, Layer
 from workers.selection.panels import Panel, Series
 from workers.selection.params import MethodParams, SelectionConfigError
-from workers.selection.pipeline import Pipeline, StepSelection
+from workers.selection.pipeline import Pipeline
 from workers.selection.registry import REGISTRY, register, unregister
-from workers.selection.selector import Conflict, Ints, Mask, Selector, Verdict
+from workers.selection.selector import (
+    Conflict,
+    Ints,
+    Mask,
+    PipelineView,
+    Selector,
+    StepView,
+    Verdict,
+)
 
 try:  # the verl contract tests' TransferQueue fixtures (tests/engines/verl/conftest.py)
     from tests.engines.verl.conftest import local_tq, tq  # noqa: F401
@@ -58,13 +66,13 @@ class RandomSkip(Selector[RandomSkipParams]):
     panels = (Panel("skipped", "Candidates skipped at random", (
         Series("skipped", metric="random_skip/skipped", style="bar"),)),)
 
-    def composition_errors(self, pipeline: Pipeline) -> list[SelectionConfigError]:
+    def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:
         if self.params.skip * pipeline.batch_size > pipeline.batch_size - 1:
             return [SelectionConfigError("random_skip.skip", f"skips {self.params.skip:.0%} of candidates: fewer "
                                          f"than one in B = {pipeline.batch_size} is kept; lower random_skip.skip")]
         return []
 
-    def screen(self, step: StepSelection, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
+    def screen(self, step: StepView, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
         keep = keep.copy()
         idx = np.flatnonzero(keep)
         draw = step.rng.random(idx.size)

@@ -26,24 +26,65 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from workers.selection import dapo
 from workers.selection.decisions import Action, Decision, Layer
+from workers.selection.ledger import PromptLedger
+from workers.selection.outcomes import GroupOutcome, TrainingBatch
 from workers.selection.panels import Panel
 from workers.selection.params import MethodParams, SelectionConfigError
-
-if TYPE_CHECKING:
-    from workers.selection.pipeline import GroupOutcome, Pipeline, StepSelection, TrainingBatch
 
 P = TypeVar("P", bound=MethodParams)
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 PromptEntropyFn = Callable[[list[str]], npt.ArrayLike]
+
+
+class PipelineView(Protocol):
+    """What a selector reads of the pipeline (pipeline.Pipeline): the run's B and N, the shared
+    ledger and RNG, the step index, and the other selectors of the composition."""
+
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def group_size(self) -> int: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def ledger(self) -> PromptLedger: ...
+    @property
+    def rng(self) -> np.random.Generator: ...
+    @property
+    def selectors(self) -> Mapping[str, Selector[Any]]: ...
+    @property
+    def advantage(self) -> Selector[Any]: ...
+
+
+class StepView(Protocol):
+    """What a hook reads of the step in progress (pipeline.StepSelection); it writes nothing
+    there: what it decides comes back in its Report."""
+
+    @property
+    def step(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def rng(self) -> np.random.Generator: ...
+    @property
+    def outcomes(self) -> Sequence[GroupOutcome]: ...
+    @property
+    def observed(self) -> Mapping[str, Mapping[str, float]]: ...
+    @property
+    def groups_generated(self) -> int: ...
+    @property
+    def groups_all_correct(self) -> int: ...
+    @property
+    def groups_all_wrong(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +145,7 @@ class Selector(Generic[P]):
     gathers: ClassVar[bool] = False  # PRE_ROLLOUT: owns a pool of survivors gated together
     uses_zero_variance: ClassVar[bool] = False  # ADVANTAGE: draws signal from zero-variance groups
 
-    def __init__(self, params: P, pipeline: Pipeline) -> None:
+    def __init__(self, params: P, pipeline: PipelineView) -> None:
         self.params: P = params
         self.pipeline = pipeline
 
@@ -113,7 +154,7 @@ class Selector(Generic[P]):
         """The layers this instance acts at (its parameters may switch one off)."""
         return self.layers
 
-    def composition_errors(self, pipeline: Pipeline) -> list[SelectionConfigError]:
+    def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:
         """Constraints against the other methods or B and N that its parameters make."""
         return []
 
@@ -127,7 +168,7 @@ class Selector(Generic[P]):
         return state
 
     # -- PRE_ROLLOUT ------------------------------------------------------------------
-    def screen(self, step: StepSelection, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
+    def screen(self, step: StepView, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
         """From history: which of ``keys`` (still kept where ``keep``) deserve a rollout."""
         return Verdict(keep=keep.copy())
 
@@ -135,7 +176,7 @@ class Selector(Generic[P]):
         """``gathers``: survivors to gather before ``gate`` when ``need`` prompts are missing."""
         return need
 
-    def gate(self, step: StepSelection, keys: list[str], prompt_entropy: PromptEntropyFn | None) -> Verdict:
+    def gate(self, step: StepView, keys: list[str], prompt_entropy: PromptEntropyFn | None) -> Verdict:
         """``gathers``: which of the gathered survivors go to rollout."""
         return Verdict(keep=np.ones(len(keys), dtype=bool))
 
@@ -144,11 +185,11 @@ class Selector(Generic[P]):
         """Rollouts per prompt before ``allocate``."""
         return self.pipeline.group_size
 
-    def allocate(self, step: StepSelection, keys: list[str], successes: Ints) -> Allocation:
+    def allocate(self, step: StepView, keys: list[str], successes: Ints) -> Allocation:
         return Allocation(extra=np.zeros(len(keys), dtype=np.int64))
 
     # -- POST_ROLLOUT -----------------------------------------------------------------
-    def runs_post_filter(self, pipeline: Pipeline) -> bool:
+    def runs_post_filter(self, pipeline: PipelineView) -> bool:
         """Whether this selector's zero-variance post-filter runs in this composition."""
         return Layer.POST_ROLLOUT in self.active_layers()
 
@@ -164,7 +205,7 @@ class Selector(Generic[P]):
         """The largest round, as a multiple of B (verl keeps this many batches in flight)."""
         return 1.0
 
-    def filter_round(self, step: StepSelection, outcomes: Sequence[GroupOutcome], room: int) -> Verdict:
+    def filter_round(self, step: StepView, outcomes: Sequence[GroupOutcome], room: int) -> Verdict:
         """DAPO's filter (docs/algorithms.md §1): mixed groups up to ``room``, the rest dropped."""
         verdicts = dapo.post_filter([o.zero_variance for o in outcomes], room)
         batch = self.pipeline.batch_size
@@ -185,12 +226,12 @@ class Selector(Generic[P]):
         """A post-filtered round had ``zero_variance`` of ``groups`` groups dropped."""
 
     # -- UPDATE -----------------------------------------------------------------------
-    def select_update(self, step: StepSelection, groups: Sequence[GroupOutcome]) -> Verdict:
+    def select_update(self, step: StepView, groups: Sequence[GroupOutcome]) -> Verdict:
         """Which collected groups enter the update."""
         return Verdict(keep=np.ones(len(groups), dtype=bool))
 
     # -- ADVANTAGE --------------------------------------------------------------------
-    def token_advantages(self, step: StepSelection, batch: TrainingBatch, token_entropy: Floats | None,
+    def token_advantages(self, step: StepView, batch: TrainingBatch, token_entropy: Floats | None,
                          response_mask: npt.NDArray[Any]) -> Advantages:
         raise NotImplementedError(f"{self.name} declares no advantage")
 
@@ -201,7 +242,7 @@ class Selector(Generic[P]):
     def end_epoch(self, epoch: int) -> EpochReport:
         return EpochReport()
 
-    def after_step(self, step: StepSelection) -> Report:
+    def after_step(self, step: StepView) -> Report:
         """Once the step's groups are observed: update controllers and small state."""
         return Report()
 

@@ -8,7 +8,7 @@ post-filter with GRESO's refill sizing.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,10 +16,16 @@ from workers.selection import greso
 from workers.selection.decisions import Layer
 from workers.selection.panels import Panel, Series
 from workers.selection.params import GresoParams, SelectionConfigError
-from workers.selection.selector import Floats, Ints, Mask, Report, Selector, Verdict
-
-if TYPE_CHECKING:
-    from workers.selection.pipeline import Pipeline, StepSelection
+from workers.selection.selector import (
+    Floats,
+    Ints,
+    Mask,
+    PipelineView,
+    Report,
+    Selector,
+    StepView,
+    Verdict,
+)
 
 GP = TypeVar("GP", bound=GresoParams)
 
@@ -52,7 +58,7 @@ class HistoryFilter(Selector[GP]):
             "s_rew": greso.keep_probability(easy, hard, control.p_easy, control.p_hard, self.params.floor),
         }
 
-    def screen(self, step: StepSelection, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
+    def screen(self, step: StepView, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
         keep = keep.copy()
         idx = np.flatnonzero(keep)
         if idx.size == 0:
@@ -68,7 +74,7 @@ class HistoryFilter(Selector[GP]):
     def keep_probability(self, scores: dict[str, Floats], slots: Ints) -> Floats:
         return scores["s_rew"]
 
-    def record(self, step: StepSelection, keys: list[str], scores: dict[str, Floats],
+    def record(self, step: StepView, keys: list[str], scores: dict[str, Floats],
                keep_probability: Floats, draw: Floats, kept: Mask) -> Report:
         decisions = []
         for i, key in enumerate(keys):
@@ -86,7 +92,7 @@ class HistoryFilter(Selector[GP]):
             decisions.append(self.decision(step.step, key, Layer.PRE_ROLLOUT, "greso." + reason, numbers))
         return Report(decisions=tuple(decisions))
 
-    def after_step(self, step: StepSelection) -> Report:
+    def after_step(self, step: StepView) -> Report:
         # The controller starts after the first epoch, once every prompt has history.
         if step.epoch < 1 or not step.groups_generated:
             return Report()
@@ -101,11 +107,11 @@ class HistoryFilter(Selector[GP]):
         return {f"{self.name}/p_easy": control.p_easy, f"{self.name}/p_hard": control.p_hard}
 
     # -- the optional post-filter -------------------------------------------------------
-    def runs_post_filter(self, pipeline: Pipeline) -> bool:
+    def runs_post_filter(self, pipeline: PipelineView) -> bool:
         mode = self.params.post_filter
         return mode == "on" or (mode == "auto" and not pipeline.advantage.uses_zero_variance)
 
-    def composition_errors(self, pipeline: Pipeline) -> list[SelectionConfigError]:
+    def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:
         errors = []
         field = f"{self.name}.post_filter"
         mode = self.params.post_filter

@@ -3,17 +3,15 @@ advantage when a run names no advantage method."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy.typing as npt
 
 from workers.selection import grpo
 from workers.selection.decisions import Layer
+from workers.selection.outcomes import TrainingBatch
 from workers.selection.params import GrpoParams
-from workers.selection.selector import Advantages, Floats, Selector
-
-if TYPE_CHECKING:
-    from workers.selection.pipeline import StepSelection, TrainingBatch
+from workers.selection.selector import Advantages, Floats, Selector, StepView
 
 
 class Grpo(Selector[GrpoParams]):
@@ -24,7 +22,7 @@ class Grpo(Selector[GrpoParams]):
     Params = GrpoParams
     roles = frozenset({"advantage"})
 
-    def token_advantages(self, step: StepSelection, batch: TrainingBatch, token_entropy: Floats | None,
+    def token_advantages(self, step: StepView, batch: TrainingBatch, token_entropy: Floats | None,
                          response_mask: npt.NDArray[Any]) -> Advantages:
         p = self.params
         advantages = grpo.group_advantages(batch.rewards, batch.group_index, p.norm_by_std, p.eps)

@@ -8,7 +8,6 @@ The pool is HIVE's: ``pool_size`` says how many survivors to gather before ``gat
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,11 +23,9 @@ from workers.selection.selector import (
     Mask,
     PromptEntropyFn,
     Report,
+    StepView,
     Verdict,
 )
-
-if TYPE_CHECKING:
-    from workers.selection.pipeline import StepSelection
 
 
 class Hive(HistoryFilter[HiveParams]):
@@ -56,7 +53,7 @@ class Hive(HistoryFilter[HiveParams]):
         scores["s_ent"] = hive.entropy_score(self.pipeline.ledger.mean_response_entropy(slots))
         return hive.stage1_keep_probability(scores["s_rew"], scores["s_ent"], self.params.lam)
 
-    def record(self, step: StepSelection, keys: list[str], scores: dict[str, Floats],
+    def record(self, step: StepView, keys: list[str], scores: dict[str, Floats],
                keep_probability: Floats, draw: Floats, kept: Mask) -> Report:
         decisions = tuple(
             self.decision(step.step, key, Layer.PRE_ROLLOUT, "hive.stage1_kept" if kept[i] else "hive.stage1_skipped", {
@@ -74,7 +71,7 @@ class Hive(HistoryFilter[HiveParams]):
     def pool_size(self, need: int) -> int:
         return math.ceil(self.params.pool_factor * need)
 
-    def gate(self, step: StepSelection, keys: list[str], prompt_entropy: PromptEntropyFn | None) -> Verdict:
+    def gate(self, step: StepView, keys: list[str], prompt_entropy: PromptEntropyFn | None) -> Verdict:
         """Gate the pooled stage-1 survivors on the current policy's prompt entropy."""
         if prompt_entropy is None:
             raise ValueError("HIVE stage 2 needs the engine's prompt_entropy function (a forward pass)")
@@ -101,7 +98,7 @@ class Hive(HistoryFilter[HiveParams]):
                        metrics={"hive/entropy_threshold": lower},
                        observed={"prompt_entropy": dict(zip(keys, values.tolist()))})
 
-    def after_step(self, step: StepSelection) -> Report:
+    def after_step(self, step: StepView) -> Report:
         super().after_step(step)
         entropy = step.observed.get("prompt_entropy", {})
         pairs = [(entropy[o.key], o.mean_entropy) for o in step.outcomes if o.key in entropy]

@@ -3,18 +3,13 @@ of the round's N x prompts rollouts where a first success is likeliest."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from workers.selection import hora
 from workers.selection.decisions import Layer
 from workers.selection.panels import Panel
 from workers.selection.params import HoraParams, SelectionConfigError
-from workers.selection.selector import Allocation, Ints, Selector
-
-if TYPE_CHECKING:
-    from workers.selection.pipeline import Pipeline, StepSelection
+from workers.selection.selector import Allocation, Ints, PipelineView, Selector, StepView
 
 
 class Hora(Selector[HoraParams]):
@@ -26,7 +21,7 @@ class Hora(Selector[HoraParams]):
     roles = frozenset({"allocation"})
     panels = (Panel("allocation", "Extra rollouts allocated by probe successes", view="hora_allocation", wide=True),)
 
-    def composition_errors(self, pipeline: Pipeline) -> list[SelectionConfigError]:
+    def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:
         n0, group_size = self.params.n0, pipeline.group_size
         if n0 >= group_size:
             return [SelectionConfigError(
@@ -37,7 +32,7 @@ class Hora(Selector[HoraParams]):
     def probe_size(self) -> int:
         return self.params.n0
 
-    def allocate(self, step: StepSelection, keys: list[str], successes: Ints) -> Allocation:
+    def allocate(self, step: StepView, keys: list[str], successes: Ints) -> Allocation:
         p = self.params
         n_extra = self.pipeline.group_size - p.n0
         extra = np.zeros(len(keys), dtype=np.int64)

@@ -5,18 +5,25 @@ learning-zone energy for the update, and optionally a forward pruner of prompts 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workers.selection import lze
 from workers.selection.decisions import Layer
+from workers.selection.outcomes import GroupOutcome
 from workers.selection.panels import Panel, Series
 from workers.selection.params import LzeParams, SelectionConfigError
-from workers.selection.selector import EpochReport, Floats, Ints, Mask, Report, Selector, Verdict
-
-if TYPE_CHECKING:
-    from workers.selection.pipeline import GroupOutcome, Pipeline, StepSelection
+from workers.selection.selector import (
+    EpochReport,
+    Floats,
+    Ints,
+    Mask,
+    PipelineView,
+    Report,
+    Selector,
+    StepView,
+    Verdict,
+)
 
 
 class Lze(Selector[LzeParams]):
@@ -39,7 +46,7 @@ class Lze(Selector[LzeParams]):
         return frozenset({*([Layer.PRE_ROLLOUT] if self.params.prune else []),
                           *([Layer.UPDATE] if self.params.backward else [])})
 
-    def composition_errors(self, pipeline: Pipeline) -> list[SelectionConfigError]:
+    def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:
         shaping = [s.name for s in pipeline.selectors.values() if s.uses_zero_variance]
         if self.params.backward and shaping:
             return [SelectionConfigError(
@@ -48,7 +55,7 @@ class Lze(Selector[LzeParams]):
         return []
 
     # -- forward pruner -----------------------------------------------------------------
-    def screen(self, step: StepSelection, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
+    def screen(self, step: StepView, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
         keep = keep.copy()
         ledger = self.pipeline.ledger
         replaying = set(self.state.get("replaying", []))
@@ -92,7 +99,7 @@ class Lze(Selector[LzeParams]):
             self.decision(step, ledger.key_of(int(s)), Layer.PRE_ROLLOUT, "lze.pruned",
                           {"streak": int(ledger.column("epoch_streak")[s])}) for s in newly))
 
-    def after_step(self, step: StepSelection) -> Report:
+    def after_step(self, step: StepView) -> Report:
         replaying = set(self.state.get("replaying", []))
         if not replaying:
             return Report()
@@ -115,16 +122,16 @@ class Lze(Selector[LzeParams]):
         return Report(decisions=tuple(decisions))
 
     # -- backward selection -------------------------------------------------------------
-    def select_update(self, step: StepSelection, groups: Sequence[GroupOutcome]) -> Verdict:
+    def select_update(self, step: StepView, groups: Sequence[GroupOutcome]) -> Verdict:
         if not groups:
             return Verdict(keep=np.zeros(0, dtype=bool))
         return self.choose(step, np.array([g.pass_rate for g in groups]), [g.key for g in groups])
 
-    def select_for_update(self, step: StepSelection, pass_rate: Floats, keys: list[str]) -> Mask:
+    def select_for_update(self, step: StepView, pass_rate: Floats, keys: list[str]) -> Mask:
         """Mask over the batch's groups: the top-K live groups by perturbed energy."""
         return self.choose(step, pass_rate, keys).keep
 
-    def choose(self, step: StepSelection, pass_rate: Floats, keys: list[str]) -> Verdict:
+    def choose(self, step: StepView, pass_rate: Floats, keys: list[str]) -> Verdict:
         p = self.params
         ledger = self.pipeline.ledger
         slots = ledger.slots(keys)

@@ -3,19 +3,17 @@ instead of none; mixed groups keep GRPO's."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from workers.selection import rlzvp
 from workers.selection.decisions import Layer
+from workers.selection.outcomes import TrainingBatch
 from workers.selection.panels import Panel, Series
 from workers.selection.params import RlzvpParams
-from workers.selection.selector import Advantages, Conflict, Floats, Selector
-
-if TYPE_CHECKING:
-    from workers.selection.pipeline import StepSelection, TrainingBatch
+from workers.selection.selector import Advantages, Conflict, Floats, Selector, StepView
 
 
 class Rlzvp(Selector[RlzvpParams]):
@@ -36,7 +34,7 @@ class Rlzvp(Selector[RlzvpParams]):
         Series("shaped share of trained rollouts", metric="rlzvp/shaped_rollouts", per="rollouts_trained"),),
         unit="share"),)
 
-    def token_advantages(self, step: StepSelection, batch: TrainingBatch, token_entropy: Floats | None,
+    def token_advantages(self, step: StepView, batch: TrainingBatch, token_entropy: Floats | None,
                          response_mask: npt.NDArray[Any]) -> Advantages:
         p = self.params
         if token_entropy is None:
