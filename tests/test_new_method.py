@@ -262,3 +262,15 @@ def test_the_verl_trainers_selection_runs_it(random_skip, tmp_path, tq):
         assert len(trained) == 4
         skipped_total += len(skipped)
     assert skipped_total > 0
+
+
+def test_a_run_config_reports_every_composition_problem_beside_its_field(random_skip):
+    from workers.engines.config import ConfigError, RunConfig
+
+    with pytest.raises(ConfigError) as error:
+        RunConfig.from_mapping({"batch_size": 8, "group_size": 4,
+                                "selectors": {"random_skip": {"skip": 0.9}, "greso": {}, "hora": {"n0": 4}}})
+    errors = error.value.as_dict()
+    assert "GRESO's control arm" in errors["selectors"][0]
+    assert "lower random_skip.skip" in errors["selectors.random_skip.skip"][0]
+    assert "lower hora.n0 or raise N" in errors["selectors.hora.n0"][0]

@@ -197,8 +197,9 @@ class RunConfig:
             Pipeline(self.selectors, batch_size=max(self.batch_size, 1), group_size=self.group_size,
                      audit_share=self.audit_share)
         except SelectionConfigError as exc:
-            prefix = "" if exc.field in ("selectors", "batch_size", "group_size", "audit_share") else "selectors."
-            errors.append(FieldError(prefix + exc.field, exc.message))
+            for problem in exc.problems:  # every composition problem at once
+                own = problem.field in ("selectors", "batch_size", "group_size", "audit_share")
+                errors.append(FieldError(("" if own else "selectors.") + problem.field, problem.message))
         if errors:
             raise ConfigError(errors)
 
