@@ -87,6 +87,7 @@ from workers.selection.pipeline import (
     StepResult,
     StepSelection,
 )
+from workers.selection.registry import DEFAULT_ADVANTAGE
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
