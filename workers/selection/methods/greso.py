@@ -8,12 +8,13 @@ post-filter with GRESO's refill sizing.
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import TypeVar
 
 import numpy as np
 
 from workers.selection import greso
-from workers.selection.decisions import Layer
+from workers.selection.decisions import Action, Layer
 from workers.selection.panels import Panel, Series
 from workers.selection.params import GresoParams, SelectionConfigError
 from workers.selection.selector import (
@@ -28,6 +29,9 @@ from workers.selection.selector import (
 )
 
 GP = TypeVar("GP", bound=GresoParams)
+_EASY = "all-correct on the last {streak:.0f} visit(s)"
+_HARD = "all-wrong on the last {streak:.0f} visit(s)"
+_DRAW = "keep probability {keep_probability:.3f}, draw {draw:.3f}"
 
 
 class HistoryFilter(Selector[GP]):
@@ -148,6 +152,14 @@ class Greso(HistoryFilter[GresoParams]):
     label = "GRESO"
     help = "Skips prompts that were solved (or failed) on every recent visit, with a keep probability."
     Params = GresoParams
+    reasons = MappingProxyType({
+        "greso.unseen": (Action.KEPT, "kept by GRESO: never rolled out before"),
+        "greso.mixed": (Action.KEPT, "kept by GRESO: last visit had mixed outcomes (pass rate {pass_rate:.2f})"),
+        "greso.easy_kept": (Action.KEPT, f"kept by GRESO: {_EASY}, but {_DRAW}"),
+        "greso.hard_kept": (Action.KEPT, f"kept by GRESO: {_HARD}, but {_DRAW}"),
+        "greso.easy_skipped": (Action.SKIPPED, f"skipped by GRESO: {_EASY}; {_DRAW}"),
+        "greso.hard_skipped": (Action.SKIPPED, f"skipped by GRESO: {_HARD}; {_DRAW}"),
+    })
     panels = (Panel("bases", "Keep-probability bases", (
         Series("p_easy (solved prompts)", metric="greso/p_easy"),
         Series("p_hard (failed prompts)", metric="greso/p_hard")), unit="share"),)

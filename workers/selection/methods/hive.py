@@ -8,11 +8,12 @@ The pool is HIVE's: ``pool_size`` says how many survivors to gather before ``gat
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 
 from workers.selection import hive
-from workers.selection.decisions import Layer
+from workers.selection.decisions import Action, Layer
 from workers.selection.methods.greso import HistoryFilter
 from workers.selection.panels import Panel, Series
 from workers.selection.params import HiveParams
@@ -27,6 +28,8 @@ from workers.selection.selector import (
     Verdict,
 )
 
+_STAGE1 = "s_rew {s_rew:.3f}, s_ent {s_ent:.3f}, keep probability {keep_probability:.3f}, draw {draw:.3f}"
+
 
 class Hive(HistoryFilter[HiveParams]):
     name = "hive"
@@ -35,6 +38,28 @@ class Hive(HistoryFilter[HiveParams]):
             "under the current model is at least the median.")
     Params = HiveParams
     gathers = True
+    reasons = MappingProxyType({
+        "hive.stage1_kept": (Action.KEPT, f"kept by HIVE stage 1: {_STAGE1}"),
+        "hive.stage1_skipped": (Action.SKIPPED, f"skipped by HIVE stage 1: {_STAGE1}"),
+        "hive.stage2_kept": (
+            Action.KEPT,
+            "kept by HIVE stage 2: prompt entropy {entropy:.3f} >= median {threshold:.3f} of {candidates:.0f} candidates",
+        ),
+        "hive.stage2_skipped": (
+            Action.SKIPPED,
+            "skipped by HIVE stage 2: prompt entropy {entropy:.3f} < median {threshold:.3f} of {candidates:.0f} candidates",
+        ),
+        "hive.band_kept": (
+            Action.KEPT,
+            ("kept by HIVE stage 2: prompt entropy {entropy:.3f} inside the band [{lower:.3f}, {upper:.3f}] "
+             "of {candidates:.0f} candidates"),
+        ),
+        "hive.band_skipped": (
+            Action.SKIPPED,
+            ("skipped by HIVE stage 2: prompt entropy {entropy:.3f} outside the band [{lower:.3f}, {upper:.3f}] "
+             "of {candidates:.0f} candidates"),
+        ),
+    })
     conflicts = (Conflict("greso", "greso and hive both filter prompts from history; HIVE stage 1 with "
                                    "hive.lam = 1.0 is GRESO's filter: keep one of them"),)
     panels = (

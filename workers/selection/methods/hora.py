@@ -3,10 +3,12 @@ of the round's N x prompts rollouts where a first success is likeliest."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 
 from workers.selection import hora
-from workers.selection.decisions import Layer
+from workers.selection.decisions import Action, Layer
 from workers.selection.panels import Panel
 from workers.selection.params import HoraParams, SelectionConfigError
 from workers.selection.selector import Allocation, Ints, PipelineView, Selector, StepView
@@ -18,6 +20,13 @@ class Hora(Selector[HoraParams]):
     help = "Probes each prompt with n0 rollouts, then spends the rest of the budget where a first hit is likeliest."
     layers = frozenset({Layer.ALLOCATION})
     Params = HoraParams
+    reasons = MappingProxyType({
+        "hora.allocated": (
+            Action.ALLOCATED,
+            ("allocated by HORA: {successes:.0f}/{probe:.0f} probe hits, posterior mean {posterior_mean:.3f}, "
+             "{extra:.0f} extra rollouts (group of {group_size:.0f})"),
+        ),
+    })
     roles = frozenset({"allocation"})
     panels = (Panel("allocation", "Extra rollouts allocated by probe successes", view="hora_allocation", wide=True),)
 

@@ -5,11 +5,12 @@ learning-zone energy for the update, and optionally a forward pruner of prompts 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import numpy as np
 
 from workers.selection import lze
-from workers.selection.decisions import Layer
+from workers.selection.decisions import Action, Layer
 from workers.selection.outcomes import GroupOutcome
 from workers.selection.panels import Panel, Series
 from workers.selection.params import LzeParams, SelectionConfigError
@@ -32,6 +33,41 @@ class Lze(Selector[LzeParams]):
     help = "Updates only on the groups with the highest learning-zone energy; optionally prunes solved prompts."
     layers = frozenset({Layer.PRE_ROLLOUT, Layer.UPDATE})
     Params = LzeParams
+    reasons = MappingProxyType({
+        "lze.selected": (
+            Action.SELECTED,
+            "selected by LZE: energy {energy:.3f}, rank {rank:.0f} of {live:.0f} live groups, top {k:.0f} kept",
+        ),
+        "lze.not_selected": (
+            Action.DROPPED,
+            ("left out of the update by LZE: energy {energy:.3f}, rank {rank:.0f} of {live:.0f} live groups, "
+             "top {k:.0f} kept"),
+        ),
+        "lze.zero_variance": (
+            Action.DROPPED,
+            "left out of the update by LZE: pass rate {pass_rate:.2f}, outside the learning zone",
+        ),
+        "lze.pruned": (
+            Action.PRUNED,
+            "pruned by LZE: all-correct at the end of {streak:.0f} consecutive epochs",
+        ),
+        "lze.skipped_pruned": (
+            Action.SKIPPED,
+            "skipped by LZE: in the pruned pool (all-correct for {streak:.0f} consecutive epochs)",
+        ),
+        "lze.replayed": (
+            Action.REPLAYED,
+            "replayed by LZE: drawn from the pruned pool of {pool:.0f} prompts to check for forgetting",
+        ),
+        "lze.restored": (
+            Action.RESTORED,
+            "restored by LZE: replay pass rate {pass_rate:.2f} < 1, back in the active pool",
+        ),
+        "lze.still_solved": (
+            Action.PRUNED,
+            "kept pruned by LZE: replay pass rate {pass_rate:.2f}, still solved",
+        ),
+    })
     priority = 10  # the pruner screens before the history filters draw their keep probabilities
     panels = (
         Panel("energy", "Energy distribution at the newest step", view="lze_energy"),

@@ -3,13 +3,14 @@ instead of none; mixed groups keep GRPO's."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from workers.selection import rlzvp
-from workers.selection.decisions import Layer
+from workers.selection.decisions import Action, Layer
 from workers.selection.outcomes import TrainingBatch
 from workers.selection.panels import Panel, Series
 from workers.selection.params import RlzvpParams
@@ -22,6 +23,18 @@ class Rlzvp(Selector[RlzvpParams]):
     help = "Gives zero-variance groups an entropy-shaped advantage instead of none."
     layers = frozenset({Layer.ADVANTAGE})
     Params = RlzvpParams
+    reasons = MappingProxyType({
+        "rlzvp.all_correct": (
+            Action.SHAPED,
+            ("shaped by RL-ZVP: all {group_size:.0f} rollouts correct, advantage alpha x token entropy "
+             "(mean {mean_advantage:.4f})"),
+        ),
+        "rlzvp.all_wrong": (
+            Action.SHAPED,
+            ("shaped by RL-ZVP: all {group_size:.0f} rollouts wrong, advantage -alpha x (max entropy - token "
+             "entropy) (mean {mean_advantage:.4f})"),
+        ),
+    })
     roles = frozenset({"advantage"})
     uses_zero_variance = True
     conflicts = (
