@@ -274,3 +274,23 @@ def test_a_run_config_reports_every_composition_problem_beside_its_field(random_
     assert "GRESO's control arm" in errors["selectors"][0]
     assert "lower random_skip.skip" in errors["selectors.random_skip.skip"][0]
     assert "lower hora.n0 or raise N" in errors["selectors.hora.n0"][0]
+
+
+def test_a_second_method_at_an_exclusive_layer_is_refused(random_skip):
+    @dataclass(frozen=True)
+    class CoinParams(MethodParams):
+        method: ClassVar[str] = "coin_allocation"
+
+    class CoinAllocation(Selector[CoinParams]):
+        name = "coin_allocation"
+        label = "Coin allocation"
+        help = "Allocates the extra rollouts by a coin flip."
+        layers = frozenset({Layer.ALLOCATION})
+        Params = CoinParams
+
+    register(CoinAllocation)
+    try:
+        with pytest.raises(SelectionConfigError, match="hora and coin_allocation are both the run's allocation"):
+            Pipeline({"hora": {"n0": 2}, "coin_allocation": {}}, batch_size=B, group_size=N)
+    finally:
+        unregister("coin_allocation")

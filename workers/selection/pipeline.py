@@ -107,6 +107,20 @@ def resolve_methods(methods: Mapping[str, Mapping[str, Any] | None] | Sequence[s
     return seen
 
 
+# Layers one method holds alone: a run has one allocation and one advantage.
+EXCLUSIVE_LAYERS = {Layer.ALLOCATION: "allocation", Layer.ADVANTAGE: "advantage"}
+
+
+def _roles(selector: Selector[Any]) -> frozenset[str]:
+    """The roles a selector holds in a run: those it declares, its exclusive layers, and the
+    pre-rollout gate when it gathers a pool (at most one selector per role)."""
+    layers = selector.active_layers()
+    held = {role for layer, role in EXCLUSIVE_LAYERS.items() if layer in layers}
+    if selector.gathers:
+        held.add("pre-rollout gate")
+    return selector.roles | held
+
+
 def _ordered(selectors: Sequence[Selector[Any]], layer: Layer) -> list[Selector[Any]]:
     """The selectors acting at ``layer``, by priority, then in the run's order."""
     acting = [s for s in selectors if layer in s.active_layers()]
@@ -186,7 +200,7 @@ class Pipeline:
         for i, first in enumerate(chosen):
             for second in chosen[i + 1:]:
                 pair = frozenset({first.name, second.name})
-                shared = sorted(first.roles & second.roles)
+                shared = sorted(_roles(first) & _roles(second))
                 if shared and pair not in reported:
                     reported.add(pair)
                     errors.append(SelectionConfigError(

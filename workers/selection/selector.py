@@ -137,7 +137,8 @@ class Selector(Generic[P]):
     panels: ClassVar[tuple[Panel, ...]] = ()  # the run page's charts of this method
     # Decision reasons this method records, beyond the built-in ones of decisions.REASONS.
     reasons: ClassVar[Mapping[str, tuple[Action, str]]] = {}
-    # Composition: at most one selector of a run may hold each role ...
+    # Composition: at most one selector of a run may hold each role (besides the roles the
+    # pipeline derives: the allocation, the advantage, the pre-rollout gate) ...
     roles: ClassVar[frozenset[str]] = frozenset()
     # ... and none may run beside a method named here (checked from both sides).
     conflicts: ClassVar[tuple[Conflict, ...]] = ()

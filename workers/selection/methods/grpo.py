@@ -20,7 +20,6 @@ class Grpo(Selector[GrpoParams]):
     help = "Group-relative advantages; the baseline every other method is measured against."
     layers = frozenset({Layer.ADVANTAGE})
     Params = GrpoParams
-    roles = frozenset({"advantage"})
 
     def token_advantages(self, step: StepView, batch: TrainingBatch, token_entropy: Floats | None,
                          response_mask: npt.NDArray[Any]) -> Advantages:

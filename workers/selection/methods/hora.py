@@ -27,7 +27,6 @@ class Hora(Selector[HoraParams]):
              "{extra:.0f} extra rollouts (group of {group_size:.0f})"),
         ),
     })
-    roles = frozenset({"allocation"})
     panels = (Panel("allocation", "Extra rollouts allocated by probe successes", view="hora_allocation", wide=True),)
 
     def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:

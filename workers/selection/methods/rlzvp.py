@@ -35,7 +35,6 @@ class Rlzvp(Selector[RlzvpParams]):
              "entropy) (mean {mean_advantage:.4f})"),
         ),
     })
-    roles = frozenset({"advantage"})
     uses_zero_variance = True
     conflicts = (
         Conflict("grpo", "grpo and rlzvp both set the advantage; RL-ZVP already uses GRPO for "
