@@ -1,4 +1,4 @@
-"""Naive loop versions of the vectorised selection functions, written from SELECTORS.md
+"""Naive loop versions of the vectorised selection functions, written from docs/algorithms.md
 independently of the library code, for the tests to compare against."""
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from workers.selection.decisions import Layer
 from workers.selection.params import SelectionConfigError
 from workers.selection.pipeline import Pipeline
+from workers.selection.registry import DEFAULT_ADVANTAGE, REGISTRY
 
 ENGINES = ("local", "verl")
 DEVICES = ("auto", "cpu", "cuda")
@@ -195,8 +197,9 @@ class RunConfig:
             Pipeline(self.selectors, batch_size=max(self.batch_size, 1), group_size=self.group_size,
                      audit_share=self.audit_share)
         except SelectionConfigError as exc:
-            prefix = "" if exc.field in ("selectors", "batch_size", "group_size", "audit_share") else "selectors."
-            errors.append(FieldError(prefix + exc.field, exc.message))
+            for problem in exc.problems:  # every composition problem at once
+                own = problem.field in ("selectors", "batch_size", "group_size", "audit_share")
+                errors.append(FieldError(("" if own else "selectors.") + problem.field, problem.message))
         if errors:
             raise ConfigError(errors)
 
@@ -205,11 +208,15 @@ class RunConfig:
         """Selectors with Dr. GRPO folded into the advantage method's parameters."""
         methods = {name: dict(params or {}) for name, params in self.selectors.items()}
         if self.dr_grpo:
-            for name in ("grpo", "rlzvp"):
-                if name in methods:
+            # Every chosen advantage method with a std normalisation turns it off; a run that
+            # names none gets the default advantage (GRPO) with it off.
+            advantage = [name for name in methods
+                         if name in REGISTRY and Layer.ADVANTAGE in REGISTRY[name].layers]
+            for name in advantage:
+                if any(f["name"] == "norm_by_std" for f in REGISTRY[name].Params.describe()):
                     methods[name].setdefault("norm_by_std", False)
-            if "rlzvp" not in methods and "grpo" not in methods:
-                methods["grpo"] = {"norm_by_std": False}
+            if not advantage:
+                methods[DEFAULT_ADVANTAGE] = {"norm_by_std": False}
         return methods
 
     def to_dict(self) -> dict[str, Any]:

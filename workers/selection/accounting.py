@@ -1,4 +1,4 @@
-"""Compute accounting (SELECTORS.md section 7), computed here once for every engine.
+"""Compute accounting (docs/algorithms.md §7), computed here once for every engine.
 
 Names are the metric names used everywhere downstream: database columns, API fields and
 chart legends. Every rate names its denominator.

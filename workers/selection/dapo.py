@@ -1,4 +1,4 @@
-"""DAPO dynamic sampling's post-filter (SELECTORS.md section 1).
+"""DAPO dynamic sampling's post-filter (docs/algorithms.md §1).
 
 Zero-variance groups carry no GRPO signal and are dropped; mixed groups fill the batch
 up to B; mixed groups beyond B are surplus, counted as generated and dropped. The

@@ -1,4 +1,4 @@
-"""GRESO: history-based pre-rollout filtering (Zheng et al. 2025; SELECTORS.md section 2).
+"""GRESO: history-based pre-rollout filtering (Zheng et al. 2025; docs/algorithms.md §2).
 
 A prompt whose last z visits were all-correct (or all-wrong) is kept with probability
 ``max(p_easy ** z, floor)`` (or ``p_hard ** z``); unseen prompts and prompts whose last

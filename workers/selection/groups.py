@@ -1,7 +1,7 @@
 """Group statistics shared by every method: which rollouts belong to one prompt's group,
 its size, mean, standard deviation, pass rate and whether it is zero-variance.
 
-Notation follows SELECTORS.md: a group is the set of rollouts drawn for one prompt in
+Notation follows docs/algorithms.md: a group is the set of rollouts drawn for one prompt in
 one step, G_i its size, s_i its correct rollouts, p_i = s_i / G_i its pass rate.
 """
 
@@ -50,15 +50,18 @@ class Groups:
 
     @property
     def pass_rate(self) -> np.ndarray:
-        return self.successes / self.size
+        rate: np.ndarray = self.successes / self.size
+        return rate
 
     @property
     def all_correct(self) -> np.ndarray:
-        return self.successes == self.size
+        solved: np.ndarray = self.successes == self.size
+        return solved
 
     @property
     def all_wrong(self) -> np.ndarray:
-        return self.successes == 0
+        failed: np.ndarray = self.successes == 0
+        return failed
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

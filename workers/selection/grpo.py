@@ -1,4 +1,4 @@
-"""GRPO's group-relative advantage (Shao et al. 2024), the baseline of SELECTORS.md section 0.
+"""GRPO's group-relative advantage (Shao et al. 2024), the baseline of docs/algorithms.md §0.
 
 Must agree with verl's ``compute_grpo_outcome_advantage`` to float precision: unbiased
 group std, groups of one get mean 0 and std 1, and ``norm_by_std=False`` is Dr. GRPO.
@@ -15,10 +15,11 @@ def advantages_from_groups(
     rewards: np.ndarray, groups: Groups, norm_by_std: bool = True, eps: float = 1e-6
 ) -> np.ndarray:
     """Advantages for rollouts whose groups are already computed (shape: rollouts)."""
-    centred = rewards - groups.mean[groups.index]
+    centred: np.ndarray = rewards - groups.mean[groups.index]
     if not norm_by_std:
         return centred
-    return centred / (groups.std[groups.index] + eps)
+    scaled: np.ndarray = centred / (groups.std[groups.index] + eps)
+    return scaled
 
 
 def group_advantages(

@@ -1,4 +1,4 @@
-"""HIVE: history-informed, online-verified pre-rollout selection (SELECTORS.md section 3).
+"""HIVE: history-informed, online-verified pre-rollout selection (docs/algorithms.md §3).
 
 Stage 1 (no generation): ``P_keep = lam * s_rew + (1 - lam) * s_ent`` with s_rew the GRESO
 keep probability and s_ent the prompt's mean response entropy, min-max normalised over the
@@ -44,7 +44,8 @@ def prompt_entropy(position_entropy: object, mask: object) -> np.ndarray:
     counts = m.sum(axis=1)
     if counts.size and counts.min() == 0:
         raise ValueError("every prompt needs at least two tokens for a prompt entropy")
-    return np.where(m, h, 0.0).sum(axis=1) / counts
+    entropy: np.ndarray = np.where(m, h, 0.0).sum(axis=1) / counts
+    return entropy
 
 
 def gate_threshold(prompt_entropy: object, mode: str = "median", k_off: float = 0.25, k_keep: float = 0.5) -> tuple[float, float]:

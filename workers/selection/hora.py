@@ -1,4 +1,4 @@
-"""HORA: hit-utility optimal rollout allocation (papers/001, SELECTORS.md section 4).
+"""HORA: hit-utility optimal rollout allocation (papers/001, docs/algorithms.md §4).
 
 After a probe of ``n_pre`` rollouts per prompt with ``s_i`` successes, the pass rate has
 posterior Beta(a_i, b_i), a_i = alpha + s_i, b_i = beta + n_pre - s_i. The marginal gain
@@ -88,7 +88,7 @@ def allocate(
 ) -> np.ndarray:
     """Extra rollouts per prompt (ints summing to ``extra_budget``) maximising total hit utility.
 
-    Exact greedy: ties go to the lowest prompt index. Worked example (SELECTORS.md):
+    Exact greedy: ties go to the lowest prompt index. Worked example (docs/algorithms.md §4):
     s = [0, 1, 4, 8], n_pre = 8, budget 96 -> [51, 30, 11, 4].
     """
     a, b = posterior(successes, n_pre, prior)
@@ -133,7 +133,8 @@ def tie_key(values: np.ndarray) -> np.ndarray:
     (e.g. Beta(5, 5) at m = 6 and Beta(6, 4) at m = 5) differ in their last bits, and
     must count as a tie so the lower prompt index wins, as the greedy rule says."""
     mantissa, exponent = np.frexp(values)
-    return np.ldexp(np.round(mantissa * 2.0**40), exponent - 40)
+    rounded: np.ndarray = np.ldexp(np.round(mantissa * 2.0**40), exponent - 40)
+    return rounded
 
 
 def _top_in_greedy_order(values: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:

@@ -49,7 +49,7 @@ class PromptLedger:
         self._keys: list[str] = []
         self._slot: dict[str, int] = {}
         capacity = max(int(capacity), 1)
-        self._columns = {name: np.full(capacity, fill, dtype=dtype) for name, (dtype, fill) in COLUMNS.items()}
+        self._columns: dict[str, np.ndarray] = {name: np.full(capacity, fill, dtype=dtype) for name, (dtype, fill) in COLUMNS.items()}
         # The visit trace: the last `history` pass rates per prompt, a ring by visit count.
         self._trace = np.full((capacity, self.history), np.nan, dtype=np.float32)
         self.method_state: dict[str, Any] = {}
@@ -94,7 +94,7 @@ class PromptLedger:
         while capacity < needed:
             capacity *= 2
         for name, (dtype, fill) in COLUMNS.items():
-            grown = np.full(capacity, fill, dtype=dtype)
+            grown: np.ndarray = np.full(capacity, fill, dtype=dtype)
             old = self._columns[name]
             grown[: old.shape[0]] = old
             self._columns[name] = grown
@@ -110,7 +110,8 @@ class PromptLedger:
         """Pass rates of the last visits per slot, oldest first, NaN where fewer visits."""
         visits = self._columns["visits"][slots]
         order = (visits[:, None] + np.arange(self.history)[None, :]) % self.history
-        return self._trace[slots[:, None], order]
+        passes: np.ndarray = self._trace[slots[:, None], order]
+        return passes
 
     def mean_response_entropy(self, slots: np.ndarray) -> np.ndarray:
         count = self._columns["entropy_count"][slots]
@@ -129,7 +130,7 @@ class PromptLedger:
     ) -> np.ndarray:
         """Record one visit per group: pass rate, streaks, trace, p0, EMA, entropy.
 
-        The EMA is updated here (decay 0.9, SELECTORS.md s.6), after any scoring that
+        The EMA is updated here (decay 0.9, docs/algorithms.md §6), after any scoring that
         needed the previous value. A key repeated in one call is applied in order.
         Returns the slots.
         """

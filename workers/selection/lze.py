@@ -1,4 +1,4 @@
-"""LZE: learning-zone energy (papers/003, reference code Stellaris167/LZE; SELECTORS.md s.6).
+"""LZE: learning-zone energy (papers/003, reference code Stellaris167/LZE; docs/algorithms.md §6).
 
     E = D * 4p(1 - p) * (1 + a * m),   D = max(1 - p0, d_init_min)
 

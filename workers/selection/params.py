@@ -1,21 +1,27 @@
-"""Typed parameters of every method, with one line of help each and the checks that
+"""Typed parameters of every built-in method, with one line of help each and the checks that
 turn an impossible value into a message naming the field and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 class SelectionConfigError(ValueError):
-    """A selection config that cannot run; ``field`` names the offending setting."""
+    """A selection config that cannot run; ``field`` names the offending setting.
 
-    def __init__(self, field_name: str, message: str) -> None:
+    A composition check reports every problem at once: ``problems`` lists them all, the
+    first being this error's own ``field`` and ``message``."""
+
+    def __init__(self, field_name: str, message: str,
+                 problems: Sequence[SelectionConfigError] | None = None) -> None:
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
         self.message = message
+        self.problems: list[SelectionConfigError] = list(problems) if problems else [self]
 
 
 def _help(text: str, default: Any) -> Any:
@@ -34,7 +40,7 @@ class MethodParams:
             raise SelectionConfigError(f"{self.method}.{name}", message)
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> MethodParams:
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Self:
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

@@ -1,5 +1,10 @@
 """The composed selection pipeline: any valid set of methods, each at its layer.
 
+The pipeline names no method: it asks each selector which layers it acts at and calls the
+hook of that layer (workers/selection/selector.py), checks the composition from what the
+selectors declare (conflicts, roles, constraints of their parameters), and adds what the
+hooks return to the step. The methods are those of the registry (registry.py).
+
 An engine drives one optimizer step like this (the same for the local and verl engines)::
 
     step = pipeline.begin_step(step_index, epoch)
@@ -7,13 +12,13 @@ An engine drives one optimizer step like this (the same for the local and verl e
         keys = loader.take(step.request_size())
         if not keys:
             step.loader_exhausted(); break
-        round_ = step.pre_rollout(keys, prompt_entropy=forward_pass)  # GRESO, HIVE, LZE pruner
+        round_ = step.pre_rollout(keys, prompt_entropy=forward_pass)  # PRE_ROLLOUT: GRESO, HIVE, LZE pruner
         loader.put_back(round_.deferred)
         probe = generate(round_.keys, round_.probe_sizes)
-        extra = step.allocate(round_, successes_of(probe))              # HORA (else zeros)
-        step.add_groups(outcomes_of(probe + generate(round_.keys, extra)))  # DAPO filter
-    batch = step.finish()                                               # LZE backward selection
-    token_advantages = step.advantages(batch, token_entropy, response_mask)  # GRPO or RL-ZVP
+        extra = step.allocate(round_, successes_of(probe))              # ALLOCATION: HORA (else zeros)
+        step.add_groups(outcomes_of(probe + generate(round_.keys, extra)))  # POST_ROLLOUT: DAPO filter
+    batch = step.finish()                                               # UPDATE: LZE backward selection
+    token_advantages = step.advantages(batch, token_entropy, response_mask)  # ADVANTAGE: GRPO or RL-ZVP
     result = step.close(seconds=..., parameters=..., forward_tokens_extra=...)
 
 and at epoch boundaries ``pipeline.end_epoch(e)`` then ``pipeline.start_epoch(e + 1)``
@@ -29,24 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from workers.selection import dapo, greso
 from workers.selection.accounting import StepAccounting
 from workers.selection.decisions import Decision, Layer
-from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.ledger import Bucket, PromptLedger
-from workers.selection.params import GresoParams, LzeParams, SelectionConfigError
-from workers.selection.selectors import (
-    REGISTRY,
-    Greso,
-    Grpo,
-    Hive,
-    Hora,
-    Lze,
-    PromptEntropyFn,
-    Rlzvp,
-    Selector,
-)
+from workers.selection.outcomes import GroupOutcome, TrainingBatch
+from workers.selection.params import SelectionConfigError
+from workers.selection.registry import DEFAULT_ADVANTAGE, lookup
+from workers.selection.selector import PromptEntropyFn, Report, Selector
+
+__all__ = [
+    "AUDIT_SHARE", "MAX_DRAW_FACTOR", "GroupOutcome", "Pipeline", "RolloutRound", "StepResult", "StepSelection",
+    "TrainingBatch", "resolve_methods",
+]
 
 # How many candidates one step may draw, as a multiple of B, before it trains on what
 # it has: a guard against filters that keep (almost) nothing.
@@ -63,72 +64,10 @@ AUDIT_MIN_GROUPS = 32
 
 
 @dataclass
-class GroupOutcome:
-    """One prompt's rollouts in this step, as the engine scored them."""
-
-    key: str
-    rewards: np.ndarray
-    response_tokens: np.ndarray  # response length per rollout
-    mean_entropy: float = float("nan")  # mean response-token entropy over the group
-    prompt_tokens: int = 0  # the prompt's length in tokens (0: not measured by the engine)
-
-    def __post_init__(self) -> None:
-        self.rewards = np.asarray(self.rewards, dtype=np.float64)
-        self.response_tokens = np.asarray(self.response_tokens, dtype=np.int64)
-        if self.rewards.ndim != 1 or self.rewards.size == 0 or self.response_tokens.shape != self.rewards.shape:
-            raise ValueError(f"group {self.key!r}: need one reward and one response length per rollout")
-        if not np.isfinite(self.rewards).all():
-            raise ValueError(f"group {self.key!r}: rewards must be finite (a verifier returned no score)")
-
-    @property
-    def size(self) -> int:
-        return int(self.rewards.size)
-
-    @property
-    def successes(self) -> int:
-        return int((self.rewards >= SUCCESS_THRESHOLD).sum())
-
-    @property
-    def pass_rate(self) -> float:
-        return self.successes / self.size
-
-    @property
-    def zero_variance(self) -> bool:
-        return self.size >= 2 and bool(self.rewards.min() == self.rewards.max())
-
-
-@dataclass
 class RolloutRound:
     keys: list[str]
     probe_sizes: np.ndarray  # rollouts per prompt now: n0 with HORA, else N
     deferred: list[str]  # kept but not needed this round: give them back to the loader
-
-
-@dataclass
-class TrainingBatch:
-    groups: list[GroupOutcome]
-    rewards: np.ndarray  # (rollouts,) in group order
-    group_index: np.ndarray  # (rollouts,) position of each rollout's group in ``groups``
-    rollout_weights: np.ndarray  # (rollouts,) N / G_i: every prompt weighs the same
-
-    @property
-    def response_tokens(self) -> np.ndarray:
-        if not self.groups:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([g.response_tokens for g in self.groups])
-
-    def subset(self, positions: Sequence[int]) -> TrainingBatch:
-        """The batch restricted to some of its groups (a mini-batch of whole groups)."""
-        groups = [self.groups[int(i)] for i in positions]
-        rows = np.concatenate([np.flatnonzero(self.group_index == int(i)) for i in positions]) if groups else np.zeros(0, int)
-        sizes = np.array([g.size for g in groups], dtype=np.int64)
-        return TrainingBatch(groups, self.rewards[rows], np.repeat(np.arange(len(groups)), sizes),
-                             self.rollout_weights[rows])
-
-    def group_rows(self) -> list[np.ndarray]:
-        """Rollout rows of each group, in group order."""
-        starts = np.r_[0, np.cumsum([g.size for g in self.groups])]
-        return [np.arange(starts[i], starts[i + 1]) for i in range(len(self.groups))]
 
 
 @dataclass
@@ -161,14 +100,31 @@ def resolve_methods(methods: Mapping[str, Mapping[str, Any] | None] | Sequence[s
         items = [(str(name), {}) for name in methods]
     seen: dict[str, dict[str, Any]] = {}
     for name, params in items:
-        if name not in REGISTRY:
-            raise SelectionConfigError(
-                "selectors", f"unknown method {name!r}; valid methods are {', '.join(REGISTRY)}"
-            )
+        lookup(name)
         if name in seen:
             raise SelectionConfigError("selectors", f"method {name!r} is listed twice")
         seen[name] = params
     return seen
+
+
+# Layers one method holds alone: a run has one allocation and one advantage.
+EXCLUSIVE_LAYERS = {Layer.ALLOCATION: "allocation", Layer.ADVANTAGE: "advantage"}
+
+
+def _roles(selector: Selector[Any]) -> frozenset[str]:
+    """The roles a selector holds in a run: those it declares, its exclusive layers, and the
+    pre-rollout gate when it gathers a pool (at most one selector per role)."""
+    layers = selector.active_layers()
+    held = {role for layer, role in EXCLUSIVE_LAYERS.items() if layer in layers}
+    if selector.gathers:
+        held.add("pre-rollout gate")
+    return selector.roles | held
+
+
+def _ordered(selectors: Sequence[Selector[Any]], layer: Layer) -> list[Selector[Any]]:
+    """The selectors acting at ``layer``, by priority, then in the run's order."""
+    acting = [s for s in selectors if layer in s.active_layers()]
+    return sorted(acting, key=lambda s: s.priority)
 
 
 class Pipeline:
@@ -202,90 +158,66 @@ class Pipeline:
         self.step = 0
         self._pending: list[Decision] = []
         resolved = resolve_methods(methods)
-        self.selectors: dict[str, Selector] = {
-            name: REGISTRY[name](REGISTRY[name].Params.from_mapping(params), self)
-            for name, params in resolved.items()
+        classes = {name: lookup(name) for name in resolved}
+        self.selectors: dict[str, Selector[Any]] = {
+            name: cls(cls.Params.from_mapping(resolved[name]), self) for name, cls in classes.items()
         }
-        self._check_composition()
+        chosen = list(self.selectors.values())
+        advantage = _ordered(chosen, Layer.ADVANTAGE)
+        default = lookup(DEFAULT_ADVANTAGE)
+        # The method that sets the advantage (the default when the run names none).
+        self.advantage: Selector[Any] = advantage[0] if advantage else default(default.Params.from_mapping({}), self)
+        errors = self.composition_errors()
+        if errors:
+            raise SelectionConfigError(errors[0].field, errors[0].message, problems=errors)
+        self.screeners = _ordered(chosen, Layer.PRE_ROLLOUT)
+        # HIVE's stage 2: the pre-rollout selector that gathers survivors and gates them together.
+        self.gatherer: Selector[Any] | None = next((s for s in self.screeners if s.gathers), None)
+        allocation = _ordered(chosen, Layer.ALLOCATION)
+        self.allocator: Selector[Any] | None = allocation[0] if allocation else None
+        self.updaters = _ordered(chosen, Layer.UPDATE)
+        # The zero-variance post-filter: a method whose layer it is, else one that offers it.
+        owners = [s for s in chosen if s.runs_post_filter(self)]
+        owners.sort(key=lambda s: Layer.POST_ROLLOUT not in s.active_layers())
+        self.post_filter: Selector[Any] | None = owners[0] if owners else None
         state = self.ledger.method_state.get("pipeline")
         if state:
             self._load_own_state(state)
 
     # -- composition --------------------------------------------------------------------
-    def _check_composition(self) -> None:
-        s = self.selectors
-        if "greso" in s and "hive" in s:
-            raise SelectionConfigError(
-                "selectors", "greso and hive both filter prompts from history; HIVE stage 1 with "
-                "hive.lam = 1.0 is GRESO's filter: keep one of them"
-            )
-        if "grpo" in s and "rlzvp" in s:
-            raise SelectionConfigError(
-                "selectors", "grpo and rlzvp both set the advantage; RL-ZVP already uses GRPO for "
-                "mixed groups: drop grpo"
-            )
-        if "rlzvp" in s and "dapo" in s:
-            raise SelectionConfigError(
-                "selectors", "dapo drops the zero-variance groups that rlzvp draws its signal from: "
-                "choose one of them"
-            )
-        lze = s.get("lze")
-        if lze is not None and "rlzvp" in s and isinstance(lze.params, LzeParams) and lze.params.backward:
-            raise SelectionConfigError(
-                "lze.backward", "LZE backward selection updates only on mixed groups, so rlzvp would "
-                "shape nothing: set lze.backward = false (keep the pruner) or drop rlzvp"
-            )
-        history = self.history_filter
-        if history is not None:
-            p = history.params
-            assert isinstance(p, GresoParams)
-            if p.post_filter == "on" and "rlzvp" in s:
-                raise SelectionConfigError(
-                    f"{history.name}.post_filter", "the zero-variance post-filter would drop the groups "
-                    "rlzvp shapes: set it to auto or off"
-                )
-            if p.post_filter == "off" and "dapo" in s:
-                raise SelectionConfigError(
-                    f"{history.name}.post_filter", "dapo is the post-filter: remove dapo or set "
-                    f"{history.name}.post_filter to auto"
-                )
-        hora_sel = s.get("hora")
-        if hora_sel is not None:
-            n0 = hora_sel.params.n0  # type: ignore[attr-defined]
-            if n0 >= self.group_size:
-                raise SelectionConfigError(
-                    "hora.n0", f"the probe (n0 = {n0}) must be smaller than N = {self.group_size}, "
-                    "or nothing is left to allocate: lower hora.n0 or raise N"
-                )
-
-    @property
-    def history_filter(self) -> Greso | None:
-        for name in ("hive", "greso"):
-            sel = self.selectors.get(name)
-            if isinstance(sel, Greso):
-                return sel
-        return None
+    def composition_errors(self) -> list[SelectionConfigError]:
+        """Every composition problem, from what each selector declares: conflicts between two
+        methods, roles two methods hold at once, and constraints of a selector's parameters."""
+        errors: list[SelectionConfigError] = []
+        chosen = list(self.selectors.values())
+        reported: set[frozenset[str]] = set()
+        for sel in chosen:
+            for conflict in sel.conflicts:
+                pair = frozenset({sel.name, conflict.other})
+                if conflict.other in self.selectors and pair not in reported:
+                    reported.add(pair)
+                    errors.append(SelectionConfigError(conflict.field, conflict.message))
+        for i, first in enumerate(chosen):
+            for second in chosen[i + 1:]:
+                pair = frozenset({first.name, second.name})
+                shared = sorted(_roles(first) & _roles(second))
+                if shared and pair not in reported:
+                    reported.add(pair)
+                    errors.append(SelectionConfigError(
+                        "selectors", f"{first.name} and {second.name} are both the run's {shared[0]}: keep one of them"))
+        for sel in chosen:
+            errors.extend(sel.composition_errors(self))
+        return errors
 
     @property
     def post_filter_owner(self) -> str | None:
         """The method whose zero-variance post-filter runs, or None when there is none."""
-        if "dapo" in self.selectors:
-            return "dapo"
-        history = self.history_filter
-        if history is None:
-            return None
-        mode = history.params.post_filter  # type: ignore[attr-defined]
-        if mode == "on" or (mode == "auto" and "rlzvp" not in self.selectors):
-            return history.name
-        return None
+        return self.post_filter.name if self.post_filter is not None else None
 
     @property
-    def advantage_selector(self) -> Grpo | Rlzvp:
-        sel = self.selectors.get("rlzvp") or self.selectors.get("grpo")
-        if sel is None:
-            sel = Grpo(Grpo.Params.from_mapping({}), self)
-        assert isinstance(sel, (Grpo, Rlzvp))
-        return sel
+    def probe_size(self) -> int:
+        """Rollouts per prompt before allocation: the allocator's probe, else N."""
+        return self.allocator.probe_size() if self.allocator is not None else self.group_size
 
     def methods(self) -> list[str]:
         return list(self.selectors)
@@ -293,11 +225,7 @@ class Pipeline:
     @property
     def screening(self) -> str | None:
         """The first method that filters candidates before rollout, or None."""
-        for name in ("lze", "hive", "greso"):
-            sel = self.selectors.get(name)
-            if sel is not None and (name != "lze" or sel.params.prune):  # type: ignore[attr-defined]
-                return name
-        return None
+        return self.screeners[0].name if self.screeners else None
 
     def mixed_rate_uniform(self, drawn: int, mixed: int) -> tuple[float, int]:
         """Add a step's uniform groups to the window; the mixed-group rate of uniform draws
@@ -335,15 +263,15 @@ class Pipeline:
         return selection
 
     def end_epoch(self, epoch: int) -> list[Decision]:
-        decisions = [d for sel in self.selectors.values() for d in sel.end_epoch(epoch)]
+        decisions = [d for sel in self.selectors.values() for d in sel.end_epoch(epoch).decisions]
         self._pending.extend(decisions)
         return decisions
 
     def start_epoch(self, epoch: int) -> list[str]:
         """Open an epoch; returns prompt keys to roll out first (LZE replays)."""
-        decisions = [d for sel in self.selectors.values() for d in sel.start_epoch(epoch)]
-        self._pending.extend(decisions)
-        return [d.prompt_key for d in decisions if d.reason == "lze.replayed"]
+        reports = [sel.start_epoch(epoch) for sel in self.selectors.values()]
+        self._pending.extend(d for report in reports for d in report.decisions)
+        return [key for report in reports for key in report.replay]
 
     # -- checkpoints --------------------------------------------------------------------
     def _own_state(self) -> dict[str, Any]:
@@ -378,7 +306,10 @@ class Pipeline:
 
 
 class StepSelection:
-    """One optimizer step in progress: rounds of candidates, rollouts, the training batch."""
+    """One optimizer step in progress: rounds of candidates, rollouts, the training batch.
+
+    It holds the step's collection state only; what the selectors decide comes back from
+    their hooks and is added here by ``apply``."""
 
     def __init__(self, pipeline: Pipeline, step: int, epoch: int) -> None:
         self.pipeline = pipeline
@@ -388,28 +319,44 @@ class StepSelection:
         self.decisions: list[Decision] = []
         self.metrics: dict[str, float] = {}
         self.alerts: list[str] = []
+        # per-prompt values the selectors observed, by observation column ("prompt_entropy", "energy")
+        self.observed: dict[str, dict[str, float]] = {}
         self.outcomes: list[GroupOutcome] = []  # every group generated this step
         self.batch_groups: list[GroupOutcome] = []  # collected for the update (after the post-filter)
-        self.trained_groups: list[GroupOutcome] = []  # after backward selection
-        self.prompt_entropy: dict[str, float] = {}
-        self.lze_energy: dict[str, float] = {}
+        self.trained_groups: list[GroupOutcome] = []  # after update selection
         self.rounds = 0
         self.candidates_drawn = 0  # drawn from the loader, replays and deferred ones included
         self.candidates_deferred = 0  # kept but given back to the loader for a later step
         self.rollouts_effective = 0
-        self._pending: list[str] = []  # kept, waiting for the round to fill
-        self._pool: list[str] = []  # HIVE: stage-1 survivors waiting for stage 2
         self.audited: set[str] = set()  # candidates that bypassed the filters (uniform draws)
+        self._pending: list[str] = []  # kept, waiting for the round to fill
+        self._pool: list[str] = []  # survivors gathered for the gatherer's gate (HIVE stage 2)
         self._round_target = 0
         self._exhausted = False
         self._finished = False
-        owner = pipeline.post_filter_owner
-        self.post_filter = owner
-        sel = pipeline.selectors.get(owner) if owner else None
-        self.max_rounds = int(getattr(sel.params, "max_gen_batches", 0)) if sel else 0
 
-    # -- helpers used by the selectors ----------------------------------------------------
+    @property
+    def post_filter(self) -> str | None:
+        """The method whose zero-variance post-filter runs this step, or None."""
+        return self.pipeline.post_filter_owner
+
+    @property
+    def max_rounds(self) -> int:
+        """Rollout rounds this step may take before training on what was kept (0: no limit)."""
+        owner = self.pipeline.post_filter
+        return int(owner.max_rounds()) if owner is not None else 0
+
+    # -- what the hooks return, added to the step -------------------------------------------
+    def apply(self, report: Report) -> None:
+        for name, value in report.added.items():
+            self.metric_add(name, value)
+        self.metrics.update(report.metrics)
+        for column, values in report.observed.items():
+            self.observed.setdefault(column, {}).update(values)
+        self.decisions.extend(report.decisions)
+
     def decide(self, key: str, layer: Layer, method: str, reason: str, scores: dict[str, float]) -> None:
+        """Record a decision an engine takes for a method (verl's own RL-ZVP advantage)."""
         self.decisions.append(Decision(self.step, key, layer, method, reason, scores))
 
     def metric_add(self, name: str, value: float) -> None:
@@ -451,27 +398,12 @@ class StepSelection:
             self.alerts.append(message)
 
     def round_target(self) -> int:
-        """Prompts to roll out in the next round."""
+        """Prompts to roll out in the next round: what is missing, or as the post-filter sizes it."""
         if self._round_target:
             return self._round_target
         p = self.pipeline
         missing = p.batch_size - len(self.batch_groups)
-        if self.post_filter is None:
-            target = missing
-        elif self.post_filter == "dapo":
-            dapo_params = p.selectors["dapo"].params
-            target = math.ceil(dapo_params.gen_batch_factor * p.batch_size)  # type: ignore[attr-defined]
-        else:
-            history = p.history_filter
-            assert history is not None
-            hp = history.params
-            assert isinstance(hp, GresoParams)
-            zv_rate = float(history.state.get("zero_variance_rate", 0.0))
-            # The refill floor (64 in the paper, for B in the hundreds) never exceeds B.
-            target = greso.next_rollout_batch(
-                missing, zv_rate, math.ceil(hp.rollout_batch_factor * p.batch_size),
-                min(hp.min_rollout_batch, p.batch_size),
-            )
+        target = p.post_filter.round_size(missing) if p.post_filter is not None else missing
         self._round_target = max(target, 1)
         return self._round_target
 
@@ -485,10 +417,9 @@ class StepSelection:
     def request_size(self) -> int:
         """How many candidates to draw now."""
         need = self.round_target() - len(self._pending)
-        hive_sel = self.pipeline.selectors.get("hive")
-        if hive_sel is not None:
-            factor = hive_sel.params.pool_factor  # type: ignore[attr-defined]
-            return max(1, math.ceil(factor * need) - len(self._pool))
+        gatherer = self.pipeline.gatherer
+        if gatherer is not None:
+            return max(1, gatherer.pool_size(need) - len(self._pool))
         return max(1, need)
 
     def loader_exhausted(self) -> None:
@@ -510,76 +441,71 @@ class StepSelection:
             self.audited.update(audit)
         slots = p.ledger.slots(keys)
         keep = np.ones(len(keys), dtype=bool)
-        for name in ("lze", "hive", "greso"):
-            sel = p.selectors.get(name)
-            if sel is not None:
-                sel.screen(self, keys, slots, keep)
+        for sel in p.screeners:
+            verdict = sel.screen(self, keys, slots, keep)
+            self.apply(verdict)
+            keep = verdict.keep
         survivors = [k for k, kept in zip(keys, keep) if kept]
-        self._pending.extend(audit)  # past every filter, HIVE's stage 2 included
+        self._pending.extend(audit)  # past every filter, the gate included
         short = not self._can_draw_more()
-        hive_sel = p.selectors.get("hive")
-        if isinstance(hive_sel, Hive):
+        empty = RolloutRound([], np.zeros(0, dtype=np.int64), [])
+        gatherer = p.gatherer
+        if gatherer is not None:
             self._pool.extend(survivors)
-            pool_target = math.ceil(hive_sel.params.pool_factor * (self.round_target() - len(self._pending)))  # type: ignore[attr-defined]
-            if len(self._pool) < pool_target and not short:
-                return RolloutRound([], np.zeros(0, dtype=np.int64), [])
+            if len(self._pool) < gatherer.pool_size(self.round_target() - len(self._pending)) and not short:
+                return empty
             gate_keys, self._pool = self._pool, []
-            survivors = [k for k, ok in zip(gate_keys, hive_sel.verify(self, gate_keys, prompt_entropy)) if ok] \
-                if gate_keys else []
+            survivors = []
+            if gate_keys:
+                verdict = gatherer.gate(self, gate_keys, prompt_entropy)
+                self.apply(verdict)
+                survivors = [k for k, ok in zip(gate_keys, verdict.keep) if ok]
         self._pending.extend(survivors)
         target = self.round_target()
         if len(self._pending) < target and not short:
-            return RolloutRound([], np.zeros(0, dtype=np.int64), [])
+            return empty
         roll, deferred = self._pending[:target], self._pending[target:]
         self._pending = []
         self.candidates_deferred += len(deferred)
         self._round_target = 0
-        hora_sel = p.selectors.get("hora")
-        probe = hora_sel.params.n0 if hora_sel is not None else p.group_size  # type: ignore[attr-defined]
-        return RolloutRound(roll, np.full(len(roll), probe, dtype=np.int64), deferred)
+        return RolloutRound(roll, np.full(len(roll), p.probe_size, dtype=np.int64), deferred)
 
     def _can_draw_more(self) -> bool:
         """Whether drawing may go on after this draw (else roll out what is pending)."""
         return not (self._exhausted or self.candidates_drawn >= MAX_DRAW_FACTOR * self.pipeline.batch_size)
 
     # -- allocation -----------------------------------------------------------------------
-    def allocate(self, round_: RolloutRound, probe_successes: Sequence[int]) -> np.ndarray:
-        """Extra rollouts per prompt of the round: HORA's allocation, or none."""
+    def allocate(self, round_: RolloutRound, probe_successes: Sequence[int]) -> npt.NDArray[np.int64]:
+        """Extra rollouts per prompt of the round: the allocator's (HORA), or none."""
         successes = np.asarray(probe_successes, dtype=np.int64)
         if successes.shape != (len(round_.keys),):
             raise ValueError(f"need one probe success count per prompt: {successes.shape} for {len(round_.keys)}")
-        sel = self.pipeline.selectors.get("hora")
-        if not isinstance(sel, Hora) or not round_.keys:
+        allocator = self.pipeline.allocator
+        if allocator is None or not round_.keys:
             return np.zeros(len(round_.keys), dtype=np.int64)
-        return sel.allocate(self, round_.keys, successes)
+        allocation = allocator.allocate(self, round_.keys, successes)
+        self.apply(allocation)
+        return allocation.extra
 
     # -- post-rollout ---------------------------------------------------------------------
     def add_groups(self, outcomes: Sequence[GroupOutcome]) -> None:
         """Take a round's scored groups; the post-filter keeps mixed groups up to B."""
         self.rounds += 1
-        B = self.pipeline.batch_size
         self.outcomes.extend(outcomes)
-        owner = self.post_filter
+        owner = self.pipeline.post_filter
         if owner is None:
             self.batch_groups.extend(outcomes)
             return
-        verdicts = dapo.post_filter([o.zero_variance for o in outcomes], B - len(self.batch_groups))
-        for outcome, verdict in zip(outcomes, verdicts):
-            if verdict == dapo.KEEP:
-                self.batch_groups.append(outcome)
-            elif verdict == dapo.SURPLUS:
-                self.decide(outcome.key, Layer.POST_ROLLOUT, owner, "dapo.surplus", {"batch": B})
-            else:
-                reason = "dapo.all_correct" if outcome.successes == outcome.size else "dapo.all_wrong"
-                self.decide(outcome.key, Layer.POST_ROLLOUT, owner, reason, {"group_size": outcome.size})
-        zero_variance = int((verdicts == dapo.ZERO_VARIANCE).sum())
-        self.metric_add("post_filter/dropped_zero_variance", zero_variance)
-        history = self.pipeline.history_filter
-        if history is not None and outcomes:
-            history.state["zero_variance_rate"] = zero_variance / len(outcomes)
+        verdict = owner.filter_round(self, outcomes, self.pipeline.batch_size - len(self.batch_groups))
+        self.batch_groups.extend(o for o, ok in zip(outcomes, verdict.keep) if ok)
+        self.apply(verdict)
+        if outcomes:
+            zero_variance = sum(1 for o in outcomes if o.zero_variance)
+            for sel in self.pipeline.selectors.values():
+                sel.after_round(zero_variance, len(outcomes))
 
     def finish(self) -> TrainingBatch:
-        """Close collection; LZE backward selection picks the groups that enter the update."""
+        """Close collection; update selection (LZE backward) picks the groups that enter the update."""
         self._finished = True
         groups = self.batch_groups
         B = self.pipeline.batch_size
@@ -588,11 +514,12 @@ class StepSelection:
             # Always said, also after a drawing alert: a short step trains on fewer groups
             # than B and is not comparable to a full one.
             self.alerts.append(f"short batch: {len(groups)} of {B} groups collected for the update")
-        lze_sel = self.pipeline.selectors.get("lze")
-        if isinstance(lze_sel, Lze) and lze_sel.p.backward and groups:
-            pass_rate = np.array([g.pass_rate for g in groups])
-            chosen = lze_sel.select_for_update(self, pass_rate, [g.key for g in groups])
-            groups = [g for g, ok in zip(groups, chosen) if ok]
+        for sel in self.pipeline.updaters:
+            if not groups:
+                break
+            verdict = sel.select_update(self, groups)
+            self.apply(verdict)
+            groups = [g for g, ok in zip(groups, verdict.keep) if ok]
         self.trained_groups = groups
         if not groups:
             empty = np.zeros(0)
@@ -603,14 +530,17 @@ class StepSelection:
         weights = self.pipeline.group_size / sizes[group_index]
         return TrainingBatch(groups, rewards, group_index, weights.astype(np.float64))
 
-    def advantages(self, batch: TrainingBatch, token_entropy: np.ndarray | None, response_mask: np.ndarray) -> np.ndarray:
+    def advantages(self, batch: TrainingBatch, token_entropy: npt.NDArray[np.float64] | None,
+                   response_mask: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """(rollouts, tokens) advantages of the training batch, or of a mini-batch of whole
-        groups (``batch.subset``): GRPO, or RL-ZVP when chosen. Call once per group."""
+        groups (``batch.subset``): the run's advantage method (GRPO unless another is chosen).
+        Call once per group."""
         mask = np.asarray(response_mask)
         if not batch.groups:
             return np.zeros((0, mask.shape[-1] if mask.ndim == 2 else 0))
-        sel = self.pipeline.advantage_selector
-        out = sel.token_advantages(self, batch, token_entropy, mask)
+        result = self.pipeline.advantage.token_advantages(self, batch, token_entropy, mask)
+        self.apply(result)
+        out = result.values
         self.rollouts_effective += int((np.abs(out) > 0).any(axis=1).sum())
         return out
 
@@ -637,7 +567,7 @@ class StepSelection:
             response_entropy=np.array([o.mean_entropy for o in outcomes], dtype=np.float64),
         ) if outcomes else np.zeros(0, dtype=np.int64)
         for sel in p.selectors.values():
-            sel.after_step(self)
+            self.apply(sel.after_step(self))
         for sel in p.selectors.values():
             self.metrics.update(sel.metrics())
         self.metrics["selection/candidates_drawn"] = float(self.candidates_drawn)
@@ -649,6 +579,8 @@ class StepSelection:
         mixed_rate, window = p.mixed_rate_uniform(len(uniform), uniform_mixed)
         mixed_collected = [g for g in self.batch_groups if not g.zero_variance]
         buckets = ledger.buckets(slots, self.step)
+        prompt_entropy = self.observed.get("prompt_entropy", {})
+        energy = self.observed.get("energy", {})
         observations = []
         for outcome, bucket in zip(outcomes, buckets):
             observations.append({
@@ -657,8 +589,8 @@ class StepSelection:
                 "successes": outcome.successes,
                 "pass_rate": outcome.pass_rate,
                 "response_entropy": outcome.mean_entropy,
-                "prompt_entropy": self.prompt_entropy.get(outcome.key, float("nan")),
-                "energy": self.lze_energy.get(outcome.key, float("nan")),
+                "prompt_entropy": prompt_entropy.get(outcome.key, float("nan")),
+                "energy": energy.get(outcome.key, float("nan")),
                 "response_tokens": int(outcome.response_tokens.sum()),
                 "trained": id(outcome) in trained,
                 "bucket": Bucket.NAMES[int(bucket)],

@@ -1,4 +1,4 @@
-"""RL-ZVP: entropy-guided advantages for zero-variance groups (papers/002, SELECTORS.md s.5).
+"""RL-ZVP: entropy-guided advantages for zero-variance groups (papers/002, docs/algorithms.md §5).
 
 Mixed groups keep GRPO's advantage, broadcast over tokens. A zero-variance group,
 token t of response i, with H_t the detached full-vocabulary entropy at that position:
@@ -62,4 +62,5 @@ def token_advantages(
 def shaped_rollouts(rewards: object, group_ids: object) -> np.ndarray:
     """Boolean per rollout: True where RL-ZVP (not GRPO) sets the advantage."""
     groups = group_stats(rewards, group_ids)
-    return groups.zero_variance[groups.index]
+    shaped: np.ndarray = groups.zero_variance[groups.index]
+    return shaped

@@ -16,8 +16,10 @@ Every run goes through Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer`
 ``python -m workers.engines.verl.main``), which drives the selection pipeline and reports each
 step to the control plane. GRPO (with Dr. GRPO) maps onto verl's options; the zero-variance
 post-filter (DAPO's, or GRESO's / HIVE's) onto verl's ``algorithm.filter_groups``, so verl
-refills filtered groups. HORA runs its two rollout phases in the trainer; with a
+refills filtered groups. An allocator (HORA) runs its two rollout phases in the trainer; with a
 post-filter it is refused (verl's filter would evict a probe group before its allocation).
+Any registered method runs whose layers the trainer drives generically; an advantage
+method needs its adapter (``workers.engines.verl.methods``).
 """
 
 from __future__ import annotations
@@ -31,16 +33,18 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.engines.config import ConfigError, FieldError, RunConfig
 from workers.engines.verl import reward
 from workers.engines.verl.report import ENV_TOKEN, ENV_TOKEN_FILE
 
+if TYPE_CHECKING:
+    from workers.selection.pipeline import Pipeline
+
 ROOT = Path(__file__).resolve().parents[3]
 REWARD_PATH = "pkg://workers.engines.verl.reward"
 CHECKPOINT_CALLBACK = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
-VERL_SELECTORS = {"grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze"}  # what EdgeplaneTrainer runs
 EDGEPLANE_MAIN = "workers.engines.verl.main"
 DEFAULT_CPU_PROMPT_LENGTH = 64  # CPU mode, when the data was not measured (build_overrides alone)
 LOGGERS = ("console", "file", "wandb", "tensorboard", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
@@ -132,14 +136,19 @@ def _value(value: Any) -> str:
 
 def check_supported(config: RunConfig, options: VerlOptions) -> None:
     errors: list[FieldError] = []
-    missing = sorted(set(config.selectors) - VERL_SELECTORS)
+    from workers.engines.verl.methods import unsupported
+
+    missing = unsupported(config.selectors)
     if missing:
-        errors.append(FieldError("selectors", f"{', '.join(missing)}: not run by the verl engine; choose among "
-                                              f"{', '.join(sorted(VERL_SELECTORS))}"))
-    elif "hora" in config.selectors and (owner := post_filter_owner(config)) is not None:
-        errors.append(FieldError("selectors", f"hora with {owner}'s zero-variance post-filter: on verl the filter "
-                                              "would evict a probe group before HORA allocates its extra rollouts; "
-                                              f"drop {owner}, set its post_filter to off, or use the local engine"))
+        errors.extend(FieldError("selectors", problem) for problem in missing)
+    else:
+        pipeline = _pipeline(config)
+        allocator, owner = pipeline.allocator, pipeline.post_filter_owner
+        if allocator is not None and owner is not None:
+            errors.append(FieldError("selectors", f"{allocator.name} with {owner}'s zero-variance post-filter: on "
+                                                  "verl the filter would evict a probe group before "
+                                                  f"{allocator.name} allocates its extra rollouts; drop {owner}, "
+                                                  "set its post_filter to off, or use the local engine"))
     if not (options.model_path or config.model != "tiny" or cpu_mode(config)):
         errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path "
                                           "('tiny' is built for device: cpu only)"))
@@ -158,9 +167,12 @@ def check_supported(config: RunConfig, options: VerlOptions) -> None:
 
 def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, val_file: Path) -> list[str]:
     """RunConfig + VerlOptions as hydra overrides of verl's ppo_trainer.yaml."""
+    from workers.engines.verl.methods import ADVANTAGE_ADAPTERS
+
     methods = config.selector_params()
-    grpo = methods.get("grpo", {})
-    norm_by_std = bool(grpo.get("norm_by_std", not config.dr_grpo))
+    pipeline = _pipeline(config)
+    # verl computes GRPO itself: the advantage method's normalisation is verl's option.
+    norm_by_std = ADVANTAGE_ADAPTERS[pipeline.advantage.name].norm_by_std(pipeline.advantage.params)
     o: dict[str, Any] = {
         "data.train_files": str(train_file),
         "data.val_files": str(val_file),
@@ -212,18 +224,14 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "trainer.project_name": "edgeplane",
         "trainer.experiment_name": options.attempt_id,
     }
-    if "rlzvp" in methods:
-        o["algorithm.norm_adv_by_std_in_grpo"] = bool(methods["rlzvp"].get("norm_by_std", norm_by_std))
     o["trainer.checkpoint_callback_class"] = CHECKPOINT_CALLBACK
-    owner = post_filter_owner(config)
-    if owner is not None:
-        params = methods.get(owner, {})
+    post_filter = pipeline.post_filter
+    if post_filter is not None:
         o["algorithm.filter_groups.enable"] = True
         o["algorithm.filter_groups.metric"] = "reward"  # V1: the canonical reward in rm_scores
-        o["algorithm.filter_groups.max_num_gen_batches"] = int(params.get("max_gen_batches", 10))
+        o["algorithm.filter_groups.max_num_gen_batches"] = int(post_filter.max_rounds())
         # V1 draws replacement batches as groups are filtered; in flight at once, in units of B:
-        factor = params.get("gen_batch_factor", params.get("rollout_batch_factor", 3.0))
-        o["algorithm.filter_groups.max_inflight_gen_batches"] = max(1, round(float(factor)))
+        o["algorithm.filter_groups.max_inflight_gen_batches"] = max(1, round(float(post_filter.round_factor())))
     overrides = [f"{key}={_value(value)}" for key, value in o.items()]
     # Keys verl's schema lacks are added with '+': the verifier for the reward adapter, and
     # the trainer's own section (the selection methods, the run's device-hour cap).
@@ -252,10 +260,14 @@ def cpu_overrides(**kwargs: Any) -> list[str]:
 
 def post_filter_owner(config: RunConfig) -> str | None:
     """The method whose zero-variance post-filter runs (verl's group filter), or None."""
+    return _pipeline(config).post_filter_owner
+
+
+def _pipeline(config: RunConfig) -> Pipeline:
+    """The run's selection pipeline, to ask what runs at each layer."""
     from workers.selection.pipeline import Pipeline
 
-    pipeline = Pipeline(config.selector_params(), batch_size=config.batch_size, group_size=config.group_size)
-    return pipeline.post_filter_owner
+    return Pipeline(config.selector_params(), batch_size=config.batch_size, group_size=config.group_size)
 
 
 class OverrideError(ValueError):

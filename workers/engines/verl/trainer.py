@@ -7,9 +7,12 @@ class is chosen by our ``EdgeplaneTaskRunner``, not by the mode. It is also regi
 ``edgeplane_sync`` in verl's ``TRAINER_REGISTRY`` for lookups.
 
 One verl step drives the selection ``Pipeline`` (built from ``edgeplane.methods``) through
-the same cycle as the embedded engine (workers/selection/pipeline.py):
+the same cycle as the embedded engine (workers/selection/pipeline.py). The trainer names no
+method: it asks the pipeline what runs at each layer (``allocator``, ``probe_size``,
+``advantage``); the one layer verl computes itself, the advantage, goes through the adapter
+table of ``methods.py`` (what verl supports, by method name):
 
-1. **Pre-rollout** (GRESO, HIVE, LZE's pruner). ``_select_prompts`` draws candidates from
+1. **Pre-rollout** (e.g. GRESO, HIVE, LZE's pruner). ``_select_prompts`` draws candidates from
    verl's dataloader through a ``PromptPool``, screens them (``StepSelection.pre_rollout``,
    with HIVE's stage 2 as a prompt-entropy forward pass of the actor, ``entropy.py``) and
    submits exactly the prompts verl asks for: ``train_batch_size`` per step and every refill
@@ -20,7 +23,8 @@ the same cycle as the embedded engine (workers/selection/pipeline.py):
 2. **Post-rollout** (the zero-variance filter, LZE backward selection) in the replay buffer
    ``sampler.EdgeplaneReplayBuffer``. The filter is verl's own ``algorithm.filter_groups``
    (set by the launcher for DAPO and for the history filters' post-filter), so verl refills.
-3. **Advantage**: verl's GRPO, then RL-ZVP on the zero-variance groups (``advantage.py``).
+3. **Advantage**: verl's GRPO, then the advantage method's adapter (``methods.py``; RL-ZVP
+   rewrites the zero-variance groups, ``advantage.py``).
 4. **Close**: at the end of ``step()`` the ledger records every group generated (before
    verl's checkpoint of the step saves it); in ``on_step_end``, after verl's checkpoint and
    weight sync (whose seconds it then carries), the step record (accounting, observations by
@@ -33,14 +37,14 @@ enforces the post-filter's ``max_gen_batches`` x B prompts a step and closes the
 collection when it is reached or the dataset runs out (the step trains on what it has). Every
 wait for rollouts ends after ``edgeplane.rollout_timeout_s`` with ``RolloutTimeout``.
 
-**HORA** runs its two phases in ``prepare_step``: the selected prompts go out with
-``__rollout_n__ = n0`` (verl's agent loop honours that per-prompt field), the trainer waits
+**Allocation** (HORA) runs in two phases in ``prepare_step``: the selected prompts go out with
+``__rollout_n__ = n0`` (the pipeline's ``probe_size``) (verl's agent loop honours that per-prompt field), the trainer waits
 for them, reads each probe's successes from TransferQueue and allocates; the extra rollouts
 go out as new prompt groups (fresh uids: verl's session ids restart at 0) that name their
 probe group in ``edgeplane_group``. The replay buffer merges each group with its extras
 before selection and rewrites the extras' ``uid`` so verl's GRPO sees one group of
 n0 + m_i; ``_compute_advantage`` then scales each rollout's advantage by N / G_i, the
-per-prompt loss weight of SELECTORS.md section 4 (the PPO objective is linear in it).
+per-prompt loss weight of docs/algorithms.md §4 (the PPO objective is linear in it).
 
 Selector state (ledger, every method's state, the epoch and the candidates given back) is
 saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's own
@@ -70,6 +74,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from workers.engines.telemetry import Control, RunStatus
 from workers.engines.verl import advantage, checkpoint, entropy, report
+from workers.engines.verl.methods import ADVANTAGE_ADAPTERS
 from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
 from workers.record import StepRecord
@@ -83,6 +88,7 @@ from workers.selection.pipeline import (
     StepResult,
     StepSelection,
 )
+from workers.selection.registry import DEFAULT_ADVANTAGE
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
@@ -127,7 +133,7 @@ def selection_methods(config: Any) -> dict[str, dict[str, Any]]:
 
 def pipeline_methods(config: Any) -> dict[str, dict[str, Any]]:
     """The methods the trainer runs: ``edgeplane.methods``, plain GRPO when none are given."""
-    return selection_methods(config) or {"grpo": {}}
+    return selection_methods(config) or {DEFAULT_ADVANTAGE: {}}
 
 
 def pipeline_audit_share(config: Any) -> float:
@@ -362,7 +368,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.work = work
         assert isinstance(self.replay_buffer, EdgeplaneReplayBuffer)
         self.replay_buffer.open_step(work.selection, cap=self._generation_cap())
-        if "hora" in self.pipeline.selectors:
+        if self.pipeline.allocator is not None:
             self._rollout_in_two_phases(work, batch)
         else:
             self._submit_batch_to_rollout(batch)
@@ -373,7 +379,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         """Prompts one step may roll out when verl's group filter refills (0: no cap).
 
         verl 0.9.1's V1 ignores ``filter_groups.max_num_gen_batches`` and refills until it has B
-        groups; SELECTORS.md bounds a step at ``max_gen_batches`` batches of B prompts, then
+        groups; docs/algorithms.md §1 bounds a step at ``max_gen_batches`` batches of B prompts, then
         trains on what was collected. So the cap is ours: ``max_gen_batches`` x B.
         """
         rounds = int(self.work.selection.max_rounds) if self.work is not None else 0
@@ -383,7 +389,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
     def _rollout_in_two_phases(self, work: StepWork, batch: TensorDict) -> None:
         """Probe with n0 rollouts per prompt, wait, allocate the rest of B x N, submit the extras."""
         step = work.selection
-        n0 = int(self.pipeline.selectors["hora"].params.n0)  # type: ignore[attr-defined]
+        n0 = self.pipeline.probe_size
         uids = [str(u) for u in batch["uid"]]
         keys = [str(k) for k in row_keys(batch)]
         tu.assign_non_tensor_stack(batch, "__rollout_n__", [n0] * len(uids))
@@ -468,20 +474,17 @@ class EdgeplaneTrainer(PPOTrainerSync):
     # -- advantage -----------------------------------------------------------------------------
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)
-        sel = self.pipeline.selectors.get("rlzvp")
-        if sel is not None:
-            batch, shaped = advantage.apply_rlzvp(
-                batch, metrics, alpha=float(sel.params.alpha),  # type: ignore[attr-defined]
-                norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
-            )
-            self._record_rlzvp(shaped)
-        if "hora" in self.pipeline.selectors:
+        adapter = ADVANTAGE_ADAPTERS[self.pipeline.advantage.name]  # launch refused a method without one
+        if adapter.after_grpo is not None:
+            batch = adapter.after_grpo(self, batch, metrics)
+        if self.pipeline.allocator is not None:
             self._weight_by_group_size(batch)
         self._read_trained_rollouts(batch)
         return batch
 
-    def _record_rlzvp(self, shaped: list[advantage.ShapedGroup]) -> None:
-        """RL-ZVP's decisions and ``rlzvp/shaped_rollouts``, as the embedded engine records them."""
+    def record_rlzvp(self, shaped: list[advantage.ShapedGroup]) -> None:
+        """RL-ZVP's decisions and ``rlzvp/shaped_rollouts``, as the embedded engine records them
+        (RL-ZVP's adapter in workers.engines.verl.methods calls this)."""
         if self.work is None:
             return
         step = self.work.selection
