@@ -28,7 +28,7 @@ from workers.selection.accounting import PHASES
 from workers.selection.decisions import REASONS, Action
 from workers.selection.ledger import Bucket
 from workers.selection.panels import Panel, Series
-from workers.selection.selectors import REGISTRY
+from workers.selection.registry import REGISTRY
 
 # verl's step also saves checkpoints inside its step timer, and has time in none of ours
 # (workers/engines/verl/report.py reports them as "checkpoint" and "other").

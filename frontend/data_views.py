@@ -21,7 +21,7 @@ from controlplane.runs.models import FINISHED, Run
 from controlplane.runs.selectors import run_for_user_or_none
 from frontend import charts
 from frontend import selectors as sel
-from workers.selection.selectors import REGISTRY
+from workers.selection.registry import REGISTRY
 
 
 class BadParameter(ValueError):

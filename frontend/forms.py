@@ -101,7 +101,7 @@ def config_fields() -> list[Field]:
 
 
 def method_fields() -> list[Method]:
-    from workers.selection.selectors import REGISTRY
+    from workers.selection.registry import REGISTRY
 
     methods = []
     for name, cls in REGISTRY.items():  # the registry's order

@@ -156,30 +156,50 @@ def test_the_pipeline_screens_with_it_and_records_its_reasons(random_skip):
         assert "random_skip.kept" in reasons
 
 
-# -- the frontend (frontend/** belongs to the frontend engineer) ---------------------------------------
+# -- the frontend: the form, the legends, the run page's panel and its data ---------------------------------
 
 
-FRONTEND = ("frontend/forms.py and frontend/charts.py list methods from charts.METHOD_ORDER and "
-            "charts.METHOD_METRICS (hard-coded), not from workers.selection.registry.REGISTRY")
-
-
-@pytest.mark.xfail(strict=True, reason=FRONTEND)
 def test_the_run_form_lists_it_with_its_parameter(random_skip):
     from frontend.forms import method_fields
 
     methods = {m.name: m for m in method_fields()}
-    assert [m for m in methods][-1] == "random_skip"
+    assert list(methods)[-1] == "random_skip" and methods["random_skip"].label == "Random skip"
     assert [p.name for p in methods["random_skip"].params] == ["selectors.random_skip.skip"]
     assert methods["random_skip"].params[0].default == 0.25
 
 
-@pytest.mark.xfail(strict=True, reason=FRONTEND)
-def test_the_chart_legends_and_panels_name_it(random_skip):
+def test_the_chart_legends_and_series_name_it(random_skip):
     from frontend import charts
 
     assert charts.method_labels(["random_skip", "grpo"]) == [
         {"name": "grpo", "label": "GRPO"}, {"name": "random_skip", "label": "Random skip"}]
-    assert charts.METHOD_METRICS["random_skip"] == ("random_skip/skipped",)
+    assert "random_skip/skipped" in charts.method_metrics(["random_skip"])
+
+
+def test_the_run_page_draws_its_panel_from_its_step_metrics(random_skip, acme, enqueued):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from controlplane.datasets.services import dataset_import_builtin
+    from controlplane.runs.services import run_claim, run_create
+    from controlplane.telemetry.services import step_ingest
+    from tests.controlplane.api.helpers import step_record
+
+    dataset = dataset_import_builtin(team=acme, task="add", n_train=12, n_test=4, name="add-small")
+    run = run_create(team=acme, dataset=dataset, name="random-skip",
+                     config={"steps": 2, "batch_size": 4, "group_size": 4, "selectors": {"random_skip": {"skip": 0.5}}})
+    run_claim(run_id=run.id, worker="t")
+    keys = [f"edgeplane/add:{i}" for i in range(4, 8)]
+    for step in range(2):
+        step_ingest(run_id=run.id, record=step_record(step, keys, metrics={"random_skip/skipped": 3 + step}))
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="bob"))
+    page = client.get(f"/runs/{run.id}/").content.decode()
+    assert '<div class="method-panel" data-method="random_skip">' in page and "<h3>Random skip</h3>" in page
+    assert ('<figcaption>Candidates skipped at random</figcaption><div class="chart" id="chart-random_skip-skipped">'
+            in page)
+    data = client.get(f"/data/runs/{run.id}/series/").json()
+    assert data["metrics"]["random_skip/skipped"] == [3, 4]
 
 
 # -- the engines -------------------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_the_run_page_draws_every_panel(tab, acme, dataset):
     run = live_run(acme, dataset, steps=16)
     tab.sign_in("bob", "bob-pw")
     tab.goto(f"/runs/{run.id}/")
-    from workers.selection.selectors import REGISTRY
+    from workers.selection.registry import REGISTRY
 
     # each method's panels as it declares them (workers/selection/panels.py), drawn generically
     panels = {f"chart-{m}-{p.key}": p for m in REGISTRY if m in run.config["selectors"] for p in REGISTRY[m].panels}

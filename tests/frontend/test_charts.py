@@ -12,7 +12,8 @@ from frontend.charts import HeatmapLayout, Totals
 from workers.selection.accounting import PHASES
 from workers.selection.ledger import Bucket
 from workers.selection.panels import Panel, Series
-from workers.selection.selectors import REGISTRY, Selector
+from workers.selection.registry import REGISTRY
+from workers.selection.selector import Selector
 
 
 def step_row(step: int, **overrides) -> dict:

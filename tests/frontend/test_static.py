@@ -11,7 +11,7 @@ import pytest
 
 from controlplane.runs.models import RunStatus
 from workers.selection.ledger import Bucket
-from workers.selection.selectors import REGISTRY
+from workers.selection.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 JS = sorted((ROOT / "frontend" / "static" / "frontend").glob("*.js"))

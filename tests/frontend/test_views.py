@@ -109,7 +109,8 @@ def test_a_newly_registered_method_is_offered_by_the_form_with_its_parameters(bo
     from typing import ClassVar
 
     from workers.selection.params import MethodParams
-    from workers.selection.selectors import REGISTRY, Selector
+    from workers.selection.registry import REGISTRY
+    from workers.selection.selector import Selector
 
     @dataclass(frozen=True)
     class ToyParams(MethodParams):
@@ -252,7 +253,7 @@ def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, ru
     import re
 
     from workers.selection.ledger import Bucket
-    from workers.selection.selectors import REGISTRY
+    from workers.selection.registry import REGISTRY
 
     page = bob.get(f"/runs/{run.id}/").content.decode()
     sections = re.findall(r'<div class="method-panel" data-method="([a-z0-9_]+)">', page)
@@ -275,7 +276,8 @@ def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, ru
 
 def test_a_newly_registered_methods_panels_show_on_the_run_page_and_its_series_are_sent(bob, run, monkeypatch):
     from workers.selection.panels import Panel, Series
-    from workers.selection.selectors import REGISTRY, Selector
+    from workers.selection.registry import REGISTRY
+    from workers.selection.selector import Selector
 
     class Toy(Selector):
         name, label, help, layers = "toy", "Toy method", "for the test", frozenset()
