@@ -23,15 +23,15 @@ from django.utils import timezone
 from controlplane.accounts.models import Team
 from controlplane.budgets.models import UsageEntry
 from controlplane.datasets.models import Prompt
-from controlplane.runs.models import (
+from controlplane.runs.models import Run
+from controlplane.runs.selectors import run_totals, runs_for_user
+from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
     PromptState,
-    Run,
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.selectors import run_totals, runs_for_user
 from frontend.charts import HeatmapLayout, Totals
 
 # Steps per cursor read; the answer says has_more when there are more. Step summaries are one

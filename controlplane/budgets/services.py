@@ -86,7 +86,7 @@ def seconds_per_rollout(team: Team | int, *, engine: str | None = None, device: 
     the same engine and device when given: a verl run on this machine's CPU spends about a
     hundred times more per rollout than the local engine's tiny model, so one rate for every
     kind of run would misjudge the next run of the other kind."""
-    from controlplane.runs.models import StepSummary
+    from controlplane.telemetry.models import StepSummary
 
     team_id = team if isinstance(team, int) else team.id
     steps = StepSummary.objects.filter(run__team_id=team_id)

@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from controlplane.runs.models import (
-    Attempt,
+from controlplane.runs.models import Attempt, Run
+from controlplane.telemetry.models import (
     Bucket,
     Evaluation,
     PromptState,
-    Run,
     SelectionDecision,
     StepSummary,
 )

@@ -17,18 +17,15 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.budgets.services import budget_status, uniform_device_seconds, usage_record
-from controlplane.runs.models import (
-    FINISHED,
-    Attempt,
+from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
+from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
     PromptState,
-    Run,
-    RunStatus,
+    RunToken,
     SelectionDecision,
     StepSummary,
 )
-from controlplane.telemetry.models import RunToken
 from workers.engines.telemetry import Control
 
 OBSERVATION_COLUMNS = ("run_id", "step", "prompt_key", "group_size", "successes", "pass_rate", "response_entropy",

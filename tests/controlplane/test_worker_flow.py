@@ -20,15 +20,10 @@ from django.utils import timezone
 from controlplane.accounts.services import team_create
 from controlplane.budgets.services import budget_set
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.models import (
-    PromptObservation,
-    Run,
-    RunStatus,
-    SelectionDecision,
-    StepSummary,
-)
 from controlplane.runs.local_runs import local_runs_reconcile
+from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import run_cancel, run_create
+from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from workers.engines.telemetry import read_events
 
 ROOT = Path(__file__).resolve().parents[2]
