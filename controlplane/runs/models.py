@@ -7,20 +7,27 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from workers.engines.telemetry import RunStatus as EngineRunStatus
+
 
 class RunStatus(models.TextChoices):
+    """A run's (and an attempt's) status. The final words an engine reports are the engine's
+    (``workers.engines.telemetry.RunStatus``, a StrEnum the engines use without Django): taken
+    from there. The others are the control plane's alone: a run waits, is claimed, runs, or
+    is lost with its worker; no engine ever says them."""
+
     QUEUED = "queued"
     STARTING = "starting"
     RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    BUDGET_STOPPED = "budget_stopped"
+    SUCCEEDED = EngineRunStatus.SUCCEEDED.value
+    FAILED = EngineRunStatus.FAILED.value
+    CANCELLED = EngineRunStatus.CANCELLED.value
+    BUDGET_STOPPED = EngineRunStatus.BUDGET_STOPPED.value
     LOST = "lost"
 
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING)
-FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.BUDGET_STOPPED)
+FINISHED = tuple(RunStatus(status.value) for status in EngineRunStatus)  # what an engine reports at its end
 
 
 class Run(models.Model):
