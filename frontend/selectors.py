@@ -17,11 +17,14 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, TruncHour
-from django.utils import timezone
+from django.db.models.functions import Cast
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.models import UsageEntry
+from controlplane.budgets.selectors import (
+    budget_remaining_for_launch,
+    budget_usage_by_hour,
+    forecast_device_hours,
+)
 from controlplane.datasets.models import Prompt
 from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_totals, runs_for_user
@@ -258,29 +261,17 @@ def run_list(user, *, team: str | None, status: str | None = None, method: str |
 
 def usage_by_hour(team: Team, start: dt.date | None, end: dt.date | None) -> list[tuple[dt.datetime, float, float]]:
     """The team's device-seconds and uniform device-seconds per hour, in time order."""
-    usage = UsageEntry.objects.filter(team=team)
-    if start is not None and end is not None:
-        usage = usage.filter(recorded_at__gte=timezone.make_aware(dt.datetime.combine(start, dt.time())),
-                             recorded_at__lt=timezone.make_aware(dt.datetime.combine(end, dt.time())))
-    rows = (usage.annotate(hour=TruncHour("recorded_at")).values("hour")
-            .annotate(used=Sum("device_seconds"), uniform=Sum("uniform_device_seconds")).order_by("hour"))
-    return [(r["hour"], float(r["used"] or 0.0), float(r["uniform"] or 0.0)) for r in rows]
+    return budget_usage_by_hour(team, start, end)
 
 
 def launch_forecast_figures(team: Team, *, batch_size: int, group_size: int, steps: int, engine: str | None = None,
                             device: str | None = None) -> tuple[float, float | None]:
     """(forecast device-hours of a run, device-hours the team has left for it), the same
-    arithmetic ``run_create`` applies: the team's rate on the run's engine and device, the
+    figures ``run_create`` checks: the team's rate on the run's engine and device, the
     period's remainder less what active runs still need."""
-    from controlplane.budgets.services import budget_status, forecast_device_hours
-    from controlplane.runs.services import committed_device_hours
-
     forecast = forecast_device_hours(team=team, batch_size=batch_size, group_size=group_size, steps=steps,
                                      engine=engine, device=device)
-    remaining = budget_status(team).remaining_device_hours
-    if remaining is not None:
-        remaining = max(remaining - committed_device_hours(team), 0.0)
-    return forecast, remaining
+    return forecast, budget_remaining_for_launch(team)
 
 
 def runs_by_ids(user, ids: list[int]) -> list[Run]:

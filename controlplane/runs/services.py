@@ -20,7 +20,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.services import BudgetExceeded, budget_status, forecast_device_hours
+from controlplane.budgets.selectors import budget_remaining_for_launch, forecast_device_hours
+from controlplane.budgets.services import BudgetExceeded
 from controlplane.celery import app as celery_app
 from controlplane.datasets.models import Dataset
 from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
@@ -61,26 +62,14 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
                                      steps=run_config.steps, engine=run_config.engine, device=run_config.device)
     with transaction.atomic():
         Team.objects.select_for_update().get(pk=team.pk)  # one launch decision per team at a time
-        remaining = budget_status(team).remaining_device_hours
-        if remaining is not None:
-            remaining = max(remaining - committed_device_hours(team), 0.0)
-            if forecast > remaining:
-                raise BudgetExceeded(forecast, remaining)
+        remaining = budget_remaining_for_launch(team)  # the period's remainder less active runs' needs
+        if remaining is not None and forecast > remaining:
+            raise BudgetExceeded(forecast, remaining)
         run = Run.objects.create(team=team, dataset=dataset, name=name, created_by=user, baseline=baseline,
                                  config=run_config.to_dict(), methods=list(run_config.selectors),
                                  engine=run_config.engine, forecast_device_hours=forecast)
         transaction.on_commit(lambda: run_enqueue(run_id=run.id))
     return run
-
-
-def committed_device_hours(team: Team) -> float:
-    """What queued and running runs are still forecast to use: already promised."""
-    from django.db.models import FloatField, Sum, Value
-    from django.db.models.functions import Coalesce
-
-    runs = Run.objects.filter(team=team, status__in=ACTIVE).annotate(
-        used_seconds=Coalesce(Sum("usage__device_seconds"), Value(0.0), output_field=FloatField()))
-    return sum(max(run.forecast_device_hours - run.used_seconds / 3600.0, 0.0) for run in runs)
 
 
 def run_enqueue(*, run_id: int) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from controlplane.budgets.services import budget_status, uniform_device_seconds, usage_record
+from controlplane.budgets.selectors import budget_status
+from controlplane.budgets.services import uniform_device_seconds, usage_record
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
 from controlplane.telemetry.models import (
     Evaluation,
