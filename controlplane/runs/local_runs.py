@@ -22,8 +22,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from controlplane.datasets.services import dataset_export
-from controlplane.runs.models import Run, RunStatus
 from controlplane.runs import services as run_services
+from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import VERL, run_claim, run_lose, worker_name
 from workers.engines.config import ConfigError, FieldError, RunConfig
 
