@@ -47,11 +47,11 @@ def fill(args) -> tuple[object, object]:
     from controlplane.accounts.services import team_create
     from controlplane.budgets.models import UsageEntry
     from controlplane.datasets.models import Dataset, Prompt
-    from controlplane.runs.models import (
+    from controlplane.runs.models import Run
+    from controlplane.telemetry.models import (
         Evaluation,
         PromptObservation,
         PromptState,
-        Run,
         SelectionDecision,
         StepSummary,
     )

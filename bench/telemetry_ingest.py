@@ -82,7 +82,8 @@ def main() -> None:
     from bench._timing import write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
-    from controlplane.runs.models import PromptObservation, PromptState, Run, SelectionDecision
+    from controlplane.runs.models import Run
+    from controlplane.telemetry.models import PromptObservation, PromptState, SelectionDecision
     from controlplane.telemetry.services import step_ingest
     from workers.problems.dataset import PromptRecord
     from workers.record import StepRecord
@@ -149,7 +150,7 @@ def main() -> None:
         cursor.execute(f"ANALYZE {table}")
         cursor.execute(f"ANALYZE {state_table}")
 
-    from controlplane.runs.models import SelectionDecision as D
+    from controlplane.telemetry.models import SelectionDecision as D
 
     def audit_query() -> None:
         list(D.objects.filter(run=audit, prompt_key="bench:4242").order_by("step").values(

@@ -1,4 +1,5 @@
-"""The Celery app: configured from Django settings (CELERY_*), tasks found in workers.tasks."""
+"""The Celery app: configured from Django settings (CELERY_*); tasks found by autodiscovery in
+each installed app's ``tasks`` module (controlplane/runs/tasks.py)."""
 
 import os
 
@@ -8,4 +9,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 app = Celery("edgeplane")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers"])
+app.autodiscover_tasks()  # INSTALLED_APPS, through the Django fixup

@@ -24,6 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from controlplane.runs.savings import (
+    backward_savings_vs_mixed,
+    effective_share_of_generated,
+    rollout_savings,
+    rollout_savings_vs_dynamic_sampling,
+)
 from workers.selection.accounting import PHASES
 from workers.selection.decisions import REASONS, Action
 from workers.selection.ledger import Bucket
@@ -169,11 +175,6 @@ class Totals:
     backward_tokens_mixed: int = 0
 
 
-def saving(spent: float, baseline: float) -> float | None:
-    """1 - spent / baseline: the share of the baseline not spent; None without a baseline."""
-    return None if not baseline else 1.0 - spent / baseline
-
-
 def phases_of(engine: str) -> tuple[str, ...]:
     return ENGINE_PHASES.get(engine, PHASES)
 
@@ -217,11 +218,11 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
         out["rollouts_generated_total"].append(generated)
         out["rollouts_uniform_total"].append(uniform)
         out["rollout_savings"].append(number(row.get("rollout_savings")))
-        out["rollout_savings_total"].append(saving(generated, uniform))
-        out["rollout_savings_vs_dynamic_sampling_total"].append(saving(estimated, dynamic))
-        out["backward_savings_vs_mixed_total"].append(saving(backward, backward_mixed))
+        out["rollout_savings_total"].append(rollout_savings(generated, uniform))
+        out["rollout_savings_vs_dynamic_sampling_total"].append(rollout_savings_vs_dynamic_sampling(estimated, dynamic))
+        out["backward_savings_vs_mixed_total"].append(backward_savings_vs_mixed(backward, backward_mixed))
         out["effective_share_of_generated"].append(number(row.get("effective_share_of_generated")))
-        out["effective_share_of_generated_total"].append(ratio(effective, generated))
+        out["effective_share_of_generated_total"].append(effective_share_of_generated(effective, generated))
         out["all_correct_share"].append(ratio(row.get("groups_all_correct"), groups))
         out["all_wrong_share"].append(ratio(row.get("groups_all_wrong"), groups))
         out["reward_mean"].append(number(row.get("reward_mean")))
@@ -552,12 +553,12 @@ def savings_row(totals: Mapping[str, Any]) -> dict[str, Any]:
         "steps": int(totals["steps"]),
         "rollouts_generated": generated,
         "rollouts_uniform": uniform,
-        "rollout_savings": saving(generated, uniform),
-        "rollout_savings_vs_dynamic_sampling": saving(int(totals.get("rollouts_generated_with_estimate") or 0),
+        "rollout_savings": rollout_savings(generated, uniform),
+        "rollout_savings_vs_dynamic_sampling": rollout_savings_vs_dynamic_sampling(int(totals.get("rollouts_generated_with_estimate") or 0),
                                                       number(totals.get("rollouts_dynamic_sampling")) or 0.0),
-        "backward_savings_vs_mixed": saving(int(totals.get("backward_tokens") or 0),
+        "backward_savings_vs_mixed": backward_savings_vs_mixed(int(totals.get("backward_tokens") or 0),
                                             int(totals.get("backward_tokens_mixed") or 0)),
-        "effective_share_of_generated": ratio(totals.get("rollouts_effective"), generated),
+        "effective_share_of_generated": effective_share_of_generated(totals.get("rollouts_effective"), generated),
         "device_hours": device_h,
         "uniform_device_hours": uniform_h,
         "device_hours_saved": uniform_h - device_h,

@@ -15,23 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, FloatField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, FloatField, IntegerField, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, TruncHour
-from django.utils import timezone
+from django.db.models.functions import Cast
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.models import UsageEntry
+from controlplane.budgets.selectors import (
+    budget_remaining_for_launch,
+    budget_usage_by_hour,
+    forecast_device_hours,
+)
 from controlplane.datasets.models import Prompt
-from controlplane.runs.models import (
+from controlplane.runs.models import Run
+from controlplane.runs.selectors import run_totals, runs_for_user, runs_totals
+from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
     PromptState,
-    Run,
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.selectors import run_totals, runs_for_user
 from frontend.charts import HeatmapLayout, Totals
 
 # Steps per cursor read; the answer says has_more when there are more. Step summaries are one
@@ -60,21 +63,10 @@ def step_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, 
 
 
 def totals_through(run: Run, step: int) -> Totals:
-    """Running totals of the steps <= ``step`` (the base of the next page)."""
-    if step < 0:
-        return Totals()
-    with_estimate = Q(rollouts_dynamic_sampling__gt=0)  # as step_series: steps without one count for neither side
-    sums = StepSummary.objects.filter(run=run, step__lte=step).aggregate(
-        g=Sum("rollouts_generated"), u=Sum("rollouts_uniform"), e=Sum("rollouts_effective"),
-        d=Sum("device_seconds"), ud=Sum("uniform_device_seconds"),
-        ge=Sum("rollouts_generated", filter=with_estimate), ds=Sum("rollouts_dynamic_sampling", filter=with_estimate),
-        b=Sum("backward_tokens"), bm=Sum("backward_tokens_mixed"))
-    return Totals(rollouts_generated=int(sums["g"] or 0), rollouts_uniform=int(sums["u"] or 0),
-                  rollouts_effective=int(sums["e"] or 0), device_seconds=float(sums["d"] or 0.0),
-                  uniform_device_seconds=float(sums["ud"] or 0.0),
-                  rollouts_generated_with_estimate=int(sums["ge"] or 0),
-                  rollouts_dynamic_sampling=float(sums["ds"] or 0.0), backward_tokens=int(sums["b"] or 0),
-                  backward_tokens_mixed=int(sums["bm"] or 0))
+    """Running totals of the steps <= ``step`` (the base of the next page), from the one
+    run-totals selector."""
+    totals = run_totals(run, through_step=step)
+    return Totals(**{f.name: getattr(totals, f.name) for f in dataclasses.fields(Totals)})
 
 
 def evaluation_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:
@@ -241,46 +233,39 @@ def prompt_in_other_runs(user, run: Run, key: str) -> list[dict[str, Any]]:
 
 def run_list(user, *, team: str | None, status: str | None = None, method: str | None = None,
              dataset: int | None = None, before: int | None = None, limit: int = 50) -> list[Run]:
-    """A page of runs (newest first, keyset on id) with their totals and latest Pass@1."""
+    """A page of runs (newest first, keyset on id) with their latest Pass@1 and their totals
+    (``run.totals``, a ``RunTotals``)."""
     runs = runs_for_user(user, status=status, method=method, dataset=dataset, team=team)
     if before is not None:
         runs = runs.filter(pk__lt=before)
     latest = Evaluation.objects.filter(run=OuterRef("pk")).order_by("-step")
-    sums = StepSummary.objects.filter(run=OuterRef("pk")).values("run")
-    return list(runs.annotate(
-        generated=Subquery(sums.annotate(s=Sum("rollouts_generated")).values("s"), output_field=IntegerField()),
-        uniform=Subquery(sums.annotate(s=Sum("rollouts_uniform")).values("s"), output_field=IntegerField()),
-        device_seconds=Subquery(sums.annotate(s=Sum("device_seconds")).values("s"), output_field=FloatField()),
+    page = list(runs.annotate(
         latest_pass_at_1=Subquery(latest.values("pass_at_1")[:1], output_field=FloatField()),
         latest_eval_step=Subquery(latest.values("step")[:1], output_field=IntegerField()),
     )[:limit])
+    totals = runs_totals(page)  # the one run-totals selector, one query for the page
+    for run in page:
+        run.totals = totals[run.pk]
+        # the names the runs list read before RunTotals rode along (None: no step yet)
+        run.generated = run.totals.rollouts_generated if run.totals.steps else None
+        run.uniform = run.totals.rollouts_uniform if run.totals.steps else None
+        run.device_seconds = run.totals.device_seconds if run.totals.steps else None
+    return page
 
 
 def usage_by_hour(team: Team, start: dt.date | None, end: dt.date | None) -> list[tuple[dt.datetime, float, float]]:
     """The team's device-seconds and uniform device-seconds per hour, in time order."""
-    usage = UsageEntry.objects.filter(team=team)
-    if start is not None and end is not None:
-        usage = usage.filter(recorded_at__gte=timezone.make_aware(dt.datetime.combine(start, dt.time())),
-                             recorded_at__lt=timezone.make_aware(dt.datetime.combine(end, dt.time())))
-    rows = (usage.annotate(hour=TruncHour("recorded_at")).values("hour")
-            .annotate(used=Sum("device_seconds"), uniform=Sum("uniform_device_seconds")).order_by("hour"))
-    return [(r["hour"], float(r["used"] or 0.0), float(r["uniform"] or 0.0)) for r in rows]
+    return budget_usage_by_hour(team, start, end)
 
 
 def launch_forecast_figures(team: Team, *, batch_size: int, group_size: int, steps: int, engine: str | None = None,
                             device: str | None = None) -> tuple[float, float | None]:
     """(forecast device-hours of a run, device-hours the team has left for it), the same
-    arithmetic ``run_create`` applies: the team's rate on the run's engine and device, the
+    figures ``run_create`` checks: the team's rate on the run's engine and device, the
     period's remainder less what active runs still need."""
-    from controlplane.budgets.services import budget_status, forecast_device_hours
-    from controlplane.runs.services import committed_device_hours
-
     forecast = forecast_device_hours(team=team, batch_size=batch_size, group_size=group_size, steps=steps,
                                      engine=engine, device=device)
-    remaining = budget_status(team).remaining_device_hours
-    if remaining is not None:
-        remaining = max(remaining - committed_device_hours(team), 0.0)
-    return forecast, remaining
+    return forecast, budget_remaining_for_launch(team)
 
 
 def runs_by_ids(user, ids: list[int]) -> list[Run]:

@@ -28,6 +28,7 @@ from controlplane.budgets.selectors import budget_overview
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
+from controlplane.runs.savings import rollout_savings
 from controlplane.runs.selectors import SAVINGS, RunDetail, run_for_user_or_none
 from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import RunStateError, run_cancel, run_create
@@ -139,7 +140,7 @@ def runs(request: HttpRequest) -> HttpResponse:
                 "run": run,
                 "labels": charts.method_labels(run.methods),
                 "progress": charts.progress(run.steps_completed, run.steps_planned),
-                "rollout_savings": None if not uniform else 1.0 - (run.generated or 0) / uniform,
+                "rollout_savings": rollout_savings(run.generated, uniform),
                 "device_hours": (run.device_seconds or 0.0) / 3600.0,
                 "active": run.status in ACTIVE,
             })
@@ -209,10 +210,10 @@ def _savings_tiles(detail: RunDetail) -> tuple[list[dict[str, Any]], dict[str, s
     that share (the uniform-budget one does)."""
     totals = detail.totals
     figures = {  # None until there is something to divide by
-        "rollout_savings": totals.rollout_savings if totals.rollouts_uniform else None,
+        "rollout_savings": totals.rollout_savings,
         "rollout_savings_vs_dynamic_sampling": totals.rollout_savings_vs_dynamic_sampling,
         "backward_savings_vs_mixed": totals.backward_savings_vs_mixed,
-        "effective_share_of_generated": totals.effective_share_of_generated if totals.rollouts_generated else None,
+        "effective_share_of_generated": totals.effective_share_of_generated,
     }
     tiles = charts.yardstick_tiles(detail.yardsticks, figures,
                                    {name: formula for name, (_, formula) in SAVINGS.items()})

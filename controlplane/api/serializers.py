@@ -7,17 +7,15 @@ from django.conf import settings
 from rest_framework import serializers
 
 from controlplane.datasets.models import Dataset
-from controlplane.runs.models import (
-    Attempt,
+from controlplane.runs.models import Attempt, Run, RunStatus
+from controlplane.runs.selectors import SAVINGS, RunDetail
+from controlplane.telemetry.models import (
     Bucket,
     Evaluation,
     PromptState,
-    Run,
-    RunStatus,
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.selectors import SAVINGS, RunDetail
 from controlplane.telemetry.services import EVENT_ROUTES, event_read
 from workers.record import RecordError
 from workers.selection.accounting import YARDSTICKS

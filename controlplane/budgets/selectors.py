@@ -1,4 +1,6 @@
-"""Reads for budgets: where a team stands this period, and who and what spent it."""
+"""Reads for budgets: where a team stands this period, what a run is forecast to use and what
+active runs still need, and who and what spent it. Every query on budgets and the usage
+ledger is here; writes are in ``budgets.services``."""
 
 from __future__ import annotations
 
@@ -6,17 +8,119 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import FloatField, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.models import UsageEntry
-from controlplane.budgets.services import budget_status
+from controlplane.budgets.models import Budget, UsageEntry
+from controlplane.runs.models import ACTIVE, Run
+from controlplane.telemetry.models import StepSummary
+
+# Device-seconds per rollout assumed before a team has any history: the tiny model on
+# 2 CPU cores measured about 0.002 s per rollout for a whole step (bench/engine_throughput.py).
+DEFAULT_SECONDS_PER_ROLLOUT = 0.002
+# The same for a kind of run that spends far more: verl on this machine's CPU (the tiny Llama,
+# B=2, N=4, 4 new tokens) measured 2.4-3.4 device-seconds per 8-rollout step, Ray's overhead mostly.
+DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND = {("verl", "cpu"): 0.35}
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    limit_device_hours: float | None  # None: the team has no budget for this period
+    used_device_hours: float
+    period_start: dt.date | None
+    period_end: dt.date | None
+
+    @property
+    def remaining_device_hours(self) -> float | None:
+        if self.limit_device_hours is None:
+            return None
+        return max(self.limit_device_hours - self.used_device_hours, 0.0)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit_device_hours is not None and self.used_device_hours >= self.limit_device_hours
+
 
 WARN_SHARE = 0.8  # the budget warns at 80% used and is exhausted at 100%
 # The linear forecast divides by the time elapsed; at least this much, so the first
 # minutes of a period do not extrapolate one step to an absurd figure.
 MIN_ELAPSED = dt.timedelta(hours=1)
+
+
+def budget_current(team: Team | int, at: dt.datetime | None = None) -> Budget | None:
+    today = (at or timezone.now()).date()
+    team_id = team if isinstance(team, int) else team.id
+    return Budget.objects.filter(team_id=team_id, period_start__lte=today, period_end__gt=today).first()
+
+
+def budget_status(team: Team | int, at: dt.datetime | None = None) -> BudgetStatus:
+    budget = budget_current(team, at)
+    team_id = team if isinstance(team, int) else team.id
+    usage = UsageEntry.objects.filter(team_id=team_id)
+    if budget is not None:
+        start = timezone.make_aware(dt.datetime.combine(budget.period_start, dt.time()))
+        end = timezone.make_aware(dt.datetime.combine(budget.period_end, dt.time()))
+        usage = usage.filter(recorded_at__gte=start, recorded_at__lt=end)
+    seconds = usage.aggregate(total=Sum("device_seconds"))["total"] or 0.0
+    return BudgetStatus(
+        limit_device_hours=budget.limit_device_hours if budget else None,
+        used_device_hours=seconds / 3600.0,
+        period_start=budget.period_start if budget else None,
+        period_end=budget.period_end if budget else None,
+    )
+
+
+def seconds_per_rollout(team: Team | int, *, engine: str | None = None, device: str | None = None) -> float:
+    """The team's measured device-seconds per generated rollout, from its past steps of runs on
+    the same engine and device when given: a verl run on this machine's CPU spends about a
+    hundred times more per rollout than the local engine's tiny model, so one rate for every
+    kind of run would misjudge the next run of the other kind."""
+
+    team_id = team if isinstance(team, int) else team.id
+    steps = StepSummary.objects.filter(run__team_id=team_id)
+    if engine is not None:
+        steps = steps.filter(run__engine=engine)
+    if device is not None:
+        steps = steps.filter(run__config__device=device)
+    totals = steps.aggregate(seconds=Sum("device_seconds"), rollouts=Sum("rollouts_generated"))
+    if totals["rollouts"]:
+        return float(totals["seconds"]) / float(totals["rollouts"])
+    return DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND.get((engine, device), DEFAULT_SECONDS_PER_ROLLOUT)
+
+
+def forecast_device_hours(*, team: Team | int, batch_size: int, group_size: int, steps: int,
+                          engine: str | None = None, device: str | None = None) -> float:
+    """Uniform-GRPO compute for the run at the team's measured rate on its engine and device
+    (selection only saves)."""
+    rate = seconds_per_rollout(team, engine=engine, device=device)
+    return rate * batch_size * group_size * steps / 3600.0
+
+
+def budget_committed_device_hours(team: Team) -> float:
+    """What queued and running runs are still forecast to use: already promised."""
+    runs = Run.objects.filter(team=team, status__in=ACTIVE).annotate(
+        used_seconds=Coalesce(Sum("usage__device_seconds"), Value(0.0), output_field=FloatField()))
+    return sum(max(run.forecast_device_hours - run.used_seconds / 3600.0, 0.0) for run in runs)
+
+
+def budget_remaining_for_launch(team: Team) -> float | None:
+    """Device-hours a new run may be forecast to use: the period's remainder less what active
+    runs still need; None without a budget. ``run_create`` refuses a run that needs more, and
+    the launch form shows the same figure."""
+    remaining = budget_status(team).remaining_device_hours
+    if remaining is None:
+        return None
+    return max(remaining - budget_committed_device_hours(team), 0.0)
+
+
+def budget_usage_by_hour(team: Team, start: dt.date | None,
+                         end: dt.date | None) -> list[tuple[dt.datetime, float, float]]:
+    """The team's device-seconds and uniform device-seconds per hour, in time order."""
+    rows = (_period_usage(team, start, end).annotate(hour=TruncHour("recorded_at")).values("hour")
+            .annotate(used=Sum("device_seconds"), uniform=Sum("uniform_device_seconds")).order_by("hour"))
+    return [(r["hour"], float(r["used"] or 0.0), float(r["uniform"] or 0.0)) for r in rows]
 
 
 @dataclass(frozen=True)

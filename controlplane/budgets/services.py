@@ -1,41 +1,14 @@
-"""Budget writes and the budget arithmetic every launch and every step consults."""
+"""Budget writes: budgets set, and the usage ledger fed by every step. Reads (where a team
+stands, forecasts, what active runs still need) are in ``budgets.selectors``."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Sum
-from django.utils import timezone
 
 from controlplane.accounts.models import Team
 from controlplane.budgets.models import Budget, UsageEntry
-
-# Device-seconds per rollout assumed before a team has any history: the tiny model on
-# 2 CPU cores measured about 0.002 s per rollout for a whole step (bench/engine_throughput.py).
-DEFAULT_SECONDS_PER_ROLLOUT = 0.002
-# The same for a kind of run that spends far more: verl on this machine's CPU (the tiny Llama,
-# B=2, N=4, 4 new tokens) measured 2.4-3.4 device-seconds per 8-rollout step, Ray's overhead mostly.
-DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND = {("verl", "cpu"): 0.35}
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    limit_device_hours: float | None  # None: the team has no budget for this period
-    used_device_hours: float
-    period_start: dt.date | None
-    period_end: dt.date | None
-
-    @property
-    def remaining_device_hours(self) -> float | None:
-        if self.limit_device_hours is None:
-            return None
-        return max(self.limit_device_hours - self.used_device_hours, 0.0)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.limit_device_hours is not None and self.used_device_hours >= self.limit_device_hours
 
 
 class BudgetExceeded(Exception):
@@ -56,56 +29,6 @@ def budget_set(*, team: Team, period_start: dt.date, period_end: dt.date, limit_
         defaults={"period_end": period_end, "limit_device_hours": limit_device_hours},
     )
     return budget
-
-
-def budget_current(team: Team | int, at: dt.datetime | None = None) -> Budget | None:
-    today = (at or timezone.now()).date()
-    team_id = team if isinstance(team, int) else team.id
-    return Budget.objects.filter(team_id=team_id, period_start__lte=today, period_end__gt=today).first()
-
-
-def budget_status(team: Team | int, at: dt.datetime | None = None) -> BudgetStatus:
-    budget = budget_current(team, at)
-    team_id = team if isinstance(team, int) else team.id
-    usage = UsageEntry.objects.filter(team_id=team_id)
-    if budget is not None:
-        start = timezone.make_aware(dt.datetime.combine(budget.period_start, dt.time()))
-        end = timezone.make_aware(dt.datetime.combine(budget.period_end, dt.time()))
-        usage = usage.filter(recorded_at__gte=start, recorded_at__lt=end)
-    seconds = usage.aggregate(total=Sum("device_seconds"))["total"] or 0.0
-    return BudgetStatus(
-        limit_device_hours=budget.limit_device_hours if budget else None,
-        used_device_hours=seconds / 3600.0,
-        period_start=budget.period_start if budget else None,
-        period_end=budget.period_end if budget else None,
-    )
-
-
-def seconds_per_rollout(team: Team | int, *, engine: str | None = None, device: str | None = None) -> float:
-    """The team's measured device-seconds per generated rollout, from its past steps of runs on
-    the same engine and device when given: a verl run on this machine's CPU spends about a
-    hundred times more per rollout than the local engine's tiny model, so one rate for every
-    kind of run would misjudge the next run of the other kind."""
-    from controlplane.runs.models import StepSummary
-
-    team_id = team if isinstance(team, int) else team.id
-    steps = StepSummary.objects.filter(run__team_id=team_id)
-    if engine is not None:
-        steps = steps.filter(run__engine=engine)
-    if device is not None:
-        steps = steps.filter(run__config__device=device)
-    totals = steps.aggregate(seconds=Sum("device_seconds"), rollouts=Sum("rollouts_generated"))
-    if totals["rollouts"]:
-        return float(totals["seconds"]) / float(totals["rollouts"])
-    return DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND.get((engine, device), DEFAULT_SECONDS_PER_ROLLOUT)
-
-
-def forecast_device_hours(*, team: Team | int, batch_size: int, group_size: int, steps: int,
-                          engine: str | None = None, device: str | None = None) -> float:
-    """Uniform-GRPO compute for the run at the team's measured rate on its engine and device
-    (selection only saves)."""
-    rate = seconds_per_rollout(team, engine=engine, device=device)
-    return rate * batch_size * group_size * steps / 3600.0
 
 
 def uniform_device_seconds(summary: dict) -> float:

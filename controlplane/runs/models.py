@@ -1,8 +1,5 @@
-"""Runs, their attempts, and everything each step reported.
-
-Telemetry tables are append-only per (run, step) and indexed by (run, step) and
-(run, prompt_key); a replayed step replaces its rows (telemetry service).
-"""
+"""Runs and their attempts. What each step reported lives in the telemetry app
+(``controlplane.telemetry.models``)."""
 
 from __future__ import annotations
 
@@ -10,20 +7,27 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from workers.engines.telemetry import RunStatus as EngineRunStatus
+
 
 class RunStatus(models.TextChoices):
+    """A run's (and an attempt's) status. The final words an engine reports are the engine's
+    (``workers.engines.telemetry.RunStatus``, a StrEnum the engines use without Django): taken
+    from there. The others are the control plane's alone: a run waits, is claimed, runs, or
+    is lost with its worker; no engine ever says them."""
+
     QUEUED = "queued"
     STARTING = "starting"
     RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    BUDGET_STOPPED = "budget_stopped"
+    SUCCEEDED = EngineRunStatus.SUCCEEDED.value
+    FAILED = EngineRunStatus.FAILED.value
+    CANCELLED = EngineRunStatus.CANCELLED.value
+    BUDGET_STOPPED = EngineRunStatus.BUDGET_STOPPED.value
     LOST = "lost"
 
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING)
-FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.BUDGET_STOPPED)
+FINISHED = tuple(RunStatus(status.value) for status in EngineRunStatus)  # what an engine reports at its end
 
 
 class Run(models.Model):
@@ -89,135 +93,3 @@ class Attempt(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="attempt_number_unique")]
-
-
-class StepSummary(models.Model):
-    """One row per (run, step): the accounting of SELECTORS.md section 7 and the step's metrics."""
-
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
-    step = models.PositiveIntegerField()
-    epoch = models.PositiveIntegerField(default=0)
-    rollouts_generated = models.PositiveIntegerField()
-    tokens_generated = models.PositiveBigIntegerField()
-    rollouts_effective = models.PositiveIntegerField()
-    rollouts_trained = models.PositiveIntegerField()
-    rollouts_uniform = models.PositiveIntegerField()
-    groups_generated = models.PositiveIntegerField()
-    groups_all_correct = models.PositiveIntegerField()
-    groups_all_wrong = models.PositiveIntegerField()
-    groups_trained = models.PositiveIntegerField()
-    forward_tokens_extra = models.PositiveBigIntegerField()
-    backward_tokens = models.PositiveBigIntegerField()
-    # Counts added later default to 0 in the database too (db_default), so that rows written
-    # by SQL that predates them (COPY, INSERT ... SELECT in the benches) still go in.
-    prompt_tokens_generated = models.PositiveBigIntegerField(default=0, db_default=0)
-    backward_prompt_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
-    # The yardsticks beyond uniform GRPO (workers.selection.accounting.YARDSTICKS). Rates and
-    # estimates are NULL where the engine had none (it sends NaN): no mixed group seen yet.
-    groups_uniform = models.PositiveIntegerField(default=0, db_default=0)
-    groups_uniform_mixed = models.PositiveIntegerField(default=0, db_default=0)
-    mixed_rate_uniform = models.FloatField(null=True)
-    groups_mixed_collected = models.PositiveIntegerField(default=0, db_default=0)
-    rollouts_dynamic_sampling = models.FloatField(null=True)
-    backward_tokens_mixed = models.PositiveBigIntegerField(default=0, db_default=0)
-    rollout_savings = models.FloatField()
-    rollout_savings_vs_dynamic_sampling = models.FloatField(null=True)
-    backward_savings_vs_mixed = models.FloatField(null=True)
-    effective_share_of_generated = models.FloatField()
-    flops_estimate = models.FloatField()
-    flops_uniform_estimate = models.FloatField()
-    device_seconds = models.FloatField()
-    uniform_device_seconds = models.FloatField()
-    reward_mean = models.FloatField(null=True)
-    loss = models.FloatField(null=True)
-    seconds = models.JSONField(default=dict)
-    metrics = models.JSONField(default=dict)
-    train = models.JSONField(default=dict)
-    alerts = models.JSONField(default=list)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "step"], name="one_summary_per_step")]
-
-
-class Evaluation(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="evaluations")
-    step = models.PositiveIntegerField()
-    k = models.PositiveIntegerField()
-    pass_at_1 = models.FloatField()
-    pass_at_k = models.FloatField()
-    prompts = models.PositiveIntegerField()
-    by_difficulty = models.JSONField(default=dict)
-    rollouts_generated_total = models.PositiveBigIntegerField(default=0)
-    device_seconds_total = models.FloatField(default=0.0)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "step"], name="one_evaluation_per_step")]
-
-
-class PromptObservation(models.Model):
-    """A prompt's group in one step. Bulk-inserted (COPY on Postgres)."""
-
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="observations", db_index=False)
-    step = models.PositiveIntegerField()
-    prompt_key = models.CharField(max_length=255)
-    group_size = models.PositiveIntegerField()
-    successes = models.PositiveIntegerField()
-    pass_rate = models.FloatField()
-    response_entropy = models.FloatField(null=True)
-    prompt_entropy = models.FloatField(null=True)
-    energy = models.FloatField(null=True)
-    response_tokens = models.PositiveIntegerField()
-    trained = models.BooleanField()
-    bucket = models.CharField(max_length=16)
-
-    class Meta:
-        indexes = [models.Index(fields=["run", "step"]), models.Index(fields=["run", "prompt_key", "step"])]
-
-
-class SelectionDecision(models.Model):
-    """One method's act on one prompt (SELECTORS.md section 8). Bulk-inserted."""
-
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="decisions", db_index=False)
-    step = models.PositiveIntegerField()
-    prompt_key = models.CharField(max_length=255)
-    layer = models.CharField(max_length=16)
-    method = models.CharField(max_length=16)
-    action = models.CharField(max_length=16)
-    reason = models.CharField(max_length=48)
-    scores = models.JSONField(default=dict)
-    message = models.TextField()
-
-    class Meta:
-        indexes = [
-            models.Index(fields=["run", "step"]),
-            models.Index(fields=["run", "prompt_key", "step"]),
-            models.Index(fields=["run", "method", "action", "step"]),
-        ]
-
-
-class Bucket(models.TextChoices):
-    UNSEEN = "unseen"
-    TOO_EASY = "too_easy"
-    EDGE = "edge"
-    TOO_HARD = "too_hard"
-    PRUNED = "pruned"
-    STALE = "stale"
-
-
-class PromptState(models.Model):
-    """Where each prompt stands against the learning edge in a run, now."""
-
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="prompt_states", db_index=False)
-    prompt_key = models.CharField(max_length=255)
-    bucket = models.CharField(max_length=16, choices=Bucket.choices)
-    pass_rate = models.FloatField(null=True)
-    response_entropy = models.FloatField(null=True)
-    prompt_entropy = models.FloatField(null=True)
-    visits = models.PositiveIntegerField(default=0)
-    last_step = models.IntegerField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "prompt_key"], name="one_state_per_prompt")]
-        indexes = [models.Index(fields=["run", "bucket"])]

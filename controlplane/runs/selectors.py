@@ -6,16 +6,17 @@ telemetry selectors take a ``Run`` and never a bare id from the outside.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from controlplane.runs.models import (
-    Attempt,
+from controlplane.runs import savings
+from controlplane.runs.models import Attempt, Run
+from controlplane.telemetry.models import (
     Bucket,
     Evaluation,
     PromptState,
-    Run,
     SelectionDecision,
     StepSummary,
 )
@@ -125,15 +126,16 @@ SAVINGS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class RunTotals:
-    """Cumulative accounting of a run over its recorded steps (SELECTORS.md section 7)."""
+    """Cumulative accounting of a run over its recorded steps (SELECTORS.md section 7). The
+    savings and shares come from ``runs.savings``: None where there is nothing to divide by."""
 
-    steps: int
-    rollouts_generated: int
-    rollouts_uniform: int
-    rollouts_effective: int
-    rollouts_trained: int
-    device_seconds: float
-    uniform_device_seconds: float
+    steps: int = 0
+    rollouts_generated: int = 0
+    rollouts_uniform: int = 0
+    rollouts_effective: int = 0
+    rollouts_trained: int = 0
+    device_seconds: float = 0.0
+    uniform_device_seconds: float = 0.0
     # The dynamic-sampling yardstick, over the steps that have its estimate only: a step
     # without one (no mixed group seen yet) would count its rollouts against nothing.
     rollouts_generated_with_estimate: int = 0
@@ -142,30 +144,26 @@ class RunTotals:
     backward_tokens_mixed: int = 0
 
     @property
-    def rollout_savings(self) -> float:
-        """1 - generated / uniform: the share of uniform GRPO's rollouts never generated."""
-        if not self.rollouts_uniform:
-            return 0.0
-        return 1.0 - self.rollouts_generated / self.rollouts_uniform
+    def rollout_savings(self) -> float | None:
+        """1 - generated / uniform: the share of uniform GRPO's rollouts never generated;
+        None before the first step."""
+        return savings.rollout_savings(self.rollouts_generated, self.rollouts_uniform)
 
     @property
     def rollout_savings_vs_dynamic_sampling(self) -> float | None:
         """1 - generated / what dynamic sampling would generate, over the steps with an
         estimate; None when no step has one."""
-        if not self.rollouts_dynamic_sampling:
-            return None
-        return 1.0 - self.rollouts_generated_with_estimate / self.rollouts_dynamic_sampling
+        return savings.rollout_savings_vs_dynamic_sampling(self.rollouts_generated_with_estimate,
+                                                           self.rollouts_dynamic_sampling)
 
     @property
     def backward_savings_vs_mixed(self) -> float | None:
         """1 - backward tokens / backward tokens of the mixed groups; None when none was mixed."""
-        if not self.backward_tokens_mixed:
-            return None
-        return 1.0 - self.backward_tokens / self.backward_tokens_mixed
+        return savings.backward_savings_vs_mixed(self.backward_tokens, self.backward_tokens_mixed)
 
     @property
-    def effective_share_of_generated(self) -> float:
-        return self.rollouts_effective / self.rollouts_generated if self.rollouts_generated else 0.0
+    def effective_share_of_generated(self) -> float | None:
+        return savings.effective_share_of_generated(self.rollouts_effective, self.rollouts_generated)
 
     @property
     def device_hours(self) -> float:
@@ -180,18 +178,20 @@ class RunTotals:
         return (self.uniform_device_seconds - self.device_seconds) / 3600.0
 
 
-def run_totals(run: Run) -> RunTotals:
-    with_estimate = Q(rollouts_dynamic_sampling__gt=0)  # NULL (no estimate) is not > 0
-    # Aliases apart from the column names: a filtered Sum of a column that is also an alias
-    # would read the aggregate, not the column.
-    sums = StepSummary.objects.filter(run=run).aggregate(
-        n=Count("id"), generated=Sum("rollouts_generated"), uniform=Sum("rollouts_uniform"),
-        effective=Sum("rollouts_effective"), trained=Sum("rollouts_trained"), seconds=Sum("device_seconds"),
-        uniform_seconds=Sum("uniform_device_seconds"),
-        generated_with_estimate=Sum("rollouts_generated", filter=with_estimate),
-        dynamic_sampling=Sum("rollouts_dynamic_sampling", filter=with_estimate),
-        backward=Sum("backward_tokens"), backward_mixed=Sum("backward_tokens_mixed"),
-    )
+_WITH_ESTIMATE = Q(rollouts_dynamic_sampling__gt=0)  # NULL (no estimate) is not > 0
+# The sums behind RunTotals. Aliases apart from the column names: a filtered Sum of a column
+# that is also an alias would read the aggregate, not the column.
+_TOTALS = {
+    "n": Count("id"), "generated": Sum("rollouts_generated"), "uniform": Sum("rollouts_uniform"),
+    "effective": Sum("rollouts_effective"), "trained": Sum("rollouts_trained"), "seconds": Sum("device_seconds"),
+    "uniform_seconds": Sum("uniform_device_seconds"),
+    "generated_with_estimate": Sum("rollouts_generated", filter=_WITH_ESTIMATE),
+    "dynamic_sampling": Sum("rollouts_dynamic_sampling", filter=_WITH_ESTIMATE),
+    "backward": Sum("backward_tokens"), "backward_mixed": Sum("backward_tokens_mixed"),
+}
+
+
+def _totals_of(sums: dict) -> RunTotals:
     return RunTotals(
         steps=sums["n"] or 0,
         rollouts_generated=int(sums["generated"] or 0),
@@ -205,6 +205,27 @@ def run_totals(run: Run) -> RunTotals:
         backward_tokens=int(sums["backward"] or 0),
         backward_tokens_mixed=int(sums["backward_mixed"] or 0),
     )
+
+
+def run_totals(run: Run, *, through_step: int | None = None) -> RunTotals:
+    """The run's step totals, over every recorded step or the steps <= ``through_step`` (the
+    base a chart page's running sums continue from). The one place step totals are summed:
+    the API, the run page, the runs list, the compare page and the charts read them here."""
+    steps = StepSummary.objects.filter(run=run)
+    if through_step is not None:
+        if through_step < 0:
+            return RunTotals()
+        steps = steps.filter(step__lte=through_step)
+    return _totals_of(steps.aggregate(**_TOTALS))
+
+
+def runs_totals(runs: Iterable[Run]) -> dict[int, RunTotals]:
+    """``run_totals`` of many runs in one query (a page of the runs list), by run id; a run
+    without steps gets empty totals."""
+    ids = [run.pk for run in runs]
+    rows = StepSummary.objects.filter(run_id__in=ids).values("run_id").annotate(**_TOTALS).order_by()
+    found = {row["run_id"]: _totals_of(row) for row in rows}
+    return {run_id: found.get(run_id, RunTotals()) for run_id in ids}
 
 
 def run_yardsticks(run: Run) -> list[str]:

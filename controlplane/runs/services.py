@@ -1,4 +1,7 @@
-"""Run writes: create (validated, budget-checked), cancel, claim, execute, reconcile.
+"""Run writes of every engine: create (validated, budget-checked), enqueue, cancel, claim, lose.
+
+What differs per engine lives in its module: ``local_runs`` (trained in the worker) and
+``verl_runs`` (a job outside it); each imports this one, never the other.
 
 Every status change is an atomic claim: ``filter(pk=..., status=...).update(...)`` and
 go on only if exactly one row changed, so two workers can never both act on a run.
@@ -9,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -19,15 +20,18 @@ from django.db.models import F
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.services import BudgetExceeded, budget_status, forecast_device_hours
+from controlplane.budgets.selectors import budget_remaining_for_launch, forecast_device_hours
+from controlplane.budgets.services import BudgetExceeded
+from controlplane.celery import app as celery_app
 from controlplane.datasets.models import Dataset
-from controlplane.datasets.services import dataset_export
 from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
 from controlplane.telemetry.services import tokens_revoke
 from workers.engines.config import ConfigError, FieldError, RunConfig
 
 log = logging.getLogger(__name__)
 VERL = "verl"  # Run.engine of runs that go to a Ray cluster (or a local verl process)
+# The launch task of each engine, by its name (the wire format: queued messages carry it).
+LAUNCH_TASKS = {"local": "edgeplane.launch_run", VERL: "edgeplane.launch_verl_run"}
 
 
 class RunStateError(Exception):
@@ -58,11 +62,9 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
                                      steps=run_config.steps, engine=run_config.engine, device=run_config.device)
     with transaction.atomic():
         Team.objects.select_for_update().get(pk=team.pk)  # one launch decision per team at a time
-        remaining = budget_status(team).remaining_device_hours
-        if remaining is not None:
-            remaining = max(remaining - committed_device_hours(team), 0.0)
-            if forecast > remaining:
-                raise BudgetExceeded(forecast, remaining)
+        remaining = budget_remaining_for_launch(team)  # the period's remainder less active runs' needs
+        if remaining is not None and forecast > remaining:
+            raise BudgetExceeded(forecast, remaining)
         run = Run.objects.create(team=team, dataset=dataset, name=name, created_by=user, baseline=baseline,
                                  config=run_config.to_dict(), methods=list(run_config.selectors),
                                  engine=run_config.engine, forecast_device_hours=forecast)
@@ -70,23 +72,12 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
     return run
 
 
-def committed_device_hours(team: Team) -> float:
-    """What queued and running runs are still forecast to use: already promised."""
-    from django.db.models import FloatField, Sum, Value
-    from django.db.models.functions import Coalesce
-
-    runs = Run.objects.filter(team=team, status__in=ACTIVE).annotate(
-        used_seconds=Coalesce(Sum("usage__device_seconds"), Value(0.0), output_field=FloatField()))
-    return sum(max(run.forecast_device_hours - run.used_seconds / 3600.0, 0.0) for run in runs)
-
-
 def run_enqueue(*, run_id: int) -> None:
-    """The launch task of the run's engine: local runs train in a worker, verl runs are
-    submitted by a task on the verl queue (controlplane/runs/verl_runs.py)."""
-    from workers.tasks import launch_run, launch_verl_run
-
+    """Send the launch task of the run's engine, by name (controlplane/runs/tasks.py): local
+    runs train in a worker (local_runs.py), verl runs are submitted by a task on the verl queue
+    (verl_runs.py). The route follows the name (settings.CELERY_TASK_ROUTES)."""
     engine = Run.objects.filter(pk=run_id).values_list("engine", flat=True).first()
-    (launch_verl_run if engine == VERL else launch_run).delay(run_id)
+    celery_app.send_task(LAUNCH_TASKS.get(engine, LAUNCH_TASKS["local"]), args=[run_id])
 
 
 def run_cancel(*, run: Run) -> Run:
@@ -118,74 +109,6 @@ def run_claim(*, run_id: int, worker: str) -> Attempt | None:
 def worker_name() -> str:
     """host:pid of this worker process, recorded on the attempts it starts."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def run_directory(run_id: int) -> Path:
-    return Path(settings.EDGEPLANE_RUNS_DIR) / f"run-{run_id}"
-
-
-def run_execute(*, run_id: int) -> str:
-    """Claim the run and train it in this process with the local engine; returns the status."""
-    from controlplane.telemetry.services import ControlPlaneSink, IngestError, run_finished_ingest
-    from workers.engines.telemetry import JsonlSink, TeeSink
-
-    if Run.objects.filter(pk=run_id, engine=VERL).exists():
-        run_enqueue(run_id=run_id)  # a verl run is submitted from the verl queue, never trained here
-        return "handed-to-verl-queue"
-    attempt = run_claim(run_id=run_id, worker=worker_name())
-    if attempt is None:
-        log.info("run %s: nothing to claim (already started, finished or cancelled)", run_id)
-        return "not-claimed"
-    run = attempt.run
-    try:
-        folder = run_directory(run.id)
-        train_path, test_path = dataset_export(dataset=run.dataset, folder=folder / "data")
-        config = RunConfig.from_mapping({**run.config, "dataset": str(train_path),
-                                         "eval_dataset": str(test_path) if test_path else ""})
-        if config.engine != "local":
-            raise ConfigError([FieldError("engine", f"engine {config.engine!r} is launched by its own worker")])
-        from workers.engines.local.engine import LocalEngine
-
-        # The control plane is the record; a JSON-lines copy in the run folder helps debugging.
-        journal = JsonlSink(folder / "engine")
-        engine = LocalEngine(config, folder / "engine", TeeSink(ControlPlaneSink(run.id, attempt.number), journal),
-                             var_dir=Path(settings.EDGEPLANE_VAR_DIR))
-        resume = (engine.checkpoint_dir / "latest").is_file()
-        if resume:
-            journal.truncate_after(engine.saved_step())
-        elif journal.path.exists():
-            journal.path.unlink()  # an attempt that died before its first checkpoint
-        status = engine.run(resume=resume)
-        return str(status)
-    except Exception as exc:
-        log.exception("run %s failed", run_id)
-        try:
-            run_finished_ingest(run_id=run.id, status=RunStatus.FAILED, reason=f"{type(exc).__name__}: {exc}",
-                                attempt=attempt.number)
-        except IngestError:
-            pass  # this attempt was replaced meanwhile: the run is someone else's now
-        return RunStatus.FAILED
-
-
-def verl_runs_active() -> bool:
-    return Run.objects.filter(engine=VERL, status__in=ACTIVE).exists()
-
-
-def runs_reconcile(*, now=None) -> dict[str, list[int]]:
-    """Mark runs with a stale heartbeat lost; requeue them to resume, up to the attempt limit.
-
-    verl runs are left to ``verl_runs.verl_runs_reconcile``: their job's state is asked of
-    Ray (or the local process), on the gpu-worker that can see it.
-    """
-    now = now or timezone.now()
-    stale_before = now - timedelta(seconds=settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS)
-    outcome: dict[str, list[int]] = {"requeued": [], "failed": []}
-    candidates = Run.objects.filter(status__in=[RunStatus.STARTING, RunStatus.RUNNING],
-                                    heartbeat_at__lt=stale_before).exclude(engine=VERL).values_list("pk", flat=True)
-    for run_id in list(candidates):
-        run_lose(run_id=run_id, now=now, stale_before=stale_before,
-                 reason="heartbeat stale: the worker stopped reporting", outcome=outcome)
-    return outcome
 
 
 def run_lose(*, run_id: int, now, stale_before, reason: str, outcome: dict[str, list[int]]) -> None:

@@ -39,7 +39,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlplane.datasets.services import DatasetImportError, dataset_export
-from controlplane.runs.models import Attempt, Run, RunStatus
+from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
 from controlplane.runs.services import VERL, run_claim, run_lose, worker_name
 from controlplane.telemetry.models import RunToken
 from controlplane.telemetry.services import token_issue, tokens_revoke
@@ -105,6 +105,11 @@ def job_handle(attempt: Attempt) -> JobHandle:
     return JobHandle(job_id=attempt.job_id or submission_id, ray_address=settings.EDGEPLANE_RAY_ADDRESS,
                      log_path=str(verl_run_directory(attempt.run_id) / f"verl-{submission_id}.log"),
                      marker=submission_id)
+
+
+def verl_runs_active() -> bool:
+    """Whether any verl run is queued, starting or running: only then is the verl reconciler sent."""
+    return Run.objects.filter(engine=VERL, status__in=ACTIVE).exists()
 
 
 # -- launch -------------------------------------------------------------------------------------

@@ -1,4 +1,12 @@
-"""Run tokens: what a remote engine presents to the ingestion endpoint."""
+"""What engines report, and the tokens they report with.
+
+The per-step and per-prompt tables written by ingestion (``telemetry.services``): step
+summaries, evaluations, prompt observations, selection decisions and prompt states. They are
+append-only per (run, step) and indexed by (run, step) and (run, prompt_key); a replayed step
+replaces its rows. They were created by the runs app and keep its table names (``db_table``);
+migration telemetry 0002 moved them here in Django's state only.
+
+Run tokens: what a remote engine presents to the ingestion endpoint."""
 
 from __future__ import annotations
 
@@ -18,3 +26,140 @@ class RunToken(models.Model):
     key = models.CharField(max_length=64, unique=True, default=new_key)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class StepSummary(models.Model):
+    """One row per (run, step): the accounting of SELECTORS.md section 7 and the step's metrics."""
+
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="steps")
+    step = models.PositiveIntegerField()
+    epoch = models.PositiveIntegerField(default=0)
+    rollouts_generated = models.PositiveIntegerField()
+    tokens_generated = models.PositiveBigIntegerField()
+    rollouts_effective = models.PositiveIntegerField()
+    rollouts_trained = models.PositiveIntegerField()
+    rollouts_uniform = models.PositiveIntegerField()
+    groups_generated = models.PositiveIntegerField()
+    groups_all_correct = models.PositiveIntegerField()
+    groups_all_wrong = models.PositiveIntegerField()
+    groups_trained = models.PositiveIntegerField()
+    forward_tokens_extra = models.PositiveBigIntegerField()
+    backward_tokens = models.PositiveBigIntegerField()
+    # Counts added later default to 0 in the database too (db_default), so that rows written
+    # by SQL that predates them (COPY, INSERT ... SELECT in the benches) still go in.
+    prompt_tokens_generated = models.PositiveBigIntegerField(default=0, db_default=0)
+    backward_prompt_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
+    # The yardsticks beyond uniform GRPO (workers.selection.accounting.YARDSTICKS). Rates and
+    # estimates are NULL where the engine had none (it sends NaN): no mixed group seen yet.
+    groups_uniform = models.PositiveIntegerField(default=0, db_default=0)
+    groups_uniform_mixed = models.PositiveIntegerField(default=0, db_default=0)
+    mixed_rate_uniform = models.FloatField(null=True)
+    groups_mixed_collected = models.PositiveIntegerField(default=0, db_default=0)
+    rollouts_dynamic_sampling = models.FloatField(null=True)
+    backward_tokens_mixed = models.PositiveBigIntegerField(default=0, db_default=0)
+    rollout_savings = models.FloatField()
+    rollout_savings_vs_dynamic_sampling = models.FloatField(null=True)
+    backward_savings_vs_mixed = models.FloatField(null=True)
+    effective_share_of_generated = models.FloatField()
+    flops_estimate = models.FloatField()
+    flops_uniform_estimate = models.FloatField()
+    device_seconds = models.FloatField()
+    uniform_device_seconds = models.FloatField()
+    reward_mean = models.FloatField(null=True)
+    loss = models.FloatField(null=True)
+    seconds = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict)
+    train = models.JSONField(default=dict)
+    alerts = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "runs_stepsummary"  # created by the runs app; the table kept its name
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="one_summary_per_step")]
+
+
+class Evaluation(models.Model):
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="evaluations")
+    step = models.PositiveIntegerField()
+    k = models.PositiveIntegerField()
+    pass_at_1 = models.FloatField()
+    pass_at_k = models.FloatField()
+    prompts = models.PositiveIntegerField()
+    by_difficulty = models.JSONField(default=dict)
+    rollouts_generated_total = models.PositiveBigIntegerField(default=0)
+    device_seconds_total = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "runs_evaluation"  # created by the runs app; the table kept its name
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="one_evaluation_per_step")]
+
+
+class PromptObservation(models.Model):
+    """A prompt's group in one step. Bulk-inserted (COPY on Postgres)."""
+
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="observations", db_index=False)
+    step = models.PositiveIntegerField()
+    prompt_key = models.CharField(max_length=255)
+    group_size = models.PositiveIntegerField()
+    successes = models.PositiveIntegerField()
+    pass_rate = models.FloatField()
+    response_entropy = models.FloatField(null=True)
+    prompt_entropy = models.FloatField(null=True)
+    energy = models.FloatField(null=True)
+    response_tokens = models.PositiveIntegerField()
+    trained = models.BooleanField()
+    bucket = models.CharField(max_length=16)
+
+    class Meta:
+        db_table = "runs_promptobservation"  # created by the runs app; the table kept its name
+        indexes = [models.Index(fields=["run", "step"]), models.Index(fields=["run", "prompt_key", "step"])]
+
+
+class SelectionDecision(models.Model):
+    """One method's act on one prompt (SELECTORS.md section 8). Bulk-inserted."""
+
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="decisions", db_index=False)
+    step = models.PositiveIntegerField()
+    prompt_key = models.CharField(max_length=255)
+    layer = models.CharField(max_length=16)
+    method = models.CharField(max_length=16)
+    action = models.CharField(max_length=16)
+    reason = models.CharField(max_length=48)
+    scores = models.JSONField(default=dict)
+    message = models.TextField()
+
+    class Meta:
+        db_table = "runs_selectiondecision"  # created by the runs app; the table kept its name
+        indexes = [
+            models.Index(fields=["run", "step"]),
+            models.Index(fields=["run", "prompt_key", "step"]),
+            models.Index(fields=["run", "method", "action", "step"]),
+        ]
+
+
+class Bucket(models.TextChoices):
+    UNSEEN = "unseen"
+    TOO_EASY = "too_easy"
+    EDGE = "edge"
+    TOO_HARD = "too_hard"
+    PRUNED = "pruned"
+    STALE = "stale"
+
+
+class PromptState(models.Model):
+    """Where each prompt stands against the learning edge in a run, now."""
+
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="prompt_states", db_index=False)
+    prompt_key = models.CharField(max_length=255)
+    bucket = models.CharField(max_length=16, choices=Bucket.choices)
+    pass_rate = models.FloatField(null=True)
+    response_entropy = models.FloatField(null=True)
+    prompt_entropy = models.FloatField(null=True)
+    visits = models.PositiveIntegerField(default=0)
+    last_step = models.IntegerField()
+
+    class Meta:
+        db_table = "runs_promptstate"  # created by the runs app; the table kept its name
+        constraints = [models.UniqueConstraint(fields=["run", "prompt_key"], name="one_state_per_prompt")]
+        indexes = [models.Index(fields=["run", "bucket"])]

@@ -16,19 +16,17 @@ from typing import Any, cast
 from django.db import connection, transaction
 from django.utils import timezone
 
-from controlplane.budgets.services import budget_status, uniform_device_seconds, usage_record
-from controlplane.runs.models import (
-    FINISHED,
-    Attempt,
+from controlplane.budgets.selectors import budget_status
+from controlplane.budgets.services import uniform_device_seconds, usage_record
+from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
+from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
     PromptState,
-    Run,
-    RunStatus,
+    RunToken,
     SelectionDecision,
     StepSummary,
 )
-from controlplane.telemetry.models import RunToken
 from workers.engines.telemetry import Control
 from workers.record import (
     REQUIRED_SUMMARY,

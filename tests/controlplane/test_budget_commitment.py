@@ -5,16 +5,15 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from controlplane.budgets.services import (
+from controlplane.budgets.selectors import (
     DEFAULT_SECONDS_PER_ROLLOUT,
     DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND,
-    BudgetExceeded,
-    budget_set,
+    budget_committed_device_hours,
     forecast_device_hours,
-    usage_record,
 )
+from controlplane.budgets.services import BudgetExceeded, budget_set, usage_record
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.services import committed_device_hours, run_claim, run_create
+from controlplane.runs.services import run_claim, run_create
 from controlplane.telemetry.services import step_ingest
 from tests.controlplane.api.helpers import step_record
 
@@ -29,12 +28,12 @@ def test_two_runs_that_each_fit_cannot_together_overshoot_the_budget(acme, enque
     budget_set(team=acme, period_start=today, period_end=today + dt.timedelta(days=7),
                limit_device_hours=forecast * 1.5)
     first = run_create(team=acme, dataset=dataset, name="first", config=CONFIG)
-    assert committed_device_hours(acme) == pytest.approx(forecast)
+    assert budget_committed_device_hours(acme) == pytest.approx(forecast)
     with pytest.raises(BudgetExceeded):
         run_create(team=acme, dataset=dataset, name="second", config=CONFIG)
     # Usage already recorded for the first run is no longer "still to come".
     usage_record(run=first, step=0, device_seconds=forecast * 3600 / 2, uniform_seconds=0.0)
-    assert committed_device_hours(acme) == pytest.approx(forecast / 2)
+    assert budget_committed_device_hours(acme) == pytest.approx(forecast / 2)
 
 
 @pytest.mark.django_db

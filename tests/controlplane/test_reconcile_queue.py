@@ -15,7 +15,7 @@ from django.conf import settings
 
 from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import VERL, run_create
-from workers.tasks import reconcile_runs
+from controlplane.runs.tasks import reconcile_runs
 
 pytestmark = pytest.mark.django_db
 

@@ -27,7 +27,8 @@ from django.utils import timezone
 from controlplane.accounts.services import team_create
 from controlplane.budgets.services import budget_set
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus, StepSummary
+from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
+from controlplane.telemetry.models import StepSummary
 from tests.controlplane.verl_helpers import finished, queue_worker, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -22,7 +22,8 @@ from django.utils import timezone
 from controlplane.accounts.services import team_create
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import Attempt, Run, RunStatus
-from controlplane.runs.services import run_cancel, run_claim, run_create, runs_reconcile
+from controlplane.runs.local_runs import local_runs_reconcile
+from controlplane.runs.services import run_cancel, run_claim, run_create
 from controlplane.runs.verl_runs import (
     attempt_submission_id,
     job_end_verdict,
@@ -163,11 +164,11 @@ def test_a_config_the_launcher_refuses_fails_the_run_with_its_message(verl_setti
 
 def test_a_verl_run_that_reaches_the_local_launch_task_is_handed_to_the_verl_queue_unclaimed(
         verl_settings, team_and_dataset, model_dir, enqueued):
-    from controlplane.runs.services import run_execute
+    from controlplane.runs.local_runs import local_run_execute
 
     run = create_verl_run(team_and_dataset, model_dir)
     enqueued.clear()
-    assert run_execute(run_id=run.id) == "handed-to-verl-queue"
+    assert local_run_execute(run_id=run.id) == "handed-to-verl-queue"
     assert Run.objects.get(pk=run.id).status == RunStatus.QUEUED and enqueued == [run.id]
 
 
@@ -253,7 +254,7 @@ def test_a_launch_that_died_before_submitting_is_requeued_once_its_claim_is_stal
     enqueued.clear()
     run_claim(run_id=run.id, worker="gone:1")  # the worker died here: an attempt with no job
     assert verl_runs_reconcile() == {}  # the launch may still be under way
-    assert runs_reconcile(now=timezone.now() + timedelta(hours=1)) == {"requeued": [], "failed": []}  # not its job
+    assert local_runs_reconcile(now=timezone.now() + timedelta(hours=1)) == {"requeued": [], "failed": []}  # not its job
     later = timezone.now() + timedelta(seconds=verl_settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS + 1)
     assert verl_runs_reconcile(now=later) == {"requeued": [run.id]}
     requeued = Run.objects.get(pk=run.id)

@@ -20,14 +20,10 @@ from django.utils import timezone
 from controlplane.accounts.services import team_create
 from controlplane.budgets.services import budget_set
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.models import (
-    PromptObservation,
-    Run,
-    RunStatus,
-    SelectionDecision,
-    StepSummary,
-)
-from controlplane.runs.services import run_cancel, run_create, runs_reconcile
+from controlplane.runs.local_runs import local_runs_reconcile
+from controlplane.runs.models import Run, RunStatus
+from controlplane.runs.services import run_cancel, run_create
+from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from workers.engines.telemetry import read_events
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,7 +155,7 @@ def test_a_killed_worker_is_reconciled_and_the_run_resumes_without_double_counti
     assert killed.status == RunStatus.RUNNING, f"the run ended before the kill: {killed.status}"
     killed_at = killed.steps_completed
     time.sleep(settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS + 1)
-    outcome = runs_reconcile()
+    outcome = local_runs_reconcile()
     assert outcome["requeued"] == [run.id]
     worker.start()
     done = wait_for(lambda: finished(run.id), 300, "the resumed run", worker.log)

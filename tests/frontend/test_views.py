@@ -516,8 +516,8 @@ def test_compare_overlays_runs_and_tabulates_their_savings(bob, run, acme, datas
 
 
 def test_compare_shows_the_cost_to_reach_the_baselines_final_pass_at_1(bob, acme, dataset, enqueued):
-    from controlplane.runs.models import Evaluation
     from controlplane.runs.services import run_create
+    from controlplane.telemetry.models import Evaluation
 
     def launched(name: str, evaluations: list[tuple[int, float, int, float]], baseline=None) -> Run:
         run = run_create(team=acme, dataset=dataset, name=name, config={"steps": 20}, baseline=baseline)

@@ -6,18 +6,16 @@ import pytest
 from rest_framework.test import APIClient
 
 from controlplane.budgets.models import UsageEntry
-from controlplane.runs.models import (
-    Attempt,
+from controlplane.runs.models import Attempt, Run, RunStatus
+from controlplane.runs.services import run_cancel, run_claim
+from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
     PromptState,
-    Run,
-    RunStatus,
+    RunToken,
     SelectionDecision,
     StepSummary,
 )
-from controlplane.runs.services import run_cancel, run_claim
-from controlplane.telemetry.models import RunToken
 from controlplane.telemetry.services import ControlPlaneSink, step_ingest, token_issue
 from tests.controlplane.api.helpers import budget_for, build_step_record, client_for, step_record
 from workers.record import RECORD_VERSION, RecordError
@@ -218,7 +216,7 @@ def test_a_heartbeat_keeps_a_warming_run_alive_and_says_what_it_does(running, to
 
 @pytest.mark.django_db
 def test_prompt_states_follow_the_newest_step_and_count_each_visit_once(running, token):
-    from controlplane.runs.models import PromptState
+    from controlplane.telemetry.models import PromptState
 
     client = engine(token)
     for step in (0, 1, 1, 0):  # step 1 replayed, then an old step 0 replayed after it

@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("verl")
 pytest.importorskip("transfer_queue")
 
-from controlplane.runs.models import PromptObservation, RunStatus, SelectionDecision, StepSummary
+from controlplane.runs.models import RunStatus
+from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from controlplane.telemetry.services import token_issue
 from tests.engines.verl.e2e import reward, run_job, start_job, wait_for
 

@@ -7,14 +7,9 @@ import socket
 
 import pytest
 
-from controlplane.runs.models import (
-    PromptObservation,
-    Run,
-    RunStatus,
-    SelectionDecision,
-    StepSummary,
-)
+from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import run_cancel
+from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from controlplane.telemetry.services import token_issue
 from tests.selection.simulated import Simulation
 from workers.engines.telemetry import Control

@@ -14,14 +14,9 @@ import pytest
 pytest.importorskip("verl")
 pytest.importorskip("transfer_queue")
 
-from controlplane.runs.models import (
-    PromptObservation,
-    Run,
-    RunStatus,
-    SelectionDecision,
-    StepSummary,
-)
+from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import run_cancel
+from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from controlplane.telemetry.services import token_issue
 from tests.engines.verl.harness import char_tokenizer, run_step, trainer_for
 from workers.engines.telemetry import Control

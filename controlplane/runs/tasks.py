@@ -1,5 +1,11 @@
-"""Celery tasks: thin. Each takes ids and calls one service (imported inside, so the
-worker starts without Django models loaded at import time)."""
+"""Celery tasks: thin. Each takes ids and calls one service, imported inside so the
+worker's task registry loads without pulling in either engine.
+
+The names (``edgeplane.*``) are the wire format: messages queued before an upgrade name
+them, and ``settings.CELERY_TASK_ROUTES`` routes by them. Found by Celery's autodiscovery
+(``controlplane/celery.py``); services enqueue by name (``runs.services.run_enqueue``), so no
+service imports this module.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,9 @@ from controlplane.celery import app
 @app.task(name="edgeplane.launch_run", acks_late=True, reject_on_worker_lost=True)
 def launch_run(run_id: int) -> str:
     """Claim and train a run. The claim is atomic: a redelivered message cannot start it twice."""
-    from controlplane.runs.services import run_execute
+    from controlplane.runs.local_runs import local_run_execute
 
-    return run_execute(run_id=run_id)
+    return local_run_execute(run_id=run_id)
 
 
 @app.task(name="edgeplane.reconcile_runs")
@@ -21,9 +27,10 @@ def reconcile_runs() -> dict[str, list[int]]:
     its queue has a consumer only where a gpu-worker runs, and unconsumed messages pile up."""
     from django.conf import settings
 
-    from controlplane.runs.services import runs_reconcile, verl_runs_active
+    from controlplane.runs.local_runs import local_runs_reconcile
+    from controlplane.runs.verl_runs import verl_runs_active
 
-    outcome = runs_reconcile()
+    outcome = local_runs_reconcile()
     if verl_runs_active():
         reconcile_verl_runs.apply_async(expires=float(settings.EDGEPLANE_RECONCILE_SECONDS))
     return outcome
