@@ -15,7 +15,7 @@ measured steps, for the whole step and for the three places Edgeplane's code run
 ``close_step``), beside the scripted rollout's own time (TransferQueue writes, not ours). Run: .venv/bin/python bench/verl_step_overhead.py [--batch 256 --group 8]
 
 ``--real-loop`` measures whole steps of verl's real loop instead, on CPU (``device: cpu``: the
-tiny Llama, the transformers rollout, FSDP2 on gloo): one ``python -m workers.engines.verl.main``
+tiny Llama, the transformers rollout, FSDP2 on gloo): one ``python -m workers.engines.verl.train``
 job per method and seed, verl's ``timing_s/step`` of every step after the first, and each
 method's seconds per step as a ratio to GRPO's with the same seed (the same data order and
 sizes). Writes bench/results/verl_step_overhead_cpu.json. Run:

@@ -154,7 +154,7 @@ def test_a_verl_run_goes_to_ray_once_under_its_attempt_id_and_its_failure_fails_
     assert job_id == attempt.job_id == attempt_submission_id(attempt)
     info = client.get_job_info(job_id)
     token = RunToken.objects.get(run=run).key
-    assert token not in info.entrypoint and "workers.engines.verl.main" in info.entrypoint
+    assert token not in info.entrypoint and "workers.engines.verl.train" in info.entrypoint
     # The dashboard shows a job's env_vars: the token is in a file only its owner reads.
     assert token not in str(info.runtime_env) and "EDGEPLANE_RUN_TOKEN" not in info.runtime_env["env_vars"]
     token_file = Path(info.runtime_env["env_vars"]["EDGEPLANE_RUN_TOKEN_FILE"])

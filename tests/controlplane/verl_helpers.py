@@ -21,7 +21,7 @@ from controlplane.runs.models import FINISHED, Run
 SMALL = {"engine": "verl", "batch_size": 8, "group_size": 4, "minibatches": 2, "steps": 5, "checkpoint_every": 2,
          "eval_every": 0, "verifier": "numeric", "selectors": {"grpo": {}}}
 
-# The real `python -m workers.engines.verl.main` on a machine without GPUs either fails verl's
+# The real `python -m workers.engines.verl.train` on a machine without GPUs either fails verl's
 # own config check or, once that passes, waits for GPUs forever (measured: alive after 5 min).
 # These overrides (appended last, so they win over the launcher's) pick the outcome a test needs.
 FAILS_VERL_VALIDATION = ("actor_rollout_ref.actor.ppo_micro_batch_size=null",

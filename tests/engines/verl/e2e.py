@@ -1,4 +1,4 @@
-"""Real verl jobs on CPU for the end-to-end tests: ``python -m workers.engines.verl.main``.
+"""Real verl jobs on CPU for the end-to-end tests: ``python -m workers.engines.verl.train``.
 
 Each job is what the launcher starts for a run with ``engine: verl, device: cpu``: verl 0.9.1's
 own ``fit`` (agent loop, reward loop, replay buffer, FSDP2 actor on gloo, advantage, update,

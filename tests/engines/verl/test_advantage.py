@@ -40,7 +40,8 @@ def _config(methods: str):
 def _trainer(config):
     from types import SimpleNamespace
 
-    from workers.engines.verl.trainer import EdgeplaneTrainer, StepWork, build_pipeline
+    from workers.engines.verl.edgeplane_config import build_pipeline
+    from workers.engines.verl.trainer import EdgeplaneTrainer, StepWork
 
     trainer = object.__new__(EdgeplaneTrainer)
     trainer.config = config

@@ -28,7 +28,7 @@ def _config(tmp_path, resume_mode="auto"):
 
 
 def _trained_pipeline(config):
-    from workers.engines.verl.trainer import build_pipeline
+    from workers.engines.verl.edgeplane_config import build_pipeline
 
     pipeline = build_pipeline(config)
     keys = [f"prompt-{i}" for i in range(6)]

@@ -1,6 +1,6 @@
 """Every selector through verl 0.9.1's own training loop, on CPU (``engine: verl, device: cpu``).
 
-Each test starts real ``python -m workers.engines.verl.main`` jobs (see e2e.py) that report to
+Each test starts real ``python -m workers.engines.verl.train`` jobs (see e2e.py) that report to
 a live control plane, and reads what verl logged and what the control plane stored. Slow
 (about a minute a job), run serially, and part of ``make test``.
 """

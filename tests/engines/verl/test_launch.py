@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.verl.__main__ import main
+from workers.engines.verl.submit import main
 from workers.engines.verl.launch import (
     OverrideError,
     VerlOptions,
@@ -111,7 +111,7 @@ def test_without_a_cluster_address_the_job_is_a_local_subprocess_with_the_token_
 
     answer = submit(launch, options, secrets={"EDGEPLANE_RUN_TOKEN": "s3cret"}, popen=popen)
     assert answer == "pid:4242"
-    assert started["argv"][:3] == [options.python, "-m", "workers.engines.verl.main"]
+    assert started["argv"][:3] == [options.python, "-m", "workers.engines.verl.train"]
     assert started["argv"][3:-1] == launch.overrides
     assert started["argv"][-1].startswith("hydra.run.dir=") and "run-7-attempt-2" in started["argv"][-1]
     assert started["env"]["EDGEPLANE_RUN_TOKEN"] == "s3cret" and started["env"]["EDGEPLANE_VERIFIER"] == "numeric"
@@ -126,7 +126,7 @@ def test_the_cli_dry_run_prints_the_command_and_refuses_a_bad_override(tmp_path,
     args = ["--config", str(config), "--run-dir", str(tmp_path / "run"), "--model-path", "/m", "--dry-run"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "-m workers.engines.verl.main" in out and "data.train_batch_size=4" in out
+    assert "-m workers.engines.verl.train" in out and "data.train_batch_size=4" in out
     assert main([*args, "trainer.bogus=1"]) == 2
     assert "trainer.bogus" in capsys.readouterr().err
     # verl's own config check runs too: 4 prompts x 8 rollouts do not split over 3 GPUs

@@ -2,7 +2,7 @@
 
 What runs here without GPUs: verl's registry and config composition, the launcher's plan,
 and ``EdgeplaneTrainer.__init__`` (verl's ``PPOTrainer.__init__``: checkpoint callback,
-replay buffer). ``EdgeplaneTaskRunner.run`` and ``workers.engines.verl.main`` start Ray
+replay buffer). ``EdgeplaneTaskRunner.run`` and ``workers.engines.verl.train`` start Ray
 worker groups and vLLM: not run here.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from workers.engines.config import ConfigError, RunConfig
 from workers.engines.verl.launch import (
-    EDGEPLANE_MAIN,
+    TRAIN_MODULE,
     VerlOptions,
     compose_overrides,
     plan,
@@ -52,11 +52,12 @@ def test_trainer_is_registered_and_the_task_runner_is_a_ray_actor():
 ])
 def test_every_run_goes_through_edgeplanes_trainer_with_verls_filter_as_the_post_filter(
         tmp_path, selectors, post_filter):
+    from workers.engines.verl.edgeplane_config import selection_methods
     from workers.engines.verl.sampler import EdgeplaneReplayBuffer
-    from workers.engines.verl.trainer import EdgeplaneTrainer, selection_methods
+    from workers.engines.verl.trainer import EdgeplaneTrainer
 
     launch = _plan(tmp_path, selectors)
-    assert launch.argv[1:3] == ["-m", EDGEPLANE_MAIN]
+    assert launch.argv[1:3] == ["-m", TRAIN_MODULE]
     config = compose_overrides(launch.overrides)
     assert selection_methods(config) == RunConfig.from_mapping({**SMALL, "selectors": selectors}).selector_params()
     assert config.trainer.v1.trainer_mode == "sync"

@@ -19,9 +19,11 @@ from typing import Any
 
 from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
 
+from workers.engines.verl.edgeplane_config import pipeline_audit_share, pipeline_methods
 from workers.selection.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
+STATE_KEY = "verl_trainer"  # the trainer's own part of the checkpointed selection state
 STATE_FILE = "edgeplane_selection.npz"  # PromptLedger.save: a numpy archive (arrays + a JSON meta entry)
 CALLBACK_FQN = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
 
@@ -40,8 +42,6 @@ class SelectionCheckpointCallback(CheckpointCallback):
             return
         own_state = getattr(trainer, "selection_state", None)
         if callable(own_state):  # the trainer's epoch and the candidates it gave back
-            from workers.engines.verl.trainer import STATE_KEY
-
             pipeline.ledger.method_state[STATE_KEY] = own_state()
         path = state_path(checkpoint_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +73,6 @@ def restore_pipeline(config: Any, global_steps: int) -> Pipeline | None:
     A checkpoint without the state file (saved before this callback was configured, or a
     crash between verl's save and ``on_save``) resumes with fresh selector state and a warning.
     """
-    from workers.engines.verl.trainer import pipeline_audit_share, pipeline_methods
-
     folder = resumed_folder(config, global_steps)
     if folder is None:
         return None

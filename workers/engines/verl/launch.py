@@ -13,7 +13,7 @@ From a ``RunConfig`` and the cluster-side ``VerlOptions`` this module
    submitting twice), else as a local subprocess.
 
 Every run goes through Edgeplane's trainer subclass (``trainer.EdgeplaneTrainer``, entry
-``python -m workers.engines.verl.main``), which drives the selection pipeline and reports each
+``python -m workers.engines.verl.train``), which drives the selection pipeline and reports each
 step to the control plane. GRPO (with Dr. GRPO) maps onto verl's options; the zero-variance
 post-filter (DAPO's, or GRESO's / HIVE's) onto verl's ``algorithm.filter_groups``, so verl
 refills filtered groups. An allocator (HORA) runs its two rollout phases in the trainer; with a
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[3]
 REWARD_PATH = "pkg://workers.engines.verl.reward"
 CHECKPOINT_CALLBACK = "workers.engines.verl.checkpoint.SelectionCheckpointCallback"
-EDGEPLANE_MAIN = "workers.engines.verl.main"
+TRAIN_MODULE = "workers.engines.verl.train"  # the job: verl's main_ppo with our TaskRunner
 DEFAULT_CPU_PROMPT_LENGTH = 64  # CPU mode, when the data was not measured (build_overrides alone)
 LOGGERS = ("console", "file", "wandb", "tensorboard", "mlflow", "swanlab", "vemlp_wandb", "clearml", "trackio")
 
@@ -425,7 +425,7 @@ def plan(config: RunConfig, options: VerlOptions) -> LaunchPlan:
     overrides = build_overrides(config, options, train_file, val_file)
     # hydra's own output folder goes to the run's folder, not to outputs/ in the working directory
     hydra_dir = f"hydra.run.dir={_value(str(run_dir / f'hydra-{options.attempt_id}'))}"
-    argv = [options.python, "-m", EDGEPLANE_MAIN, *overrides, hydra_dir]
+    argv = [options.python, "-m", TRAIN_MODULE, *overrides, hydra_dir]
     return LaunchPlan(argv=argv, overrides=overrides, env=job_env(config, options), train_file=train_file,
                       val_file=val_file, submission_id=options.attempt_id)
 

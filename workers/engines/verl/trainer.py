@@ -54,7 +54,6 @@ saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's ow
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -74,6 +73,12 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from workers.engines.telemetry import Control, RunStatus
 from workers.engines.verl import advantage, checkpoint, entropy, report
+from workers.engines.verl.checkpoint import STATE_KEY
+from workers.engines.verl.edgeplane_config import (
+    build_pipeline,
+    edgeplane_section,
+    selection_methods,
+)
 from workers.engines.verl.methods import ADVANTAGE_ADAPTERS
 from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
@@ -81,19 +86,15 @@ from workers.record import StepRecord
 from workers.selection.decisions import Layer
 from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
-    AUDIT_SHARE,
     MAX_DRAW_FACTOR,
-    Pipeline,
     RolloutRound,
     StepResult,
     StepSelection,
 )
-from workers.selection.registry import DEFAULT_ADVANTAGE
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
 PARENT_FIELD = "edgeplane_group"  # HORA's extra rollouts: the uid of the probe group they extend
-STATE_KEY = "verl_trainer"  # the trainer's own part of the checkpointed selection state
 DEFAULT_ROLLOUT_TIMEOUT_S = 3600.0  # edgeplane.rollout_timeout_s: longest wait for one step's rollouts
 
 
@@ -110,47 +111,6 @@ class StepWork:
     forward_tokens_extra: int = 0
     rollouts_effective: int = 0
     pending_decisions: list = field(default_factory=list)  # carried in from the pipeline (epoch events)
-
-
-def _section(config: Any) -> Any:
-    return config.get("edgeplane", None) if hasattr(config, "get") else None
-
-
-def selection_methods(config: Any) -> dict[str, dict[str, Any]]:
-    """``edgeplane.methods`` of a verl config: a JSON text or a mapping; {} when absent."""
-    section = _section(config)
-    raw = section.get("methods", None) if section is not None else None
-    if raw is None:
-        return {}
-    if isinstance(raw, str):
-        raw = json.loads(raw)
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(raw, DictConfig):
-        raw = OmegaConf.to_container(raw, resolve=True)
-    return {str(k): dict(v or {}) for k, v in dict(raw).items()}
-
-
-def pipeline_methods(config: Any) -> dict[str, dict[str, Any]]:
-    """The methods the trainer runs: ``edgeplane.methods``, plain GRPO when none are given."""
-    return selection_methods(config) or {DEFAULT_ADVANTAGE: {}}
-
-
-def pipeline_audit_share(config: Any) -> float:
-    """``edgeplane.audit_share`` of a verl config (the pipeline's default when absent)."""
-    section = _section(config)
-    audit = section.get("audit_share", None) if section is not None else None
-    return AUDIT_SHARE if audit is None else float(audit)
-
-
-def build_pipeline(config: Any) -> Pipeline:
-    return Pipeline(
-        pipeline_methods(config),
-        batch_size=int(config.data.train_batch_size),
-        group_size=int(config.actor_rollout_ref.rollout.n),
-        seed=int(config.data.get("seed", 0) or 0),
-        audit_share=pipeline_audit_share(config),
-    )
 
 
 @register_trainer(TRAINER_NAME)
@@ -173,7 +133,7 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.last_result: StepResult | None = None
         trainer = config.trainer
         self.gpus = int(trainer.nnodes) * int(trainer.n_gpus_per_node)
-        section = _section(config)
+        section = edgeplane_section(config)
         self.max_device_hours = float((section.get("max_device_hours", 0) if section is not None else 0) or 0)
         self.rollout_timeout_s = float((section.get("rollout_timeout_s", 0) if section is not None else 0)
                                        or DEFAULT_ROLLOUT_TIMEOUT_S)

@@ -1,4 +1,4 @@
-"""python -m workers.engines.verl --config run.yaml --run-dir DIR [--dry-run] [options]
+"""python -m workers.engines.verl.submit --config run.yaml --run-dir DIR [--dry-run] [options]
 
 Exports the data, builds verl's command and either prints it after composing the overrides
 against verl's ppo_trainer.yaml (--dry-run) or starts the job (Ray Jobs API with --ray-address,
@@ -28,7 +28,7 @@ TELEMETRY_ENV = (ENV_URL, ENV_RUN, ENV_TOKEN, ENV_ATTEMPT)
 
 
 def parse(argv: list[str] | None) -> tuple[argparse.Namespace, VerlOptions]:
-    p = argparse.ArgumentParser(prog="python -m workers.engines.verl", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m workers.engines.verl.submit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="RunConfig as YAML or JSON")
     p.add_argument("--run-dir", required=True, help="the run's folder (data, logs, spool, checkpoints)")

@@ -1,4 +1,4 @@
-"""``python -m workers.engines.verl.main <hydra overrides>``: verl's ``main_ppo`` with our TaskRunner.
+"""``python -m workers.engines.verl.train <hydra overrides>``: verl's ``main_ppo`` with our TaskRunner.
 
 Same config (verl's ppo_trainer.yaml), same validation, same ``run_ppo``; only the TaskRunner
 differs (``trainer._task_runner_class``: builds ``EdgeplaneTrainer``). With ``trainer.device=cpu``
