@@ -1,6 +1,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
-.PHONY: deps venv test demo clean
+.PHONY: deps venv lint test demo clean
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -24,12 +24,18 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | deps
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# test: run the whole suite against real PostgreSQL and Redis. Unless DATABASE_URL and
+# lint: ruff (line length enforced, pyproject.toml) over the tree, and mypy --strict over the
+# selection algorithms and the step record. make test runs it first.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# test: lint, then run the whole suite against real PostgreSQL and Redis. Unless DATABASE_URL and
 # CELERY_BROKER_URL are given, tests/services.py starts both on 127.0.0.1 (temporary directory,
 # free ports), exports their URLs to pytest and stops them after, also on failure or Ctrl-C.
 # EDGEPLANE_REQUIRE_SERVICES=1 makes the tests fail rather than fall back to SQLite.
 # pytest's exit 5 (no tests collected) is a failure, said aloud.
-test: deps venv
+test: deps venv lint
 	@EDGEPLANE_REQUIRE_SERVICES=1 $(VENV)/bin/python tests/services.py -- \
 		$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED - pytest collected no tests (exit 5)" >&2; fi; \

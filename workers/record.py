@@ -419,7 +419,7 @@ def _version(data: Mapping[str, Any], what: str) -> int:
         raise RecordError("version", f"{what} version {version!r} is not readable here: this side reads versions "
                                      f"{READABLE_VERSIONS[0]} to {RECORD_VERSION} (current {RECORD_VERSION}); "
                                      f"update the control plane or send version {RECORD_VERSION}")
-    return version
+    return int(version)
 
 
 STEP_ENVELOPE = ("event", "attempt")  # transport fields beside a record on the wire (the sinks add them)
