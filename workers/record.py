@@ -186,7 +186,7 @@ class TrainStats:
         return cls(**{name: _read_number(data[name], version) for name in TRAIN_FIELDS if name in data})
 
 
-# accounting counts every engine sends (SELECTORS.md section 7) and its derived figures
+# accounting counts every engine sends (docs/algorithms.md §7) and its derived figures
 BASE_COUNTS = ("rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained",
                   "rollouts_uniform", "groups_generated", "groups_all_correct", "groups_all_wrong", "groups_trained",
                   "forward_tokens_extra", "backward_tokens")

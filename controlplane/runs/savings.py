@@ -1,5 +1,5 @@
 """The savings formulas, once: each saving is 1 - what the run spent / its yardstick, the
-share of the yardstick never spent (SELECTORS.md section 7; the yardsticks are
+share of the yardstick never spent (docs/algorithms.md §7; the yardsticks are
 ``workers.selection.accounting.YARDSTICKS``).
 
 One empty-case convention for all: None when the yardstick is missing or zero (no step yet, no

@@ -126,7 +126,7 @@ SAVINGS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class RunTotals:
-    """Cumulative accounting of a run over its recorded steps (SELECTORS.md section 7). The
+    """Cumulative accounting of a run over its recorded steps (docs/algorithms.md §7). The
     savings and shares come from ``runs.savings``: None where there is nothing to divide by."""
 
     steps: int = 0

@@ -29,7 +29,7 @@ class RunToken(models.Model):
 
 
 class StepSummary(models.Model):
-    """One row per (run, step): the accounting of SELECTORS.md section 7 and the step's metrics."""
+    """One row per (run, step): the accounting of docs/algorithms.md §7 and the step's metrics."""
 
     run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="steps")
     step = models.PositiveIntegerField()
@@ -117,7 +117,7 @@ class PromptObservation(models.Model):
 
 
 class SelectionDecision(models.Model):
-    """One method's act on one prompt (SELECTORS.md section 8). Bulk-inserted."""
+    """One method's act on one prompt (docs/algorithms.md §8). Bulk-inserted."""
 
     run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="decisions", db_index=False)
     step = models.PositiveIntegerField()

@@ -3,7 +3,7 @@ runs out, and rollouts that never finish (the contract harness: verl's real data
 replay buffer and TransferQueue, a scripted rollout in place of the agent loop).
 
 verl 0.9.1's V1 ignores ``filter_groups.max_num_gen_batches`` and refills evicted groups until
-it has B; SELECTORS.md asks for an alert and training on what was collected. Every wait for
+it has B; docs/algorithms.md §1 asks for an alert and training on what was collected. Every wait for
 rollouts has a deadline, so a stuck rollout fails the run with a reason instead of hanging it.
 """
 

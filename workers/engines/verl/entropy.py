@@ -1,7 +1,7 @@
 """HIVE stage 2 in verl: the current actor's prompt entropy, one forward pass over the candidates.
 
 HIVE gates stage-1 survivors on the mean next-token entropy over prompt positions 2..L under
-the current policy (SELECTORS.md, HIVE stage 2; the local engine's ``prompt_entropy``). verl's
+the current policy (docs/algorithms.md §3, HIVE stage 2; the local engine's ``prompt_entropy``). verl's
 actor computes exactly that kind of quantity for responses: ``actor_rollout_wg.compute_log_prob``
 with ``calculate_entropy=True`` writes per-token entropies of a TransferQueue batch, and
 ``response_from_nested`` takes the positions predicting the response tokens. So the probe
