@@ -32,7 +32,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 
 def step_record(step: int, n_prompts: int, decisions_per_prompt: int) -> StepRecord:
-    from workers.record import DecisionRecord, Observation, StepRecord, StepSummary, TrainStats
+    from workers.record import BASE_COUNTS, DecisionRecord, Observation, StepRecord, StepSummary, TrainStats
 
     observations = tuple(Observation(
         prompt_key=f"bench:{(step * n_prompts + i) % 100_000}", group_size=8, successes=i % 9,
@@ -46,9 +46,7 @@ def step_record(step: int, n_prompts: int, decisions_per_prompt: int) -> StepRec
         message="kept by HIVE stage 2: prompt entropy 0.700 >= median 0.500 of 1536 candidates",
     ) for i in range(n_prompts) for _ in range(decisions_per_prompt))
     summary = StepSummary(
-        **dict.fromkeys(("rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained",
-                         "rollouts_uniform", "groups_generated", "groups_all_correct", "groups_all_wrong",
-                         "groups_trained", "forward_tokens_extra", "backward_tokens"), 1),
+        **dict.fromkeys(BASE_COUNTS, 1),
         rollout_savings=0.1, effective_share_of_generated=0.5, flops_estimate=1.0, flops_uniform_estimate=1.0,
         device_seconds=0.0, seconds={"generate": 0.0}, train=TrainStats(reward_mean=0.5, loss=0.1))
     return StepRecord(step=step, epoch=0, summary=summary, observations=observations, decisions=decisions)

@@ -210,7 +210,8 @@ def test_the_local_engine_trains_two_steps_with_it(random_skip, tmp_path):
     from tests.engines.local.conftest import TINY
     from workers.engines.config import RunConfig
     from workers.engines.local.engine import LocalEngine
-    from workers.engines.telemetry import JsonlSink, RunStatus, read_events
+    from workers.engines.telemetry import JsonlSink, read_events
+    from workers.record import RunStatus
 
     config = RunConfig.from_mapping({**TINY, "steps": 2, "selectors": {"random_skip": {"skip": 0.5}}})
     sink = JsonlSink(tmp_path / "run")

@@ -24,15 +24,39 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any, ClassVar
+
+from workers.selection.decisions import Action, Layer
+from workers.selection.ledger import Bucket
 
 RECORD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
-BUCKETS = ("unseen", "too_easy", "edge", "too_hard", "pruned", "stale")  # workers.selection.ledger.Bucket.NAMES
-LAYERS = ("pre_rollout", "allocation", "post_rollout", "advantage")  # workers.selection.decisions.Layer
-ACTIONS = ("kept", "skipped", "pruned", "replayed", "restored", "allocated", "selected", "dropped", "shaped")
-FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "budget_stopped")  # workers.engines.telemetry.RunStatus
+
+
+class Control(StrEnum):
+    """The control plane's answer to a step: what the engine does at the step boundary."""
+
+    CONTINUE = "continue"
+    CANCEL = "cancel"
+    STOP_BUDGET = "stop_budget"
+
+
+class RunStatus(StrEnum):
+    """How a run ended, as an engine reports it (the control plane's RunStatus adds the states
+    before and between: queued, starting, running, lost)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_STOPPED = "budget_stopped"
+
+
+BUCKETS = Bucket.NAMES
+LAYERS = tuple(layer.value for layer in Layer)
+ACTIONS = tuple(action.value for action in Action)
+FINISHED_STATUSES = tuple(status.value for status in RunStatus)
 _V1_NAN = ("NaN", "Infinity", "-Infinity")  # how version 1 spelled a number it had not measured
 
 
@@ -186,19 +210,9 @@ class TrainStats:
         return cls(**{name: _read_number(data[name], version) for name in TRAIN_FIELDS if name in data})
 
 
-# accounting counts every engine sends (docs/algorithms.md §7) and its derived figures
-BASE_COUNTS = ("rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained",
-                  "rollouts_uniform", "groups_generated", "groups_all_correct", "groups_all_wrong", "groups_trained",
-                  "forward_tokens_extra", "backward_tokens")
-SUMMARY_FIGURES = ("rollout_savings", "effective_share_of_generated", "flops_estimate", "flops_uniform_estimate",
-                   "device_seconds")
-REQUIRED_SUMMARY = BASE_COUNTS + SUMMARY_FIGURES
-# Added later (the savings yardsticks, workers.selection.accounting.YARDSTICKS): optional, 0 by default
-OPTIONAL_COUNTS = ("parameters", "prompt_tokens_generated", "backward_prompt_tokens", "groups_uniform",
-                   "groups_uniform_mixed", "groups_mixed_collected", "backward_tokens_mixed")
-# Estimates and rates that may have no value (no mixed group seen yet): None
-ESTIMATES = ("mixed_rate_uniform", "rollouts_dynamic_sampling", "rollout_savings_vs_dynamic_sampling",
-             "backward_savings_vs_mixed", "zero_variance_share_of_groups")
+def _kind(kind: str, **default: Any) -> Any:
+    """A summary field and its kind: what its checks and its wire reading are."""
+    return field(metadata={"kind": kind}, **default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,34 +221,34 @@ class StepSummary:
     figures), seconds by phase, the selectors' metrics, the optimizer's figures and, on the
     first step of a warmed-up run, the warm-up's figures."""
 
-    rollouts_generated: int
-    tokens_generated: int
-    rollouts_effective: int
-    rollouts_trained: int
-    rollouts_uniform: int
-    groups_generated: int
-    groups_all_correct: int
-    groups_all_wrong: int
-    groups_trained: int
-    forward_tokens_extra: int
-    backward_tokens: int
-    rollout_savings: float
-    effective_share_of_generated: float
-    flops_estimate: float
-    flops_uniform_estimate: float
-    device_seconds: float
-    parameters: int = 0
-    prompt_tokens_generated: int = 0
-    backward_prompt_tokens: int = 0
-    groups_uniform: int = 0
-    groups_uniform_mixed: int = 0
-    groups_mixed_collected: int = 0
-    backward_tokens_mixed: int = 0
-    mixed_rate_uniform: float | None = None
-    rollouts_dynamic_sampling: float | None = None
-    rollout_savings_vs_dynamic_sampling: float | None = None
-    backward_savings_vs_mixed: float | None = None
-    zero_variance_share_of_groups: float | None = None
+    rollouts_generated: int = _kind("count")
+    tokens_generated: int = _kind("count")
+    rollouts_effective: int = _kind("count")
+    rollouts_trained: int = _kind("count")
+    rollouts_uniform: int = _kind("count")
+    groups_generated: int = _kind("count")
+    groups_all_correct: int = _kind("count")
+    groups_all_wrong: int = _kind("count")
+    groups_trained: int = _kind("count")
+    forward_tokens_extra: int = _kind("count")
+    backward_tokens: int = _kind("count")
+    rollout_savings: float = _kind("figure")
+    effective_share_of_generated: float = _kind("figure")
+    flops_estimate: float = _kind("figure")
+    flops_uniform_estimate: float = _kind("figure")
+    device_seconds: float = _kind("figure")
+    parameters: int = _kind("optional_count", default=0)
+    prompt_tokens_generated: int = _kind("optional_count", default=0)
+    backward_prompt_tokens: int = _kind("optional_count", default=0)
+    groups_uniform: int = _kind("optional_count", default=0)
+    groups_uniform_mixed: int = _kind("optional_count", default=0)
+    groups_mixed_collected: int = _kind("optional_count", default=0)
+    backward_tokens_mixed: int = _kind("optional_count", default=0)
+    mixed_rate_uniform: float | None = _kind("estimate", default=None)
+    rollouts_dynamic_sampling: float | None = _kind("estimate", default=None)
+    rollout_savings_vs_dynamic_sampling: float | None = _kind("estimate", default=None)
+    backward_savings_vs_mixed: float | None = _kind("estimate", default=None)
+    zero_variance_share_of_groups: float | None = _kind("estimate", default=None)
     seconds: Mapping[str, float] = field(default_factory=dict)
     metrics: Mapping[str, float | None] = field(default_factory=dict)
     train: TrainStats = field(default_factory=TrainStats)
@@ -294,6 +308,20 @@ class StepSummary:
         if "train" in data:
             values["train"] = TrainStats.from_wire(data["train"], version)
         return cls(**values)
+
+
+def _summary_fields(kind: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(StepSummary) if f.metadata.get("kind") == kind)
+
+
+# The accounting of docs/algorithms.md §7, by kind, read off StepSummary's fields: counts and
+# figures every engine sends; counts added later (the savings yardsticks, 0 when absent); and
+# estimates that may have no value yet (None).
+BASE_COUNTS = _summary_fields("count")
+SUMMARY_FIGURES = _summary_fields("figure")
+REQUIRED_SUMMARY = BASE_COUNTS + SUMMARY_FIGURES
+OPTIONAL_COUNTS = _summary_fields("optional_count")
+ESTIMATES = _summary_fields("estimate")
 
 
 OBSERVATION_FIELDS = ("prompt_key", "group_size", "successes", "pass_rate", "response_entropy", "prompt_entropy",

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from workers.engines.telemetry import RunStatus as EngineRunStatus
+from workers.record import RunStatus as EngineRunStatus
 
 
 class RunStatus(models.TextChoices):

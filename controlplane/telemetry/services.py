@@ -27,10 +27,12 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from workers.engines.telemetry import Control
 from workers.record import (
+    ESTIMATES,
+    OPTIONAL_COUNTS,
     REQUIRED_SUMMARY,
     CheckpointSaved,
+    Control,
     DecisionRecord,
     EvaluationRecord,
     Heartbeat,
@@ -44,15 +46,11 @@ from workers.record import (
 OBSERVATION_COLUMNS = ("run_id", "step", "prompt_key", "group_size", "successes", "pass_rate", "response_entropy",
                        "prompt_entropy", "energy", "response_tokens", "trained", "bucket")
 DECISION_COLUMNS = ("run_id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")
-# Summary columns, named as in the record (workers.record.StepSummary): what every step has,
-# then the savings yardsticks' counts (0 from an engine built before them) and estimates
-# (None where there is none, e.g. no mixed group seen yet: stored as NULL, left out of the
+# Summary columns, named as in the record (workers.record.StepSummary): every count, figure and
+# estimate of the record that the table stores (a missing estimate is NULL, left out of the
 # cumulative savings).
-SUMMARY_FIELDS = REQUIRED_SUMMARY
-SUMMARY_COUNTS = ("prompt_tokens_generated", "backward_prompt_tokens", "groups_uniform", "groups_uniform_mixed",
-                  "groups_mixed_collected", "backward_tokens_mixed")
-SUMMARY_ESTIMATES = ("mixed_rate_uniform", "rollouts_dynamic_sampling", "rollout_savings_vs_dynamic_sampling",
-                     "backward_savings_vs_mixed")
+SUMMARY_COLUMNS = tuple(name for name in (*REQUIRED_SUMMARY, *OPTIONAL_COUNTS, *ESTIMATES)
+                        if name in {f.name for f in StepSummary._meta.concrete_fields})
 
 
 class IngestError(ValueError):
@@ -122,7 +120,7 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
                                       "rollouts_trained": summary.rollouts_trained})
     StepSummary.objects.create(
         run=run, step=step, epoch=record.epoch,
-        **{name: getattr(summary, name) for name in (*SUMMARY_FIELDS, *SUMMARY_COUNTS, *SUMMARY_ESTIMATES)},
+        **{name: getattr(summary, name) for name in SUMMARY_COLUMNS},
         uniform_device_seconds=uniform, reward_mean=summary.train.reward_mean, loss=summary.train.loss,
         seconds=seconds, metrics=dict(summary.metrics), train=summary.train.to_wire(), alerts=list(record.alerts),
     )

@@ -2,7 +2,7 @@
 words no engine says (queued, starting, running, lost)."""
 
 from controlplane.runs.models import ACTIVE, FINISHED, RunStatus
-from workers.engines.telemetry import RunStatus as EngineRunStatus
+from workers.record import RunStatus as EngineRunStatus
 
 
 def test_every_status_an_engine_reports_is_a_finished_run_status():

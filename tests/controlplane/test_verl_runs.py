@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from controlplane.accounts.services import team_create
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.local_runs import local_runs_reconcile
+from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.services import run_cancel, run_claim, run_create
 from controlplane.runs.verl_runs import (
     attempt_submission_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.telemetry.services import SUMMARY_FIELDS
+from workers.record import REQUIRED_SUMMARY
 
 METHODS = {"hive": {}, "hora": {"n0": 2}, "rlzvp": {}, "lze": {"backward": False, "prune": True}}
 CONFIG = {"steps": 20, "batch_size": 4, "group_size": 4, "selectors": METHODS}
@@ -22,7 +22,7 @@ def step_record(step: int, keys: list[str], *, group_size: int = 4, skipped: lis
     uniform = group_size * (len(keys) + len(skipped))
     all_correct = sum(s == group_size for s in successes)
     all_wrong = sum(s == 0 for s in successes)
-    summary = {name: 0 for name in SUMMARY_FIELDS}
+    summary = {name: 0 for name in REQUIRED_SUMMARY}
     summary.update(
         rollouts_generated=generated, tokens_generated=generated * 5, rollouts_effective=generated - 4 * all_correct,
         rollouts_trained=generated, rollouts_uniform=uniform, groups_generated=len(keys), groups_trained=len(keys),

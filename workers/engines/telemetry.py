@@ -12,24 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from workers.record import StepRecord, wire_json
-
-
-class Control(StrEnum):
-    CONTINUE = "continue"
-    CANCEL = "cancel"
-    STOP_BUDGET = "stop_budget"
-
-
-class RunStatus(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    BUDGET_STOPPED = "budget_stopped"
+from workers.record import Control, RunStatus, StepRecord, wire_json
 
 
 class TelemetrySink(Protocol):

@@ -10,7 +10,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from tests.engines.local.conftest import TINY
 from workers.engines.config import RunConfig
 from workers.engines.local.engine import LocalEngine
-from workers.engines.telemetry import JsonlSink, RunStatus, read_events
+from workers.engines.telemetry import JsonlSink, read_events
+from workers.record import RunStatus
 
 CHARS = "0123456789+=<>|useratn \n"
 

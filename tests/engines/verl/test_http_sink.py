@@ -12,11 +12,10 @@ from controlplane.runs.services import run_cancel
 from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from controlplane.telemetry.services import token_issue
 from tests.selection.simulated import Simulation
-from workers.engines.telemetry import Control
-from workers.engines.telemetry import RunStatus as EngineStatus
 from workers.engines.verl.http_sink import CURSOR, REJECTED, SPOOL, HttpSink
 from workers.engines.verl.report import train_summary
-from workers.record import RECORD_VERSION, StepRecord
+from workers.record import RECORD_VERSION, Control, StepRecord
+from workers.record import RunStatus as EngineStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,8 +19,8 @@ from controlplane.runs.services import run_cancel
 from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from controlplane.telemetry.services import token_issue
 from tests.engines.verl.harness import char_tokenizer, run_step, trainer_for
-from workers.engines.telemetry import Control
 from workers.engines.verl.checkpoint import SelectionCheckpointCallback
+from workers.record import Control
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.telemetry import JsonlSink, RunStatus
+from workers.engines.telemetry import JsonlSink
 from workers.problems.dataset import DatasetError
+from workers.record import RunStatus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.engines.telemetry import Control, RunStatus
-from workers.record import StepRecord, wire_json
+from workers.record import Control, RunStatus, StepRecord, wire_json
 
 log = logging.getLogger(__name__)
 
