@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from controlplane.accounts.services import team_create
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.local_runs import local_runs_reconcile
+from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.services import run_cancel, run_claim, run_create
 from controlplane.runs.verl_runs import (
     attempt_submission_id,
@@ -254,7 +254,8 @@ def test_a_launch_that_died_before_submitting_is_requeued_once_its_claim_is_stal
     enqueued.clear()
     run_claim(run_id=run.id, worker="gone:1")  # the worker died here: an attempt with no job
     assert verl_runs_reconcile() == {}  # the launch may still be under way
-    assert local_runs_reconcile(now=timezone.now() + timedelta(hours=1)) == {"requeued": [], "failed": []}  # not its job
+    # local_runs_reconcile leaves it: not its job
+    assert local_runs_reconcile(now=timezone.now() + timedelta(hours=1)) == {"requeued": [], "failed": []}
     later = timezone.now() + timedelta(seconds=verl_settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS + 1)
     assert verl_runs_reconcile(now=later) == {"requeued": [run.id]}
     requeued = Run.objects.get(pk=run.id)

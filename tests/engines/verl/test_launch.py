@@ -9,7 +9,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from workers.engines.config import ConfigError, RunConfig
-from workers.engines.verl.submit import main
 from workers.engines.verl.launch import (
     OverrideError,
     VerlOptions,
@@ -17,6 +16,7 @@ from workers.engines.verl.launch import (
     plan,
     submit,
 )
+from workers.engines.verl.submit import main
 from workers.problems.arithmetic import builtin_task
 
 pytest.importorskip("verl")
