@@ -151,8 +151,8 @@ def fill(args) -> tuple[object, object]:
 
 
 CHARTS = ("chart-rollouts", "chart-shares", "chart-acc-rollouts", "chart-acc-hours", "chart-reward", "chart-seconds",
-          "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy", "chart-hora-allocation", "chart-lze-energy",
-          "chart-lze-pool", "chart-rlzvp-shaped", "chart-actions")
+          "chart-edge", "chart-heatmap", "chart-hive-kept", "chart-hive-entropy", "chart-hora-allocation",
+          "chart-lze-energy", "chart-lze-pool", "chart-rlzvp-shaped", "chart-actions")
 
 
 def browser_render(run, username: str, password: str, steps: int, repeats: int) -> dict[str, float]:

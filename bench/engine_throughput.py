@@ -47,8 +47,8 @@ from workers.selection.grpo import broadcast_to_tokens, group_advantages
 
 AIM_RATIO = 1.3
 # --tiny: a one-layer model and a short warm-up, for the test suite (seconds, not minutes).
-TINY: dict[str, Any] = {"model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 100, "warmup_noise_steps": 0,
-                        "task_train_size": 64, "task_test_size": 16}
+TINY: dict[str, Any] = {"model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 100,
+                        "warmup_noise_steps": 0, "task_train_size": 64, "task_test_size": 16}
 
 
 @torch.no_grad()
@@ -180,7 +180,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="N: samples per prompt")
     parser.add_argument("--repeats", type=int, default=11, help="timed repeats of each figure (median)")
     parser.add_argument("--quick", action="store_true", help="3 repeats")
-    parser.add_argument("--tiny", action="store_true", help="a one-layer model, 100 warm-up steps, 8 x 4 rows, 1 repeat")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a one-layer model, 100 warm-up steps, 8 x 4 rows, 1 repeat")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default); 1 is steadier on a shared machine")
     parser.add_argument("--var", type=Path, default=Path("var"), help="warm-up cache folder (default var/)")

@@ -251,7 +251,8 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
     return {
         "status": finished[-1]["status"] if finished else "unfinished", "steps": len(steps),
         "wall_seconds": wall_seconds, "train_seconds": seconds, "parameters": p, **totals,
-        "rollout_savings": 1 - totals["rollouts_generated"] / totals["rollouts_uniform"] if totals["rollouts_uniform"] else None,
+        "rollout_savings": (1 - totals["rollouts_generated"] / totals["rollouts_uniform"]
+                            if totals["rollouts_uniform"] else None),
         "rollout_savings_vs_dynamic_sampling": 1 - ds_generated / ds_needed if ds_needed else None,
         "backward_savings_vs_mixed": (1 - totals["backward_tokens"] / totals["backward_tokens_mixed"]
                                       if totals["backward_tokens_mixed"] else None),
@@ -300,7 +301,8 @@ def calibrate(mode: str, var_dir: Path, threads: int) -> dict[str, Any]:
     lo, hi = GATE["edge_sampled"]
     edge = [t for t, v in levels.items() if lo <= v["sampled_pass_at_1"] <= hi
             and v["greedy_pass_at_1"] > GATE["edge_greedy_min"]]
-    partial = [t for t, v in levels.items() if GATE["partial_sampled"][0] <= v["sampled_pass_at_1"] <= GATE["partial_sampled"][1]]
+    partial = [t for t, v in levels.items()
+               if GATE["partial_sampled"][0] <= v["sampled_pass_at_1"] <= GATE["partial_sampled"][1]]
     unsolved = [t for t, v in levels.items() if v["sampled_pass_at_1"] < GATE["unsolved_sampled_max"]]
     zv_ok = GATE["zero_variance_share"][0] <= zero_variance <= GATE["zero_variance_share"][1]
     checks = {"edge levels": edge, "partial levels": partial, "unsolved levels": unsolved,
@@ -491,7 +493,8 @@ def claim_rlzvp(results, seeds) -> dict[str, Any]:
         "final_pass_at_1_minus_grpo": vs_grpo,
         "effective_share": {"rlzvp": interval([r["effective_share_of_generated"] for r in zvp]),
                             "grpo": interval([r["effective_share_of_generated"] for r in grpo])},
-        "final_pass_at_1_minus_dapo_equal_steps": interval([final_pass_at_1(a) - final_pass_at_1(b) for a, b in zip(zvp, dapo)]),
+        "final_pass_at_1_minus_dapo_equal_steps": interval([final_pass_at_1(a) - final_pass_at_1(b)
+                                                            for a, b in zip(zvp, dapo)]),
         "pass_at_1_minus_dapo_at_equal_rollouts": interval(at_budget),
         "verdict": verdict(vs_grpo),
     })
@@ -551,7 +554,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs of the last results file (their events are re-read), train the others")
     parser.add_argument("--reanalyse", action="store_true",
-                        help="train nothing: re-read the runs' events of the last results file and recompute the claims")
+                        help="train nothing: re-read the runs' events of the last results file "
+                             "and recompute the claims")
     args = parser.parse_args()
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -579,7 +583,8 @@ def main() -> None:
             results[name] = {**summarise(events, old["wall_seconds"], old["parameters"]), **keep}
         finish(mode, protocols, seeds, calibration, results, out_dir, stem, args, threads, started, previous)
         return
-    calibration = previous["calibration"] if args.resume and previous else calibrate(mode, args.var, threads * args.jobs)
+    calibration = (previous["calibration"] if args.resume and previous
+                   else calibrate(mode, args.var, threads * args.jobs))
     print(f"calibration ({mode}): zero-variance share {calibration['zero_variance_share']:.2f}, levels:")
     for tag, v in calibration["levels"].items():
         print(f"  {tag}: greedy {v['greedy_pass_at_1']:.3f}, sampled {v['sampled_pass_at_1']:.3f}")
@@ -663,10 +668,13 @@ def print_claims(claims: dict[str, Any]) -> None:
               f"{fmt(claims['filters']['dapo_live_estimate_vs_ideal_dynamic_sampling'])} (its overshoot):")
         for m, r in claims["filters"]["methods"].items():
             print(f"  {m:12s} rollouts to 90% of DAPO's gain {fmt(r['rollout_savings_to_90pct_of_dapo_gain'])} "
-                  f"(seeds reaching {r['seeds_reaching_target']}), equal-steps {fmt(r['rollout_savings_vs_dapo_run_at_equal_steps'])}, "
+                  f"(seeds reaching {r['seeds_reaching_target']}), "
+                  f"equal-steps {fmt(r['rollout_savings_vs_dapo_run_at_equal_steps'])}, "
                   f"live estimate {fmt(r['live_estimate_rollout_savings_vs_dynamic_sampling'])}, final Pass@1 - DAPO "
-                  f"{fmt(r['final_pass_at_1_minus_dapo'], False)}, groups/step {fmt(r['groups_trained_per_step_mean'], False, False)}"
-                  f" (min {r['groups_trained_per_step_min']}), proxy corr. {fmt(r['prompt_entropy_correlation'], False)}"
+                  f"{fmt(r['final_pass_at_1_minus_dapo'], False)}, "
+                  f"groups/step {fmt(r['groups_trained_per_step_mean'], False, False)}"
+                  f" (min {r['groups_trained_per_step_min']}), "
+                  f"proxy corr. {fmt(r['prompt_entropy_correlation'], False)}"
                   f" -> {r['verdict']}")
     if "lze" in claims:
         c = claims["lze"]
@@ -679,7 +687,8 @@ def print_claims(claims: dict[str, Any]) -> None:
                   f"{fmt(pool['final_pass_at_1_minus_random_selection'], False)} -> {pool['verdict_compute']}; "
                   f"energy beats random: {pool['verdict_energy_beats_random']}")
         pr = c["pruner"]
-        print(f"   pruner: {fmt(pr['prompts_pruned_at_the_end'], False, False)} of {pr['pool_prompts']} prompts pruned; "
+        print(f"   pruner: {fmt(pr['prompts_pruned_at_the_end'], False, False)} of "
+              f"{pr['pool_prompts']} prompts pruned; "
               f"rollouts to finish the same epochs {fmt(pr['rollout_savings_at_equal_epochs_vs_lze_without_pruner'])}, "
               f"Pass@1 at equal steps {fmt(pr['final_pass_at_1_minus_lze_without_pruner_equal_steps'], False)}"
               f" -> {pr['verdict']}")

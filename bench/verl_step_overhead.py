@@ -12,7 +12,8 @@ figure: a real step adds them to both.
 Prints and writes bench/results/verl_step_overhead.json: median ms per step over the
 measured steps, for the whole step and for the three places Edgeplane's code runs
 (``_select_prompts``, the buffer's ``_select_prompt_uids`` with verl's choice inside it,
-``close_step``), beside the scripted rollout's own time (TransferQueue writes, not ours). Run: .venv/bin/python bench/verl_step_overhead.py [--batch 256 --group 8]
+``close_step``), beside the scripted rollout's own time (TransferQueue writes, not ours).
+Run: .venv/bin/python bench/verl_step_overhead.py [--batch 256 --group 8]
 
 ``--real-loop`` measures whole steps of verl's real loop instead, on CPU (``device: cpu``: the
 tiny Llama, the transformers rollout, FSDP2 on gloo): one ``python -m workers.engines.verl.train``
@@ -121,7 +122,8 @@ def real_loop(args) -> None:
     """Seconds per step of verl's real loop on CPU, per method, as a ratio to GRPO per seed."""
     from tests.engines.verl.e2e import run_job
 
-    methods = {"grpo": METHODS["grpo"], "hive": {"hive": {}}, "hora": METHODS["hora"], "lze_prune": METHODS["lze_prune"]}
+    methods = {"grpo": METHODS["grpo"], "hive": {"hive": {}}, "hora": METHODS["hora"],
+               "lze_prune": METHODS["lze_prune"]}
     per_seed: dict[str, dict[int, list[float]]] = {name: {} for name in methods}
     rollouts: dict[str, dict[int, list[float]]] = {name: {} for name in methods}  # generated per step
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,7 +203,8 @@ def main() -> None:
                 ours = f["select_prompts_ms"] + f["select_prompt_uids_ms"] + f["close_step_ms"]
                 print(f"{name:10s} step {f['step_ms']:7.1f} ms (scripted rollout {f['generate_sequences_ms']:6.1f}) | "
                       f"pre-rollout {f['select_prompts_ms']:6.1f}  post-rollout {f['select_prompt_uids_ms']:6.1f}  "
-                      f"close {f['close_step_ms']:6.1f}  = {ours:6.1f} ms | verl alone: step {f['verl_step_ms']:7.1f} ms "
+                      f"close {f['close_step_ms']:6.1f}  = {ours:6.1f} ms | "
+                      f"verl alone: step {f['verl_step_ms']:7.1f} ms "
                       f"(scripted rollout {f['verl_rollout_ms']:6.1f})")
     finally:
         tq.close()

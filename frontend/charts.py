@@ -538,7 +538,8 @@ def reach_row(evaluations: Sequence[Mapping[str, Any]],
     return {
         "target_pass_at_1": target, "target_step": int(final["step"]) if final else None,
         "cost": cost, "baseline_cost": baseline,
-        "rollouts_share": ratio(cost["rollouts_generated_total"], baseline["rollouts_generated_total"]) if both else None,
+        "rollouts_share": (ratio(cost["rollouts_generated_total"], baseline["rollouts_generated_total"])
+                           if both else None),
         "device_seconds_share": ratio(cost["device_seconds_total"], baseline["device_seconds_total"]) if both else None,
     }
 
@@ -554,8 +555,9 @@ def savings_row(totals: Mapping[str, Any]) -> dict[str, Any]:
         "rollouts_generated": generated,
         "rollouts_uniform": uniform,
         "rollout_savings": rollout_savings(generated, uniform),
-        "rollout_savings_vs_dynamic_sampling": rollout_savings_vs_dynamic_sampling(int(totals.get("rollouts_generated_with_estimate") or 0),
-                                                      number(totals.get("rollouts_dynamic_sampling")) or 0.0),
+        "rollout_savings_vs_dynamic_sampling": rollout_savings_vs_dynamic_sampling(
+            int(totals.get("rollouts_generated_with_estimate") or 0),
+            number(totals.get("rollouts_dynamic_sampling")) or 0.0),
         "backward_savings_vs_mixed": backward_savings_vs_mixed(int(totals.get("backward_tokens") or 0),
                                             int(totals.get("backward_tokens_mixed") or 0)),
         "effective_share_of_generated": effective_share_of_generated(totals.get("rollouts_effective"), generated),

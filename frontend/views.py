@@ -193,7 +193,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
             status = 400
     forecast_figures = sel.launch_forecast_figures(
         team, batch_size=max(_safe_int(form.value_of("batch_size"), 64), 1),
-        group_size=max(_safe_int(form.value_of("group_size"), 8), 1), steps=max(_safe_int(form.value_of("steps"), 100), 1),
+        group_size=max(_safe_int(form.value_of("group_size"), 8), 1),
+        steps=max(_safe_int(form.value_of("steps"), 100), 1),
         engine=str(form.value_of("engine")), device=str(form.value_of("device")))
     return page(request, "frontend/run_new.html", {
         "team": team, "form": form, "datasets": datasets, "baseline_runs": sel.baseline_choices(team),

@@ -80,7 +80,8 @@ class RandomSkip(Selector[RandomSkipParams]):
         keep[idx[skipped]] = False
         decisions = tuple(
             self.decision(step.step, keys[i], Layer.PRE_ROLLOUT,
-                          "random_skip.skipped" if s else "random_skip.kept", {"draw": float(d), "skip": self.params.skip})
+                          "random_skip.skipped" if s else "random_skip.kept",
+                          {"draw": float(d), "skip": self.params.skip})
             for i, d, s in zip(idx, draw, skipped)
         )
         return Verdict(keep=keep, decisions=decisions, added={"random_skip/skipped": int(skipped.sum())})
@@ -191,7 +192,8 @@ def test_the_run_page_draws_its_panel_from_its_step_metrics(random_skip, acme, e
     run_claim(run_id=run.id, worker="t")
     keys = [f"edgeplane/add:{i}" for i in range(4, 8)]
     for step in range(2):
-        step_ingest(run_id=run.id, record=step_record(step, keys, extra_summary={"metrics": {"random_skip/skipped": 3.0 + step}}))
+        step_ingest(run_id=run.id,
+                    record=step_record(step, keys, extra_summary={"metrics": {"random_skip/skipped": 3.0 + step}}))
     client = Client()
     client.force_login(get_user_model().objects.get(username="bob"))
     page = client.get(f"/runs/{run.id}/").content.decode()

@@ -54,7 +54,8 @@ def test_a_pipeline_step_becomes_a_record_with_no_nan_anywhere():
 
 
 def test_a_record_read_back_from_its_wire_form_is_the_same_record():
-    for record in pipeline_records({"hive": {}, "hora": {"n0": 2}, "rlzvp": {}, "lze": {"backward": False, "prune": True}}, steps=6):
+    for record in pipeline_records({"hive": {}, "hora": {"n0": 2}, "rlzvp": {},
+                                    "lze": {"backward": False, "prune": True}}, steps=6):
         wire = json.loads(json.dumps(record.to_wire(), allow_nan=False))
         assert wire["version"] == RECORD_VERSION
         assert StepRecord.from_wire(wire) == record

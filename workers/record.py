@@ -197,7 +197,8 @@ class TrainStats:
         """From an engine's raw figures (floats, numpy or torch scalars, NaN): through ``finite``."""
         unknown = sorted(set(values) - set(TRAIN_FIELDS))
         if unknown:
-            raise RecordError("summary.train", f"unknown field(s) {', '.join(unknown)}; known: {', '.join(TRAIN_FIELDS)}")
+            raise RecordError("summary.train",
+                              f"unknown field(s) {', '.join(unknown)}; known: {', '.join(TRAIN_FIELDS)}")
         return cls(**{name: finite(value) for name, value in values.items()})
 
     def to_wire(self) -> dict[str, float | None]:

@@ -149,7 +149,8 @@ class RunTotalsSerializer(serializers.Serializer):
     rollouts_dynamic_sampling = serializers.FloatField(
         help_text="what dynamic sampling would have generated, over the steps that have an estimate")
     rollout_savings_vs_dynamic_sampling = serializers.FloatField(
-        allow_null=True, help_text=saving_help("rollout_savings_vs_dynamic_sampling", "; null: no step has an estimate"))
+        allow_null=True,
+        help_text=saving_help("rollout_savings_vs_dynamic_sampling", "; null: no step has an estimate"))
     backward_tokens = serializers.IntegerField(help_text="response tokens in the updates")
     backward_tokens_mixed = serializers.IntegerField(help_text="response tokens of the mixed groups collected")
     backward_savings_vs_mixed = serializers.FloatField(

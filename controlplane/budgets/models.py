@@ -15,7 +15,8 @@ class Budget(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["team", "period_start"], name="one_budget_per_period"),
-            models.CheckConstraint(condition=models.Q(period_end__gt=models.F("period_start")), name="period_not_empty"),
+            models.CheckConstraint(condition=models.Q(period_end__gt=models.F("period_start")),
+                                   name="period_not_empty"),
         ]
 
 

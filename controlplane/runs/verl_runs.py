@@ -9,7 +9,8 @@ The job reports through the ingestion endpoint; its URL, the run id, the attempt
 the token travel in the job's environment only, never on a command line or in a log.
 
 **Supervision** (task ``edgeplane.reconcile_verl_runs`` on the verl queue, where the jobs are
-visible; sent by beat's ``reconcile_runs`` while verl runs are active): for each active verl run, ask its job (``supervise.job_status``):
+visible; sent by beat's ``reconcile_runs`` while verl runs are active): for each active verl run,
+ask its job (``supervise.job_status``):
 
 - still running: nothing, unless a cancel was asked more than
   ``EDGEPLANE_CANCEL_GRACE_SECONDS`` ago and the engine did not obey at a step boundary:
@@ -149,7 +150,8 @@ def verl_run_launch(*, run_id: int) -> str:
         # Ray's error may echo the submission, runtime_env (and so the token) included.
         error = tail(f"{type(exc).__name__}: {exc}", redact=[token])
         log.error("run %s: could not start the verl job on %s: %s", run_id, where, error)
-        verl_run_end(attempt=attempt, status=RunStatus.FAILED, reason=f"could not start the verl job on {where}: {error}")
+        verl_run_end(attempt=attempt, status=RunStatus.FAILED,
+                     reason=f"could not start the verl job on {where}: {error}")
         return RunStatus.FAILED
     Attempt.objects.filter(pk=attempt.pk).update(job_id=job_id)
     Run.objects.filter(pk=run_id, status=RunStatus.STARTING).update(status_reason=f"verl job {job_id} submitted")

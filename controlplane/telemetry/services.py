@@ -199,7 +199,8 @@ def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, An
         run_id=run_id, step=record.step,
         defaults={"k": record.k, "pass_at_1": float(record.pass_at_1), "pass_at_k": float(record.pass_at_k),
                   "prompts": record.prompts, "by_difficulty": dict(record.by_difficulty),
-                  "rollouts_generated_total": totals["rollouts"] or 0, "device_seconds_total": totals["seconds"] or 0.0},
+                  "rollouts_generated_total": totals["rollouts"] or 0,
+                  "device_seconds_total": totals["seconds"] or 0.0},
     )
 
 

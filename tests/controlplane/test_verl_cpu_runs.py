@@ -57,7 +57,8 @@ class Stack:
         if run_id is not None:
             run = Run.objects.filter(pk=run_id).first()
             if run is not None:
-                parts.append(f"run {run_id}: {run.status} after {run.steps_completed} steps; reason: {run.status_reason}")
+                parts.append(f"run {run_id}: {run.status} after {run.steps_completed} steps; "
+                             f"reason: {run.status_reason}")
             for log in sorted(self.run_dir(run_id).glob("verl-*.log")):
                 parts.append(f"--- {log} (tail) ---\n{tail(log)}")
         parts.append(f"--- {self.worker_log} (tail) ---\n{tail(self.worker_log)}")

@@ -254,7 +254,8 @@ def test_a_launch_that_died_before_submitting_is_requeued_once_its_claim_is_stal
     enqueued.clear()
     run_claim(run_id=run.id, worker="gone:1")  # the worker died here: an attempt with no job
     assert verl_runs_reconcile() == {}  # the launch may still be under way
-    assert local_runs_reconcile(now=timezone.now() + timedelta(hours=1)) == {"requeued": [], "failed": []}  # not its job
+    # local_runs_reconcile leaves it: not its job
+    assert local_runs_reconcile(now=timezone.now() + timedelta(hours=1)) == {"requeued": [], "failed": []}
     later = timezone.now() + timedelta(seconds=verl_settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS + 1)
     assert verl_runs_reconcile(now=later) == {"requeued": [run.id]}
     requeued = Run.objects.get(pk=run.id)

@@ -29,7 +29,8 @@ from workers.engines.telemetry import read_events
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 200, "warmup_lr": 3e-3, "warmup_noise_steps": 0, "lr_warmup_steps": 0, "batch_size": 8, "group_size": 4,
+    "model_layers": 1, "model_dim": 32, "model_heads": 2, "warmup_steps": 200, "warmup_lr": 3e-3,
+    "warmup_noise_steps": 0, "lr_warmup_steps": 0, "batch_size": 8, "group_size": 4,
     "eval_every": 2, "eval_k": 2, "eval_prompts": 8, "checkpoint_every": 2, "max_new_tokens": 7, "lr": 1e-3,
     "selectors": {"hive": {"min_rollout_batch": 4}, "hora": {"n0": 2}, "rlzvp": {}},
 }

@@ -274,14 +274,16 @@ def test_the_savings_tiles_name_their_yardsticks_and_follow_the_run(tab, acme, d
     tab.goto(f"/runs/{greso.id}/")
     tiles = tab.page.locator(".tile.yardstick")
     assert tiles.count() == 2
-    uniform, dynamic = tab.page.locator("[data-yardstick=uniform]"), tab.page.locator("[data-yardstick=dynamic_sampling]")
+    uniform = tab.page.locator("[data-yardstick=uniform]")
+    dynamic = tab.page.locator("[data-yardstick=dynamic_sampling]")
     assert "vs uniform GRPO" in uniform.inner_text() and "33.3%" in uniform.inner_text()
     assert "vs dynamic sampling" in dynamic.inner_text() and "50.0%" in dynamic.inner_text()
     assert dynamic.get_attribute("title").startswith("1 - rollouts generated / rollouts dynamic sampling")
     tab.wait_for_js("window.edgeplane && window.edgeplane.steps.step && window.edgeplane.steps.step.length === 2")
     tab.page.wait_for_selector("#chart-savings .main-svg", state="attached")
     legends = tab.page.locator("#chart-savings .legendtext").all_text_contents()
-    assert legends == ["rollout savings vs uniform GRPO (cumulative)", "rollout savings vs dynamic sampling (cumulative)"]
+    assert legends == ["rollout savings vs uniform GRPO (cumulative)",
+                       "rollout savings vs dynamic sampling (cumulative)"]
     tab.shot("run_yardsticks")
     # A new step moves the tiles without a reload: 48 of 80 -> 40.0%.
     step_ingest(run_id=greso.id, record=step_record(2, KEYS[:4], skipped=KEYS[4:],

@@ -314,8 +314,8 @@ def test_hora_allocation_gives_mean_extra_rollouts_by_probe_successes_per_step()
 
 def test_hora_allocation_widens_its_axis_to_the_largest_successes_seen():
     assert charts.hora_allocation([(0, 3, 1, 1.0)])["successes"] == [0, 1, 2, 3]
-    assert charts.hora_allocation([], max_successes=2) == {"step": [], "successes": [0, 1, 2], "mean_extra": [[], [], []],
-                                                           "prompts": [[], [], []]}
+    assert charts.hora_allocation([], max_successes=2) == {"step": [], "successes": [0, 1, 2],
+                                                           "mean_extra": [[], [], []], "prompts": [[], [], []]}
 
 
 def test_energy_histogram_splits_selected_from_not_selected_groups():

@@ -118,7 +118,8 @@ def test_a_newly_registered_method_is_offered_by_the_form_with_its_parameters(bo
         depth: int = field(default=3, metadata={"help": "how deep the toy looks"})
 
     class Toy(Selector):
-        name, label, help, layers, Params = "toy", "Toy method", "a method the form never heard of", frozenset(), ToyParams
+        name, label, help, layers, Params = ("toy", "Toy method", "a method the form never heard of",
+                                             frozenset(), ToyParams)
 
     monkeypatch.setitem(REGISTRY, "toy", Toy)
     page = bob.get("/runs/new/").content.decode()
@@ -246,7 +247,8 @@ def run_page_config(page: str) -> dict:
     import json
     import re
 
-    return json.loads(re.search(r'<script id="run-page" type="application/json">(.*?)</script>', page, re.DOTALL).group(1))
+    return json.loads(
+        re.search(r'<script id="run-page" type="application/json">(.*?)</script>', page, re.DOTALL).group(1))
 
 
 def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, run):

@@ -16,7 +16,8 @@ def test_it_reproduces_the_worked_example_of_selectors_md():
 def test_marginal_gain_follows_the_closed_form_from_beta_functions():
     for a, b in [(1.0, 9.0), (9.0, 1.0), (5.0, 5.0), (2.5, 0.5)]:
         ms = np.arange(1, 40)
-        np.testing.assert_allclose(hora.marginal_gain(a, b, ms), [beta_gain(a, b, m) for m in ms], rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(hora.marginal_gain(a, b, ms), [beta_gain(a, b, m) for m in ms],
+                                   rtol=1e-9, atol=1e-15)
 
 
 def test_marginal_gain_is_strictly_decreasing():

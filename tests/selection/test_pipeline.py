@@ -19,7 +19,8 @@ def decisions_of(results, **match):
 
 
 def test_an_unknown_method_fails_listing_the_valid_ones():
-    with pytest.raises(SelectionConfigError, match="unknown method 'gspo'; valid methods are grpo, dapo, greso, hive, hora, rlzvp, lze"):
+    with pytest.raises(SelectionConfigError,
+                       match="unknown method 'gspo'; valid methods are grpo, dapo, greso, hive, hora, rlzvp, lze"):
         Pipeline(["gspo"], batch_size=B, group_size=N)
 
 
@@ -156,7 +157,8 @@ def test_hora_weights_each_prompt_equally_in_the_loss():
     probes = [sim.engine.generate(k, 4) for k in round_.keys]
     extra = sel.allocate(round_, [int(r.sum()) for r, _ in probes])
     from workers.selection.pipeline import GroupOutcome
-    sel.add_groups([GroupOutcome(k, np.r_[r, np.zeros(m)], np.ones(4 + m)) for k, (r, _), m in zip(round_.keys, probes, extra)])
+    sel.add_groups([GroupOutcome(k, np.r_[r, np.zeros(m)], np.ones(4 + m))
+                    for k, (r, _), m in zip(round_.keys, probes, extra)])
     batch = sel.finish()
     per_prompt = np.bincount(batch.group_index, weights=batch.rollout_weights)
     np.testing.assert_allclose(per_prompt, N)
@@ -234,7 +236,8 @@ def test_a_restored_pipeline_decides_exactly_as_an_uninterrupted_one(tmp_path):
     head = resumed.run(12)
     resumed.pipeline.save(tmp_path / "selection.npz")
     loader, engine = copy.deepcopy(resumed.loader), copy.deepcopy(resumed.engine)
-    restarted = Simulation(None, pipeline=Pipeline.load(tmp_path / "selection.npz", methods, batch_size=B, group_size=N))
+    restarted = Simulation(None, pipeline=Pipeline.load(tmp_path / "selection.npz", methods,
+                                                        batch_size=B, group_size=N))
     restarted.loader, restarted.engine, restarted.step, restarted.epoch = loader, engine, resumed.step, resumed.epoch
     tail = restarted.run(12)
 
@@ -260,7 +263,8 @@ def test_advantages_by_mini_batches_of_whole_groups_equal_the_whole_batch():
     round_ = sel.pre_rollout(whole.loader.take(sel.request_size()))
     from workers.selection.pipeline import GroupOutcome
     rng = np.random.default_rng(0)
-    sel.add_groups([GroupOutcome(k, (rng.random(N) < whole.rates[k]).astype(float), np.full(N, 3)) for k in round_.keys])
+    sel.add_groups([GroupOutcome(k, (rng.random(N) < whole.rates[k]).astype(float), np.full(N, 3))
+                    for k in round_.keys])
     batch = sel.finish()
     entropy = rng.random((B * N, 3))
     mask = np.ones((B * N, 3), bool)

@@ -68,7 +68,8 @@ class RunConfig:
                                    default_factory=list)
     verifier: str = _help("how a response is scored: exact, numeric or boxed", "exact")
     # the model
-    model: str = _help("'tiny' (a small GPT trained from scratch here) or a local Hugging Face checkpoint directory", "tiny")
+    model: str = _help("'tiny' (a small GPT trained from scratch here) or a local Hugging Face checkpoint "
+                       "directory", "tiny")
     model_layers: int = _help("tiny model: transformer layers", 3)
     model_dim: int = _help("tiny model: embedding width", 96)
     model_heads: int = _help("tiny model: attention heads", 4)
@@ -179,7 +180,8 @@ class RunConfig:
         for name in ("batch_size", "steps", "max_new_tokens", "minibatches", "eval_k", "model_layers",
                      "model_dim", "model_heads", "task_train_size", "task_test_size"):
             need(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "warmup_noise_steps", "warmup_seed", "lr_warmup_steps", "eval_every", "checkpoint_every", "eval_prompts", "seed", "cpu_threads"):
+        for name in ("warmup_steps", "warmup_noise_steps", "warmup_seed", "lr_warmup_steps", "eval_every",
+                     "checkpoint_every", "eval_prompts", "seed", "cpu_threads"):
             need(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         need(self.model_dim % max(self.model_heads, 1) == 0, "model_heads",
              f"model_dim ({self.model_dim}) must be divisible by model_heads ({self.model_heads})")

@@ -48,7 +48,9 @@ def prompt_entropy(position_entropy: object, mask: object) -> np.ndarray:
     return entropy
 
 
-def gate_threshold(prompt_entropy: object, mode: str = "median", k_off: float = 0.25, k_keep: float = 0.5) -> tuple[float, float]:
+def gate_threshold(
+    prompt_entropy: object, mode: str = "median", k_off: float = 0.25, k_keep: float = 0.5
+) -> tuple[float, float]:
     """(lower, upper) bounds of V kept by the gate (upper is inf for the median gate)."""
     v = np.asarray(prompt_entropy, dtype=np.float64)
     if mode not in GATE_MODES:

@@ -8,8 +8,9 @@ of a prompt's m-th extra rollout in the probability of at least one hit is
 
 strictly decreasing in m, so giving each extra rollout greedily to the largest current
 gain is optimal (Proposition 3.1). The greedy order is the sort of all (prompt, m) gains
-by (-gain, prompt, m), gains compared to 40 bits (``tie_key``); ``allocate`` takes its first ``extra_budget`` entries exactly,
-computing gains only as deep into each prompt's sequence as the cut can reach.
+by (-gain, prompt, m), gains compared to 40 bits (``tie_key``); ``allocate`` takes its first
+``extra_budget`` entries exactly, computing gains only as deep into each prompt's sequence as
+the cut can reach.
 """
 
 from __future__ import annotations

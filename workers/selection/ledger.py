@@ -49,7 +49,8 @@ class PromptLedger:
         self._keys: list[str] = []
         self._slot: dict[str, int] = {}
         capacity = max(int(capacity), 1)
-        self._columns: dict[str, np.ndarray] = {name: np.full(capacity, fill, dtype=dtype) for name, (dtype, fill) in COLUMNS.items()}
+        self._columns: dict[str, np.ndarray] = {name: np.full(capacity, fill, dtype=dtype)
+                                                for name, (dtype, fill) in COLUMNS.items()}
         # The visit trace: the last `history` pass rates per prompt, a ring by visit count.
         self._trace = np.full((capacity, self.history), np.nan, dtype=np.float32)
         self.method_state: dict[str, Any] = {}

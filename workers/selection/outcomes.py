@@ -64,7 +64,8 @@ class TrainingBatch:
     def subset(self, positions: Sequence[int]) -> TrainingBatch:
         """The batch restricted to some of its groups (a mini-batch of whole groups)."""
         groups = [self.groups[int(i)] for i in positions]
-        rows = np.concatenate([np.flatnonzero(self.group_index == int(i)) for i in positions]) if groups else np.zeros(0, int)
+        rows = (np.concatenate([np.flatnonzero(self.group_index == int(i)) for i in positions])
+                if groups else np.zeros(0, int))
         sizes = np.array([g.size for g in groups], dtype=np.int64)
         return TrainingBatch(groups, self.rewards[rows], np.repeat(np.arange(len(groups)), sizes),
                              self.rollout_weights[rows])

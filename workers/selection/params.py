@@ -137,7 +137,8 @@ class HoraParams(MethodParams):
 
     def check(self) -> None:
         self._require(self.n0 >= 1, "n0", f"must be >= 1, got {self.n0}")
-        self._require(self.prior_alpha > 0 and self.prior_beta > 0, "prior_alpha", "the Beta prior needs alpha, beta > 0")
+        self._require(self.prior_alpha > 0 and self.prior_beta > 0, "prior_alpha",
+                      "the Beta prior needs alpha, beta > 0")
         self._require(self.shards >= 1, "shards", f"must be >= 1, got {self.shards}")
 
 

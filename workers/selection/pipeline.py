@@ -204,7 +204,8 @@ class Pipeline:
                 if shared and pair not in reported:
                     reported.add(pair)
                     errors.append(SelectionConfigError(
-                        "selectors", f"{first.name} and {second.name} are both the run's {shared[0]}: keep one of them"))
+                        "selectors",
+                        f"{first.name} and {second.name} are both the run's {shared[0]}: keep one of them"))
         for sel in chosen:
             errors.extend(sel.composition_errors(self))
         return errors

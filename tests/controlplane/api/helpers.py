@@ -60,7 +60,8 @@ def build_step_record(step: int, keys: list[str], *, successes: list[int] | None
         metrics={"selection/candidates_drawn": float(len(keys) + len(skipped))},
         train=TrainStats(reward_mean=0.5, loss=0.1),
     )
-    extra = {name: finite(value) if isinstance(value, float) else value for name, value in (extra_summary or {}).items()}
+    extra = {name: finite(value) if isinstance(value, float) else value
+             for name, value in (extra_summary or {}).items()}
     summary = dataclasses.replace(summary, **{
         "rollouts_generated": generated, "tokens_generated": generated * 5, "rollouts_effective": generated,
         "rollouts_trained": generated, "rollouts_uniform": uniform, "groups_generated": len(keys),

@@ -273,7 +273,8 @@ def test_the_savings_yardsticks_of_a_step_are_stored_and_their_nans_as_null(runn
 
     first, second = StepSummary.objects.filter(run=running).order_by("step")
     assert (first.prompt_tokens_generated, first.backward_prompt_tokens, first.groups_uniform,
-            first.groups_uniform_mixed, first.groups_mixed_collected, first.backward_tokens_mixed) == (16, 8, 2, 1, 2, 25)
+            first.groups_uniform_mixed, first.groups_mixed_collected,
+            first.backward_tokens_mixed) == (16, 8, 2, 1, 2, 25)
     assert first.mixed_rate_uniform == 0.5 and first.rollouts_dynamic_sampling == 8.0
     assert first.rollout_savings_vs_dynamic_sampling == pytest.approx(1 - 4 / 8)
     assert first.backward_savings_vs_mixed == pytest.approx(1 - 20 / 25)

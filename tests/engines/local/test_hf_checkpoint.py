@@ -35,7 +35,8 @@ def test_a_local_checkpoint_with_a_chat_template_trains(tmp_path, var_dir):
     make_checkpoint(checkpoint)
     data = tmp_path / "train.jsonl"
     rows = [{"prompt": [{"role": "user", "content": f"{a}+{b}="}], "reward_model": {"ground_truth": str(a + b)},
-             "data_source": "toy", "extra_info": {"index": i}} for i, (a, b) in enumerate((x, y) for x in range(4) for y in range(4))]
+             "data_source": "toy", "extra_info": {"index": i}}
+            for i, (a, b) in enumerate((x, y) for x in range(4) for y in range(4))]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = RunConfig.from_mapping({**TINY, "model": str(checkpoint), "dataset": str(data),
                                      "eval_dataset": str(data), "steps": 2,

@@ -23,9 +23,9 @@ from workers.engines.verl.cpu.rollout import WEIGHT_SYNC_LOG
 HERE = Path(__file__).resolve().parent
 REWARDS = str(HERE / "scripted_reward.py")
 JOB_TIMEOUT_S = 300
-CPU_RUN = {"engine": "verl", "device": "cpu", "task": "add", "task_train_size": 16, "task_test_size": 2, "batch_size": 2,
-           "group_size": 4, "minibatches": 1, "steps": 2, "checkpoint_every": 2, "eval_every": 0, "eval_k": 2,
-           "eval_prompts": 2, "max_new_tokens": 4, "verifier": "numeric", "lr": 1e-3,
+CPU_RUN = {"engine": "verl", "device": "cpu", "task": "add", "task_train_size": 16, "task_test_size": 2,
+           "batch_size": 2, "group_size": 4, "minibatches": 1, "steps": 2, "checkpoint_every": 2,
+           "eval_every": 0, "eval_k": 2, "eval_prompts": 2, "max_new_tokens": 4, "verifier": "numeric", "lr": 1e-3,
            "lr_warmup_steps": 0}
 
 
@@ -86,7 +86,8 @@ def start_job(run_dir: Path, selectors: dict, *, env: dict[str, str] | None = No
     launch = plan(config, options)
     log_path = run_dir / f"verl-{attempt}.log"
     with log_path.open("ab") as log:
-        process = subprocess.Popen(launch.argv, cwd=str(HERE.parents[2]), env={**os.environ, **launch.env, **(env or {})},
+        process = subprocess.Popen(launch.argv, cwd=str(HERE.parents[2]),
+                                   env={**os.environ, **launch.env, **(env or {})},
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Job(run_dir, attempt, process, log_path)
 

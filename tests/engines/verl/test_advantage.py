@@ -3,8 +3,9 @@
 The trainer cannot be constructed without GPUs (worker groups, vLLM): the test takes a real
 ``EdgeplaneTrainer`` instance without running ``__init__`` (``object.__new__``) and gives it
 the attributes ``_compute_advantage`` reads (``config``: verl's ppo_trainer.yaml composed
-with our overrides; ``pipeline``; the step's counter of rollouts with a nonzero advantage). The override then runs verl's own ``_compute_advantage``
-through ``super()`` over TransferQueue, and our rewrite after it. The batch is stored the way
+with our overrides; ``pipeline``; the step's counter of rollouts with a nonzero advantage).
+The override then runs verl's own ``_compute_advantage`` through ``super()`` over TransferQueue,
+and our rewrite after it. The batch is stored the way
 ``AgentLoopWorkerTQ._agent_loop_postprocess`` stores it (``list_of_dict_to_tensordict``, keys
 ``{uid}_{session}_{index}``) plus the ``entropy``/``old_log_probs`` fields
 ``_compute_old_log_prob`` adds, and padded by verl's own ``upsample_batch_to_divisible_size``.

@@ -2,8 +2,9 @@
 
 The step record is the embedded engine's (``workers.record.StepRecord.from_result``:
 accounting, per-prompt observations keyed by stable key, decisions), with its train stats
-(``summary.train``) read from verl's metric names. Phase seconds are device-seconds (wall seconds x the job's GPUs): budgets
-are charged in device-hours, and a phase on 16 GPUs costs 16 times its wall time.
+(``summary.train``) read from verl's metric names. Phase seconds are device-seconds (wall seconds
+x the job's GPUs): budgets are charged in device-hours, and a phase on 16 GPUs costs 16 times its
+wall time.
 """
 
 from __future__ import annotations

@@ -43,11 +43,13 @@ class Hive(HistoryFilter[HiveParams]):
         "hive.stage1_skipped": (Action.SKIPPED, f"skipped by HIVE stage 1: {_STAGE1}"),
         "hive.stage2_kept": (
             Action.KEPT,
-            "kept by HIVE stage 2: prompt entropy {entropy:.3f} >= median {threshold:.3f} of {candidates:.0f} candidates",
+            ("kept by HIVE stage 2: prompt entropy {entropy:.3f} >= median {threshold:.3f} "
+             "of {candidates:.0f} candidates"),
         ),
         "hive.stage2_skipped": (
             Action.SKIPPED,
-            "skipped by HIVE stage 2: prompt entropy {entropy:.3f} < median {threshold:.3f} of {candidates:.0f} candidates",
+            ("skipped by HIVE stage 2: prompt entropy {entropy:.3f} < median {threshold:.3f} "
+             "of {candidates:.0f} candidates"),
         ),
         "hive.band_kept": (
             Action.KEPT,
