@@ -27,8 +27,10 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from workers.selection.accounting import StepAccounting
 from workers.selection.decisions import Action, Layer
 from workers.selection.ledger import Bucket
+from workers.selection.pipeline import StepResult
 
 RECORD_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -269,11 +271,11 @@ class StepSummary:
             raise RecordError("summary", f"train must be TrainStats, got {type(self.train).__name__}")
 
     @classmethod
-    def of(cls, accounting: Any, *, metrics: Mapping[str, Any] | None = None,
+    def of(cls, accounting: StepAccounting, *, metrics: Mapping[str, Any] | None = None,
            train: TrainStats | Mapping[str, Any] | None = None, warmup: Mapping[str, Any] | None = None) -> StepSummary:
         """From the pipeline's ``StepAccounting`` (its ``to_record()``) and the engine's raw
         figures: every number through ``finite``."""
-        figures = {k: v for k, v in accounting.to_record().items() if k != "step"}
+        figures: dict[str, Any] = {k: v for k, v in accounting.to_record().items() if k != "step"}
         counts = {name: int(figures.pop(name)) for name in BASE_COUNTS + OPTIONAL_COUNTS if name in figures}
         seconds = {str(k): float(v) for k, v in figures.pop("seconds", {}).items()}
         numbers: dict[str, Any] = {name: finite(value) for name, value in figures.items()}
@@ -479,7 +481,7 @@ class StepRecord:
                 raise RecordError(name, f"must be a tuple of {kind.__name__}")
 
     @classmethod
-    def from_result(cls, result: Any, *, train: TrainStats | Mapping[str, Any],
+    def from_result(cls, result: StepResult, *, train: TrainStats | Mapping[str, Any],
                     warmup: Mapping[str, Any] | None = None) -> StepRecord:
         """The record of a pipeline step (workers.selection.pipeline.StepResult) and the
         engine's optimizer figures: what both engines send. Their numbers (NaN, numpy) go

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tests.selection.simulated import Simulation, simulate
+from workers.record import StepRecord
 from workers.selection.decisions import Action, Decision, Layer
 from workers.selection.params import SelectionConfigError
 from workers.selection.pipeline import Pipeline
@@ -241,8 +242,8 @@ def test_a_restored_pipeline_decides_exactly_as_an_uninterrupted_one(tmp_path):
     restarted.loader, restarted.engine, restarted.step, restarted.epoch = loader, engine, resumed.step, resumed.epoch
     tail = restarted.run(12)
 
-    def records(results):  # as JSON text, so NaN equals NaN
-        return json.dumps([r.to_record() for r, _ in results])
+    def records(results):  # the step records the engines send, as wire JSON
+        return json.dumps([StepRecord.from_result(r, train={}).to_wire() for r, _ in results])
 
     assert records(head + tail) == records(first)
 

@@ -80,17 +80,6 @@ class StepResult:
     decisions: list[Decision]
     alerts: list[str]
 
-    def to_record(self) -> dict[str, Any]:
-        """The step record every engine sends through the telemetry sink."""
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "summary": {**self.accounting.to_record(), "metrics": self.metrics},
-            "observations": self.observations,
-            "decisions": [d.to_record() for d in self.decisions],
-            "alerts": self.alerts,
-        }
-
 
 def resolve_methods(methods: Mapping[str, Mapping[str, Any] | None] | Sequence[str]) -> dict[str, dict[str, Any]]:
     """Normalise a list of names or a {name: params} mapping; reject unknown or repeated names."""
