@@ -145,7 +145,8 @@ class RunTotalsSerializer(serializers.Serializer):
     rollouts_uniform = serializers.IntegerField(help_text="what uniform GRPO would have generated (B x N a step)")
     rollouts_effective = serializers.IntegerField()
     rollouts_trained = serializers.IntegerField()
-    rollout_savings = serializers.FloatField(help_text=saving_help("rollout_savings"))
+    rollout_savings = serializers.FloatField(
+        allow_null=True, help_text=saving_help("rollout_savings", "; null: no step recorded yet"))
     rollouts_dynamic_sampling = serializers.FloatField(
         help_text="what dynamic sampling would have generated, over the steps that have an estimate")
     rollout_savings_vs_dynamic_sampling = serializers.FloatField(
@@ -155,7 +156,8 @@ class RunTotalsSerializer(serializers.Serializer):
     backward_tokens_mixed = serializers.IntegerField(help_text="response tokens of the mixed groups collected")
     backward_savings_vs_mixed = serializers.FloatField(
         allow_null=True, help_text=saving_help("backward_savings_vs_mixed", "; null: no group was mixed"))
-    effective_share_of_generated = serializers.FloatField()
+    effective_share_of_generated = serializers.FloatField(
+        allow_null=True, help_text="rollouts with a non-zero advantage / rollouts generated; null: none generated yet")
     device_hours = serializers.FloatField(help_text="device-hours used (measured)")
     uniform_device_hours = serializers.FloatField()
     device_hours_saved = serializers.FloatField(help_text="uniform_device_hours - device_hours")

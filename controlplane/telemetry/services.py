@@ -19,6 +19,7 @@ from django.utils import timezone
 from controlplane.budgets.selectors import budget_status
 from controlplane.budgets.services import uniform_device_seconds, usage_record
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
+from controlplane.runs.selectors import run_totals
 from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
@@ -188,19 +189,17 @@ def _update_prompt_states(run: Run, step: int, observations: Sequence[Observatio
 
 # -- the other events -------------------------------------------------------------------------------
 def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, Any]) -> None:
-    """Store an evaluation (a mapping is read as the wire form, ``EvaluationRecord.from_wire``)."""
-    from django.db.models import Sum
-
+    """Store an evaluation (a mapping is read as the wire form, ``EvaluationRecord.from_wire``)
+    with what the run had spent before it: the totals of the steps before its step."""
     if not isinstance(record, EvaluationRecord):
         record = EvaluationRecord.from_wire(record)
-    totals = StepSummary.objects.filter(run_id=run_id, step__lt=record.step).aggregate(
-        rollouts=Sum("rollouts_generated"), seconds=Sum("device_seconds"))
+    spent = run_totals(Run(pk=run_id), through_step=record.step - 1)
     Evaluation.objects.update_or_create(
         run_id=run_id, step=record.step,
         defaults={"k": record.k, "pass_at_1": float(record.pass_at_1), "pass_at_k": float(record.pass_at_k),
                   "prompts": record.prompts, "by_difficulty": dict(record.by_difficulty),
-                  "rollouts_generated_total": totals["rollouts"] or 0,
-                  "device_seconds_total": totals["seconds"] or 0.0},
+                  "rollouts_generated_total": spent.rollouts_generated,
+                  "device_seconds_total": spent.device_seconds},
     )
 
 
