@@ -227,3 +227,27 @@ def test_the_loader_never_hands_out_a_key_twice_in_one_step_and_carries_repeats_
     copy.load_state_dict(state)
     assert copy.take(4) == Loader(["a", "b", "c"], np.random.default_rng(0), order=list(state["order"]),
                                   position=state["position"], queue=deque(state["queue"])).take(4)
+
+
+def test_a_step_is_timed_in_its_four_phases_and_the_run_charged_their_sum(run_tiny):
+    engine, _, events = run_tiny(selectors={"hora": {"n0": 2}}, steps=2)  # two rounds of rollouts a step
+    total = 0.0
+    for step in steps_of(events):
+        seconds = step["summary"]["seconds"]
+        assert list(seconds) == ["select", "generate", "reward", "update"]
+        assert all(v > 0 for v in seconds.values())
+        total += sum(seconds.values())
+        assert step["summary"]["train"]["device_seconds_total"] == pytest.approx(total)
+    assert engine.device_seconds == pytest.approx(total)
+
+
+def test_the_step_timer_adds_each_phase_s_seconds_to_it_alone():
+    from workers.engines.local.engine import StepTimer
+
+    timer = StepTimer()
+    for _ in range(2):
+        with timer.phase("reward"):
+            pass
+    assert timer.seconds["reward"] > 0
+    assert timer.seconds["select"] == timer.seconds["generate"] == timer.seconds["update"] == 0.0
+    assert timer.total == timer.seconds["reward"]
