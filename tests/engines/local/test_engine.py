@@ -54,6 +54,7 @@ def test_plain_grpo_changes_the_weights_and_reports_every_step(run_tiny):
     engine, status, events = run_tiny(selectors={"grpo": {}})
     assert status == RunStatus.SUCCEEDED
     assert_complete(events, 3)
+    assert events[-1]["reason"] == "trained 3 steps"
     evaluation = [e for e in events if e["event"] == "evaluation"][-1]
     assert 0.0 <= evaluation["pass_at_1"] <= evaluation["pass_at_k"] <= 1.0
     assert set(evaluation["by_difficulty"]) <= {f"digits={k}" for k in range(1, 6)}
@@ -199,13 +200,36 @@ def test_cancel_from_the_sink_stops_at_the_step_boundary_with_a_checkpoint(tmp_p
     events = read_events(sink.path)
     assert len(steps_of(events)) == 1
     assert events[-1]["status"] == "cancelled"
+    assert events[-1]["reason"] == "cancelled on request after step 1"
     assert (tmp_path / "checkpoints" / "step_000001" / "state.pt").is_file()
+
+
+def test_an_engine_error_fails_the_run_naming_the_step_and_is_raised(tmp_path, var_dir):
+    from tests.engines.local.conftest import TINY
+    from workers.engines.config import RunConfig
+    from workers.engines.local.engine import LocalEngine
+    from workers.engines.telemetry import JsonlSink, read_events
+
+    class BrokenSink(JsonlSink):
+        def step(self, record):
+            if record.step == 1:
+                raise ConnectionError("the control plane went away")
+            return super().step(record)
+
+    sink = BrokenSink(tmp_path)
+    engine = LocalEngine(RunConfig.from_mapping(TINY), tmp_path, sink, var_dir=var_dir)
+    with pytest.raises(ConnectionError):
+        engine.run()
+    finished = read_events(sink.path)[-1]
+    assert finished["event"] == "run_finished" and finished["status"] == "failed"
+    assert finished["reason"] == "engine error at step 1: ConnectionError: the control plane went away"
 
 
 def test_the_device_hour_cap_stops_the_run_as_budget_stopped(run_tiny):
     _, status, events = run_tiny(max_device_hours=1e-9, steps=3)
     assert status == RunStatus.BUDGET_STOPPED
-    assert len(steps_of(events)) == 1 and "compute budget" in events[-1]["reason"]
+    assert len(steps_of(events)) == 1 and events[-1]["status"] == "budget_stopped"
+    assert events[-1]["reason"].startswith("compute budget reached after step 1 (")
 
 
 def test_the_loader_never_hands_out_a_key_twice_in_one_step_and_carries_repeats_over():

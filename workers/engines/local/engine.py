@@ -4,7 +4,8 @@ One step, top to bottom: the selection pipeline asks for candidates, filters the
 (GRESO / HIVE / LZE pruner), the policy samples groups (HORA: a probe, then the extras),
 the verifier scores them, the post-filter and backward selection pick the groups that
 train (DAPO / LZE), and the clipped-surrogate update runs with GRPO or RL-ZVP advantages.
-The step's record goes to the telemetry sink, whose answer may cancel or stop the run.
+The step's record goes to the telemetry sink, whose answer may cancel or stop the run
+(workers/engines/lifecycle.py: the device-hour cap and how a run ends, shared with the verl engine).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from workers.engines.config import RunConfig
+from workers.engines.lifecycle import Ending, RunLifecycle
 from workers.engines.local.evaluate import evaluate
 from workers.engines.local.model import Policy, hf_policy, resolve_device, tiny_policy
 from workers.engines.local.sampling import (
@@ -198,6 +200,7 @@ class LocalEngine:
         self.step = 0
         self.epoch = 0
         self.device_seconds = 0.0
+        self.lifecycle = RunLifecycle(max_device_hours=config.max_device_hours)  # the cap; how the run ends
         self._encoded: dict[str, list[int]] = {}
         self.last_checkpoint: Path | None = None
 
@@ -302,30 +305,24 @@ class LocalEngine:
                 self.sink.evaluation(self.evaluate())
             while self.step < c.steps:
                 record = self.train_step(warmup=warmup if self.step == 0 else None)
-                control = self.sink.step(record)
+                answer = self.sink.step(record)
                 self._log_step(record)
                 self.step += 1
                 if (c.eval_every and self.step % c.eval_every == 0) or self.step == c.steps:
                     self.sink.evaluation(self.evaluate())
-                if c.max_device_hours and self.device_seconds >= c.max_device_hours * 3600:
-                    control = Control.STOP_BUDGET
+                control = self.lifecycle.after_step(answer, self.device_seconds)
                 if control != Control.CONTINUE or self.step == c.steps or (
                         c.checkpoint_every and self.step % c.checkpoint_every == 0):
                     self.save_checkpoint()
-                if control == Control.CANCEL:
-                    return self._finish(RunStatus.CANCELLED, f"cancelled on request after step {self.step}")
-                if control == Control.STOP_BUDGET:
-                    return self._finish(RunStatus.BUDGET_STOPPED,
-                                        f"compute budget reached after step {self.step} "
-                                        f"({self.device_seconds / 3600:.4f} device-hours)")
+                if control != Control.CONTINUE:
+                    break
         except (TrainingDiverged, NonFiniteLogits) as exc:
-            kept = self.last_checkpoint.name if self.last_checkpoint else "none (no checkpoint was saved yet)"
-            return self._finish(RunStatus.FAILED, f"training diverged after {self.step} completed steps: {exc}; "
-                                                  f"last good checkpoint kept: {kept}")
+            kept = self.last_checkpoint.name if self.last_checkpoint else None
+            return self._finish(self.lifecycle.diverged(self.step, exc, kept))
         except Exception as exc:
-            self._finish(RunStatus.FAILED, f"engine error at step {self.step}: {type(exc).__name__}: {exc}")
+            self._finish(self.lifecycle.crashed(self.step, exc))
             raise
-        return self._finish(RunStatus.SUCCEEDED, f"trained {self.step} steps")
+        return self._finish(self.lifecycle.ending(self.step, self.device_seconds))
 
     @staticmethod
     def _log_step(record: StepRecord) -> None:
@@ -341,9 +338,9 @@ class LocalEngine:
                  s.groups_trained, shown(s.train.reward_mean, ".3f"), 100 * s.rollout_savings,
                  "no estimate yet" if vs_ds is None else f"{100 * vs_ds:.1f}%", shown(s.train.loss, ".4f"))
 
-    def _finish(self, status: RunStatus, reason: str) -> RunStatus:
-        self.sink.run_finished(status=status, reason=reason)
-        return status
+    def _finish(self, end: Ending) -> RunStatus:
+        self.sink.run_finished(status=end.status, reason=end.reason)
+        return end.status
 
     # -- one step -----------------------------------------------------------------------------
     def train_step(self, warmup: Mapping[str, float] | None = None) -> StepRecord:
