@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from workers.engines.telemetry import Control, RunStatus
-from workers.record import RECORD_VERSION, TRAIN_FIELDS, StepRecord
+from workers.record import RECORD_VERSION, TRAIN_FIELDS, Control, RunStatus, StepRecord
 from workers.selection import hora
 
 B, N = 8, 4
@@ -45,15 +44,17 @@ def assert_complete(events, steps):
         # every candidate drawn was rolled out, skipped with a decision, or given back
         skipped = [d for d in step["decisions"] if d["action"] == "skipped"]
         m = s["metrics"]
-        assert m["selection/candidates_drawn"] == s["groups_generated"] + len(skipped) + m["selection/candidates_deferred"]
+        assert m["selection/candidates_drawn"] == (s["groups_generated"] + len(skipped)
+                                                   + m["selection/candidates_deferred"])
         for d in step["decisions"]:
             assert d["message"] and d["reason"] and d["prompt_key"].startswith("edgeplane/add:")
 
 
 def test_plain_grpo_changes_the_weights_and_reports_every_step(run_tiny):
-    engine, status, events = run_tiny(selectors={"grpo": {}})
+    _, status, events = run_tiny(selectors={"grpo": {}})
     assert status == RunStatus.SUCCEEDED
     assert_complete(events, 3)
+    assert events[-1]["reason"] == "trained 3 steps"
     evaluation = [e for e in events if e["event"] == "evaluation"][-1]
     assert 0.0 <= evaluation["pass_at_1"] <= evaluation["pass_at_k"] <= 1.0
     assert set(evaluation["by_difficulty"]) <= {f"digits={k}" for k in range(1, 6)}
@@ -74,7 +75,7 @@ def test_the_update_moves_the_parameters(run_tiny, tmp_path, var_dir):
 
 
 def test_dapo_refills_with_more_generation_batches_and_trains_only_mixed_groups(run_tiny):
-    _, status, events = run_tiny(selectors={"dapo": {"gen_batch_factor": 1, "max_gen_batches": 4}})
+    _, _, events = run_tiny(selectors={"dapo": {"gen_batch_factor": 1, "max_gen_batches": 4}})
     assert_complete(events, 3)
     for step in steps_of(events):
         assert step["summary"]["groups_generated"] > B  # zero-variance groups forced a refill
@@ -85,7 +86,7 @@ def test_dapo_refills_with_more_generation_batches_and_trains_only_mixed_groups(
 
 @pytest.mark.parametrize("method", ["greso", "hive"])
 def test_history_filters_skip_prompts_with_a_reason_once_they_have_history(run_tiny, method):
-    _, status, events = run_tiny(selectors={method: {"min_rollout_batch": 4}}, steps=6)
+    _, _, events = run_tiny(selectors={method: {"min_rollout_batch": 4}}, steps=6)
     assert_complete(events, 6)
     assert decisions(events, method=method, action="skipped")
 
@@ -143,7 +144,7 @@ def test_lze_pruner_prunes_solved_prompts_and_skips_them(run_tiny):
 
 
 def test_hive_hora_rlzvp_compose(run_tiny):
-    _, status, events = run_tiny(selectors={"hive": {}, "hora": {"n0": 2}, "rlzvp": {}})
+    _, _, events = run_tiny(selectors={"hive": {}, "hora": {"n0": 2}, "rlzvp": {}})
     assert_complete(events, 3)
     layers = {d["layer"] for d in decisions(events)}
     assert {"pre_rollout", "allocation"} <= layers
@@ -176,7 +177,7 @@ def test_a_diverged_run_fails_with_a_reason_and_keeps_the_last_good_checkpoint(r
     out = tmp_path / "diverge"
     run_tiny(out=out, steps=2, checkpoint_every=1)
     # Resumed with an absurd learning rate: the first update breaks the weights.
-    engine, status, events = run_tiny(out=out, steps=4, checkpoint_every=1, lr=1e37, resume=True)
+    _, status, events = run_tiny(out=out, steps=4, checkpoint_every=1, lr=1e37, resume=True)
     assert status == RunStatus.FAILED
     finished = events[-1]
     assert finished["status"] == "failed"
@@ -199,13 +200,36 @@ def test_cancel_from_the_sink_stops_at_the_step_boundary_with_a_checkpoint(tmp_p
     events = read_events(sink.path)
     assert len(steps_of(events)) == 1
     assert events[-1]["status"] == "cancelled"
+    assert events[-1]["reason"] == "cancelled on request after step 1"
     assert (tmp_path / "checkpoints" / "step_000001" / "state.pt").is_file()
+
+
+def test_an_engine_error_fails_the_run_naming_the_step_and_is_raised(tmp_path, var_dir):
+    from tests.engines.local.conftest import TINY
+    from workers.engines.config import RunConfig
+    from workers.engines.local.engine import LocalEngine
+    from workers.engines.telemetry import JsonlSink, read_events
+
+    class BrokenSink(JsonlSink):
+        def step(self, record):
+            if record.step == 1:
+                raise ConnectionError("the control plane went away")
+            return super().step(record)
+
+    sink = BrokenSink(tmp_path)
+    engine = LocalEngine(RunConfig.from_mapping(TINY), tmp_path, sink, var_dir=var_dir)
+    with pytest.raises(ConnectionError):
+        engine.run()
+    finished = read_events(sink.path)[-1]
+    assert finished["event"] == "run_finished" and finished["status"] == "failed"
+    assert finished["reason"] == "engine error at step 1: ConnectionError: the control plane went away"
 
 
 def test_the_device_hour_cap_stops_the_run_as_budget_stopped(run_tiny):
     _, status, events = run_tiny(max_device_hours=1e-9, steps=3)
     assert status == RunStatus.BUDGET_STOPPED
-    assert len(steps_of(events)) == 1 and "compute budget" in events[-1]["reason"]
+    assert len(steps_of(events)) == 1 and events[-1]["status"] == "budget_stopped"
+    assert events[-1]["reason"].startswith("compute budget reached after step 1 (")
 
 
 def test_the_loader_never_hands_out_a_key_twice_in_one_step_and_carries_repeats_over():
@@ -227,3 +251,27 @@ def test_the_loader_never_hands_out_a_key_twice_in_one_step_and_carries_repeats_
     copy.load_state_dict(state)
     assert copy.take(4) == Loader(["a", "b", "c"], np.random.default_rng(0), order=list(state["order"]),
                                   position=state["position"], queue=deque(state["queue"])).take(4)
+
+
+def test_a_step_is_timed_in_its_four_phases_and_the_run_charged_their_sum(run_tiny):
+    engine, _, events = run_tiny(selectors={"hora": {"n0": 2}}, steps=2)  # two rounds of rollouts a step
+    total = 0.0
+    for step in steps_of(events):
+        seconds = step["summary"]["seconds"]
+        assert list(seconds) == ["select", "generate", "reward", "update"]
+        assert all(v > 0 for v in seconds.values())
+        total += sum(seconds.values())
+        assert step["summary"]["train"]["device_seconds_total"] == pytest.approx(total)
+    assert engine.device_seconds == pytest.approx(total)
+
+
+def test_the_step_timer_adds_each_phase_s_seconds_to_it_alone():
+    from workers.engines.local.engine import StepTimer
+
+    timer = StepTimer()
+    for _ in range(2):
+        with timer.phase("reward"):
+            pass
+    assert timer.seconds["reward"] > 0
+    assert timer.seconds["select"] == timer.seconds["generate"] == timer.seconds["update"] == 0.0
+    assert timer.total == timer.seconds["reward"]

@@ -4,7 +4,8 @@ One step, top to bottom: the selection pipeline asks for candidates, filters the
 (GRESO / HIVE / LZE pruner), the policy samples groups (HORA: a probe, then the extras),
 the verifier scores them, the post-filter and backward selection pick the groups that
 train (DAPO / LZE), and the clipped-surrogate update runs with GRPO or RL-ZVP advantages.
-The step's record goes to the telemetry sink, whose answer may cancel or stop the run.
+The step's record goes to the telemetry sink, whose answer may cancel or stop the run
+(workers/engines/lifecycle.py: the device-hour cap and how a run ends, shared with the verl engine).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from workers.engines.config import RunConfig
+from workers.engines.lifecycle import Ending, RunLifecycle
 from workers.engines.local.evaluate import evaluate
 from workers.engines.local.model import Policy, hf_policy, resolve_device, tiny_policy
 from workers.engines.local.sampling import (
@@ -39,13 +41,19 @@ from workers.engines.local.sampling import (
 )
 from workers.engines.local.update import TrainingDiverged, UpdateStats, grpo_update
 from workers.engines.local.warmup import supervised_warmup
-from workers.engines.telemetry import Control, RunStatus, TelemetrySink
+from workers.engines.telemetry import TelemetrySink
 from workers.problems import arithmetic
 from workers.problems.dataset import PromptRecord, read_dataset
 from workers.problems.verifiers import get_verifier
-from workers.record import StepRecord
+from workers.record import Control, RunStatus, StepRecord
 from workers.selection import hive
-from workers.selection.pipeline import GroupOutcome, Pipeline, StepSelection, TrainingBatch
+from workers.selection.pipeline import (
+    GroupOutcome,
+    Pipeline,
+    RolloutRound,
+    StepSelection,
+    TrainingBatch,
+)
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3
@@ -120,10 +128,12 @@ class Loader:
 
 @dataclass
 class StepRollouts:
-    """Every rollout sampled in one step, and which rows belong to which group."""
+    """Every rollout sampled in one step, which rows belong to which group, and every
+    group's rewards in the order the groups were collected."""
 
     parts: list[Rollouts] = field(default_factory=list)
     rows: dict[int, np.ndarray] = field(default_factory=dict)  # id(GroupOutcome) -> rows
+    rewards: list[np.ndarray] = field(default_factory=list)
     count: int = 0
 
     def add(self, rollouts: Rollouts) -> np.ndarray:
@@ -131,6 +141,38 @@ class StepRollouts:
         rows = np.arange(self.count, self.count + len(rollouts))
         self.count += len(rollouts)
         return rows
+
+    def merged(self, pad_id: int) -> Rollouts:
+        """All of the step's rollouts as one batch (kept as the only part)."""
+        if len(self.parts) > 1:
+            self.parts = [concat(self.parts, pad_id)]
+        return self.parts[0]
+
+
+def split_rows(rows: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    """Consecutive rows cut into groups of ``sizes``."""
+    starts = np.r_[0, np.cumsum(sizes)]
+    return [rows[starts[i]:starts[i + 1]] for i in range(len(sizes))]
+
+
+PHASES = ("select", "generate", "reward", "update")
+
+
+class StepTimer:
+    """Wall seconds of one step in each phase; the bookkeeping between phases counts in none."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] += time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
 
 
 class LocalEngine:
@@ -158,6 +200,7 @@ class LocalEngine:
         self.step = 0
         self.epoch = 0
         self.device_seconds = 0.0
+        self.lifecycle = RunLifecycle(max_device_hours=config.max_device_hours)  # the cap; how the run ends
         self._encoded: dict[str, list[int]] = {}
         self.last_checkpoint: Path | None = None
 
@@ -262,30 +305,24 @@ class LocalEngine:
                 self.sink.evaluation(self.evaluate())
             while self.step < c.steps:
                 record = self.train_step(warmup=warmup if self.step == 0 else None)
-                control = self.sink.step(record)
+                answer = self.sink.step(record)
                 self._log_step(record)
                 self.step += 1
                 if (c.eval_every and self.step % c.eval_every == 0) or self.step == c.steps:
                     self.sink.evaluation(self.evaluate())
-                if c.max_device_hours and self.device_seconds >= c.max_device_hours * 3600:
-                    control = Control.STOP_BUDGET
+                control = self.lifecycle.after_step(answer, self.device_seconds)
                 if control != Control.CONTINUE or self.step == c.steps or (
                         c.checkpoint_every and self.step % c.checkpoint_every == 0):
                     self.save_checkpoint()
-                if control == Control.CANCEL:
-                    return self._finish(RunStatus.CANCELLED, f"cancelled on request after step {self.step}")
-                if control == Control.STOP_BUDGET:
-                    return self._finish(RunStatus.BUDGET_STOPPED,
-                                        f"compute budget reached after step {self.step} "
-                                        f"({self.device_seconds / 3600:.4f} device-hours)")
+                if control != Control.CONTINUE:
+                    break
         except (TrainingDiverged, NonFiniteLogits) as exc:
-            kept = self.last_checkpoint.name if self.last_checkpoint else "none (no checkpoint was saved yet)"
-            return self._finish(RunStatus.FAILED, f"training diverged after {self.step} completed steps: {exc}; "
-                                                  f"last good checkpoint kept: {kept}")
+            kept = self.last_checkpoint.name if self.last_checkpoint else None
+            return self._finish(self.lifecycle.diverged(self.step, exc, kept))
         except Exception as exc:
-            self._finish(RunStatus.FAILED, f"engine error at step {self.step}: {type(exc).__name__}: {exc}")
+            self._finish(self.lifecycle.crashed(self.step, exc))
             raise
-        return self._finish(RunStatus.SUCCEEDED, f"trained {self.step} steps")
+        return self._finish(self.lifecycle.ending(self.step, self.device_seconds))
 
     @staticmethod
     def _log_step(record: StepRecord) -> None:
@@ -301,89 +338,115 @@ class LocalEngine:
                  s.groups_trained, shown(s.train.reward_mean, ".3f"), 100 * s.rollout_savings,
                  "no estimate yet" if vs_ds is None else f"{100 * vs_ds:.1f}%", shown(s.train.loss, ".4f"))
 
-    def _finish(self, status: RunStatus, reason: str) -> RunStatus:
-        self.sink.run_finished(status=status, reason=reason)
-        return status
+    def _finish(self, end: Ending) -> RunStatus:
+        self.sink.run_finished(status=end.status, reason=end.reason)
+        return end.status
 
     # -- one step -----------------------------------------------------------------------------
     def train_step(self, warmup: Mapping[str, float] | None = None) -> StepRecord:
-        """One optimizer step; its record (``warmup``: the warm-up's figures, on the first step)."""
-        seconds = {"select": 0.0, "generate": 0.0, "reward": 0.0, "update": 0.0}
+        """One optimizer step; its record (``warmup``: the warm-up's figures, on the first step).
 
-        @contextmanager
-        def phase(name: str) -> Iterator[None]:
-            start = time.perf_counter()
-            yield
-            seconds[name] += time.perf_counter() - start
-
-        with phase("select"):
-            if self.loader.wrapped:
-                self.loader.wrapped = False
-                self.pipeline.end_epoch(self.epoch)
-                self.epoch += 1
-                self.loader.put_back(self.pipeline.start_epoch(self.epoch))
-            sel = self.pipeline.begin_step(self.step, self.epoch)
-            self.loader.begin_step()
-        step_rollouts = StepRollouts()
+        Rounds of rollouts are collected until the selection has its batch (a filter may ask
+        for more), then the update runs on the groups it chose. Every second is the select,
+        generate, reward or update phase's, as the record reports them."""
+        timer = StepTimer()
+        with timer.phase("select"):
+            sel = self._open_step()
+        collected = StepRollouts()
         self._forward_tokens = 0
-        rewards_all: list[np.ndarray] = []
         while True:
-            with phase("select"):
-                if not sel.needs_prompts():
-                    break
-                candidates = self.loader.take(sel.request_size())
-                if not candidates:  # every prompt of the dataset was drawn this step
-                    sel.loader_exhausted()
-                round_ = sel.pre_rollout(candidates, prompt_entropy=self.prompt_entropy)
-                self.loader.put_back(round_.deferred)
-            if not round_.keys:
-                continue
-            with phase("generate"):
-                probe = self.generate(round_.keys, round_.probe_sizes)
-            with phase("reward"):
-                probe_rewards = self.score(round_.keys, round_.probe_sizes, probe)
-            with phase("select"):
-                extra = sel.allocate(round_, [int((r >= 0.5).sum()) for r in probe_rewards])
-            probe_rows = step_rollouts.add(probe)
-            starts = np.r_[0, np.cumsum(round_.probe_sizes)]
-            group_rows = [probe_rows[starts[i]:starts[i + 1]] for i in range(len(round_.keys))]
-            group_rewards = list(probe_rewards)
-            if extra.sum():
-                more_keys = [k for k, m in zip(round_.keys, extra) if m]
-                more_sizes = extra[extra > 0]
-                with phase("generate"):
-                    more = self.generate(more_keys, more_sizes)
-                with phase("reward"):
-                    more_rewards = self.score(more_keys, more_sizes, more)
-                more_rows = step_rollouts.add(more)
-                more_starts = np.r_[0, np.cumsum(more_sizes)]
-                for j, i in enumerate(np.flatnonzero(extra)):
-                    group_rows[i] = np.r_[group_rows[i], more_rows[more_starts[j]:more_starts[j + 1]]]
-                    group_rewards[i] = np.r_[group_rewards[i], more_rewards[j]]
-            all_rollouts = concat(step_rollouts.parts, self.policy.pad_id) if len(step_rollouts.parts) > 1 else step_rollouts.parts[0]
-            step_rollouts.parts = [all_rollouts]
-            outcomes = []
-            for key, rows, rewards in zip(round_.keys, group_rows, group_rewards):
-                mask = all_rollouts.response_mask[rows]
-                lengths = mask.sum(dim=1).cpu().numpy()
-                entropy = float((all_rollouts.entropy[rows] * mask).sum() / mask.sum().clamp(min=1))
-                outcome = GroupOutcome(key, rewards, lengths, mean_entropy=entropy,
-                                       prompt_tokens=len(self.encoded(key)))
-                step_rollouts.rows[id(outcome)] = rows
-                outcomes.append(outcome)
-                rewards_all.append(rewards)
-            with phase("select"):
-                sel.add_groups(outcomes)
-        with phase("select"):
+            with timer.phase("select"):
+                round_ = self._draw_round(sel)
+            if round_ is None:
+                break
+            if round_.keys:
+                self._collect_round(sel, round_, collected, timer)
+        with timer.phase("select"):
             batch = sel.finish()
-        with phase("update"):
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.learning_rate(self.step)
-            stats = self.update(sel, batch, step_rollouts)
-        self.device_seconds += sum(seconds.values())
-        result = sel.close(seconds=seconds, parameters=self.policy.n_parameters,
+        with timer.phase("update"):
+            stats = self._update(sel, batch, collected)
+        return self._close_step(sel, stats, collected, timer, warmup)
+
+    def _open_step(self) -> StepSelection:
+        """The step's selection; first a new epoch when the loader wrapped during the last
+        step (LZE prunes at the end of an epoch and gives its replays back at the start)."""
+        if self.loader.wrapped:
+            self.loader.wrapped = False
+            self.pipeline.end_epoch(self.epoch)
+            self.epoch += 1
+            self.loader.put_back(self.pipeline.start_epoch(self.epoch))
+        sel = self.pipeline.begin_step(self.step, self.epoch)
+        self.loader.begin_step()
+        return sel
+
+    def _draw_round(self, sel: StepSelection) -> RolloutRound | None:
+        """The next round's prompts, screened by the pre-rollout filters (those deferred go
+        back to the loader); None once the selection needs no more prompts this step."""
+        if not sel.needs_prompts():
+            return None
+        candidates = self.loader.take(sel.request_size())
+        if not candidates:  # every prompt of the dataset was drawn this step
+            sel.loader_exhausted()
+        round_ = sel.pre_rollout(candidates, prompt_entropy=self.prompt_entropy)
+        self.loader.put_back(round_.deferred)
+        return round_
+
+    def _collect_round(self, sel: StepSelection, round_: RolloutRound, collected: StepRollouts,
+                       timer: StepTimer) -> None:
+        """Roll out and score one round: the probe (each whole group when HORA is off), the
+        extra rollouts HORA allocates from the probe's successes, then the round's groups go
+        to the selection."""
+        with timer.phase("generate"):
+            probe = self.generate(round_.keys, round_.probe_sizes)
+        with timer.phase("reward"):
+            probe_rewards = self.score(round_.keys, round_.probe_sizes, probe)
+        with timer.phase("select"):
+            extra = sel.allocate(round_, [int((r >= 0.5).sum()) for r in probe_rewards])
+        group_rows = split_rows(collected.add(probe), round_.probe_sizes)
+        group_rewards = list(probe_rewards)
+        if extra.sum():
+            more_keys = [k for k, m in zip(round_.keys, extra) if m]
+            more_sizes = extra[extra > 0]
+            with timer.phase("generate"):
+                more = self.generate(more_keys, more_sizes)
+            with timer.phase("reward"):
+                more_rewards = self.score(more_keys, more_sizes, more)
+            more_rows = split_rows(collected.add(more), more_sizes)
+            for j, i in enumerate(np.flatnonzero(extra)):
+                group_rows[i] = np.r_[group_rows[i], more_rows[j]]
+                group_rewards[i] = np.r_[group_rewards[i], more_rewards[j]]
+        outcomes = self._group_outcomes(round_.keys, group_rows, group_rewards, collected)
+        with timer.phase("select"):
+            sel.add_groups(outcomes)
+
+    def _group_outcomes(self, keys: list[str], group_rows: list[np.ndarray], group_rewards: list[np.ndarray],
+                        collected: StepRollouts) -> list[GroupOutcome]:
+        """Each group's rewards, response lengths and mean response entropy, as selection sees it."""
+        rollouts = collected.merged(self.policy.pad_id)
+        outcomes = []
+        for key, rows, rewards in zip(keys, group_rows, group_rewards):
+            mask = rollouts.response_mask[rows]
+            lengths = mask.sum(dim=1).cpu().numpy()
+            entropy = float((rollouts.entropy[rows] * mask).sum() / mask.sum().clamp(min=1))
+            outcome = GroupOutcome(key, rewards, lengths, mean_entropy=entropy, prompt_tokens=len(self.encoded(key)))
+            collected.rows[id(outcome)] = rows
+            collected.rewards.append(rewards)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _update(self, sel: StepSelection, batch: TrainingBatch, collected: StepRollouts) -> UpdateStats:
+        """The step's learning rate, then the clipped-surrogate update on the groups selected."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        return self.update(sel, batch, collected)
+
+    def _close_step(self, sel: StepSelection, stats: UpdateStats, collected: StepRollouts, timer: StepTimer,
+                    warmup: Mapping[str, float] | None) -> StepRecord:
+        """Close the step's selection (ledger, accounting) and make its record."""
+        self.device_seconds += timer.total
+        result = sel.close(seconds=timer.seconds, parameters=self.policy.n_parameters,
                            forward_tokens_extra=self._forward_tokens)
-        generated = np.concatenate(rewards_all) if rewards_all else np.zeros(0)
+        generated = np.concatenate(collected.rewards) if collected.rewards else np.zeros(0)
         train = {
             "reward_mean": float(generated.mean()) if generated.size else 0.0,
             "response_length_mean": result.accounting.tokens_generated / max(result.accounting.rollouts_generated, 1),
@@ -440,7 +503,7 @@ class LocalEngine:
         rows = torch.as_tensor(np.concatenate([step_rollouts.rows[id(g)] for g in batch.groups]), device=self.device)
         train = select_rows(all_rollouts, rows)
         group_rows = batch.group_rows()
-        chunks = [chunk for chunk in np.array_split(np.arange(len(batch.groups)), min(c.minibatches, len(batch.groups)))]
+        chunks = list(np.array_split(np.arange(len(batch.groups)), min(c.minibatches, len(batch.groups))))
         minibatch_rows = [torch.as_tensor(np.concatenate([group_rows[i] for i in chunk]), device=self.device)
                           for chunk in chunks]
         mask = train.response_mask.cpu().numpy()

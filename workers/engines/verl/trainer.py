@@ -38,8 +38,8 @@ collection when it is reached or the dataset runs out (the step trains on what i
 wait for rollouts ends after ``edgeplane.rollout_timeout_s`` with ``RolloutTimeout``.
 
 **Allocation** (HORA) runs in two phases in ``prepare_step``: the selected prompts go out with
-``__rollout_n__ = n0`` (the pipeline's ``probe_size``) (verl's agent loop honours that per-prompt field), the trainer waits
-for them, reads each probe's successes from TransferQueue and allocates; the extra rollouts
+``__rollout_n__ = n0``, the pipeline's ``probe_size`` (verl's agent loop honours that per-prompt
+field), the trainer waits for them, reads each probe's successes from TransferQueue and allocates; the extra rollouts
 go out as new prompt groups (fresh uids: verl's session ids restart at 0) that name their
 probe group in ``edgeplane_group``. The replay buffer merges each group with its extras
 before selection and rewrites the extras' ``uid`` so verl's GRPO sees one group of
@@ -71,7 +71,7 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from workers.engines.telemetry import Control, RunStatus
+from workers.engines.lifecycle import RunLifecycle
 from workers.engines.verl import advantage, checkpoint, entropy, report
 from workers.engines.verl.checkpoint import STATE_KEY
 from workers.engines.verl.edgeplane_config import (
@@ -82,7 +82,7 @@ from workers.engines.verl.edgeplane_config import (
 from workers.engines.verl.methods import ADVANTAGE_ADAPTERS
 from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
-from workers.record import StepRecord
+from workers.record import Control, StepRecord
 from workers.selection.decisions import Layer
 from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
@@ -129,12 +129,12 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.step_metrics: dict | None = None
         self.closing: tuple[StepResult, StepWork] | None = None  # closed in step(), reported in on_step_end
         self.device_seconds = 0.0
-        self.control = Control.CONTINUE
         self.last_result: StepResult | None = None
         trainer = config.trainer
         self.gpus = int(trainer.nnodes) * int(trainer.n_gpus_per_node)
         section = edgeplane_section(config)
-        self.max_device_hours = float((section.get("max_device_hours", 0) if section is not None else 0) or 0)
+        self.lifecycle = RunLifecycle(  # the device-hour cap and how the run ends, as the embedded engine's
+            max_device_hours=float((section.get("max_device_hours", 0) if section is not None else 0) or 0))
         self.rollout_timeout_s = float((section.get("rollout_timeout_s", 0) if section is not None else 0)
                                        or DEFAULT_ROLLOUT_TIMEOUT_S)
         run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
@@ -283,7 +283,8 @@ class EdgeplaneTrainer(PPOTrainerSync):
             worker_group._dispatch_info["actor"] = worker_group._query_dispatch_info("actor")
         dp = max(worker_group._dispatch_info["actor"]) + 1
         rollout = self.config.actor_rollout_ref.rollout
-        micro = 1 if rollout.get("log_prob_use_dynamic_bsz", False) else int(rollout.log_prob_micro_batch_size_per_gpu or 1)
+        dynamic = rollout.get("log_prob_use_dynamic_bsz", False)
+        micro = 1 if dynamic else int(rollout.log_prob_micro_batch_size_per_gpu or 1)
         return dp * micro
 
     def _select_ahead(self) -> None:
@@ -552,9 +553,8 @@ class EdgeplaneTrainer(PPOTrainerSync):
         self.last_result = result
         for alert in result.alerts:
             logger.warning("step %d: %s", result.step, alert)
-        control = self.sink.step(record) if self.sink is not None else Control.CONTINUE
-        if self.max_device_hours and self.device_seconds >= self.max_device_hours * 3600:
-            control = Control.STOP_BUDGET
+        answer = self.sink.step(record) if self.sink is not None else Control.CONTINUE
+        control = self.lifecycle.after_step(answer, self.device_seconds)
         if control != Control.CONTINUE:
             self._stop(control)
 
@@ -570,7 +570,6 @@ class EdgeplaneTrainer(PPOTrainerSync):
 
     def _stop(self, control: Control) -> None:
         """Obey cancel / stop_budget at this step boundary: save, then let ``fit`` end."""
-        self.control = control
         self._abandon_ahead()
         # verl saved this step already if it was a save step (fit saves before on_step_end)
         save_freq = int(self.config.trainer.save_freq)
@@ -608,22 +607,19 @@ class EdgeplaneTrainer(PPOTrainerSync):
         if self.sink is None:
             return
         if failure is not None:
-            self.sink.run_finished(status=RunStatus.FAILED, reason=f"verl trainer error at step {self.global_steps}: "
-                                                                    f"{type(failure).__name__}: {failure}")
+            end = self.lifecycle.crashed(self.global_steps, failure)
         else:
-            self.sink.run_finished(status=self._final_status(), reason=self._final_reason())
+            end = self.lifecycle.ending(min(self.global_steps, self.total_training_steps), self.device_seconds)
+        self.sink.run_finished(status=end.status, reason=end.reason)
 
-    def _final_status(self) -> RunStatus:
-        return {Control.CANCEL: RunStatus.CANCELLED,
-                Control.STOP_BUDGET: RunStatus.BUDGET_STOPPED}.get(self.control, RunStatus.SUCCEEDED)
+    @property
+    def control(self) -> Control:
+        """The last stop the run obeyed (cancel, stop_budget); continue until then."""
+        return self.lifecycle.control
 
-    def _final_reason(self) -> str:
-        done = min(self.global_steps, self.total_training_steps)
-        if self.control == Control.CANCEL:
-            return f"cancelled on request after step {done}"
-        if self.control == Control.STOP_BUDGET:
-            return f"compute budget reached after step {done} ({self.device_seconds / 3600:.4f} device-hours)"
-        return f"trained {done} steps"
+    @property
+    def max_device_hours(self) -> float:
+        return self.lifecycle.max_device_hours
 
     # -- checkpoints ---------------------------------------------------------------------------
     def selection_state(self) -> dict[str, Any]:
