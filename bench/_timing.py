@@ -38,6 +38,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinity as the strings "NaN" / "Infinity" in a results file (JSON has no such
+    numbers; --reanalyse reads them back with float()). The telemetry record's convention is
+    different: ``workers.record.finite``, null."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    return value
+
+
 def write_results(name: str, figures: dict[str, Any], directory: Path | None = None) -> Path:
     directory = directory or RESULTS
     directory.mkdir(parents=True, exist_ok=True)

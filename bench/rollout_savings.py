@@ -60,9 +60,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._timing import RESULTS, write_results
+from bench._timing import RESULTS, json_safe, write_results
 from workers.engines.config import RunConfig
-from workers.engines.telemetry import JsonlSink, json_safe, read_events
+from workers.engines.telemetry import JsonlSink, read_events
+from workers.selection import accounting
 
 # Every run of the benchmark: a method's selectors.
 METHODS: dict[str, dict[str, dict[str, Any]]] = {
@@ -251,14 +252,13 @@ def summarise(events: list[dict[str, Any]], wall_seconds: float, parameters: int
     return {
         "status": finished[-1]["status"] if finished else "unfinished", "steps": len(steps),
         "wall_seconds": wall_seconds, "train_seconds": seconds, "parameters": p, **totals,
-        "rollout_savings": (1 - totals["rollouts_generated"] / totals["rollouts_uniform"]
-                            if totals["rollouts_uniform"] else None),
-        "rollout_savings_vs_dynamic_sampling": 1 - ds_generated / ds_needed if ds_needed else None,
-        "backward_savings_vs_mixed": (1 - totals["backward_tokens"] / totals["backward_tokens_mixed"]
-                                      if totals["backward_tokens_mixed"] else None),
+        "rollout_savings": accounting.rollout_savings(totals["rollouts_generated"], totals["rollouts_uniform"]),
+        "rollout_savings_vs_dynamic_sampling": accounting.rollout_savings_vs_dynamic_sampling(ds_generated, ds_needed),
+        "backward_savings_vs_mixed": accounting.backward_savings_vs_mixed(totals["backward_tokens"],
+                                                                          totals["backward_tokens_mixed"]),
         "backward_flops": 6.0 * p * (totals["backward_tokens"] + totals["backward_prompt_tokens"]),
-        "effective_share_of_generated": (totals["rollouts_effective"] / totals["rollouts_generated"]
-                                         if totals["rollouts_generated"] else None),
+        "effective_share_of_generated": accounting.effective_share_of_generated(totals["rollouts_effective"],
+                                                                                totals["rollouts_generated"]),
         "groups_trained_per_step": groups_trained, "groups_collected_per_step": groups_collected,
         # against B from the run's config: a run short on every step must not count none
         "short_steps": sum(1 for g in groups_collected if g < batch_size),

@@ -24,13 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.runs.savings import (
+from workers.selection.accounting import (
+    PHASES,
     backward_savings_vs_mixed,
     effective_share_of_generated,
     rollout_savings,
     rollout_savings_vs_dynamic_sampling,
 )
-from workers.selection.accounting import PHASES
 from workers.selection.decisions import REASONS, Action
 from workers.selection.ledger import Bucket
 from workers.selection.panels import Panel, Series

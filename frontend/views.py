@@ -28,7 +28,6 @@ from controlplane.budgets.selectors import budget_overview
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
-from controlplane.runs.savings import rollout_savings
 from controlplane.runs.selectors import SAVINGS, RunDetail, run_for_user_or_none
 from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import RunStateError, run_cancel, run_create
@@ -36,6 +35,7 @@ from frontend import charts
 from frontend import selectors as sel
 from frontend.forms import NewRunForm
 from workers.engines.config import ConfigError
+from workers.selection.accounting import rollout_savings
 from workers.selection.decisions import Action
 from workers.selection.ledger import Bucket
 

@@ -97,6 +97,11 @@ def random_skip():
 # -- registry and composition -----------------------------------------------------------------------
 
 
+def test_its_savings_are_measured_against_what_its_layer_is_measured_against(random_skip):
+    # a pre-rollout filter: against dynamic sampling, like GRESO and HIVE (docs/savings.md)
+    assert Pipeline({"random_skip": {}}, batch_size=B, group_size=N).yardsticks() == ["uniform", "dynamic_sampling"]
+
+
 def test_registering_adds_it_after_the_built_ins_and_unregistering_forgets_it(random_skip):
     assert list(REGISTRY) == ["grpo", "dapo", "greso", "hive", "hora", "rlzvp", "lze", "random_skip"]
     with pytest.raises(ValueError, match="registered already"):

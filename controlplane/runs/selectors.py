@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from controlplane.runs import savings
 from controlplane.runs.models import Attempt, Run
 from controlplane.telemetry.models import (
     Bucket,
@@ -20,7 +19,8 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from workers.selection.accounting import yardsticks
+from workers.selection import accounting as savings
+from workers.selection.pipeline import Pipeline
 
 # The most rows one cursor read of steps or evaluations returns; the caller asks again
 # with the answer's ``next_after`` for the rest.
@@ -127,7 +127,8 @@ SAVINGS: dict[str, tuple[str, str]] = {
 @dataclass(frozen=True)
 class RunTotals:
     """Cumulative accounting of a run over its recorded steps (docs/algorithms.md §7). The
-    savings and shares come from ``runs.savings``: None where there is nothing to divide by."""
+    savings and shares come from the formulas of ``workers.selection.accounting``: None where
+    there is nothing to divide by."""
 
     steps: int = 0
     rollouts_generated: int = 0
@@ -229,10 +230,11 @@ def runs_totals(runs: Iterable[Run]) -> dict[int, RunTotals]:
 
 
 def run_yardsticks(run: Run) -> list[str]:
-    """The yardsticks the run's savings are measured against (uniform GRPO first), from its
-    selectors and their parameters."""
-    selectors = run.config.get("selectors") or {}
-    return yardsticks(selectors, selectors)
+    """The yardsticks the run's savings are measured against (uniform GRPO first): what its
+    methods, with their parameters, declare (Pipeline.yardsticks)."""
+    config = run.config
+    return Pipeline(config.get("selectors") or {}, batch_size=int(config["batch_size"]),
+                    group_size=int(config["group_size"])).yardsticks()
 
 
 def run_latest_evaluation(run: Run) -> Evaluation | None:

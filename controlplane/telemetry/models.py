@@ -60,7 +60,7 @@ class StepSummary(models.Model):
     rollout_savings = models.FloatField()
     rollout_savings_vs_dynamic_sampling = models.FloatField(null=True)
     backward_savings_vs_mixed = models.FloatField(null=True)
-    effective_share_of_generated = models.FloatField()
+    effective_share_of_generated = models.FloatField(null=True)  # None: no rollout generated this step
     flops_estimate = models.FloatField()
     flops_uniform_estimate = models.FloatField()
     device_seconds = models.FloatField()

@@ -276,17 +276,27 @@ def test_each_method_panel_appears_with_its_element_id_caption_and_width(bob, ru
     assert config["legends"]["rollouts_generated_total"] == "rollouts generated (cumulative)"
 
 
-def test_a_newly_registered_methods_panels_show_on_the_run_page_and_its_series_are_sent(bob, run, monkeypatch):
+def test_a_newly_registered_methods_panels_show_on_the_run_page_and_its_series_are_sent(bob, run, request):
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from workers.selection.decisions import Layer
     from workers.selection.panels import Panel, Series
-    from workers.selection.registry import REGISTRY
+    from workers.selection.params import MethodParams
+    from workers.selection.registry import register, unregister
     from workers.selection.selector import Selector
 
-    class Toy(Selector):
-        name, label, help, layers = "toy", "Toy method", "for the test", frozenset()
+    @dataclass(frozen=True)
+    class ToyParams(MethodParams):
+        method: ClassVar[str] = "toy"
+
+    class Toy(Selector[ToyParams]):
+        name, label, help, layers, Params = "toy", "Toy method", "for the test", frozenset({Layer.UPDATE}), ToyParams
         panels = (Panel("energy", "Mean energy per trained rollout", (
             Series("mean energy per trained rollout", metric="lze/energy_mean", per="rollouts_trained"),)),)
 
-    monkeypatch.setitem(REGISTRY, "toy", Toy)
+    register(Toy)
+    request.addfinalizer(lambda: unregister("toy"))
     Run.objects.filter(id=run.id).update(config={**run.config, "selectors": {**run.config["selectors"], "toy": {}}})
     page = bob.get(f"/runs/{run.id}/").content.decode()
     assert '<h3>Toy method</h3>' in page

@@ -51,12 +51,12 @@ def test_the_formulas_on_one_step_with_known_numbers():
     assert step.flops_uniform_estimate == pytest.approx(8 * 10 * 64 * (480 + 960) / 96)
 
 
-def test_no_estimate_yet_reads_as_nan_not_as_zero():
+def test_no_estimate_yet_reads_as_none_not_as_zero():
     step = StepAccounting(step=0, rollouts_generated=8, tokens_generated=8, rollouts_effective=0, rollouts_trained=0,
                           rollouts_uniform=8, groups_generated=1, groups_all_correct=1, groups_all_wrong=0,
                           groups_trained=0, forward_tokens_extra=0, backward_tokens=0, parameters=1)
-    assert math.isnan(step.rollout_savings_vs_dynamic_sampling)
-    assert math.isnan(step.backward_savings_vs_mixed)
+    assert step.rollout_savings_vs_dynamic_sampling is None
+    assert step.backward_savings_vs_mixed is None
 
 
 def test_the_window_pools_recent_steps_until_it_holds_enough_groups():
@@ -174,7 +174,7 @@ def test_no_audit_keeps_every_filter_strict_and_gives_no_dynamic_sampling_figure
     results = [r for r, _ in sim.run(30)]
     assert not [d for r in results for d in r.decisions if d.reason == "audit.uniform"]
     assert all(r.accounting.groups_uniform == 0 for r in results)
-    assert all(math.isnan(r.accounting.rollout_savings_vs_dynamic_sampling) for r in results)
+    assert all(r.accounting.rollout_savings_vs_dynamic_sampling is None for r in results)
 
 
 def test_the_audit_share_is_a_run_setting_checked_like_the_others():
@@ -184,3 +184,17 @@ def test_the_audit_share_is_a_run_setting_checked_like_the_others():
     with pytest.raises(ConfigError) as bad:
         RunConfig.from_mapping({"audit_share": 1.0})
     assert "audit_share" in bad.value.as_dict()
+
+
+@pytest.mark.parametrize(("methods", "expected"), [
+    ({"grpo": {}}, ["uniform"]),
+    ({"dapo": {}}, ["uniform", "dynamic_sampling"]),
+    ({"greso": {}}, ["uniform", "dynamic_sampling"]),
+    ({"hive": {}, "hora": {"n0": 2}, "rlzvp": {}}, ["uniform", "dynamic_sampling", "uniform_budget"]),
+    ({"lze": {}}, ["uniform", "backward_mixed"]),
+    ({"lze": {"prune": True}}, ["uniform", "dynamic_sampling", "backward_mixed"]),
+    ({"lze": {"prune": True, "backward": False}}, ["uniform", "dynamic_sampling"]),
+    ({"hora": {"n0": 2}}, ["uniform", "uniform_budget"]),
+])
+def test_each_composition_is_measured_against_what_its_methods_layers_declare(methods, expected):
+    assert Pipeline(methods, batch_size=4, group_size=N).yardsticks() == expected

@@ -10,7 +10,6 @@ engine obeys at the step boundary. The control plane implements the same protoco
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,24 +31,6 @@ class TelemetrySink(Protocol):
         """Alive between steps (e.g. during the warm-up): the control plane must not think it lost."""
 
     def run_finished(self, *, status: RunStatus, reason: str) -> None: ...
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinity as the strings "NaN" / "Infinity": for result files outside the
-    telemetry record (bench/). The record's convention is ``workers.record.finite``: null."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return json_safe(value.item())
-    return value
 
 
 class JsonlSink:

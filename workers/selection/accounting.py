@@ -7,10 +7,48 @@ chart legends. Every rate names its denominator.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 PHASES = ("select", "generate", "reward", "update")
+
+
+# -- the savings formulas, once ---------------------------------------------------------------
+# Each saving is 1 - what the run spent / its yardstick: the share of the yardstick never
+# spent. One empty-case convention for all: None when the yardstick is missing or zero (no
+# step yet, no estimate of the mixed rate yet, no mixed group yet), never 0.0: a run that saved
+# nothing and a run with nothing to compare against read differently. A step's figures
+# (StepAccounting), the run's cumulative ones (RunAccounting, the control plane's run totals),
+# the dashboard and the benchmark all call these.
+def saving(spent: float | None, yardstick: float | None) -> float | None:
+    """1 - spent / yardstick; None when the yardstick is missing or zero (or not a number)."""
+    if not yardstick or math.isnan(yardstick):
+        return None
+    return 1.0 - float(spent or 0) / float(yardstick)
+
+
+def rollout_savings(rollouts_generated: float | None, rollouts_uniform: float | None) -> float | None:
+    """1 - rollouts generated / rollouts uniform GRPO would generate (B x N a step)."""
+    return saving(rollouts_generated, rollouts_uniform)
+
+
+def rollout_savings_vs_dynamic_sampling(rollouts_generated_with_estimate: float | None,
+                                        rollouts_dynamic_sampling: float | None) -> float | None:
+    """1 - rollouts generated / rollouts dynamic sampling would generate, both over the steps
+    that have an estimate of the mixed rate (a step without one counts for neither side)."""
+    return saving(rollouts_generated_with_estimate, rollouts_dynamic_sampling)
+
+
+def backward_savings_vs_mixed(backward_tokens: float | None, backward_tokens_mixed: float | None) -> float | None:
+    """1 - response tokens in the update / response tokens of the mixed groups collected."""
+    return saving(backward_tokens, backward_tokens_mixed)
+
+
+def effective_share_of_generated(rollouts_effective: float | None,
+                                 rollouts_generated: float | None) -> float | None:
+    """Rollouts that carried a learning signal / rollouts generated; None before any rollout."""
+    if not rollouts_generated:
+        return None
+    return float(rollouts_effective or 0) / float(rollouts_generated)
 
 
 @dataclass(frozen=True)
@@ -43,31 +81,29 @@ class StepAccounting:
     backward_tokens_mixed: int = 0  # response tokens of those groups: GRPO without zero-advantage rows
 
     @property
-    def rollout_savings(self) -> float:
+    def rollout_savings(self) -> float | None:
         """1 - generated / uniform (negative when a method generated more than uniform GRPO)."""
-        return 1.0 - self.rollouts_generated / self.rollouts_uniform if self.rollouts_uniform else 0.0
+        return rollout_savings(self.rollouts_generated, self.rollouts_uniform)
 
     @property
-    def effective_share_of_generated(self) -> float:
-        return self.rollouts_effective / self.rollouts_generated if self.rollouts_generated else 0.0
+    def effective_share_of_generated(self) -> float | None:
+        return effective_share_of_generated(self.rollouts_effective, self.rollouts_generated)
 
     @property
-    def zero_variance_share_of_groups(self) -> float:
+    def zero_variance_share_of_groups(self) -> float | None:
         zv = self.groups_all_correct + self.groups_all_wrong
-        return zv / self.groups_generated if self.groups_generated else 0.0
+        return zv / self.groups_generated if self.groups_generated else None
 
     @property
-    def rollout_savings_vs_dynamic_sampling(self) -> float:
-        """1 - generated / rollouts_dynamic_sampling: the filters' claim (NaN without an estimate)."""
-        ds = self.rollouts_dynamic_sampling
-        return 1.0 - self.rollouts_generated / ds if ds > 0 else math.nan
+    def rollout_savings_vs_dynamic_sampling(self) -> float | None:
+        """1 - generated / rollouts_dynamic_sampling: the filters' claim (None without an estimate)."""
+        return rollout_savings_vs_dynamic_sampling(self.rollouts_generated, self.rollouts_dynamic_sampling)
 
     @property
-    def backward_savings_vs_mixed(self) -> float:
+    def backward_savings_vs_mixed(self) -> float | None:
         """1 - backward_tokens / backward_tokens_mixed: LZE's claim against a GRPO that already
-        leaves zero-advantage groups out of the update (NaN when no group was mixed)."""
-        base = self.backward_tokens_mixed
-        return 1.0 - self.backward_tokens / base if base else math.nan
+        leaves zero-advantage groups out of the update (None when no group was mixed)."""
+        return backward_savings_vs_mixed(self.backward_tokens, self.backward_tokens_mixed)
 
     @property
     def flops_estimate(self) -> float:
@@ -118,30 +154,28 @@ class RunAccounting:
         return float(sum(getattr(s, name) for s in self.steps.values()))
 
     @property
-    def rollout_savings(self) -> float:
-        uniform = self.total("rollouts_uniform")
-        return 1.0 - self.total("rollouts_generated") / uniform if uniform else 0.0
+    def rollout_savings(self) -> float | None:
+        return rollout_savings(self.total("rollouts_generated"), self.total("rollouts_uniform"))
 
     @property
-    def effective_share_of_generated(self) -> float:
-        generated = self.total("rollouts_generated")
-        return self.total("rollouts_effective") / generated if generated else 0.0
+    def effective_share_of_generated(self) -> float | None:
+        return effective_share_of_generated(self.total("rollouts_effective"), self.total("rollouts_generated"))
 
     @property
-    def rollout_savings_vs_dynamic_sampling(self) -> float:
+    def rollout_savings_vs_dynamic_sampling(self) -> float | None:
         """Over the steps with an estimate: 1 - generated / what dynamic sampling would generate."""
         with_estimate = [s for s in self.steps.values() if s.rollouts_dynamic_sampling > 0]
-        ds = sum(s.rollouts_dynamic_sampling for s in with_estimate)
-        return 1.0 - sum(s.rollouts_generated for s in with_estimate) / ds if ds else math.nan
+        return rollout_savings_vs_dynamic_sampling(sum(s.rollouts_generated for s in with_estimate),
+                                                   sum(s.rollouts_dynamic_sampling for s in with_estimate))
 
     @property
-    def backward_savings_vs_mixed(self) -> float:
-        base = self.total("backward_tokens_mixed")
-        return 1.0 - self.total("backward_tokens") / base if base else math.nan
+    def backward_savings_vs_mixed(self) -> float | None:
+        return backward_savings_vs_mixed(self.total("backward_tokens"), self.total("backward_tokens_mixed"))
 
 
-# What each method family's saving is measured against (docs/savings.md). One home: the
-# API's run detail and the run page's tiles read the words from here.
+# What a saving is measured against (docs/savings.md), in words: the API's run detail and the
+# run page's tiles read them here. Which apply to a run: each method's, by the layers it acts
+# at (Selector.yardsticks), gathered by Pipeline.yardsticks.
 YARDSTICKS: dict[str, str] = {
     "uniform": "uniform GRPO: B x N rollouts per step, every group in the update",
     "dynamic_sampling": ("dynamic sampling (DAPO): uniform draws rolled out until the step holds the same "
@@ -150,18 +184,3 @@ YARDSTICKS: dict[str, str] = {
     "uniform_budget": ("none: the method spends uniform GRPO's rollout budget and is judged by what it buys "
                        "(effective rollouts, Pass@k) at that budget"),
 }
-
-
-def yardsticks(methods: Iterable[str], params: Mapping[str, Mapping[str, object]] | None = None) -> list[str]:
-    """The yardsticks that apply to a run's methods, uniform GRPO always first."""
-    names = set(methods)
-    params = params or {}
-    out = ["uniform"]
-    lze_prune = "lze" in names and bool((params.get("lze") or {}).get("prune", False))
-    if names & {"dapo", "greso", "hive"} or lze_prune:
-        out.append("dynamic_sampling")
-    if "lze" in names and bool((params.get("lze") or {}).get("backward", True)):
-        out.append("backward_mixed")
-    if names & {"hora", "rlzvp"}:
-        out.append("uniform_budget")
-    return out

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from workers.selection.accounting import StepAccounting
+from workers.selection.accounting import YARDSTICKS, StepAccounting
 from workers.selection.decisions import Decision, Layer
 from workers.selection.ledger import Bucket, PromptLedger
 from workers.selection.outcomes import GroupOutcome, TrainingBatch
@@ -208,6 +208,12 @@ class Pipeline:
     def probe_size(self) -> int:
         """Rollouts per prompt before allocation: the allocator's probe, else N."""
         return self.allocator.probe_size() if self.allocator is not None else self.group_size
+
+    def yardsticks(self) -> list[str]:
+        """What this composition's savings are measured against: uniform GRPO first, then each
+        method's (Selector.yardsticks), in accounting.YARDSTICKS order."""
+        claimed = {y for selector in self.selectors.values() for y in selector.yardsticks()}
+        return ["uniform", *(y for y in YARDSTICKS if y != "uniform" and y in claimed)]
 
     def methods(self) -> list[str]:
         return list(self.selectors)

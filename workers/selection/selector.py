@@ -126,6 +126,18 @@ class Conflict:
     field: str = "selectors"
 
 
+# What a method at each layer is measured against (docs/savings.md): filters against dynamic
+# sampling, update selection in backward tokens against the mixed groups, allocation and
+# advantage shaping by what they buy at uniform GRPO's budget.
+LAYER_YARDSTICKS: Mapping[Layer, str] = {
+    Layer.PRE_ROLLOUT: "dynamic_sampling",
+    Layer.POST_ROLLOUT: "dynamic_sampling",
+    Layer.UPDATE: "backward_mixed",
+    Layer.ALLOCATION: "uniform_budget",
+    Layer.ADVANTAGE: "uniform_budget",
+}
+
+
 class Selector(Generic[P]):
     """One method. Subclass as ``class Mine(Selector[MineParams])`` and ``register`` it."""
 
@@ -154,6 +166,11 @@ class Selector(Generic[P]):
     def active_layers(self) -> frozenset[Layer]:
         """The layers this instance acts at (its parameters may switch one off)."""
         return self.layers
+
+    def yardsticks(self) -> frozenset[str]:
+        """What this method's savings are measured against besides uniform GRPO
+        (accounting.YARDSTICKS), by the layers it acts at."""
+        return frozenset(LAYER_YARDSTICKS[layer] for layer in self.active_layers())
 
     def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:
         """Constraints against the other methods or B and N that its parameters make."""

@@ -21,6 +21,9 @@ class Grpo(Selector[GrpoParams]):
     layers = frozenset({Layer.ADVANTAGE})
     Params = GrpoParams
 
+    def yardsticks(self) -> frozenset[str]:
+        return frozenset()  # the baseline itself
+
     def token_advantages(self, step: StepView, batch: TrainingBatch, token_entropy: Floats | None,
                          response_mask: npt.NDArray[Any]) -> Advantages:
         p = self.params
