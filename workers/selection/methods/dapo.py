@@ -4,11 +4,24 @@ generation batches of ``gen_batch_factor`` x B until B mixed groups are collecte
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 from workers.selection.decisions import Layer
 from workers.selection.panels import Panel, Series
-from workers.selection.params import DapoParams
+from workers.selection.params import MethodParams, described
 from workers.selection.selector import Selector
+
+
+@dataclass(frozen=True)
+class DapoParams(MethodParams):
+    method: ClassVar[str] = "dapo"
+    gen_batch_factor: float = described("prompts drawn per generation batch, as a multiple of B", 3.0)
+    max_gen_batches: int = described("generation batches per step before training on what was kept (0 = no limit)", 10)
+
+    def check(self) -> None:
+        self._require(self.gen_batch_factor >= 1, "gen_batch_factor", f"must be >= 1, got {self.gen_batch_factor}")
+        self._require(self.max_gen_batches >= 0, "max_gen_batches", f"must be >= 0, got {self.max_gen_batches}")
 
 
 class Dapo(Selector[DapoParams]):

@@ -8,15 +8,16 @@ post-filter with GRESO's refill sizing.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
 from workers.selection import greso
 from workers.selection.decisions import Action, Layer
 from workers.selection.panels import Panel, Series
-from workers.selection.params import GresoParams, SelectionConfigError
+from workers.selection.params import MethodParams, SelectionConfigError, described
 from workers.selection.selector import (
     Floats,
     Ints,
@@ -28,10 +29,35 @@ from workers.selection.selector import (
     Verdict,
 )
 
+
+@dataclass(frozen=True)
+class GresoParams(MethodParams):
+    method: ClassVar[str] = "greso"
+    p_easy: float = described("starting keep-probability base for prompts solved on every recent visit", 0.5)
+    p_hard: float = described("starting keep-probability base for prompts failed on every recent visit", 0.5)
+    floor: float = described("lowest keep probability, so no prompt is excluded for good", 0.01)
+    target_easy: float = described("share of all-correct groups the controller aims for", 0.25 / 3)
+    target_hard: float = described("share of all-wrong groups the controller aims for", 2 * 0.25 / 3)
+    rollout_batch_factor: float = described("largest rollout batch per round, as a multiple of B", 3.0)
+    min_rollout_batch: int = described("smallest rollout batch per refill round", 64)
+    max_gen_batches: int = described("rollout rounds per step before training on what was kept (0 = no limit)", 10)
+    post_filter: str = described("drop zero-variance groups after rollout: auto (on unless rlzvp), on, off", "auto")
+
+    def check(self) -> None:
+        for name in ("p_easy", "p_hard", "floor", "target_easy", "target_hard"):
+            value = getattr(self, name)
+            self._require(0 <= value <= 1, name, f"must lie in [0, 1], got {value}")
+        self._require(self.rollout_batch_factor >= 1, "rollout_batch_factor", "must be >= 1")
+        self._require(self.min_rollout_batch >= 1, "min_rollout_batch", "must be >= 1")
+        self._require(self.max_gen_batches >= 0, "max_gen_batches", "must be >= 0")
+        self._require(self.post_filter in ("auto", "on", "off"), "post_filter", "must be auto, on or off")
+
+
 GP = TypeVar("GP", bound=GresoParams)
 _EASY = "all-correct on the last {streak:.0f} visit(s)"
 _HARD = "all-wrong on the last {streak:.0f} visit(s)"
 _DRAW = "keep probability {keep_probability:.3f}, draw {draw:.3f}"
+
 
 
 class HistoryFilter(Selector[GP]):

@@ -3,15 +3,26 @@ advantage when a run names no advantage method."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy.typing as npt
 
 from workers.selection import grpo
 from workers.selection.decisions import Layer
 from workers.selection.outcomes import TrainingBatch
-from workers.selection.params import GrpoParams
+from workers.selection.params import MethodParams, described
 from workers.selection.selector import Advantages, Floats, Selector, StepView
+
+
+@dataclass(frozen=True)
+class GrpoParams(MethodParams):
+    method: ClassVar[str] = "grpo"
+    norm_by_std: bool = described("divide by the group std (False: Dr. GRPO, mean-centred only)", True)
+    eps: float = described("added to the group std before dividing", 1e-6)
+
+    def check(self) -> None:
+        self._require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
 
 
 class Grpo(Selector[GrpoParams]):

@@ -8,15 +8,17 @@ The pool is HIVE's: ``pool_size`` says how many survivors to gather before ``gat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 
 from workers.selection import hive
 from workers.selection.decisions import Action, Layer
-from workers.selection.methods.greso import HistoryFilter
+from workers.selection.methods.greso import GresoParams, HistoryFilter
 from workers.selection.panels import Panel, Series
-from workers.selection.params import HiveParams
+from workers.selection.params import described
 from workers.selection.selector import (
     Conflict,
     Floats,
@@ -29,6 +31,29 @@ from workers.selection.selector import (
 )
 
 _STAGE1 = "s_rew {s_rew:.3f}, s_ent {s_ent:.3f}, keep probability {keep_probability:.3f}, draw {draw:.3f}"
+
+
+@dataclass(frozen=True)
+class HiveParams(GresoParams):
+    method: ClassVar[str] = "hive"
+    lam: float = described("stage-1 weight of the GRESO score against the entropy-history score (1.0 = GRESO)", 1.0)
+    gate: str = described("stage-2 gate: median (keep V >= median) or band (drop top k_off, keep next k_keep)",
+                          "median")
+    k_off: float = described("band gate: share of highest-entropy candidates dropped", 0.25)
+    k_keep: float = described("band gate: share of candidates kept after those", 0.5)
+    pool_factor: float = described("stage-1 survivors gathered before stage 2, as a multiple of the prompts "
+                                   "needed", 1.5)
+
+    def check(self) -> None:
+        super().check()
+        self._require(0 <= self.lam <= 1, "lam", f"must lie in [0, 1], got {self.lam}")
+        self._require(self.gate in ("median", "band"), "gate", f"must be median or band, got {self.gate!r}")
+        self._require(
+            0 <= self.k_off < 1 and 0 < self.k_keep <= 1 and self.k_off + self.k_keep <= 1,
+            "k_off",
+            f"band needs 0 <= k_off < 1, 0 < k_keep <= 1, k_off + k_keep <= 1; got {self.k_off}, {self.k_keep}",
+        )
+        self._require(self.pool_factor >= 1, "pool_factor", f"must be >= 1, got {self.pool_factor}")
 
 
 class Hive(HistoryFilter[HiveParams]):

@@ -3,15 +3,32 @@ of the round's N x prompts rollouts where a first success is likeliest."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 
 from workers.selection import hora
 from workers.selection.decisions import Action, Layer
 from workers.selection.panels import Panel
-from workers.selection.params import HoraParams, SelectionConfigError
+from workers.selection.params import MethodParams, SelectionConfigError, described
 from workers.selection.selector import Allocation, Ints, PipelineView, Selector, StepView
+
+
+@dataclass(frozen=True)
+class HoraParams(MethodParams):
+    method: ClassVar[str] = "hora"
+    n0: int = described("probe rollouts per prompt before allocation (the rest of N x prompts is allocated)", 8)
+    prior_alpha: float = described("Beta prior alpha of the pass rate", 1.0)
+    prior_beta: float = described("Beta prior beta of the pass rate", 1.0)
+    shards: int = described("allocate within this many shards of the batch (1 = whole batch)", 1)
+
+    def check(self) -> None:
+        self._require(self.n0 >= 1, "n0", f"must be >= 1, got {self.n0}")
+        self._require(self.prior_alpha > 0 and self.prior_beta > 0, "prior_alpha",
+                      "the Beta prior needs alpha, beta > 0")
+        self._require(self.shards >= 1, "shards", f"must be >= 1, got {self.shards}")
 
 
 class Hora(Selector[HoraParams]):

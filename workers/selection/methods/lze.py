@@ -5,7 +5,9 @@ learning-zone energy for the update, and optionally a forward pruner of prompts 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 
@@ -13,7 +15,7 @@ from workers.selection import lze
 from workers.selection.decisions import Action, Layer
 from workers.selection.outcomes import GroupOutcome
 from workers.selection.panels import Panel, Series
-from workers.selection.params import LzeParams, SelectionConfigError
+from workers.selection.params import MethodParams, SelectionConfigError, described
 from workers.selection.selector import (
     EpochReport,
     Floats,
@@ -25,6 +27,33 @@ from workers.selection.selector import (
     StepView,
     Verdict,
 )
+
+
+@dataclass(frozen=True)
+class LzeParams(MethodParams):
+    method: ClassVar[str] = "lze"
+    kappa: float = described("share of the batch's groups that enter the update", 0.4)
+    min_ratio: float = described("lowest share of groups selected, whatever kappa", 0.3)
+    momentum_weight: float = described("weight a of the pass-rate momentum", 0.3)
+    momentum: str = described("abs: min(2|p - ema|, 1) (reference code); signed: p - ema (paper text)", "abs")
+    d_init_min: float = described("lowest difficulty anchor max(1 - p0, d_init_min)", 0.05)
+    noise: float = described("Gumbel noise scale, as a share of the live energy range", 0.05)
+    backward: bool = described("select the top-K groups for the update (backward selection)", True)
+    warmup_epochs: int = described("epochs that train every live group before backward selection starts (0: "
+                               "select from the first step, as the reference run script does)", 0)
+    prune: bool = described("prune prompts all-correct for t_prune consecutive epochs, and replay some", False)
+    t_prune: int = described("consecutive all-correct epochs before a prompt is pruned", 2)
+    replay_ratio: float = described("share of the pruned pool replayed at each epoch start", 0.1)
+
+    def check(self) -> None:
+        self._require(0 < self.kappa <= 1, "kappa", f"must lie in (0, 1], got {self.kappa}")
+        self._require(0 <= self.min_ratio <= 1, "min_ratio", f"must lie in [0, 1], got {self.min_ratio}")
+        self._require(self.momentum in ("abs", "signed"), "momentum", f"must be abs or signed, got {self.momentum!r}")
+        self._require(self.noise >= 0, "noise", f"must be >= 0, got {self.noise}")
+        self._require(self.t_prune >= 1, "t_prune", f"must be >= 1, got {self.t_prune}")
+        self._require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        self._require(0 <= self.replay_ratio <= 1, "replay_ratio", "must lie in [0, 1]")
+        self._require(self.backward or self.prune, "backward", "lze needs backward selection, pruning or both")
 
 
 class Lze(Selector[LzeParams]):

@@ -3,8 +3,9 @@ instead of none; mixed groups keep GRPO's."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -13,8 +14,20 @@ from workers.selection import rlzvp
 from workers.selection.decisions import Action, Layer
 from workers.selection.outcomes import TrainingBatch
 from workers.selection.panels import Panel, Series
-from workers.selection.params import RlzvpParams
+from workers.selection.params import MethodParams, described
 from workers.selection.selector import Advantages, Conflict, Floats, Selector, StepView
+
+
+@dataclass(frozen=True)
+class RlzvpParams(MethodParams):
+    method: ClassVar[str] = "rlzvp"
+    alpha: float = described("advantage scale for zero-variance groups (paper best: 0.1)", 0.1)
+    norm_by_std: bool = described("GRPO part: divide by the group std", True)
+    eps: float = described("GRPO part: added to the group std", 1e-6)
+
+    def check(self) -> None:
+        self._require(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
+        self._require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
 
 
 class Rlzvp(Selector[RlzvpParams]):
