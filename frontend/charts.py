@@ -26,6 +26,7 @@ from typing import Any
 
 from workers.selection.accounting import (
     PHASES,
+    RunTotals,
     backward_savings_vs_mixed,
     effective_share_of_generated,
     rollout_savings,
@@ -159,27 +160,15 @@ def page_names(engine: str) -> dict[str, Any]:
 # -- rollout savings ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Totals:
-    """Running totals of a run's steps before the first row of a page (the cursor's base)."""
-
-    rollouts_generated: int = 0
-    rollouts_uniform: int = 0
-    rollouts_effective: int = 0
-    device_seconds: float = 0.0
-    uniform_device_seconds: float = 0.0
-    # The dynamic-sampling yardstick counts only the steps that have its estimate.
-    rollouts_generated_with_estimate: int = 0
-    rollouts_dynamic_sampling: float = 0.0
-    backward_tokens: int = 0
-    backward_tokens_mixed: int = 0
+# The base of a run's first page of steps: nothing spent yet.
+NO_STEPS = RunTotals()
 
 
 def phases_of(engine: str) -> tuple[str, ...]:
     return ENGINE_PHASES.get(engine, PHASES)
 
 
-def step_series(rows: Sequence[Mapping[str, Any]], base: Totals = Totals(),
+def step_series(rows: Sequence[Mapping[str, Any]], base: RunTotals = NO_STEPS,
                 methods: Sequence[str] = (), phases: Sequence[str] = PHASES) -> dict[str, Any]:
     """Per-step and running figures of the "Rollout savings" charts and the method panels.
 

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET
 
 from controlplane.accounts.selectors import teams_for_user
 from controlplane.runs.models import FINISHED, Run
-from controlplane.runs.selectors import run_for_user_or_none
+from controlplane.runs.selectors import run_for_user_or_none, run_totals
 from frontend import charts
 from frontend import selectors as sel
 from workers.selection.registry import REGISTRY
@@ -81,7 +81,7 @@ def series(request: HttpRequest, run: Run) -> dict[str, Any]:
     after = _int(request, "after", -1)
     rows = sel.step_rows(run, after)
     upto = rows[-1]["step"] if rows else after
-    data = charts.step_series(rows, sel.totals_through(run, after), methods=list(run.config.get("selectors", {})),
+    data = charts.step_series(rows, run_totals(run, through_step=after), methods=list(run.config.get("selectors", {})),
                               phases=charts.phases_of(run.engine))
     return {**_page(run, after, upto), **data}
 

@@ -35,7 +35,7 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from frontend.charts import HeatmapLayout, Totals
+from frontend.charts import HeatmapLayout
 
 # Steps per cursor read; the answer says has_more when there are more. Step summaries are one
 # small row a step; decision counts and heat-map cells aggregate B rows or more a step.
@@ -60,13 +60,6 @@ def last_step(run: Run) -> int:
 def step_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:
     limit = STEP_PAGE if limit is None else limit
     return list(StepSummary.objects.filter(run=run, step__gt=after).order_by("step").values(*STEP_FIELDS)[:limit])
-
-
-def totals_through(run: Run, step: int) -> Totals:
-    """Running totals of the steps <= ``step`` (the base of the next page), from the one
-    run-totals selector."""
-    totals = run_totals(run, through_step=step)
-    return Totals(**{f.name: getattr(totals, f.name) for f in dataclasses.fields(Totals)})
 
 
 def evaluation_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from workers.selection import accounting as savings
+from workers.selection.accounting import RunTotals
 from workers.selection.pipeline import Pipeline
 
 # The most rows one cursor read of steps or evaluations returns; the caller asks again
@@ -122,61 +122,6 @@ SAVINGS: dict[str, tuple[str, str]] = {
         "1 - response tokens in the update / response tokens of the mixed groups collected, summed over the "
         "steps")),
 }
-
-
-@dataclass(frozen=True)
-class RunTotals:
-    """Cumulative accounting of a run over its recorded steps (docs/algorithms.md §7). The
-    savings and shares come from the formulas of ``workers.selection.accounting``: None where
-    there is nothing to divide by."""
-
-    steps: int = 0
-    rollouts_generated: int = 0
-    rollouts_uniform: int = 0
-    rollouts_effective: int = 0
-    rollouts_trained: int = 0
-    device_seconds: float = 0.0
-    uniform_device_seconds: float = 0.0
-    # The dynamic-sampling yardstick, over the steps that have its estimate only: a step
-    # without one (no mixed group seen yet) would count its rollouts against nothing.
-    rollouts_generated_with_estimate: int = 0
-    rollouts_dynamic_sampling: float = 0.0
-    backward_tokens: int = 0
-    backward_tokens_mixed: int = 0
-
-    @property
-    def rollout_savings(self) -> float | None:
-        """1 - generated / uniform: the share of uniform GRPO's rollouts never generated;
-        None before the first step."""
-        return savings.rollout_savings(self.rollouts_generated, self.rollouts_uniform)
-
-    @property
-    def rollout_savings_vs_dynamic_sampling(self) -> float | None:
-        """1 - generated / what dynamic sampling would generate, over the steps with an
-        estimate; None when no step has one."""
-        return savings.rollout_savings_vs_dynamic_sampling(self.rollouts_generated_with_estimate,
-                                                           self.rollouts_dynamic_sampling)
-
-    @property
-    def backward_savings_vs_mixed(self) -> float | None:
-        """1 - backward tokens / backward tokens of the mixed groups; None when none was mixed."""
-        return savings.backward_savings_vs_mixed(self.backward_tokens, self.backward_tokens_mixed)
-
-    @property
-    def effective_share_of_generated(self) -> float | None:
-        return savings.effective_share_of_generated(self.rollouts_effective, self.rollouts_generated)
-
-    @property
-    def device_hours(self) -> float:
-        return self.device_seconds / 3600.0
-
-    @property
-    def uniform_device_hours(self) -> float:
-        return self.uniform_device_seconds / 3600.0
-
-    @property
-    def device_hours_saved(self) -> float:
-        return (self.uniform_device_seconds - self.device_seconds) / 3600.0
 
 
 _WITH_ESTIMATE = Q(rollouts_dynamic_sampling__gt=0)  # NULL (no estimate) is not > 0

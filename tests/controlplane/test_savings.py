@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.selectors import RunTotals, run_totals, runs_totals
+from controlplane.runs.selectors import run_totals, runs_totals
 from controlplane.runs.services import run_claim, run_create
 from controlplane.telemetry.services import step_ingest
 from tests.controlplane.api.helpers import step_record
 from workers.selection import accounting as savings
+from workers.selection.accounting import RunTotals
 
 CONFIG = {"batch_size": 8, "group_size": 4, "steps": 100}
 

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from frontend import charts
-from frontend.charts import HeatmapLayout, Totals
-from workers.selection.accounting import PHASES
+from frontend.charts import HeatmapLayout
+from workers.selection.accounting import PHASES, RunTotals
 from workers.selection.ledger import Bucket
 from workers.selection.panels import Panel, Series
 from workers.selection.registry import REGISTRY
@@ -146,7 +146,7 @@ def test_step_series_sums_rollouts_and_savings_against_uniform_grpo():
 
 
 def test_step_series_continues_the_running_totals_from_the_cursor_base():
-    base = Totals(rollouts_generated=10, rollouts_uniform=20, rollouts_effective=5, device_seconds=3600.0,
+    base = RunTotals(rollouts_generated=10, rollouts_uniform=20, rollouts_effective=5, device_seconds=3600.0,
                   uniform_device_seconds=7200.0)
     s = charts.step_series([step_row(5)], base)
     assert s["rollouts_generated_total"] == [16] and s["rollouts_uniform_total"] == [28]
@@ -203,7 +203,7 @@ def test_step_series_measures_each_saving_against_its_own_yardstick_cumulatively
                                                               pytest.approx(1 - 12 / 30)]
     assert s["backward_savings_vs_mixed_total"] == [pytest.approx(0.2), pytest.approx(1 - 50 / 55),
                                                     pytest.approx(1 - 60 / 75)]
-    base = Totals(rollouts_generated_with_estimate=6, rollouts_dynamic_sampling=12.0, backward_tokens=20,
+    base = RunTotals(rollouts_generated_with_estimate=6, rollouts_dynamic_sampling=12.0, backward_tokens=20,
                   backward_tokens_mixed=25)
     continued = charts.step_series(rows[2:], base)
     assert continued["rollout_savings_vs_dynamic_sampling_total"] == [pytest.approx(1 - 12 / 30)]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.selection.simulated import Simulation
-from workers.selection.accounting import RunAccounting, StepAccounting
+from workers.selection.accounting import RunTotals, StepAccounting
 from workers.selection.decisions import Action
 from workers.selection.pipeline import AUDIT_MIN_GROUPS, AUDIT_WINDOW_GROUPS, GroupOutcome, Pipeline
 
@@ -29,10 +29,7 @@ def true_mixed_rate(rates: dict[str, float], group_size: int = N) -> float:
 def run(methods, steps: int, **kwargs):
     sim = Simulation(methods, n_prompts=256, batch_size=16, group_size=N, **kwargs)
     results = [r for r, _ in sim.run(steps)]
-    totals = RunAccounting()
-    for r in results:
-        totals.add(r.accounting)
-    return sim, results, totals
+    return sim, results, RunTotals.of(r.accounting for r in results)
 
 
 def test_the_formulas_on_one_step_with_known_numbers():
@@ -119,7 +116,7 @@ def test_dapo_is_charged_its_overshoot_beyond_ideal_dynamic_sampling():
     for r in results:
         trained = [o["trained"] for o in r.observations]
         ideal += (max(i for i, t in enumerate(trained) if t) + 1) * N if any(trained) else 0
-    estimated = dapo.total("rollouts_dynamic_sampling")
+    estimated = dapo.rollouts_dynamic_sampling
     assert estimated == pytest.approx(ideal, rel=0.08)
     assert dapo.rollout_savings_vs_dynamic_sampling < 0  # it pays for the groups past the cut
 
@@ -147,9 +144,7 @@ def test_audit_draws_bypass_the_filters():
 def test_history_filters_save_rollouts_against_dynamic_sampling_once_they_know_the_pool():
     for methods in (["greso"], ["hive"]):
         _, results, _ = run(methods, 150)
-        late = RunAccounting()
-        for r in results[50:]:
-            late.add(r.accounting)
+        late = RunTotals.of(r.accounting for r in results[50:])
         assert late.rollout_savings_vs_dynamic_sampling > 0.15, methods
 
 
@@ -163,7 +158,7 @@ def test_lze_backward_savings_count_against_grpo_without_zero_advantage_groups()
     assert totals.backward_savings_vs_mixed > 0.05
     _, _, grpo = run(["grpo"], 40)
     # plain GRPO backpropagates its zero-variance groups too: more than the yardstick
-    assert grpo.total("backward_tokens") > grpo.total("backward_tokens_mixed")
+    assert grpo.backward_tokens > grpo.backward_tokens_mixed
 
 
 def test_no_audit_keeps_every_filter_strict_and_gives_no_dynamic_sampling_figure():

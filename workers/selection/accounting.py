@@ -7,6 +7,7 @@ chart legends. Every rate names its denominator.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 PHASES = ("select", "generate", "reward", "update")
@@ -141,36 +142,80 @@ class StepAccounting:
         return record
 
 
-@dataclass
-class RunAccounting:
-    """Cumulative accounting over a run. A replayed step replaces its earlier record."""
+@dataclass(frozen=True)
+class RunTotals:
+    """Cumulative accounting of a run over its steps (docs/algorithms.md §7): what the control
+    plane's run totals read from the database (controlplane.runs.selectors.run_totals) and
+    the dashboard's running sums start from. The savings and shares come from the formulas
+    above: None where there is nothing to divide by."""
 
-    steps: dict[int, StepAccounting] = field(default_factory=dict)
-
-    def add(self, step: StepAccounting) -> None:
-        self.steps[step.step] = step
-
-    def total(self, name: str) -> float:
-        return float(sum(getattr(s, name) for s in self.steps.values()))
+    steps: int = 0
+    rollouts_generated: int = 0
+    rollouts_uniform: int = 0
+    rollouts_effective: int = 0
+    rollouts_trained: int = 0
+    device_seconds: float = 0.0
+    uniform_device_seconds: float = 0.0
+    # The dynamic-sampling yardstick, over the steps that have its estimate only: a step
+    # without one (no mixed group seen yet) would count its rollouts against nothing.
+    rollouts_generated_with_estimate: int = 0
+    rollouts_dynamic_sampling: float = 0.0
+    backward_tokens: int = 0
+    backward_tokens_mixed: int = 0
 
     @property
     def rollout_savings(self) -> float | None:
-        return rollout_savings(self.total("rollouts_generated"), self.total("rollouts_uniform"))
-
-    @property
-    def effective_share_of_generated(self) -> float | None:
-        return effective_share_of_generated(self.total("rollouts_effective"), self.total("rollouts_generated"))
+        """1 - generated / uniform: the share of uniform GRPO's rollouts never generated;
+        None before the first step."""
+        return rollout_savings(self.rollouts_generated, self.rollouts_uniform)
 
     @property
     def rollout_savings_vs_dynamic_sampling(self) -> float | None:
-        """Over the steps with an estimate: 1 - generated / what dynamic sampling would generate."""
-        with_estimate = [s for s in self.steps.values() if s.rollouts_dynamic_sampling > 0]
-        return rollout_savings_vs_dynamic_sampling(sum(s.rollouts_generated for s in with_estimate),
-                                                   sum(s.rollouts_dynamic_sampling for s in with_estimate))
+        """1 - generated / what dynamic sampling would generate, over the steps with an
+        estimate; None when no step has one."""
+        return rollout_savings_vs_dynamic_sampling(self.rollouts_generated_with_estimate,
+                                                           self.rollouts_dynamic_sampling)
 
     @property
     def backward_savings_vs_mixed(self) -> float | None:
-        return backward_savings_vs_mixed(self.total("backward_tokens"), self.total("backward_tokens_mixed"))
+        """1 - backward tokens / backward tokens of the mixed groups; None when none was mixed."""
+        return backward_savings_vs_mixed(self.backward_tokens, self.backward_tokens_mixed)
+
+    @property
+    def effective_share_of_generated(self) -> float | None:
+        return effective_share_of_generated(self.rollouts_effective, self.rollouts_generated)
+
+    @property
+    def device_hours(self) -> float:
+        return self.device_seconds / 3600.0
+
+    @property
+    def uniform_device_hours(self) -> float:
+        return self.uniform_device_seconds / 3600.0
+
+    @property
+    def device_hours_saved(self) -> float:
+        return (self.uniform_device_seconds - self.device_seconds) / 3600.0
+
+    @classmethod
+    def of(cls, steps: Iterable[StepAccounting]) -> RunTotals:
+        """The totals of these steps (each step once: a replayed step replaces its record
+        before it is summed). Device-seconds uniform GRPO would use are the control plane's
+        estimate; 0 here."""
+        steps = list(steps)
+        with_estimate = [s for s in steps if s.rollouts_dynamic_sampling > 0]
+        return cls(
+            steps=len(steps),
+            rollouts_generated=sum(s.rollouts_generated for s in steps),
+            rollouts_uniform=sum(s.rollouts_uniform for s in steps),
+            rollouts_effective=sum(s.rollouts_effective for s in steps),
+            rollouts_trained=sum(s.rollouts_trained for s in steps),
+            device_seconds=sum(s.device_seconds for s in steps),
+            rollouts_generated_with_estimate=sum(s.rollouts_generated for s in with_estimate),
+            rollouts_dynamic_sampling=sum(s.rollouts_dynamic_sampling for s in with_estimate),
+            backward_tokens=sum(s.backward_tokens for s in steps),
+            backward_tokens_mixed=sum(s.backward_tokens_mixed for s in steps),
+        )
 
 
 # What a saving is measured against (docs/savings.md), in words: the API's run detail and the

@@ -156,7 +156,7 @@ def test_cancelling_a_finished_run_is_a_409(bob, run_a):
 
 
 def test_run_totals_sum_each_yardstick_over_the_steps_that_have_it():
-    from controlplane.runs.selectors import RunTotals
+    from workers.selection.accounting import RunTotals
 
     totals = RunTotals(steps=3, rollouts_generated=12, rollouts_uniform=16, rollouts_effective=8, rollouts_trained=8,
                        device_seconds=6.0, uniform_device_seconds=8.0, rollouts_generated_with_estimate=6,
