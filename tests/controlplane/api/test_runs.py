@@ -122,7 +122,7 @@ def test_the_run_detail_carries_progress_attempts_evaluation_and_cumulative_savi
 def test_a_run_without_steps_has_no_savings_rather_than_zero_savings(alice, run_a):
     totals = alice.get(f"/api/runs/{run_a.id}/").json()["totals"]
     assert totals["steps"] == 0 and totals["rollouts_uniform"] == 0
-    assert totals["rollout_savings"] is None  # nothing to compare against (runs.savings: one convention)
+    assert totals["rollout_savings"] is None  # nothing to compare against (accounting.saving: one convention)
     assert totals["rollout_savings_vs_dynamic_sampling"] is None and totals["backward_savings_vs_mixed"] is None
     assert totals["effective_share_of_generated"] is None
 
