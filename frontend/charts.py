@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from workers.engines.verl.report import STEP_PHASES as VERL_STEP_PHASES
 from workers.selection.accounting import (
     PHASES,
     RunTotals,
@@ -37,9 +38,9 @@ from workers.selection.ledger import Bucket
 from workers.selection.panels import Panel, Series
 from workers.selection.registry import REGISTRY
 
-# verl's step also saves checkpoints inside its step timer, and has time in none of ours
-# (workers/engines/verl/report.py reports them as "checkpoint" and "other").
-ENGINE_PHASES = {"verl": (*PHASES, "checkpoint", "other")}
+# The phases each engine reports (the pipeline's four; verl adds its checkpoint and the rest
+# of its step timer).
+ENGINE_PHASES = {"verl": VERL_STEP_PHASES}
 BUCKETS = Bucket.NAMES
 # The colour of each bucket, in Bucket.NAMES order (strict: a new bucket needs its colour).
 BUCKET_COLORS = dict(zip(BUCKETS, ("#9ca3af", "#16a34a", "#f59e0b", "#dc2626", "#6b7280", "#a8a29e"), strict=True))

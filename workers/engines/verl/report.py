@@ -18,6 +18,7 @@ from typing import Any
 
 from workers.engines.verl.http_sink import HttpSink
 from workers.record import RecordError, finite
+from workers.selection.accounting import PHASES
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ TRAIN_METRICS = {
     "entropy_mean": "actor/entropy",
     "approx_kl": "actor/ppo_kl",
 }
+# The phases a verl step reports, in chart order: the pipeline's four, then the checkpoint
+# verl saves inside its step timer and the rest of that timer ("other").
+STEP_PHASES = (*PHASES, "checkpoint", "other")
 # our phase <- verl timers (marked_timer names in trainer_base.fit / _step_once)
-PHASES = {
+VERL_TIMERS = {
     "generate": ("gen",),
     "reward": ("reward",),
     "update": ("old_log_prob", "ref", "values", "adv", "update_critic", "update_actor", "update_weights"),
@@ -101,7 +105,7 @@ def train_summary(metrics: Mapping[str, Any], device_seconds_total: float) -> di
 def phase_seconds(timing_raw: Mapping[str, float], select_seconds: float, gpus: int) -> dict[str, float]:
     """Device-seconds per phase; ``other`` is the rest of verl's step timer."""
     seconds = {"select": select_seconds}
-    for phase, timers in PHASES.items():
+    for phase, timers in VERL_TIMERS.items():
         seconds[phase] = sum(float(timing_raw.get(t, 0.0)) for t in timers)
     step_wall = float(timing_raw.get("step", 0.0))
     seconds["other"] = max(0.0, step_wall - sum(seconds.values()))
