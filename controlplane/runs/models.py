@@ -12,7 +12,7 @@ from workers.record import RunStatus as EngineRunStatus
 
 class RunStatus(models.TextChoices):
     """A run's (and an attempt's) status. The final words an engine reports are the engine's
-    (``workers.engines.telemetry.RunStatus``, a StrEnum the engines use without Django): taken
+    (``workers.record.RunStatus``, a StrEnum the engines use without Django): taken
     from there. The others are the control plane's alone: a run waits, is claimed, runs, or
     is lost with its worker; no engine ever says them."""
 

@@ -14,6 +14,8 @@ import secrets
 
 from django.db import models
 
+from workers.selection.ledger import Bucket as LedgerBucket
+
 
 def new_key() -> str:
     return secrets.token_urlsafe(32)
@@ -138,13 +140,8 @@ class SelectionDecision(models.Model):
         ]
 
 
-class Bucket(models.TextChoices):
-    UNSEEN = "unseen"
-    TOO_EASY = "too_easy"
-    EDGE = "edge"
-    TOO_HARD = "too_hard"
-    PRUNED = "pruned"
-    STALE = "stale"
+# The learning-edge buckets as database choices, from their one home (the prompt ledger's).
+Bucket = models.TextChoices("Bucket", [(name.upper(), name) for name in LedgerBucket.NAMES])
 
 
 class PromptState(models.Model):
