@@ -57,14 +57,12 @@ import dataclasses
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import transfer_queue as tq
-import verl.utils.tensordict_utils as tu
 from tensordict import TensorDict
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
@@ -72,6 +70,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from workers.engines.lifecycle import RunLifecycle
 from workers.engines.verl import advantage, checkpoint, report
+from workers.engines.verl.allocating import TwoPhaseRollout
 from workers.engines.verl.checkpoint import STATE_KEY
 from workers.engines.verl.edgeplane_config import (
     build_pipeline,
@@ -79,31 +78,27 @@ from workers.engines.verl.edgeplane_config import (
     selection_methods,
 )
 from workers.engines.verl.methods import ADVANTAGE_ADAPTERS
-from workers.engines.verl.prompts import row_keys
-from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
+from workers.engines.verl.sampler import EdgeplaneReplayBuffer
 from workers.engines.verl.selecting import PromptSelection, StepWork
 from workers.record import Control, StepRecord
 from workers.selection.decisions import Layer
-from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
-    RolloutRound,
     StepResult,
     StepSelection,
 )
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
-PARENT_FIELD = "edgeplane_group"  # HORA's extra rollouts: the uid of the probe group they extend
-DEFAULT_ROLLOUT_TIMEOUT_S = 3600.0  # edgeplane.rollout_timeout_s: longest wait for one step's rollouts
 
 
 @register_trainer(TRAINER_NAME)
-class EdgeplaneTrainer(PromptSelection, PPOTrainerSync):
+class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, PPOTrainerSync):
     """verl's sync trainer with Edgeplane's selectors at their layers and its telemetry."""
 
     def __init__(self, config: Any) -> None:
         self.pipeline = build_pipeline(config)
         self._setup_selection()
+        self._setup_rollout(config)
         self.step_started = 0.0
         self.step_metrics: dict | None = None
         self.closing: tuple[StepResult, StepWork] | None = None  # closed in step(), reported in on_step_end
@@ -114,8 +109,6 @@ class EdgeplaneTrainer(PromptSelection, PPOTrainerSync):
         section = edgeplane_section(config)
         self.lifecycle = RunLifecycle(  # the device-hour cap and how the run ends, as the embedded engine's
             max_device_hours=float((section.get("max_device_hours", 0) if section is not None else 0) or 0))
-        self.rollout_timeout_s = float((section.get("rollout_timeout_s", 0) if section is not None else 0)
-                                       or DEFAULT_ROLLOUT_TIMEOUT_S)
         run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
         self.sink = report.sink_from_env(run_dir)
         self.model_parameters = report.count_parameters(str(config.actor_rollout_ref.model.path))
@@ -169,69 +162,6 @@ class EdgeplaneTrainer(PromptSelection, PPOTrainerSync):
             self._submit_batch_to_rollout(batch)
         return {"edgeplane/prompts_submitted": float(work.prompts_submitted),
                 "edgeplane/candidates_drawn": float(work.selection.candidates_drawn)}
-
-    # -- allocation: HORA's two phases ---------------------------------------------------------
-    def _rollout_in_two_phases(self, work: StepWork, batch: TensorDict) -> None:
-        """Probe with n0 rollouts per prompt, wait, allocate the rest of B x N, submit the extras."""
-        step = work.selection
-        n0 = self.pipeline.probe_size
-        uids = [str(u) for u in batch["uid"]]
-        keys = [str(k) for k in row_keys(batch)]
-        tu.assign_non_tensor_stack(batch, "__rollout_n__", [n0] * len(uids))
-        self._submit_batch_to_rollout(batch)
-        self._wait_until_finished(uids)
-        start = time.perf_counter()
-        entries = tq.kv_list(partition_id="train").get("train", {})
-        trajectories = {k: tag for k, tag in entries.items() if not tag.get("is_prompt", False)}
-        probe = read_outcomes(trajectories, "train", uids, dict(zip(uids, keys)))
-        successes = [int((probe[u].rewards >= SUCCESS_THRESHOLD).sum()) if u in probe else 0 for u in uids]
-        extra = step.allocate(RolloutRound(keys, np.full(len(keys), n0, dtype=np.int64), []), successes)
-        work.select_seconds += time.perf_counter() - start
-        rows = [i for i, m in enumerate(extra) if m > 0]
-        if not rows:
-            return
-        extras = tu.index_select_tensor_dict(batch, rows)
-        extra_uids = [str(uuid.uuid4()) for _ in rows]
-        # One uid per row. A numpy array assigned as a field is stored by tensordict as ONE
-        # value, and verl's agent loop (agent_loop_tq.py) then hands every row the whole array
-        # as its uid: the TransferQueue write fails and the prompts stay pending for ever.
-        tu.assign_non_tensor_stack(extras, "uid", extra_uids)
-        tu.assign_non_tensor_stack(extras, "__rollout_n__", [int(extra[i]) for i in rows])
-        tu.assign_non_tensor_stack(extras, PARENT_FIELD, [uids[i] for i in rows])
-        self.replay_buffer.expect_extras({u: uids[i] for u, i in zip(extra_uids, rows)})  # type: ignore[attr-defined]
-        self._submit_batch_to_rollout(extras)
-
-    def _wait_until_finished(self, uids: list[str]) -> None:
-        """Poll TransferQueue until every prompt group is finished (or failed), as verl's
-        replay buffer does, for at most ``edgeplane.rollout_timeout_s``."""
-        waiting = set(uids)
-        poll = float(getattr(self.replay_buffer, "poll_interval", 2.0))
-        deadline = time.monotonic() + self.rollout_timeout_s
-        while True:
-            tags = tq.kv_list(partition_id="train").get("train", {})
-            waiting = {u for u in waiting if tags.get(u, {}).get("status") not in ("finished", "failure")}
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                states: dict[str, int] = {}
-                for u in waiting:
-                    state = str(tags.get(u, {}).get("status", "missing"))
-                    states[state] = states.get(state, 0) + 1
-                raise RolloutTimeout(
-                    f"HORA's probe rollouts did not finish within {self.rollout_timeout_s:.0f} s "
-                    f"(edgeplane.rollout_timeout_s): {len(waiting)} of {len(uids)} prompt groups still "
-                    f"{', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; check the rollout workers' logs")
-            time.sleep(poll)
-
-    def _submit_batch_to_rollout(self, batch: TensorDict) -> int:
-        # The step it is rolled out in (a batch selected ahead was drawn during the step before).
-        tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
-        if self.work is not None:  # the buffer then knows each group's key without reading it back
-            self.replay_buffer.note_submitted([str(u) for u in batch["uid"]], row_keys(batch))  # type: ignore[attr-defined]
-        submitted = super()._submit_batch_to_rollout(batch)
-        if self.work is not None:
-            self.work.prompts_submitted += submitted
-        return submitted
 
     # -- advantage -----------------------------------------------------------------------------
     def _compute_advantage(self, batch, metrics: dict):
