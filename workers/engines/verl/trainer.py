@@ -53,62 +53,39 @@ saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's ow
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from workers.engines.lifecycle import RunLifecycle
-from workers.engines.verl import checkpoint, report
+from workers.engines.verl import checkpoint
 from workers.engines.verl.allocating import TwoPhaseRollout
 from workers.engines.verl.checkpoint import STATE_KEY
+from workers.engines.verl.closing import StepClosing
 from workers.engines.verl.edgeplane_config import (
     build_pipeline,
-    edgeplane_section,
-    selection_methods,
 )
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer
-from workers.engines.verl.selecting import PromptSelection, StepWork
+from workers.engines.verl.selecting import PromptSelection
 from workers.engines.verl.shaping import AdvantageShaping
-from workers.record import Control, StepRecord
-from workers.selection.pipeline import (
-    StepResult,
-    StepSelection,
-)
 
 logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
 
 
 @register_trainer(TRAINER_NAME)
-class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, PPOTrainerSync):
+class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepClosing, PPOTrainerSync):
     """verl's sync trainer with Edgeplane's selectors at their layers and its telemetry."""
 
     def __init__(self, config: Any) -> None:
         self.pipeline = build_pipeline(config)
         self._setup_selection()
         self._setup_rollout(config)
-        self.step_started = 0.0
-        self.step_metrics: dict | None = None
-        self.closing: tuple[StepResult, StepWork] | None = None  # closed in step(), reported in on_step_end
-        self.device_seconds = 0.0
-        self.last_result: StepResult | None = None
-        trainer = config.trainer
-        self.gpus = int(trainer.nnodes) * int(trainer.n_gpus_per_node)
-        section = edgeplane_section(config)
-        self.lifecycle = RunLifecycle(  # the device-hour cap and how the run ends, as the embedded engine's
-            max_device_hours=float((section.get("max_device_hours", 0) if section is not None else 0) or 0))
-        run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
-        self.sink = report.sink_from_env(run_dir)
-        self.model_parameters = report.count_parameters(str(config.actor_rollout_ref.model.path))
+        self._setup_closing(config)
         super().__init__(config)
         if self.parameter_sync_step != 1:
             # One selection step is one update here: several local updates per step would
@@ -179,72 +156,6 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, PPOTr
             wall = time.perf_counter() - self.step_started - self.ahead_seconds
             self._report_step(closing, self.step_metrics or {}, {**self.timing_raw, "step": wall})
 
-    def close_step(self, metrics: dict, timing_raw: dict) -> None:
-        """Close and report the step at once (``step`` and ``on_step_end`` split the two)."""
-        closing = self._close_selection(timing_raw)
-        if closing is not None:
-            self._report_step(closing, metrics, timing_raw)
-
-    def _close_selection(self, timing_raw: dict) -> tuple[StepResult, StepWork] | None:
-        """The step's ledger update, selector state and accounting (after verl's update)."""
-        work = self.work
-        if work is None:
-            return None
-        step = work.selection
-        step.rollouts_effective = work.rollouts_effective
-        result = step.close(seconds=report.phase_seconds(timing_raw, work.select_seconds, self.gpus),
-                            parameters=self.model_parameters, forward_tokens_extra=work.forward_tokens_extra)
-        self.work = None
-        return result, work
-
-    def _report_step(self, closing: tuple[StepResult, StepWork], metrics: dict, timing_raw: dict) -> None:
-        """The step's record, with every phase's seconds (``timing_raw``: verl's timers and the
-        step's wall time), to the control plane; its answer is obeyed here."""
-        result, work = closing
-        seconds = report.phase_seconds(timing_raw, work.select_seconds, self.gpus)
-        result = dataclasses.replace(result, accounting=dataclasses.replace(result.accounting, seconds=seconds))
-        self.device_seconds += result.accounting.device_seconds
-        record = StepRecord.from_result(result, train=self._train_summary(work.selection, result, metrics))
-        metrics.update({f"edgeplane/{k}": v for k, v in result.accounting.to_record().items()
-                        if isinstance(v, (int, float))})
-        self.last_result = result
-        for alert in result.alerts:
-            logger.warning("step %d: %s", result.step, alert)
-        answer = self.sink.step(record) if self.sink is not None else Control.CONTINUE
-        control = self.lifecycle.after_step(answer, self.device_seconds)
-        if control != Control.CONTINUE:
-            self._stop(control)
-
-    def _train_summary(self, step: StepSelection, result: StepResult, metrics: dict) -> dict[str, Any]:
-        summary = report.train_summary(metrics, self.device_seconds)
-        rewards = [o.rewards for o in step.outcomes]
-        generated = np.concatenate(rewards) if rewards else np.zeros(0)
-        # Over every rollout generated this step (the embedded engine's definition), not only trained ones.
-        summary["reward_mean"] = float(generated.mean()) if generated.size else 0.0
-        acc = result.accounting
-        summary["response_length_mean"] = acc.tokens_generated / max(acc.rollouts_generated, 1)
-        return summary
-
-    def _stop(self, control: Control) -> None:
-        """Obey cancel / stop_budget at this step boundary: save, then let ``fit`` end."""
-        self._abandon_ahead()
-        # verl saved this step already if it was a save step (fit saves before on_step_end)
-        save_freq = int(self.config.trainer.save_freq)
-        saved = save_freq > 0 and (self.global_steps % save_freq == 0 or self.global_steps >= self.total_training_steps)
-        if not saved:
-            self._save_checkpoint()
-        self.total_training_steps = self.global_steps  # fit's loop ends after this step
-        logger.info("control plane answered %s after step %d: stopping", control, self.global_steps)
-
-    def _validate(self) -> dict[str, float]:
-        metrics = super()._validate()
-        record = report.evaluation_record(
-            self.global_steps, metrics, k=int(self.config.actor_rollout_ref.rollout.val_kwargs.n),
-            prompts=len(self.val_dataset))
-        if record is not None and self.sink is not None:
-            self.sink.evaluation(record)
-        return metrics
-
     def fit(self, agent_loop_manager) -> None:
         self.report_start()
         try:
@@ -253,30 +164,6 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, PPOTr
             self.report_end(failure=exc)
             raise
         self.report_end()
-
-    def report_start(self) -> None:
-        if self.sink is not None:
-            self.sink.run_started(config={"engine": "verl", "methods": selection_methods(self.config)},
-                                  model_parameters=self.model_parameters, dataset_size=len(self.train_dataset),
-                                  resumed_from_step=self.global_steps or None)
-
-    def report_end(self, failure: BaseException | None = None) -> None:
-        if self.sink is None:
-            return
-        if failure is not None:
-            end = self.lifecycle.crashed(self.global_steps, failure)
-        else:
-            end = self.lifecycle.ending(min(self.global_steps, self.total_training_steps), self.device_seconds)
-        self.sink.run_finished(status=end.status, reason=end.reason)
-
-    @property
-    def control(self) -> Control:
-        """The last stop the run obeyed (cancel, stop_budget); continue until then."""
-        return self.lifecycle.control
-
-    @property
-    def max_device_hours(self) -> float:
-        return self.lifecycle.max_device_hours
 
     # -- checkpoints ---------------------------------------------------------------------------
     def selection_state(self) -> dict[str, Any]:
