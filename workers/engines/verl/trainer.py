@@ -62,9 +62,8 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from workers.engines.verl import checkpoint
 from workers.engines.verl.allocating import TwoPhaseRollout
-from workers.engines.verl.checkpoint import STATE_KEY
+from workers.engines.verl.checkpoint import SelectionCheckpoint
 from workers.engines.verl.closing import StepClosing
 from workers.engines.verl.edgeplane_config import (
     build_pipeline,
@@ -78,7 +77,8 @@ TRAINER_NAME = "edgeplane_sync"
 
 
 @register_trainer(TRAINER_NAME)
-class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepClosing, PPOTrainerSync):
+class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepClosing, SelectionCheckpoint,
+                       PPOTrainerSync):
     """verl's sync trainer with Edgeplane's selectors at their layers and its telemetry."""
 
     def __init__(self, config: Any) -> None:
@@ -164,29 +164,6 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
             self.report_end(failure=exc)
             raise
         self.report_end()
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def selection_state(self) -> dict[str, Any]:
-        """What the checkpoint callback saves besides the pipeline: epoch, candidates given back."""
-        pending = self.prompt_pool.pending_keys() if self.prompt_pool is not None else []
-        return {"epoch": self.epoch, "dataloader_wrapped": self.dataloader_wrapped, "pending_keys": pending}
-
-    def _load_checkpoint(self):
-        super()._load_checkpoint()
-        self.restore_selection()
-
-    def restore_selection(self) -> None:
-        """The selection state saved with the checkpoint verl resumed from (``global_steps``)."""
-        restored = checkpoint.restore_pipeline(self.config, self.global_steps)
-        if restored is None:
-            return
-        self.pipeline = restored
-        state = restored.ledger.method_state.get(STATE_KEY) or {}
-        self.epoch = int(state.get("epoch", 0))
-        self.dataloader_wrapped = bool(state.get("dataloader_wrapped", False))
-        if self.prompt_pool is not None and state.get("pending_keys"):
-            self.prompt_pool.put_back(self.prompt_pool.rebuild(state["pending_keys"]))
-
 
 def _task_runner_class():
     """``TaskRunnerV1`` (verl/trainer/main_ppo.py) building ``EdgeplaneTrainer``.
