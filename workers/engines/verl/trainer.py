@@ -6,54 +6,53 @@
 class is chosen by our ``EdgeplaneTaskRunner``, not by the mode. It is also registered as
 ``edgeplane_sync`` in verl's ``TRAINER_REGISTRY`` for lookups.
 
-One verl step drives the selection ``Pipeline`` (built from ``edgeplane.methods``) through
-the same cycle as the embedded engine (workers/selection/pipeline.py). The trainer names no
-method: it asks the pipeline what runs at each layer (``allocator``, ``probe_size``,
-``advantage``); the one layer verl computes itself, the advantage, goes through the adapter
-table of ``methods.py`` (what verl supports, by method name):
+The class composes one mixin per concern, each in its own module whose docstring says what
+it owns and which verl hooks it overrides. They are mixins, not collaborator objects, because
+verl's base class calls the overridden methods by name on the trainer (``_init_dataloader``,
+``_fetch_one_gen_batch``, ``_add_prompts_to_generate``, ``_submit_batch_to_rollout``,
+``_compute_advantage``, ``_load_checkpoint``, ``_validate``), and each override reaches
+verl's own through ``super()``:
 
-1. **Pre-rollout** (e.g. GRESO, HIVE, LZE's pruner). ``_select_prompts`` draws candidates from
-   verl's dataloader through a ``PromptPool``, screens them (``StepSelection.pre_rollout``,
-   with HIVE's stage 2 as a prompt-entropy forward pass of the actor, ``entropy.py``) and
-   submits exactly the prompts verl asks for: ``train_batch_size`` per step and every refill
-   of verl's group filter (``_add_prompts_to_generate`` is the replay buffer's ``refill_fn``).
-   The step's first batch is selected ahead, in ``on_step_end`` of the step before (and
-   ``on_init_end``), before ``super().on_step_end()`` wakes vLLM: in colocated sync mode the
-   actor's forward pass then has the GPU memory vLLM gave up in ``on_sample_end``.
-2. **Post-rollout** (the zero-variance filter, LZE backward selection) in the replay buffer
-   ``sampler.EdgeplaneReplayBuffer``. The filter is verl's own ``algorithm.filter_groups``
-   (set by the launcher for DAPO and for the history filters' post-filter), so verl refills.
-3. **Advantage**: verl's GRPO, then the advantage method's adapter (``methods.py``; RL-ZVP
-   rewrites the zero-variance groups, ``advantage.py``).
-4. **Close**: at the end of ``step()`` the ledger records every group generated (before
+- ``selecting.PromptSelection``: the candidate pool, epochs, the pre-rollout layer, refills;
+- ``allocating.TwoPhaseRollout``: every submission to rollout, HORA's two phases;
+- ``shaping.AdvantageShaping``: the advantage method's adapter, HORA's loss weights;
+- ``closing.StepClosing``: the ledger, the step record, the control plane's answer, the run's
+  start and end;
+- ``checkpoint.SelectionCheckpoint``: the selection state saved with verl's checkpoints.
+
+What stays here is verl's step lifecycle, which calls into them. One verl step drives the
+selection ``Pipeline`` (built from ``edgeplane.methods``) through the same cycle as the
+embedded engine (workers/selection/pipeline.py). The trainer names no method: it asks the
+pipeline what runs at each layer (``allocator``, ``probe_size``, ``advantage``); the one layer
+verl computes itself, the advantage, goes through the adapter table of ``methods.py``:
+
+1. **Pre-rollout** (GRESO, HIVE, LZE's pruner), in ``prepare_step``: the step's first batch of
+   ``train_batch_size`` screened prompts, selected ahead in ``on_step_end`` of the step before
+   (and ``on_init_end``), before ``super().on_step_end()`` wakes vLLM (HIVE's forward pass
+   then has vLLM's GPU memory); every refill of verl's group filter is screened too and capped
+   at ``max_gen_batches`` x B (``selecting.py``).
+2. **Allocation** (HORA), in ``prepare_step``: probe with n0 rollouts a prompt, wait, allocate
+   the rest of B x N, send the extras as their own prompt groups (``allocating.py``); every
+   wait for rollouts ends after ``edgeplane.rollout_timeout_s`` with ``RolloutTimeout``.
+3. **Post-rollout** (the zero-variance filter, LZE backward selection) in the replay buffer
+   ``sampler.EdgeplaneReplayBuffer`` (``_build_replay_buffer``). The filter is verl's own
+   ``algorithm.filter_groups`` (set by the launcher for DAPO and for the history filters'
+   post-filter), so verl refills; the buffer merges HORA's extras into their probe group.
+4. **Advantage**: verl's GRPO, then the advantage method's adapter (RL-ZVP), then HORA's
+   N / G_i loss weight (``shaping.py``).
+5. **Close**: at the end of ``step()`` the ledger records every group generated (before
    verl's checkpoint of the step saves it); in ``on_step_end``, after verl's checkpoint and
-   weight sync (whose seconds it then carries), the step record (accounting, observations by
-   stable prompt key, decisions) goes to the control plane through the HTTP sink
-   (``report.sink_from_env``); a ``cancel`` or ``stop_budget`` answer is obeyed at this step
-   boundary: a checkpoint is saved and the loop ends.
-
-verl's group filter refills without limit in 0.9.1; the refill (``_add_prompts_to_generate``)
-enforces the post-filter's ``max_gen_batches`` x B prompts a step and closes the buffer's
-collection when it is reached or the dataset runs out (the step trains on what it has). Every
-wait for rollouts ends after ``edgeplane.rollout_timeout_s`` with ``RolloutTimeout``.
-
-**Allocation** (HORA) runs in two phases in ``prepare_step``: the selected prompts go out with
-``__rollout_n__ = n0``, the pipeline's ``probe_size`` (verl's agent loop honours that per-prompt
-field), the trainer waits for them, reads each probe's successes from TransferQueue and allocates; the extra rollouts
-go out as new prompt groups (fresh uids: verl's session ids restart at 0) that name their
-probe group in ``edgeplane_group``. The replay buffer merges each group with its extras
-before selection and rewrites the extras' ``uid`` so verl's GRPO sees one group of
-n0 + m_i; ``_compute_advantage`` then scales each rollout's advantage by N / G_i, the
-per-prompt loss weight of docs/algorithms.md §4 (the PPO objective is linear in it).
+   weight sync (whose seconds it then carries), the step record goes to the control plane and
+   a ``cancel`` or ``stop_budget`` answer is obeyed at this step boundary: a checkpoint is
+   saved and the loop ends (``closing.py``). ``fit`` reports the run's start and end.
 
 Selector state (ledger, every method's state, the epoch and the candidates given back) is
 saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's own
-``_load_checkpoint``.
+``_load_checkpoint`` (``checkpoint.SelectionCheckpoint``).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -65,14 +64,11 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from workers.engines.verl.allocating import TwoPhaseRollout
 from workers.engines.verl.checkpoint import SelectionCheckpoint
 from workers.engines.verl.closing import StepClosing
-from workers.engines.verl.edgeplane_config import (
-    build_pipeline,
-)
+from workers.engines.verl.edgeplane_config import build_pipeline
 from workers.engines.verl.sampler import EdgeplaneReplayBuffer
 from workers.engines.verl.selecting import PromptSelection
 from workers.engines.verl.shaping import AdvantageShaping
 
-logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
 
 
@@ -82,7 +78,7 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
     """verl's sync trainer with Edgeplane's selectors at their layers and its telemetry."""
 
     def __init__(self, config: Any) -> None:
-        self.pipeline = build_pipeline(config)
+        self.pipeline = build_pipeline(config)  # every concern asks it what runs at its layer
         self._setup_selection()
         self._setup_rollout(config)
         self._setup_closing(config)
@@ -110,16 +106,21 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
         buffer.timeout_s = self.rollout_timeout_s
         return buffer
 
+    # -- verl's step lifecycle ------------------------------------------------------------------
     def on_init_end(self) -> None:
+        """Select the first step's batch, then verl's weight sync wakes vLLM."""
         self._select_ahead()
         super().on_init_end()
 
     def on_step_begin(self) -> None:
+        """The step's wall clock starts (``on_step_end`` reports it, less the next step's selection)."""
         self.step_started = time.perf_counter()
         self.ahead_seconds = 0.0
         super().on_step_begin()
 
     def prepare_step(self) -> dict:
+        """The replay buffer opens the step's post-rollout selection, and the step's prompts
+        (selected ahead, or now) go out to rollout: at once, or in HORA's two phases."""
         ahead = self.selected_ahead
         self.selected_ahead = None
         if ahead is not None and ahead[0].number == self.global_steps:
@@ -137,8 +138,8 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
         return {"edgeplane/prompts_submitted": float(work.prompts_submitted),
                 "edgeplane/candidates_drawn": float(work.selection.candidates_drawn)}
 
-    # -- close: ledger, record, control --------------------------------------------------------
     def step(self, metrics: dict, timing_raw: dict):
+        """verl's step (sample, advantage, update), then the ledger closes the step's selection."""
         batch = super().step(metrics, timing_raw)
         # The ledger takes the step now, before verl's checkpoint of this step saves it; the
         # record goes out in on_step_end, once verl's checkpoint and weight sync are timed.
@@ -157,6 +158,7 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
             self._report_step(closing, self.step_metrics or {}, {**self.timing_raw, "step": wall})
 
     def fit(self, agent_loop_manager) -> None:
+        """verl's loop between the run's start and end reports; a failure in it is reported, then raised."""
         self.report_start()
         try:
             super().fit(agent_loop_manager)
@@ -164,6 +166,7 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
             self.report_end(failure=exc)
             raise
         self.report_end()
+
 
 def _task_runner_class():
     """``TaskRunnerV1`` (verl/trainer/main_ppo.py) building ``EdgeplaneTrainer``.
