@@ -42,7 +42,8 @@ def _trainer(config):
     from types import SimpleNamespace
 
     from workers.engines.verl.edgeplane_config import build_pipeline
-    from workers.engines.verl.trainer import EdgeplaneTrainer, StepWork
+    from workers.engines.verl.selecting import StepWork
+    from workers.engines.verl.trainer import EdgeplaneTrainer
 
     trainer = object.__new__(EdgeplaneTrainer)
     trainer.config = config

@@ -8,6 +8,8 @@ worker groups and vLLM: not run here.
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from workers.engines.config import ConfigError, RunConfig
@@ -40,6 +42,40 @@ def test_trainer_is_registered_and_the_task_runner_is_a_ray_actor():
     assert issubclass(EdgeplaneTrainer, PPOTrainerSync) and not EdgeplaneTrainer.__abstractmethods__
     runner = _task_runner_class()
     assert hasattr(runner, "remote") and hasattr(runner.__ray_metadata__.modified_class, "run")
+
+
+def test_each_concern_overrides_the_verl_hooks_its_module_names_and_no_other():
+    """verl's base class calls its hooks by name, so a method of ours with a verl name replaces
+    verl's: each concern's overrides are the ones its module's docstring lists, each still
+    exists in the installed verl, and no concern defines a method another one has."""
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    from workers.engines.verl.allocating import TwoPhaseRollout
+    from workers.engines.verl.checkpoint import SelectionCheckpoint
+    from workers.engines.verl.closing import StepClosing
+    from workers.engines.verl.selecting import PromptSelection
+    from workers.engines.verl.shaping import AdvantageShaping
+    from workers.engines.verl.trainer import EdgeplaneTrainer
+
+    overrides = {
+        EdgeplaneTrainer: {"__init__", "_build_replay_buffer", "on_init_end", "on_step_begin", "prepare_step", "step",
+                           "on_step_end", "fit"},
+        PromptSelection: {"_init_dataloader", "_fetch_one_gen_batch", "_add_prompts_to_generate"},
+        TwoPhaseRollout: {"_submit_batch_to_rollout"},
+        AdvantageShaping: {"_compute_advantage"},
+        StepClosing: {"_validate"},
+        SelectionCheckpoint: {"_load_checkpoint"},
+    }
+    # the concerns come before verl's class, so each override's super() reaches verl's own
+    assert EdgeplaneTrainer.__mro__[:len(overrides) + 1] == (*overrides, PPOTrainerSync)
+    def methods(cls: type) -> set[str]:  # properties too; not the ABC's bookkeeping, nor the docstring
+        return {name for name, v in vars(cls).items() if inspect.isfunction(v) or isinstance(v, property)}
+
+    verl = {name for name in dir(PPOTrainerSync) if name == "__init__" or not name.startswith("__")}
+    for cls, hooks in overrides.items():
+        assert methods(cls) & verl == hooks, cls.__name__
+    own = [name for cls in overrides for name in methods(cls)]
+    assert sorted(own) == sorted(set(own))
 
 
 @pytest.mark.parametrize("selectors, post_filter", [

@@ -8,6 +8,18 @@ V1 trainer calls on the driver after each save (trainer_base.py ``_save_checkpoi
 method's state, RNG, and the trainer's epoch and candidates given back) there as
 ``edgeplane_selection.npz`` (the ledger's numpy archive); ``restore_pipeline`` reads it
 back for the folder verl's ``_load_checkpoint`` resumed from.
+
+``SelectionCheckpoint`` is the trainer's side, a mixin of ``trainer.EdgeplaneTrainer``: what it
+saves besides the pipeline (``selection_state``: the epoch and the candidates given back, the
+state of ``selecting.py``) and the restore after verl's own.
+
+verl hooks it overrides (verl's base class calls them by name):
+
+- ``_load_checkpoint``: verl's, then ``restore_selection``.
+
+It has no state of its own: it replaces the trainer's ``pipeline`` and restores
+``PromptSelection``'s ``epoch``, ``dataloader_wrapped`` and ``prompt_pool``, for the step verl
+resumed at (``global_steps``).
 """
 
 from __future__ import annotations
@@ -82,3 +94,29 @@ def restore_pipeline(config: Any, global_steps: int) -> Pipeline | None:
         return None
     return Pipeline.load(path, pipeline_methods(config), batch_size=int(config.data.train_batch_size),
                          group_size=int(config.actor_rollout_ref.rollout.n), audit_share=pipeline_audit_share(config))
+
+
+class SelectionCheckpoint:
+    """The trainer's selection state in verl's checkpoints (see the module docstring); a mixin of
+    ``EdgeplaneTrainer``."""
+
+    def selection_state(self) -> dict[str, Any]:
+        """What the checkpoint callback saves besides the pipeline: epoch, candidates given back."""
+        pending = self.prompt_pool.pending_keys() if self.prompt_pool is not None else []
+        return {"epoch": self.epoch, "dataloader_wrapped": self.dataloader_wrapped, "pending_keys": pending}
+
+    def _load_checkpoint(self):
+        super()._load_checkpoint()
+        self.restore_selection()
+
+    def restore_selection(self) -> None:
+        """The selection state saved with the checkpoint verl resumed from (``global_steps``)."""
+        restored = restore_pipeline(self.config, self.global_steps)
+        if restored is None:
+            return
+        self.pipeline = restored
+        state = restored.ledger.method_state.get(STATE_KEY) or {}
+        self.epoch = int(state.get("epoch", 0))
+        self.dataloader_wrapped = bool(state.get("dataloader_wrapped", False))
+        if self.prompt_pool is not None and state.get("pending_keys"):
+            self.prompt_pool.put_back(self.prompt_pool.rebuild(state["pending_keys"]))

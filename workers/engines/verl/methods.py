@@ -2,11 +2,12 @@
 and, where verl computes a layer itself, an explicit adapter per method.
 
 ``EdgeplaneTrainer`` drives the pipeline's PRE_ROLLOUT (screening and gate, in
-``_select_prompts``), ALLOCATION (two rollout phases with the pipeline's probe size),
-POST_ROLLOUT (verl's ``filter_groups`` refills, our replay buffer applies the pipeline's
-post-filter) and UPDATE (the replay buffer's ``finish``) for any method. The ADVANTAGE is
-verl's own GRPO: an advantage method runs on verl only through an adapter here, keyed by
-method name. Imports nothing of verl or torch at import time (``launch`` validates with it).
+``_select_prompts``, selecting.py), ALLOCATION (two rollout phases with the pipeline's probe
+size, allocating.py), POST_ROLLOUT (verl's ``filter_groups`` refills, our replay buffer applies
+the pipeline's post-filter) and UPDATE (the replay buffer's ``finish``) for any method. The
+ADVANTAGE is verl's own GRPO: an advantage method runs on verl only through an adapter here,
+keyed by method name, which ``_compute_advantage`` (shaping.py) calls after GRPO. Imports
+nothing of verl or torch at import time (``launch`` validates with it).
 """
 
 from __future__ import annotations

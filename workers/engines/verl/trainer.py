@@ -6,150 +6,88 @@
 class is chosen by our ``EdgeplaneTaskRunner``, not by the mode. It is also registered as
 ``edgeplane_sync`` in verl's ``TRAINER_REGISTRY`` for lookups.
 
-One verl step drives the selection ``Pipeline`` (built from ``edgeplane.methods``) through
-the same cycle as the embedded engine (workers/selection/pipeline.py). The trainer names no
-method: it asks the pipeline what runs at each layer (``allocator``, ``probe_size``,
-``advantage``); the one layer verl computes itself, the advantage, goes through the adapter
-table of ``methods.py`` (what verl supports, by method name):
+The class composes one mixin per concern, each in its own module whose docstring says what
+it owns and which verl hooks it overrides. They are mixins, not collaborator objects, because
+verl's base class calls the overridden methods by name on the trainer (``_init_dataloader``,
+``_fetch_one_gen_batch``, ``_add_prompts_to_generate``, ``_submit_batch_to_rollout``,
+``_compute_advantage``, ``_load_checkpoint``, ``_validate``), and each override reaches
+verl's own through ``super()``:
 
-1. **Pre-rollout** (e.g. GRESO, HIVE, LZE's pruner). ``_select_prompts`` draws candidates from
-   verl's dataloader through a ``PromptPool``, screens them (``StepSelection.pre_rollout``,
-   with HIVE's stage 2 as a prompt-entropy forward pass of the actor, ``entropy.py``) and
-   submits exactly the prompts verl asks for: ``train_batch_size`` per step and every refill
-   of verl's group filter (``_add_prompts_to_generate`` is the replay buffer's ``refill_fn``).
-   The step's first batch is selected ahead, in ``on_step_end`` of the step before (and
-   ``on_init_end``), before ``super().on_step_end()`` wakes vLLM: in colocated sync mode the
-   actor's forward pass then has the GPU memory vLLM gave up in ``on_sample_end``.
-2. **Post-rollout** (the zero-variance filter, LZE backward selection) in the replay buffer
-   ``sampler.EdgeplaneReplayBuffer``. The filter is verl's own ``algorithm.filter_groups``
-   (set by the launcher for DAPO and for the history filters' post-filter), so verl refills.
-3. **Advantage**: verl's GRPO, then the advantage method's adapter (``methods.py``; RL-ZVP
-   rewrites the zero-variance groups, ``advantage.py``).
-4. **Close**: at the end of ``step()`` the ledger records every group generated (before
+- ``selecting.PromptSelection``: the candidate pool, epochs, the pre-rollout layer, refills;
+- ``allocating.TwoPhaseRollout``: every submission to rollout, HORA's two phases;
+- ``shaping.AdvantageShaping``: the advantage method's adapter, HORA's loss weights;
+- ``closing.StepClosing``: the ledger, the step record, the control plane's answer, the run's
+  start and end;
+- ``checkpoint.SelectionCheckpoint``: the selection state saved with verl's checkpoints.
+
+What stays here is verl's step lifecycle, which calls into them. One verl step drives the
+selection ``Pipeline`` (built from ``edgeplane.methods``) through the same cycle as the
+embedded engine (workers/selection/pipeline.py). The trainer names no method: it asks the
+pipeline what runs at each layer (``allocator``, ``probe_size``, ``advantage``); the one layer
+verl computes itself, the advantage, goes through the adapter table of ``methods.py``:
+
+1. **Pre-rollout** (GRESO, HIVE, LZE's pruner), in ``prepare_step``: the step's first batch of
+   ``train_batch_size`` screened prompts, selected ahead in ``on_step_end`` of the step before
+   (and ``on_init_end``), before ``super().on_step_end()`` wakes vLLM (HIVE's forward pass
+   then has vLLM's GPU memory); every refill of verl's group filter is screened too and capped
+   at ``max_gen_batches`` x B (``selecting.py``).
+2. **Allocation** (HORA), in ``prepare_step``: probe with n0 rollouts a prompt, wait, allocate
+   the rest of B x N, send the extras as their own prompt groups (``allocating.py``); every
+   wait for rollouts ends after ``edgeplane.rollout_timeout_s`` with ``RolloutTimeout``.
+3. **Post-rollout** (the zero-variance filter, LZE backward selection) in the replay buffer
+   ``sampler.EdgeplaneReplayBuffer`` (``_build_replay_buffer``). The filter is verl's own
+   ``algorithm.filter_groups`` (set by the launcher for DAPO and for the history filters'
+   post-filter), so verl refills; the buffer merges HORA's extras into their probe group.
+4. **Advantage**: verl's GRPO, then the advantage method's adapter (RL-ZVP), then HORA's
+   N / G_i loss weight (``shaping.py``).
+5. **Close**: at the end of ``step()`` the ledger records every group generated (before
    verl's checkpoint of the step saves it); in ``on_step_end``, after verl's checkpoint and
-   weight sync (whose seconds it then carries), the step record (accounting, observations by
-   stable prompt key, decisions) goes to the control plane through the HTTP sink
-   (``report.sink_from_env``); a ``cancel`` or ``stop_budget`` answer is obeyed at this step
-   boundary: a checkpoint is saved and the loop ends.
-
-verl's group filter refills without limit in 0.9.1; the refill (``_add_prompts_to_generate``)
-enforces the post-filter's ``max_gen_batches`` x B prompts a step and closes the buffer's
-collection when it is reached or the dataset runs out (the step trains on what it has). Every
-wait for rollouts ends after ``edgeplane.rollout_timeout_s`` with ``RolloutTimeout``.
-
-**Allocation** (HORA) runs in two phases in ``prepare_step``: the selected prompts go out with
-``__rollout_n__ = n0``, the pipeline's ``probe_size`` (verl's agent loop honours that per-prompt
-field), the trainer waits for them, reads each probe's successes from TransferQueue and allocates; the extra rollouts
-go out as new prompt groups (fresh uids: verl's session ids restart at 0) that name their
-probe group in ``edgeplane_group``. The replay buffer merges each group with its extras
-before selection and rewrites the extras' ``uid`` so verl's GRPO sees one group of
-n0 + m_i; ``_compute_advantage`` then scales each rollout's advantage by N / G_i, the
-per-prompt loss weight of docs/algorithms.md §4 (the PPO objective is linear in it).
+   weight sync (whose seconds it then carries), the step record goes to the control plane and
+   a ``cancel`` or ``stop_budget`` answer is obeyed at this step boundary: a checkpoint is
+   saved and the loop ends (``closing.py``). ``fit`` reports the run's start and end.
 
 Selector state (ledger, every method's state, the epoch and the candidates given back) is
 saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's own
-``_load_checkpoint``.
+``_load_checkpoint`` (``checkpoint.SelectionCheckpoint``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import os
 import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import transfer_queue as tq
-import verl.utils.tensordict_utils as tu
-from tensordict import TensorDict
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from workers.engines.lifecycle import RunLifecycle
-from workers.engines.verl import advantage, checkpoint, entropy, report
-from workers.engines.verl.checkpoint import STATE_KEY
-from workers.engines.verl.edgeplane_config import (
-    build_pipeline,
-    edgeplane_section,
-    selection_methods,
-)
-from workers.engines.verl.methods import ADVANTAGE_ADAPTERS
-from workers.engines.verl.prompts import PromptPool, Row, RowRef, join_rows, row_keys
-from workers.engines.verl.sampler import EdgeplaneReplayBuffer, RolloutTimeout, read_outcomes
-from workers.record import Control, StepRecord
-from workers.selection.decisions import Layer
-from workers.selection.groups import SUCCESS_THRESHOLD
-from workers.selection.pipeline import (
-    MAX_DRAW_FACTOR,
-    RolloutRound,
-    StepResult,
-    StepSelection,
-)
+from workers.engines.verl.allocating import TwoPhaseRollout
+from workers.engines.verl.checkpoint import SelectionCheckpoint
+from workers.engines.verl.closing import StepClosing
+from workers.engines.verl.edgeplane_config import build_pipeline
+from workers.engines.verl.sampler import EdgeplaneReplayBuffer
+from workers.engines.verl.selecting import PromptSelection
+from workers.engines.verl.shaping import AdvantageShaping
 
-logger = logging.getLogger(__name__)
 TRAINER_NAME = "edgeplane_sync"
-PARENT_FIELD = "edgeplane_group"  # HORA's extra rollouts: the uid of the probe group they extend
-DEFAULT_ROLLOUT_TIMEOUT_S = 3600.0  # edgeplane.rollout_timeout_s: longest wait for one step's rollouts
-
-
-@dataclass
-class StepWork:
-    """One step's selection and what the trainer counts for it. A step's first batch is
-    selected during the step before (``_select_ahead``), so two can be open at once."""
-
-    number: int  # verl's global step
-    selection: StepSelection
-    submitted_keys: set[str] = field(default_factory=set)  # prompts rolled out this step
-    prompts_submitted: int = 0
-    select_seconds: float = 0.0
-    forward_tokens_extra: int = 0
-    rollouts_effective: int = 0
-    pending_decisions: list = field(default_factory=list)  # carried in from the pipeline (epoch events)
 
 
 @register_trainer(TRAINER_NAME)
-class EdgeplaneTrainer(PPOTrainerSync):
+class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepClosing, SelectionCheckpoint,
+                       PPOTrainerSync):
     """verl's sync trainer with Edgeplane's selectors at their layers and its telemetry."""
 
     def __init__(self, config: Any) -> None:
-        self.pipeline = build_pipeline(config)
-        self.epoch = 0
-        self.dataloader_wrapped = False
-        self.work: StepWork | None = None  # the step being rolled out and trained
-        self.prompt_pool: PromptPool | None = None
-        self.selected_ahead: tuple[StepWork, TensorDict] | None = None
-        self.ahead_seconds = 0.0  # wall time this step spent selecting the next one (counted there)
-        self.step_started = 0.0
-        self.step_metrics: dict | None = None
-        self.closing: tuple[StepResult, StepWork] | None = None  # closed in step(), reported in on_step_end
-        self.device_seconds = 0.0
-        self.last_result: StepResult | None = None
-        trainer = config.trainer
-        self.gpus = int(trainer.nnodes) * int(trainer.n_gpus_per_node)
-        section = edgeplane_section(config)
-        self.lifecycle = RunLifecycle(  # the device-hour cap and how the run ends, as the embedded engine's
-            max_device_hours=float((section.get("max_device_hours", 0) if section is not None else 0) or 0))
-        self.rollout_timeout_s = float((section.get("rollout_timeout_s", 0) if section is not None else 0)
-                                       or DEFAULT_ROLLOUT_TIMEOUT_S)
-        run_dir = os.environ.get("EDGEPLANE_RUN_DIR") or str(Path(str(trainer.default_local_dir)).parent)
-        self.sink = report.sink_from_env(run_dir)
-        self.model_parameters = report.count_parameters(str(config.actor_rollout_ref.model.path))
+        self.pipeline = build_pipeline(config)  # every concern asks it what runs at its layer
+        self._setup_selection()
+        self._setup_rollout(config)
+        self._setup_closing(config)
         super().__init__(config)
         if self.parameter_sync_step != 1:
             # One selection step is one update here: several local updates per step would
             # need the post-rollout selection split across them.
             raise ValueError(f"trainer.v1.sync.parameter_sync_step = {self.parameter_sync_step}: Edgeplane's "
                              "trainer runs one update per step; set it to 1")
-
-    @property
-    def step_selection(self) -> StepSelection | None:
-        return self.work.selection if self.work is not None else None
 
     # -- the replay buffer: verl's arguments, our class ---------------------------------------
     def _build_replay_buffer(self) -> ReplayBuffer:
@@ -168,157 +106,21 @@ class EdgeplaneTrainer(PPOTrainerSync):
         buffer.timeout_s = self.rollout_timeout_s
         return buffer
 
-    # -- data: the candidate pool, epochs -----------------------------------------------------
-    def _init_dataloader(self) -> None:
-        super()._init_dataloader()
-        self.prompt_pool = PromptPool(self._fetch_one_gen_batch, self._dataset_rows, self._dataset_keys())
-
-    def _dataset_keys(self) -> list[str]:
-        frame = self.train_dataset.dataframe
-        if "key" in frame.column_names:
-            return [str(k) for k in frame["key"]]
-        return [str(e["key"]) if e.get("key") is not None else f"index:{e.get('index')}" for e in frame["extra_info"]]
-
-    def _dataset_rows(self, indices: list[int]) -> TensorDict:
-        from verl.utils.dataset.rl_dataset import collate_fn
-
-        batch_dict = collate_fn([self.train_dataset[i] for i in indices])
-        batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in indices], dtype=object)
-        return tu.get_tensordict(batch_dict)
-
-    def _fetch_one_gen_batch(self) -> TensorDict:
-        """verl's ``_fetch_one_gen_batch`` (trainer_base.py), noting when the dataloader wraps:
-        the next step opens a new epoch (as the embedded engine does)."""
-        if self.train_dataloader_it is None:
-            self.train_dataloader_it = iter(self.train_dataloader)
-        try:
-            batch_dict = next(self.train_dataloader_it)
-        except StopIteration:
-            self.dataloader_wrapped = True
-            self.train_dataloader_it = iter(self.train_dataloader)
-            batch_dict = next(self.train_dataloader_it)
-        batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch_dict["raw_prompt"]))], dtype=object)
-        return tu.get_tensordict(batch_dict)
-
-    def _next_epoch(self) -> None:
-        """LZE prunes at the end of an epoch and replays some pruned prompts at the start."""
-        self.dataloader_wrapped = False
-        self.pipeline.end_epoch(self.epoch)
-        self.epoch += 1
-        replays = self.pipeline.start_epoch(self.epoch)
-        if replays and self.prompt_pool is not None:
-            self.prompt_pool.put_back(self.prompt_pool.rebuild(replays))
-
-    # -- pre-rollout ---------------------------------------------------------------------------
-    def _open_step(self, step_number: int) -> StepWork:
-        """A new step's selection (possibly ahead, in on_step_end of the step before)."""
-        if self.dataloader_wrapped:
-            self._next_epoch()
-        pending = list(self.pipeline._pending)
-        # Our step numbers count completed steps like the embedded engine's (0 is the first);
-        # verl's global_steps counts from 1.
-        selection = self.pipeline.begin_step(step_number - 1, self.epoch)
-        return StepWork(step_number, selection, pending_decisions=pending)
-
-    def _select_prompts(self, work: StepWork, n: int, *, refill: bool = False) -> TensorDict | None:
-        """Up to ``n`` prompts for rollout, screened by the pre-rollout selectors. A step's first
-        batch is exactly ``n``; a refill of verl's group filter may get fewer (the dataset has
-        no more distinct prompts this step): None when it gets none."""
-        assert self.prompt_pool is not None
-        start = time.perf_counter()
-        step, pool = work.selection, self.prompt_pool
-        drawn: dict[str, RowRef] = {}
-        taken = work.submitted_keys
-        step.set_round_target(n)
-        draw_limit = MAX_DRAW_FACTOR * self.pipeline.batch_size
-        while True:
-            rows = pool.take(step.request_size(), exclude=taken | drawn.keys())
-            drawn.update(rows)
-            if not rows:
-                step.loader_exhausted()
-
-            def prompt_entropy(keys: list[str]) -> np.ndarray:
-                return self._prompt_entropy(work, [drawn[k] for k in keys])
-
-            round_ = step.pre_rollout([k for k, _ in rows], prompt_entropy=prompt_entropy)
-            pool.put_back([(k, drawn[k]) for k in round_.deferred])
-            if round_.keys or not rows or step.candidates_drawn >= draw_limit:
-                break
-        chosen: list[Row] = [(k, drawn[k]) for k in round_.keys]
-        if len(chosen) < n:
-            # The filters kept too few within the draw limit. verl's sync loop waits for the
-            # prompts it asked for, so the rest go unscreened, and the step says so.
-            fill = pool.take(n - len(chosen), exclude=taken | {k for k, _ in chosen})
-            step.alerts.append(f"pre-rollout filters kept {len(chosen)} of {n} prompts from "
-                               f"{step.candidates_drawn} drawn; {len(fill)} more rolled out unscreened")
-            chosen.extend(fill)
-        work.select_seconds += time.perf_counter() - start
-        if len(chosen) < n and not refill:
-            raise RuntimeError(f"the train dataset cannot give {n} distinct prompts for one step "
-                               f"({len(chosen)} found): lower data.train_batch_size or add prompts")
-        if not chosen:
-            return None
-        work.submitted_keys |= {k for k, _ in chosen}
-        return join_rows(chosen)
-
-    def _prompt_entropy(self, work: StepWork, rows: list[RowRef]) -> np.ndarray:
-        """HIVE stage 2: one forward pass of the actor over the candidates' prompts."""
-        raw = [row.field("raw_prompt") for row in rows]
-        ids = entropy.prompt_token_ids(self.tokenizer, raw)
-        work.forward_tokens_extra += sum(len(i) for i in ids)
-        return entropy.actor_prompt_entropy(
-            ids, compute_log_prob=self.actor_rollout_wg.compute_log_prob,
-            pad_to_multiple=lambda meta: entropy.pad_to_multiple(meta, self._probe_multiple()),
-            temperature=float(self.config.actor_rollout_ref.rollout.temperature),
-        )
-
-    def _probe_multiple(self) -> int:
-        """Rows the HIVE probe must come in multiples of: verl's dispatch splits it into one equal
-        chunk per data-parallel rank, and each rank's engine into micro-batches of
-        ``log_prob_micro_batch_size_per_gpu`` (it asserts divisibility unless batch sizes are
-        dynamic). A PPO mini-batch multiple, what ``_balance_batch`` pads to, would add up to
-        B x N - 1 rows of forward pass for nothing."""
-        worker_group = self.actor_rollout_wg
-        if "actor" not in worker_group._dispatch_info:  # as verl's _balance_batch reads it
-            worker_group._dispatch_info["actor"] = worker_group._query_dispatch_info("actor")
-        dp = max(worker_group._dispatch_info["actor"]) + 1
-        rollout = self.config.actor_rollout_ref.rollout
-        dynamic = rollout.get("log_prob_use_dynamic_bsz", False)
-        micro = 1 if dynamic else int(rollout.log_prob_micro_batch_size_per_gpu or 1)
-        return dp * micro
-
-    def _select_ahead(self) -> None:
-        """Select the next step's first batch now (see the module docstring: GPU memory)."""
-        next_step = self.global_steps + 1
-        if next_step > self.total_training_steps or self.control != Control.CONTINUE:
-            return
-        start = time.perf_counter()
-        work = self._open_step(next_step)
-        self.selected_ahead = (work, self._select_prompts(work, int(self.config.data.train_batch_size)))
-        self.ahead_seconds += time.perf_counter() - start
-
-    def _abandon_ahead(self) -> None:
-        """The run stops after this step: the batch selected ahead goes back to the pool and the
-        epoch decisions it carried back to the pipeline, so a checkpoint keeps both."""
-        if self.selected_ahead is None:
-            return
-        work, batch = self.selected_ahead
-        self.selected_ahead = None
-        if self.prompt_pool is not None and batch is not None:
-            self.prompt_pool.put_back(self.prompt_pool.rebuild([str(k) for k in row_keys(batch)]))
-        self.pipeline._pending = [*work.pending_decisions, *self.pipeline._pending]
-        self.pipeline.step = work.selection.step
-
+    # -- verl's step lifecycle ------------------------------------------------------------------
     def on_init_end(self) -> None:
+        """Select the first step's batch, then verl's weight sync wakes vLLM."""
         self._select_ahead()
         super().on_init_end()
 
     def on_step_begin(self) -> None:
+        """The step's wall clock starts (``on_step_end`` reports it, less the next step's selection)."""
         self.step_started = time.perf_counter()
         self.ahead_seconds = 0.0
         super().on_step_begin()
 
     def prepare_step(self) -> dict:
+        """The replay buffer opens the step's post-rollout selection, and the step's prompts
+        (selected ahead, or now) go out to rollout: at once, or in HORA's two phases."""
         ahead = self.selected_ahead
         self.selected_ahead = None
         if ahead is not None and ahead[0].number == self.global_steps:
@@ -336,175 +138,8 @@ class EdgeplaneTrainer(PPOTrainerSync):
         return {"edgeplane/prompts_submitted": float(work.prompts_submitted),
                 "edgeplane/candidates_drawn": float(work.selection.candidates_drawn)}
 
-    def _generation_cap(self) -> int:
-        """Prompts one step may roll out when verl's group filter refills (0: no cap).
-
-        verl 0.9.1's V1 ignores ``filter_groups.max_num_gen_batches`` and refills until it has B
-        groups; docs/algorithms.md §1 bounds a step at ``max_gen_batches`` batches of B prompts, then
-        trains on what was collected. So the cap is ours: ``max_gen_batches`` x B.
-        """
-        rounds = int(self.work.selection.max_rounds) if self.work is not None else 0
-        return rounds * int(self.config.data.train_batch_size) if rounds > 0 else 0
-
-    # -- allocation: HORA's two phases ---------------------------------------------------------
-    def _rollout_in_two_phases(self, work: StepWork, batch: TensorDict) -> None:
-        """Probe with n0 rollouts per prompt, wait, allocate the rest of B x N, submit the extras."""
-        step = work.selection
-        n0 = self.pipeline.probe_size
-        uids = [str(u) for u in batch["uid"]]
-        keys = [str(k) for k in row_keys(batch)]
-        tu.assign_non_tensor_stack(batch, "__rollout_n__", [n0] * len(uids))
-        self._submit_batch_to_rollout(batch)
-        self._wait_until_finished(uids)
-        start = time.perf_counter()
-        entries = tq.kv_list(partition_id="train").get("train", {})
-        trajectories = {k: tag for k, tag in entries.items() if not tag.get("is_prompt", False)}
-        probe = read_outcomes(trajectories, "train", uids, dict(zip(uids, keys)))
-        successes = [int((probe[u].rewards >= SUCCESS_THRESHOLD).sum()) if u in probe else 0 for u in uids]
-        extra = step.allocate(RolloutRound(keys, np.full(len(keys), n0, dtype=np.int64), []), successes)
-        work.select_seconds += time.perf_counter() - start
-        rows = [i for i, m in enumerate(extra) if m > 0]
-        if not rows:
-            return
-        extras = tu.index_select_tensor_dict(batch, rows)
-        extra_uids = [str(uuid.uuid4()) for _ in rows]
-        # One uid per row. A numpy array assigned as a field is stored by tensordict as ONE
-        # value, and verl's agent loop (agent_loop_tq.py) then hands every row the whole array
-        # as its uid: the TransferQueue write fails and the prompts stay pending for ever.
-        tu.assign_non_tensor_stack(extras, "uid", extra_uids)
-        tu.assign_non_tensor_stack(extras, "__rollout_n__", [int(extra[i]) for i in rows])
-        tu.assign_non_tensor_stack(extras, PARENT_FIELD, [uids[i] for i in rows])
-        self.replay_buffer.expect_extras({u: uids[i] for u, i in zip(extra_uids, rows)})  # type: ignore[attr-defined]
-        self._submit_batch_to_rollout(extras)
-
-    def _wait_until_finished(self, uids: list[str]) -> None:
-        """Poll TransferQueue until every prompt group is finished (or failed), as verl's
-        replay buffer does, for at most ``edgeplane.rollout_timeout_s``."""
-        waiting = set(uids)
-        poll = float(getattr(self.replay_buffer, "poll_interval", 2.0))
-        deadline = time.monotonic() + self.rollout_timeout_s
-        while True:
-            tags = tq.kv_list(partition_id="train").get("train", {})
-            waiting = {u for u in waiting if tags.get(u, {}).get("status") not in ("finished", "failure")}
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                states: dict[str, int] = {}
-                for u in waiting:
-                    state = str(tags.get(u, {}).get("status", "missing"))
-                    states[state] = states.get(state, 0) + 1
-                raise RolloutTimeout(
-                    f"HORA's probe rollouts did not finish within {self.rollout_timeout_s:.0f} s "
-                    f"(edgeplane.rollout_timeout_s): {len(waiting)} of {len(uids)} prompt groups still "
-                    f"{', '.join(f'{n} {s}' for s, n in sorted(states.items()))}; check the rollout workers' logs")
-            time.sleep(poll)
-
-    def _submit_batch_to_rollout(self, batch: TensorDict) -> int:
-        # The step it is rolled out in (a batch selected ahead was drawn during the step before).
-        tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)
-        if self.work is not None:  # the buffer then knows each group's key without reading it back
-            self.replay_buffer.note_submitted([str(u) for u in batch["uid"]], row_keys(batch))  # type: ignore[attr-defined]
-        submitted = super()._submit_batch_to_rollout(batch)
-        if self.work is not None:
-            self.work.prompts_submitted += submitted
-        return submitted
-
-    def _add_prompts_to_generate(self, num_prompts: int) -> int:
-        """The replay buffer's refill (verl's group filter evicted groups): screened too, and
-        bounded by the generation cap. Past the cap, or when the dataset has no more distinct
-        prompts this step, the buffer stops collecting and the step trains on what it has."""
-        work = self.work
-        if work is None:
-            return super()._add_prompts_to_generate(num_prompts)
-        buffer = self.replay_buffer
-        assert isinstance(buffer, EdgeplaneReplayBuffer)
-        if buffer.collection_closed:
-            return 0
-        cap = buffer.cap
-        allowed = num_prompts if not cap else max(0, min(num_prompts, cap - work.prompts_submitted))
-        batch = self._select_prompts(work, allowed, refill=True) if allowed else None
-        submitted = self._submit_batch_to_rollout(batch) if batch is not None else 0
-        if submitted < num_prompts:
-            why = (f"the generation cap ({cap} prompts: max_gen_batches x B) is reached" if allowed < num_prompts
-                   else "the dataset has no more distinct prompts for this step")
-            work.selection.alerts.append(f"verl's group filter asked for {num_prompts} more prompts and got "
-                                         f"{submitted}: {why}; training on the groups collected")
-            buffer.close_collection()
-        return submitted
-
-    # -- advantage -----------------------------------------------------------------------------
-    def _compute_advantage(self, batch, metrics: dict):
-        batch = super()._compute_advantage(batch, metrics)
-        adapter = ADVANTAGE_ADAPTERS[self.pipeline.advantage.name]  # launch refused a method without one
-        if adapter.after_grpo is not None:
-            batch = adapter.after_grpo(self, batch, metrics)
-        if self.pipeline.allocator is not None:
-            self._weight_by_group_size(batch)
-        self._read_trained_rollouts(batch)
-        return batch
-
-    def record_rlzvp(self, shaped: list[advantage.ShapedGroup]) -> None:
-        """RL-ZVP's decisions and ``rlzvp/shaped_rollouts``, as the embedded engine records them
-        (RL-ZVP's adapter in workers.engines.verl.methods calls this)."""
-        if self.work is None:
-            return
-        step = self.work.selection
-        outcomes = self.replay_buffer.outcomes  # type: ignore[attr-defined]
-        for group in shaped:
-            key = outcomes[group.uid].key if group.uid in outcomes else group.uid
-            step.decide(key, Layer.ADVANTAGE, "rlzvp", "rlzvp.all_correct" if group.all_correct else "rlzvp.all_wrong",
-                        {"group_size": group.size, "mean_advantage": group.mean_advantage})
-        step.metric_add("rlzvp/shaped_rollouts", float(sum(g.size for g in shaped)))
-
-    def _weight_by_group_size(self, batch) -> None:
-        """HORA: every prompt weighs the same in the loss, whatever its group size G_i. The
-        policy-gradient term is linear in the advantage, so N / G_i goes into the advantage."""
-        from verl.workers.utils.padding import response_to_nested
-
-        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
-                               select_fields=["uid", "advantages", "response_mask"])
-        uids = [str(u) for u in data["uid"]]
-        padding = [tag.get("is_padding", False) for tag in batch.tags]
-        sizes: dict[str, int] = {}
-        for uid, pad in zip(uids, padding):
-            if not pad:
-                sizes[uid] = sizes.get(uid, 0) + 1
-        group_size = int(self.config.actor_rollout_ref.rollout.n)
-        weights = torch.tensor([1.0 if pad else group_size / sizes[u] for u, pad in zip(uids, padding)])
-        weighted = data["advantages"].to_padded_tensor(0.0) * weights[:, None].to(torch.float32)
-        nested = response_to_nested(weighted, data["response_mask"])
-        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
-                        fields=TensorDict({"advantages": nested, "returns": nested.clone()}, batch_size=len(batch)))
-
-    def _read_trained_rollouts(self, batch) -> None:
-        """Rollouts with a nonzero advantage, and each trained group's mean response entropy
-        (verl's old-policy ``entropy``), for the step's accounting and the ledger."""
-        real = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
-        keys = [batch.keys[i] for i in real]
-        if not keys or self.work is None:
-            return
-        correction = self.config.algorithm.get("rollout_correction", None)
-        has_entropy = not (correction and correction.get("bypass_mode", False))  # bypass stores none
-        fields = ["uid", "advantages", "response_mask", *(["entropy"] if has_entropy else [])]
-        data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
-        advantages = data["advantages"].to_padded_tensor(0.0)
-        self.work.rollouts_effective += int((advantages.abs() > 0).any(dim=1).sum())
-        if not has_entropy:
-            return
-        mask = data["response_mask"].to_padded_tensor(0).bool()
-        token_entropy = data["entropy"].to_padded_tensor(0.0)
-        sums: dict[str, list[float]] = {}
-        for uid, row, row_mask in zip(data["uid"], token_entropy, mask):
-            acc = sums.setdefault(str(uid), [0.0, 0.0])
-            acc[0] += float(row[row_mask].sum())
-            acc[1] += float(row_mask.sum())
-        outcomes = self.replay_buffer.outcomes  # type: ignore[attr-defined]
-        for uid, (total, count) in sums.items():
-            if uid in outcomes and count:
-                outcomes[uid].mean_entropy = total / count
-
-    # -- close: ledger, record, control --------------------------------------------------------
     def step(self, metrics: dict, timing_raw: dict):
+        """verl's step (sample, advantage, update), then the ledger closes the step's selection."""
         batch = super().step(metrics, timing_raw)
         # The ledger takes the step now, before verl's checkpoint of this step saves it; the
         # record goes out in on_step_end, once verl's checkpoint and weight sync are timed.
@@ -522,73 +157,8 @@ class EdgeplaneTrainer(PPOTrainerSync):
             wall = time.perf_counter() - self.step_started - self.ahead_seconds
             self._report_step(closing, self.step_metrics or {}, {**self.timing_raw, "step": wall})
 
-    def close_step(self, metrics: dict, timing_raw: dict) -> None:
-        """Close and report the step at once (``step`` and ``on_step_end`` split the two)."""
-        closing = self._close_selection(timing_raw)
-        if closing is not None:
-            self._report_step(closing, metrics, timing_raw)
-
-    def _close_selection(self, timing_raw: dict) -> tuple[StepResult, StepWork] | None:
-        """The step's ledger update, selector state and accounting (after verl's update)."""
-        work = self.work
-        if work is None:
-            return None
-        step = work.selection
-        step.rollouts_effective = work.rollouts_effective
-        result = step.close(seconds=report.phase_seconds(timing_raw, work.select_seconds, self.gpus),
-                            parameters=self.model_parameters, forward_tokens_extra=work.forward_tokens_extra)
-        self.work = None
-        return result, work
-
-    def _report_step(self, closing: tuple[StepResult, StepWork], metrics: dict, timing_raw: dict) -> None:
-        """The step's record, with every phase's seconds (``timing_raw``: verl's timers and the
-        step's wall time), to the control plane; its answer is obeyed here."""
-        result, work = closing
-        seconds = report.phase_seconds(timing_raw, work.select_seconds, self.gpus)
-        result = dataclasses.replace(result, accounting=dataclasses.replace(result.accounting, seconds=seconds))
-        self.device_seconds += result.accounting.device_seconds
-        record = StepRecord.from_result(result, train=self._train_summary(work.selection, result, metrics))
-        metrics.update({f"edgeplane/{k}": v for k, v in result.accounting.to_record().items()
-                        if isinstance(v, (int, float))})
-        self.last_result = result
-        for alert in result.alerts:
-            logger.warning("step %d: %s", result.step, alert)
-        answer = self.sink.step(record) if self.sink is not None else Control.CONTINUE
-        control = self.lifecycle.after_step(answer, self.device_seconds)
-        if control != Control.CONTINUE:
-            self._stop(control)
-
-    def _train_summary(self, step: StepSelection, result: StepResult, metrics: dict) -> dict[str, Any]:
-        summary = report.train_summary(metrics, self.device_seconds)
-        rewards = [o.rewards for o in step.outcomes]
-        generated = np.concatenate(rewards) if rewards else np.zeros(0)
-        # Over every rollout generated this step (the embedded engine's definition), not only trained ones.
-        summary["reward_mean"] = float(generated.mean()) if generated.size else 0.0
-        acc = result.accounting
-        summary["response_length_mean"] = acc.tokens_generated / max(acc.rollouts_generated, 1)
-        return summary
-
-    def _stop(self, control: Control) -> None:
-        """Obey cancel / stop_budget at this step boundary: save, then let ``fit`` end."""
-        self._abandon_ahead()
-        # verl saved this step already if it was a save step (fit saves before on_step_end)
-        save_freq = int(self.config.trainer.save_freq)
-        saved = save_freq > 0 and (self.global_steps % save_freq == 0 or self.global_steps >= self.total_training_steps)
-        if not saved:
-            self._save_checkpoint()
-        self.total_training_steps = self.global_steps  # fit's loop ends after this step
-        logger.info("control plane answered %s after step %d: stopping", control, self.global_steps)
-
-    def _validate(self) -> dict[str, float]:
-        metrics = super()._validate()
-        record = report.evaluation_record(
-            self.global_steps, metrics, k=int(self.config.actor_rollout_ref.rollout.val_kwargs.n),
-            prompts=len(self.val_dataset))
-        if record is not None and self.sink is not None:
-            self.sink.evaluation(record)
-        return metrics
-
     def fit(self, agent_loop_manager) -> None:
+        """verl's loop between the run's start and end reports; a failure in it is reported, then raised."""
         self.report_start()
         try:
             super().fit(agent_loop_manager)
@@ -596,52 +166,6 @@ class EdgeplaneTrainer(PPOTrainerSync):
             self.report_end(failure=exc)
             raise
         self.report_end()
-
-    def report_start(self) -> None:
-        if self.sink is not None:
-            self.sink.run_started(config={"engine": "verl", "methods": selection_methods(self.config)},
-                                  model_parameters=self.model_parameters, dataset_size=len(self.train_dataset),
-                                  resumed_from_step=self.global_steps or None)
-
-    def report_end(self, failure: BaseException | None = None) -> None:
-        if self.sink is None:
-            return
-        if failure is not None:
-            end = self.lifecycle.crashed(self.global_steps, failure)
-        else:
-            end = self.lifecycle.ending(min(self.global_steps, self.total_training_steps), self.device_seconds)
-        self.sink.run_finished(status=end.status, reason=end.reason)
-
-    @property
-    def control(self) -> Control:
-        """The last stop the run obeyed (cancel, stop_budget); continue until then."""
-        return self.lifecycle.control
-
-    @property
-    def max_device_hours(self) -> float:
-        return self.lifecycle.max_device_hours
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def selection_state(self) -> dict[str, Any]:
-        """What the checkpoint callback saves besides the pipeline: epoch, candidates given back."""
-        pending = self.prompt_pool.pending_keys() if self.prompt_pool is not None else []
-        return {"epoch": self.epoch, "dataloader_wrapped": self.dataloader_wrapped, "pending_keys": pending}
-
-    def _load_checkpoint(self):
-        super()._load_checkpoint()
-        self.restore_selection()
-
-    def restore_selection(self) -> None:
-        """The selection state saved with the checkpoint verl resumed from (``global_steps``)."""
-        restored = checkpoint.restore_pipeline(self.config, self.global_steps)
-        if restored is None:
-            return
-        self.pipeline = restored
-        state = restored.ledger.method_state.get(STATE_KEY) or {}
-        self.epoch = int(state.get("epoch", 0))
-        self.dataloader_wrapped = bool(state.get("dataloader_wrapped", False))
-        if self.prompt_pool is not None and state.get("pending_keys"):
-            self.prompt_pool.put_back(self.prompt_pool.rebuild(state["pending_keys"]))
 
 
 def _task_runner_class():
