@@ -12,7 +12,7 @@ from controlplane.runs.services import run_cancel
 from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from controlplane.telemetry.services import token_issue
 from tests.selection.simulated import Simulation
-from workers.engines.verl.http_sink import CURSOR, REJECTED, SPOOL, HttpSink
+from workers.engines.verl.http_sink import CURSOR, REJECTED, SPOOL, STAGED, HttpSink
 from workers.engines.verl.report import train_summary
 from workers.record import RECORD_VERSION, Control, StepRecord
 from workers.record import RunStatus as EngineStatus
@@ -167,3 +167,21 @@ def test_a_sink_of_a_replaced_attempt_is_refused_and_the_current_one_is_stored(l
     current = sink_for(live_server.url, run, token, tmp_path / "current", attempt=2)
     assert current.step(records[0]) == Control.CONTINUE
     assert stored_steps(run) == [records[0].step]
+
+
+def test_a_step_closed_but_not_reported_is_reported_by_the_next_job(live_server, run, token, records, tmp_path):
+    """verl checkpoints a step between closing it and reporting it: a job that dies there
+    resumes after the step. The staged record survives it and the next job reports it."""
+    dying = sink_for(live_server.url, run, token, tmp_path)
+    dying.step(records[0])
+    dying.stage(records[1])  # closed; the job dies before on_step_end reports it
+    assert stored_steps(run) == [0]
+    nothing_staged = sink_for(live_server.url, run, token, tmp_path / "elsewhere")
+    assert nothing_staged.report_staged() is None
+    resumed = sink_for(live_server.url, run, token, tmp_path)
+    assert resumed.report_staged() == 1
+    assert stored_steps(run) == [0, 1] and resumed.report_staged() is None  # once
+    resumed.stage(records[2])
+    assert resumed.step(records[2]) == Control.CONTINUE  # reported normally: nothing left staged
+    assert not (tmp_path / STAGED).exists()
+    assert stored_steps(run) == [0, 1, 2]

@@ -90,14 +90,29 @@ class StepClosing:
         self.work = None
         return result, work
 
-    def _report_step(self, closing: tuple[StepResult, StepWork], metrics: dict, timing_raw: dict) -> None:
-        """The step's record, with every phase's seconds (``timing_raw``: verl's timers and the
-        step's wall time), to the control plane; its answer is obeyed here."""
+    def _step_record(self, closing: tuple[StepResult, StepWork], metrics: dict,
+                     timing_raw: dict) -> tuple[StepResult, StepRecord]:
+        """The step's result with every phase's seconds (``timing_raw``: verl's timers and the
+        step's wall time), and its record."""
         result, work = closing
         seconds = report.phase_seconds(timing_raw, work.select_seconds, self.gpus)
         result = dataclasses.replace(result, accounting=dataclasses.replace(result.accounting, seconds=seconds))
+        total = self.device_seconds + result.accounting.device_seconds
+        return result, StepRecord.from_result(result, train=self._train_summary(work.selection, result, metrics,
+                                                                                total))
+
+    def _stage_step(self, closing: tuple[StepResult, StepWork] | None, metrics: dict, timing_raw: dict) -> None:
+        """Keep the closed step's record on disk (without the checkpoint and weight-sync
+        seconds verl times next) until ``_report_step`` sends it: a job that dies after verl's
+        checkpoint of this step resumes after it, and the next job reports the staged record."""
+        if closing is not None and self.sink is not None:
+            self.sink.stage(self._step_record(closing, metrics, timing_raw)[1])
+
+    def _report_step(self, closing: tuple[StepResult, StepWork], metrics: dict, timing_raw: dict) -> None:
+        """The step's record, with every phase's seconds, to the control plane; its answer is
+        obeyed here."""
+        result, record = self._step_record(closing, metrics, timing_raw)
         self.device_seconds += result.accounting.device_seconds
-        record = StepRecord.from_result(result, train=self._train_summary(work.selection, result, metrics))
         metrics.update({f"edgeplane/{k}": v for k, v in result.accounting.to_record().items()
                         if isinstance(v, (int, float))})
         self.last_result = result
@@ -108,8 +123,9 @@ class StepClosing:
         if control != Control.CONTINUE:
             self._stop(control)
 
-    def _train_summary(self, step: StepSelection, result: StepResult, metrics: dict) -> dict[str, Any]:
-        summary = report.train_summary(metrics, self.device_seconds)
+    def _train_summary(self, step: StepSelection, result: StepResult, metrics: dict,
+                       device_seconds_total: float) -> dict[str, Any]:
+        summary = report.train_summary(metrics, device_seconds_total)
         rewards = [o.rewards for o in step.outcomes]
         generated = np.concatenate(rewards) if rewards else np.zeros(0)
         # Over every rollout generated this step (the embedded engine's definition), not only trained ones.
@@ -134,6 +150,7 @@ class StepClosing:
             self.sink.run_started(config={"engine": "verl", "methods": selection_methods(self.config)},
                                   model_parameters=self.model_parameters, dataset_size=len(self.train_dataset),
                                   resumed_from_step=self.global_steps or None)
+            self.sink.report_staged()  # a step the job before closed but died before reporting
 
     def report_end(self, failure: BaseException | None = None) -> None:
         if self.sink is None:

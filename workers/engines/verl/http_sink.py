@@ -24,6 +24,12 @@ Guarantees and choices:
   that waits on a dashboard costs more than one that reports late. Other events make one
   attempt (``event_deadline_s``, default 0); ``run_finished`` retries for
   ``final_deadline_s`` (default 300 s), being the last chance to deliver the backlog.
+- **A step closed but not reported.** verl saves a step's checkpoint after the step closes
+  and before the trainer reports it (the record waits for the checkpoint's seconds). The
+  closed step's record is staged on disk first (``stage``); ``step`` spools the final one
+  and drops the staged file. A job that dies in between resumes after that step, so nothing
+  would report it: the next job's ``report_staged`` delivers it instead (a step replayed
+  later replaces it, as any replayed step does).
 - **Control answers.** ``cancel`` and ``stop_budget`` are sticky: once any delivered step
   (also one from the backlog) is answered so, every later ``step()`` answers the same.
 - **Refusals.** A 400 (a malformed record, or a run that takes no more steps) cannot
@@ -55,6 +61,7 @@ log = logging.getLogger(__name__)
 SPOOL = "telemetry-spool.jsonl"
 CURSOR = "telemetry-spool.cursor"
 REJECTED = "telemetry-rejected.jsonl"
+STAGED = "telemetry-staged-step.json"  # a closed step's record, until step() spools it
 RETRIABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -108,6 +115,7 @@ class HttpSink:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.spool_path, self.cursor_path = self.dir / SPOOL, self.dir / CURSOR
         self.rejected_path = self.dir / REJECTED
+        self.staged_path = self.dir / STAGED
         self.step_deadline_s, self.event_deadline_s = step_deadline_s, event_deadline_s
         self.final_deadline_s, self.request_timeout_s = final_deadline_s, request_timeout_s
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
@@ -204,8 +212,28 @@ class HttpSink:
                     "dataset_size": dataset_size, "resumed_from_step": resumed_from_step},
                    self.event_deadline_s)
 
+    def stage(self, record: StepRecord) -> None:
+        """Keep a closed step's record on disk until ``step`` reports it (atomic, fsynced)."""
+        partial = self.staged_path.with_suffix(".partial")
+        with partial.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record.to_wire(), allow_nan=False))
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(self.staged_path)
+
+    def report_staged(self) -> int | None:
+        """Report the record a dead job staged and never reported; its step, or None."""
+        if not self.staged_path.exists():
+            return None
+        record = StepRecord.from_wire(json.loads(self.staged_path.read_text(encoding="utf-8")))
+        self.step(record)
+        log.warning("step %d was closed but not reported by the job before (it stopped in between): "
+                    "reported now", record.step)
+        return record.step
+
     def step(self, record: StepRecord) -> Control:
         self._send({"event": "step", **record.to_wire()}, self.step_deadline_s)
+        self.staged_path.unlink(missing_ok=True)  # spooled: on disk for good
         if self.sticky is not None:
             return self.sticky
         return self.answers.get(record.step, Control.CONTINUE)

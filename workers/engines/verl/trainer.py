@@ -139,12 +139,15 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
                 "edgeplane/candidates_drawn": float(work.selection.candidates_drawn)}
 
     def step(self, metrics: dict, timing_raw: dict):
-        """verl's step (sample, advantage, update), then the ledger closes the step's selection."""
+        """verl's step (sample, advantage, update), then the ledger closes the step's selection and
+        its record is staged on disk until on_step_end reports it (http_sink: a step closed but
+        not reported)."""
         batch = super().step(metrics, timing_raw)
         # The ledger takes the step now, before verl's checkpoint of this step saves it; the
         # record goes out in on_step_end, once verl's checkpoint and weight sync are timed.
         self.closing = self._close_selection(timing_raw)
         self.step_metrics = metrics
+        self._stage_step(self.closing, metrics, timing_raw)
         return batch
 
     def on_step_end(self) -> None:
