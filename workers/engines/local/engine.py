@@ -47,6 +47,7 @@ from workers.problems.dataset import PromptRecord, read_dataset
 from workers.problems.verifiers import get_verifier
 from workers.record import Control, RunStatus, StepRecord
 from workers.selection import hive
+from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.pipeline import (
     GroupOutcome,
     Pipeline,
@@ -401,7 +402,7 @@ class LocalEngine:
         with timer.phase("reward"):
             probe_rewards = self.score(round_.keys, round_.probe_sizes, probe)
         with timer.phase("select"):
-            extra = sel.allocate(round_, [int((r >= 0.5).sum()) for r in probe_rewards])
+            extra = sel.allocate(round_, [int((r >= SUCCESS_THRESHOLD).sum()) for r in probe_rewards])
         group_rows = split_rows(collected.add(probe), round_.probe_sizes)
         group_rewards = list(probe_rewards)
         if extra.sum():

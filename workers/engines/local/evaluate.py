@@ -14,6 +14,7 @@ import torch
 from workers.engines.local.model import Policy
 from workers.engines.local.sampling import sample
 from workers.problems.dataset import PromptRecord
+from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.metrics import pass_at_k
 
 
@@ -39,7 +40,7 @@ def evaluate(
                           temperature=temperature, top_p=top_p, generator=generator)
         for row, i in enumerate(part):
             ids = rollouts.response_ids[row][rollouts.response_mask[row]].tolist()
-            correct[i] += verifier(policy.decode_response(ids), records[i].ground_truth) >= 0.5
+            correct[i] += verifier(policy.decode_response(ids), records[i].ground_truth) >= SUCCESS_THRESHOLD
     n = np.full(len(records), k)
     p1 = pass_at_k(n, correct, 1) if len(records) else np.zeros(0)
     pk = pass_at_k(n, correct, k) if len(records) else np.zeros(0)

@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from workers.selection import rlzvp
 from workers.selection.decisions import Action, Layer
+from workers.selection.groups import SUCCESS_THRESHOLD
 from workers.selection.outcomes import TrainingBatch
 from workers.selection.panels import Panel, Series
 from workers.selection.params import MethodParams, described
@@ -73,7 +74,7 @@ class Rlzvp(Selector[RlzvpParams]):
         for g in np.unique(group_index[shaped]):
             rows = group_index == g
             outcome = batch.groups[int(g)]
-            all_correct = bool(rewards[rows][0] >= 0.5)
+            all_correct = bool(rewards[rows][0] >= SUCCESS_THRESHOLD)
             decisions.append(self.decision(
                 step.step, outcome.key, Layer.ADVANTAGE, "rlzvp.all_correct" if all_correct else "rlzvp.all_wrong", {
                     "group_size": int(rows.sum()),
