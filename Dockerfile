@@ -22,4 +22,6 @@ RUN pip install -c requirements/constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
 RUN useradd --create-home edgeplane && mkdir -p /app/var && chown edgeplane /app/var
 USER edgeplane
 EXPOSE 8000
-CMD ["python", "manage.py", "runserver", "0.0.0.0:8000"]
+# Debug is off (settings); --insecure lets this server still serve /static/ until a production
+# server with its own static files replaces it (issue 14).
+CMD ["python", "manage.py", "runserver", "--insecure", "0.0.0.0:8000"]

@@ -32,7 +32,9 @@ EDGEPLANE_VAR_DIR = VAR_DIR
 
 # From the environment, else var/secret_key (random, mode 600, created on first use).
 SECRET_KEY = secret_key_from(os.environ, VAR_DIR / "secret_key")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+# Off unless asked for (DJANGO_DEBUG=1): Django's debug page shows any visitor the settings
+# and the environment, database password included. make demo asks for it (127.0.0.1 only).
+DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = env_list(os.environ, "DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
 
 INSTALLED_APPS = [

@@ -77,7 +77,9 @@ def main() -> int:
     os.chdir(ROOT)
     for name in ("DATABASE_URL", "CELERY_BROKER_URL"):  # the embedded mode: SQLite, filesystem broker
         os.environ.pop(name, None)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The demo asks for debug (its web server listens on 127.0.0.1 only): runserver then serves
+    # the static files. Debug is off everywhere else unless DJANGO_DEBUG=1 says otherwise.
+    env = {"DJANGO_DEBUG": "1", **os.environ, "PYTHONUNBUFFERED": "1"}
     user, password, run_id = setup()
     from django.conf import settings
 

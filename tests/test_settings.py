@@ -192,6 +192,21 @@ def test_edgeplane_settings_have_defaults_and_follow_the_environment(tmp_path: P
     assert _settings_in_a_fresh_process(given, code).split() == ["7", "5", "/srv/runs", "1000", "2"]
 
 
+@pytest.mark.parametrize(("value", "debug"), [(None, "False"), ("", "False"), ("0", "False"), ("yes", "False"),
+                                              ("1", "True")])
+def test_debug_is_off_unless_DJANGO_DEBUG_is_1(tmp_path: Path, value: str | None, debug: str) -> None:
+    env = {"EDGEPLANE_VAR_DIR": str(tmp_path)}
+    env_without = {k: v for k, v in os.environ.items() if k != "DJANGO_DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"],
+        check=True, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**env_without, "DJANGO_SETTINGS_MODULE": "controlplane.settings", **env,
+             **({} if value is None else {"DJANGO_DEBUG": value})},
+    )
+    assert result.stdout.strip() == debug
+
+
 def test_without_DATABASE_URL_the_database_is_sqlite_in_wal_mode_under_var(tmp_path: Path) -> None:
     code = (
         "from django.db import connection as c; c.ensure_connection();"
