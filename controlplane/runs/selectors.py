@@ -20,6 +20,7 @@ from controlplane.telemetry.models import (
     StepSummary,
 )
 from workers.selection.accounting import RunTotals
+from workers.selection.params import SelectionConfigError
 from workers.selection.pipeline import Pipeline
 
 # The most rows one cursor read of steps or evaluations returns; the caller asks again
@@ -178,8 +179,11 @@ def run_yardsticks(run: Run) -> list[str]:
     """The yardsticks the run's savings are measured against (uniform GRPO first): what its
     methods, with their parameters, declare (Pipeline.yardsticks)."""
     config = run.config
-    return Pipeline(config.get("selectors") or {}, batch_size=int(config["batch_size"]),
-                    group_size=int(config["group_size"])).yardsticks()
+    try:
+        return Pipeline(config.get("selectors") or {}, batch_size=int(config.get("batch_size", 1)),
+                        group_size=int(config.get("group_size", 2))).yardsticks()
+    except SelectionConfigError:  # stored before a release refused its composition: still readable
+        return ["uniform"]
 
 
 def run_latest_evaluation(run: Run) -> Evaluation | None:

@@ -58,3 +58,16 @@ def test_run_totals_sum_every_step_or_the_steps_through_one_and_agree_for_many_r
     assert run_totals(run, through_step=-1) == RunTotals()
     assert runs_totals([run, idle]) == {run.id: totals, idle.id: RunTotals()}
     assert run_totals(idle).rollout_savings is None
+
+
+@pytest.mark.django_db
+def test_a_stored_config_a_later_release_refuses_still_reads_against_uniform_grpo(acme, enqueued):
+    from controlplane.runs.models import Run
+    from controlplane.runs.selectors import run_yardsticks
+
+    dataset = dataset_import_builtin(team=acme, task="add", n_train=16, n_test=4, name="add")
+    run = run_create(team=acme, dataset=dataset, name="old", config={**CONFIG, "selectors": {"hive": {}}})
+    assert run_yardsticks(run) == ["uniform", "dynamic_sampling"]
+    Run.objects.filter(pk=run.pk).update(config={**run.config, "selectors": {"greso": {}, "hive": {}}})
+    run.refresh_from_db()
+    assert run_yardsticks(run) == ["uniform"]
