@@ -227,3 +227,18 @@ elif CELERY_BROKER_URL == "filesystem://":
         "processed_folder": str(_processed_dir),
         "control_folder": str(_control_dir),
     }
+
+# -- Accounts and the web surface (issue 13) ---------------------------------------------------------
+# Passwords: every place a person sets one validates it against these (createteam, make demo,
+# the admin, changepassword). 12 characters at least, not a common one, not all digits, not like
+# the user name.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# First, so that its createsuperuser (validating DJANGO_SUPERUSER_PASSWORD in --noinput mode too)
+# takes precedence over django.contrib.auth's.
+INSTALLED_APPS.remove("controlplane.accounts")
+INSTALLED_APPS.insert(0, "controlplane.accounts")

@@ -1,8 +1,10 @@
-"""Writes for teams and memberships."""
+"""Writes for teams and memberships; password checks."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -32,3 +34,18 @@ def membership_set(*, team: Team, username: str, role: str) -> Membership:
     user = get_user_model().objects.get(username=username)
     membership, _ = Membership.objects.update_or_create(team=team, user=user, defaults={"role": Role(role)})
     return membership
+
+
+# -- passwords ---------------------------------------------------------------------------------------
+
+
+def password_problems(password: str, *, username: str = "") -> list[str]:
+    """What Django's password validators (settings.AUTH_PASSWORD_VALIDATORS) hold against
+    ``password`` for the user ``username``; empty when it passes."""
+    User = get_user_model()
+    user = User.objects.filter(username=username).first() or User(username=username)
+    try:
+        validate_password(password, user=user)
+    except ValidationError as exc:
+        return list(exc.messages)
+    return []
