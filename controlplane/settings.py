@@ -242,3 +242,20 @@ AUTH_PASSWORD_VALIDATORS = [
 # takes precedence over django.contrib.auth's.
 INSTALLED_APPS.remove("controlplane.accounts")
 INSTALLED_APPS.insert(0, "controlplane.accounts")
+
+# Sign-in throttling (the browser sign-in, /api/auth/token/, the admin's sign-in: every
+# authenticate() through this backend). Attempts are rows in the database (accounts.SignInAttempt),
+# so every web process counts the same ones; a refused attempt answers 429 with Retry-After before
+# any password is hashed.
+AUTHENTICATION_BACKENDS = ["controlplane.accounts.backends.ThrottledModelBackend"]
+# Attempts per client address (REMOTE_ADDR) and per username within the window, failed or not.
+EDGEPLANE_SIGNIN_WINDOW_SECONDS = env_int(os.environ, "EDGEPLANE_SIGNIN_WINDOW_SECONDS", 60)
+EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS = env_int(os.environ, "EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS", 30)
+EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS = env_int(os.environ, "EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS", 10)
+# This many failed sign-ins for a username within EDGEPLANE_SIGNIN_LOCKOUT_SECONDS lock it (any
+# address, right password too) until that long after the last failure. An admin unlocks early by
+# deleting the username's failed attempts (admin: Accounts > Sign-in attempts).
+EDGEPLANE_SIGNIN_LOCKOUT_FAILURES = env_int(os.environ, "EDGEPLANE_SIGNIN_LOCKOUT_FAILURES", 5)
+EDGEPLANE_SIGNIN_LOCKOUT_SECONDS = env_int(os.environ, "EDGEPLANE_SIGNIN_LOCKOUT_SECONDS", 900)
+# A refused sign-in raised inside authenticate() (any caller) becomes a 429 here.
+MIDDLEWARE.append("controlplane.accounts.middleware.SignInThrottledMiddleware")

@@ -24,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.services import SignInThrottled
 from controlplane.api import serializers as s
 from controlplane.api.authentication import RunTokenAuthentication
 from controlplane.api.pagination import DecisionPagination, PromptStatePagination, RunPagination
@@ -67,9 +68,20 @@ class MemberView(APIView):
 # -- auth ----------------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["auth"], responses={200: inline_serializer("Token", {"token": serializers.CharField()})})
+@extend_schema(tags=["auth"], responses={200: inline_serializer("Token", {"token": serializers.CharField()}),
+                                         400: s.DetailSerializer, 429: s.DetailSerializer})
 class TokenView(ObtainAuthToken):
-    """POST username and password; answers the API token for ``Authorization: Token <key>``."""
+    """POST username and password; answers the API token for ``Authorization: Token <key>``.
+    Sign-ins are throttled per address and username, and a username is locked out after
+    repeated failures: 429 with Retry-After."""
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except SignInThrottled as exc:
+            throttled = exceptions.Throttled(wait=exc.retry_after)
+            throttled.detail = exc.message  # the reason and the wait, without DRF's generic sentence
+            raise throttled from exc
 
 
 # -- datasets ------------------------------------------------------------------------------------------

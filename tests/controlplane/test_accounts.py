@@ -1,20 +1,221 @@
-"""Accounts: password validation (and, below, sign-in throttling, API token lifetime and revocation).
-Real database; commands run through call_command."""
+"""Accounts: sign-in throttling and lockout (browser, API token, admin), password validation.
+Real database; sign-ins go through the real views."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import MD5PasswordHasher
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from controlplane.accounts.models import SignInAttempt
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN_URL = "/api/auth/token/"
+LOGIN_URL = "/accounts/login/"
+
+
+class CountingHasher(MD5PasswordHasher):
+    """MD5, counting every password it checks: a refused sign-in must hash nothing."""
+
+    algorithm = "counting_md5"
+    verified = 0
+
+    def verify(self, password, encoded):
+        CountingHasher.verified += 1
+        return super().verify(password, encoded)
+
+
+@pytest.fixture(autouse=True)
+def counting_hasher(settings):
+    settings.PASSWORD_HASHERS = ["tests.controlplane.test_accounts.CountingHasher"]
+    CountingHasher.verified = 0
+    return CountingHasher
+
+
+@pytest.fixture
+def limits(settings):
+    """Small limits, so that a test reaches them in a few requests."""
+    settings.EDGEPLANE_SIGNIN_LOCKOUT_FAILURES = 3
+    settings.EDGEPLANE_SIGNIN_LOCKOUT_SECONDS = 600
+    settings.EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS = 50
+    settings.EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS = 50
+    settings.EDGEPLANE_SIGNIN_WINDOW_SECONDS = 60
+    return settings
 
 
 @pytest.fixture
 def carol(db):
     return get_user_model().objects.create_user(username="carol", password="carol-long-passphrase")
+
+
+def token_post(username: str, password: str, address: str = "10.0.0.1"):
+    return APIClient(REMOTE_ADDR=address).post(TOKEN_URL, {"username": username, "password": password},
+                                               format="json")
+
+
+def browser_post(username: str, password: str, address: str = "10.0.0.1"):
+    return Client(REMOTE_ADDR=address).post(LOGIN_URL, {"username": username, "password": password})
+
+
+SIGN_INS = {"token": token_post, "browser": browser_post}
+
+
+def assert_429(answer, *words: str) -> int:
+    assert answer.status_code == 429, (answer.status_code, answer.content[:300])
+    retry_after = int(answer["Retry-After"])
+    assert retry_after > 0
+    text = answer.content.decode()
+    for word in words:
+        assert word in text, (word, text[:500])
+    return retry_after
+
+
+# -- lockout after failures -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("endpoint", SIGN_INS)
+def test_failed_sign_ins_lock_the_username_even_for_the_right_password(endpoint, limits, carol):
+    sign_in = SIGN_INS[endpoint]
+    for _ in range(3):
+        answer = sign_in("carol", "wrong-password")
+        assert answer.status_code in (200, 400)  # the form again / the API's 400
+    hashed = CountingHasher.verified
+    # from another address too, and with the right password
+    locked = sign_in("carol", "carol-long-passphrase", address="10.9.9.9")
+    retry_after = assert_429(locked, "locked")
+    assert 590 <= retry_after <= 600
+    assert CountingHasher.verified == hashed, "a refused sign-in checked a password"
+    # another user signs in from the same address
+    other = get_user_model().objects.create_user(username="dave", password="dave-long-passphrase")
+    assert sign_in(other.username, "dave-long-passphrase").status_code in (200, 302)
+
+
+@pytest.mark.django_db
+def test_the_lockout_is_shared_by_the_api_and_the_browser_and_ends_after_the_cooldown(limits, carol):
+    for _ in range(3):
+        assert token_post("carol", "wrong-password").status_code == 400
+    page = browser_post("carol", "carol-long-passphrase")
+    assert_429(page, "locked", "Sign in")  # the sign-in page, with the reason
+    # the cooldown passes
+    SignInAttempt.objects.update(at=timezone.now() - dt.timedelta(seconds=601))
+    assert token_post("carol", "carol-long-passphrase").status_code == 200
+    assert browser_post("carol", "carol-long-passphrase").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_success_resets_the_failure_count(limits, carol):
+    for _ in range(2):
+        token_post("carol", "wrong-password")
+    assert token_post("carol", "carol-long-passphrase").status_code == 200
+    for _ in range(2):
+        token_post("carol", "wrong-password")
+    assert token_post("carol", "carol-long-passphrase").status_code == 200
+
+
+@pytest.mark.django_db
+def test_an_unknown_username_is_locked_out_the_same_way(limits):
+    for _ in range(3):
+        assert token_post("nobody", "wrong-password").status_code == 400
+    assert_429(token_post("nobody", "wrong-password"), "locked")
+
+
+@pytest.mark.django_db
+def test_the_username_is_matched_whatever_its_case(limits, carol):
+    for name in ("carol", "Carol", "CAROL"):
+        token_post(name, "wrong-password")
+    assert_429(token_post("carol", "carol-long-passphrase"), "locked")
+
+
+@pytest.mark.django_db
+def test_the_admin_sign_in_is_throttled_too(limits, carol):
+    carol.is_staff = True
+    carol.save()
+    client = Client(REMOTE_ADDR="10.0.0.3")
+    for _ in range(3):
+        assert client.post("/admin/login/", {"username": "carol", "password": "nope-nope"}).status_code == 200
+    answer = client.post("/admin/login/", {"username": "carol", "password": "carol-long-passphrase"})
+    assert_429(answer, "locked")
+
+
+# -- rate limits per address and per username -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("endpoint", SIGN_INS)
+def test_one_address_gets_a_limited_number_of_attempts_per_window(endpoint, limits, carol):
+    limits.EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS = 4
+    sign_in = SIGN_INS[endpoint]
+    for i in range(4):  # spraying usernames: no lockout, but the address's budget
+        assert sign_in(f"user{i}", "some-password").status_code in (200, 400)
+    hashed = CountingHasher.verified
+    retry_after = assert_429(sign_in("carol", "carol-long-passphrase"), "from your address")
+    assert 1 <= retry_after <= 60
+    assert CountingHasher.verified == hashed
+    # another address is not held back
+    assert sign_in("carol", "carol-long-passphrase", address="10.0.0.2").status_code in (200, 302)
+    # the window passes
+    SignInAttempt.objects.update(at=timezone.now() - dt.timedelta(seconds=61))
+    assert sign_in("carol", "carol-long-passphrase").status_code in (200, 302)
+
+
+@pytest.mark.django_db
+def test_one_username_gets_a_limited_number_of_attempts_per_window_from_any_address(limits, carol):
+    limits.EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS = 3
+    for i in range(3):
+        assert token_post("carol", "carol-long-passphrase", address=f"10.1.0.{i}").status_code == 200
+    assert_429(token_post("carol", "carol-long-passphrase", address="10.1.0.9"), "for this username")
+
+
+@pytest.mark.django_db
+def test_refused_attempts_do_not_extend_the_wait(limits, carol):
+    limits.EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS = 2
+    for _ in range(2):
+        token_post("carol", "carol-long-passphrase")
+    for _ in range(5):
+        assert token_post("carol", "carol-long-passphrase").status_code == 429
+    SignInAttempt.objects.exclude(outcome="refused").update(at=timezone.now() - dt.timedelta(seconds=61))
+    assert token_post("carol", "carol-long-passphrase").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_default_limits_hold_a_burst_from_one_address(carol):
+    answers = [token_post(f"spray{i}", "some-password").status_code for i in range(40)]
+    assert 429 in answers and answers.index(429) <= 30
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lockout_is_shared_between_processes(limits, carol, live_database_url):
+    """Failures made by another process (another web worker) lock the username here."""
+    script = textwrap.dedent("""
+        import django
+        django.setup()
+        from django.contrib.auth import authenticate
+        from django.test import RequestFactory
+        for _ in range(3):
+            assert authenticate(RequestFactory().post("/", REMOTE_ADDR="10.5.5.5"), username="carol",
+                                password="wrong-password") is None
+    """)
+    env = {"DATABASE_URL": live_database_url, "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+           "EDGEPLANE_SIGNIN_LOCKOUT_FAILURES": "3", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
+           "EDGEPLANE_VAR_DIR": str(ROOT / "var")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_429(token_post("carol", "carol-long-passphrase"), "locked")
 
 
 # -- password validators ---------------------------------------------------------------------------------
