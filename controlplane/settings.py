@@ -259,3 +259,11 @@ EDGEPLANE_SIGNIN_LOCKOUT_FAILURES = env_int(os.environ, "EDGEPLANE_SIGNIN_LOCKOU
 EDGEPLANE_SIGNIN_LOCKOUT_SECONDS = env_int(os.environ, "EDGEPLANE_SIGNIN_LOCKOUT_SECONDS", 900)
 # A refused sign-in raised inside authenticate() (any caller) becomes a 429 here.
 MIDDLEWARE.append("controlplane.accounts.middleware.SignInThrottledMiddleware")
+
+# API tokens (Authorization: Token <key>) expire this many days after they were issued; a
+# password change revokes them (and, through Django's session hash, the user's other sessions).
+EDGEPLANE_API_TOKEN_DAYS = env_int(os.environ, "EDGEPLANE_API_TOKEN_DAYS", 30)
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "controlplane.api.authentication.TokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]

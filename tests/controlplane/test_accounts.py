@@ -1,5 +1,5 @@
-"""Accounts: sign-in throttling and lockout (browser, API token, admin), password validation.
-Real database; sign-ins go through the real views."""
+"""Accounts: sign-in throttling and lockout (browser, API token, admin), API token lifetime and
+revocation, password validation. Real database; sign-ins go through the real views."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import SetPasswordForm
 from django.contrib.auth.hashers import MD5PasswordHasher
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from controlplane.accounts.models import SignInAttempt
@@ -216,6 +218,135 @@ def test_the_lockout_is_shared_between_processes(limits, carol, live_database_ur
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_429(token_post("carol", "carol-long-passphrase"), "locked")
+
+
+# -- API tokens: lifetime and revocation -----------------------------------------------------------------
+
+
+def token_of(user) -> str:
+    answer = APIClient().post(TOKEN_URL, {"username": user.username, "password": "carol-long-passphrase"},
+                              format="json")
+    assert answer.status_code == 200, answer.content
+    return answer.json()["token"]
+
+
+def api_get(token: str):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client.get("/api/runs/")
+
+
+@pytest.mark.django_db
+def test_a_token_answers_when_it_expires(settings, carol):
+    settings.EDGEPLANE_API_TOKEN_DAYS = 30
+    before = timezone.now()
+    answer = APIClient().post(TOKEN_URL, {"username": "carol", "password": "carol-long-passphrase"}, format="json")
+    expires = dt.datetime.fromisoformat(answer.json()["expires"])
+    assert before + dt.timedelta(days=30) <= expires <= timezone.now() + dt.timedelta(days=30)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("days", [1, 30])
+def test_an_expired_token_is_refused_with_401_saying_how_to_get_a_new_one(settings, carol, days):
+    settings.EDGEPLANE_API_TOKEN_DAYS = days
+    token = token_of(carol)
+    assert api_get(token).status_code == 200
+    Token.objects.filter(key=token).update(created=timezone.now() - dt.timedelta(days=days, seconds=1))
+    answer = api_get(token)
+    assert answer.status_code == 401
+    detail = answer.json()["detail"]
+    assert "expired" in detail and TOKEN_URL in detail
+    # a new sign-in gives a new token, which works; the old one stays refused
+    fresh = token_of(carol)
+    assert fresh != token and api_get(fresh).status_code == 200 and api_get(token).status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_token_just_inside_its_lifetime_still_works(settings, carol):
+    settings.EDGEPLANE_API_TOKEN_DAYS = 30
+    token = token_of(carol)
+    Token.objects.filter(key=token).update(created=timezone.now() - dt.timedelta(days=29, hours=23))
+    assert api_get(token).status_code == 200
+    assert token_of(carol) == token  # asking again while it lasts gives the same token
+
+
+@pytest.mark.django_db
+def test_createteam_replaces_an_expired_token(settings):
+    out = io.StringIO()
+    call_command("createteam", "Lab", "--owner", "ada", "--password", "ada-long-passphrase", stdout=out)
+    first = out.getvalue().split("token: ")[1].strip()
+    Token.objects.filter(key=first).update(created=timezone.now() - dt.timedelta(days=31))
+    out = io.StringIO()
+    call_command("createteam", "Lab", "--owner", "ada", stdout=out)
+    second = out.getvalue().split("token: ")[1].strip()
+    assert second != first and api_get(second).status_code == 200
+
+
+def change_password_by_set_password(user) -> None:
+    user.set_password("a-brand-new-passphrase")
+    user.save()
+
+
+def change_password_by_form(user) -> None:
+    form = SetPasswordForm(user, {"new_password1": "a-brand-new-passphrase",
+                                  "new_password2": "a-brand-new-passphrase"})
+    assert form.is_valid(), form.errors
+    form.save()
+
+
+def change_password_by_command(user) -> None:
+    from unittest import mock
+
+    with mock.patch("getpass.getpass", return_value="a-brand-new-passphrase"):
+        call_command("changepassword", user.username, stdout=io.StringIO())
+
+
+def make_password_unusable(user) -> None:
+    user.set_unusable_password()
+    user.save()
+
+
+CHANGES = [change_password_by_set_password, change_password_by_form, change_password_by_command,
+           make_password_unusable]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__)
+def test_a_password_change_revokes_the_users_tokens_and_other_sessions(change, carol):
+    token = token_of(carol)
+    other = get_user_model().objects.create_user(username="erin", password="erin-long-passphrase")
+    other_token = Token.objects.create(user=other).key
+    browser = Client()
+    browser.force_login(carol)
+    assert browser.get("/").status_code == 200
+
+    change(get_user_model().objects.get(pk=carol.pk))
+
+    answer = api_get(token)
+    assert answer.status_code == 401 and TOKEN_URL in answer.json()["detail"]
+    assert api_get(other_token).status_code == 200  # only carol's
+    assert browser.get("/").status_code == 302  # her session is over: back to sign in
+
+
+@pytest.mark.django_db
+def test_saving_the_user_without_a_password_change_keeps_the_token(carol):
+    token = token_of(carol)
+    user = get_user_model().objects.get(pk=carol.pk)
+    user.first_name = "Carol"
+    user.save()
+    assert api_get(token).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_hasher_upgrade_at_sign_in_keeps_the_token(settings, carol):
+    token = token_of(carol)
+    # a newer preferred hasher: the next sign-in re-hashes the same password
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                 "tests.controlplane.test_accounts.CountingHasher"]
+    stored = get_user_model().objects.get(pk=carol.pk).password
+    assert token_of(carol) == token
+    assert get_user_model().objects.get(pk=carol.pk).password != stored  # it was re-hashed
+    assert api_get(token).status_code == 200
 
 
 # -- password validators ---------------------------------------------------------------------------------
