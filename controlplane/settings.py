@@ -267,3 +267,29 @@ REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
     "controlplane.api.authentication.TokenAuthentication",
     "rest_framework.authentication.SessionAuthentication",
 ]
+
+# /api/docs/: Swagger UI from drf-spectacular-sidecar's copy, served from /static/ (no CDN).
+INSTALLED_APPS.append("drf_spectacular_sidecar")
+SPECTACULAR_SETTINGS.update({"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+                             "REDOC_DIST": "SIDECAR"})
+
+# Content-Security-Policy on every response (django-csp). Scripts only from this origin, never
+# inline (page data travel in json_script blocks, which are not executed). style-src needs
+# 'unsafe-inline': Plotly injects <style> elements and sets style attributes as it draws, and the
+# pages size their progress bars with style attributes. img-src data:/blob: for Plotly's icons
+# and image export.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "csp.middleware.CSPMiddleware")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}

@@ -13,6 +13,7 @@ real ingestion service while the page is open.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -359,7 +360,7 @@ def test_a_user_of_another_team_cannot_open_the_run(tab, acme, globex, dataset):
     assert "edge-run" not in tab.page.content()
 
 
-# -- user text is plain text in charts ---------------------
+# -- user text is plain text in charts; the Content-Security-Policy holds on every page ---------------------
 
 # Plotly reads pseudo-HTML (<a href>, <b>, <br>, entities) in every label and hover text: user text
 # (run names, prompt keys) must show literally, never as a link or markup.
@@ -416,3 +417,62 @@ def test_run_names_and_prompt_keys_are_drawn_as_plain_text(tab, acme, dataset):
     assert f"{MARKUP_RUN} Pass@1" in legends and "<i>second</i> Pass@k" in legends, legends
     assert tab.page.evaluate(NO_LINK_IN_CHARTS) == 0
     tab.shot("markup_compare")
+
+
+CSP_LISTENER = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__csp.push(`${e.violatedDirective} blocked ${e.blockedURI} ${e.sample || ''}`);
+});
+"""
+
+
+def test_every_page_sends_a_content_security_policy_that_it_keeps(tab, acme, globex, dataset):
+    from controlplane.accounts.services import membership_set
+
+    run = live_run(acme, dataset, steps=8)
+    second = live_run(acme, dataset, name="second", steps=4)
+    membership_set(team=globex, username="bob", role="viewer")  # two teams: the team switcher shows
+    today = timezone.now().date()
+    budget_set(team=acme, period_start=today - dt.timedelta(days=3), period_end=today + dt.timedelta(days=27),
+               limit_device_hours=1.0)
+    console: list[str] = []
+    tab.page.on("console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None)
+    tab.context.add_init_script(CSP_LISTENER)
+
+    def visit(path: str, *ready: str) -> None:
+        response = tab.goto(path)
+        assert response.status == 200, (path, response.status)
+        policy = response.headers.get("content-security-policy", "")
+        directives = {d.split()[0]: d.split()[1:] for d in policy.split(";") if d.strip()}
+        assert directives.get("script-src") == ["'self'"], (path, policy)
+        assert directives.get("default-src") == ["'self'"] and directives.get("frame-ancestors") == ["'none'"]
+        for selector in ready:
+            tab.page.wait_for_selector(selector, state="attached")
+        tab.page.wait_for_timeout(300)
+        violations = tab.page.evaluate("window.__csp")
+        assert violations == [], (path, violations)
+
+    visit("/accounts/login/", "input[name=username]")
+    tab.sign_in("bob", "bob-pw")
+    visit("/", "table.runs")
+    visit("/runs/new/", "#new-run")
+    before = tab.page.locator("#forecast .forecast-message").inner_text()
+    tab.page.fill("#f-steps", "7000")  # the forecast line fetches and redraws
+    tab.wait_for_js(f"document.querySelector('#forecast .forecast-message').textContent !== {json.dumps(before)}")
+    visit(f"/runs/{run.id}/", "#chart-rollouts .main-svg", "#chart-edge .main-svg", "#chart-heatmap .main-svg",
+          "#chart-acc-rollouts .main-svg", "#chart-actions .main-svg")
+    tab.wait_for_js("document.querySelector('#chart-rollouts').dataset.points === String(8 * 3)")
+    visit(f"/runs/{run.id}/audit/", "table.decisions")
+    visit(f"/runs/{run.id}/prompt/?key={KEYS[0]}", "#chart-prompt .main-svg")
+    visit(f"/compare/?run={run.id}&run={second.id}", "#chart-compare-rollouts .main-svg")
+    visit("/teams/acme/budget/", "#chart-budget .main-svg")
+    visit(f"/api/datasets/{dataset.id}/", "pre")  # the browsable API (a dataset)
+    visit("/api/docs/", ".swagger-ui .opblock")  # Swagger UI, served from this server
+    # the team switcher submits on change without an inline handler
+    visit("/", "select[name=team]")
+    with tab.page.expect_navigation():
+        tab.page.select_option("select[name=team]", "globex")
+    assert tab.page.locator("select[name=team] option[selected]").get_attribute("value") == "globex"
+    assert tab.page.evaluate("window.__csp") == []
+    assert console == [], console
