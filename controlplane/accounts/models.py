@@ -40,7 +40,7 @@ class SignInOutcome(models.TextChoices):
     PENDING = "pending"  # the password is being checked
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-    REFUSED = "refused"  # throttled or locked out: no password was checked
+    # A refused attempt (throttled, locked out) is not kept: a flood of them stores nothing.
 
 
 class SignInAttempt(models.Model):

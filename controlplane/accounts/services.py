@@ -80,7 +80,8 @@ def signin_attempt_begin(*, address: str, username: str) -> SignInAttempt:
     EDGEPLANE_SIGNIN_LOCKOUT_SECONDS), or the address or the username made more than
     EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS / EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS attempts within
     EDGEPLANE_SIGNIN_WINDOW_SECONDS. The attempt is written before it is counted, so concurrent
-    sign-ins in other processes see it; refused attempts are not counted (Retry-After holds)."""
+    sign-ins in other processes see it; a refused attempt is deleted again, so hammering neither
+    fills the table nor pushes the Retry-After further out."""
     now = timezone.now()
     window = dt.timedelta(seconds=settings.EDGEPLANE_SIGNIN_WINDOW_SECONDS)
     lockout = dt.timedelta(seconds=settings.EDGEPLANE_SIGNIN_LOCKOUT_SECONDS)
@@ -91,23 +92,21 @@ def signin_attempt_begin(*, address: str, username: str) -> SignInAttempt:
 
     locked_until = _locked_until(key, now, lockout)
     if locked_until is not None:
-        SignInAttempt.objects.create(at=now, address=address, username=key, outcome=SignInOutcome.REFUSED)
         raise SignInThrottled(
             f"Too many failed sign-ins for this username: it is locked until {locked_until:%H:%M:%S} UTC "
             f"(in {_seconds_until(locked_until, now)} s). Wait, or ask an admin to clear its failed "
             f"attempts (admin: Sign-in attempts).", retry_after=_seconds_until(locked_until, now))
 
     attempt = SignInAttempt.objects.create(at=now, address=address, username=key)
-    counted = SignInAttempt.objects.filter(at__gt=now - window).exclude(outcome=SignInOutcome.REFUSED)
+    counted = SignInAttempt.objects.filter(at__gt=now - window)
     for label, rows, limit in (
         ("from your address", counted.filter(address=address), settings.EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS),
         ("for this username", counted.filter(username=key), settings.EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS),
     ):
         if rows.count() > limit:
-            attempt.outcome = SignInOutcome.REFUSED
-            attempt.save(update_fields=["outcome"])
             # A place frees up when the oldest counted attempt leaves the window.
             oldest = rows.exclude(pk=attempt.pk).order_by("at").values_list("at", flat=True).first() or now
+            attempt.delete()
             retry_after = _seconds_until(oldest + window, now)
             raise SignInThrottled(
                 f"Too many sign-in attempts {label}: at most {limit} every "

@@ -98,6 +98,9 @@ def test_failed_sign_ins_lock_the_username_even_for_the_right_password(endpoint,
     hashed = CountingHasher.verified
     # from another address too, and with the right password
     locked = sign_in("carol", "carol-long-passphrase", address="10.9.9.9")
+    for _ in range(20):  # hammering stores nothing and does not move the end of the lockout
+        assert sign_in("carol", "carol-long-passphrase").status_code == 429
+    assert SignInAttempt.objects.filter(username="carol").count() == 3
     retry_after = assert_429(locked, "locked")
     assert 590 <= retry_after <= 600
     assert CountingHasher.verified == hashed, "a refused sign-in checked a password"
@@ -189,7 +192,8 @@ def test_refused_attempts_do_not_extend_the_wait(limits, carol):
         token_post("carol", "carol-long-passphrase")
     for _ in range(5):
         assert token_post("carol", "carol-long-passphrase").status_code == 429
-    SignInAttempt.objects.exclude(outcome="refused").update(at=timezone.now() - dt.timedelta(seconds=61))
+    assert SignInAttempt.objects.count() == 2  # the refused ones are not kept
+    SignInAttempt.objects.update(at=timezone.now() - dt.timedelta(seconds=61))
     assert token_post("carol", "carol-long-passphrase").status_code == 200
 
 
@@ -391,3 +395,32 @@ def test_the_demo_password_passes_the_validators():
     from controlplane.accounts.services import password_problems
 
     assert password_problems("edgeplane-demo", username="demo") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sign_ins_never_pass_more_than_the_limit(limits, carol):
+    """Each attempt is written before it is counted: racing sign-ins (own connections, as in
+    separate web processes) let at most the limit through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.contrib.auth import authenticate
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from controlplane.accounts.services import SignInThrottled
+
+    limits.EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS = 3
+
+    def attempt(i: int) -> str:
+        try:
+            user = authenticate(RequestFactory().post("/", REMOTE_ADDR=f"10.7.0.{i}"), username="carol",
+                                password="carol-long-passphrase")
+            return "ok" if user else "wrong"
+        except SignInThrottled:
+            return "throttled"
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(attempt, range(16)))
+    assert outcomes.count("ok") <= 3 and outcomes.count("throttled") >= 13, outcomes
