@@ -391,6 +391,26 @@ def test_createsuperuser_non_interactive_refuses_a_weak_password(monkeypatch):
 
 
 @pytest.mark.django_db
+def test_changepassword_refuses_a_weak_password(carol):
+    from unittest import mock
+
+    with mock.patch("getpass.getpass", return_value="a"), pytest.raises(CommandError, match="Aborting"):
+        call_command("changepassword", "carol", stdout=io.StringIO(), stderr=io.StringIO())
+    assert get_user_model().objects.get(username="carol").check_password("carol-long-passphrase")
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_weak_password_for_a_new_user():
+    admin = get_user_model().objects.create_superuser(username="root", password="root-long-passphrase")
+    client = Client()
+    client.force_login(admin)
+    answer = client.post("/admin/auth/user/add/", {"username": "newbie", "usable_password": "true",
+                                                   "password1": "a", "password2": "a"})
+    assert answer.status_code == 200 and "too short" in answer.content.decode()
+    assert not get_user_model().objects.filter(username="newbie").exists()
+
+
+@pytest.mark.django_db
 def test_the_demo_password_passes_the_validators():
     from controlplane.accounts.services import password_problems
 
