@@ -16,7 +16,9 @@ DJANGO_ALLOWED_HOSTS, EDGEPLANE_VAR_DIR, EDGEPLANE_HEARTBEAT_STALE_SECONDS,
 EDGEPLANE_MAX_ATTEMPTS, EDGEPLANE_RUNS_DIR, EDGEPLANE_UPLOAD_MAX_BYTES,
 EDGEPLANE_RECONCILE_SECONDS, EDGEPLANE_CANCEL_GRACE_SECONDS, EDGEPLANE_CONTROL_URL,
 EDGEPLANE_VERL_QUEUE, EDGEPLANE_RAY_ADDRESS, EDGEPLANE_VERL_RUNS_DIR, EDGEPLANE_VERL_MODEL_ROOT,
-EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGEPLANE_VERL_OVERRIDES.
+EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGEPLANE_VERL_OVERRIDES; accounts (the block at
+the end): EDGEPLANE_SIGNIN_WINDOW_SECONDS, EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS, EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS,
+EDGEPLANE_SIGNIN_LOCKOUT_FAILURES, EDGEPLANE_SIGNIN_LOCKOUT_SECONDS, EDGEPLANE_API_TOKEN_DAYS.
 """
 
 import os
@@ -227,3 +229,69 @@ elif CELERY_BROKER_URL == "filesystem://":
         "processed_folder": str(_processed_dir),
         "control_folder": str(_control_dir),
     }
+
+# -- Accounts and the web surface (issue 13) ---------------------------------------------------------
+# Passwords: every place a person sets one validates it against these (createteam, make demo,
+# the admin, changepassword). 12 characters at least, not a common one, not all digits, not like
+# the user name.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# First, so that its createsuperuser (validating DJANGO_SUPERUSER_PASSWORD in --noinput mode too)
+# takes precedence over django.contrib.auth's.
+INSTALLED_APPS.remove("controlplane.accounts")
+INSTALLED_APPS.insert(0, "controlplane.accounts")
+
+# Sign-in throttling (the browser sign-in, /api/auth/token/, the admin's sign-in: every
+# authenticate() through this backend). Attempts are rows in the database (accounts.SignInAttempt),
+# so every web process counts the same ones; a refused attempt answers 429 with Retry-After before
+# any password is hashed.
+AUTHENTICATION_BACKENDS = ["controlplane.accounts.backends.ThrottledModelBackend"]
+# Attempts per client address (REMOTE_ADDR) and per username within the window, failed or not.
+EDGEPLANE_SIGNIN_WINDOW_SECONDS = env_int(os.environ, "EDGEPLANE_SIGNIN_WINDOW_SECONDS", 60)
+EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS = env_int(os.environ, "EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS", 30)
+EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS = env_int(os.environ, "EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS", 10)
+# This many failed sign-ins for a username within EDGEPLANE_SIGNIN_LOCKOUT_SECONDS lock it (any
+# address, right password too) until that long after the last failure. An admin unlocks early by
+# deleting the username's failed attempts (admin: Accounts > Sign-in attempts).
+EDGEPLANE_SIGNIN_LOCKOUT_FAILURES = env_int(os.environ, "EDGEPLANE_SIGNIN_LOCKOUT_FAILURES", 5)
+EDGEPLANE_SIGNIN_LOCKOUT_SECONDS = env_int(os.environ, "EDGEPLANE_SIGNIN_LOCKOUT_SECONDS", 900)
+# A refused sign-in raised inside authenticate() (any caller) becomes a 429 here.
+MIDDLEWARE.append("controlplane.accounts.middleware.SignInThrottledMiddleware")
+
+# API tokens (Authorization: Token <key>) expire this many days after they were issued; a
+# password change revokes them (and, through Django's session hash, the user's other sessions).
+EDGEPLANE_API_TOKEN_DAYS = env_int(os.environ, "EDGEPLANE_API_TOKEN_DAYS", 30)
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "controlplane.api.authentication.TokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+
+# /api/docs/: Swagger UI from drf-spectacular-sidecar's copy, served from /static/ (no CDN).
+INSTALLED_APPS.append("drf_spectacular_sidecar")
+SPECTACULAR_SETTINGS.update({"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+                             "REDOC_DIST": "SIDECAR"})
+
+# Content-Security-Policy on every response (django-csp). Scripts only from this origin, never
+# inline (page data travel in json_script blocks, which are not executed). style-src needs
+# 'unsafe-inline': Plotly injects <style> elements and sets style attributes as it draws, and the
+# pages size their progress bars with style attributes. img-src data:/blob: for Plotly's icons
+# and image export.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "csp.middleware.CSPMiddleware")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}

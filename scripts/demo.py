@@ -54,7 +54,7 @@ def setup() -> tuple[str, str, int]:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    from controlplane.accounts.services import team_create
+    from controlplane.accounts.services import password_problems, team_create
     from controlplane.datasets.models import Dataset
     from controlplane.datasets.services import dataset_import_builtin
     from controlplane.runs.models import ACTIVE, Run
@@ -62,6 +62,9 @@ def setup() -> tuple[str, str, int]:
 
     call_command("migrate", verbosity=0)
     user, password = "demo", os.environ.get("EDGEPLANE_DEMO_PASSWORD", "edgeplane-demo")
+    # The demo's password passes the same validators as every other (settings.AUTH_PASSWORD_VALIDATORS).
+    if problems := password_problems(password, username=user):
+        raise SystemExit(f"EDGEPLANE_DEMO_PASSWORD is refused: {' '.join(problems)} Choose another, or unset it.")
     team = team_create(name="Demo", owner_username=user, owner_password=password)
     owner = get_user_model().objects.get(username=user)
     Token.objects.get_or_create(user=owner)

@@ -34,3 +34,27 @@ class Membership(models.Model):
 
     def allows(self, role: str) -> bool:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(role)]
+
+
+class SignInOutcome(models.TextChoices):
+    PENDING = "pending"  # the password is being checked
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # A refused attempt (throttled, locked out) is not kept: a flood of them stores nothing.
+
+
+class SignInAttempt(models.Model):
+    """One sign-in (browser, API token or admin), kept for the throttling windows only: the
+    rows are the shared memory of every web process (controlplane.accounts.services.signin_*)."""
+
+    at = models.DateTimeField(db_index=True)
+    address = models.CharField(max_length=45, blank=True)  # REMOTE_ADDR ("" when there is none)
+    username = models.CharField(max_length=150)  # casefolded, as typed (the user may not exist)
+    outcome = models.CharField(max_length=16, choices=SignInOutcome.choices, default=SignInOutcome.PENDING)
+
+    class Meta:
+        indexes = [models.Index(fields=["username", "at"], name="signin_username_at"),
+                   models.Index(fields=["address", "at"], name="signin_address_at")]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.address or '?'} at {self.at:%Y-%m-%d %H:%M:%S}: {self.outcome}"

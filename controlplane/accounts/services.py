@@ -1,12 +1,19 @@
-"""Writes for teams and memberships."""
+"""Writes for teams and memberships; password checks; sign-in throttling."""
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
-from controlplane.accounts.models import Membership, Role, Team
+from controlplane.accounts.models import Membership, Role, SignInAttempt, SignInOutcome, Team
 
 
 @transaction.atomic
@@ -32,3 +39,97 @@ def membership_set(*, team: Team, username: str, role: str) -> Membership:
     user = get_user_model().objects.get(username=username)
     membership, _ = Membership.objects.update_or_create(team=team, user=user, defaults={"role": Role(role)})
     return membership
+
+
+# -- passwords ---------------------------------------------------------------------------------------
+
+
+def password_problems(password: str, *, username: str = "") -> list[str]:
+    """What Django's password validators (settings.AUTH_PASSWORD_VALIDATORS) hold against
+    ``password`` for the user ``username``; empty when it passes."""
+    User = get_user_model()
+    user = User.objects.filter(username=username).first() or User(username=username)
+    try:
+        validate_password(password, user=user)
+    except ValidationError as exc:
+        return list(exc.messages)
+    return []
+
+
+# -- sign-in throttling ------------------------------------------------------------------------------
+
+
+class SignInThrottled(Exception):
+    """A sign-in refused before its password was checked: too many attempts, or a lockout.
+    The web layer answers 429 with ``Retry-After: retry_after``."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _seconds_until(moment: dt.datetime, now: dt.datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))
+
+
+def signin_attempt_begin(*, address: str, username: str) -> SignInAttempt:
+    """Record a sign-in about to check a password, or refuse it (SignInThrottled).
+
+    Refused: the username is locked out (EDGEPLANE_SIGNIN_LOCKOUT_FAILURES failures within
+    EDGEPLANE_SIGNIN_LOCKOUT_SECONDS), or the address or the username made more than
+    EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS / EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS attempts within
+    EDGEPLANE_SIGNIN_WINDOW_SECONDS. The attempt is written before it is counted, so concurrent
+    sign-ins in other processes see it; a refused attempt is deleted again, so hammering neither
+    fills the table nor pushes the Retry-After further out."""
+    now = timezone.now()
+    window = dt.timedelta(seconds=settings.EDGEPLANE_SIGNIN_WINDOW_SECONDS)
+    lockout = dt.timedelta(seconds=settings.EDGEPLANE_SIGNIN_LOCKOUT_SECONDS)
+    key = username.casefold()[:150]
+    address = (address or "")[:45]
+    # Nothing older than the longest window is ever read again.
+    SignInAttempt.objects.filter(at__lt=now - max(window, lockout)).delete()
+
+    locked_until = _locked_until(key, now, lockout)
+    if locked_until is not None:
+        raise SignInThrottled(
+            f"Too many failed sign-ins for this username: it is locked until {locked_until:%H:%M:%S} UTC "
+            f"(in {_seconds_until(locked_until, now)} s). Wait, or ask an admin to clear its failed "
+            f"attempts (admin: Sign-in attempts).", retry_after=_seconds_until(locked_until, now))
+
+    attempt = SignInAttempt.objects.create(at=now, address=address, username=key)
+    counted = SignInAttempt.objects.filter(at__gt=now - window)
+    for label, rows, limit in (
+        ("from your address", counted.filter(address=address), settings.EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS),
+        ("for this username", counted.filter(username=key), settings.EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS),
+    ):
+        if rows.count() > limit:
+            # A place frees up when the oldest counted attempt leaves the window.
+            oldest = rows.exclude(pk=attempt.pk).order_by("at").values_list("at", flat=True).first() or now
+            attempt.delete()
+            retry_after = _seconds_until(oldest + window, now)
+            raise SignInThrottled(
+                f"Too many sign-in attempts {label}: at most {limit} every "
+                f"{settings.EDGEPLANE_SIGNIN_WINDOW_SECONDS} s. Try again in {retry_after} s.",
+                retry_after=retry_after)
+    return attempt
+
+
+def _locked_until(key: str, now: dt.datetime, lockout: dt.timedelta) -> dt.datetime | None:
+    """When the username's lockout ends, or None: N failures since its last success within
+    the lockout period lock it until that long after the last of them."""
+    recent = SignInAttempt.objects.filter(username=key, at__gt=now - lockout)
+    last_success = recent.filter(outcome=SignInOutcome.SUCCEEDED).order_by("-at").values_list("at", flat=True).first()
+    failures = recent.filter(outcome=SignInOutcome.FAILED)
+    if last_success is not None:
+        failures = failures.filter(at__gt=last_success)
+    times = list(failures.order_by("-at").values_list("at", flat=True)[: settings.EDGEPLANE_SIGNIN_LOCKOUT_FAILURES])
+    if len(times) < settings.EDGEPLANE_SIGNIN_LOCKOUT_FAILURES:
+        return None
+    until = times[0] + lockout
+    return until if until > now else None
+
+
+def signin_attempt_finish(*, attempt: SignInAttempt, succeeded: bool) -> None:
+    attempt.outcome = SignInOutcome.SUCCEEDED if succeeded else SignInOutcome.FAILED
+    attempt.save(update_fields=["outcome"])

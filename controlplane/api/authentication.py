@@ -1,4 +1,7 @@
-"""Run tokens: how a remote engine authenticates to the ingestion endpoint.
+"""API tokens of users, and run tokens: how a remote engine authenticates to the ingestion endpoint.
+
+``Authorization: Token <key>``: a user's token, from POST /api/auth/token/; it expires
+EDGEPLANE_API_TOKEN_DAYS after it was issued and is revoked when the user's password changes.
 
 ``Authorization: RunToken <key>``. The token proves only "I report for run N": it
 carries no user, so it opens nothing but ``/api/ingest/runs/N/...`` (RunTokenScoped).
@@ -8,13 +11,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from controlplane.api.services import api_token_expires_at
 from controlplane.telemetry.services import token_run
 
 KEYWORD = "RunToken"
+HOW_TO_RENEW = "get a new one: POST your username and password to /api/auth/token/"
+
+
+class TokenAuthentication(authentication.TokenAuthentication):
+    """DRF's user token, refused once expired or revoked, with what to do about it."""
+
+    def authenticate_credentials(self, key):
+        model = self.get_model()
+        token = model.objects.select_related("user").filter(key=key).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed(
+                f"unknown or revoked API token (a password change revokes a user's tokens): {HOW_TO_RENEW}")
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("this API token's user is deactivated")
+        expires = api_token_expires_at(token)
+        if expires <= timezone.now():
+            raise exceptions.AuthenticationFailed(
+                f"API token expired at {expires:%Y-%m-%d %H:%M} UTC (tokens last "
+                f"{settings.EDGEPLANE_API_TOKEN_DAYS} days): {HOW_TO_RENEW}")
+        return token.user, token
 
 
 @dataclass(frozen=True)

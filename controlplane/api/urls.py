@@ -1,7 +1,7 @@
 """Routes of the JSON API, mounted at /api/ (see docs/api.md)."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from controlplane.api import views
 
@@ -9,8 +9,10 @@ app_name = "api"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[],
-                                                 authentication_classes=[]), name="docs"),
+    # Swagger UI from drf-spectacular-sidecar's files on this server (SWAGGER_UI_DIST="SIDECAR"); the split
+    # view serves its start-up script at ?script instead of inline, for the Content-Security-Policy.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema", permission_classes=[],
+                                                      authentication_classes=[]), name="docs"),
     path("auth/token/", views.TokenView.as_view(), name="token"),
     path("datasets/", views.DatasetListView.as_view(), name="datasets"),
     path("datasets/<int:dataset_id>/", views.DatasetDetailView.as_view(), name="dataset"),

@@ -16,7 +16,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -24,10 +24,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
+from controlplane.accounts.services import SignInThrottled
 from controlplane.api import serializers as s
-from controlplane.api.authentication import RunTokenAuthentication
+from controlplane.api.authentication import RunTokenAuthentication, TokenAuthentication  # expiring user tokens
 from controlplane.api.pagination import DecisionPagination, PromptStatePagination, RunPagination
 from controlplane.api.permissions import RunTokenScoped, require_role, run_or_404, team_or_404
+from controlplane.api.services import api_token_expires_at, api_token_issue
 from controlplane.budgets.selectors import budget_overview
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import datasets_for_user
@@ -67,9 +69,24 @@ class MemberView(APIView):
 # -- auth ----------------------------------------------------------------------------------------
 
 
-@extend_schema(tags=["auth"], responses={200: inline_serializer("Token", {"token": serializers.CharField()})})
+@extend_schema(tags=["auth"], responses={
+    200: inline_serializer("Token", {"token": serializers.CharField(), "expires": serializers.DateTimeField()}),
+    400: s.DetailSerializer, 429: s.DetailSerializer})
 class TokenView(ObtainAuthToken):
-    """POST username and password; answers the API token for ``Authorization: Token <key>``."""
+    """POST username and password; answers the API token for ``Authorization: Token <key>`` and
+    when it expires (EDGEPLANE_API_TOKEN_DAYS). Sign-ins are throttled per address and username,
+    and a username is locked out after repeated failures: 429 with Retry-After."""
+
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        try:
+            serializer.is_valid(raise_exception=True)
+        except SignInThrottled as exc:
+            throttled = exceptions.Throttled(wait=exc.retry_after)
+            throttled.detail = exc.message  # the reason and the wait, without DRF's generic sentence
+            raise throttled from exc
+        token = api_token_issue(user=serializer.validated_data["user"])
+        return Response({"token": token.key, "expires": api_token_expires_at(token).isoformat()})
 
 
 # -- datasets ------------------------------------------------------------------------------------------

@@ -40,13 +40,13 @@ def run(*args: str) -> dict[str, str]:
 
 @pytest.fixture
 def team(db) -> Team:
-    run("createteam", "Demo Team", "--owner", "demo", "--password", "demo-pw")
+    run("createteam", "Demo Team", "--owner", "demo", "--password", "demo-team-passphrase")
     return Team.objects.get(slug="demo-team")
 
 
 @pytest.mark.django_db
 def test_createteam_prints_the_slug_and_an_api_token_that_works():
-    out = run("createteam", "Research Lab", "--owner", "ada", "--password", "s3cret")
+    out = run("createteam", "Research Lab", "--owner", "ada", "--password", "research-lab-passphrase")
     assert out["team"] == "research-lab"
     membership = Membership.objects.get(team__slug="research-lab", user__username="ada")
     assert membership.role == Role.ADMIN
@@ -54,13 +54,13 @@ def test_createteam_prints_the_slug_and_an_api_token_that_works():
     client.credentials(HTTP_AUTHORIZATION=f"Token {out['token']}")
     assert client.get("/api/teams/research-lab/budget/").status_code == 200
     # The password signs in too.
-    assert APIClient().post("/api/auth/token/", {"username": "ada", "password": "s3cret"},
+    assert APIClient().post("/api/auth/token/", {"username": "ada", "password": "research-lab-passphrase"},
                             format="json").json()["token"] == out["token"]
 
 
 @pytest.mark.django_db
 def test_createteam_run_twice_reuses_the_team_and_the_token():
-    first = run("createteam", "Lab", "--owner", "ada", "--password", "pw")
+    first = run("createteam", "Lab", "--owner", "ada", "--password", "lab-admin-passphrase")
     second = run("createteam", "Lab", "--owner", "ada")
     assert first["token"] == second["token"] and Team.objects.count() == 1
 
@@ -68,7 +68,7 @@ def test_createteam_run_twice_reuses_the_team_and_the_token():
 @pytest.mark.django_db
 def test_createteam_refuses_a_name_without_letters_or_digits():
     with pytest.raises(CommandError, match="choose another team name"):
-        run("createteam", "!!!", "--owner", "ada", "--password", "pw")
+        run("createteam", "!!!", "--owner", "ada", "--password", "lab-admin-passphrase")
     assert not Team.objects.exists()
 
 

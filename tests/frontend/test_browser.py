@@ -13,6 +13,7 @@ real ingestion service while the page is open.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -93,7 +94,9 @@ class Page:
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
     def wait_for_js(self, expression: str, timeout_s: float = 15.0) -> None:
-        self.page.wait_for_function(expression, timeout=timeout_s * 1000)
+        # As a function: Playwright evaluates a bare expression string with eval() inside the page,
+        # which the pages' Content-Security-Policy (no 'unsafe-eval') refuses.
+        self.page.wait_for_function(f"() => ({expression})", timeout=timeout_s * 1000)
 
 
 @pytest.fixture
@@ -156,16 +159,16 @@ def test_launch_a_run_through_the_form_and_cancel_it_with_the_button(tab, acme, 
     for name, value in (("batch_size", "8"), ("group_size", "4"), ("steps", "5")):
         page.fill(f"#f-{name}", value)
     # The cost line follows B, N and steps: 8 x 4 x 5 rollouts at 0.002 s each.
-    page.wait_for_function("document.querySelector('#forecast .forecast-message').textContent"
+    tab.wait_for_js("document.querySelector('#forecast .forecast-message').textContent"
                            ".startsWith('forecast 0.0001 device-hours')")
     # ... and the engine and device: verl on this machine's CPU, 0.35 s a rollout before any such run.
     page.select_option("#f-engine", "verl")
     page.select_option("#f-device", "cpu")
-    page.wait_for_function("document.querySelector('#forecast .forecast-message').textContent"
+    tab.wait_for_js("document.querySelector('#forecast .forecast-message').textContent"
                            ".startsWith('forecast 0.0156 device-hours')")
     page.select_option("#f-engine", "local")
     page.select_option("#f-device", "auto")
-    page.wait_for_function("document.querySelector('#forecast .forecast-message').textContent"
+    tab.wait_for_js("document.querySelector('#forecast .forecast-message').textContent"
                            ".startsWith('forecast 0.0001 device-hours')")
     page.click("button:has-text('Launch run')")
     error = page.locator("[data-field='selectors.hora.n0'] .field-error")
@@ -355,3 +358,121 @@ def test_a_user_of_another_team_cannot_open_the_run(tab, acme, globex, dataset):
     assert tab.goto(f"/data/runs/{run.id}/series/").status == 404
     tab.goto("/")
     assert "edge-run" not in tab.page.content()
+
+
+# -- user text is plain text in charts; the Content-Security-Policy holds on every page ---------------------
+
+# Plotly reads pseudo-HTML (<a href>, <b>, <br>, entities) in every label and hover text: user text
+# (run names, prompt keys) must show literally, never as a link or markup.
+MARKUP_RUN = '<a href="https://example.com/">run</a> <b>bold</b> & co'
+MARKUP_KEYS = ['<a href="javascript:alert(1)">evil</a>', '<b>bold</b> & <i>x</i>',
+               '<a href="https://example.com/">link</a>', "a<br>b &lt; c"]
+NO_LINK_IN_CHARTS = "document.querySelectorAll('.main-svg a').length"
+
+
+def markup_run(acme, dataset, name: str = MARKUP_RUN, steps: int = 6) -> Run:
+    """A run whose name and whose prompts' keys are markup."""
+    from controlplane.datasets.models import Prompt
+
+    for key, markup in zip(KEYS, MARKUP_KEYS):
+        Prompt.objects.filter(dataset=dataset, key=key).update(key=markup)
+    run = live_run(acme, dataset, name=name)
+    train(run, range(steps), keys=MARKUP_KEYS)
+    return run
+
+
+def test_run_names_and_prompt_keys_are_drawn_as_plain_text(tab, acme, dataset):
+    run = markup_run(acme, dataset)
+    second = live_run(acme, dataset, name="<i>second</i>", steps=4)
+    tab.sign_in("bob", "bob-pw")
+    tab.goto(f"/runs/{run.id}/")
+    for chart in ("chart-edge", "chart-heatmap", "chart-actions", "chart-rollouts"):
+        tab.page.wait_for_selector(f"#{chart} .main-svg", state="attached")
+    tab.wait_for_js("document.querySelectorAll('#chart-heatmap .ytick text').length >= 4")
+    ticks = tab.page.locator("#chart-heatmap .ytick text").all_text_contents()
+    assert set(MARKUP_KEYS) <= set(ticks), ticks
+    # hover a point of the learning-edge map: its prompt key, literally
+    tab.wait_for_js("document.querySelectorAll('#chart-edge .scatterlayer .point').length >= 1")
+    tab.page.evaluate("Plotly.Fx.hover('chart-edge', [{curveNumber: 0, pointNumber: 0}])")
+    tab.wait_for_js("document.querySelector('#chart-edge .hoverlayer').textContent.length > 0")
+    hover = tab.page.locator("#chart-edge .hoverlayer").text_content()
+    assert any(key in hover for key in MARKUP_KEYS), hover
+    # ... and a click on it opens that prompt's page (the raw key, not its escaped form)
+    tab.page.evaluate("""() => {
+        const el = document.getElementById('chart-edge');
+        const trace = el.data[0];
+        el.emit('plotly_click', {points: [{curveNumber: 0, pointNumber: 0, text: trace.text[0]}]});
+    }""")
+    tab.page.wait_for_url(lambda url: "/prompt/?key=" in url)
+    assert tab.page.locator("h1").inner_text() in MARKUP_KEYS
+    tab.page.go_back()
+    tab.page.wait_for_selector("#chart-heatmap .main-svg", state="attached")
+    assert tab.page.evaluate(NO_LINK_IN_CHARTS) == 0
+    assert tab.page.locator("#chart-heatmap .ytick text b, #chart-heatmap .ytick tspan[style*=bold]").count() == 0
+    tab.shot("markup_run")
+
+    tab.goto(f"/compare/?run={run.id}&run={second.id}")
+    tab.page.wait_for_selector("#chart-compare-rollouts .main-svg", state="attached")
+    legends = tab.page.locator("#chart-compare-rollouts .legendtext").all_text_contents()
+    assert f"{MARKUP_RUN} Pass@1" in legends and "<i>second</i> Pass@k" in legends, legends
+    assert tab.page.evaluate(NO_LINK_IN_CHARTS) == 0
+    tab.shot("markup_compare")
+
+
+CSP_LISTENER = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__csp.push(`${e.violatedDirective} blocked ${e.blockedURI} ${e.sample || ''}`);
+});
+"""
+
+
+def test_every_page_sends_a_content_security_policy_that_it_keeps(tab, acme, globex, dataset):
+    from controlplane.accounts.services import membership_set
+
+    run = live_run(acme, dataset, steps=8)
+    second = live_run(acme, dataset, name="second", steps=4)
+    membership_set(team=globex, username="bob", role="viewer")  # two teams: the team switcher shows
+    today = timezone.now().date()
+    budget_set(team=acme, period_start=today - dt.timedelta(days=3), period_end=today + dt.timedelta(days=27),
+               limit_device_hours=1.0)
+    console: list[str] = []
+    tab.page.on("console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None)
+    tab.context.add_init_script(CSP_LISTENER)
+
+    def visit(path: str, *ready: str) -> None:
+        response = tab.goto(path)
+        assert response.status == 200, (path, response.status)
+        policy = response.headers.get("content-security-policy", "")
+        directives = {d.split()[0]: d.split()[1:] for d in policy.split(";") if d.strip()}
+        assert directives.get("script-src") == ["'self'"], (path, policy)
+        assert directives.get("default-src") == ["'self'"] and directives.get("frame-ancestors") == ["'none'"]
+        for selector in ready:
+            tab.page.wait_for_selector(selector, state="attached")
+        tab.page.wait_for_timeout(300)
+        violations = tab.page.evaluate("window.__csp")
+        assert violations == [], (path, violations)
+
+    visit("/accounts/login/", "input[name=username]")
+    tab.sign_in("bob", "bob-pw")
+    visit("/", "table.runs")
+    visit("/runs/new/", "#new-run")
+    before = tab.page.locator("#forecast .forecast-message").inner_text()
+    tab.page.fill("#f-steps", "7000")  # the forecast line fetches and redraws
+    tab.wait_for_js(f"document.querySelector('#forecast .forecast-message').textContent !== {json.dumps(before)}")
+    visit(f"/runs/{run.id}/", "#chart-rollouts .main-svg", "#chart-edge .main-svg", "#chart-heatmap .main-svg",
+          "#chart-acc-rollouts .main-svg", "#chart-actions .main-svg")
+    tab.wait_for_js("document.querySelector('#chart-rollouts').dataset.points === String(8 * 3)")
+    visit(f"/runs/{run.id}/audit/", "table.decisions")
+    visit(f"/runs/{run.id}/prompt/?key={KEYS[0]}", "#chart-prompt .main-svg")
+    visit(f"/compare/?run={run.id}&run={second.id}", "#chart-compare-rollouts .main-svg")
+    visit("/teams/acme/budget/", "#chart-budget .main-svg")
+    visit(f"/api/datasets/{dataset.id}/", "pre")  # the browsable API (a dataset)
+    visit("/api/docs/", ".swagger-ui .opblock")  # Swagger UI, served from this server
+    # the team switcher submits on change without an inline handler
+    visit("/", "select[name=team]")
+    with tab.page.expect_navigation():
+        tab.page.select_option("select[name=team]", "globex")
+    assert tab.page.locator("select[name=team] option[selected]").get_attribute("value") == "globex"
+    assert tab.page.evaluate("window.__csp") == []
+    assert console == [], console

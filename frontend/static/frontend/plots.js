@@ -31,13 +31,36 @@ export function layout(extra = {}) {
   return out;
 }
 
+// Plotly reads pseudo-HTML in every name, label, tick, annotation and hover text: <a href> makes
+// a link, <b> bold, <br> a break, &lt; an entity. Text that users wrote (run names, prompt keys,
+// dataset names) must show as written, so plain() escapes &, < and >, and draw() passes every
+// string of the traces and the layout through it: names, texts, customdata, category labels on
+// x and y, axis titles, annotations. Templates are the exception (TEMPLATE_KEYS): their markup is
+// ours; a caller that puts user text into a template wraps that text in plain() itself.
+export function plain(value) {
+  return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+const TEMPLATE_KEYS = new Set(["hovertemplate", "texttemplate"]);
+
+function plainDeep(value) {
+  if (typeof value === "string") return plain(value);
+  if (Array.isArray(value)) return value.map(plainDeep);
+  if (value && typeof value === "object") {
+    const out = {};
+    for (const [key, v] of Object.entries(value)) out[key] = TEMPLATE_KEYS.has(key) ? v : plainDeep(v);
+    return out;
+  }
+  return value;
+}
+
 export function draw(id, traces, extra = {}) {
   const el = document.getElementById(id);
   if (!el || !window.Plotly) return;
   const empty = traces.every((t) => !(t.x && t.x.length) && !(t.z && t.z.length));
   const annotations = empty ? [{ text: "No data yet: it appears with the run's first steps", showarrow: false,
                                  xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#9ca3af", size: 13 } }] : [];
-  window.Plotly.react(el, traces, layout({ annotations, ...extra }), CONFIG);
+  window.Plotly.react(el, plainDeep(traces), layout(plainDeep({ annotations, ...extra })), CONFIG);
   el.dataset.points = String(traces.reduce((n, t) => n + (t.x ? t.x.length : 0), 0));
 }
 

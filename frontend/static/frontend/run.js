@@ -3,7 +3,7 @@
 // Every name it draws by comes from the page's config (views.run_detail): the method panels
 // as the methods declare them, the buckets, the phases and the legend of each column.
 import { Poller, withParams } from "./live.js";
-import { COLORS, append, appendColumns, draw, fixed, line, pct } from "./plots.js";
+import { COLORS, append, appendColumns, draw, fixed, line, pct, plain } from "./plots.js";
 
 const cfg = JSON.parse(document.getElementById("run-page").textContent);
 const label = (method) => cfg.labels[method] || method;
@@ -204,17 +204,22 @@ function drawSnapshots() {
 const edgeSlider = document.getElementById("edge-step");
 const edgeNow = document.getElementById("edge-now");
 let edgeFollow = true;  // the slider follows the newest step until the user moves it
+let edgeKeys = [];  // the prompt key of each drawn point, by trace and point, for a click
 
 async function drawEdge() {
   const step = edgeNow.checked ? "now" : edgeSlider.value;
   if (!edgeNow.checked && lastStep < 0) return;
   const data = await getJSON(withParams(cfg.urls.edge, { step }));
   if (!data) return;
-  const traces = cfg.buckets.filter((b) => data.buckets[b.name] && data.buckets[b.name].x.length).map((b) => ({
+  const shown = cfg.buckets.filter((b) => data.buckets[b.name] && data.buckets[b.name].x.length);
+  edgeKeys = shown.map((b) => data.buckets[b.name].key);  // as written: draw() escapes the copies it draws
+  // "scatter", not "scattergl": WebGL traces compile code at run time, which the page's
+  // Content-Security-Policy (no 'unsafe-eval') forbids; SVG draws the few thousand points shown.
+  const traces = shown.map((b) => ({
     x: data.buckets[b.name].x, y: data.buckets[b.name].y, text: data.buckets[b.name].key,
-    name: `${b.label} (${data.counts[b.name]})`, type: "scattergl", mode: "markers",
+    name: `${b.label} (${data.counts[b.name]})`, type: "scatter", mode: "markers",
     marker: { color: b.color, size: 7, opacity: 0.75, line: { width: 0 } },
-    hovertemplate: "%{text}<br>pass rate %{x:.2f}, entropy %{y:.3f}<extra>" + b.label + "</extra>",
+    hovertemplate: `%{text}<br>pass rate %{x:.2f}, entropy %{y:.3f}<extra>${plain(b.label)}</extra>`,
   }));
   draw("chart-edge", traces, { height: 340, hovermode: "closest",
        xaxis: { title: { text: "pass rate" }, range: [-0.03, 1.03], gridcolor: "#eef0f3" },
@@ -223,7 +228,8 @@ async function drawEdge() {
   if (chart.on && !chart.dataset.wired) {
     chart.dataset.wired = "1";
     chart.on("plotly_click", (event) => {
-      const key = event.points && event.points[0] && event.points[0].text;
+      const point = event.points && event.points[0];
+      const key = point && (edgeKeys[point.curveNumber] || [])[point.pointNumber];
       if (key) window.location.href = withParams(cfg.urls.prompt, { key });
     });
   }
