@@ -5,6 +5,7 @@ a step, and a database that fails for a moment answered 503 (retry), never 400 (
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 
@@ -17,7 +18,7 @@ from rest_framework.test import APIClient
 
 from controlplane.budgets.models import UsageEntry
 from controlplane.budgets.services import usage_record
-from controlplane.runs.models import Run, RunStatus
+from controlplane.runs.models import Run
 from controlplane.runs.services import run_claim
 from controlplane.telemetry.models import (
     Evaluation,
@@ -59,6 +60,12 @@ def nothing_stored(run) -> bool:
 
 
 # -- 1. every number is checked for its field ---------------------------------------------------------
+def raw_json(body) -> str:
+    """``body`` as an engine could send it: an infinity as 1e999 (which JSON readers take as
+    infinite), a lone surrogate as its escape."""
+    return json.dumps(body, allow_nan=True).replace("-Infinity", "-1e999").replace("Infinity", "1e999")
+
+
 def _set(record: dict, path: str, value) -> dict:
     """``record`` with the field at ``path`` (dots; list indexes as numbers) set to ``value``."""
     record = copy.deepcopy(record)
@@ -124,7 +131,7 @@ STEP_CASES = [
 @pytest.mark.parametrize(("path", "value", "named"), STEP_CASES, ids=[f"{p}={v!r:.20}" for p, v, _ in STEP_CASES])
 def test_a_step_number_out_of_its_fields_range_is_a_400_naming_the_field(running, token, path, value, named):
     record = _set(step_record(0, ["k0", "k1"]), path, value)
-    answer = engine(token).post(url(running), record, format="json")
+    answer = engine(token).post(url(running), raw_json(record), content_type="application/json")
     assert answer.status_code == 400, answer.content
     assert named in answer.json()["detail"], answer.json()
     assert nothing_stored(running)
@@ -189,7 +196,10 @@ def test_a_run_token_cannot_book_negative_or_nan_usage_nor_let_a_refused_launch_
     assert answer.status_code == 400 and "device_seconds" in answer.json()["detail"]
 
     after = bob.get(f"/api/teams/{team_a.slug}/budget/")
-    assert after.status_code == 200 and after.json() == before
+    assert after.status_code == 200
+    drifting = "forecast_device_hours"  # extrapolated over the time elapsed: moves by itself
+    assert {k: v for k, v in after.json().items() if k != drifting} == {
+        k: v for k, v in before.items() if k != drifting}
     page = Client()
     page.force_login(get_user_model().objects.get(username="bob"))
     assert page.get(f"/teams/{team_a.slug}/budget/").status_code == 200
