@@ -288,17 +288,22 @@ class IngestView(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         except (telemetry.IngestError, RecordError) as exc:
             raise exceptions.ParseError(str(exc)) from exc
-        except TRANSIENT_DB_ERRORS as exc:
-            # rolled back whole (one transaction per event): the same event sent again is stored once
-            return Response({"detail": f"the {event} record was not stored: the database failed for a moment "
-                                       f"({type(exc).__name__}); try again in {RETRY_AFTER_SECONDS} s"},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         except (DataError, IntegrityError) as exc:
             # a value the record's checks let through but a column refused: the record's fault
             raise exceptions.ParseError(f"the {event} record was not stored: a value is out of its column's "
                                         f"range ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
         return Response({"control": str(answer)} if answer is not None else {"ok": True})
+
+    def handle_exception(self, exc):
+        """A transient database failure anywhere in the request (the run token's lookup
+        included) is a 503 with Retry-After: the event's transaction rolled back whole, so
+        the same event sent again is stored once."""
+        if isinstance(exc, TRANSIENT_DB_ERRORS):
+            return Response({"detail": "the event was not stored: the database failed for a moment "
+                                       f"({type(exc).__name__}); try again in {RETRY_AFTER_SECONDS} s"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return super().handle_exception(exc)
 
 
 def event_data(serializer_class, event: str, body: dict):

@@ -24,6 +24,7 @@ from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
     PromptState,
+    RunToken,
     SelectionDecision,
     StepSummary,
 )
@@ -297,13 +298,16 @@ def locker(transactional_db):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lock_timeout_during_ingest_is_a_503_with_retry_after_and_the_retry_lands_once(running, token, locker):
+@pytest.mark.parametrize("table", [StepSummary._meta.db_table, RunToken._meta.db_table],
+                         ids=["while-storing", "while-checking-the-token"])
+def test_a_lock_timeout_during_ingest_is_a_503_with_retry_after_and_the_retry_lands_once(running, token, locker,
+                                                                                          table):
     client = engine(token)
     with connection.cursor() as cursor:
         cursor.execute("SET lock_timeout = '200ms'")
     try:
         with locker.transaction():
-            locker.execute(f"LOCK TABLE {StepSummary._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+            locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             answer = client.post(url(running), step_record(0, ["k0", "k1"]), format="json")
         assert answer.status_code == 503, answer.content
         assert int(answer["Retry-After"]) >= 1
