@@ -164,7 +164,7 @@ class RunCancelView(MemberView):
         try:
             run = run_cancel(run=run)
         except RunStateError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return Response({"detail": str(exc), "code": ATTEMPT_REPLACED}, status=status.HTTP_400_BAD_REQUEST)
         return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -239,15 +239,16 @@ class TeamBudgetView(MemberView):
 # RETRY_AFTER_SECONDS; a 400 would make the verl HTTP sink set the event aside for good.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError, InternalError)
 RETRY_AFTER_SECONDS = 2
+ATTEMPT_REPLACED = "attempt_replaced"  # the 400's code for an event of a replaced attempt: its engine stops
 
 
 class IngestView(APIView):
     """A remote engine's telemetry sink: one event per request, run token only.
 
     Answers: 200 (stored; steps and heartbeats carry the control signal), 400 (a malformed
-    record, or one the run takes no more: never worth retrying), 409 (the event's attempt was
-    replaced: the engine must stop), 503 with Retry-After (the database failed for a moment:
-    send the same event again)."""
+    record, or one the run takes no more: never worth retrying; ``"code": "attempt_replaced"``
+    when the event's attempt was replaced and its engine must stop), 503 with Retry-After (the
+    database failed for a moment: send the same event again)."""
 
     authentication_classes = (RunTokenAuthentication,)
     permission_classes = (RunTokenScoped,)
@@ -263,8 +264,9 @@ class IngestView(APIView):
         responses={200: OpenApiResponse(s.ControlSerializer,
                                         description='steps and heartbeats: {"control": ...}; '
                                                     'other events: {"ok": true}'),
-                   400: s.DetailSerializer, 401: s.DetailSerializer, 403: s.DetailSerializer,
-                   409: OpenApiResponse(s.DetailSerializer, description="the attempt was replaced: stop"),
+                   400: OpenApiResponse(s.DetailSerializer, description='a malformed record; with "code": '
+                                        '"attempt_replaced", an event of a replaced attempt (stop)'),
+                   401: s.DetailSerializer, 403: s.DetailSerializer,
                    503: OpenApiResponse(s.DetailSerializer, description="transient: retry after Retry-After")},
     )
     def post(self, request, run_id: int):
@@ -285,7 +287,7 @@ class IngestView(APIView):
         try:
             answer = telemetry.event_ingest(run_id=run_id, record=record, attempt=attempt)
         except telemetry.AttemptReplaced as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            return Response({"detail": str(exc), "code": ATTEMPT_REPLACED}, status=status.HTTP_400_BAD_REQUEST)
         except (telemetry.IngestError, RecordError) as exc:
             raise exceptions.ParseError(str(exc)) from exc
         except (DataError, IntegrityError) as exc:

@@ -238,8 +238,8 @@ def test_a_replaced_attempt_can_post_no_event_of_any_kind(running, token, event)
     Run.objects.filter(pk=running.pk).update(attempts_count=2)  # the reconciler started attempt 2
     before = Run.objects.values().get(pk=running.pk)
     answer = engine(token).post(url(running), {**FENCED[event](), "attempt": 1}, format="json")
-    assert answer.status_code == 409, answer.content
-    assert "replaced by attempt 2" in answer.json()["detail"]
+    assert answer.status_code == 400, answer.content
+    assert "replaced by attempt 2" in answer.json()["detail"] and answer.json()["code"] == "attempt_replaced"
     assert Run.objects.values().get(pk=running.pk) == before
     assert nothing_stored(running)
     # the current attempt posts the same event

@@ -161,7 +161,7 @@ def test_a_sink_of_a_replaced_attempt_is_refused_and_the_current_one_is_stored(l
 
     Run.objects.filter(pk=run.pk).update(attempts_count=2)  # the reconciler restarted the run elsewhere
     zombie = sink_for(live_server.url, run, token, tmp_path / "zombie", attempt=1)
-    zombie.step(records[0])
+    assert zombie.step(records[0]) == Control.CANCEL  # told to stop: the run goes on as attempt 2
     assert stored_steps(run) == []
     assert (tmp_path / "zombie" / REJECTED).read_text().count("replaced by attempt 2") == 1
     current = sink_for(live_server.url, run, token, tmp_path / "current", attempt=2)
@@ -257,7 +257,10 @@ class Scripted:
             def do_POST(self) -> None:
                 outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 code, headers = outer.statuses.pop(0) if outer.statuses else (200, {})
-                body = json.dumps({"control": "continue"} if code == 200 else {"detail": f"scripted {code}"})
+                answer = {"control": "continue"} if code == 200 else {"detail": f"scripted {code}"}
+                if code == "attempt_replaced":  # what the control plane answers a replaced attempt
+                    code, answer = 400, {"detail": "attempt 1 was replaced by attempt 2", "code": "attempt_replaced"}
+                body = json.dumps(answer)
                 self.send_response(code)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -291,7 +294,7 @@ def test_every_5xx_and_408_425_429_is_retried_with_backoff_and_nothing_is_set_as
     assert not sink.pending and not (tmp_path / REJECTED).exists()
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 413, 422])
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422, "attempt_replaced"])
 def test_a_4xx_other_than_408_425_429_sets_the_event_aside_and_delivery_goes_on(tmp_path, records, status):
     server = Scripted([(status, {})])
     try:
@@ -302,6 +305,7 @@ def test_a_4xx_other_than_408_425_429_sets_the_event_aside_and_delivery_goes_on(
     finally:
         server.close()
     assert len(server.bodies) == 2 and not sink.pending
-    assert f'"status": {status}' in (tmp_path / REJECTED).read_text()
-    expected = Control.CANCEL if status == 409 else Control.CONTINUE  # 409: this attempt was replaced: stop
+    assert f'"status": {400 if status == "attempt_replaced" else status}' in (tmp_path / REJECTED).read_text()
+    # a replaced attempt's engine is told to stop; any other refusal changes nothing
+    expected = Control.CANCEL if status == "attempt_replaced" else Control.CONTINUE
     assert first == expected and second == expected

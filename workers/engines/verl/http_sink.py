@@ -35,11 +35,12 @@ Guarantees and choices:
   ``heartbeat()`` answers the same.
 - **Refusals.** A 4xx other than 408, 425 and 429 cannot succeed on retry: a 400 (a
   malformed record, or a run that takes no more steps) moves the event to
-  ``telemetry-rejected.jsonl`` with the server's reason and delivery goes on. A 409 means
-  this attempt was replaced (the run goes on elsewhere): the event is set aside the same way
-  and every later answer is ``cancel``. A 401 or 403 means the run token is revoked (the run
-  ended on the control plane) or wrong: the events are kept in the spool, and ``step()``
-  answers ``cancel`` (the run is over for the control plane; training on wastes devices).
+  ``telemetry-rejected.jsonl`` with the server's reason and delivery goes on. A 400 whose
+  ``code`` is ``attempt_replaced`` means this attempt was replaced (the run goes on
+  elsewhere): the event is set aside the same way and every later answer is ``cancel``.
+  A 401 or 403 means the run token is revoked (the run ended on the control plane) or
+  wrong: the events are kept in the spool, and ``step()`` answers ``cancel`` (the run is
+  over for the control plane; training on wastes devices).
 - **Transient failures.** Every 5xx (503 when the control plane's database failed for a
   moment), 408, 425, 429, connection errors and timeouts are retried with exponential backoff,
   waiting at least the server's ``Retry-After``; the event stays spooled until it is accepted,
@@ -69,7 +70,7 @@ CURSOR = "telemetry-spool.cursor"
 REJECTED = "telemetry-rejected.jsonl"
 STAGED = "telemetry-staged-step.json"  # a closed step's record, until step() spools it
 RETRIABLE_4XX = {408, 425, 429}  # timeout, too early, too many requests: worth retrying, like every 5xx
-REPLACED = 409  # the control plane replaced this attempt: stop
+REPLACED = "attempt_replaced"  # the code of the 400 that says this attempt was replaced: stop
 
 
 def retriable(status: int) -> bool:
@@ -96,8 +97,8 @@ def _retry_after(value: str | None) -> float:
 class Refused(Exception):
     """The control plane refused the event for good (4xx other than 408/425/429)."""
 
-    def __init__(self, status: int, detail: str) -> None:
-        self.status, self.detail = status, detail
+    def __init__(self, status: int, detail: str, code: str = "") -> None:
+        self.status, self.detail, self.code = status, detail, code
         super().__init__(f"HTTP {status}: {detail}")
 
 
@@ -109,13 +110,15 @@ def _post_json(url: str, token: str, body: dict[str, Any], timeout: float) -> di
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as exc:
+        code = ""
         try:
-            detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
+            answer = json.loads(exc.read() or b"{}")
+            detail, code = answer.get("detail", exc.reason), str(answer.get("code", ""))
         except (ValueError, AttributeError):
             detail = str(exc.reason)
         if retriable(exc.code):
             raise Unreachable(f"HTTP {exc.code}: {detail}", _retry_after(exc.headers.get("Retry-After"))) from exc
-        raise Refused(exc.code, str(detail)) from exc
+        raise Refused(exc.code, str(detail), code) from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise Unreachable(str(exc)) from exc
 
@@ -213,7 +216,7 @@ class HttpSink:
                     self.sticky = Control.CANCEL
                     return False
                 self._reject(seq, body, exc)
-                if exc.status == REPLACED:
+                if exc.code == REPLACED:
                     log.error("this attempt was replaced (%s): stopping", exc)
                     self.sticky = Control.CANCEL
                 answer = {}
