@@ -115,12 +115,15 @@ MAX_DEVICE_SECONDS_TOTAL = 1e12  # a run's device-seconds so far (train.device_s
 MAX_FLOPS = 1e25  # a step's FLOPs estimate: 10,000 devices at 1e15 FLOP/s for 10 days are 1e25
 MAX_MAGNITUDE = 1e15  # any other finite figure (rewards, losses, entropies, savings, estimates)
 MAX_KEY = 255  # prompt_key (the prompt columns are varchar(255))
-MAX_NAME = 64  # a key of seconds, metrics, scores, warm-up figures, by_difficulty; a heartbeat's phase
+MAX_NAME = 255  # a key of seconds, metrics, scores, warm-up figures, by_difficulty (a dataset's difficulty tag)
+MAX_PHASE = 64  # a heartbeat's phase
 MAX_MESSAGE = 2000  # a decision's rendered message, one alert
 MAX_DETAIL = 500  # a heartbeat's detail (shown as the run's status reason)
 MAX_REASON = 4000  # a run's final reason (sinks cut longer ones before sending)
 MAX_PATH = 4096  # a checkpoint's path
-MAX_ENTRIES = 1000  # entries of an open mapping (metrics, scores, seconds, by_difficulty), alerts of a step
+MAX_ENTRIES = 100_000  # entries of an open mapping or list (metrics, scores, seconds, by_difficulty: a dataset
+#                         may tag every prompt with its own difficulty)
+MAX_ALERTS = 1000  # alerts of one step
 MAX_DEPTH = 8  # nesting of an open JSON value (by_difficulty, an evaluation's extra figures)
 # Columns with a fixed width (controlplane.telemetry.models): method 16, reason 48 characters.
 DECISION_WIDTHS = {"method": 16, "reason": 48}
@@ -610,8 +613,8 @@ class StepRecord:
             parts = getattr(self, name)
             if not isinstance(parts, tuple) or not all(isinstance(p, kind) for p in parts):
                 raise RecordError(name, f"must be a tuple of {kind.__name__}")
-        if len(self.alerts) > MAX_ENTRIES:
-            raise RecordError("alerts", f"must be at most {MAX_ENTRIES}, got {len(self.alerts)}")
+        if len(self.alerts) > MAX_ALERTS:
+            raise RecordError("alerts", f"must be at most {MAX_ALERTS}, got {len(self.alerts)}")
         for i, alert in enumerate(self.alerts):
             _text("alerts", f"alerts[{i}]", alert, max_length=MAX_MESSAGE)
         # One observation per prompt and one decision per act in a step (docs/api.md): both
@@ -775,7 +778,7 @@ class Heartbeat:
     WARMUP: ClassVar[str] = "warmup"
 
     def __post_init__(self) -> None:
-        _text("heartbeat", "phase", self.phase, max_length=MAX_NAME, empty=False)
+        _text("heartbeat", "phase", self.phase, max_length=MAX_PHASE, empty=False)
         _text("heartbeat", "detail", self.detail, max_length=MAX_DETAIL)
         _number("heartbeat", "device_seconds", self.device_seconds, optional=True, low=0.0, high=MAX_SECONDS)
         if self.device_seconds is not None and self.phase != self.WARMUP:

@@ -164,7 +164,7 @@ class RunCancelView(MemberView):
         try:
             run = run_cancel(run=run)
         except RunStateError as exc:
-            return Response({"detail": str(exc), "code": ATTEMPT_REPLACED}, status=status.HTTP_400_BAD_REQUEST)
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
