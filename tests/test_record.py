@@ -61,8 +61,11 @@ def test_a_record_read_back_from_its_wire_form_is_the_same_record():
         assert StepRecord.from_wire(wire) == record
 
 
-numbers = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=32))
+numbers = st.one_of(st.none(), st.floats(-1e6, 1e6, width=32))
+shares = st.one_of(st.none(), st.floats(0, 1))
+savings = st.one_of(st.none(), st.floats(-1e12, 1))
 raw = st.one_of(numbers, st.just(float("nan")), st.just(float("inf")))
+norms = st.one_of(st.none(), st.floats(0, 1e6), st.just(float("nan")), st.just(float("inf")))
 names = st.text(st.characters(codec="ascii", categories=["Ll"]), min_size=1, max_size=8)
 
 
@@ -72,14 +75,14 @@ def step_records(draw) -> StepRecord:
         "rollouts_generated", "tokens_generated", "rollouts_effective", "rollouts_trained", "rollouts_uniform",
         "groups_generated", "groups_all_correct", "groups_all_wrong", "groups_trained", "forward_tokens_extra",
         "backward_tokens", "parameters", "groups_uniform")}
-    figures = {name: draw(st.floats(-1e12, 1e12)) for name in (
-        "rollout_savings", "effective_share_of_generated", "flops_estimate", "flops_uniform_estimate",
-        "device_seconds")}
+    figures = {"rollout_savings": draw(st.floats(-1e12, 1)), "effective_share_of_generated": draw(st.floats(0, 1)),
+               "flops_estimate": draw(st.floats(0, 1e24)), "flops_uniform_estimate": draw(st.floats(0, 1e24)),
+               "device_seconds": draw(st.floats(0, 1e6))}
     summary = StepSummary(
-        **counts, **figures, mixed_rate_uniform=draw(numbers), backward_savings_vs_mixed=draw(numbers),
+        **counts, **figures, mixed_rate_uniform=draw(shares), backward_savings_vs_mixed=draw(savings),
         seconds=draw(st.dictionaries(names, st.floats(0, 1e6), max_size=3)),
         metrics={k: finite(v) for k, v in draw(st.dictionaries(names, raw, max_size=4)).items()},
-        train=TrainStats.measured(draw(st.fixed_dictionaries({}, optional={"loss": raw, "grad_norm": raw}))),
+        train=TrainStats.measured(draw(st.fixed_dictionaries({}, optional={"loss": raw, "grad_norm": norms}))),
     )
     group = draw(st.integers(1, 8))
     observations = tuple(
@@ -90,7 +93,7 @@ def step_records(draw) -> StepRecord:
     decisions = tuple(
         DecisionRecord(step=3, prompt_key=key, layer="pre_rollout", method="greso", action="skipped",
                        reason="greso.easy_skipped", scores={"draw": draw(numbers)}, message="skipped")
-        for key in draw(st.lists(names, max_size=3)))
+        for key in draw(st.lists(names, max_size=3, unique=True)))
     return StepRecord(step=3, epoch=draw(st.integers(0, 5)), summary=summary, observations=observations,
                       decisions=decisions, alerts=tuple(draw(st.lists(names, max_size=2))))
 
@@ -125,21 +128,22 @@ def test_an_unversioned_record_is_read_as_version_1_with_nan_as_a_string():
     with pytest.raises(RecordError, match=r"summary: unknown field\(s\) step"):
         StepRecord.from_wire(v2)
     v2["summary"] = {k: v for k, v in old["summary"].items() if k != "step"}
-    with pytest.raises(RecordError, match="mixed_rate_uniform must be a finite number or null, got 'NaN'"):
+    with pytest.raises(RecordError, match=r"mixed_rate_uniform must be a finite number or null in \[0, 1\], got 'NaN'"):
         StepRecord.from_wire(v2)
 
 
 @pytest.mark.parametrize(("breakage", "message"), [
     (lambda w: w.pop("summary"), "record: a step record needs step and summary (lacks summary)"),
     (lambda w: w["summary"].pop("device_seconds"), "summary: lacks device_seconds"),
-    (lambda w: w["summary"].update(rollouts_generated=-1), "rollouts_generated must be a whole number >= 0"),
-    (lambda w: w["summary"]["train"].update(loss="0.1"), "summary.train: loss must be a finite number or null"),
+    (lambda w: w["summary"].update(rollouts_generated=-1),
+     "rollouts_generated must be a whole number in [0, 2147483647], got -1"),
+    (lambda w: w["summary"]["train"].update(loss="0.1"), "summary.train: loss must be a finite number or null in"),
     (lambda w: w["summary"]["train"].update(lr=0.1), "summary.train: unknown field(s) lr"),
     (lambda w: w["observations"][0].pop("bucket"), "observations[0]: lacks bucket"),
     (lambda w: w["observations"][0].update(bucket="lukewarm"), "bucket 'lukewarm' is not one of"),
     (lambda w: w["observations"][0].update(pass_rate=1.5), "pass_rate must be a finite number in [0, 1]"),
     (lambda w: w["decisions"][0].update(action="exploded"), "action 'exploded' is not one of"),
-    (lambda w: w.update(step=-1), "record: step must be a whole number >= 0"),
+    (lambda w: w.update(step=-1), "record: step must be a whole number in [0, 10000000], got -1"),
     (lambda w: w.update(alerts="oops"), "alerts: must be a list"),
 ])
 def test_a_malformed_wire_record_is_refused_saying_what_is_wrong(breakage, message):
@@ -166,5 +170,5 @@ def test_an_evaluation_keeps_what_else_the_engine_reports_and_nulls_its_nan():
                                         "seconds": 1.5})
     assert record.by_difficulty == {"3": {"pass_at_1": None}} and record.extra == {"seconds": 1.5}
     assert EvaluationRecord.from_wire(json.loads(json.dumps(record.to_wire()))) == record
-    with pytest.raises(RecordError, match="k must be a whole number >= 1"):
+    with pytest.raises(RecordError, match=r"k must be a whole number in \[1, 2147483647\], got 0"):
         EvaluationRecord.from_wire({**record.to_wire(), "k": 0})

@@ -22,7 +22,8 @@ this one. A version above ``RECORD_VERSION`` is refused, naming both versions.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -100,6 +101,55 @@ def wire_json(value: Any) -> Any:
     return value
 
 
+# -- the ranges: what every field of a record may hold ------------------------------------------
+# One place for the bounds a number or a text must respect to enter a record, so that nothing
+# a database column cannot hold (or no engine could have measured) is ever stored. A value
+# beyond its range is refused with a RecordError naming the field (the HTTP ingest: a 400).
+MAX_STEP = 10_000_000  # step, epoch, resumed_from_step, a checkpoint's or evaluation's step; Run.steps_completed
+#                        (step + 1) and every step column are 32-bit integers, far above this
+MAX_ATTEMPT = 10_000  # the attempt number an engine reports with each event
+MAX_INT = 2**31 - 1  # a count stored in a 32-bit integer column: rollouts, groups, group size, k, prompts
+MAX_TOKENS = 2**53  # token counts (64-bit columns) and parameters: the largest integer a JSON number holds exactly
+MAX_SECONDS = 1e7  # seconds of one phase, device-seconds of one step or heartbeat (about 115 device-days)
+MAX_DEVICE_SECONDS_TOTAL = 1e12  # a run's device-seconds so far (train.device_seconds_total)
+MAX_FLOPS = 1e25  # a step's FLOPs estimate: 10,000 devices at 1e15 FLOP/s for 10 days are 1e25
+MAX_MAGNITUDE = 1e15  # any other finite figure (rewards, losses, entropies, savings, estimates)
+MAX_KEY = 255  # prompt_key (the prompt columns are varchar(255))
+MAX_NAME = 255  # a key of seconds, metrics, scores, warm-up figures, by_difficulty (a dataset's difficulty tag)
+MAX_PHASE = 64  # a heartbeat's phase
+MAX_MESSAGE = 2000  # a decision's rendered message, one alert
+MAX_DETAIL = 500  # a heartbeat's detail (shown as the run's status reason)
+MAX_REASON = 4000  # a run's final reason (sinks cut longer ones before sending)
+MAX_PATH = 4096  # a checkpoint's path
+MAX_ENTRIES = 100_000  # entries of an open mapping or list (metrics, scores, seconds, by_difficulty: a dataset
+#                         may tag every prompt with its own difficulty)
+MAX_ALERTS = 1000  # alerts of one step
+MAX_DEPTH = 8  # nesting of an open JSON value (by_difficulty, an evaluation's extra figures)
+# Columns with a fixed width (controlplane.telemetry.models): method 16, reason 48 characters.
+DECISION_WIDTHS = {"method": 16, "reason": 48}
+# The ranges of the optimizer's figures (TrainStats); (low, high), both included.
+TRAIN_RANGES: dict[str, tuple[float, float]] = {
+    "reward_mean": (-MAX_MAGNITUDE, MAX_MAGNITUDE), "response_length_mean": (0.0, MAX_INT),
+    "loss": (-MAX_MAGNITUDE, MAX_MAGNITUDE), "grad_norm": (0.0, MAX_MAGNITUDE), "clip_fraction": (0.0, 1.0),
+    "entropy_mean": (-MAX_MAGNITUDE, MAX_MAGNITUDE), "approx_kl": (-MAX_MAGNITUDE, MAX_MAGNITUDE),
+    "device_seconds_total": (0.0, MAX_DEVICE_SECONDS_TOTAL),
+}
+# The ranges of a step summary's counts, figures and estimates (StepSummary): counts of token
+# columns are 64-bit, the other counts 32-bit; a saving is 1 - spent / yardstick, at most 1 and
+# negative when a method spent more than its yardstick; shares and rates lie in [0, 1].
+SAVING = (-MAX_MAGNITUDE, 1.0)
+SHARE = (0.0, 1.0)
+SUMMARY_RANGES: dict[str, tuple[float, float]] = {
+    "tokens_generated": (0, MAX_TOKENS), "forward_tokens_extra": (0, MAX_TOKENS), "backward_tokens": (0, MAX_TOKENS),
+    "parameters": (0, MAX_TOKENS), "prompt_tokens_generated": (0, MAX_TOKENS),
+    "backward_prompt_tokens": (0, MAX_TOKENS), "backward_tokens_mixed": (0, MAX_TOKENS),
+    "rollout_savings": SAVING, "rollout_savings_vs_dynamic_sampling": SAVING, "backward_savings_vs_mixed": SAVING,
+    "flops_estimate": (0.0, MAX_FLOPS), "flops_uniform_estimate": (0.0, MAX_FLOPS),
+    "device_seconds": (0.0, MAX_SECONDS), "rollouts_dynamic_sampling": (0.0, MAX_TOKENS),
+    "mixed_rate_uniform": SHARE, "zero_variance_share_of_groups": SHARE, "effective_share_of_generated": SHARE,
+}  # any other count: [0, MAX_INT]
+
+
 # -- rules shared by construction and reading ----------------------------------------------------
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -109,33 +159,87 @@ def _is_number(value: Any) -> bool:
     return (isinstance(value, float) and math.isfinite(value)) or _is_int(value)
 
 
-def _count(where: str, name: str, value: Any) -> None:
-    if not _is_int(value) or value < 0:
-        raise RecordError(where, f"{name} must be a whole number >= 0, got {value!r}")
+def _count(where: str, name: str, value: Any, maximum: int = MAX_INT) -> None:
+    if not _is_int(value) or not 0 <= value <= maximum:
+        raise RecordError(where, f"{name} must be a whole number in [0, {maximum}], got {value!r}")
 
 
-def _number(where: str, name: str, value: Any, *, optional: bool) -> None:
+def _number(where: str, name: str, value: Any, *, optional: bool, low: float = -MAX_MAGNITUDE,
+            high: float = MAX_MAGNITUDE) -> None:
     if value is None and optional:
         return
-    if not _is_number(value):
-        kind = "a finite number or null" if optional else "a finite number"
-        raise RecordError(where, f"{name} must be {kind}, got {value!r}")
+    if not _is_number(value) or not low <= value <= high:
+        kind = "a finite number" + (" or null" if optional else "")
+        raise RecordError(where, f"{name} must be {kind} in [{low:g}, {high:g}], got {value!r}")
 
 
-def _text(where: str, name: str, value: Any, choices: tuple[str, ...] | None = None) -> None:
+def _rate(where: str, name: str, value: Any, *, optional: bool) -> None:
+    _number(where, name, value, optional=optional, low=0.0, high=1.0)
+
+
+def _clean(where: str, name: str, value: str) -> None:
+    """Text a database stores as it came: no NUL character (Postgres refuses it in text and
+    JSON) and no lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        raise RecordError(where, f"{name} must not contain a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RecordError(where, f"{name} is not valid UTF-8 text (a lone surrogate)") from None
+
+
+def _text(where: str, name: str, value: Any, choices: tuple[str, ...] | None = None, *,
+          max_length: int | None = None, empty: bool = True) -> None:
     if not isinstance(value, str):
         raise RecordError(where, f"{name} must be a string, got {value!r}")
-    if choices is not None and value not in choices:
-        raise RecordError(where, f"{name} {value!r} is not one of {', '.join(choices)}")
+    if choices is not None:
+        if value not in choices:
+            raise RecordError(where, f"{name} {value!r} is not one of {', '.join(choices)}")
+        return
+    if max_length is not None and len(value) > max_length:
+        raise RecordError(where, f"{name} must be at most {max_length} characters, got {len(value)}")
+    if not empty and not value:
+        raise RecordError(where, f"{name} must not be empty")
+    _clean(where, name, value)
 
 
-def _numbers(where: str, name: str, value: Any, *, optional: bool) -> None:
+def _numbers(where: str, name: str, value: Any, *, optional: bool, low: float = -MAX_MAGNITUDE,
+             high: float = MAX_MAGNITUDE) -> None:
     if not isinstance(value, Mapping):
         raise RecordError(where, f"{name} must be an object of numbers, got {type(value).__name__}")
+    if len(value) > MAX_ENTRIES:
+        raise RecordError(where, f"{name} must have at most {MAX_ENTRIES} entries, got {len(value)}")
     for key, number in value.items():
         if not isinstance(key, str):
             raise RecordError(where, f"{name} keys must be strings, got {key!r}")
-        _number(where, f"{name}[{key!r}]", number, optional=optional)
+        _text(where, f"{name} key", key, max_length=MAX_NAME)
+        _number(where, f"{name}[{key!r}]", number, optional=optional, low=low, high=high)
+
+
+def _json(where: str, name: str, value: Any, depth: int = 0) -> None:
+    """An open JSON value (by_difficulty, extra figures): at most MAX_DEPTH deep and MAX_ENTRIES
+    wide, finite numbers, clean text."""
+    if depth > MAX_DEPTH:
+        raise RecordError(where, f"{name} is nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        _number(where, name, value, optional=False, low=-math.inf, high=math.inf)
+    elif isinstance(value, str):
+        _text(where, name, value, max_length=MAX_MESSAGE)
+    elif isinstance(value, (list, tuple, Mapping)):
+        if len(value) > MAX_ENTRIES:
+            raise RecordError(where, f"{name} must have at most {MAX_ENTRIES} entries, got {len(value)}")
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        for key, item in items:
+            if isinstance(value, Mapping):
+                if not isinstance(key, str):
+                    raise RecordError(where, f"{name} keys must be strings, got {key!r}")
+                _text(where, f"{name} key", key, max_length=MAX_NAME)
+            _json(where, f"{name}[{key!r}]", item, depth + 1)
+    else:
+        raise RecordError(where, f"{name} must be JSON, got {type(value).__name__}")
 
 
 # -- reading the wire -----------------------------------------------------------------------------
@@ -192,7 +296,8 @@ class TrainStats:
 
     def __post_init__(self) -> None:
         for name in TRAIN_FIELDS:
-            _number("summary.train", name, getattr(self, name), optional=True)
+            low, high = TRAIN_RANGES[name]
+            _number("summary.train", name, getattr(self, name), optional=True, low=low, high=high)
 
     @classmethod
     def measured(cls, values: Mapping[str, Any]) -> TrainStats:
@@ -259,14 +364,17 @@ class StepSummary:
 
     def __post_init__(self) -> None:
         for name in BASE_COUNTS + OPTIONAL_COUNTS:
-            _count("summary", name, getattr(self, name))
+            _count("summary", name, getattr(self, name), int(SUMMARY_RANGES.get(name, (0, MAX_INT))[1]))
         for name in SUMMARY_FIGURES:
-            _number("summary", name, getattr(self, name), optional=False)
+            low, high = SUMMARY_RANGES[name]
+            _number("summary", name, getattr(self, name), optional=False, low=low, high=high)
         for name in ESTIMATES:
-            _number("summary", name, getattr(self, name), optional=True)
-        _numbers("summary", "seconds", self.seconds, optional=False)
-        _numbers("summary", "metrics", self.metrics, optional=True)
-        _numbers("summary", "warmup", self.warmup, optional=True)
+            low, high = SUMMARY_RANGES[name]
+            _number("summary", name, getattr(self, name), optional=True, low=low, high=high)
+        _numbers("summary", "seconds", self.seconds, optional=False, low=0.0, high=MAX_SECONDS)
+        # the selectors' own metrics and the warm-up's figures have no common scale: finite only
+        _numbers("summary", "metrics", self.metrics, optional=True, low=-math.inf, high=math.inf)
+        _numbers("summary", "warmup", self.warmup, optional=True, low=-math.inf, high=math.inf)
         if not isinstance(self.train, TrainStats):
             raise RecordError("summary", f"train must be TrainStats, got {type(self.train).__name__}")
 
@@ -348,10 +456,10 @@ class Observation:
 
     def __post_init__(self) -> None:
         # Written out (not a loop over fields): a step holds thousands of these.
+        _text("observation", "prompt_key", self.prompt_key, max_length=MAX_KEY, empty=False)
         where = f"observation {self.prompt_key!r}"
-        _text("observation", "prompt_key", self.prompt_key)
-        if not _is_int(self.group_size) or self.group_size < 1:
-            raise RecordError(where, f"group_size must be a whole number >= 1, got {self.group_size!r}")
+        if not _is_int(self.group_size) or not 1 <= self.group_size <= MAX_INT:
+            raise RecordError(where, f"group_size must be a whole number in [1, {MAX_INT}], got {self.group_size!r}")
         if not _is_int(self.successes) or not 0 <= self.successes <= self.group_size:
             raise RecordError(where, f"successes must be a whole number in [0, group_size], got {self.successes!r}")
         if not _is_number(self.pass_rate) or not 0 <= self.pass_rate <= 1:
@@ -411,14 +519,16 @@ class DecisionRecord:
     message: str
 
     def __post_init__(self) -> None:
+        _text("decision", "prompt_key", self.prompt_key, max_length=MAX_KEY, empty=False)
         where = f"decision {self.prompt_key!r}"
-        _count(where, "step", self.step)
-        _text("decision", "prompt_key", self.prompt_key)
+        _count(where, "step", self.step, MAX_STEP)
         _text(where, "layer", self.layer, LAYERS)
         _text(where, "action", self.action, ACTIONS)
-        for name in ("method", "reason", "message"):
-            _text(where, name, getattr(self, name))
-        _numbers(where, "scores", self.scores, optional=True)
+        for name, width in DECISION_WIDTHS.items():
+            _text(where, name, getattr(self, name), max_length=width, empty=False)
+        _text(where, "message", self.message, max_length=MAX_MESSAGE)
+        # scores are the method's own numbers (entropies, draws, counts): finite, any scale
+        _numbers(where, "scores", self.scores, optional=True, low=-math.inf, high=math.inf)
 
     @classmethod
     def of(cls, decision: Any) -> DecisionRecord:
@@ -453,7 +563,31 @@ def _version(data: Mapping[str, Any], what: str) -> int:
     return int(version)
 
 
+def decision_key(decision: DecisionRecord) -> tuple[str, str, str, str]:
+    """What makes a decision one act: the prompt, the method, the action and the reason code.
+    HIVE keeps a prompt at stage 1 and again at stage 2 (two reasons, two acts); a prompt
+    deferred and drawn again in the same step repeats an act, which counts once."""
+    return decision.prompt_key, decision.method, decision.action, decision.reason
+
+
+def last_of_each(decisions: Iterable[DecisionRecord]) -> tuple[DecisionRecord, ...]:
+    """The decisions with each act (``decision_key``) once: the last of its repeats, in the
+    order of those last ones."""
+    last: dict[tuple[str, str, str, str], DecisionRecord] = {}
+    for d in decisions:
+        last.pop(decision_key(d), None)
+        last[decision_key(d)] = d
+    return tuple(last.values())
+
+
 STEP_ENVELOPE = ("event", "attempt")  # transport fields beside a record on the wire (the sinks add them)
+
+
+def read_attempt(value: Any) -> int | None:
+    """The attempt number an event names (``attempt`` beside the record), or None when absent."""
+    if value is not None and (not _is_int(value) or not 1 <= value <= MAX_ATTEMPT):
+        raise RecordError("attempt", f"attempt must be a whole number in [1, {MAX_ATTEMPT}], got {value!r}")
+    return None if value is None else int(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,14 +605,33 @@ class StepRecord:
     alerts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _count("record", "step", self.step)
-        _count("record", "epoch", self.epoch)
+        _count("record", "step", self.step, MAX_STEP)
+        _count("record", "epoch", self.epoch, MAX_STEP)
         if not isinstance(self.summary, StepSummary):
             raise RecordError("summary", f"must be a StepSummary, got {type(self.summary).__name__}")
         for name, kind in (("observations", Observation), ("decisions", DecisionRecord), ("alerts", str)):
             parts = getattr(self, name)
             if not isinstance(parts, tuple) or not all(isinstance(p, kind) for p in parts):
                 raise RecordError(name, f"must be a tuple of {kind.__name__}")
+        if len(self.alerts) > MAX_ALERTS:
+            raise RecordError("alerts", f"must be at most {MAX_ALERTS}, got {len(self.alerts)}")
+        for i, alert in enumerate(self.alerts):
+            _text("alerts", f"alerts[{i}]", alert, max_length=MAX_MESSAGE)
+        # One observation per prompt and one decision per act in a step (docs/api.md): both
+        # engines roll a prompt out at most once a step, so a repeat is a malformed record.
+        seen = Counter(o.prompt_key for o in self.observations)
+        if len(seen) < len(self.observations):
+            key, times = seen.most_common(1)[0]
+            raise RecordError("observations", f"prompt {key!r} is observed {times} times in step {self.step}: "
+                                              "send one observation per prompt and step")
+        for d in self.decisions:
+            if d.step != self.step:
+                raise RecordError(f"decision {d.prompt_key!r}", f"step {d.step} is not the record's step {self.step}")
+        acts = Counter(decision_key(d) for d in self.decisions)
+        if len(acts) < len(self.decisions):
+            (key, method, action, reason), times = acts.most_common(1)[0]
+            raise RecordError("decisions", f"prompt {key!r} has the same decision ({method} {action}, {reason}) "
+                                           f"{times} times in step {self.step}: send each act once (the last one)")
 
     @classmethod
     def from_result(cls, result: StepResult, *, train: TrainStats | Mapping[str, Any],
@@ -487,9 +640,12 @@ class StepRecord:
         engine's optimizer figures: what both engines send. Their numbers (NaN, numpy) go
         through ``finite`` here, and nowhere else."""
         summary = StepSummary.of(result.accounting, metrics=result.metrics, train=train, warmup=warmup)
+        # One observation per prompt: the engines' loaders never hand a prompt out twice in a
+        # step; a pipeline fed by one that does (a test double) keeps the prompt's last group.
+        observations = {o["prompt_key"]: o for o in result.observations}
         return cls(step=int(result.step), epoch=int(result.epoch), summary=summary,
-                   observations=tuple(Observation.measured(o) for o in result.observations),
-                   decisions=tuple(DecisionRecord.of(d) for d in result.decisions),
+                   observations=tuple(Observation.measured(o) for o in observations.values()),
+                   decisions=last_of_each(DecisionRecord.of(d) for d in result.decisions),
                    alerts=tuple(str(a) for a in result.alerts))
 
     def to_wire(self) -> dict[str, Any]:
@@ -519,10 +675,11 @@ class StepRecord:
                 raise RecordError(name, f"must be a list, got {type(value).__name__}")
         if not all(isinstance(a, str) for a in alerts):
             raise RecordError("alerts", "must be a list of strings")
+        read = tuple(DecisionRecord.from_wire(d, version, i) for i, d in enumerate(decisions))
         return cls(step=_read_count(data["step"]), epoch=_read_count(data.get("epoch", 0)),
                    summary=StepSummary.from_wire(summary, version),
                    observations=tuple(Observation.from_wire(o, version, i) for i, o in enumerate(observations)),
-                   decisions=tuple(DecisionRecord.from_wire(d, version, i) for i, d in enumerate(decisions)),
+                   decisions=last_of_each(read) if version == 1 else read,  # engines before the rule repeated
                    alerts=tuple(alerts))
 
 
@@ -542,14 +699,16 @@ class EvaluationRecord:
     extra: Mapping[str, Any] = field(default_factory=dict)  # what else the engine reports (seconds, pass_at)
 
     def __post_init__(self) -> None:
-        _count("evaluation", "step", self.step)
-        if not _is_int(self.k) or self.k < 1:
-            raise RecordError("evaluation", f"k must be a whole number >= 1, got {self.k!r}")
-        _number("evaluation", "pass_at_1", self.pass_at_1, optional=False)
-        _number("evaluation", "pass_at_k", self.pass_at_k, optional=False)
+        _count("evaluation", "step", self.step, MAX_STEP)
+        if not _is_int(self.k) or not 1 <= self.k <= MAX_INT:
+            raise RecordError("evaluation", f"k must be a whole number in [1, {MAX_INT}], got {self.k!r}")
+        _rate("evaluation", "pass_at_1", self.pass_at_1, optional=False)
+        _rate("evaluation", "pass_at_k", self.pass_at_k, optional=False)
         _count("evaluation", "prompts", self.prompts)
         if not isinstance(self.by_difficulty, Mapping):
             raise RecordError("evaluation", "by_difficulty must be an object")
+        _json("evaluation", "by_difficulty", self.by_difficulty)
+        _json("evaluation", "extra", self.extra)
 
     @classmethod
     def measured(cls, values: Mapping[str, Any]) -> EvaluationRecord:
@@ -580,7 +739,7 @@ class RunStarted:
 
     def __post_init__(self) -> None:
         if self.resumed_from_step is not None:
-            _count("run_started", "resumed_from_step", self.resumed_from_step)
+            _count("run_started", "resumed_from_step", self.resumed_from_step, MAX_STEP)
 
     @classmethod
     def from_wire(cls, data: Any) -> RunStarted:
@@ -595,8 +754,8 @@ class CheckpointSaved:
     path: str = ""
 
     def __post_init__(self) -> None:
-        _count("checkpoint", "step", self.step)
-        _text("checkpoint", "path", self.path)
+        _count("checkpoint", "step", self.step, MAX_STEP)
+        _text("checkpoint", "path", self.path, max_length=MAX_PATH)
 
     @classmethod
     def from_wire(cls, data: Any) -> CheckpointSaved:
@@ -612,12 +771,19 @@ class Heartbeat:
 
     phase: str
     detail: str
+    # Device-seconds spent since the previous heartbeat outside any step: the warm-up's, which
+    # no step record reports. Booked to the run's warm-up usage; only with phase "warmup".
+    device_seconds: float | None = None
+
+    WARMUP: ClassVar[str] = "warmup"
 
     def __post_init__(self) -> None:
-        _text("heartbeat", "phase", self.phase)
-        _text("heartbeat", "detail", self.detail)
-        if not self.phase or len(self.phase) > 64 or len(self.detail) > 500:
-            raise RecordError("heartbeat", "phase must be 1 to 64 characters and detail at most 500")
+        _text("heartbeat", "phase", self.phase, max_length=MAX_PHASE, empty=False)
+        _text("heartbeat", "detail", self.detail, max_length=MAX_DETAIL)
+        _number("heartbeat", "device_seconds", self.device_seconds, optional=True, low=0.0, high=MAX_SECONDS)
+        if self.device_seconds is not None and self.phase != self.WARMUP:
+            raise RecordError("heartbeat", f"device_seconds is booked for the warm-up only: send it with phase "
+                                           f"{self.WARMUP!r} (steps report their own), not {self.phase!r}")
 
     @classmethod
     def from_wire(cls, data: Any) -> Heartbeat:
@@ -625,7 +791,7 @@ class Heartbeat:
         missing = [n for n in ("phase", "detail") if n not in data]
         if missing:
             raise RecordError("heartbeat", f"lacks {', '.join(missing)}")
-        return cls(phase=data["phase"], detail=data["detail"])
+        return cls(phase=data["phase"], detail=data["detail"], device_seconds=data.get("device_seconds"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,7 +803,7 @@ class RunFinished:
 
     def __post_init__(self) -> None:
         _text("run_finished", "status", self.status, FINISHED_STATUSES)
-        _text("run_finished", "reason", self.reason)
+        _text("run_finished", "reason", self.reason, max_length=MAX_REASON)
 
     @classmethod
     def from_wire(cls, data: Any) -> RunFinished:

@@ -351,6 +351,8 @@ class EventRecordSerializer(serializers.Serializer):
             return event_read(self.context.get("event", "step"), data)
         except RecordError as exc:
             raise serializers.ValidationError({exc.where: [exc.problem]}) from exc
+        except (TypeError, ValueError, KeyError, RecursionError) as exc:  # reading is pure: the body's fault
+            raise serializers.ValidationError({"record": [f"cannot be read ({type(exc).__name__}: {exc})"]}) from exc
 
 
 class StepRecordSerializer(EventRecordSerializer):

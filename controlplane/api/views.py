@@ -8,7 +8,7 @@ of a user.
 
 from __future__ import annotations
 
-from django.db import DatabaseError
+from django.db import DataError, IntegrityError, InterfaceError, InternalError, OperationalError
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -38,7 +38,7 @@ from controlplane.runs import selectors as run_selectors
 from controlplane.runs.services import RunStateError, run_cancel, run_create
 from controlplane.telemetry import services as telemetry
 from workers.engines.config import ConfigError
-from workers.record import RecordError
+from workers.record import RecordError, read_attempt
 
 
 class BadRequest(exceptions.APIException):
@@ -251,8 +251,21 @@ class TeamBudgetView(MemberView):
 # -- ingestion ------------------------------------------------------------------------------------------------
 
 
+# Transient server-side failures: the database refused for a moment (a lost connection, a lock
+# or statement timeout, a deadlock or serialization failure, a restart). The engine retries after
+# RETRY_AFTER_SECONDS; a 400 would make the verl HTTP sink set the event aside for good.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError, InternalError)
+RETRY_AFTER_SECONDS = 2
+ATTEMPT_REPLACED = "attempt_replaced"  # the 400's code for an event of a replaced attempt: its engine stops
+
+
 class IngestView(APIView):
-    """A remote engine's telemetry sink: one event per request, run token only."""
+    """A remote engine's telemetry sink: one event per request, run token only.
+
+    Answers: 200 (stored; steps and heartbeats carry the control signal), 400 (a malformed
+    record, or one the run takes no more: never worth retrying; ``"code": "attempt_replaced"``
+    when the event's attempt was replaced and its engine must stop), 503 with Retry-After (the
+    database failed for a moment: send the same event again)."""
 
     authentication_classes = (RunTokenAuthentication,)
     permission_classes = (RunTokenScoped,)
@@ -266,36 +279,61 @@ class IngestView(APIView):
         }),
         parameters=[OpenApiParameter("run_id", int, OpenApiParameter.PATH)],
         responses={200: OpenApiResponse(s.ControlSerializer,
-                                        description='steps: {"control": ...}; other events: {"ok": true}'),
-                   400: s.DetailSerializer, 401: s.DetailSerializer, 403: s.DetailSerializer},
+                                        description='steps and heartbeats: {"control": ...}; '
+                                                    'other events: {"ok": true}'),
+                   400: OpenApiResponse(s.DetailSerializer, description='a malformed record; with "code": '
+                                        '"attempt_replaced", an event of a replaced attempt (stop)'),
+                   401: s.DetailSerializer, 403: s.DetailSerializer,
+                   503: OpenApiResponse(s.DetailSerializer, description="transient: retry after Retry-After")},
     )
     def post(self, request, run_id: int):
-        body = request.data
+        try:
+            body = request.data
+        except RecursionError as exc:  # the JSON parser's own limit: nested far deeper than any record
+            raise exceptions.ParseError("the body is nested too deeply to be an event record") from exc
         if not isinstance(body, dict):
             raise exceptions.ParseError("the body must be one JSON object (an event)")
         event = body.get("event", "step")
         if event not in s.EVENTS:
             raise exceptions.ParseError(f"unknown event {event!r}; one of {', '.join(s.EVENTS)}")
-        attempt = body.get("attempt")  # a remote engine's attempt number: replaced attempts are fenced off
-        if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool)):
-            raise exceptions.ParseError("attempt must be a whole number")
         try:
-            record = event_data(s.EventRecordSerializer, event, body)
+            attempt = read_attempt(body.get("attempt"))  # replaced attempts are fenced off
+        except RecordError as exc:
+            raise exceptions.ParseError(str(exc)) from exc
+        record = event_data(s.EventRecordSerializer, event, body)
+        try:
             answer = telemetry.event_ingest(run_id=run_id, record=record, attempt=attempt)
+        except telemetry.AttemptReplaced as exc:
+            return Response({"detail": str(exc), "code": ATTEMPT_REPLACED}, status=status.HTTP_400_BAD_REQUEST)
         except (telemetry.IngestError, RecordError) as exc:
             raise exceptions.ParseError(str(exc)) from exc
-        except (KeyError, TypeError, ValueError, DatabaseError) as exc:
-            # A row the service could not take (missing key, wrong type, out of range);
-            # its transaction rolled back, so nothing of the step is stored.
-            raise exceptions.ParseError(f"the {event} record was not stored: {type(exc).__name__}: {exc}") from exc
+        except (DataError, IntegrityError) as exc:
+            # a value the record's checks let through but a column refused: the record's fault
+            raise exceptions.ParseError(f"the {event} record was not stored: a value is out of its column's "
+                                        f"range ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
         return Response({"control": str(answer)} if answer is not None else {"ok": True})
+
+    def handle_exception(self, exc):
+        """A transient database failure anywhere in the request (the run token's lookup
+        included) is a 503 with Retry-After: the event's transaction rolled back whole, so
+        the same event sent again is stored once."""
+        if isinstance(exc, TRANSIENT_DB_ERRORS):
+            return Response({"detail": "the event was not stored: the database failed for a moment "
+                                       f"({type(exc).__name__}); try again in {RETRY_AFTER_SECONDS} s"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return super().handle_exception(exc)
 
 
 def event_data(serializer_class, event: str, body: dict):
     """The event's typed record (``telemetry.EVENT_ROUTES``), or a 400 whose one-line detail
     names each bad part."""
     serializer = serializer_class(data=body, context={"event": event})
-    if not serializer.is_valid():
+    try:
+        valid = serializer.is_valid()
+    except RecursionError as exc:
+        raise exceptions.ParseError(f"bad {event} record: nested too deeply") from exc
+    if not valid:
         problems = "; ".join(f"{name}: {' '.join(str(m) for m in messages)}"
                              for name, messages in serializer.errors.items())
         raise exceptions.ParseError(f"bad {event} record: {problems}")

@@ -20,20 +20,45 @@ class Budget(models.Model):
         ]
 
 
-class UsageEntry(models.Model):
-    """Device-seconds one step used, beside what uniform GRPO would have used for it.
+# The ledger's bounds: an entry holds at most this many device-seconds (a step's are bounded
+# far lower by workers.record.MAX_SECONDS; the warm-up entry adds up a run's heartbeats), and
+# a uniform-GRPO figure at most USAGE_MAX_UNIFORM_SECONDS. The database refuses NaN, infinities
+# and negatives too (Postgres sorts NaN above every number, so the upper bound catches it).
+USAGE_MAX_SECONDS = 1e12
+USAGE_MAX_UNIFORM_SECONDS = 1e18
 
-    One row per (run, step): a replayed step replaces its entry, never adds a second.
+
+class UsageKind(models.TextChoices):
+    STEP = "step", "a step"
+    WARMUP = "warmup", "the warm-up"
+
+
+class UsageEntry(models.Model):
+    """Device-seconds one step used, beside what uniform GRPO would have used for it; or the
+    device-seconds of a run's warm-up (kind ``warmup``, step 0, no uniform counterpart beyond
+    itself: uniform GRPO warms up alike).
+
+    One row per (run, kind, step): a replayed step replaces its entry, never adds a second;
+    the warm-up's heartbeats add to the run's one warm-up entry.
     """
 
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="usage")
     run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="usage")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    kind = models.CharField(max_length=8, choices=UsageKind.choices, default=UsageKind.STEP,
+                            db_default=UsageKind.STEP)
     step = models.PositiveIntegerField()
     device_seconds = models.FloatField()
     uniform_device_seconds = models.FloatField()
     recorded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "step"], name="one_usage_entry_per_step")]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "kind", "step"], name="one_usage_entry_per_kind_and_step"),
+            models.CheckConstraint(condition=models.Q(device_seconds__gte=0, device_seconds__lte=USAGE_MAX_SECONDS),
+                                   name="usage_device_seconds_in_range"),
+            models.CheckConstraint(condition=models.Q(uniform_device_seconds__gte=0,
+                                                      uniform_device_seconds__lte=USAGE_MAX_UNIFORM_SECONDS),
+                                   name="usage_uniform_seconds_in_range"),
+        ]
         indexes = [models.Index(fields=["team", "recorded_at"])]

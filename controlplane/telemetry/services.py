@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.budgets.selectors import budget_status
-from controlplane.budgets.services import uniform_device_seconds, usage_record
+from controlplane.budgets.services import uniform_device_seconds, usage_add_warmup, usage_record
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
 from controlplane.runs.selectors import run_totals
 from controlplane.telemetry.models import (
@@ -30,6 +30,7 @@ from controlplane.telemetry.models import (
 )
 from workers.record import (
     ESTIMATES,
+    MAX_REASON,
     OPTIONAL_COUNTS,
     REQUIRED_SUMMARY,
     CheckpointSaved,
@@ -56,6 +57,10 @@ SUMMARY_COLUMNS = tuple(name for name in (*REQUIRED_SUMMARY, *OPTIONAL_COUNTS, *
 
 class IngestError(ValueError):
     """A record that cannot be stored: says which part is wrong."""
+
+
+class AttemptReplaced(IngestError):
+    """The event comes from an attempt the run has replaced: its engine must stop."""
 
 
 # -- bulk insert ----------------------------------------------------------------------------------
@@ -92,8 +97,25 @@ def _decision_rows(run_id: int, decisions: Sequence[DecisionRecord]) -> Iterable
 def _check_attempt(run: Run, attempt: int | None) -> None:
     """Fencing: a worker that lost its run (and whose attempt was replaced) writes nothing."""
     if attempt is not None and run.attempts_count != attempt:
-        raise IngestError(f"attempt {attempt} of run {run.pk} was replaced by attempt {run.attempts_count}: "
-                          "this engine must stop")
+        raise AttemptReplaced(f"attempt {attempt} of run {run.pk} was replaced by attempt {run.attempts_count}: "
+                              "this engine must stop")
+
+
+def _fenced_run(run_id: int, attempt: int | None) -> Run:
+    """The run, locked for this transaction, once ``attempt`` is its current one: every event
+    kind goes through here, so a replaced attempt can write nothing at all."""
+    run = Run.objects.select_for_update().get(pk=run_id)
+    _check_attempt(run, attempt)
+    return run
+
+
+def _control(run: Run) -> Control:
+    """What the engine is told at its next boundary (a step, or a warm-up heartbeat)."""
+    if run.cancel_requested:
+        return Control.CANCEL
+    if budget_status(run.team_id).exhausted:
+        return Control.STOP_BUDGET
+    return Control.CONTINUE
 
 
 @transaction.atomic
@@ -107,8 +129,7 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     if not isinstance(record, StepRecord):
         record = StepRecord.from_wire(record)
     step, summary = record.step, record.summary
-    run = Run.objects.select_for_update().get(pk=run_id)
-    _check_attempt(run, attempt)
+    run = _fenced_run(run_id, attempt)
     if run.status in FINISHED or run.status == RunStatus.QUEUED:
         raise IngestError(f"run {run_id} is {run.status}: it takes no steps now")
     StepSummary.objects.filter(run=run, step=step).delete()
@@ -136,11 +157,7 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
         steps_completed=step + 1, heartbeat_at=now, status_reason="",
         status=RunStatus.RUNNING if run.status in (RunStatus.STARTING, RunStatus.LOST) else run.status,
     )
-    if run.cancel_requested:
-        return Control.CANCEL
-    if budget_status(run.team_id).exhausted:
-        return Control.STOP_BUDGET
-    return Control.CONTINUE
+    return _control(run)
 
 
 STATE_COLUMNS = ("run_id", "prompt_key", "bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits",
@@ -188,11 +205,14 @@ def _update_prompt_states(run: Run, step: int, observations: Sequence[Observatio
 
 
 # -- the other events -------------------------------------------------------------------------------
-def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, Any]) -> None:
+@transaction.atomic
+def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, Any],
+                      attempt: int | None = None) -> None:
     """Store an evaluation (a mapping is read as the wire form, ``EvaluationRecord.from_wire``)
     with what the run had spent before it: the totals of the steps before its step."""
     if not isinstance(record, EvaluationRecord):
         record = EvaluationRecord.from_wire(record)
+    _fenced_run(run_id, attempt)
     spent = run_totals(Run(pk=run_id), through_step=record.step - 1)
     Evaluation.objects.update_or_create(
         run_id=run_id, step=record.step,
@@ -203,7 +223,9 @@ def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, An
     )
 
 
-def run_started_ingest(*, run_id: int, resumed_from_step: int | None) -> None:
+@transaction.atomic
+def run_started_ingest(*, run_id: int, resumed_from_step: int | None, attempt: int | None = None) -> None:
+    _fenced_run(run_id, attempt)
     now = timezone.now()
     Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING]).update(
         status=RunStatus.RUNNING, heartbeat_at=now)
@@ -212,23 +234,33 @@ def run_started_ingest(*, run_id: int, resumed_from_step: int | None) -> None:
         status=RunStatus.RUNNING, resumed_from_step=resumed_from_step)
 
 
-def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None) -> None:
-    """Proof of life between steps; the detail shows as the run's status reason."""
-    runs = Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING])
-    if attempt is not None:
-        runs = runs.filter(attempts_count=attempt)
-    runs.update(heartbeat_at=timezone.now(), status_reason=detail[:500])
+@transaction.atomic
+def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None, phase: str = "",
+                     device_seconds: float | None = None) -> Control:
+    """Proof of life between steps; the detail shows as the run's status reason. A warm-up's
+    heartbeat books the device-seconds it reports to the run's warm-up usage. Answers the
+    control signal, so a warm-up stops at its next heartbeat once cancelled or out of budget."""
+    run = _fenced_run(run_id, attempt)
+    if device_seconds and phase != Heartbeat.WARMUP:
+        raise IngestError(f"device_seconds is booked for the warm-up only, not phase {phase!r}")
+    if run.status not in (RunStatus.STARTING, RunStatus.RUNNING):
+        return _control(run)  # lost, requeued or ended meanwhile: nothing to keep alive here
+    if device_seconds:
+        usage_add_warmup(run=run, device_seconds=device_seconds)
+    Run.objects.filter(pk=run_id).update(heartbeat_at=timezone.now(), status_reason=detail[:500])
+    return _control(run)
 
 
-def checkpoint_ingest(*, run_id: int, step: int) -> None:
+@transaction.atomic
+def checkpoint_ingest(*, run_id: int, step: int, attempt: int | None = None) -> None:
+    _fenced_run(run_id, attempt)
     Run.objects.filter(pk=run_id).update(last_checkpoint_step=step, heartbeat_at=timezone.now())
 
 
 @transaction.atomic
 def run_finished_ingest(*, run_id: int, status: str, reason: str, attempt: int | None = None) -> None:
     """Final status of the run and its open attempt; the run's tokens stop working."""
-    run = Run.objects.select_for_update().get(pk=run_id)
-    _check_attempt(run, attempt)
+    _fenced_run(run_id, attempt)
     now = timezone.now()
     Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(
         status=status, status_reason=reason, finished_at=now)
@@ -263,15 +295,18 @@ class EventRoute:
 
 
 # event name -> record type and service: the one table behind the HTTP ingest view and the
-# in-process sink. Steps answer a control signal; the other events answer None.
+# in-process sink. Steps and heartbeats answer a control signal; the other events answer None.
+# Every service fences off a replaced attempt (AttemptReplaced).
 EVENT_ROUTES: dict[str, EventRoute] = {
     "step": EventRoute(StepRecord, lambda run_id, r, attempt: step_ingest(run_id=run_id, record=r, attempt=attempt)),
-    "evaluation": EventRoute(EvaluationRecord, lambda run_id, r, attempt: evaluation_ingest(run_id=run_id, record=r)),
+    "evaluation": EventRoute(EvaluationRecord, lambda run_id, r, attempt: evaluation_ingest(
+        run_id=run_id, record=r, attempt=attempt)),
     "run_started": EventRoute(RunStarted, lambda run_id, r, attempt: run_started_ingest(
-        run_id=run_id, resumed_from_step=r.resumed_from_step)),
-    "checkpoint": EventRoute(CheckpointSaved, lambda run_id, r, attempt: checkpoint_ingest(run_id=run_id, step=r.step)),
+        run_id=run_id, resumed_from_step=r.resumed_from_step, attempt=attempt)),
+    "checkpoint": EventRoute(CheckpointSaved, lambda run_id, r, attempt: checkpoint_ingest(
+        run_id=run_id, step=r.step, attempt=attempt)),
     "heartbeat": EventRoute(Heartbeat, lambda run_id, r, attempt: heartbeat_ingest(
-        run_id=run_id, detail=r.detail, attempt=attempt)),
+        run_id=run_id, detail=r.detail, attempt=attempt, phase=r.phase, device_seconds=r.device_seconds)),
     "run_finished": EventRoute(RunFinished, lambda run_id, r, attempt: run_finished_ingest(
         run_id=run_id, status=r.status, reason=r.reason, attempt=attempt)),
 }
@@ -319,8 +354,8 @@ class ControlPlaneSink:
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         self._ingest(CheckpointSaved(step=step, path=path))
 
-    def heartbeat(self, *, phase: str, detail: str) -> None:
-        self._ingest(Heartbeat(phase=phase, detail=detail[:500]))
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
+        return cast(Control, self._ingest(Heartbeat(phase=phase, detail=detail[:500], device_seconds=device_seconds)))
 
     def run_finished(self, *, status: str, reason: str) -> None:
-        self._ingest(RunFinished(status=str(status), reason=reason))
+        self._ingest(RunFinished(status=str(status), reason=reason[:MAX_REASON]))

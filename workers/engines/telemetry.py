@@ -2,8 +2,9 @@
 
 An engine calls the sink once when the run starts, once per finished step with one
 ``StepRecord`` (workers.record: summary, per-prompt observations, decisions), once per evaluation, once per
-checkpoint, and once at the end. ``step`` answers with a control signal that the
-engine obeys at the step boundary. The control plane implements the same protocol
+checkpoint, and once at the end; between steps (the warm-up) it sends heartbeats. ``step``
+and ``heartbeat`` answer with a control signal that the engine obeys at the step boundary
+(or at the warm-up's next progress call). The control plane implements the same protocol
 (in-process for the local engine, over HTTP for remote ones).
 """
 
@@ -27,8 +28,11 @@ class TelemetrySink(Protocol):
 
     def checkpoint_saved(self, *, step: int, path: str) -> None: ...
 
-    def heartbeat(self, *, phase: str, detail: str) -> None:
-        """Alive between steps (e.g. during the warm-up): the control plane must not think it lost."""
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
+        """Alive between steps (e.g. during the warm-up): the control plane must not think it
+        lost. ``device_seconds``: what the warm-up (phase ``warmup``) spent since the last
+        heartbeat, booked to the run's usage. Answers like ``step``: the engine stops its
+        warm-up on ``cancel`` or ``stop_budget``."""
 
     def run_finished(self, *, status: RunStatus, reason: str) -> None: ...
 
@@ -81,8 +85,8 @@ class JsonlSink:
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         self._write("checkpoint", {"step": step, "path": path})
 
-    def heartbeat(self, *, phase: str, detail: str) -> None:
-        pass  # a file needs no proof of life
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
+        return Control.CONTINUE  # a file needs no proof of life and asks nothing to stop
 
     def run_finished(self, *, status: RunStatus, reason: str) -> None:
         self._write("run_finished", {"status": str(status), "reason": reason})
@@ -112,9 +116,11 @@ class TeeSink:
         for sink in self.sinks:
             sink.checkpoint_saved(**kwargs)
 
-    def heartbeat(self, **kwargs: Any) -> None:
-        for sink in self.sinks:
+    def heartbeat(self, **kwargs: Any) -> Control:
+        answer = self.sinks[0].heartbeat(**kwargs)
+        for sink in self.sinks[1:]:
             sink.heartbeat(**kwargs)
+        return answer
 
     def run_finished(self, **kwargs: Any) -> None:
         for sink in self.sinks:

@@ -232,6 +232,7 @@ def test_an_engine_whose_attempt_was_replaced_can_neither_write_steps_nor_end_th
     Run.objects.filter(pk=running.pk).update(attempts_count=2)  # the reconciler started attempt 2
     stale = engine(token).post(url(running), {**step_record(0, ["k0"]), "attempt": 1}, format="json")
     assert stale.status_code == 400 and "replaced by attempt 2" in stale.json()["detail"]
+    assert stale.json()["code"] == "attempt_replaced"
     assert rows_of_step(running, 0) == (0, 0, 0, 0)
     ended = engine(token).post(url(running), {"event": "run_finished", "status": "failed", "reason": "zombie",
                                               "attempt": 1}, format="json")

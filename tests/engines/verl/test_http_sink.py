@@ -161,7 +161,7 @@ def test_a_sink_of_a_replaced_attempt_is_refused_and_the_current_one_is_stored(l
 
     Run.objects.filter(pk=run.pk).update(attempts_count=2)  # the reconciler restarted the run elsewhere
     zombie = sink_for(live_server.url, run, token, tmp_path / "zombie", attempt=1)
-    zombie.step(records[0])
+    assert zombie.step(records[0]) == Control.CANCEL  # told to stop: the run goes on as attempt 2
     assert stored_steps(run) == []
     assert (tmp_path / "zombie" / REJECTED).read_text().count("replaced by attempt 2") == 1
     current = sink_for(live_server.url, run, token, tmp_path / "current", attempt=2)
@@ -185,3 +185,127 @@ def test_a_step_closed_but_not_reported_is_reported_by_the_next_job(live_server,
     assert resumed.step(records[2]) == Control.CONTINUE  # reported normally: nothing left staged
     assert not (tmp_path / STAGED).exists()
     assert stored_steps(run) == [0, 1, 2]
+
+
+# -- transient failures: retried, never set aside ---------------------------------------------------
+def test_a_database_that_fails_for_a_moment_is_retried_and_the_step_lands_once(live_server, run, token, records,
+                                                                                tmp_path):
+    """The server's database session is ended (pg_terminate_backend) while the step waits on
+    a lock: the server answers 503 + Retry-After, the sink waits and sends the step again, and
+    the step is stored once with all its rows; nothing goes to the rejected file."""
+    import threading
+    import time
+
+    import psycopg
+    from django.db import connection
+
+    from tests.conftest import database_url_of
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs Postgres")
+    url = database_url_of(connection.settings_dict)
+    stop = threading.Event()
+
+    def end_the_waiting_session() -> None:
+        with psycopg.connect(url, autocommit=True) as admin:
+            while not stop.is_set():
+                rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()").fetchall()
+                if rows:
+                    admin.execute("SELECT pg_terminate_backend(%s)", [rows[0][0]])
+                    return
+                time.sleep(0.05)
+
+    naps: list[float] = []
+    holder = psycopg.connect(url)
+    holder.execute(f"LOCK TABLE {StepSummary._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+    killer = threading.Thread(target=end_the_waiting_session)
+    killer.start()
+
+    def sleep(seconds: float) -> None:  # the lock goes once the first try has failed
+        naps.append(seconds)
+        holder.rollback()
+
+    sink = sink_for(live_server.url, run, token, tmp_path, step_deadline_s=60.0, sleep=sleep)
+    try:
+        answer = sink.step(records[0])
+    finally:
+        stop.set()
+        killer.join()
+        holder.close()
+    # one failed try, answered 503 with Retry-After (the wait is the server's 2 s, not the sink's 0.01 s)
+    assert naps and naps[0] >= 2, naps
+    assert answer == Control.CONTINUE and not sink.pending
+    assert stored_steps(run) == [0]
+    assert PromptObservation.objects.filter(run=run, step=0).count() == len(records[0].observations)
+    assert not (tmp_path / REJECTED).exists()
+
+
+class Scripted:
+    """A control plane stand-in that answers the statuses it is given, in turn (an HTTP server
+    on loopback: the sink's own transport is what is tested)."""
+
+    def __init__(self, statuses: list[tuple[int, dict]]) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.statuses, self.bodies = list(statuses), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                code, headers = outer.statuses.pop(0) if outer.statuses else (200, {})
+                answer = {"control": "continue"} if code == 200 else {"detail": f"scripted {code}"}
+                if code == "attempt_replaced":  # what the control plane answers a replaced attempt
+                    code, answer = 400, {"detail": "attempt 1 was replaced by attempt 2", "code": "attempt_replaced"}
+                body = json.dumps(answer)
+                self.send_response(code)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.parametrize("status", [500, 501, 502, 503, 504, 507, 408, 425, 429])
+def test_every_5xx_and_408_425_429_is_retried_with_backoff_and_nothing_is_set_aside(tmp_path, records, status):
+    server = Scripted([(status, {"Retry-After": "1"}), (status, {})])
+    naps: list[float] = []
+    try:
+        sink = HttpSink(base_url=server.url, run_id=1, token="t", run_dir=tmp_path, step_deadline_s=60.0,
+                        backoff_s=0.01, sleep=naps.append)
+        assert sink.step(records[0]) == Control.CONTINUE
+    finally:
+        server.close()
+    assert len(server.bodies) == 3 and server.bodies[0] == server.bodies[2]  # the same step, sent again
+    assert naps == [1.0, 0.02]  # Retry-After first, then the sink's own doubling backoff
+    assert not sink.pending and not (tmp_path / REJECTED).exists()
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422, "attempt_replaced"])
+def test_a_4xx_other_than_408_425_429_sets_the_event_aside_and_delivery_goes_on(tmp_path, records, status):
+    server = Scripted([(status, {})])
+    try:
+        sink = HttpSink(base_url=server.url, run_id=1, token="t", run_dir=tmp_path, step_deadline_s=60.0,
+                        backoff_s=0.01, sleep=lambda s: None)
+        first = sink.step(records[0])
+        second = sink.step(records[1])
+    finally:
+        server.close()
+    assert len(server.bodies) == 2 and not sink.pending
+    assert f'"status": {400 if status == "attempt_replaced" else status}' in (tmp_path / REJECTED).read_text()
+    # a replaced attempt's engine is told to stop; any other refusal changes nothing
+    expected = Control.CANCEL if status == "attempt_replaced" else Control.CONTINUE
+    assert first == expected and second == expected

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from workers.engines.config import RunConfig
-from workers.engines.lifecycle import Ending, RunLifecycle
+from workers.engines.lifecycle import STATUS_OF_STOP, Ending, RunLifecycle
 from workers.engines.local.evaluate import evaluate
 from workers.engines.local.model import Policy, hf_policy, resolve_device, tiny_policy
 from workers.engines.local.sampling import (
@@ -40,7 +40,7 @@ from workers.engines.local.sampling import (
     select_rows,
 )
 from workers.engines.local.update import TrainingDiverged, UpdateStats, grpo_update
-from workers.engines.local.warmup import supervised_warmup
+from workers.engines.local.warmup import WarmupStopped, supervised_warmup
 from workers.engines.telemetry import TelemetrySink
 from workers.problems import arithmetic
 from workers.problems.dataset import PromptRecord, read_dataset
@@ -278,13 +278,28 @@ class LocalEngine:
             c.warmup_seed, WARMUP_VERSION,
         ]).encode()).hexdigest()[:24]
         cache = self.var_dir / "warmup" / f"{key}.pt"
+        # Each heartbeat carries the device-seconds spent since the last one (booked to the
+        # run's warm-up usage) and answers the control signal: a cancel or an exhausted budget
+        # stops the warm-up at its next progress call.
+        last = [time.perf_counter()]
+
+        def heartbeat(detail: str, step: int, steps: int) -> None:
+            now = time.perf_counter()
+            spent, last[0] = now - last[0], now
+            answer = self.sink.heartbeat(phase="warmup", detail=detail, device_seconds=spent)
+            if answer != Control.CONTINUE:
+                raise WarmupStopped(answer, step, steps)
 
         def progress(step: int, steps: int, loss: float) -> None:
-            self.sink.heartbeat(phase="warmup", detail=f"supervised warm-up step {step}/{steps}, loss {loss:.3f}")
+            heartbeat(f"supervised warm-up step {step}/{steps}, loss {loss:.3f}", step, steps)
 
-        return supervised_warmup(self.policy, self.train, steps=c.warmup_steps, lr=c.warmup_lr, seed=c.warmup_seed,
-                                 cache_path=cache, progress=progress, stream=stream,
-                                 noise_steps=c.warmup_noise_steps, noise=c.warmup_noise)
+        figures = supervised_warmup(self.policy, self.train, steps=c.warmup_steps, lr=c.warmup_lr,
+                                    seed=c.warmup_seed, cache_path=cache, progress=progress, stream=stream,
+                                    noise_steps=c.warmup_noise_steps, noise=c.warmup_noise)
+        if not figures.get("warmup_cached"):  # the time after the last progress call, booked too
+            steps = int(figures["warmup_steps"])
+            heartbeat(f"supervised warm-up done: {steps} steps, loss {figures['warmup_loss']:.3f}", steps, steps)
+        return figures
 
     def encoded(self, key: str) -> list[int]:
         ids = self._encoded.get(key)
@@ -296,7 +311,13 @@ class LocalEngine:
     def run(self, *, resume: bool = False) -> RunStatus:
         c = self.config
         resumed_from = self.load_latest() if resume else None
-        warmup = {} if resumed_from is not None else self._warm_up()
+        try:
+            warmup = {} if resumed_from is not None else self._warm_up()
+        except WarmupStopped as stop:  # cancelled or out of budget before the first step
+            control = Control(stop.control)
+            why = "cancelled on request" if control == Control.CANCEL else "compute budget reached"
+            return self._finish(Ending(STATUS_OF_STOP[control], f"{why} during the warm-up "
+                                                                 f"(step {stop.step}/{stop.steps})"))
         if warmup:
             log.info("warm-up: %s", warmup)
         self.sink.run_started(config=c.to_dict(), model_parameters=self.policy.n_parameters,

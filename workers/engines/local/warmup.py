@@ -22,6 +22,19 @@ from workers.problems.dataset import PromptRecord
 
 log = logging.getLogger(__name__)
 DIGITS = "0123456789"  # what the noisy phase may put in place of an answer digit
+# ``progress`` is called every PROGRESS_STEPS steps, and sooner once PROGRESS_SECONDS passed
+# since the last call: a slow model still reports (and hears a cancel) every few seconds.
+PROGRESS_STEPS = 100
+PROGRESS_SECONDS = 2.0
+
+
+class WarmupStopped(Exception):
+    """Raised by a ``progress`` callback to stop the warm-up (cancelled, or out of budget):
+    nothing is cached, and the engine ends the run with ``control``'s status."""
+
+    def __init__(self, control: str, step: int, steps: int) -> None:
+        self.control, self.step, self.steps = control, step, steps
+        super().__init__(f"warm-up stopped ({control}) at step {step}/{steps}")
 
 
 def supervised_warmup(
@@ -45,6 +58,9 @@ def supervised_warmup(
     answer digit replaced by another digit with probability ``noise``. Greedy decoding keeps
     the right answer while sampling at temperature 1 spreads mass onto near misses: the
     latent competence that RL with a verifiable reward sharpens.
+
+    ``progress(step, steps, loss)`` is called at step 0, then every PROGRESS_STEPS steps or
+    PROGRESS_SECONDS seconds, whichever comes first; it may raise ``WarmupStopped`` to stop.
     """
     total = steps + noise_steps
     if cache_path is not None and cache_path.is_file():
@@ -80,15 +96,17 @@ def supervised_warmup(
         optimizer, lambda s: min(1.0, (s + 1) / 100) * max(0.1, 1 - s / max(steps, 1)) if s < steps else 0.5)
     policy.model.train()
     loss_value = float("nan")
+    reported = time.perf_counter()
     for step in range(total):
         pairs = draw(batch_size) if step < steps else noisy(batch_size)
         loss_value = _supervised_step(policy, optimizer, pairs)
         schedule.step()
-        if step % 100 == 0:
-            if step % 500 == 0:
-                log.info("warm-up step %d/%d loss %.3f", step, total, loss_value)
-            if progress is not None:
-                progress(step, total, loss_value)
+        if step % 500 == 0:
+            log.info("warm-up step %d/%d loss %.3f", step, total, loss_value)
+        if progress is not None and (step % PROGRESS_STEPS == 0
+                                     or time.perf_counter() - reported >= PROGRESS_SECONDS):
+            progress(step, total, loss_value)
+            reported = time.perf_counter()
     policy.model.eval()
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)

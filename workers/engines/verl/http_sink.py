@@ -30,14 +30,21 @@ Guarantees and choices:
   and drops the staged file. A job that dies in between resumes after that step, so nothing
   would report it: the next job's ``report_staged`` delivers it instead (a step replayed
   later replaces it, as any replayed step does).
-- **Control answers.** ``cancel`` and ``stop_budget`` are sticky: once any delivered step
-  (also one from the backlog) is answered so, every later ``step()`` answers the same.
-- **Refusals.** A 400 (a malformed record, or a run that takes no more steps) cannot
-  succeed on retry: the event is moved to ``rejected.jsonl`` with the server's reason and
-  delivery goes on. A 401 or 403 means the run token is revoked (the run ended on the
-  control plane) or wrong: the events are kept in the spool, and ``step()`` answers
-  ``cancel`` (the run is over for the control plane; training on wastes devices).
-  Other answers (5xx, 408, 429, connection errors, timeouts) are retried.
+- **Control answers.** ``cancel`` and ``stop_budget`` are sticky: once any delivered step or
+  heartbeat (also one from the backlog) is answered so, every later ``step()`` and
+  ``heartbeat()`` answers the same.
+- **Refusals.** A 4xx other than 408, 425 and 429 cannot succeed on retry: a 400 (a
+  malformed record, or a run that takes no more steps) moves the event to
+  ``telemetry-rejected.jsonl`` with the server's reason and delivery goes on. A 400 whose
+  ``code`` is ``attempt_replaced`` means this attempt was replaced (the run goes on
+  elsewhere): the event is set aside the same way and every later answer is ``cancel``.
+  A 401 or 403 means the run token is revoked (the run ended on the control plane) or
+  wrong: the events are kept in the spool, and ``step()`` answers ``cancel`` (the run is
+  over for the control plane; training on wastes devices).
+- **Transient failures.** Every 5xx (503 when the control plane's database failed for a
+  moment), 408, 425, 429, connection errors and timeouts are retried with exponential backoff,
+  waiting at least the server's ``Retry-After``; the event stays spooled until it is accepted,
+  never dropped.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workers.record import Control, RunStatus, StepRecord, wire_json
+from workers.record import MAX_DETAIL, MAX_REASON, Control, RunStatus, StepRecord, wire_json
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +69,36 @@ SPOOL = "telemetry-spool.jsonl"
 CURSOR = "telemetry-spool.cursor"
 REJECTED = "telemetry-rejected.jsonl"
 STAGED = "telemetry-staged-step.json"  # a closed step's record, until step() spools it
-RETRIABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+RETRIABLE_4XX = {408, 425, 429}  # timeout, too early, too many requests: worth retrying, like every 5xx
+REPLACED = "attempt_replaced"  # the code of the 400 that says this attempt was replaced: stop
+
+
+def retriable(status: int) -> bool:
+    return status >= 500 or status in RETRIABLE_4XX
 
 
 class Unreachable(Exception):
-    """The control plane did not answer, or answered with a status worth retrying."""
+    """The control plane did not answer, or answered with a status worth retrying
+    (``retry_after``: the seconds its Retry-After header asked for, 0 without one)."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float:
+    """Retry-After in seconds (HTTP dates are not used by the control plane: 0 for them)."""
+    try:
+        return max(float(value), 0.0) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 class Refused(Exception):
     """The control plane refused the event for good (4xx other than 408/425/429)."""
 
-    def __init__(self, status: int, detail: str) -> None:
-        self.status, self.detail = status, detail
+    def __init__(self, status: int, detail: str, code: str = "") -> None:
+        self.status, self.detail, self.code = status, detail, code
         super().__init__(f"HTTP {status}: {detail}")
 
 
@@ -85,13 +110,15 @@ def _post_json(url: str, token: str, body: dict[str, Any], timeout: float) -> di
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as exc:
+        code = ""
         try:
-            detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
+            answer = json.loads(exc.read() or b"{}")
+            detail, code = answer.get("detail", exc.reason), str(answer.get("code", ""))
         except (ValueError, AttributeError):
             detail = str(exc.reason)
-        if exc.code in RETRIABLE_STATUS:
-            raise Unreachable(f"HTTP {exc.code}: {detail}") from exc
-        raise Refused(exc.code, str(detail)) from exc
+        if retriable(exc.code):
+            raise Unreachable(f"HTTP {exc.code}: {detail}", _retry_after(exc.headers.get("Retry-After"))) from exc
+        raise Refused(exc.code, str(detail), code) from exc
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise Unreachable(str(exc)) from exc
 
@@ -123,6 +150,7 @@ class HttpSink:
         self.attempt = attempt  # sent with every event: the server fences off replaced attempts
         self.sticky: Control | None = None  # cancel / stop_budget once seen
         self.answers: dict[int, Control] = {}  # step -> control answer of the server
+        self.heartbeat_answer = Control.CONTINUE  # the server's answer to the last heartbeat delivered
         self._seq, self.pending = self._load()
 
     # -- the spool ----------------------------------------------------------------------------
@@ -179,7 +207,7 @@ class HttpSink:
                 if left <= 0:
                     log.warning("control plane unreachable (%s); %d events spooled", exc, len(self.pending))
                     return False
-                self.sleep(min(delay, left))
+                self.sleep(min(max(delay, exc.retry_after), left))
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
             except Refused as exc:
@@ -188,13 +216,20 @@ class HttpSink:
                     self.sticky = Control.CANCEL
                     return False
                 self._reject(seq, body, exc)
+                if exc.code == REPLACED:
+                    log.error("this attempt was replaced (%s): stopping", exc)
+                    self.sticky = Control.CANCEL
                 answer = {}
             self.pending.popleft()
             self._advance(seq)
             delay = self.backoff_s
-            if body.get("event", "step") == "step" and "control" in answer:
+            event = body.get("event", "step")
+            if event in ("step", "heartbeat") and "control" in answer:
                 control = Control(answer["control"])
-                self.answers[int(body["step"])] = control
+                if event == "step":
+                    self.answers[int(body["step"])] = control
+                else:
+                    self.heartbeat_answer = control
                 if control is not Control.CONTINUE and self.sticky is None:
                     self.sticky = control
         return True
@@ -244,11 +279,18 @@ class HttpSink:
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         self._send({"event": "checkpoint", "step": step, "path": path}, self.event_deadline_s)
 
-    def heartbeat(self, *, phase: str, detail: str) -> None:
-        self._send({"event": "heartbeat", "phase": phase, "detail": detail}, self.event_deadline_s)
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
+        """Alive between steps; ``device_seconds`` (the warm-up's since the last one) is booked.
+        Answers the control signal (sticky cancel or stop_budget), ``continue`` when unreachable."""
+        body: dict[str, Any] = {"event": "heartbeat", "phase": phase, "detail": detail[:MAX_DETAIL]}
+        if device_seconds is not None:
+            body["device_seconds"] = device_seconds
+        self._send(body, self.event_deadline_s)
+        return self.sticky or self.heartbeat_answer
 
     def run_finished(self, *, status: RunStatus, reason: str) -> None:
-        self._send({"event": "run_finished", "status": str(status), "reason": reason}, self.final_deadline_s)
+        self._send({"event": "run_finished", "status": str(status), "reason": reason[:MAX_REASON]},
+                   self.final_deadline_s)
 
 
 def main(argv: list[str] | None = None) -> int:
