@@ -18,9 +18,9 @@ def test_defaults_are_a_valid_run():
 def test_every_problem_is_reported_at_once_with_its_field():
     errors = errors_of({"batch_size": 0, "top_p": 1.5, "lr": "fast", "engine": "jax"})
     assert {"batch_size", "top_p", "lr", "engine"} <= set(errors)
-    assert errors["lr"] == ["must be a number, got 'fast'"]
-    assert errors["batch_size"] == ["must be >= 1, got 0"]
-    assert "(0, 1]" in errors["top_p"][0]
+    assert errors["lr"] == ["must be a number, got 'fast' (range [1e-09, 1])"]
+    assert errors["batch_size"] == ["must lie in [1, 8192], got 0"]
+    assert "[0.001, 1]" in errors["top_p"][0]
     assert "local, verl" in errors["engine"][0]
 
 
@@ -46,7 +46,7 @@ def test_missing_files_and_impossible_shapes_are_refused():
     errors = errors_of({"dataset": "/nonexistent/data.jsonl", "model": "/nonexistent/model", "minibatches": 99,
                         "model_dim": 30, "model_heads": 4})
     assert "no file at" in errors["dataset"][0]
-    assert "local checkpoint directory" in errors["model"][0]
+    assert "models root (EDGEPLANE_MODELS_ROOT)" in errors["model"][0]
     assert "at most batch_size" in errors["minibatches"][0]
     assert "divisible" in errors["model_heads"][0]
 
