@@ -89,3 +89,22 @@ def test_task_levels_and_the_warmup_fields_are_checked():
     with pytest.raises(ConfigError, match="list of whole numbers"):
         RunConfig.from_mapping({"task_levels": "2,3"})
     assert RunConfig.from_mapping({"task_levels": [2, 3]}).task_levels == [2, 3]
+
+
+def test_a_config_file_is_bounded_in_size_depth_and_aliases(tmp_path):
+    import time
+
+    bomb = "a: &a [" + ",".join(["lol"] * 10) + "]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8))
+    cases = {"bomb.yaml": (bomb + "steps: *i\n", "anchors and aliases"),
+             "deep.yaml": ("selectors: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "nested deeper than 8"),
+             "big.yaml": ("steps: 3\n" + "#" * (64 * 1024) + "\n", "over the limit of 65536 bytes")}
+    for name, (content, says) in cases.items():
+        (tmp_path / name).write_text(content)
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=says):
+            RunConfig.load(tmp_path / name)
+        assert time.monotonic() - started < 2, name
+    # What a real config holds still loads: flow and block style, comments, JSON.
+    (tmp_path / "ok.yaml").write_text("# a run\nsteps: 3\nselectors:\n  hora: {n0: 4, shards: 1}\n  hive: {}\n")
+    assert RunConfig.load(tmp_path / "ok.yaml").selectors == {"hora": {"n0": 4, "shards": 1}, "hive": {}}

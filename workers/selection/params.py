@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -21,9 +22,15 @@ _SHOWN_VALUE = 60  # longest echo of a refused value in a message
 
 
 def shown(value: Any) -> str:
-    """A refused value as a message quotes it: short, whatever the user sent."""
-    text = repr(value)
+    """A refused value as a message quotes it: short, whatever the user sent. reprlib stops at a
+    few items and levels: a full repr of a YAML alias bomb's lists would never end."""
+    text = _REPR.repr(value)
     return text if len(text) <= _SHOWN_VALUE else text[: _SHOWN_VALUE - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = _SHOWN_VALUE
 
 
 def format_bounds(bounds: Bounds) -> str:
