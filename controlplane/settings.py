@@ -16,7 +16,7 @@ DJANGO_ALLOWED_HOSTS, EDGEPLANE_VAR_DIR, EDGEPLANE_HEARTBEAT_STALE_SECONDS,
 EDGEPLANE_MAX_ATTEMPTS, EDGEPLANE_RUNS_DIR, EDGEPLANE_UPLOAD_MAX_BYTES,
 EDGEPLANE_RECONCILE_SECONDS, EDGEPLANE_CANCEL_GRACE_SECONDS, EDGEPLANE_CONTROL_URL,
 EDGEPLANE_VERL_QUEUE, EDGEPLANE_RAY_ADDRESS, EDGEPLANE_VERL_RUNS_DIR, EDGEPLANE_VERL_MODEL_ROOT,
-EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGEPLANE_VERL_OVERRIDES.
+EDGEPLANE_MODELS_ROOT, EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGEPLANE_VERL_OVERRIDES.
 """
 
 import os
@@ -139,6 +139,10 @@ EDGEPLANE_HEARTBEAT_STALE_SECONDS = env_int(os.environ, "EDGEPLANE_HEARTBEAT_STA
 EDGEPLANE_MAX_ATTEMPTS = env_int(os.environ, "EDGEPLANE_MAX_ATTEMPTS", 3)
 # Where runs write events and checkpoints: <EDGEPLANE_RUNS_DIR>/run-<id>/.
 EDGEPLANE_RUNS_DIR = Path(os.environ.get("EDGEPLANE_RUNS_DIR") or VAR_DIR / "runs")
+# The only folder runs load models from: a config's `model` is a folder name under it; absolute
+# paths and names leaving it (.., symlinks out) are refused. Workers read the same variable with
+# the same default (workers.engines.config.models_root: workers do not import Django).
+EDGEPLANE_MODELS_ROOT = Path(os.environ.get("EDGEPLANE_MODELS_ROOT") or VAR_DIR / "models")
 # Largest dataset upload accepted (bytes; 50 MiB).
 EDGEPLANE_UPLOAD_MAX_BYTES = env_int(os.environ, "EDGEPLANE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 # Request bodies read into memory (JSON posted to the ingestion endpoint: a step of a large

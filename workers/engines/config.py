@@ -320,11 +320,10 @@ def resolve_model(name: str, root: Path | None = None) -> Path | None:
     try:
         base = (root or models_root()).resolve()
         path = (base / name).resolve()
+        inside = path != base and path.is_relative_to(base) and path.is_dir()
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a name too long
         return None
-    if path == base or not path.is_relative_to(base) or not path.is_dir():
-        return None
-    return path
+    return path if inside else None
 
 
 # -- config files ---------------------------------------------------------------------------
