@@ -149,15 +149,35 @@ def forecast_device_hours(*, team: Team | int, config: RunConfig | Mapping[str, 
     if config is None:
         rate = seconds_per_rollout(team, engine=engine, device=device)
         return rate * batch_size * group_size * steps / 3600.0
-    values = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+    defaults = {f["name"]: f["default"] for f in RunConfig.describe()}
+    values = config.to_dict() if isinstance(config, RunConfig) else {**defaults, **config}
     # Without a dataset the engine evaluates on the built-in task's held-out split; a dataset
     # without held-out prompts is not evaluated.
     chars, held_out = DEFAULT_PROMPT_CHARS, int(values.get("task_test_size", 500) or 0)
     if dataset is not None:
         chars, held_out = datasets_prompt_shape([dataset.pk]).get(dataset.pk, (DEFAULT_PROMPT_CHARS, 0))
     cost = run_cost(values, prompt_chars=chars or DEFAULT_PROMPT_CHARS, eval_prompts_available=held_out)
+    total = cost.total
+    if cost.warmup and dataset is not None and _warmed_up_before(team, dataset, values):
+        total -= cost.warmup  # the workers load the cached warm-up: no supervised steps to pay for
     rate = seconds_per_unit(team, engine=values.get("engine"), device=values.get("device"))
-    return rate * cost.total / 3600.0
+    return rate * total / 3600.0
+
+
+# What the tiny model's warm-up depends on besides the data (the engine's cache key).
+WARMUP_FIELDS = ("model", "model_layers", "model_dim", "model_heads", "max_new_tokens", "warmup_steps", "warmup_lr",
+                 "warmup_noise_steps", "warmup_noise", "warmup_seed")
+
+
+def _warmed_up_before(team: Team | int, dataset: Dataset, values: Mapping[str, Any]) -> bool:
+    """Whether a run of the team on this dataset with the same warm-up already trained a step:
+    its warm-up is then in the workers' cache, and a new run loads it instead of paying again."""
+    team_id = team if isinstance(team, int) else team.id
+    measured = StepSummary.objects.filter(run__team_id=team_id, run__dataset=dataset, run__engine="local")
+    run_ids = set(measured.values_list("run_id", flat=True).distinct()[:MEASURED_RUNS])
+    wanted = [values.get(name) for name in WARMUP_FIELDS]
+    return any([config.get(name) for name in WARMUP_FIELDS] == wanted
+               for config in Run.objects.filter(pk__in=run_ids).values_list("config", flat=True))
 
 
 def budget_committed_device_hours(team: Team) -> float:

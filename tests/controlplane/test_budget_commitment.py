@@ -158,3 +158,24 @@ def test_a_config_the_old_formula_let_through_is_refused(acme, enqueued, costly)
     assert not Run.objects.filter(name="costly").exists()
     run_create(team=acme, dataset=dataset, name="plain", config={**CONFIG, "warmup_steps": 0,
                                                                  "warmup_noise_steps": 0})
+
+
+@pytest.mark.django_db
+def test_a_warm_up_the_team_already_ran_is_not_priced_again(acme, enqueued):
+    """The tiny model's warm-up (4,900 supervised steps by default: minutes of CPU) is priced
+    until a run of the team on the dataset with the same warm-up has trained a step; the
+    workers then load it from their cache."""
+    dataset = dataset_import_builtin(team=acme, task="add", n_train=16, n_test=4, name="add")
+    first = forecast_device_hours(team=acme, config=BASE, dataset=dataset)
+    no_warmup = forecast_device_hours(team=acme, config={**BASE, "warmup_steps": 0, "warmup_noise_steps": 0},
+                                      dataset=dataset)
+    assert first > 10 * no_warmup
+    keys = list(dataset.prompts.filter(split="train").values_list("key", flat=True)[:2])
+    run = run_create(team=acme, dataset=dataset, name="warms-up", config=BASE)
+    assert run.forecast_device_hours == pytest.approx(first)
+    run_claim(run_id=run.id, worker="test")
+    step_ingest(run_id=run.id, record=step_record(0, keys, device_seconds=0.05))
+    cached = forecast_device_hours(team=acme, config=BASE, dataset=dataset)  # now at the measured rate
+    assert cached == pytest.approx(forecast_device_hours(
+        team=acme, config={**BASE, "warmup_steps": 0, "warmup_noise_steps": 0}, dataset=dataset))
+    assert forecast_device_hours(team=acme, config={**BASE, "warmup_seed": 1}, dataset=dataset) > 10 * cached
