@@ -158,7 +158,7 @@ def test_launch_run_lists_every_config_error(dataset, tmp_path):
     with pytest.raises(CommandError) as caught:
         run("launch_run", "--team", "demo-team", "--dataset", "tiny-add", "--name", "x", "--config", str(config))
     message = str(caught.value)
-    assert "steps: must lie in [1, 1000000]" in message and "batch_sise: unknown field" in message
+    assert "steps: must be >= 1, got 0 (range [1, 1000000])" in message and "batch_sise: unknown field" in message
     assert not Run.objects.exists()
 
 

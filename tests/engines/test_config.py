@@ -19,7 +19,7 @@ def test_every_problem_is_reported_at_once_with_its_field():
     errors = errors_of({"batch_size": 0, "top_p": 1.5, "lr": "fast", "engine": "jax"})
     assert {"batch_size", "top_p", "lr", "engine"} <= set(errors)
     assert errors["lr"] == ["must be a number, got 'fast' (range [1e-09, 1])"]
-    assert errors["batch_size"] == ["must lie in [1, 8192], got 0"]
+    assert errors["batch_size"] == ["must be >= 1, got 0 (range [1, 8192])"]
     assert "[0.001, 1]" in errors["top_p"][0]
     assert "local, verl" in errors["engine"][0]
 

@@ -68,8 +68,10 @@ def check_number(value: Any, kind: str, bounds: Bounds | None) -> tuple[Any, str
         value = float(value)
         if not math.isfinite(value):
             return value, f"must be a finite number, got {shown(value)}{where}"
-    if bounds is not None and not bounds[0] <= value <= bounds[1]:
-        return value, f"must lie in {format_bounds(bounds)}, got {shown(value)}"
+    if bounds is not None and value < bounds[0]:
+        return value, f"must be >= {_number(bounds[0])}, got {shown(value)}{where}"
+    if bounds is not None and value > bounds[1]:
+        return value, f"must be <= {_number(bounds[1])}, got {shown(value)}{where}"
     return value, ""
 
 

@@ -38,7 +38,7 @@ def test_a_bad_config_exits_2_naming_the_field(tmp_path, var_dir):
     config.write_text("batch_size: 0\nselectors: {hora: {n0: 8}}\n")
     result = cli("--config", str(config), "--out", str(tmp_path / "out"), var=var_dir)
     assert result.returncode == 2
-    assert "batch_size: must lie in [1, 8192]" in result.stderr
+    assert "batch_size: must be >= 1" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
