@@ -36,6 +36,7 @@ DEFAULT_MEASURED_CONFIG_BY_KIND = {("verl", "cpu"): {"engine": "verl", "device":
                                                     "max_new_tokens": 4}}
 DEFAULT_PROMPT_CHARS = 12.0
 MEASURED_RUNS = 200  # the team's most recent runs with steps that set its rate
+FORECAST_MAX_DEVICE_HOURS = 1e12  # a forecast that overflows: refused by any budget, stored as a number
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,15 @@ def seconds_per_unit(team: Team | int, *, engine: str | None = None, device: str
         run = runs[row["run_id"]]
         chars, held_out = shapes.get(run["dataset_id"], (DEFAULT_PROMPT_CHARS, 0))
         spent, rollouts = float(row["seconds"] or 0.0), float(row["rollouts"] or 0.0)
-        if not (math.isfinite(spent) and spent >= 0 and rollouts > 0):
-            continue  # a run whose record the ledger should not have taken prices nothing
+        per_rollout = run_cost(run["config"] or {}, prompt_chars=chars or DEFAULT_PROMPT_CHARS,
+                               eval_prompts_available=held_out).per_rollout
+        # A record the ledger should not have taken, or a stored config from before the ranges
+        # whose cost overflows, prices nothing (it could otherwise drive the rate to 0).
+        if not (math.isfinite(spent) and spent >= 0 and rollouts > 0 and math.isfinite(per_rollout * rollouts)
+                and per_rollout > 0):
+            continue
         seconds += spent
-        units += rollouts * run_cost(run["config"] or {}, prompt_chars=chars or DEFAULT_PROMPT_CHARS,
-                                     eval_prompts_available=held_out).per_rollout
+        units += rollouts * per_rollout
     if units > 0:
         return seconds / units
     measured = DEFAULT_MEASURED_CONFIG_BY_KIND.get((engine, device), DEFAULT_MEASURED_CONFIG)
@@ -161,7 +166,8 @@ def forecast_device_hours(*, team: Team | int, config: RunConfig | Mapping[str, 
     if cost.warmup and dataset is not None and _warmed_up_before(team, dataset, values):
         total -= cost.warmup  # the workers load the cached warm-up: no supervised steps to pay for
     rate = seconds_per_unit(team, engine=values.get("engine"), device=values.get("device"))
-    return rate * total / 3600.0
+    forecast = rate * total / 3600.0
+    return forecast if math.isfinite(forecast) else FORECAST_MAX_DEVICE_HOURS
 
 
 # What the tiny model's warm-up depends on besides the data (the engine's cache key).

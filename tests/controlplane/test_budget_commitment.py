@@ -179,3 +179,24 @@ def test_a_warm_up_the_team_already_ran_is_not_priced_again(acme, enqueued):
     assert cached == pytest.approx(forecast_device_hours(
         team=acme, config={**BASE, "warmup_steps": 0, "warmup_noise_steps": 0}, dataset=dataset))
     assert forecast_device_hours(team=acme, config={**BASE, "warmup_seed": 1}, dataset=dataset) > 10 * cached
+
+
+@pytest.mark.django_db
+def test_an_absurd_stored_config_or_checkpoint_config_cannot_zero_or_overflow_the_forecast(
+        acme, measured, tmp_path, monkeypatch):
+    import json
+    import math
+
+    before = forecast_device_hours(team=acme, config=BASE, dataset=measured)
+    # A run stored before the ranges, measured with a response length whose cost overflows.
+    old = run_create(team=acme, dataset=measured, name="old", config=BASE)
+    Run.objects.filter(pk=old.pk).update(config={**old.config, "max_new_tokens": 1e308, "model_dim": 1e308})
+    run_claim(run_id=old.id, worker="test")
+    keys = list(measured.prompts.filter(split="train").values_list("key", flat=True)[:2])
+    step_ingest(run_id=old.id, record=step_record(0, keys, device_seconds=0.05))
+    assert forecast_device_hours(team=acme, config=BASE, dataset=measured) == pytest.approx(before, rel=0.5)
+    monkeypatch.setenv("EDGEPLANE_MODELS_ROOT", str(tmp_path))
+    (tmp_path / "huge").mkdir()
+    (tmp_path / "huge" / "config.json").write_text(json.dumps({"hidden_size": 1e300, "num_hidden_layers": 1e300}))
+    forecast = forecast_device_hours(team=acme, config={**BASE, "model": "huge"}, dataset=measured)
+    assert math.isfinite(forecast) and forecast > before

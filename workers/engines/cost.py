@@ -121,8 +121,8 @@ def _from_config_json(path: Path) -> float:
     layers = _first(values, "num_hidden_layers", "n_layer", "num_layers")
     vocab = _first(values, "vocab_size") or 32_000
     inner = _first(values, "intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
-    if not hidden or not layers:
-        return 0.0
+    if not hidden or not layers or max(hidden, inner) > 1e6 or layers > 1e4 or vocab > 1e8:
+        return 0.0  # not a shape a checkpoint has: its weight files tell instead
     return layers * (4 * hidden * hidden + 3 * hidden * inner) + vocab * hidden
 
 
