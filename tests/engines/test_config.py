@@ -98,7 +98,8 @@ def test_a_config_file_is_bounded_in_size_depth_and_aliases(tmp_path):
         f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8))
     cases = {"bomb.yaml": (bomb + "steps: *i\n", "anchors and aliases"),
              "deep.yaml": ("selectors: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "nested deeper than 8"),
-             "big.yaml": ("steps: 3\n" + "#" * (64 * 1024) + "\n", "over the limit of 65536 bytes")}
+             "big.yaml": ("steps: 3\n" + "#" * (64 * 1024) + "\n", "over the limit of 65536 bytes"),
+             "digits.yaml": ("steps: " + "9" * 5000 + "\n", "not valid YAML")}
     for name, (content, says) in cases.items():
         (tmp_path / name).write_text(content)
         started = time.monotonic()
@@ -108,3 +109,9 @@ def test_a_config_file_is_bounded_in_size_depth_and_aliases(tmp_path):
     # What a real config holds still loads: flow and block style, comments, JSON.
     (tmp_path / "ok.yaml").write_text("# a run\nsteps: 3\nselectors:\n  hora: {n0: 4, shards: 1}\n  hive: {}\n")
     assert RunConfig.load(tmp_path / "ok.yaml").selectors == {"hora": {"n0": 4, "shards": 1}, "hive": {}}
+
+
+def test_a_number_too_long_to_print_is_refused_with_a_message():
+    errors = errors_of({"steps": 10**5000, "lr": 10**5000})
+    assert errors["steps"] == ["must be <= 1000000, got a 16610-bit number (range [1, 1000000])"]
+    assert "finite" in errors["lr"][0]

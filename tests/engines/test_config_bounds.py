@@ -44,8 +44,8 @@ def outside(bounds, kind):
 
 
 def wrong_kinds(kind):
-    return [math.nan, math.inf, -math.inf, "NaN", "Infinity", True, [1], {"a": 1}] + (
-        [1.5, "3"] if kind == "int" else [])
+    return [math.nan, math.inf, -math.inf, "NaN", "Infinity", "1e400", 10**400, -(10**400), True, False, None, [1],
+            {"a": 1}] + ([1.5, "3"] if kind == "int" else [])
 
 
 @pytest.mark.parametrize("f", RUN_FIELDS, ids=lambda f: f.name)

@@ -365,7 +365,7 @@ def parse_config_text(data: bytes | str, name: str = "config") -> dict[str, Any]
         raise ConfigError([FieldError("config", f"{name}: {exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([FieldError("config", f"{name} is not UTF-8 text: {exc}")]) from exc
-    except (yaml.YAMLError, RecursionError) as exc:
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: a 5,000-digit number
         raise ConfigError([FieldError("config", f"{name} is not valid YAML/JSON: {exc}")]) from exc
     values = values or {}
     if not isinstance(values, dict):

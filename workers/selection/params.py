@@ -24,7 +24,10 @@ _SHOWN_VALUE = 60  # longest echo of a refused value in a message
 def shown(value: Any) -> str:
     """A refused value as a message quotes it: short, whatever the user sent. reprlib stops at a
     few items and levels: a full repr of a YAML alias bomb's lists would never end."""
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int past Python's 4300-digit conversion limit
+        return f"a {value.bit_length()}-bit number" if isinstance(value, int) else "a value too large to show"
     return text if len(text) <= _SHOWN_VALUE else text[: _SHOWN_VALUE - 3] + "..."
 
 
@@ -65,7 +68,10 @@ def check_number(value: Any, kind: str, bounds: Bounds | None) -> tuple[Any, str
                 return value, f"must be a number, got {shown(value)}{where}"
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return value, f"must be a number, got {shown(value)}{where}"
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a whole number past float's range, as JSON and YAML allow
+            return value, f"must be a finite number, got {shown(value)}{where}"
         if not math.isfinite(value):
             return value, f"must be a finite number, got {shown(value)}{where}"
     if bounds is not None and value < bounds[0]:
