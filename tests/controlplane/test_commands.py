@@ -203,6 +203,9 @@ BILLION_LAUGHS = "a: &a [" + ",".join(["lol"] * 10) + "]\n" + "".join(
     ("selectors:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)), "nested deeper than 8 levels"),
     ("steps: 3\n#" + "x" * (70 * 1024) + "\n", "over the limit of 65536 bytes"),
     (b"steps: 3\n\xff\xfe\n", "not UTF-8"),
+    ("steps: " + "9" * 5000 + "\n", "not valid YAML"),  # past Python's int conversion limit
+    ("steps: !!python/object:os.system {}\n", "not valid YAML"),  # the safe loader builds no objects
+    ("max_new_tokens: 1000000000\nlr: .nan\n", "max_new_tokens: must be <= 131072"),  # ranges, as ever
 ])
 def test_launch_run_refuses_a_hostile_config_file_fast_and_stores_nothing(dataset, tmp_path, content, says):
     import time
