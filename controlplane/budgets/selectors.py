@@ -5,6 +5,8 @@ ledger is here; writes are in ``budgets.services``."""
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +16,12 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Team
 from controlplane.budgets.models import Budget, UsageEntry
+from controlplane.datasets.models import Dataset
+from controlplane.datasets.selectors import datasets_prompt_shape
 from controlplane.runs.models import ACTIVE, Run
 from controlplane.telemetry.models import StepSummary
+from workers.engines.config import RunConfig
+from workers.engines.cost import run_cost
 
 # Device-seconds per rollout assumed before a team has any history: the tiny model on
 # 2 CPU cores measured about 0.002 s per rollout for a whole step (bench/engine_throughput.py).
@@ -23,6 +29,14 @@ DEFAULT_SECONDS_PER_ROLLOUT = 0.002
 # The same for a kind of run that spends far more: verl on this machine's CPU (the tiny Llama,
 # B=2, N=4, 4 new tokens) measured 2.4-3.4 device-seconds per 8-rollout step, Ray's overhead mostly.
 DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND = {("verl", "cpu"): 0.35}
+# The configs those defaults were measured with, so a config unlike them is priced by the
+# ratio of its cost to theirs (workers/engines/cost.py); prompts of the add tasks, ~12 characters.
+DEFAULT_MEASURED_CONFIG = {"engine": "local", "model": "tiny", "model_layers": 3, "model_dim": 96, "max_new_tokens": 8}
+DEFAULT_MEASURED_CONFIG_BY_KIND = {("verl", "cpu"): {"engine": "verl", "device": "cpu", "model": "tiny",
+                                                    "max_new_tokens": 4}}
+DEFAULT_PROMPT_CHARS = 12.0
+MEASURED_RUNS = 200  # the team's most recent runs with steps that set its rate
+FORECAST_MAX_DEVICE_HOURS = 1e12  # a forecast that overflows: refused by any budget, stored as a number
 
 
 @dataclass(frozen=True)
@@ -90,12 +104,86 @@ def seconds_per_rollout(team: Team | int, *, engine: str | None = None, device: 
     return DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND.get((engine, device), DEFAULT_SECONDS_PER_ROLLOUT)
 
 
-def forecast_device_hours(*, team: Team | int, batch_size: int, group_size: int, steps: int,
+def seconds_per_unit(team: Team | int, *, engine: str | None = None, device: str | None = None) -> float:
+    """The team's measured device-seconds per compute unit (workers/engines/cost.py) on the
+    engine and device: its steps' device-seconds over what their rollouts cost under their own
+    runs' configs (model size, prompt and response length). Before any history, the default
+    rate per rollout over the cost of a rollout of the config it was measured with."""
+    team_id = team if isinstance(team, int) else team.id
+    steps = StepSummary.objects.filter(run__team_id=team_id)
+    if engine is not None:
+        steps = steps.filter(run__engine=engine)
+    if device is not None:
+        steps = steps.filter(run__config__device=device)
+    per_run = list(steps.values("run_id").annotate(seconds=Sum("device_seconds"), rollouts=Sum("rollouts_generated"))
+                   .order_by("-run_id")[:MEASURED_RUNS])
+    runs = {r["id"]: r for r in Run.objects.filter(pk__in=[p["run_id"] for p in per_run])
+            .values("id", "config", "dataset_id")}
+    shapes = datasets_prompt_shape({r["dataset_id"] for r in runs.values()})
+    seconds = units = 0.0
+    for row in per_run:
+        run = runs[row["run_id"]]
+        chars, held_out = shapes.get(run["dataset_id"], (DEFAULT_PROMPT_CHARS, 0))
+        spent, rollouts = float(row["seconds"] or 0.0), float(row["rollouts"] or 0.0)
+        per_rollout = run_cost(run["config"] or {}, prompt_chars=chars or DEFAULT_PROMPT_CHARS,
+                               eval_prompts_available=held_out).per_rollout
+        # A record the ledger should not have taken, or a stored config from before the ranges
+        # whose cost overflows, prices nothing (it could otherwise drive the rate to 0).
+        if not (math.isfinite(spent) and spent >= 0 and rollouts > 0 and math.isfinite(per_rollout * rollouts)
+                and per_rollout > 0):
+            continue
+        seconds += spent
+        units += rollouts * per_rollout
+    if units > 0:
+        return seconds / units
+    measured = DEFAULT_MEASURED_CONFIG_BY_KIND.get((engine, device), DEFAULT_MEASURED_CONFIG)
+    rate = DEFAULT_SECONDS_PER_ROLLOUT_BY_KIND.get((engine, device), DEFAULT_SECONDS_PER_ROLLOUT)
+    return rate / run_cost(measured, prompt_chars=DEFAULT_PROMPT_CHARS, eval_prompts_available=None).per_rollout
+
+
+def forecast_device_hours(*, team: Team | int, config: RunConfig | Mapping[str, Any] | None = None,
+                          dataset: Dataset | None = None, batch_size: int = 0, group_size: int = 0, steps: int = 0,
                           engine: str | None = None, device: str | None = None) -> float:
-    """Uniform-GRPO compute for the run at the team's measured rate on its engine and device
-    (selection only saves)."""
-    rate = seconds_per_rollout(team, engine=engine, device=device)
-    return rate * batch_size * group_size * steps / 3600.0
+    """Device-hours a run is forecast to use (selection only saves).
+
+    With ``config`` (what ``run_create`` checks): the whole config priced, model size, prompt
+    and response length, evaluation samples and warm-up (workers/engines/cost.py), at the
+    team's measured rate per unit on its engine and device; the dataset gives the prompts'
+    mean length and the held-out count. Without one: uniform-GRPO rollouts only, B x N x steps
+    at the team's rate per rollout (the launch form's preview from B, N and steps alone)."""
+    if config is None:
+        rate = seconds_per_rollout(team, engine=engine, device=device)
+        return rate * batch_size * group_size * steps / 3600.0
+    defaults = {f["name"]: f["default"] for f in RunConfig.describe()}
+    values = config.to_dict() if isinstance(config, RunConfig) else {**defaults, **config}
+    # Without a dataset the engine evaluates on the built-in task's held-out split; a dataset
+    # without held-out prompts is not evaluated.
+    chars, held_out = DEFAULT_PROMPT_CHARS, int(values.get("task_test_size", 500) or 0)
+    if dataset is not None:
+        chars, held_out = datasets_prompt_shape([dataset.pk]).get(dataset.pk, (DEFAULT_PROMPT_CHARS, 0))
+    cost = run_cost(values, prompt_chars=chars or DEFAULT_PROMPT_CHARS, eval_prompts_available=held_out)
+    total = cost.total
+    if cost.warmup and dataset is not None and _warmed_up_before(team, dataset, values):
+        total -= cost.warmup  # the workers load the cached warm-up: no supervised steps to pay for
+    rate = seconds_per_unit(team, engine=values.get("engine"), device=values.get("device"))
+    forecast = rate * total / 3600.0
+    return forecast if math.isfinite(forecast) else FORECAST_MAX_DEVICE_HOURS
+
+
+# What the tiny model's warm-up depends on besides the data (the engine's cache key).
+WARMUP_FIELDS = ("model", "model_layers", "model_dim", "model_heads", "max_new_tokens", "warmup_steps", "warmup_lr",
+                 "warmup_noise_steps", "warmup_noise", "warmup_seed")
+
+
+def _warmed_up_before(team: Team | int, dataset: Dataset, values: Mapping[str, Any]) -> bool:
+    """Whether a run of the team on this dataset with the same warm-up already trained a step:
+    its warm-up is then in the workers' cache, and a new run loads it instead of paying again."""
+    team_id = team if isinstance(team, int) else team.id
+    measured = StepSummary.objects.filter(run__team_id=team_id, run__dataset=dataset, run__engine="local")
+    run_ids = set(measured.values_list("run_id", flat=True).distinct()[:MEASURED_RUNS])
+    wanted = [values.get(name) for name in WARMUP_FIELDS]
+    return any([config.get(name) for name in WARMUP_FIELDS] == wanted
+               for config in Run.objects.filter(pk__in=run_ids).values_list("config", flat=True))
 
 
 def budget_committed_device_hours(team: Team) -> float:

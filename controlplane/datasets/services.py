@@ -23,8 +23,12 @@ class DatasetImportError(ValueError):
 
 
 def dataset_import(*, team: Team, name: str, filename: str, data: bytes, user=None) -> Dataset:
-    """Parse and store a JSONL, CSV or Parquet file (verl's format included)."""
+    """Parse and store a JSONL, CSV or Parquet file (verl's format included), within the
+    limits of docs/limits.md (rows, decoded size, prompt and answer length: DatasetLimits)."""
     _check_name(team, name)
+    if len(filename) > Dataset._meta.get_field("source_filename").max_length:
+        raise DatasetImportError([{"row": 0, "field": "file", "message": "the file name is longer than 255 "
+                                   "characters: rename the file"}])
     try:
         records = read_dataset_bytes(data, filename, max_bytes=settings.EDGEPLANE_UPLOAD_MAX_BYTES)
     except DatasetError as exc:
@@ -36,6 +40,11 @@ def dataset_import(*, team: Team, name: str, filename: str, data: bytes, user=No
 def _check_name(team: Team, name: str) -> None:
     if not name.strip():
         raise DatasetImportError([{"row": 0, "field": "name", "message": "give the dataset a name"}])
+    longest = Dataset._meta.get_field("name").max_length
+    if len(name) > longest:
+        raise DatasetImportError([{"row": 0, "field": "name",
+                                   "message": f"{len(name)} characters, over the limit of {longest}: choose a "
+                                              "shorter name"}])
     if Dataset.objects.filter(team=team, name=name).exists():
         raise DatasetImportError([{"row": 0, "field": "name",
                                    "message": f"the team already has a dataset named {name!r}: choose another name"}])

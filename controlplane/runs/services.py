@@ -58,8 +58,7 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
     run_config = RunConfig.from_mapping(config)
     if not name.strip():
         raise ConfigError([FieldError("name", "give the run a name")])
-    forecast = forecast_device_hours(team=team, batch_size=run_config.batch_size, group_size=run_config.group_size,
-                                     steps=run_config.steps, engine=run_config.engine, device=run_config.device)
+    forecast = forecast_device_hours(team=team, config=run_config, dataset=dataset)  # the whole config priced
     with transaction.atomic():
         Team.objects.select_for_update().get(pk=team.pk)  # one launch decision per team at a time
         remaining = budget_remaining_for_launch(team)  # the period's remainder less active runs' needs

@@ -158,7 +158,7 @@ def test_launch_run_lists_every_config_error(dataset, tmp_path):
     with pytest.raises(CommandError) as caught:
         run("launch_run", "--team", "demo-team", "--dataset", "tiny-add", "--name", "x", "--config", str(config))
     message = str(caught.value)
-    assert "steps: must be >= 1" in message and "batch_sise: unknown field" in message
+    assert "steps: must be >= 1, got 0 (range [1, 1000000])" in message and "batch_sise: unknown field" in message
     assert not Run.objects.exists()
 
 
@@ -188,3 +188,50 @@ def test_launch_run_refuses_a_run_over_budget(dataset, tmp_path):
     with pytest.raises(CommandError, match="refused: .*device-hours"):
         run("launch_run", "--team", "demo-team", "--dataset", "tiny-add", "--name", "x", "--config", str(config))
     assert not Run.objects.exists()
+
+
+BILLION_LAUGHS = "a: &a [" + ",".join(["lol"] * 10) + "]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8)
+) + "steps: *i\n"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("content", "says"), [
+    (BILLION_LAUGHS, "anchors and aliases"),  # 10**9 'lol's once expanded
+    ("steps: 3\nlr: &x 0.1\nwarmup_lr: *x\n", "anchors and aliases"),  # even a harmless one: write values out
+    ("selectors: " + "[" * 30_000 + "]" * 30_000 + "\n", "nested deeper than 8 levels"),
+    ("selectors:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)), "nested deeper than 8 levels"),
+    ("steps: 3\n#" + "x" * (70 * 1024) + "\n", "over the limit of 65536 bytes"),
+    (b"steps: 3\n\xff\xfe\n", "not UTF-8"),
+    ("steps: " + "9" * 5000 + "\n", "not valid YAML"),  # past Python's int conversion limit
+    ("steps: !!python/object:os.system {}\n", "not valid YAML"),  # the safe loader builds no objects
+    ("max_new_tokens: 1000000000\nlr: .nan\n", "max_new_tokens: must be <= 131072"),  # ranges, as ever
+])
+def test_launch_run_refuses_a_hostile_config_file_fast_and_stores_nothing(dataset, tmp_path, content, says):
+    import time
+
+    config = tmp_path / "c.yaml"
+    config.write_bytes(content if isinstance(content, bytes) else content.encode())
+    started = time.monotonic()
+    with pytest.raises(CommandError, match=says) as caught:
+        run("launch_run", "--team", "demo-team", "--dataset", "tiny-add", "--name", "x", "--config", str(config))
+    assert time.monotonic() - started < 5, "the refusal must not parse or expand the whole file first"
+    assert "Traceback" not in str(caught.value)
+    assert not Run.objects.exists()
+
+
+def test_manage_py_launch_run_exits_non_zero_on_an_alias_bomb(tmp_path):
+    """The command line itself: a message on stderr and exit status 1, not a hang or a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "bomb.yaml"
+    config.write_text(BILLION_LAUGHS)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(root / "manage.py"), "launch_run", "--team", "nope", "--dataset", "d",
+                           "--name", "x", "--config", str(config)], check=False, cwd=root, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings"})
+    assert done.returncode == 1
+    assert "anchors and aliases" in done.stderr and "Traceback" not in done.stderr

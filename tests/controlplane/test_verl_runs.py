@@ -64,9 +64,10 @@ def verl_settings(settings, tmp_path):
 
 
 @pytest.fixture
-def model_dir(tmp_path) -> Path:
+def model_dir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "models" / "tiny-hf"  # RunConfig wants an existing checkpoint folder
     folder.mkdir(parents=True)
+    monkeypatch.setenv("EDGEPLANE_MODELS_ROOT", str(folder.parent))  # under the models root, by its name
     return folder
 
 
@@ -78,7 +79,7 @@ def team_and_dataset(db):
 
 def create_verl_run(team_and_dataset, model_dir: Path, **config) -> Run:
     team, dataset = team_and_dataset
-    return run_create(team=team, dataset=dataset, name="verl", config={**SMALL, "model": str(model_dir), **config})
+    return run_create(team=team, dataset=dataset, name="verl", config={**SMALL, "model": model_dir.name, **config})
 
 
 def current_attempt(run_id: int) -> Attempt:
@@ -104,7 +105,7 @@ def reap(pid: int) -> None:
 
 # -- the launch task on the verl queue, end to end ----------------------------------------------
 @pytest.fixture
-def verl_worker(tmp_path, verl_settings, live_database_url):
+def verl_worker(tmp_path, verl_settings, live_database_url, model_dir):
     """A real Celery worker that consumes the verl queue only, as the gpu-worker does."""
     env = {**os.environ, "DATABASE_URL": live_database_url, "EDGEPLANE_RUNS_DIR": verl_settings.EDGEPLANE_RUNS_DIR,
            "EDGEPLANE_VERL_GPUS_PER_NODE": "1", "EDGEPLANE_RAY_ADDRESS": "",

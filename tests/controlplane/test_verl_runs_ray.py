@@ -131,12 +131,13 @@ def client(ray_head):
 
 
 @pytest.fixture
-def verl_run(db, tmp_path):
+def verl_run(db, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPLANE_MODELS_ROOT", str(tmp_path / "models"))  # models load from there only
     model = tmp_path / "models" / "tiny-hf"
     model.mkdir(parents=True)
     team = team_create(name="Ray", owner_username="ray", owner_password="pw")
     dataset = dataset_import_builtin(team=team, task="add", n_train=24, n_test=6, name="add-small")
-    return lambda: run_create(team=team, dataset=dataset, name="on ray", config={**SMALL, "model": str(model)})
+    return lambda: run_create(team=team, dataset=dataset, name="on ray", config={**SMALL, "model": model.name})
 
 
 def job_state(client, job_id: str) -> str:

@@ -18,9 +18,9 @@ def test_defaults_are_a_valid_run():
 def test_every_problem_is_reported_at_once_with_its_field():
     errors = errors_of({"batch_size": 0, "top_p": 1.5, "lr": "fast", "engine": "jax"})
     assert {"batch_size", "top_p", "lr", "engine"} <= set(errors)
-    assert errors["lr"] == ["must be a number, got 'fast'"]
-    assert errors["batch_size"] == ["must be >= 1, got 0"]
-    assert "(0, 1]" in errors["top_p"][0]
+    assert errors["lr"] == ["must be a number, got 'fast' (range [1e-09, 1])"]
+    assert errors["batch_size"] == ["must be >= 1, got 0 (range [1, 8192])"]
+    assert "[0.001, 1]" in errors["top_p"][0]
     assert "local, verl" in errors["engine"][0]
 
 
@@ -46,7 +46,7 @@ def test_missing_files_and_impossible_shapes_are_refused():
     errors = errors_of({"dataset": "/nonexistent/data.jsonl", "model": "/nonexistent/model", "minibatches": 99,
                         "model_dim": 30, "model_heads": 4})
     assert "no file at" in errors["dataset"][0]
-    assert "local checkpoint directory" in errors["model"][0]
+    assert "models root (EDGEPLANE_MODELS_ROOT)" in errors["model"][0]
     assert "at most batch_size" in errors["minibatches"][0]
     assert "divisible" in errors["model_heads"][0]
 
@@ -89,3 +89,29 @@ def test_task_levels_and_the_warmup_fields_are_checked():
     with pytest.raises(ConfigError, match="list of whole numbers"):
         RunConfig.from_mapping({"task_levels": "2,3"})
     assert RunConfig.from_mapping({"task_levels": [2, 3]}).task_levels == [2, 3]
+
+
+def test_a_config_file_is_bounded_in_size_depth_and_aliases(tmp_path):
+    import time
+
+    bomb = "a: &a [" + ",".join(["lol"] * 10) + "]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(8))
+    cases = {"bomb.yaml": (bomb + "steps: *i\n", "anchors and aliases"),
+             "deep.yaml": ("selectors: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "nested deeper than 8"),
+             "big.yaml": ("steps: 3\n" + "#" * (64 * 1024) + "\n", "over the limit of 65536 bytes"),
+             "digits.yaml": ("steps: " + "9" * 5000 + "\n", "not valid YAML")}
+    for name, (content, says) in cases.items():
+        (tmp_path / name).write_text(content)
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=says):
+            RunConfig.load(tmp_path / name)
+        assert time.monotonic() - started < 2, name
+    # What a real config holds still loads: flow and block style, comments, JSON.
+    (tmp_path / "ok.yaml").write_text("# a run\nsteps: 3\nselectors:\n  hora: {n0: 4, shards: 1}\n  hive: {}\n")
+    assert RunConfig.load(tmp_path / "ok.yaml").selectors == {"hora": {"n0": 4, "shards": 1}, "hive": {}}
+
+
+def test_a_number_too_long_to_print_is_refused_with_a_message():
+    errors = errors_of({"steps": 10**5000, "lr": 10**5000})
+    assert errors["steps"] == ["must be <= 1000000, got a 16610-bit number (range [1, 1000000])"]
+    assert "finite" in errors["lr"][0]

@@ -36,7 +36,7 @@ def test_an_unknown_method_fails_listing_the_valid_ones():
         ({"greso": {"post_filter": "off"}, "dapo": {}}, "greso.post_filter", "remove dapo"),
         ({"hora": {"n0": 8}}, "hora.n0", "lower hora.n0 or raise N"),
         ({"hora": {"n0": 0}}, "hora.n0", "must be >= 1"),
-        ({"lze": {"kappa": 1.5}}, "lze.kappa", r"must lie in \(0, 1\]"),
+        ({"lze": {"kappa": 1.5}}, "lze.kappa", r"must be <= 1, got 1.5 \(range \[0.01, 1\]\)"),
         ({"lze": {"backward": False}}, "lze.backward", "needs backward selection, pruning or both"),
         ({"hive": {"gate": "mean"}}, "hive.gate", "must be median or band"),
         ({"rlzvp": {"alhpa": 0.1}}, "rlzvp.alhpa", "unknown parameter; rlzvp takes alpha, eps, norm_by_std"),

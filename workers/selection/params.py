@@ -1,14 +1,89 @@
 """What every method's typed parameters are (MethodParams: one line of help per field, the checks that
 turn an impossible value into a message naming the field and the fix); each method declares
 its own in its module (methods/<name>.py).
+
+Every numeric parameter declares its range (``described(..., bounds=(lo, hi))``, both ends
+accepted): ``from_mapping`` refuses a value of the wrong kind (text, a list, a bool, NaN or
+infinity where a number belongs) or outside its range with a message naming the parameter,
+the value and the range. ``check_number`` is the same rule for RunConfig's fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
+
+Bounds = tuple[float, float]
+_SHOWN_VALUE = 60  # longest echo of a refused value in a message
+
+
+def shown(value: Any) -> str:
+    """A refused value as a message quotes it: short, whatever the user sent. reprlib stops at a
+    few items and levels: a full repr of a YAML alias bomb's lists would never end."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int past Python's 4300-digit conversion limit
+        return f"a {value.bit_length()}-bit number" if isinstance(value, int) else "a value too large to show"
+    return text if len(text) <= _SHOWN_VALUE else text[: _SHOWN_VALUE - 3] + "..."
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 4, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = _SHOWN_VALUE
+
+
+def format_bounds(bounds: Bounds) -> str:
+    lo, hi = bounds
+    return f"[{_number(lo)}, {_number(hi)}]"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value)}"
+    return f"{value:g}"
+
+
+def check_number(value: Any, kind: str, bounds: Bounds | None) -> tuple[Any, str]:
+    """(the value as ``kind`` ("int" or "float"), "") or (value, what is wrong and the range).
+
+    Whole numbers are accepted where a float belongs, and text that reads as a finite number
+    (YAML 1.1 reads 5e-4, with no dot, as text); NaN, infinity, bools, lists and mappings never.
+    """
+    where = f" (range {format_bounds(bounds)})" if bounds else ""
+    if kind == "int":
+        # 4.0 from a JSON client is a whole number; 4.5, "4" and True are not.
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return value, f"must be a whole number, got {shown(value)}{where}"
+    else:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return value, f"must be a number, got {shown(value)}{where}"
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return value, f"must be a number, got {shown(value)}{where}"
+        try:
+            value = float(value)
+        except OverflowError:  # a whole number past float's range, as JSON and YAML allow
+            return value, f"must be a finite number, got {shown(value)}{where}"
+        if not math.isfinite(value):
+            return value, f"must be a finite number, got {shown(value)}{where}"
+    if bounds is not None and value < bounds[0]:
+        return value, f"must be >= {_number(bounds[0])}, got {shown(value)}{where}"
+    if bounds is not None and value > bounds[1]:
+        return value, f"must be <= {_number(bounds[1])}, got {shown(value)}{where}"
+    return value, ""
+
+
+def field_kind(annotation: Any) -> str:
+    """"int", "float", "bool", "str" or the annotation's text, from a dataclass field's type."""
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
 
 
 class SelectionConfigError(ValueError):
@@ -25,9 +100,13 @@ class SelectionConfigError(ValueError):
         self.problems: list[SelectionConfigError] = list(problems) if problems else [self]
 
 
-def described(text: str, default: Any) -> Any:
-    """A parameter field with one line of help (what the form and RunConfig.describe show)."""
-    return field(default=default, metadata={"help": text})
+def described(text: str, default: Any, *, bounds: Bounds | None = None) -> Any:
+    """A parameter field with one line of help (what the form and RunConfig.describe show) and,
+    for a number, its range (both ends accepted)."""
+    metadata: dict[str, Any] = {"help": text}
+    if bounds is not None:
+        metadata["range"] = bounds
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -51,7 +130,15 @@ class MethodParams:
                 f"{cls.method}.{unknown[0]}",
                 f"unknown parameter; {cls.method} takes {', '.join(sorted(known)) or 'no parameters'}",
             )
-        params = cls(**values)
+        clean: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            value, problem = _checked(values[f.name], field_kind(f.type), f.metadata.get("range"))
+            if problem:
+                raise SelectionConfigError(f"{cls.method}.{f.name}", problem)
+            clean[f.name] = value
+        params = cls(**clean)
         params.check()
         return params
 
@@ -59,6 +146,17 @@ class MethodParams:
     def describe(cls) -> list[dict[str, Any]]:
         """Name, default and help of every field: what a form or a CLI shows."""
         return [
-            {"name": f.name, "default": f.default, "help": f.metadata.get("help", "")}
+            {"name": f.name, "default": f.default, "help": f.metadata.get("help", ""),
+             "kind": field_kind(f.type), "range": f.metadata.get("range")}
             for f in dataclasses.fields(cls)
         ]
+
+
+def _checked(value: Any, kind: str, bounds: Bounds | None) -> tuple[Any, str]:
+    if kind in ("int", "float"):
+        return check_number(value, kind, bounds)
+    if kind == "bool":
+        return (value, "") if isinstance(value, bool) else (value, f"must be true or false, got {shown(value)}")
+    if kind == "str":
+        return (value, "") if isinstance(value, str) else (value, f"must be text, got {shown(value)}")
+    return value, ""

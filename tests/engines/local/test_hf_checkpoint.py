@@ -30,7 +30,8 @@ def make_checkpoint(path):
     GPT2LMHeadModel(config).save_pretrained(path)
 
 
-def test_a_local_checkpoint_with_a_chat_template_trains(tmp_path, var_dir):
+def test_a_local_checkpoint_with_a_chat_template_trains(tmp_path, var_dir, monkeypatch):
+    monkeypatch.setenv("EDGEPLANE_MODELS_ROOT", str(tmp_path))  # models load from the models root only
     checkpoint = tmp_path / "model"
     make_checkpoint(checkpoint)
     data = tmp_path / "train.jsonl"
@@ -38,7 +39,7 @@ def test_a_local_checkpoint_with_a_chat_template_trains(tmp_path, var_dir):
              "data_source": "toy", "extra_info": {"index": i}}
             for i, (a, b) in enumerate((x, y) for x in range(4) for y in range(4))]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = RunConfig.from_mapping({**TINY, "model": str(checkpoint), "dataset": str(data),
+    config = RunConfig.from_mapping({**TINY, "model": "model", "dataset": str(data),
                                      "eval_dataset": str(data), "steps": 2,
                                      # an untrained model fails every group: RL-ZVP still gives a gradient
                                      "selectors": {"rlzvp": {}}})

@@ -224,7 +224,7 @@ class LocalEngine:
     def _build_policy(self) -> Policy:
         c = self.config
         if c.model != "tiny":
-            return hf_policy(c.model)
+            return hf_policy(c.model_dir())  # resolved under the models root, checked again
         charset = set(arithmetic.CHARSET)
         for record in self.train + self.test:
             texts = [record.prompt] if isinstance(record.prompt, str) else [m["content"] for m in record.prompt]

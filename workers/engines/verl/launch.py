@@ -179,7 +179,7 @@ def build_overrides(config: RunConfig, options: VerlOptions, train_file: Path, v
         "data.train_batch_size": config.batch_size,
         "data.max_response_length": config.max_new_tokens,
         "data.seed": config.seed,
-        "actor_rollout_ref.model.path": options.model_path or config.model,
+        "actor_rollout_ref.model.path": options.model_path or config.model_dir(),
         "actor_rollout_ref.rollout.name": options.rollout,
         "actor_rollout_ref.rollout.n": config.group_size,
         "actor_rollout_ref.rollout.temperature": config.temperature,
@@ -392,7 +392,7 @@ def prepare_cpu_mode(config: RunConfig, options: VerlOptions, train_file: Path, 
         cpu.check_verl_version()
     except cpu.UnsupportedVerlVersion as exc:
         raise ConfigError([FieldError("device", str(exc))]) from exc
-    model_path = options.model_path or config.model
+    model_path = options.model_path or config.model_dir()
     if model_path == "tiny":
         model_path = str(ensure_tiny_model(Path(options.run_dir) / "model"))
     prompt_length = options.prompt_length or longest_prompt(model_path, [train_file, val_file])

@@ -16,8 +16,9 @@ from workers.selection.selector import Selector
 @dataclass(frozen=True)
 class DapoParams(MethodParams):
     method: ClassVar[str] = "dapo"
-    gen_batch_factor: float = described("prompts drawn per generation batch, as a multiple of B", 3.0)
-    max_gen_batches: int = described("generation batches per step before training on what was kept (0 = no limit)", 10)
+    gen_batch_factor: float = described("prompts drawn per generation batch, as a multiple of B", 3.0, bounds=(1, 64))
+    max_gen_batches: int = described("generation batches per step before training on what was kept (0 = no limit)", 10,
+                                     bounds=(0, 1000))
 
     def check(self) -> None:
         self._require(self.gen_batch_factor >= 1, "gen_batch_factor", f"must be >= 1, got {self.gen_batch_factor}")

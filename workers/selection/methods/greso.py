@@ -33,14 +33,17 @@ from workers.selection.selector import (
 @dataclass(frozen=True)
 class GresoParams(MethodParams):
     method: ClassVar[str] = "greso"
-    p_easy: float = described("starting keep-probability base for prompts solved on every recent visit", 0.5)
-    p_hard: float = described("starting keep-probability base for prompts failed on every recent visit", 0.5)
-    floor: float = described("lowest keep probability, so no prompt is excluded for good", 0.01)
-    target_easy: float = described("share of all-correct groups the controller aims for", 0.25 / 3)
-    target_hard: float = described("share of all-wrong groups the controller aims for", 2 * 0.25 / 3)
-    rollout_batch_factor: float = described("largest rollout batch per round, as a multiple of B", 3.0)
-    min_rollout_batch: int = described("smallest rollout batch per refill round", 64)
-    max_gen_batches: int = described("rollout rounds per step before training on what was kept (0 = no limit)", 10)
+    p_easy: float = described("starting keep-probability base for prompts solved on every recent visit", 0.5,
+                              bounds=(0, 1))
+    p_hard: float = described("starting keep-probability base for prompts failed on every recent visit", 0.5,
+                              bounds=(0, 1))
+    floor: float = described("lowest keep probability, so no prompt is excluded for good", 0.01, bounds=(0, 1))
+    target_easy: float = described("share of all-correct groups the controller aims for", 0.25 / 3, bounds=(0, 1))
+    target_hard: float = described("share of all-wrong groups the controller aims for", 2 * 0.25 / 3, bounds=(0, 1))
+    rollout_batch_factor: float = described("largest rollout batch per round, as a multiple of B", 3.0, bounds=(1, 64))
+    min_rollout_batch: int = described("smallest rollout batch per refill round", 64, bounds=(1, 65536))
+    max_gen_batches: int = described("rollout rounds per step before training on what was kept (0 = no limit)", 10,
+                                     bounds=(0, 1000))
     post_filter: str = described("drop zero-variance groups after rollout: auto (on unless rlzvp), on, off", "auto")
 
     def check(self) -> None:

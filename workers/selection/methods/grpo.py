@@ -19,7 +19,7 @@ from workers.selection.selector import Advantages, Floats, Selector, StepView
 class GrpoParams(MethodParams):
     method: ClassVar[str] = "grpo"
     norm_by_std: bool = described("divide by the group std (False: Dr. GRPO, mean-centred only)", True)
-    eps: float = described("added to the group std before dividing", 1e-6)
+    eps: float = described("added to the group std before dividing", 1e-6, bounds=(1e-12, 1))
 
     def check(self) -> None:
         self._require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")

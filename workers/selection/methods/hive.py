@@ -36,13 +36,14 @@ _STAGE1 = "s_rew {s_rew:.3f}, s_ent {s_ent:.3f}, keep probability {keep_probabil
 @dataclass(frozen=True)
 class HiveParams(GresoParams):
     method: ClassVar[str] = "hive"
-    lam: float = described("stage-1 weight of the GRESO score against the entropy-history score (1.0 = GRESO)", 1.0)
+    lam: float = described("stage-1 weight of the GRESO score against the entropy-history score (1.0 = GRESO)", 1.0,
+                           bounds=(0, 1))
     gate: str = described("stage-2 gate: median (keep V >= median) or band (drop top k_off, keep next k_keep)",
                           "median")
-    k_off: float = described("band gate: share of highest-entropy candidates dropped", 0.25)
-    k_keep: float = described("band gate: share of candidates kept after those", 0.5)
+    k_off: float = described("band gate: share of highest-entropy candidates dropped", 0.25, bounds=(0, 0.99))
+    k_keep: float = described("band gate: share of candidates kept after those", 0.5, bounds=(0.01, 1))
     pool_factor: float = described("stage-1 survivors gathered before stage 2, as a multiple of the prompts "
-                                   "needed", 1.5)
+                                   "needed", 1.5, bounds=(1, 64))
 
     def check(self) -> None:
         super().check()

@@ -19,10 +19,11 @@ from workers.selection.selector import Allocation, Ints, PipelineView, Selector,
 @dataclass(frozen=True)
 class HoraParams(MethodParams):
     method: ClassVar[str] = "hora"
-    n0: int = described("probe rollouts per prompt before allocation (the rest of N x prompts is allocated)", 8)
-    prior_alpha: float = described("Beta prior alpha of the pass rate", 1.0)
-    prior_beta: float = described("Beta prior beta of the pass rate", 1.0)
-    shards: int = described("allocate within this many shards of the batch (1 = whole batch)", 1)
+    n0: int = described("probe rollouts per prompt before allocation (the rest of N x prompts is allocated)", 8,
+                        bounds=(1, 1024))
+    prior_alpha: float = described("Beta prior alpha of the pass rate", 1.0, bounds=(0.001, 1000))
+    prior_beta: float = described("Beta prior beta of the pass rate", 1.0, bounds=(0.001, 1000))
+    shards: int = described("allocate within this many shards of the batch (1 = whole batch)", 1, bounds=(1, 1024))
 
     def check(self) -> None:
         self._require(self.n0 >= 1, "n0", f"must be >= 1, got {self.n0}")

@@ -32,18 +32,18 @@ from workers.selection.selector import (
 @dataclass(frozen=True)
 class LzeParams(MethodParams):
     method: ClassVar[str] = "lze"
-    kappa: float = described("share of the batch's groups that enter the update", 0.4)
-    min_ratio: float = described("lowest share of groups selected, whatever kappa", 0.3)
-    momentum_weight: float = described("weight a of the pass-rate momentum", 0.3)
+    kappa: float = described("share of the batch's groups that enter the update", 0.4, bounds=(0.01, 1))
+    min_ratio: float = described("lowest share of groups selected, whatever kappa", 0.3, bounds=(0, 1))
+    momentum_weight: float = described("weight a of the pass-rate momentum", 0.3, bounds=(0, 1))
     momentum: str = described("abs: min(2|p - ema|, 1) (reference code); signed: p - ema (paper text)", "abs")
-    d_init_min: float = described("lowest difficulty anchor max(1 - p0, d_init_min)", 0.05)
-    noise: float = described("Gumbel noise scale, as a share of the live energy range", 0.05)
+    d_init_min: float = described("lowest difficulty anchor max(1 - p0, d_init_min)", 0.05, bounds=(0, 1))
+    noise: float = described("Gumbel noise scale, as a share of the live energy range", 0.05, bounds=(0, 10))
     backward: bool = described("select the top-K groups for the update (backward selection)", True)
     warmup_epochs: int = described("epochs that train every live group before backward selection starts (0: "
-                               "select from the first step, as the reference run script does)", 0)
+                               "select from the first step, as the reference run script does)", 0, bounds=(0, 10000))
     prune: bool = described("prune prompts all-correct for t_prune consecutive epochs, and replay some", False)
-    t_prune: int = described("consecutive all-correct epochs before a prompt is pruned", 2)
-    replay_ratio: float = described("share of the pruned pool replayed at each epoch start", 0.1)
+    t_prune: int = described("consecutive all-correct epochs before a prompt is pruned", 2, bounds=(1, 10000))
+    replay_ratio: float = described("share of the pruned pool replayed at each epoch start", 0.1, bounds=(0, 1))
 
     def check(self) -> None:
         self._require(0 < self.kappa <= 1, "kappa", f"must lie in (0, 1], got {self.kappa}")

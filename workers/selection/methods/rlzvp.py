@@ -22,9 +22,9 @@ from workers.selection.selector import Advantages, Conflict, Floats, Selector, S
 @dataclass(frozen=True)
 class RlzvpParams(MethodParams):
     method: ClassVar[str] = "rlzvp"
-    alpha: float = described("advantage scale for zero-variance groups (paper best: 0.1)", 0.1)
+    alpha: float = described("advantage scale for zero-variance groups (paper best: 0.1)", 0.1, bounds=(0, 10))
     norm_by_std: bool = described("GRPO part: divide by the group std", True)
-    eps: float = described("GRPO part: added to the group std", 1e-6)
+    eps: float = described("GRPO part: added to the group std", 1e-6, bounds=(1e-12, 1))
 
     def check(self) -> None:
         self._require(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
@@ -12,7 +11,7 @@ from controlplane.accounts.models import Team
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.models import Dataset
 from controlplane.runs.services import run_create
-from workers.engines.config import ConfigError
+from workers.engines.config import ConfigError, load_config_file
 
 
 class Command(BaseCommand):
@@ -27,6 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="username the run is charged to (budget breakdown per user)")
 
     def handle(self, *args, team: str, dataset: str, name: str, config: str, user: str | None, **options) -> None:
+        values = self._load(Path(config))  # first: a hostile file is refused before any query
         target = Team.objects.filter(slug=team).first()
         if target is None:
             raise CommandError(f"no team {team!r}; create it with `manage.py createteam`")
@@ -43,7 +43,6 @@ class Command(BaseCommand):
             owner = get_user_model().objects.filter(username=user).first()
             if owner is None or not target.memberships.filter(user=owner).exists():
                 raise CommandError(f"--user {user!r} is not a member of team {team}")
-        values = self._load(Path(config))
         try:
             run = run_create(team=target, dataset=chosen, name=name, config=values, user=owner)
         except ConfigError as exc:
@@ -55,12 +54,9 @@ class Command(BaseCommand):
 
     @staticmethod
     def _load(path: Path) -> dict:
-        if not path.is_file():
-            raise CommandError(f"no config file at {str(path)!r}")
+        """The file as a mapping, bounded: size, nesting depth, no anchors or aliases (an alias
+        bomb expands a few hundred bytes into gigabytes); see docs/limits.md."""
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise CommandError(f"{path} is not valid YAML/JSON: {exc}") from exc
-        if not isinstance(values, dict):
-            raise CommandError(f"{path} must hold a mapping of RunConfig fields, not a {type(values).__name__}")
-        return values
+            return load_config_file(path)
+        except ConfigError as exc:
+            raise CommandError("; ".join(e.message for e in exc.errors)) from exc
