@@ -14,6 +14,7 @@ import sys
 import uuid
 from html import escape
 
+from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
@@ -33,6 +34,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def too_big_message() -> str:
+    return (f"the request body is over the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes; send less "
+            f"(the server's EDGEPLANE_UPLOAD_MAX_BYTES)")
+
+
 def wants_json(request: HttpRequest | None) -> bool:
     path = getattr(request, "path", "") or ""
     return path.startswith(JSON_PREFIXES)
@@ -47,8 +53,8 @@ def client_error_detail(exc: BaseException) -> tuple[int, str] | None:
     """
     if isinstance(exc, UploadTooLarge):
         return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc)
-    if isinstance(exc, RequestDataTooBig):
-        return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"{exc}; send less"
+    if isinstance(exc, RequestDataTooBig):  # Django's own check of the body, before it is read
+        return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, too_big_message()
     if isinstance(exc, RecursionError):
         return status.HTTP_400_BAD_REQUEST, "the request is nested too deep to read; send a flatter body"
     if isinstance(exc, (MultiPartParserError, SuspiciousOperation, BadRequest, UnicodeDecodeError)):
@@ -107,7 +113,7 @@ def bad_request(request: HttpRequest, exception: BaseException | None = None) ->
     if isinstance(exception, UploadTooLarge):
         return _answer(request, 413, "Too large", str(exception), limit_bytes=exception.limit)
     if isinstance(exception, RequestDataTooBig):
-        return _answer(request, 413, "Too large", f"{exception}; send less")
+        return _answer(request, 413, "Too large", too_big_message())
     return _answer(request, 400, "Bad request", _message(exception, "the request is malformed"))
 
 

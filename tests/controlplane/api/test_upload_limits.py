@@ -53,7 +53,8 @@ def row_bytes(n: int) -> bytes:
 
 
 def answer_before_the_body(url: str, token: str, content_length: int, path: str = "/api/datasets/",
-                           head: bytes = b"") -> tuple[int, bytes]:
+                           head: bytes = b"", content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
+                           ) -> tuple[int, bytes]:
     """Send the headers (and ``head``) of a request that announces ``content_length`` bytes,
     and read the answer without sending the rest: it comes only if the server answers before
     reading the body."""
@@ -61,7 +62,7 @@ def answer_before_the_body(url: str, token: str, content_length: int, path: str 
     with socket.create_connection((parts.hostname, parts.port), timeout=15) as sock:
         request = (f"POST {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
                    f"Authorization: Token {token}\r\n"
-                   f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                   f"Content-Type: {content_type}\r\n"
                    f"Content-Length: {content_length}\r\nConnection: close\r\n\r\n").encode() + head
         sock.sendall(request)
         sock.settimeout(15)
@@ -151,3 +152,13 @@ def test_a_signed_in_viewer_in_the_browser_is_refused_before_the_upload_is_read(
                                      "Referer": live_server.url + "/"})
     assert response.status_code == 403, response.text
     assert list(limits.iterdir()) == []
+
+
+def test_a_json_body_over_the_limit_is_refused_before_it_is_read(live_server, acme, fast_passwords, settings):
+    """DRF's JSON parser read any length into memory (past DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = LIMIT
+    status, data = answer_before_the_body(live_server.url, token_of("bob"), content_length=10 * 1024**3,
+                                          path="/api/runs/", head=b'{"team": "acme", "config": {"a": "',
+                                          content_type="application/json")
+    assert status == 413, data[:500]
+    assert f"limit of {LIMIT} bytes".encode() in data
