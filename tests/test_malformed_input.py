@@ -233,3 +233,15 @@ def test_the_new_run_form_refuses_what_does_not_belong(world):
             data = {"name": "f", "dataset": str(world["dataset"].id), "method": methods, name: value}
             check(client.post("/runs/new/", data), f"POST /runs/new/ {name}={value!r:.30}", failures)
     assert not failures, "\n".join(failures[:60]) + f"\n({len(failures)} in all)"
+
+
+def test_the_ingest_endpoint_answers_malformed_bodies_with_4xx(world):
+    """The one endpoint that takes a run token, not a member: the same bodies, as the run's engine."""
+    from controlplane.telemetry.services import token_issue
+
+    engine = Client(raise_request_exception=False, HTTP_AUTHORIZATION=f"RunToken {token_issue(run_id=world['run'].id)}")
+    url = f"/api/ingest/runs/{world['run'].id}/steps/"
+    failures: list[str] = []
+    for label, body, content_type in bodies(world):
+        check(engine.generic("POST", url, data=body, content_type=content_type), f"POST {url} {label}", failures)
+    assert not failures, "\n".join(failures)
