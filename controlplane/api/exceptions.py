@@ -57,7 +57,7 @@ def client_error_detail(exc: BaseException) -> tuple[int, str] | None:
         return status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, too_big_message()
     if isinstance(exc, RecursionError):
         return status.HTTP_400_BAD_REQUEST, "the request is nested too deep to read; send a flatter body"
-    if isinstance(exc, (MultiPartParserError, SuspiciousOperation, BadRequest, UnicodeDecodeError)):
+    if isinstance(exc, (MultiPartParserError, SuspiciousOperation, BadRequest)):
         return status.HTTP_400_BAD_REQUEST, f"malformed request: {exc}"
     return None
 
