@@ -127,6 +127,14 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Bodies read within bounds (size before reading, JSON depth, finite numbers): 413/400, never 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "controlplane.api.parsers.BoundedJSONParser",
+        "controlplane.api.parsers.BoundedFormParser",
+        "controlplane.api.parsers.BoundedMultiPartParser",
+    ],
+    # A malformed request is a 4xx with a message; anything else goes to handler500 (a request id, no traceback).
+    "EXCEPTION_HANDLER": "controlplane.api.exceptions.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Edgeplane API",
@@ -151,6 +159,14 @@ EDGEPLANE_UPLOAD_MAX_BYTES = env_int(os.environ, "EDGEPLANE_UPLOAD_MAX_BYTES", 5
 # Request bodies read into memory (JSON posted to the ingestion endpoint: a step of a large
 # batch is several MB). Uploaded dataset files stream to disk and are checked separately.
 DATA_UPLOAD_MAX_MEMORY_SIZE = EDGEPLANE_UPLOAD_MAX_BYTES
+# Uploads are counted while they stream, before any handler keeps a byte: over
+# EDGEPLANE_UPLOAD_MAX_BYTES (or a Content-Length over it) the request is refused with 413 and
+# the temporary file is deleted (controlplane/api/parsers.py).
+FILE_UPLOAD_HANDLERS = [
+    "controlplane.api.parsers.LimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # How often beat runs the reconciler (seconds).
 EDGEPLANE_RECONCILE_SECONDS = env_int(os.environ, "EDGEPLANE_RECONCILE_SECONDS", 30)
 # A cancelled run is stopped by its engine at the next step boundary; a job outside the

@@ -13,3 +13,10 @@ urlpatterns = [
                                                next_page="frontend:runs"), name="login"),
     path("", include("frontend.urls")),
 ]
+
+# Errors answer JSON under /api/ and /data/, a plain page elsewhere; a 500 shows only a request
+# id (the traceback is logged under it). DEBUG=1 shows Django's debug pages instead (make demo only).
+handler400 = "controlplane.api.exceptions.bad_request"
+handler403 = "controlplane.api.exceptions.permission_denied"
+handler404 = "controlplane.api.exceptions.page_not_found"
+handler500 = "controlplane.api.exceptions.server_error"

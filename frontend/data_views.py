@@ -21,24 +21,17 @@ from controlplane.runs.models import FINISHED, Run
 from controlplane.runs.selectors import run_for_user_or_none, run_totals
 from frontend import charts
 from frontend import selectors as sel
+from frontend.forms import STEP_MAX, BadParameter, int_param, refuse_malformed
 from workers.selection.registry import REGISTRY
 
 
-class BadParameter(ValueError):
-    pass
-
-
-def _int(request: HttpRequest, name: str, default: int | None = None, minimum: int = -1) -> int | None:
+def _int(request: HttpRequest, name: str, default: int | None = None, minimum: int = -1,
+         maximum: int = STEP_MAX) -> int | None:
+    """A whole-number parameter within the column it meets (a step: 32-bit), else BadParameter."""
     raw = request.GET.get(name, "")
     if raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise BadParameter(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return int_param(raw, name, minimum=minimum, maximum=maximum)
 
 
 def run_json(view):
@@ -46,6 +39,7 @@ def run_json(view):
 
     @login_required
     @require_GET
+    @refuse_malformed
     @wraps(view)
     def wrapper(request: HttpRequest, run_id: int) -> JsonResponse:
         run = run_for_user_or_none(request.user, run_id)
@@ -159,6 +153,7 @@ def recent(request: HttpRequest, run: Run) -> dict[str, Any]:
 
 @login_required
 @require_GET
+@refuse_malformed
 def forecast(request: HttpRequest) -> JsonResponse:
     """The New run page's cost line for ?team=&batch_size=&group_size=&steps=&engine=&device=."""
     team = teams_for_user(request.user).filter(slug=request.GET.get("team", "")).first()

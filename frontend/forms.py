@@ -10,10 +10,67 @@ Input names: a RunConfig field by its name (``batch_size``); a method is the che
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import wraps
 from typing import Any
 
-from django.http import QueryDict
+from django.core.exceptions import BadRequest
+from django.http import HttpRequest, QueryDict
+
+from controlplane.api.serializers import PATH_SETTINGS, path_problem
+
+# The ranges of the columns a parameter ends up compared with: a step (PositiveIntegerField)
+# and an id (bigint). A number past them is refused here, not by the database with a 500.
+STEP_MAX = 2**31 - 1
+ID_MAX = 2**63 - 1
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # a whole number in a run config
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def int_param(raw: str, name: str, minimum: int = -1, maximum: int = STEP_MAX) -> int:
+    """A query parameter as a whole number in [minimum, maximum], or BadParameter saying why."""
+    text = raw.strip()
+    if not (text.isascii() and text.lstrip("-").isdigit()):
+        raise BadParameter(f"{name} must be a whole number, got {raw!r}")
+    if len(text) > 20 or not minimum <= int(text) <= maximum:
+        raise BadParameter(f"{name} must be a whole number from {minimum} to {maximum}, got {raw!r}")
+    return int(text)
+
+
+def id_or_none(raw: str | None) -> int | None:
+    """An id as posted or queried (1 .. 2**63-1), None when it is not one."""
+    try:
+        return int_param(raw or "", "id", minimum=1, maximum=ID_MAX)
+    except BadParameter:
+        return None
+
+
+def malformed_input(request: HttpRequest) -> str | None:
+    """What makes a request's query or form unusable anywhere, or None: a NUL character (no
+    text column takes one)."""
+    for where, data in (("query parameter", request.GET), ("form field", request.POST)):
+        for name, values in data.lists():
+            if "\x00" in name or any("\x00" in v for v in values):
+                return f"the {where} {name!r} holds a NUL character; send text without it"
+    return None
+
+
+def refuse_malformed(view: Callable) -> Callable:
+    """A view that answers 400 (handler400: JSON under /data/, a page elsewhere) for a request
+    ``malformed_input`` refuses, before the view reads it."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        problem = malformed_input(request)
+        if problem:
+            raise BadRequest(problem)
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 # Shown first; the rest of RunConfig sits under "More settings".
 MAIN_FIELDS = ("engine", "device", "model", "batch_size", "group_size", "steps", "seed")
@@ -123,14 +180,20 @@ def _convert(raw: str, kind: str) -> tuple[Any, str]:
         return raw, f"must be true or false, got {raw!r}"
     if kind == "int":
         try:
-            return int(text), ""
+            value = int(text)
         except ValueError:
             return raw, f"must be a whole number, got {raw!r}"
+        if not INT_MIN <= value <= INT_MAX:
+            return raw, f"must be a whole number from {INT_MIN} to {INT_MAX}, got {raw!r}"
+        return value, ""
     if kind == "float":
         try:
-            return float(text), ""
+            number = float(text)
         except ValueError:
             return raw, f"must be a number, got {raw!r}"
+        if not math.isfinite(number):  # nan, inf and 1e400 are no setting, and no JSON either
+            return raw, f"must be a finite number, got {raw!r}"
+        return number, ""
     return raw, ""
 
 
@@ -182,6 +245,8 @@ class NewRunForm:
             if f.name not in data:
                 continue
             f.value, problem = _convert(data[f.name], f.kind)
+            if not problem and (f.name,) in PATH_SETTINGS and isinstance(f.value, str):
+                problem = path_problem(f.value) or ""
             if problem:
                 errors.setdefault(f.name, []).append(problem)
             elif not _same(f.value, f.default):  # the config keeps only what the user changed

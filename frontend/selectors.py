@@ -287,7 +287,8 @@ def baseline_choices(team: Team, limit: int = 100) -> list[Run]:
 
 def team_run(team: Team, raw_id: str) -> Run | None:
     """The team's run with this id (as posted), or None."""
-    return Run.objects.filter(team=team, pk=int(raw_id)).first() if raw_id.isdigit() else None
+    ok = raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 19 and 0 < int(raw_id) < 2**63  # a bigint id
+    return Run.objects.filter(team=team, pk=int(raw_id)).first() if ok else None
 
 
 def evaluations_of(run: Run) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ as an id that does not exist); a member without the launcher role gets a 403 for
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,14 @@ from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import RunStateError, run_cancel, run_create
 from frontend import charts
 from frontend import selectors as sel
-from frontend.forms import NewRunForm
+from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
 from workers.engines.config import ConfigError
 from workers.selection.accounting import rollout_savings
 from workers.selection.decisions import Action
 from workers.selection.ledger import Bucket
 
 SESSION_TEAM = "edgeplane_team"
+RUN_NAME_MAX = Run._meta.get_field("name").max_length
 POLL_MS = 2000  # a finished step shows within this plus one second
 
 
@@ -68,11 +70,26 @@ def run_or_404(request: HttpRequest, run_id: int) -> Run:
     return run
 
 
-def _int_or_none(raw: str | None) -> int | None:
+def _int_or_none(raw: str | None, maximum: int = STEP_MAX) -> int | None:
+    """A whole number in [0, maximum] (the column it meets), else None."""
     try:
-        return int(raw) if raw not in (None, "") else None
-    except ValueError:
+        return int_param(raw or "", "value", minimum=0, maximum=maximum)
+    except BadParameter:
         return None
+
+
+# "step.id" of the audit trail's keyset: a step and a decision id, each within its column.
+AUDIT_CURSOR = re.compile(r"^([0-9]{1,10})\.([0-9]{1,19})$")
+
+
+def _audit_cursor(raw: str) -> tuple[str | None, str | None]:
+    """(the cursor, None) when ``raw`` is one; (None, the problem) otherwise; (None, None) when empty."""
+    if not raw:
+        return None, None
+    match = AUDIT_CURSOR.match(raw)
+    if match is None or int(match.group(1)) > STEP_MAX or int(match.group(2)) > ID_MAX:
+        return None, f"cursor must be the page link's step.id, got {raw!r}; start again from the first page"
+    return raw, None
 
 
 # -- sign in, team switcher, plotly ---------------------------------------------------------------------
@@ -89,6 +106,7 @@ class LogoutView(auth_views.LogoutView):
 
 
 @login_required
+@refuse_malformed
 @require_POST
 def team_switch(request: HttpRequest) -> HttpResponse:
     team = teams_for_user(request.user).filter(slug=request.POST.get("team", "")).first()
@@ -124,13 +142,14 @@ def plotly_js(request: HttpRequest) -> FileResponse:
 
 
 @login_required
+@refuse_malformed
 @require_GET
 def runs(request: HttpRequest) -> HttpResponse:
     team = current_team(request)
     status = request.GET.get("status") or None
     method = request.GET.get("method") or None
-    dataset = _int_or_none(request.GET.get("dataset"))
-    before = _int_or_none(request.GET.get("before"))
+    dataset = id_or_none(request.GET.get("dataset"))
+    before = id_or_none(request.GET.get("before"))
     rows = []
     if team is not None:
         for run in sel.run_list(request.user, team=team.slug, status=status, method=method, dataset=dataset,
@@ -157,6 +176,7 @@ def runs(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@refuse_malformed
 def run_new(request: HttpRequest) -> HttpResponse:
     team = current_team(request)
     if team is None:
@@ -173,6 +193,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
             errors.setdefault("dataset", []).append("choose one of the team's datasets")
         if not form.name:
             errors.setdefault("name", []).append("give the run a name")
+        elif len(form.name) > RUN_NAME_MAX:
+            errors.setdefault("name", []).append(f"at most {RUN_NAME_MAX} characters, got {len(form.name)}")
         baseline = sel.team_run(team, form.baseline) if form.baseline else None
         if form.baseline and baseline is None:
             errors.setdefault("baseline", []).append("choose one of the team's runs, or none")
@@ -225,6 +247,7 @@ def _savings_tiles(detail: RunDetail) -> tuple[list[dict[str, Any]], dict[str, s
 
 
 @login_required
+@refuse_malformed
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
@@ -260,6 +283,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @login_required
+@refuse_malformed
 @require_POST
 def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
@@ -281,6 +305,7 @@ def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @login_required
+@refuse_malformed
 @require_GET
 def audit(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
@@ -295,7 +320,9 @@ def audit(request: HttpRequest, run_id: int) -> HttpResponse:
         errors.append("step_max must be >= step_min")
     if raw["action"] and raw["action"] not in {a.value for a in Action}:
         errors.append(f"unknown action {raw['action']!r}")
-    cursor = raw["cursor"] if raw["cursor"].replace(".", "", 1).isdigit() and "." in raw["cursor"] else None
+    cursor, problem = _audit_cursor(raw["cursor"])
+    if problem:
+        errors.append(problem)
     result = None
     if not errors:
         result = sel.audit_page(run, prompt=raw["prompt"] or None, method=raw["method"] or None,
@@ -310,6 +337,7 @@ def audit(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @login_required
+@refuse_malformed
 @require_GET
 def prompt(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
@@ -335,9 +363,10 @@ def prompt(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @login_required
+@refuse_malformed
 @require_GET
 def compare(request: HttpRequest) -> HttpResponse:
-    ids = [i for i in (_int_or_none(v) for v in request.GET.getlist("run")) if i is not None]
+    ids = [i for i in (id_or_none(v) for v in request.GET.getlist("run")) if i is not None]
     chosen = sel.runs_by_ids(request.user, ids)
     team = current_team(request)
     candidates = sel.run_list(request.user, team=team.slug, limit=50) if team else []
@@ -372,6 +401,7 @@ def _reach_rows(request: HttpRequest, chosen: list[Run], evaluations: dict[int, 
 
 
 @login_required
+@refuse_malformed
 @require_GET
 def budget(request: HttpRequest, slug: str) -> HttpResponse:
     team = teams_for_user(request.user).filter(slug=slug).first()

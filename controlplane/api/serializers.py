@@ -3,6 +3,9 @@ services decide, these only check types and render."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from django.conf import settings
 from rest_framework import serializers
 
@@ -27,6 +30,44 @@ def saving_help(name: str, scope: str = "") -> str:
     against (``YARDSTICKS``)."""
     yardstick, formula = SAVINGS[name]
     return f"{formula}{scope}. Baseline: {YARDSTICKS[yardstick]}"
+
+# -- numbers within their columns ------------------------------------------------------------
+
+STEP_MAX = 2**31 - 1  # a step column (PositiveIntegerField)
+ID_MAX = 2**63 - 1  # an id column (bigint)
+
+
+class WholeNumberField(serializers.IntegerField):
+    """A whole number and nothing else: a JSON integer, or digits in a query string. DRF's
+    IntegerField takes "5." and 5.0 as 5; a float cursor or id is refused here, and so is a
+    number past the column it meets (``max_value``), before the database sees it."""
+
+    default_error_messages = {
+        "invalid": "A whole number is required (digits only, no decimal point or exponent).",
+        "out_of_range": "The number is out of range: {min_value} to {max_value}.",
+    }
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, str)):
+            self.fail("invalid")
+        if isinstance(data, str):
+            text = data.strip()
+            digits = text[1:] if text[:1] in "+-" else text
+            if not (digits.isascii() and digits.isdigit()):
+                self.fail("invalid")
+            if len(digits) > 20:  # past any column, and int() of thousands of digits is slow
+                self.fail("out_of_range", min_value=self.min_value, max_value=self.max_value)
+            data = int(text)
+        return super().to_internal_value(data)
+
+
+def IdField(**kwargs) -> WholeNumberField:
+    return WholeNumberField(min_value=1, max_value=ID_MAX, **kwargs)
+
+
+def StepField(**kwargs) -> WholeNumberField:
+    return WholeNumberField(max_value=STEP_MAX, **kwargs)
+
 
 # -- datasets ------------------------------------------------------------------------------
 
@@ -71,21 +112,122 @@ def row_errors(errors: dict) -> list[dict]:
 # -- runs ----------------------------------------------------------------------------------------
 
 
+def _config_kinds() -> dict[tuple[str, ...], type]:
+    """The type of each run config setting by its path: ("lr",) or ("selectors", "hora", "n0")."""
+    from workers.engines.config import RunConfig
+    from workers.selection.registry import REGISTRY
+
+    kinds: dict[tuple[str, ...], type] = {(d["name"],): type(d["default"]) for d in RunConfig.describe()}
+    for method, cls in REGISTRY.items():
+        kinds.update({("selectors", method, p["name"]): type(p["default"]) for p in cls.Params.describe()})
+    return kinds
+
+
+# Settings that name a path on the worker: a name no file system takes is refused here, as the
+# check for the folder would fail with "File name too long" (a 500) rather than say so.
+PATH_SETTINGS = {("model",)}
+NAME_MAX_BYTES, PATH_MAX_BYTES = 255, 4096
+
+
+def path_problem(text: str) -> str | None:
+    parts = text.encode("utf-8", "surrogatepass")
+    if len(parts) > PATH_MAX_BYTES or any(len(p) > NAME_MAX_BYTES for p in parts.split(b"/")):
+        return (f"is not a path a file system takes ({NAME_MAX_BYTES} bytes a folder name at most, "
+                f"{PATH_MAX_BYTES} in all); name the model's folder")
+    return None
+
+
+KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _kind_problem(value: Any, kind: type) -> str | None:
+    """A method parameter's value against its default's type (MethodParams takes values as
+    they come: a list where a number belongs failed its range check with a TypeError)."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        return None
+    return None if ok else f"must be {KIND_WORDS[kind]}, got {value!r:.60}"
+
+
+def config_problems(config: Any) -> dict[str, list[str]]:
+    """What no run config setting can hold, by the setting's dotted name: a whole number past
+    64 bits, a non-finite number (also spelt as text, "Infinity", for a number setting), a NUL
+    character, a path no file system takes, a method's parameters that are not a mapping or a
+    parameter of the wrong type. RunConfig then checks each setting's own type and range."""
+    kinds = _config_kinds()
+    problems: dict[str, list[str]] = {}
+
+    def add(name: str, message: str) -> None:
+        problems.setdefault(name, []).append(message)
+
+    selectors = config.get("selectors") if isinstance(config, dict) else None
+    if isinstance(selectors, dict):
+        for method, params in selectors.items():
+            if params is not None and not isinstance(params, dict):
+                add(f"selectors.{method}", f"must be a mapping of {method}'s parameters, got {params!r:.60}")
+            for param, value in (params or {}).items() if isinstance(params, dict) else ():
+                kind = kinds.get(("selectors", str(method), str(param)))
+                problem = _kind_problem(value, kind) if kind is not None else None
+                if problem:
+                    add(f"selectors.{method}.{param}", problem)
+    stack: list[tuple[tuple[str, ...], Any]] = [((), config)]
+    while stack:
+        where, value = stack.pop()
+        name = ".".join(where) or "config"
+        if isinstance(value, dict):
+            stack.extend((where + (str(k),), v) for k, v in value.items())
+            if any("\x00" in str(k) for k in value):
+                add(name, "a name holds a NUL character")
+        elif isinstance(value, list):
+            stack.extend((where + (str(i),), v) for i, v in enumerate(value))
+        elif isinstance(value, bool) or value is None or name in problems:
+            continue
+        elif isinstance(value, int) and not -(2**63) <= value <= 2**63 - 1:
+            add(name, f"{value} is past the range of a 64-bit whole number")
+        elif isinstance(value, float) and not math.isfinite(value):
+            add(name, f"must be a finite number, got {value!r}")
+        elif isinstance(value, str):
+            if "\x00" in value:
+                add(name, "holds a NUL character")
+            elif where in PATH_SETTINGS and path_problem(value):
+                add(name, path_problem(value))
+            elif kinds.get(where) is float:
+                try:
+                    number = float(value)
+                except ValueError:
+                    continue  # RunConfig says "must be a number"
+                if not math.isfinite(number):
+                    add(name, f"must be a finite number, got {value!r}")
+    return problems
+
+
 class RunCreateSerializer(serializers.Serializer):
     team = serializers.SlugField(help_text="the team's slug")
-    dataset = serializers.IntegerField(help_text="id of one of the team's datasets")
+    dataset = IdField(help_text="id of one of the team's datasets")
     name = serializers.CharField(max_length=200)
     config = serializers.DictField(
         required=False, default=dict,
         help_text="RunConfig fields (workers/engines/config.py); the dataset comes from `dataset`")
-    baseline = serializers.IntegerField(
+    baseline = IdField(
         required=False, allow_null=True, default=None,
         help_text="id of a run of the same team to compare this run against (the cost to reach its final "
                   "held-out Pass@1)")
 
     def validate(self, attrs: dict) -> dict:
-        """``baseline`` becomes the Run, which must belong to the named team (run_create
+        """What no setting can hold is refused here, by the setting's name (the shape of
+        RunConfig's own errors: ``{"selectors.hora.n0": [...]}``), before RunConfig reads it.
+        ``baseline`` becomes the Run, which must belong to the named team (run_create
         checks again; here the error lands on the field)."""
+        problems = config_problems(attrs.get("config") or {})
+        if problems:
+            raise serializers.ValidationError(problems)
         baseline = attrs.get("baseline")
         if baseline is not None:
             run = Run.objects.filter(pk=baseline, team__slug=attrs["team"]).first()
@@ -98,7 +240,7 @@ class RunCreateSerializer(serializers.Serializer):
 class RunQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     method = serializers.CharField(required=False, help_text="selector name, e.g. hive")
-    dataset = serializers.IntegerField(required=False)
+    dataset = IdField(required=False)
     team = serializers.SlugField(required=False)
 
 
@@ -225,7 +367,7 @@ class DetailSerializer(serializers.Serializer):
 
 
 class AfterQuerySerializer(serializers.Serializer):
-    after = serializers.IntegerField(min_value=-1, default=-1, help_text="return steps > after (-1: from the start)")
+    after = StepField(min_value=-1, default=-1, help_text="return steps > after (-1: from the start)")
 
 
 class StepSummarySerializer(serializers.ModelSerializer):
@@ -273,9 +415,9 @@ class DecisionQuerySerializer(serializers.Serializer):
     prompt = serializers.CharField(required=False, help_text="prompt key")
     method = serializers.CharField(required=False)
     action = serializers.ChoiceField(choices=[a.value for a in Action], required=False)
-    after = serializers.IntegerField(required=False, min_value=-1, help_text="steps > after")
-    step_min = serializers.IntegerField(required=False, min_value=0)
-    step_max = serializers.IntegerField(required=False, min_value=0)
+    after = StepField(required=False, min_value=-1, help_text="steps > after")
+    step_min = StepField(required=False, min_value=0)
+    step_max = StepField(required=False, min_value=0)
 
     def validate(self, attrs):
         if attrs.get("step_min") is not None and attrs.get("step_max") is not None \

@@ -18,16 +18,18 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.services import SignInThrottled
+from controlplane.accounts.selectors import teams_for_user, user_can
 from controlplane.api import serializers as s
 from controlplane.api.authentication import RunTokenAuthentication, TokenAuthentication  # expiring user tokens
 from controlplane.api.pagination import DecisionPagination, PromptStatePagination, RunPagination
+from controlplane.api.parsers import BoundedJSONParser, BoundedMultiPartParser
 from controlplane.api.permissions import RunTokenScoped, require_role, run_or_404, team_or_404
 from controlplane.api.services import api_token_expires_at, api_token_issue
 from controlplane.budgets.selectors import budget_overview
@@ -93,8 +95,14 @@ class TokenView(ObtainAuthToken):
 
 
 class DatasetListView(MemberView, generics.GenericAPIView):
-    parser_classes = (MultiPartParser, FormParser)
+    parser_classes = (BoundedMultiPartParser,)  # a file needs multipart: anything else is a 415
     serializer_class = s.DatasetSerializer
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Checked by the upload handler before a byte of the body is read, however the body
+        # comes to be read (the session's CSRF check reads the form during authentication).
+        request.upload_gate = upload_gate
+        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(tags=["datasets"], responses=s.DatasetSerializer(many=True))
     def get(self, request):
@@ -108,6 +116,8 @@ class DatasetListView(MemberView, generics.GenericAPIView):
         if not upload.is_valid():
             raise BadRequest(s.row_errors(upload.errors))
         data = upload.validated_data
+        if request.query_params.get("team") not in (None, data["team"]):
+            raise BadRequest([{"row": 0, "field": "team", "message": "the form's team differs from ?team="}])
         team = team_or_404(request.user, data["team"])
         require_role(request.user, team, Role.LAUNCHER)
         try:
@@ -116,6 +126,21 @@ class DatasetListView(MemberView, generics.GenericAPIView):
         except DatasetImportError as exc:
             raise BadRequest(exc.errors) from exc
         return Response(s.DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+def upload_gate(request) -> None:
+    """Before an upload is read: the launcher role, in the team named by ``?team=`` if the
+    client names it there, else in at least one of the user's teams (the form's team is
+    checked again once read). A viewer gets 403 without sending the file."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        raise exceptions.NotAuthenticated()
+    slug = request.GET.get("team")
+    if slug:
+        require_role(user, team_or_404(user, slug), Role.LAUNCHER)
+    elif not any(user_can(user, team, Role.LAUNCHER) for team in teams_for_user(user)):
+        raise exceptions.PermissionDenied("uploading a dataset needs the launcher role or higher in a team; "
+                                          "you are a viewer in all of yours")
 
 
 class DatasetDetailView(MemberView):
@@ -131,7 +156,7 @@ class DatasetDetailView(MemberView):
 
 
 class RunListView(MemberView, generics.GenericAPIView):
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
     pagination_class = RunPagination
     serializer_class = s.RunSerializer
 
