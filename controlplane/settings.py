@@ -122,7 +122,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # REST API: token or browser session; nothing is public unless a view says so.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "controlplane.api.authentication.TokenAuthentication",  # expiring (EDGEPLANE_API_TOKEN_DAYS)
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -245,3 +245,11 @@ def test_the_ingest_endpoint_answers_malformed_bodies_with_4xx(world):
     for label, body, content_type in bodies(world):
         check(engine.generic("POST", url, data=body, content_type=content_type), f"POST {url} {label}", failures)
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_route_answers_a_browser_without_a_500(world, route):
+    """A signed-in browser (Accept: text/html) opening any route: the browsable API's list pages
+    asked their views for a queryset they did not have, a 500."""
+    response = world["client"].get(fill(route, world["ids"]), HTTP_ACCEPT="text/html,application/xhtml+xml")
+    assert response.status_code < 500, f"GET {route} as a browser: {response.status_code}"

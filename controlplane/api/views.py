@@ -18,18 +18,17 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
-from controlplane.accounts.services import SignInThrottled
 from controlplane.accounts.selectors import teams_for_user, user_can
+from controlplane.accounts.services import SignInThrottled
 from controlplane.api import serializers as s
 from controlplane.api.authentication import RunTokenAuthentication, TokenAuthentication  # expiring user tokens
 from controlplane.api.pagination import DecisionPagination, PromptStatePagination, RunPagination
-from controlplane.api.parsers import BoundedJSONParser, BoundedMultiPartParser
+from controlplane.api.parsers import BoundedFormParser, BoundedJSONParser, BoundedMultiPartParser
 from controlplane.api.permissions import RunTokenScoped, require_role, run_or_404, team_or_404
 from controlplane.api.services import api_token_expires_at, api_token_issue
 from controlplane.budgets.selectors import budget_overview
@@ -79,6 +78,8 @@ class TokenView(ObtainAuthToken):
     when it expires (EDGEPLANE_API_TOKEN_DAYS). Sign-ins are throttled per address and username,
     and a username is locked out after repeated failures: 429 with Retry-After."""
 
+    parser_classes = (BoundedJSONParser, BoundedFormParser)
+
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         try:
@@ -103,6 +104,10 @@ class DatasetListView(MemberView, generics.GenericAPIView):
         # comes to be read (the session's CSRF check reads the form during authentication).
         request.upload_gate = upload_gate
         return super().initialize_request(request, *args, **kwargs)
+
+    def get_queryset(self):
+        # The browsable API's filter form asks every list view for its queryset.
+        return datasets_for_user(self.request.user)
 
     @extend_schema(tags=["datasets"], responses=s.DatasetSerializer(many=True))
     def get(self, request):
@@ -159,6 +164,9 @@ class RunListView(MemberView, generics.GenericAPIView):
     parser_classes = (BoundedJSONParser,)
     pagination_class = RunPagination
     serializer_class = s.RunSerializer
+
+    def get_queryset(self):
+        return run_selectors.runs_for_user(self.request.user)
 
     @extend_schema(tags=["runs"], parameters=[s.RunQuerySerializer], responses=s.RunSerializer(many=True))
     def get(self, request):
@@ -239,6 +247,9 @@ class RunDecisionsView(MemberView, generics.GenericAPIView):
     pagination_class = DecisionPagination
     serializer_class = s.DecisionSerializer
 
+    def get_queryset(self):
+        return run_selectors.decisions_query(run_or_404(self.request.user, self.kwargs["run_id"]))
+
     @extend_schema(tags=["telemetry"], parameters=[s.DecisionQuerySerializer],
                    responses={200: s.DecisionSerializer(many=True), 404: s.DetailSerializer})
     def get(self, request, run_id: int):
@@ -251,6 +262,9 @@ class RunDecisionsView(MemberView, generics.GenericAPIView):
 class RunPromptsView(MemberView, generics.GenericAPIView):
     pagination_class = PromptStatePagination
     serializer_class = s.PromptStateSerializer
+
+    def get_queryset(self):
+        return run_selectors.prompt_states(run_or_404(self.request.user, self.kwargs["run_id"]), None)
 
     @extend_schema(tags=["telemetry"], parameters=[s.PromptQuerySerializer],
                    responses={200: s.PromptStateSerializer(many=True), 404: s.DetailSerializer})
@@ -294,7 +308,7 @@ class IngestView(APIView):
 
     authentication_classes = (RunTokenAuthentication,)
     permission_classes = (RunTokenScoped,)
-    parser_classes = (JSONParser,)
+    parser_classes = (BoundedJSONParser,)
 
     @extend_schema(
         tags=["ingest"],
