@@ -21,7 +21,8 @@ from controlplane.runs.models import FINISHED, Run
 from controlplane.runs.selectors import run_for_user_or_none, run_totals
 from frontend import charts
 from frontend import selectors as sel
-from frontend.forms import STEP_MAX, BadParameter, int_param, refuse_malformed
+from frontend.forms import STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
+from workers.engines.config import ConfigError
 from workers.selection.registry import REGISTRY
 
 
@@ -155,17 +156,20 @@ def recent(request: HttpRequest, run: Run) -> dict[str, Any]:
 @require_GET
 @refuse_malformed
 def forecast(request: HttpRequest) -> JsonResponse:
-    """The New run page's cost line for ?team=&batch_size=&group_size=&steps=&engine=&device=."""
+    """The New run page's cost line for ?team= and the form's fields (the names it posts): the
+    figure ``run_create`` checks for that config and dataset; 400 with the errors while the
+    fields do not make a config yet."""
     team = teams_for_user(request.user).filter(slug=request.GET.get("team", "")).first()
     if team is None:
         raise Http404("no such team among yours")
+    form = NewRunForm.blank()
+    mapping, errors = form.bind(request.GET)
+    if errors:
+        return JsonResponse({"errors": errors}, status=400)
     try:
-        b = _int(request, "batch_size", 64, minimum=1)
-        n = _int(request, "group_size", 8, minimum=1)
-        steps = _int(request, "steps", 100, minimum=1)
-    except BadParameter as exc:
-        return JsonResponse({"errors": {"parameters": [str(exc)]}}, status=400)
-    figures = sel.launch_forecast_figures(team, batch_size=b, group_size=n, steps=steps,
-                                          engine=request.GET.get("engine") or None,
-                                          device=request.GET.get("device") or None)
-    return JsonResponse(charts.launch_forecast(*figures))
+        config = sel.priced_config(mapping)
+    except ConfigError as exc:
+        return JsonResponse({"errors": exc.as_dict()}, status=400)
+    dataset_id = id_or_none(form.dataset)
+    dataset = team.datasets.filter(pk=dataset_id).first() if dataset_id is not None else None
+    return JsonResponse(charts.launch_forecast(*sel.launch_forecast_figures(team, config=config, dataset=dataset)))

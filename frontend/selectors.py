@@ -25,7 +25,7 @@ from controlplane.budgets.selectors import (
     budget_usage_by_hour,
     forecast_device_hours,
 )
-from controlplane.datasets.models import Prompt
+from controlplane.datasets.models import Dataset, Prompt
 from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_totals, runs_for_user, runs_totals
 from controlplane.telemetry.models import (
@@ -36,6 +36,7 @@ from controlplane.telemetry.models import (
     StepSummary,
 )
 from frontend.charts import HeatmapLayout
+from workers.engines.config import ConfigError, RunConfig
 
 # Steps per cursor read; the answer says has_more when there are more. Step summaries are one
 # small row a step; decision counts and heat-map cells aggregate B rows or more a step.
@@ -251,13 +252,23 @@ def usage_by_hour(team: Team, start: dt.date | None, end: dt.date | None) -> lis
     return budget_usage_by_hour(team, start, end)
 
 
-def launch_forecast_figures(team: Team, *, batch_size: int, group_size: int, steps: int, engine: str | None = None,
-                            device: str | None = None) -> tuple[float, float | None]:
+def priced_config(mapping: dict[str, Any]) -> RunConfig:
+    """The config a launch form's cost line prices. The forecast is uniform GRPO's cost (selection
+    only saves), so a method parameter not yet right (HORA's n0 before N is raised) does not
+    stop the preview: the config is priced without its selectors then. Raises ConfigError when
+    the rest is not a config either."""
+    try:
+        return RunConfig.from_mapping(mapping)
+    except ConfigError:
+        return RunConfig.from_mapping({k: v for k, v in mapping.items() if k != "selectors"})
+
+
+def launch_forecast_figures(team: Team, *, config: RunConfig, dataset: Dataset | None) -> tuple[float, float | None]:
     """(forecast device-hours of a run, device-hours the team has left for it), the same
-    figures ``run_create`` checks: the team's rate on the run's engine and device, the
-    period's remainder less what active runs still need."""
-    forecast = forecast_device_hours(team=team, batch_size=batch_size, group_size=group_size, steps=steps,
-                                     engine=engine, device=device)
+    figures ``run_create`` checks: the whole config priced (model size, lengths, evaluation,
+    warm-up) at the team's rate on the run's engine and device, against the period's remainder
+    less what active runs still need."""
+    forecast = forecast_device_hours(team=team, config=config, dataset=dataset)
     return forecast, budget_remaining_for_launch(team)
 
 

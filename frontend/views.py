@@ -35,7 +35,7 @@ from controlplane.runs.services import RunStateError, run_cancel, run_create
 from frontend import charts
 from frontend import selectors as sel
 from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
-from workers.engines.config import ConfigError
+from workers.engines.config import ConfigError, RunConfig
 from workers.selection.accounting import rollout_savings
 from workers.selection.decisions import Action
 from workers.selection.ledger import Bucket
@@ -184,6 +184,8 @@ def run_new(request: HttpRequest) -> HttpResponse:
     datasets = list(team.datasets.order_by("-created_at"))
     form = NewRunForm.blank()
     status = 200
+    config: dict[str, Any] = {}  # the defaults, until a post says otherwise
+    dataset = datasets[0] if datasets else None  # the one the blank form shows chosen
     if request.method == "POST":
         if not user_can(request.user, team, Role.LAUNCHER):
             raise PermissionDenied("launching needs the launcher role in the team")
@@ -213,19 +215,20 @@ def run_new(request: HttpRequest) -> HttpResponse:
         if errors:
             form.place_errors(errors)
             status = 400
-    forecast_figures = sel.launch_forecast_figures(
-        team, batch_size=max(_safe_int(form.value_of("batch_size"), 64), 1),
-        group_size=max(_safe_int(form.value_of("group_size"), 8), 1),
-        steps=max(_safe_int(form.value_of("steps"), 100), 1),
-        engine=str(form.value_of("engine")), device=str(form.value_of("device")))
+    forecast_figures = sel.launch_forecast_figures(team, config=_priced_config(config), dataset=dataset)
     return page(request, "frontend/run_new.html", {
         "team": team, "form": form, "datasets": datasets, "baseline_runs": sel.baseline_choices(team),
         "forecast": charts.launch_forecast(*forecast_figures),
     }, status=status)
 
 
-def _safe_int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+def _priced_config(mapping: dict[str, Any]) -> RunConfig:
+    """The config the form's cost line prices: what was posted when it makes one, else the
+    defaults (the page beside its errors still shows a figure)."""
+    try:
+        return sel.priced_config(mapping)
+    except ConfigError:
+        return RunConfig.from_mapping({})
 
 
 def _savings_tiles(detail: RunDetail) -> tuple[list[dict[str, Any]], dict[str, str] | None]:

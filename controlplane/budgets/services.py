@@ -25,7 +25,8 @@ class BudgetExceeded(Exception):
         self.remaining_device_hours = remaining_device_hours
         super().__init__(
             f"the run is forecast to use {forecast_device_hours:.4f} device-hours, but the team has "
-            f"{remaining_device_hours:.4f} left this period: lower steps, B or N, or raise the budget"
+            f"{remaining_device_hours:.4f} left this period: lower steps, B or N (or the response length, model "
+            f"size, evaluation or warm-up: docs/limits.md prices each), or raise the budget"
         )
 
 

@@ -24,12 +24,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from controlplane.budgets.selectors import forecast_device_hours
 from controlplane.budgets.services import budget_set
 from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import run_claim, run_create
 from controlplane.telemetry.services import run_finished_ingest, step_ingest
 from tests.frontend.conftest import KEYS, train
 from tests.frontend.helpers import CONFIG, step_record
+from workers.engines.config import RunConfig
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (dev extra)")
 
@@ -158,18 +160,26 @@ def test_launch_a_run_through_the_form_and_cancel_it_with_the_button(tab, acme, 
     page.fill("input[name='selectors.hora.n0']", "9")
     for name, value in (("batch_size", "8"), ("group_size", "4"), ("steps", "5")):
         page.fill(f"#f-{name}", value)
-    # The cost line follows B, N and steps: 8 x 4 x 5 rollouts at 0.002 s each.
-    tab.wait_for_js("document.querySelector('#forecast .forecast-message').textContent"
-                           ".startsWith('forecast 0.0001 device-hours')")
-    # ... and the engine and device: verl on this machine's CPU, 0.35 s a rollout before any such run.
+    # The cost line is the launch's own forecast of the whole form (HORA's n0 is not right yet:
+    # the preview prices the rest), and it follows every field: B, N, steps, the response length,
+    # the engine and device.
+    def shows(**fields):
+        config = RunConfig.from_mapping({"batch_size": 8, "group_size": 4, "steps": 5, **fields})
+        figure = f"forecast {forecast_device_hours(team=acme, config=config, dataset=dataset):.4f} device-hours"
+        tab.wait_for_js(f"document.querySelector('#forecast .forecast-message').textContent"
+                        f".startsWith({json.dumps(figure)})")
+
+    shows()
+    page.click("summary:has-text('More settings')")
+    page.fill("#f-max_new_tokens", "64")
+    shows(max_new_tokens=64)
+    page.fill("#f-max_new_tokens", "8")
     page.select_option("#f-engine", "verl")
     page.select_option("#f-device", "cpu")
-    tab.wait_for_js("document.querySelector('#forecast .forecast-message').textContent"
-                           ".startsWith('forecast 0.0156 device-hours')")
+    shows(engine="verl", device="cpu")
     page.select_option("#f-engine", "local")
     page.select_option("#f-device", "auto")
-    tab.wait_for_js("document.querySelector('#forecast .forecast-message').textContent"
-                           ".startsWith('forecast 0.0001 device-hours')")
+    shows()
     page.click("button:has-text('Launch run')")
     error = page.locator("[data-field='selectors.hora.n0'] .field-error")
     assert "must be smaller than N = 4" in error.inner_text()

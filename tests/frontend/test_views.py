@@ -8,11 +8,13 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from controlplane.budgets.selectors import forecast_device_hours
 from controlplane.budgets.services import budget_set
 from controlplane.runs.models import Run, RunStatus
 from controlplane.telemetry.services import run_finished_ingest, step_ingest
 from tests.frontend.conftest import KEYS, train
 from tests.frontend.helpers import step_record
+from workers.engines.config import RunConfig
 
 pytestmark = pytest.mark.django_db
 
@@ -183,7 +185,7 @@ def test_a_launch_over_the_budget_is_refused_with_the_forecast(bob, acme, datase
     budget(acme, 1e-9)
     response = bob.post("/runs/new/", form_data(dataset))
     assert response.status_code == 409 and enqueued == []
-    assert "lower steps, B or N, or raise the budget" in response.content.decode()
+    assert "lower steps, B or N (or the response length" in response.content.decode()
     assert "exceeds" in response.content.decode()
 
 
@@ -214,16 +216,29 @@ def test_a_viewer_sees_the_form_but_cannot_launch(vera, dataset, enqueued):
     assert vera.post("/runs/new/", form_data(dataset)).status_code == 403 and enqueued == []
 
 
-def test_the_forecast_endpoint_weighs_the_run_against_what_the_team_has_left(bob, acme):
+def test_the_forecast_endpoint_prices_the_whole_form_as_the_launch_does(bob, acme, dataset):
+    """The cost line is the figure run_create checks: every field of the form counts, not only
+    B x N x steps (a long response, a wide model, evaluation and warm-up cost too)."""
     budget(acme, 1.0)
-    data = bob.get("/data/forecast/", {"team": "acme", "batch_size": 8, "group_size": 4, "steps": 100}).json()
-    assert data["forecast_device_hours"] == pytest.approx(0.002 * 8 * 4 * 100 / 3600)
-    assert data["remaining_device_hours"] == pytest.approx(1.0) and data["fits"] is True
-    verl_cpu = bob.get("/data/forecast/", {"team": "acme", "batch_size": 8, "group_size": 4, "steps": 100,
-                                          "engine": "verl", "device": "cpu"}).json()  # the rate of that kind of run
-    assert verl_cpu["forecast_device_hours"] == pytest.approx(0.35 * 8 * 4 * 100 / 3600)
+    small = {"batch_size": 8, "group_size": 4, "steps": 100}
+
+    def ask(**fields):
+        return bob.get("/data/forecast/", {"team": "acme", "dataset": dataset.id, **small, **fields})
+
+    data = ask().json()
+    expected = forecast_device_hours(team=acme, config=RunConfig.from_mapping(small), dataset=dataset)
+    assert data["forecast_device_hours"] == pytest.approx(expected) and expected > 0
+    assert data["remaining_device_hours"] == pytest.approx(1.0) and data["fits"] is (expected <= 1.0)
+    for name, value in (("max_new_tokens", 16), ("model_dim", 192), ("eval_k", 16), ("warmup_steps", 9000),
+                        ("steps", 200), ("batch_size", 16)):
+        assert ask(**{name: value}).json()["forecast_device_hours"] > expected, name
+    verl_cpu = ask(engine="verl", device="cpu").json()  # the rate of that kind of run
+    assert verl_cpu["forecast_device_hours"] > expected
     assert bob.get("/data/forecast/", {"team": "globex"}).status_code == 404
-    assert bob.get("/data/forecast/", {"team": "acme", "steps": "x"}).status_code == 400
+    refused = ask(steps="x")
+    assert refused.status_code == 400 and "steps" in refused.json()["errors"]
+    out_of_range = ask(max_new_tokens=10**7)
+    assert out_of_range.status_code == 400 and "max_new_tokens" in out_of_range.json()["errors"]
 
 
 # -- the run page ------------------------------------------------------------------------------------------

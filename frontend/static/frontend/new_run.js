@@ -1,5 +1,6 @@
-// New run: show a method's parameters when it is ticked, and keep the cost forecast
-// (the run's device-hours against what the team has left) current as B, N, steps, engine and device change.
+// New run: show a method's parameters when it is ticked, and keep the cost forecast (the run's
+// device-hours against what the team has left) current as any field changes: the server prices the
+// whole form (model size, lengths, evaluation, warm-up), the figure the launch itself is checked against.
 const form = document.getElementById("new-run");
 
 for (const box of form.querySelectorAll('input[name="method"]')) {
@@ -13,16 +14,12 @@ const box = document.getElementById("forecast");
 let timer = null;
 
 async function refresh() {
-  const params = new URLSearchParams({ team });
-  for (const name of ["batch_size", "group_size", "steps"]) {
-    const value = form.elements[name].value.trim();
-    if (!/^\d+$/.test(value) || Number(value) < 1) return;  // the field's own error says why on submit
-    params.set(name, value);
-  }
-  for (const name of ["engine", "device"]) params.set(name, form.elements[name].value);  // the rate depends on them
+  const params = new URLSearchParams(new FormData(form));
+  params.delete("csrfmiddlewaretoken");
+  params.set("team", team);
   try {
     const response = await fetch(`${forecastUrl}?${params}`, { headers: { Accept: "application/json" } });
-    if (!response.ok) return;
+    if (!response.ok) return;  // the fields do not make a config yet: their errors show on submit
     const data = await response.json();
     box.classList.toggle("fits", data.fits);
     box.classList.toggle("exceeds", !data.fits);
@@ -41,7 +38,6 @@ async function refresh() {
   }
 }
 
-for (const name of ["batch_size", "group_size", "steps", "engine", "device"]) {
-  const event = form.elements[name].tagName === "SELECT" ? "change" : "input";
-  form.elements[name].addEventListener(event, () => { clearTimeout(timer); timer = setTimeout(refresh, 250); });
-}
+const later = () => { clearTimeout(timer); timer = setTimeout(refresh, 250); };
+form.addEventListener("input", later);
+form.addEventListener("change", later);
