@@ -19,7 +19,8 @@ EDGEPLANE_VERL_QUEUE, EDGEPLANE_RAY_ADDRESS, EDGEPLANE_VERL_RUNS_DIR, EDGEPLANE_
 EDGEPLANE_MODELS_ROOT, EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGEPLANE_VERL_OVERRIDES; accounts
 (the block at the end): EDGEPLANE_SIGNIN_WINDOW_SECONDS, EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS,
 EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS, EDGEPLANE_SIGNIN_LOCKOUT_FAILURES, EDGEPLANE_SIGNIN_LOCKOUT_SECONDS,
-EDGEPLANE_API_TOKEN_DAYS.
+EDGEPLANE_API_TOKEN_DAYS; EDGEPLANE_LOG_LEVEL; the dataset limits EDGEPLANE_DATASET_* (read by
+workers.problems.dataset, which workers share: docs/limits.md).
 """
 
 import os
@@ -118,6 +119,16 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+
+# Logs go to stderr with time, level and logger; a server error's traceback goes here under its
+# request id (logger edgeplane.errors), never to the client. EDGEPLANE_LOG_LEVEL: WARNING by default.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": os.environ.get("EDGEPLANE_LOG_LEVEL", "WARNING").upper()},
+}
 
 # REST API: token or browser session; nothing is public unless a view says so.
 REST_FRAMEWORK = {
