@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
@@ -104,6 +105,14 @@ def run_claim(*, run_id: int, worker: str) -> Attempt | None:
             return None
         run = Run.objects.get(pk=run_id)
         return Attempt.objects.create(run=run, number=run.attempts_count, worker=worker)
+
+
+def run_heartbeat(*, run_id: int, attempt: int) -> bool:
+    """Proof of life of ``attempt``, stamped with the database's clock (the one the reconciler
+    compares with), so no machine's clock can make a healthy run look stale. False once the
+    attempt no longer owns an active run (replaced, ended or lost): its engine must stop."""
+    return bool(Run.objects.filter(pk=run_id, attempts_count=attempt,
+                                   status__in=[RunStatus.STARTING, RunStatus.RUNNING]).update(heartbeat_at=Now()))
 
 
 def worker_name() -> str:
