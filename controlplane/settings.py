@@ -193,6 +193,11 @@ CELERY_TASK_ROUTES = {
     "edgeplane.launch_verl_run": {"queue": EDGEPLANE_VERL_QUEUE},
     "edgeplane.reconcile_verl_runs": {"queue": EDGEPLANE_VERL_QUEUE},
 }
+# The launch outbox (runs.services.run_launches_resend, run by beat's reconcile_runs): a run
+# queued this long since its launch message was sent (or stored, when the broker could not be
+# reached) without a worker claiming it gets the message again. Re-sent messages expire after
+# twice this, so a run waiting behind others collects no pile of them.
+EDGEPLANE_LAUNCH_RESEND_SECONDS = env_int(os.environ, "EDGEPLANE_LAUNCH_RESEND_SECONDS", 120)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-runs": {
         "task": "edgeplane.reconcile_runs",
