@@ -132,20 +132,22 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
     return run
 
 
-def run_enqueue(*, run_id: int, resend: bool = False) -> bool:
+def run_enqueue(*, run_id: int) -> bool:
     """Send the launch task of the run's engine, by name (controlplane/runs/tasks.py): local
     runs train in a worker (local_runs.py), verl runs are submitted by a task on the verl queue
     (verl_runs.py). The route follows the name (settings.CELERY_TASK_ROUTES).
 
     Called after the commit that stored (or requeued) the run: the run is the outbox. A broker
     that cannot be reached is no error here: the run stays queued, its reason says why, and
-    beat re-sends it. True when the message reached the broker. A re-sent message expires
-    after two re-send periods, so re-sends of a run that waits behind others do not pile up."""
+    beat re-sends it (``run_launches_resend``). True when the message reached the broker."""
+    return _launch_send(run_id=run_id)
+
+
+def _launch_send(*, run_id: int, expires: float | None = None) -> bool:
     engine = Run.objects.filter(pk=run_id).values_list("engine", flat=True).first()
     task = LAUNCH_TASKS.get(engine, LAUNCH_TASKS["local"])
-    options = {"expires": 2.0 * settings.EDGEPLANE_LAUNCH_RESEND_SECONDS} if resend else {}
     try:
-        celery_app.send_task(task, args=[run_id], **options)
+        celery_app.send_task(task, args=[run_id], **({"expires": expires} if expires else {}))
     except Exception as exc:  # noqa: BLE001 - any failure to publish (connection refused, timeout, auth)
         broker = str(celery_app.conf.broker_url).split("@")[-1]  # no credentials in the reason
         log.warning("run %s: its launch message could not be sent to the broker %s: %s", run_id, broker, exc)
@@ -170,7 +172,8 @@ def run_launches_resend() -> list[int]:
                .filter(last_sent__lt=Now() - wait).order_by("pk").values_list("pk", "launch_sent_at"))
     resent = []
     for run_id, sent_at in due:
-        if run_enqueue(run_id=run_id, resend=True):
+        # A re-sent message expires after two periods: re-sends of a run waiting behind others do not pile up.
+        if _launch_send(run_id=run_id, expires=2.0 * settings.EDGEPLANE_LAUNCH_RESEND_SECONDS):
             resent.append(run_id)
             what = "no worker claimed its launch message" if sent_at else "its launch message never reached the broker"
             Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(status_reason=(
