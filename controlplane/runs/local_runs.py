@@ -14,8 +14,12 @@ cancelled, or failed once it reached the attempt limit). verl runs are left to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
@@ -154,6 +158,41 @@ class AttemptSink:
             self.inner.run_finished(status=status, reason=reason)
 
 
+@contextlib.contextmanager
+def previous_attempt_stopped(*, folder: Path, run_id: int, attempt: int) -> Iterator[bool]:
+    """Hold the run folder's lock while this attempt trains. An attempt judged lost while its
+    process lives (a freeze, a slow phase) still holds it until it reaches its next event and
+    stops; its successor on this machine waits for that, so the two never write the same
+    checkpoints and journal. Bounded by EDGEPLANE_HEARTBEAT_STALE_SECONDS (at least a minute): a
+    process wedged longer is left behind (its events are fenced). Yields whether the lock was taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "attempt.lock").open("a+") as handle:
+        deadline = time.monotonic() + max(60, settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS)
+        said = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log.warning("run %s: the attempt before %s still holds %s; starting anyway", run_id, attempt,
+                                folder / "attempt.lock")
+                    locked = False
+                    break
+                if not said:
+                    said = True
+                    Run.objects.filter(pk=run_id, attempts_count=attempt, status=RunStatus.STARTING).update(
+                        status_reason=f"attempt {attempt} waits for the attempt before it on this worker to stop "
+                                      "(judged lost while its process lives; it stops at its next step boundary)")
+                time.sleep(0.5)
+        try:
+            yield locked
+        finally:
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 # -- launch and execute -------------------------------------------------------------------------
 def local_run_execute(*, run_id: int) -> str:
     """Claim the run and train it in this process with the local engine; returns the status.
@@ -172,9 +211,10 @@ def local_run_execute(*, run_id: int) -> str:
         log.info("run %s: nothing to claim (already started, finished or cancelled)", run_id)
         return "not-claimed"
     run = attempt.run
-    with Keepalive(run_id=run.id, attempt=attempt.number) as keepalive:
+    folder = local_run_directory(run.id)
+    with Keepalive(run_id=run.id, attempt=attempt.number) as keepalive, \
+            previous_attempt_stopped(folder=folder, run_id=run.id, attempt=attempt.number):
         try:
-            folder = local_run_directory(run.id)
             train_path, test_path = dataset_export(dataset=run.dataset, folder=folder / "data")
             config = RunConfig.from_mapping({**run.config, "dataset": str(train_path),
                                              "eval_dataset": str(test_path) if test_path else ""})

@@ -155,3 +155,37 @@ def test_a_run_wrongly_judged_lost_resumes_and_succeeds_with_every_step_once(wor
     assert done.usage.count() == steps
     assert_rows_match_the_engines_journal(done, Path(settings.EDGEPLANE_RUNS_DIR))
     assert "'replaced'" in worker.log.read_text(errors="replace"), "the old attempt did not stop quietly"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_successor_on_the_same_machine_waits_for_the_frozen_attempt_to_stop(worker, team_and_dataset, settings):
+    team, dataset = team_and_dataset
+    steps = 30
+    run = run_create(team=team, dataset=dataset, name="two workers", config={**TINY, "steps": steps,
+                                                                             "eval_prompts": 8, "warmup_steps": 20})
+    wait_for(lambda: Run.objects.get(pk=run.id).steps_completed >= 3, 300, "three steps", worker.log)
+    second = Worker(worker.env, worker.log.with_name("second.log"))
+    os.killpg(worker.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(STALE + 1)
+        assert local_runs_reconcile()["requeued"] == [run.id]
+        frozen = StepSummary.objects.filter(run=run).count()
+        second.start()  # claims the requeued run while the first attempt's process still lives
+        waiting = wait_for(lambda: Run.objects.filter(pk=run.id, attempts_count=2,
+                                                      status_reason__contains="waits for the attempt before").first(),
+                           120, "the second attempt to wait", second.log)
+        time.sleep(3)
+        assert StepSummary.objects.filter(run=run).count() == frozen, "two attempts trained the run at once"
+        assert waiting.status == RunStatus.STARTING
+    finally:
+        os.killpg(worker.process.pid, signal.SIGCONT)
+    try:
+        done = wait_for(lambda: finished(run.id), 300, "the second attempt to finish", second.log)
+    finally:
+        second.stop()
+    assert done.status == RunStatus.SUCCEEDED, done.status_reason
+    assert done.attempts_count == 2 and done.attempts.get(number=1).status == RunStatus.LOST
+    assert list(StepSummary.objects.filter(run=done).values_list("step", flat=True).order_by("step")) == list(
+        range(steps))
+    assert_rows_match_the_engines_journal(done, Path(settings.EDGEPLANE_RUNS_DIR))
+    assert "'replaced'" in worker.log.read_text(errors="replace")
