@@ -108,12 +108,24 @@ def test_concurrent_launches_cancels_and_reads_on_sqlite_never_answer_500(embedd
         beats = subprocess.Popen([sys.executable, "-c", HEARTBEATS, "8"], cwd=ROOT, env=embedded_env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         answers: list[tuple[str, int, str]] = []
+        retried: list[tuple[int, object]] = []
         lock = threading.Lock()
         n, rounds = 10, 6  # runserver's listen backlog is 10: more at once are reset before Django sees them
         barrier = threading.Barrier(n)
 
         def client(i: int) -> None:
             barrier.wait()
+            # A retried launch from every thread at once, one Idempotency-Key: one run.
+            req = urllib.request.Request(f"{base}/api/runs/", method="POST", data=json.dumps({
+                "team": "lite", "dataset": dataset, "name": "retried", "config": {"steps": 2}}).encode(), headers={
+                "Authorization": f"Token {token}", "Content-Type": "application/json", "Idempotency-Key": "once"})
+            try:
+                with urllib.request.urlopen(req, timeout=120) as response:
+                    status, body = response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read().decode(errors="replace")
+            with lock:
+                retried.append((status, json.loads(body).get("id") if status < 500 else body[:300]))
             for j in range(rounds):
                 status, body = request(f"{base}/api/runs/", token, "POST", {
                     "team": "lite", "dataset": dataset, "name": f"r{i}-{j}", "config": {"steps": 2}})
@@ -142,3 +154,5 @@ def test_concurrent_launches_cancels_and_reads_on_sqlite_never_answer_500(embedd
     assert sorted({(kind, status) for kind, status, _ in answers}) == [("cancel", 202), ("launch", 201), ("list", 200)]
     assert len(answers) == n * rounds * 3
     assert "heartbeats ok" in out, out[-2000:]
+    assert len(retried) == n and {status for status, _ in retried} == {201}, retried
+    assert len({run_id for _, run_id in retried}) == 1, retried
