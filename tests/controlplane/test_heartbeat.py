@@ -177,11 +177,10 @@ def test_a_successor_on_the_same_machine_waits_for_the_frozen_attempt_to_stop(wo
         time.sleep(3)
         assert StepSummary.objects.filter(run=run).count() == frozen, "two attempts trained the run at once"
         assert waiting.status == RunStatus.STARTING
-    finally:
         os.killpg(worker.process.pid, signal.SIGCONT)
-    try:
         done = wait_for(lambda: finished(run.id), 300, "the second attempt to finish", second.log)
     finally:
+        os.killpg(worker.process.pid, signal.SIGCONT)
         second.stop()
     assert done.status == RunStatus.SUCCEEDED, done.status_reason
     assert done.attempts_count == 2 and done.attempts.get(number=1).status == RunStatus.LOST
