@@ -173,7 +173,7 @@ def test_a_successor_on_the_same_machine_waits_for_the_frozen_attempt_to_stop(wo
         second.start()  # claims the requeued run while the first attempt's process still lives
         waiting = wait_for(lambda: Run.objects.filter(pk=run.id, attempts_count=2,
                                                       status_reason__contains="waits for the attempt before").first(),
-                           120, "the second attempt to wait", second.log)
+                           240, "the second attempt to wait", second.log)
         time.sleep(3)
         assert StepSummary.objects.filter(run=run).count() == frozen, "two attempts trained the run at once"
         assert waiting.status == RunStatus.STARTING
