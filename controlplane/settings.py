@@ -88,7 +88,7 @@ TEMPLATES = [
     },
 ]
 
-# Database: DATABASE_URL (Postgres), else SQLite under var/.
+# Database: DATABASE_URL (Postgres, or sqlite:////path), else SQLite under var/.
 if os.environ.get("DATABASE_URL"):
     DATABASES = {
         "default": database_from_url(
@@ -97,18 +97,18 @@ if os.environ.get("DATABASE_URL"):
         )
     }
 else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "edgeplane.sqlite3",
-            # WAL lets the web process read while a worker writes; IMMEDIATE avoids lock
-            # upgrades; a writer waits up to 20 s for another's transaction.
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
-        }
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "edgeplane.sqlite3"}}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Every SQLite file, named by DATABASE_URL or not, takes concurrent writers (web threads,
+    # the worker, beat) without "database is locked": WAL lets readers go on while one writes;
+    # IMMEDIATE takes the write lock when a transaction begins (a deferred one that upgrades
+    # later fails at once, without waiting); a writer waits up to EDGEPLANE_SQLITE_BUSY_SECONDS
+    # (default 30) for another's transaction.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_int(os.environ, "EDGEPLANE_SQLITE_BUSY_SECONDS", 30),
+        **DATABASES["default"].get("OPTIONS", {}),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -227,6 +227,11 @@ CELERY_TASK_ROUTES = {
     "edgeplane.launch_verl_run": {"queue": EDGEPLANE_VERL_QUEUE},
     "edgeplane.reconcile_verl_runs": {"queue": EDGEPLANE_VERL_QUEUE},
 }
+# The launch outbox (runs.services.run_launches_resend, run by beat's reconcile_runs): a run
+# queued this long since its launch message was sent (or stored, when the broker could not be
+# reached) without a worker claiming it gets the message again. Re-sent messages expire after
+# twice this, so a run waiting behind others collects no pile of them.
+EDGEPLANE_LAUNCH_RESEND_SECONDS = env_int(os.environ, "EDGEPLANE_LAUNCH_RESEND_SECONDS", 120)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-runs": {
         "task": "edgeplane.reconcile_runs",

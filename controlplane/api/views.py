@@ -176,9 +176,20 @@ class RunListView(MemberView, generics.GenericAPIView):
         return self.get_paginated_response(s.RunSerializer(page, many=True).data)
 
     @extend_schema(tags=["runs"], request=s.RunCreateSerializer,
+                   parameters=[OpenApiParameter(
+                       "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                       description="a key of yours (e.g. a UUID), unique per launch: a retried request with the same "
+                                   "key and body answers the run the first one stored, never a second run")],
                    responses={201: s.RunDetailSchema, 400: s.ConfigErrorsSerializer, 403: s.DetailSerializer,
-                              404: s.DetailSerializer, 409: s.BudgetRefusalSerializer})
+                              404: s.DetailSerializer, 409: s.BudgetRefusalSerializer,
+                              422: OpenApiResponse(s.DetailSerializer, description="Idempotency-Key already used "
+                                                                                   "for a different request")})
     def post(self, request):
+        """Store the run (queued) and send its launch after the commit. A broker that cannot be
+        reached still answers 201: the run is stored and queued, its ``reason`` says so, and
+        beat re-sends the launch until a worker claims it."""
+        from controlplane.runs.services import IdempotencyKeyReused
+
         data = validated(s.RunCreateSerializer, request.data)
         team = team_or_404(request.user, data["team"])
         require_role(request.user, team, Role.LAUNCHER)
@@ -187,14 +198,20 @@ class RunListView(MemberView, generics.GenericAPIView):
             raise BadRequest({"dataset": [f"no dataset {data['dataset']} in team {team.slug}"]})
         try:
             run = run_create(team=team, dataset=dataset, name=data["name"], config=data["config"],
-                             user=request.user, baseline=data["baseline"])
+                             user=request.user, baseline=data["baseline"],
+                             idempotency_key=request.headers.get("Idempotency-Key", ""))
         except ConfigError as exc:
             raise BadRequest(exc.as_dict()) from exc
+        except IdempotencyKeyReused as exc:
+            return Response({"detail": str(exc), "run": exc.run.pk}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
         except BudgetExceeded as exc:
             return Response({"detail": str(exc), "forecast_device_hours": exc.forecast_device_hours,
                              "remaining_device_hours": exc.remaining_device_hours},
                             status=status.HTTP_409_CONFLICT)
-        return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data, status=status.HTTP_201_CREATED)
+        run.refresh_from_db()  # the launch was sent (or noted as not sent) after the commit
+        headers = {"Idempotent-Replayed": "true"} if getattr(run, "replayed", False) else {}
+        return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data, status=status.HTTP_201_CREATED,
+                        headers=headers)
 
 
 class RunDetailView(MemberView):

@@ -53,12 +53,23 @@ class Run(models.Model):
     attempts_count = models.PositiveIntegerField(default=0)
     last_checkpoint_step = models.IntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The launch's outbox: the run is stored first, its launch message sent after the commit.
+    # Null until a send reached the broker; beat re-sends the message of a run queued
+    # EDGEPLANE_LAUNCH_RESEND_SECONDS past this without a claim (runs.services.run_launches_resend).
+    launch_sent_at = models.DateTimeField(null=True, blank=True,
+                                          help_text="when the launch message last reached the broker")
+    # The client's Idempotency-Key header: a retried launch returns this run, never a second one.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="",
+                                           help_text="sha256 of the launch request stored with its idempotency key")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["status", "heartbeat_at"])]
+        constraints = [models.UniqueConstraint(fields=["team", "idempotency_key"], name="run_idempotency_key_unique",
+                                               condition=~models.Q(idempotency_key=""))]
 
     def __str__(self) -> str:
         return f"run {self.pk} {self.name}"

@@ -22,15 +22,18 @@ def launch_run(run_id: int) -> str:
 
 @app.task(name="edgeplane.reconcile_runs")
 def reconcile_runs() -> dict[str, list[int]]:
-    """Beat: runs whose heartbeat went stale are marked lost and requeued to resume. verl runs
+    """Beat: runs whose heartbeat went stale are marked lost and requeued to resume; runs queued
+    too long without a claim get their launch message again ("resent"). verl runs
     are asked of their jobs by reconcile_verl_runs, sent from here only while there are some:
     its queue has a consumer only where a gpu-worker runs, and unconsumed messages pile up."""
     from django.conf import settings
 
     from controlplane.runs.local_runs import local_runs_reconcile
+    from controlplane.runs.services import run_launches_resend
     from controlplane.runs.verl_runs import verl_runs_active
 
     outcome = local_runs_reconcile()
+    outcome["resent"] = run_launches_resend()
     if verl_runs_active():
         reconcile_verl_runs.apply_async(expires=float(settings.EDGEPLANE_RECONCILE_SECONDS))
     return outcome

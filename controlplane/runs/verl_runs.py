@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -96,9 +96,11 @@ def verl_options(*, attempt: Attempt, config: RunConfig):
 
 
 def job_secrets(*, attempt: Attempt, token: str) -> dict[str, str]:
-    """What the engine's trainer reads to report (workers/engines/verl/report.py)."""
+    """What the engine's trainer reads to report (workers/engines/verl/report.py), and the stale
+    threshold its keepalive beats within (workers/engines/keepalive.py)."""
     return {"EDGEPLANE_CONTROL_URL": settings.EDGEPLANE_CONTROL_URL, "EDGEPLANE_RUN_ID": str(attempt.run_id),
-            "EDGEPLANE_ATTEMPT": str(attempt.number), "EDGEPLANE_RUN_TOKEN": token}
+            "EDGEPLANE_ATTEMPT": str(attempt.number), "EDGEPLANE_RUN_TOKEN": token,
+            "EDGEPLANE_HEARTBEAT_STALE_SECONDS": str(settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS)}
 
 
 def job_handle(attempt: Attempt) -> JobHandle:
@@ -227,9 +229,9 @@ def _reconcile_unsubmitted(run: Run, attempt: Attempt, now: datetime, outcome: d
 
 
 def _lose_when_stale(run: Run, now: datetime, outcome: dict[str, list[int]], *, reason: str) -> None:
-    """No job to ask: lost (then requeued, cancelled or failed) once the heartbeat is stale."""
-    stale_before = now - timedelta(seconds=settings.EDGEPLANE_HEARTBEAT_STALE_SECONDS)
-    run_lose(run_id=run.id, now=now, stale_before=stale_before, outcome=outcome, reason=reason)
+    """No job to ask: lost (then requeued, cancelled or failed) once the heartbeat is stale, on
+    the database's clock (``run_lose``)."""
+    run_lose(run_id=run.id, now=now, outcome=outcome, reason=reason)
 
 
 def _started_here(attempt: Attempt) -> bool:

@@ -53,6 +53,7 @@ saved by ``checkpoint.SelectionCheckpointCallback`` and restored after verl's ow
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -61,6 +62,7 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
+from workers.engines.keepalive import Keepalive, SerialisedSink
 from workers.engines.verl.allocating import TwoPhaseRollout
 from workers.engines.verl.checkpoint import SelectionCheckpoint
 from workers.engines.verl.closing import StepClosing
@@ -161,13 +163,20 @@ class EdgeplaneTrainer(PromptSelection, TwoPhaseRollout, AdvantageShaping, StepC
             self._report_step(closing, self.step_metrics or {}, {**self.timing_raw, "step": wall})
 
     def fit(self, agent_loop_manager) -> None:
-        """verl's loop between the run's start and end reports; a failure in it is reported, then raised."""
+        """verl's loop between the run's start and end reports; a failure in it is reported, then raised.
+
+        Meanwhile a keepalive thread posts heartbeats (``workers.engines.keepalive``): a step,
+        evaluation or checkpoint longer than the control plane's stale threshold is not taken
+        for a lost job. The sink is shared with it one call at a time."""
+        if self.sink is not None:
+            self.sink = SerialisedSink(self.sink)
         self.report_start()
-        try:
-            super().fit(agent_loop_manager)
-        except BaseException as exc:
-            self.report_end(failure=exc)
-            raise
+        with Keepalive(self.sink) if self.sink is not None else contextlib.nullcontext():
+            try:
+                super().fit(agent_loop_manager)
+            except BaseException as exc:
+                self.report_end(failure=exc)
+                raise
         self.report_end()
 
 
