@@ -28,7 +28,7 @@ from controlplane.accounts.services import SignInThrottled
 from controlplane.api import serializers as s
 from controlplane.api.authentication import RunTokenAuthentication, TokenAuthentication  # expiring user tokens
 from controlplane.api.pagination import DecisionPagination, PromptStatePagination, RunPagination
-from controlplane.api.parsers import BoundedFormParser, BoundedJSONParser, BoundedMultiPartParser
+from controlplane.api.parsers import BoundedFormParser, BoundedJSONParser, BoundedMultiPartParser, RecordJSONParser
 from controlplane.api.permissions import RunTokenScoped, require_role, run_or_404, team_or_404
 from controlplane.api.services import api_token_expires_at, api_token_issue
 from controlplane.budgets.selectors import budget_overview
@@ -36,7 +36,7 @@ from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import datasets_for_user
 from controlplane.datasets.services import DatasetImportError, dataset_import
 from controlplane.runs import selectors as run_selectors
-from controlplane.runs.services import RunStateError, run_cancel, run_create
+from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
 from controlplane.telemetry import services as telemetry
 from workers.engines.config import ConfigError
 from workers.record import RecordError, read_attempt
@@ -188,8 +188,6 @@ class RunListView(MemberView, generics.GenericAPIView):
         """Store the run (queued) and send its launch after the commit. A broker that cannot be
         reached still answers 201: the run is stored and queued, its ``reason`` says so, and
         beat re-sends the launch until a worker claims it."""
-        from controlplane.runs.services import IdempotencyKeyReused
-
         data = validated(s.RunCreateSerializer, request.data)
         team = team_or_404(request.user, data["team"])
         require_role(request.user, team, Role.LAUNCHER)
@@ -325,7 +323,7 @@ class IngestView(APIView):
 
     authentication_classes = (RunTokenAuthentication,)
     permission_classes = (RunTokenScoped,)
-    parser_classes = (BoundedJSONParser,)
+    parser_classes = (RecordJSONParser,)
 
     @extend_schema(
         tags=["ingest"],
