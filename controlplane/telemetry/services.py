@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from controlplane.budgets.selectors import budget_status
@@ -95,10 +96,17 @@ def _decision_rows(run_id: int, decisions: Sequence[DecisionRecord]) -> Iterable
 
 # -- the step -------------------------------------------------------------------------------------
 def _check_attempt(run: Run, attempt: int | None) -> None:
-    """Fencing: a worker that lost its run (and whose attempt was replaced) writes nothing."""
-    if attempt is not None and run.attempts_count != attempt:
+    """Fencing: a worker that lost its run writes nothing. Its attempt was replaced, or the run
+    was judged lost and requeued (or ended) before a new attempt claimed it: the number is
+    still the run's, but the run is not running it."""
+    if attempt is None:
+        return
+    if run.attempts_count != attempt:
         raise AttemptReplaced(f"attempt {attempt} of run {run.pk} was replaced by attempt {run.attempts_count}: "
                               "this engine must stop")
+    if run.status not in (RunStatus.STARTING, RunStatus.RUNNING):
+        raise AttemptReplaced(f"run {run.pk} is {run.status} ({run.status_reason or 'no reason given'}): "
+                              f"attempt {attempt} no longer runs it; this engine must stop")
 
 
 def _fenced_run(run_id: int, attempt: int | None) -> Run:
@@ -152,9 +160,8 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     _update_prompt_states(run, step, record.observations, record.decisions)
     usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
 
-    now = timezone.now()
     Run.objects.filter(pk=run.pk).update(
-        steps_completed=step + 1, heartbeat_at=now, status_reason="",
+        steps_completed=step + 1, heartbeat_at=Now(), status_reason="",
         status=RunStatus.RUNNING if run.status in (RunStatus.STARTING, RunStatus.LOST) else run.status,
     )
     return _control(run)
@@ -226,10 +233,9 @@ def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, An
 @transaction.atomic
 def run_started_ingest(*, run_id: int, resumed_from_step: int | None, attempt: int | None = None) -> None:
     _fenced_run(run_id, attempt)
-    now = timezone.now()
     Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING]).update(
-        status=RunStatus.RUNNING, heartbeat_at=now)
-    Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
+        status=RunStatus.RUNNING, heartbeat_at=Now())
+    Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=Now())
     Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(
         status=RunStatus.RUNNING, resumed_from_step=resumed_from_step)
 
@@ -247,19 +253,22 @@ def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None, ph
         return _control(run)  # lost, requeued or ended meanwhile: nothing to keep alive here
     if device_seconds:
         usage_add_warmup(run=run, device_seconds=device_seconds)
-    Run.objects.filter(pk=run_id).update(heartbeat_at=timezone.now(), status_reason=detail[:500])
+    Run.objects.filter(pk=run_id).update(heartbeat_at=Now(), status_reason=detail[:500])
     return _control(run)
 
 
 @transaction.atomic
 def checkpoint_ingest(*, run_id: int, step: int, attempt: int | None = None) -> None:
     _fenced_run(run_id, attempt)
-    Run.objects.filter(pk=run_id).update(last_checkpoint_step=step, heartbeat_at=timezone.now())
+    Run.objects.filter(pk=run_id).update(last_checkpoint_step=step, heartbeat_at=Now())
 
 
 @transaction.atomic
 def run_finished_ingest(*, run_id: int, status: str, reason: str, attempt: int | None = None) -> None:
-    """Final status of the run and its open attempt; the run's tokens stop working."""
+    """Final status of the run and its open attempt; the run's tokens stop working. The same end
+    reported again (a sink's retry whose first answer was lost) changes nothing."""
+    if attempt is not None and Run.objects.filter(pk=run_id, attempts_count=attempt, status=status).exists():
+        return
     _fenced_run(run_id, attempt)
     now = timezone.now()
     Run.objects.filter(pk=run_id).exclude(status__in=FINISHED).update(

@@ -5,6 +5,7 @@ a step, and a database that fails for a moment answered 503 (retry), never 400 (
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import threading
 import time
@@ -14,12 +15,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from controlplane.budgets.models import UsageEntry
 from controlplane.budgets.services import usage_record
-from controlplane.runs.models import Run
-from controlplane.runs.services import run_claim
+from controlplane.runs.models import Run, RunStatus
+from controlplane.runs.services import run_claim, run_lose
 from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
@@ -28,7 +30,7 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from controlplane.telemetry.services import token_issue
+from controlplane.telemetry.services import run_finished_ingest, token_issue
 from tests.conftest import database_url_of
 from tests.controlplane.api.helpers import TINY_CONFIG, budget_for, step_record
 
@@ -245,6 +247,34 @@ def test_a_replaced_attempt_can_post_no_event_of_any_kind(running, token, event)
     # the current attempt posts the same event
     current = engine(token).post(url(running), {**FENCED[event](), "attempt": 2}, format="json")
     assert current.status_code == 200, current.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("event", list(FENCED))
+def test_an_attempt_whose_run_was_requeued_before_a_new_claim_can_post_nothing(running, token, event):
+    """Judged lost and requeued: the attempt number is still the run's (no new attempt has claimed
+    it yet), but the run is not running it. A late event must neither revive nor end the run."""
+    outcome: dict[str, list[int]] = {"requeued": [], "failed": []}
+    run_lose(run_id=running.pk, now=timezone.now() + dt.timedelta(hours=1), reason="test: stale", outcome=outcome)
+    assert outcome["requeued"] == [running.pk]
+    before = Run.objects.values().get(pk=running.pk)
+    answer = engine(token).post(url(running), {**FENCED[event](), "attempt": 1}, format="json")
+    assert answer.status_code == 400, answer.content
+    assert "no longer runs it" in answer.json()["detail"] and answer.json()["code"] == "attempt_replaced"
+    assert Run.objects.values().get(pk=running.pk) == before and before["status"] == RunStatus.QUEUED
+    assert nothing_stored(running)
+
+
+@pytest.mark.django_db
+def test_the_same_end_reported_twice_is_answered_quietly(running, token):
+    """A sink whose first answer was lost sends run_finished again: the end stays as stored."""
+    end = {"event": "run_finished", "status": "succeeded", "reason": "", "attempt": 1}
+    assert engine(token).post(url(running), end, format="json").status_code == 200
+    finished_at = Run.objects.get(pk=running.pk).finished_at
+    # The token ended with the run; the worker's in-process sink reports the same end again.
+    run_finished_ingest(run_id=running.pk, status="succeeded", reason="", attempt=1)
+    run = Run.objects.get(pk=running.pk)
+    assert run.status == RunStatus.SUCCEEDED and run.finished_at == finished_at
 
 
 # -- 4. the same prompt ten times in one step --------------------------------------------------------
