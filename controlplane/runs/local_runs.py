@@ -116,21 +116,13 @@ class AttemptSink:
             raise AttemptReplaced(f"run {self.run_id}: attempt {self.attempt} was replaced (judged lost and requeued); "
                                   f"its {event} is dropped and it stops")
 
-    def _stamp(self) -> None:
-        """Stamp the heartbeat again on the database's clock: the ingest stamps it with this
-        worker's, which may run behind the reconciler's judgement."""
-        run_heartbeat(run_id=self.run_id, attempt=self.attempt)
-
     def run_started(self, **kwargs: Any) -> None:
         self._check("start")
         self.inner.run_started(**kwargs)
-        self._stamp()
 
     def step(self, record: Any) -> Any:
         self._check(f"step {record.step}")
-        answer = self.inner.step(record)  # the ingest fences it again, in the step's transaction
-        self._stamp()
-        return answer
+        return self.inner.step(record)  # the ingest fences it again, in the step's transaction
 
     def evaluation(self, record: dict[str, Any]) -> None:
         self._check("evaluation")
@@ -139,12 +131,10 @@ class AttemptSink:
     def checkpoint_saved(self, **kwargs: Any) -> None:
         self._check("checkpoint")
         self.inner.checkpoint_saved(**kwargs)
-        self._stamp()
 
-    def heartbeat(self, **kwargs: Any) -> None:
+    def heartbeat(self, **kwargs: Any) -> Any:
         self._check("heartbeat")
-        self.inner.heartbeat(**kwargs)
-        self._stamp()
+        return self.inner.heartbeat(**kwargs)  # the control answer: a warm-up stops on cancel
 
     def run_finished(self, *, status: Any, reason: str) -> None:
         with transaction.atomic():
