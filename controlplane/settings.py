@@ -110,6 +110,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env_int(os.environ, "EDGEPLANE_SQLITE_BUSY_SECONDS", 30),
         **DATABASES["default"].get("OPTIONS", {}),
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A process frozen or cut off inside a transaction (a stopped worker, a partition) would hold
+    # its row locks, the run's included, until the server noticed: the reconciler that must judge
+    # that run lost would wait on it. Postgres ends such a transaction after this long idle
+    # (EDGEPLANE_DB_IDLE_TRANSACTION_SECONDS, default 60; no transaction here waits on anything
+    # but the database).
+    _idle = env_int(os.environ, "EDGEPLANE_DB_IDLE_TRANSACTION_SECONDS", 60)
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c idle_in_transaction_session_timeout={_idle * 1000}")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

@@ -241,6 +241,12 @@ def run_lose(*, run_id: int, reason: str, outcome: dict[str, list[int]], now: da
     """A run whose heartbeat is stale (``stale_before``): lost; then cancelled (if asked),
     failed (attempt limit reached) or requeued. Appends the run id to outcome's list."""
     with transaction.atomic():
+        # A run whose row another transaction holds (its worker storing a step, or frozen inside
+        # one until Postgres ends it: EDGEPLANE_DB_IDLE_TRANSACTION_SECONDS) is left to the next
+        # pass: the reconciler never waits on a worker.
+        free = runs_stale(Run.objects.select_for_update(skip_locked=True).filter(pk=run_id), now=now)
+        if not free.values_list("pk", flat=True):
+            return
         lost = runs_stale(Run.objects.filter(pk=run_id), now=now).update(status=RunStatus.LOST)
         if not lost:
             return  # it reported meanwhile, or another reconciler took it
