@@ -10,6 +10,7 @@ Input names: a RunConfig field by its name (``batch_size``); a method is the che
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
@@ -207,6 +208,9 @@ class NewRunForm:
     name: str = ""
     dataset: str = ""
     baseline: str = ""  # the id of a run of the team to compare against; empty: none
+    # Sent back with the form: a second post of the same page (a double click, a resubmit after a
+    # lost answer) finds the run the first one launched instead of launching another.
+    idempotency_key: str = field(default_factory=lambda: uuid.uuid4().hex)
     general_errors: list[str] = field(default_factory=list)
     name_errors: list[str] = field(default_factory=list)
     dataset_errors: list[str] = field(default_factory=list)
@@ -239,6 +243,7 @@ class NewRunForm:
         self.name = data.get("name", "").strip()
         self.dataset = data.get("dataset", "")
         self.baseline = data.get("baseline", "").strip()
+        self.idempotency_key = data.get("idempotency_key", "")
         errors: dict[str, list[str]] = {}
         config: dict[str, Any] = {}
         for f in self.fields:

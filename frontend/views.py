@@ -31,7 +31,7 @@ from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
 from controlplane.runs.selectors import SAVINGS, RunDetail, run_for_user_or_none
 from controlplane.runs.selectors import run_detail as run_detail_selector
-from controlplane.runs.services import RunStateError, run_cancel, run_create
+from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
 from frontend import charts
 from frontend import selectors as sel
 from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
@@ -203,14 +203,19 @@ def run_new(request: HttpRequest) -> HttpResponse:
         if not errors:
             try:
                 run = run_create(team=team, dataset=dataset, name=form.name, config=config, user=request.user,
-                                 baseline=baseline)
+                                 baseline=baseline, idempotency_key=form.idempotency_key)
             except ConfigError as exc:
                 errors = exc.as_dict()
+            except IdempotencyKeyReused as exc:
+                form.general_errors.append(f"this form already launched run {exc.run.pk} with other settings: "
+                                           "open New run again to launch another")
+                status = 409
             except BudgetExceeded as exc:
                 form.general_errors.append(str(exc))
                 status = 409
             else:
-                messages.success(request, f"Run {run.id} launched: queued for a worker.")
+                messages.success(request, f"Run {run.id} launched: queued for a worker." if not run.replayed
+                                 else f"Run {run.id} was already launched by this form: here it is.")
                 return redirect("frontend:run", run_id=run.id)
         if errors:
             form.place_errors(errors)

@@ -142,6 +142,23 @@ def test_launching_through_the_form_stores_the_run_and_opens_its_page(bob, datas
     assert run.config["batch_size"] == 8 and run.config["steps"] == 5
 
 
+def test_the_same_form_posted_twice_launches_one_run(bob, dataset, enqueued, django_capture_on_commit_callbacks):
+    """A double click or a resubmit after a lost answer posts the page's key again: the run the
+    first post launched is shown, no second run is stored or sent."""
+    page = bob.get("/runs/new/").content.decode()
+    key = page.split('name="idempotency_key" value="', 1)[1].split('"', 1)[0]
+    assert len(key) == 32 and key != bob.get("/runs/new/").content.decode().split(
+        'name="idempotency_key" value="', 1)[1].split('"', 1)[0]  # a fresh key per page
+    with django_capture_on_commit_callbacks(execute=True):
+        first = bob.post("/runs/new/", form_data(dataset, idempotency_key=key))
+        second = bob.post("/runs/new/", form_data(dataset, idempotency_key=key))
+    run = Run.objects.get(name="form-run")
+    assert first["Location"] == second["Location"] == f"/runs/{run.id}/" and enqueued == [run.id]
+    other = bob.post("/runs/new/", form_data(dataset, idempotency_key=key, name="changed-run"))
+    assert other.status_code == 409 and f"this form already launched run {run.id}" in other.content.decode()
+    assert not Run.objects.filter(name="changed-run").exists()
+
+
 def test_a_verl_run_on_this_machines_cpu_is_offered_and_launched_through_the_form(bob, dataset, enqueued,
                                                                                   django_capture_on_commit_callbacks):
     page = bob.get("/runs/new/").content.decode()
