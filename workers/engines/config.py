@@ -117,7 +117,7 @@ class RunConfig:
     clip_high: float = _help("PPO clip above 1 (eps_high, clip-higher)", 0.28, bounds=(0, 10))
     dr_grpo: bool = _help("Dr. GRPO: no std normalisation and a constant loss normaliser", False)
     minibatches: int = _help("optimizer updates per step, each on a slice of whole groups", 1, bounds=(1, 8192))
-    grad_clip: float = _help("gradient-norm clip", 1.0, bounds=(0.0001, 10_000))
+    grad_clip: float = _help("gradient-norm clip", 1.0, bounds=(1e-12, 10_000))  # tiny: updates that vanish
     temperature: float = _help("sampling temperature", 1.0, bounds=(0.01, 10))
     top_p: float = _help("nucleus sampling threshold (1.0 = off)", 1.0, bounds=(0.001, 1))
     max_new_tokens: int = _help("longest response in tokens", 8, bounds=(1, 131_072))

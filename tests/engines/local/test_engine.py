@@ -176,8 +176,9 @@ def test_k_steps_resume_k_steps_equals_2k_steps(run_tiny, tmp_path):
 def test_a_diverged_run_fails_with_a_reason_and_keeps_the_last_good_checkpoint(run_tiny, tmp_path):
     out = tmp_path / "diverge"
     run_tiny(out=out, steps=2, checkpoint_every=1)
-    # Resumed with an absurd learning rate: the first update breaks the weights.
-    _, status, events = run_tiny(out=out, steps=4, checkpoint_every=1, lr=1e37, resume=True)
+    # Resumed with an absurd learning rate (past lr's range, which the config refuses): the first
+    # update breaks the weights.
+    _, status, events = run_tiny(out=out, steps=4, checkpoint_every=1, resume=True, beyond_ranges={"lr": 1e37})
     assert status == RunStatus.FAILED
     finished = events[-1]
     assert finished["status"] == "failed"
