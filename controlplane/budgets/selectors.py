@@ -86,18 +86,24 @@ def budget_status(team: Team | int, at: dt.datetime | None = None) -> BudgetStat
     )
 
 
-def seconds_per_rollout(team: Team | int, *, engine: str | None = None, device: str | None = None) -> float:
-    """The team's measured device-seconds per generated rollout, from its past steps of runs on
-    the same engine and device when given: a verl run on this machine's CPU spends about a
-    hundred times more per rollout than the local engine's tiny model, so one rate for every
-    kind of run would misjudge the next run of the other kind."""
-
+def _team_steps(team: Team | int, *, engine: str | None, device: str | None) -> QuerySet[StepSummary]:
+    """The team's stored steps, of runs on ``engine`` and ``device`` when given: the history a rate is measured on."""
     team_id = team if isinstance(team, int) else team.id
     steps = StepSummary.objects.filter(run__team_id=team_id)
     if engine is not None:
         steps = steps.filter(run__engine=engine)
     if device is not None:
         steps = steps.filter(run__config__device=device)
+    return steps
+
+
+def seconds_per_rollout(team: Team | int, *, engine: str | None = None, device: str | None = None) -> float:
+    """The team's measured device-seconds per generated rollout, from its past steps of runs on
+    the same engine and device when given: a verl run on this machine's CPU spends about a
+    hundred times more per rollout than the local engine's tiny model, so one rate for every
+    kind of run would misjudge the next run of the other kind."""
+
+    steps = _team_steps(team, engine=engine, device=device)
     totals = steps.aggregate(seconds=Sum("device_seconds"), rollouts=Sum("rollouts_generated"))
     if totals["rollouts"]:
         return float(totals["seconds"]) / float(totals["rollouts"])
@@ -109,12 +115,7 @@ def seconds_per_unit(team: Team | int, *, engine: str | None = None, device: str
     engine and device: its steps' device-seconds over what their rollouts cost under their own
     runs' configs (model size, prompt and response length). Before any history, the default
     rate per rollout over the cost of a rollout of the config it was measured with."""
-    team_id = team if isinstance(team, int) else team.id
-    steps = StepSummary.objects.filter(run__team_id=team_id)
-    if engine is not None:
-        steps = steps.filter(run__engine=engine)
-    if device is not None:
-        steps = steps.filter(run__config__device=device)
+    steps = _team_steps(team, engine=engine, device=device)
     per_run = list(steps.values("run_id").annotate(seconds=Sum("device_seconds"), rollouts=Sum("rollouts_generated"))
                    .order_by("-run_id")[:MEASURED_RUNS])
     runs = {r["id"]: r for r in Run.objects.filter(pk__in=[p["run_id"] for p in per_run])

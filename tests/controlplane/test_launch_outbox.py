@@ -32,6 +32,7 @@ from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import run_cancel, run_claim, run_create, run_launches_resend
 from tests.controlplane.api.helpers import budget_for, client_for
+from tests.controlplane.test_worker_flow import wait_for
 from tests.services import free_port, redis_ping
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,16 +223,6 @@ def web_side(env: dict[str, str], actions: list[dict]) -> list[dict]:
     answers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert time.time() - started < 120
     return answers
-
-
-def wait_for(predicate, timeout: float, what: str, log: Path):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.mark.django_db(transaction=True)
