@@ -10,10 +10,11 @@
 # their own on loopback (tests/services.py). EDGEPLANE_SKIP_APT=1 skips this step.
 set -euo pipefail
 
-# postgresql, redis-server: test services. chromium: browser tests. python3-venv: `make venv`.
+# postgresql, redis-server: test services. chromium: browser tests. caddy: the TLS proxy of the
+# production-stack test (tests/test_production_stack.py). python3-venv: `make venv`.
 PACKAGES=("$@")
 if [ ${#PACKAGES[@]} -eq 0 ]; then
-    PACKAGES=(postgresql redis-server chromium python3-venv)
+    PACKAGES=(postgresql redis-server chromium caddy python3-venv)
 fi
 
 if [ "${EDGEPLANE_SKIP_APT:-0}" = "1" ]; then
