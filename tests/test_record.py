@@ -172,3 +172,25 @@ def test_an_evaluation_keeps_what_else_the_engine_reports_and_nulls_its_nan():
     assert EvaluationRecord.from_wire(json.loads(json.dumps(record.to_wire()))) == record
     with pytest.raises(RecordError, match=r"k must be a whole number in \[1, 2147483647\], got 0"):
         EvaluationRecord.from_wire({**record.to_wire(), "k": 0})
+
+
+# -- the heartbeat's warm-up progress ------------------------------------------------------------------------
+def test_a_warmup_heartbeat_carries_its_progress_on_the_wire_and_others_carry_none():
+    from workers.record import Heartbeat
+
+    read = Heartbeat.from_wire({"event": "heartbeat", "phase": "warmup", "detail": "d", "device_seconds": 2.5,
+                                "warmup_step": 1200, "warmup_steps": 4900})
+    assert (read.warmup_step, read.warmup_steps, read.device_seconds) == (1200, 4900, 2.5)
+    plain = Heartbeat.from_wire({"phase": "keepalive", "detail": "alive"})
+    assert plain.warmup_step is None and plain.warmup_steps is None
+    assert Heartbeat(phase="warmup", detail="", warmup_step=0, warmup_steps=1).warmup_step == 0  # not begun yet
+    assert Heartbeat(phase="warmup", detail="", warmup_step=7, warmup_steps=7).warmup_step == 7  # all done
+
+
+@pytest.mark.parametrize(("step", "steps"), [(True, 5), (1, True), (1, 5.0), (6, 5), (None, 5), (1, None), (1, 0),
+                                             (-1, 5), (1, 10_000_001)])
+def test_a_heartbeat_refuses_progress_out_of_its_range(step, steps):
+    from workers.record import Heartbeat
+
+    with pytest.raises(RecordError, match="warmup_step"):
+        Heartbeat(phase="warmup", detail="", warmup_step=step, warmup_steps=steps)

@@ -774,6 +774,11 @@ class Heartbeat:
     # Device-seconds spent since the previous heartbeat outside any step: the warm-up's, which
     # no step record reports. Booked to the run's warm-up usage; only with phase "warmup".
     device_seconds: float | None = None
+    # How far the warm-up is: supervised step ``warmup_step`` of ``warmup_steps`` (the run page's
+    # warm-up bar). Both or neither, only with phase "warmup". Named apart from a step record's
+    # ``step``: an RL step number this is not.
+    warmup_step: int | None = None
+    warmup_steps: int | None = None
 
     WARMUP: ClassVar[str] = "warmup"
 
@@ -784,6 +789,18 @@ class Heartbeat:
         if self.device_seconds is not None and self.phase != self.WARMUP:
             raise RecordError("heartbeat", f"device_seconds is booked for the warm-up only: send it with phase "
                                            f"{self.WARMUP!r} (steps report their own), not {self.phase!r}")
+        if (self.warmup_step is None) != (self.warmup_steps is None):
+            raise RecordError("heartbeat", "warmup_step and warmup_steps go together: send both (the step the "
+                                           "warm-up reached and its total) or neither")
+        if self.warmup_step is None or self.warmup_steps is None:
+            return
+        if self.phase != self.WARMUP:
+            raise RecordError("heartbeat", f"warmup_step and warmup_steps are the warm-up's progress: send them "
+                                           f"with phase {self.WARMUP!r}, not {self.phase!r}")
+        if not _is_int(self.warmup_steps) or not 1 <= self.warmup_steps <= MAX_STEP:
+            raise RecordError("heartbeat", f"warmup_steps must be a whole number in [1, {MAX_STEP}], "
+                                           f"got {self.warmup_steps!r}")
+        _count("heartbeat", "warmup_step", self.warmup_step, self.warmup_steps)
 
     @classmethod
     def from_wire(cls, data: Any) -> Heartbeat:
@@ -791,7 +808,8 @@ class Heartbeat:
         missing = [n for n in ("phase", "detail") if n not in data]
         if missing:
             raise RecordError("heartbeat", f"lacks {', '.join(missing)}")
-        return cls(phase=data["phase"], detail=data["detail"], device_seconds=data.get("device_seconds"))
+        return cls(phase=data["phase"], detail=data["detail"], device_seconds=data.get("device_seconds"),
+                   warmup_step=data.get("warmup_step"), warmup_steps=data.get("warmup_steps"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,15 @@ class Run(models.Model):
     attempts_count = models.PositiveIntegerField(default=0)
     last_checkpoint_step = models.IntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The supervised warm-up's progress, from the warm-up's heartbeats (telemetry.heartbeat_ingest):
+    # steps done of the total. Kept once RL starts (what the warm-up did); ``warmup_attempt`` is the
+    # attempt warming up now, cleared when its RL starts, so a later attempt never shows the
+    # figures of one that was lost until it reports its own.
+    warmup_step = models.PositiveIntegerField(null=True, blank=True,
+                                              help_text="supervised warm-up steps done, as last reported")
+    warmup_steps = models.PositiveIntegerField(null=True, blank=True, help_text="the warm-up's total steps")
+    warmup_attempt = models.PositiveIntegerField(null=True, blank=True,
+                                                 help_text="the attempt warming up now; null once its RL started")
     # The launch's outbox: the run is stored first, its launch message sent after the commit.
     # Null until a send reached the broker; beat re-sends the message of a run queued
     # EDGEPLANE_LAUNCH_RESEND_SECONDS past this without a claim (runs.services.run_launches_resend).

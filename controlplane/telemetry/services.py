@@ -161,7 +161,7 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
 
     Run.objects.filter(pk=run.pk).update(
-        steps_completed=step + 1, heartbeat_at=Now(), status_reason="",
+        steps_completed=step + 1, heartbeat_at=Now(), status_reason="", warmup_attempt=None,
         status=RunStatus.RUNNING if run.status in (RunStatus.STARTING, RunStatus.LOST) else run.status,
     )
     return _control(run)
@@ -234,7 +234,7 @@ def evaluation_ingest(*, run_id: int, record: EvaluationRecord | Mapping[str, An
 def run_started_ingest(*, run_id: int, resumed_from_step: int | None, attempt: int | None = None) -> None:
     _fenced_run(run_id, attempt)
     Run.objects.filter(pk=run_id, status__in=[RunStatus.STARTING, RunStatus.RUNNING]).update(
-        status=RunStatus.RUNNING, heartbeat_at=Now())
+        status=RunStatus.RUNNING, heartbeat_at=Now(), warmup_attempt=None)  # RL starts: the warm-up is over
     Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=Now())
     Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(
         status=RunStatus.RUNNING, resumed_from_step=resumed_from_step)
@@ -242,10 +242,15 @@ def run_started_ingest(*, run_id: int, resumed_from_step: int | None, attempt: i
 
 @transaction.atomic
 def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None, phase: str = "",
-                     device_seconds: float | None = None) -> Control:
+                     device_seconds: float | None = None, warmup_step: int | None = None,
+                     warmup_steps: int | None = None) -> Control:
     """Proof of life between steps; the detail shows as the run's status reason. A warm-up's
-    heartbeat books the device-seconds it reports to the run's warm-up usage. Answers the
-    control signal, so a warm-up stops at its next heartbeat once cancelled or out of budget."""
+    heartbeat books the device-seconds it reports to the run's warm-up usage, and its progress
+    (``warmup_step`` of ``warmup_steps``) becomes the run's, for the attempt that sent it.
+    Answers the control signal, so a warm-up stops at its next heartbeat once cancelled or out
+    of budget."""
+    if warmup_step is not None or warmup_steps is not None:  # the record's rules, for a direct call too
+        Heartbeat(phase=phase, detail="", warmup_step=warmup_step, warmup_steps=warmup_steps)
     run = _fenced_run(run_id, attempt)
     if device_seconds and phase != Heartbeat.WARMUP:
         raise IngestError(f"device_seconds is booked for the warm-up only, not phase {phase!r}")
@@ -253,7 +258,10 @@ def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None, ph
         return _control(run)  # lost, requeued or ended meanwhile: nothing to keep alive here
     if device_seconds:
         usage_add_warmup(run=run, device_seconds=device_seconds)
-    Run.objects.filter(pk=run_id).update(heartbeat_at=Now(), status_reason=detail[:500])
+    progress = {} if warmup_steps is None else {
+        "warmup_step": warmup_step, "warmup_steps": warmup_steps,
+        "warmup_attempt": attempt if attempt is not None else run.attempts_count}
+    Run.objects.filter(pk=run_id).update(heartbeat_at=Now(), status_reason=detail[:500], **progress)
     return _control(run)
 
 
@@ -315,7 +323,8 @@ EVENT_ROUTES: dict[str, EventRoute] = {
     "checkpoint": EventRoute(CheckpointSaved, lambda run_id, r, attempt: checkpoint_ingest(
         run_id=run_id, step=r.step, attempt=attempt)),
     "heartbeat": EventRoute(Heartbeat, lambda run_id, r, attempt: heartbeat_ingest(
-        run_id=run_id, detail=r.detail, attempt=attempt, phase=r.phase, device_seconds=r.device_seconds)),
+        run_id=run_id, detail=r.detail, attempt=attempt, phase=r.phase, device_seconds=r.device_seconds,
+        warmup_step=r.warmup_step, warmup_steps=r.warmup_steps)),
     "run_finished": EventRoute(RunFinished, lambda run_id, r, attempt: run_finished_ingest(
         run_id=run_id, status=r.status, reason=r.reason, attempt=attempt)),
 }
@@ -363,8 +372,10 @@ class ControlPlaneSink:
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         self._ingest(CheckpointSaved(step=step, path=path))
 
-    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
-        return cast(Control, self._ingest(Heartbeat(phase=phase, detail=detail[:500], device_seconds=device_seconds)))
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None,
+                  warmup_step: int | None = None, warmup_steps: int | None = None) -> Control:
+        return cast(Control, self._ingest(Heartbeat(phase=phase, detail=detail[:500], device_seconds=device_seconds,
+                                                    warmup_step=warmup_step, warmup_steps=warmup_steps)))
 
     def run_finished(self, *, status: str, reason: str) -> None:
         self._ingest(RunFinished(status=str(status), reason=reason[:MAX_REASON]))

@@ -28,11 +28,13 @@ class TelemetrySink(Protocol):
 
     def checkpoint_saved(self, *, step: int, path: str) -> None: ...
 
-    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None,
+                  warmup_step: int | None = None, warmup_steps: int | None = None) -> Control:
         """Alive between steps (e.g. during the warm-up): the control plane must not think it
         lost. ``device_seconds``: what the warm-up (phase ``warmup``) spent since the last
-        heartbeat, booked to the run's usage. Answers like ``step``: the engine stops its
-        warm-up on ``cancel`` or ``stop_budget``."""
+        heartbeat, booked to the run's usage; ``warmup_step`` of ``warmup_steps``: how far the
+        warm-up is (both or neither). Answers like ``step``: the engine stops its warm-up on
+        ``cancel`` or ``stop_budget``."""
 
     def run_finished(self, *, status: RunStatus, reason: str) -> None: ...
 
@@ -85,7 +87,8 @@ class JsonlSink:
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         self._write("checkpoint", {"step": step, "path": path})
 
-    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None,
+                  warmup_step: int | None = None, warmup_steps: int | None = None) -> Control:
         return Control.CONTINUE  # a file needs no proof of life and asks nothing to stop
 
     def run_finished(self, *, status: RunStatus, reason: str) -> None:

@@ -25,8 +25,10 @@ class Answering(JsonlSink):
         self.answer, self.after = control, after
         self.beats: list[dict] = []
 
-    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
-        self.beats.append({"phase": phase, "detail": detail, "device_seconds": device_seconds})
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None,
+                  warmup_step: int | None = None, warmup_steps: int | None = None) -> Control:
+        self.beats.append({"phase": phase, "detail": detail, "device_seconds": device_seconds,
+                           "warmup_step": warmup_step, "warmup_steps": warmup_steps})
         return self.answer if len(self.beats) >= self.after else Control.CONTINUE
 
 
@@ -53,6 +55,10 @@ def test_a_whole_warmup_books_its_time_in_heartbeats_and_its_end(tmp_path):
     engine = LocalEngine(RunConfig.from_mapping(config), tmp_path / "run", sink, var_dir=tmp_path / "var")
     assert engine.run() == RunStatus.SUCCEEDED
     assert sink.beats[-1]["detail"].startswith("supervised warm-up done: 150 steps")
+    # each heartbeat says how far the warm-up is: steps done, rising, of the total; the last one all of it
+    done = [b["warmup_step"] for b in sink.beats]
+    assert all(b["warmup_steps"] == 150 for b in sink.beats)
+    assert done[0] == 1 and done == sorted(done) and done[-1] == 150 and len(set(done)) >= 2
     booked = sum(b["device_seconds"] for b in sink.beats)
     step = next(e for e in read_events(sink.path) if e["event"] == "step")
     # every second of the warm-up is booked once: the heartbeats add up to the warm-up's own clock

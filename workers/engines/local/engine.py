@@ -279,19 +279,21 @@ class LocalEngine:
         ]).encode()).hexdigest()[:24]
         cache = self.var_dir / "warmup" / f"{key}.pt"
         # Each heartbeat carries the device-seconds spent since the last one (booked to the
-        # run's warm-up usage) and answers the control signal: a cancel or an exhausted budget
-        # stops the warm-up at its next progress call.
+        # run's warm-up usage) and the steps done of the total (the run page's warm-up bar), and
+        # answers the control signal: a cancel or an exhausted budget stops the warm-up at its
+        # next progress call.
         last = [time.perf_counter()]
 
         def heartbeat(detail: str, step: int, steps: int) -> None:
             now = time.perf_counter()
             spent, last[0] = now - last[0], now
-            answer = self.sink.heartbeat(phase="warmup", detail=detail, device_seconds=spent)
+            answer = self.sink.heartbeat(phase="warmup", detail=detail, device_seconds=spent,
+                                         warmup_step=step, warmup_steps=steps)
             if answer != Control.CONTINUE:
                 raise WarmupStopped(answer, step, steps)
 
-        def progress(step: int, steps: int, loss: float) -> None:
-            heartbeat(f"supervised warm-up step {step}/{steps}, loss {loss:.3f}", step, steps)
+        def progress(step: int, steps: int, loss: float) -> None:  # called once step (0-based) is done
+            heartbeat(f"supervised warm-up step {step + 1}/{steps}, loss {loss:.3f}", step + 1, steps)
 
         figures = supervised_warmup(self.policy, self.train, steps=c.warmup_steps, lr=c.warmup_lr,
                                     seed=c.warmup_seed, cache_path=cache, progress=progress, stream=stream,

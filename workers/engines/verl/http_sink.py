@@ -279,12 +279,14 @@ class HttpSink:
     def checkpoint_saved(self, *, step: int, path: str) -> None:
         self._send({"event": "checkpoint", "step": step, "path": path}, self.event_deadline_s)
 
-    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
-        """Alive between steps; ``device_seconds`` (the warm-up's since the last one) is booked.
-        Answers the control signal (sticky cancel or stop_budget), ``continue`` when unreachable."""
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None,
+                  warmup_step: int | None = None, warmup_steps: int | None = None) -> Control:
+        """Alive between steps; ``device_seconds`` (the warm-up's since the last one) is booked,
+        ``warmup_step`` of ``warmup_steps`` is the warm-up's progress. Answers the control signal
+        (sticky cancel or stop_budget), ``continue`` when unreachable."""
         body: dict[str, Any] = {"event": "heartbeat", "phase": phase, "detail": detail[:MAX_DETAIL]}
-        if device_seconds is not None:
-            body["device_seconds"] = device_seconds
+        optional = {"device_seconds": device_seconds, "warmup_step": warmup_step, "warmup_steps": warmup_steps}
+        body.update({name: value for name, value in optional.items() if value is not None})
         self._send(body, self.event_deadline_s)
         return self.sticky or self.heartbeat_answer
 
