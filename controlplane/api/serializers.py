@@ -314,8 +314,38 @@ def yardstick_rows(names: list[str]) -> list[dict[str, str]]:
     return [{"name": name, "against": YARDSTICKS[name]} for name in names]
 
 
+class WarmupSerializer(serializers.Serializer):
+    """The supervised warm-up's progress (controlplane.runs.selectors.WarmupProgress)."""
+
+    step = serializers.IntegerField(help_text="warm-up steps done, as the newest warm-up heartbeat reported")
+    steps = serializers.IntegerField(help_text="the warm-up's total steps")
+    active = serializers.BooleanField(help_text="true while the run's current attempt warms up (RL not started)")
+    device_seconds = serializers.FloatField(help_text="device time booked for the warm-up so far (every attempt's), "
+                                                      "in the usage ledger and against the team's budget")
+
+
+class WaitingForSerializer(serializers.Serializer):
+    """Why a queued run waits (controlplane.runs.selectors.WaitingFor). Runs of the same engine
+    are counted; the run's own team's are named by id, other teams' only counted."""
+
+    kind = serializers.ChoiceField(choices=["broker", "queue", "slot", "worker"], help_text=(
+        "broker: its launch has not reached the broker; queue: queued runs launched before it; slot: the workers "
+        "are busy training; worker: nothing ahead of it, a worker has yet to claim it"))
+    message = serializers.CharField(help_text="the same, in words")
+    training = serializers.IntegerField(help_text="runs of its engine training now, every team's")
+    training_team = serializers.ListField(child=serializers.IntegerField(),
+                                          help_text="ids of those of the run's own team")
+    training_other_teams = serializers.IntegerField(help_text="how many of those are other teams' (never named)")
+    queued_ahead = serializers.IntegerField(help_text="queued runs of its engine launched before it, every team's")
+    queued_ahead_team = serializers.ListField(child=serializers.IntegerField(),
+                                              help_text="ids of those of the run's own team")
+    queued_ahead_other_teams = serializers.IntegerField(help_text="how many of those are other teams' "
+                                                                  "(never named)")
+
+
 class RunDetailSerializer(serializers.Serializer):
-    """A run with its attempts, config, latest evaluation and cumulative accounting."""
+    """A run with its attempts, config, latest evaluation and cumulative accounting; its warm-up's
+    progress and, while it is queued, why it waits."""
 
     def to_representation(self, detail: RunDetail) -> dict:
         run = detail.run
@@ -331,6 +361,8 @@ class RunDetailSerializer(serializers.Serializer):
             if detail.latest_evaluation else None,
             "totals": RunTotalsSerializer(detail.totals).data,
             "yardsticks": YardstickSerializer(yardstick_rows(detail.yardsticks), many=True).data,
+            "warmup": WarmupSerializer(detail.warmup).data if detail.warmup else None,
+            "waiting_for": WaitingForSerializer(detail.waiting_for).data if detail.waiting_for else None,
         }
 
 
@@ -346,6 +378,8 @@ class RunDetailSchema(RunSerializer):
     totals = RunTotalsSerializer()
     yardsticks = YardstickSerializer(many=True, help_text="the yardsticks that apply to the run's methods, "
                                                           "uniform GRPO first")
+    warmup = WarmupSerializer(allow_null=True, help_text="null: no warm-up reported (none, a cached one, verl)")
+    waiting_for = WaitingForSerializer(allow_null=True, help_text="null unless the run is queued")
 
 
 class ConfigErrorsSerializer(serializers.Serializer):

@@ -6,12 +6,14 @@ telemetry selectors take a ``Run`` and never a bare id from the outside.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.conf import settings
+from django.db.models import Count, F, Q, QuerySet, Sum
 
-from controlplane.runs.models import Attempt, Run
+from controlplane.budgets.models import UsageEntry, UsageKind
+from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.telemetry.models import (
     Bucket,
     Evaluation,
@@ -190,6 +192,155 @@ def run_latest_evaluation(run: Run) -> Evaluation | None:
     return Evaluation.objects.filter(run=run).order_by("-step").first()
 
 
+# -- the warm-up ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WarmupProgress:
+    """A run's supervised warm-up as its heartbeats reported it, and the device time booked
+    for it (the usage ledger's warm-up entry, every attempt's). ``active``: the run's current
+    attempt is warming up now (its RL has not started); otherwise these are what the warm-up
+    did (or reached before it was stopped)."""
+
+    step: int
+    steps: int
+    active: bool
+    device_seconds: float
+
+    @property
+    def share(self) -> float:
+        return min(self.step / self.steps, 1.0) if self.steps else 0.0
+
+
+def _warmup_of(run: Run, device_seconds: float) -> WarmupProgress | None:
+    if run.warmup_steps is None or run.warmup_step is None:
+        return None  # no warm-up reported (none configured, a cached one, or a verl run)
+    active = (run.status in (RunStatus.STARTING, RunStatus.RUNNING) and run.warmup_attempt is not None
+              and run.warmup_attempt == run.attempts_count)
+    return WarmupProgress(step=run.warmup_step, steps=run.warmup_steps, active=active,
+                          device_seconds=device_seconds)
+
+
+def runs_warmup(runs: Sequence[Run]) -> dict[int, WarmupProgress]:
+    """``WarmupProgress`` of the runs that reported a warm-up, by run id (one query for the
+    device time of all of them)."""
+    reported = [run for run in runs if run.warmup_steps is not None]
+    if not reported:
+        return {}
+    booked = dict(UsageEntry.objects.filter(run_id__in=[run.pk for run in reported], kind=UsageKind.WARMUP)
+                  .values_list("run_id", "device_seconds"))
+    found = {run.pk: _warmup_of(run, float(booked.get(run.pk, 0.0))) for run in reported}
+    return {run_id: progress for run_id, progress in found.items() if progress is not None}
+
+
+def run_warmup(run: Run) -> WarmupProgress | None:
+    return runs_warmup([run]).get(run.pk)
+
+
+# -- why a queued run waits ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaitingFor:
+    """Why a queued run waits, and for what, from what the control plane knows: its launch not
+    yet at the broker (``broker``), queued runs launched before it (``queue``), the workers busy
+    with training runs (``slot``), or nothing ahead of it (``worker``: a worker has yet to claim
+    it). Runs counted are those of the same engine (they share its workers' queue). This team's
+    runs are named by id; other teams' are only counted."""
+
+    kind: str
+    message: str
+    training_team: tuple[int, ...] = ()
+    training_other_teams: int = 0
+    queued_ahead_team: tuple[int, ...] = ()
+    queued_ahead_other_teams: int = 0
+
+    @property
+    def training(self) -> int:
+        return len(self.training_team) + self.training_other_teams
+
+    @property
+    def queued_ahead(self) -> int:
+        return len(self.queued_ahead_team) + self.queued_ahead_other_teams
+
+
+def _runs(n: int, what: str = "run") -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _whose(team_ids: tuple[int, ...], others: int) -> str:
+    """"#12, #13 of this team; 1 of another team": ids of the run's own team, a count of the rest."""
+    parts = []
+    if team_ids:
+        parts.append(", ".join(f"#{pk}" for pk in team_ids) + " of this team")
+    if others:
+        parts.append(f"{others} of {'another team' if others == 1 else 'other teams'}")
+    return "; ".join(parts)
+
+
+CHECK_WORKER = "if this stays, check that a worker is running and consumes the run's queue"
+
+
+def _waiting(run: Run, active: Sequence[tuple[int, int, str, str, bool]], sent: bool) -> WaitingFor:
+    """``active``: (id, team id, engine, status, cancel requested) of every queued, starting or
+    running run; ``sent``: whether the run's current launch message reached the broker."""
+    if not sent:
+        reason = run.status_reason if "not yet sent to a worker" in run.status_reason else (
+            "queued, not yet sent to a worker: its launch message has not reached the broker yet; it is re-sent "
+            f"every {settings.EDGEPLANE_LAUNCH_RESEND_SECONDS} s until a worker claims it")
+        return WaitingFor(kind="broker", message=reason)
+    same = [row for row in active if row[2] == run.engine and row[0] != run.pk]
+    training = sorted(row for row in same if row[3] in (RunStatus.STARTING, RunStatus.RUNNING))
+    ahead = sorted(row for row in same if row[3] == RunStatus.QUEUED and not row[4] and row[0] < run.pk)
+    training_team = tuple(row[0] for row in training if row[1] == run.team_id)
+    ahead_team = tuple(row[0] for row in ahead if row[1] == run.team_id)
+    counts = {"training_team": training_team, "training_other_teams": len(training) - len(training_team),
+              "queued_ahead_team": ahead_team, "queued_ahead_other_teams": len(ahead) - len(ahead_team)}
+    kind_of = "" if run.engine == "local" else f"{run.engine} "
+    if training:
+        verb = "is" if len(training) == 1 else "are"
+        busy = (f"{_runs(len(training), f'{kind_of}run')} {verb} training now "
+                f"({_whose(training_team, counts['training_other_teams'])})")
+    else:
+        busy = f"no {kind_of}run is training now"
+    if ahead:
+        words = _runs(len(ahead), f"queued {kind_of}run")
+        tail = busy if training else f"{busy}: {CHECK_WORKER}"
+        return WaitingFor(kind="queue", message=(
+            f"queued: waiting behind {words} launched before it "
+            f"({_whose(ahead_team, counts['queued_ahead_other_teams'])}); {tail}"), **counts)
+    if training:
+        return WaitingFor(kind="slot", message=f"queued: waiting for a free worker slot — {busy}", **counts)
+    return WaitingFor(kind="worker", message=(
+        f"queued: next in line ({busy}, none queued ahead of it); waiting for a worker to claim it — "
+        f"{CHECK_WORKER}"), **counts)
+
+
+def runs_waiting_for(runs: Sequence[Run]) -> dict[int, WaitingFor]:
+    """``WaitingFor`` of each queued run among ``runs``, by run id, in two queries whatever
+    their number. A launch counts as sent once it reached the broker after the run was last
+    queued: its creation, or the end of the attempt it was requeued after."""
+    queued = [run for run in runs if run.status == RunStatus.QUEUED]
+    if not queued:
+        return {}
+    active = list(Run.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING])
+                  .values_list("pk", "team_id", "engine", "status", "cancel_requested"))
+    requeued_at = dict(Attempt.objects.filter(run_id__in=[run.pk for run in queued if run.attempts_count],
+                                              number=F("run__attempts_count"))
+                       .values_list("run_id", "finished_at"))
+    answer = {}
+    for run in queued:
+        since = requeued_at.get(run.pk)
+        sent = run.launch_sent_at is not None and (since is None or run.launch_sent_at >= since)
+        answer[run.pk] = _waiting(run, active, sent)
+    return answer
+
+
+def run_waiting_for(run: Run) -> WaitingFor | None:
+    """Why the run waits, when it is queued (``WaitingFor``); None otherwise."""
+    return runs_waiting_for([run]).get(run.pk)
+
+
 @dataclass(frozen=True)
 class RunDetail:
     """Everything the run page shows at once."""
@@ -199,8 +350,11 @@ class RunDetail:
     totals: RunTotals
     latest_evaluation: Evaluation | None
     yardsticks: list[str]
+    warmup: WarmupProgress | None = None
+    waiting_for: WaitingFor | None = None
 
 
 def run_detail(run: Run) -> RunDetail:
     return RunDetail(run=run, attempts=list(run.attempts.order_by("number")), totals=run_totals(run),
-                     latest_evaluation=run_latest_evaluation(run), yardsticks=run_yardsticks(run))
+                     latest_evaluation=run_latest_evaluation(run), yardsticks=run_yardsticks(run),
+                     warmup=run_warmup(run), waiting_for=run_waiting_for(run))
