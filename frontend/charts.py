@@ -614,3 +614,38 @@ def launch_forecast(forecast_device_hours: float, remaining_device_hours: float 
                    f"{remaining_device_hours:.4f} the team has left this period")
     return {"forecast_device_hours": forecast_device_hours, "remaining_device_hours": remaining_device_hours,
             "share": ratio(forecast_device_hours, remaining_device_hours), "fits": fits, "message": message}
+
+
+def device_time(seconds: float) -> str:
+    """Device time in the unit that reads best: "42.0 s", "12.5 min", "3.25 h"."""
+    seconds = max(float(seconds), 0.0)
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def warmup_progress(progress: Any) -> dict[str, Any] | None:
+    """The warm-up bar of the run page and the runs list, from a
+    ``controlplane.runs.selectors.WarmupProgress`` (None: no warm-up reported): the share done,
+    "supervised warm-up 1,200 / 4,900 steps" and the device time booked for it so far."""
+    if progress is None:
+        return None
+    share = min(max(progress.step / progress.steps, 0.0), 1.0) if progress.steps else 0.0
+    return {
+        "active": bool(progress.active), "step": progress.step, "steps": progress.steps,
+        "percent": round(share * 100, 1), "device_seconds": progress.device_seconds,
+        "label": f"supervised warm-up {progress.step:,} / {progress.steps:,} steps",
+        "short": f"warming up: {progress.step:,}/{progress.steps:,} warm-up steps",
+        "booked": f"{device_time(progress.device_seconds)} of device time booked for the warm-up",
+    }
+
+
+def waiting_for(waiting: Any) -> dict[str, Any] | None:
+    """Why a queued run waits, for the run page and the runs list, from a
+    ``controlplane.runs.selectors.WaitingFor`` (None: the run is not queued)."""
+    if waiting is None:
+        return None
+    return {"kind": waiting.kind, "message": waiting.message, "training": waiting.training,
+            "queued_ahead": waiting.queued_ahead}

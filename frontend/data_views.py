@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET
 
 from controlplane.accounts.selectors import teams_for_user
 from controlplane.runs.models import FINISHED, Run
-from controlplane.runs.selectors import run_for_user_or_none, run_totals
+from controlplane.runs.selectors import run_for_user_or_none, run_totals, run_waiting_for, run_warmup
 from frontend import charts
 from frontend import selectors as sel
 from frontend.forms import STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
@@ -63,6 +63,13 @@ def _run_state(run: Run) -> dict[str, Any]:
             "reason": run.status_reason}
 
 
+def _live_state(run: Run) -> dict[str, Any]:
+    """The run's state with what the run page's head shows beside it: the warm-up's progress
+    (and the device time booked for it) and, while queued, why the run waits."""
+    return {**_run_state(run), "warmup": charts.warmup_progress(run_warmup(run)),
+            "waiting_for": charts.waiting_for(run_waiting_for(run))}
+
+
 def _page(run: Run, after: int, upto: int) -> dict[str, Any]:
     """The cursor fields: rows through ``upto`` were sent; more exist past it."""
     newest = sel.last_step(run)
@@ -78,7 +85,7 @@ def series(request: HttpRequest, run: Run) -> dict[str, Any]:
     upto = rows[-1]["step"] if rows else after
     data = charts.step_series(rows, run_totals(run, through_step=after), methods=list(run.config.get("selectors", {})),
                               phases=charts.phases_of(run.engine))
-    return {**_page(run, after, upto), **data}
+    return {**_page(run, after, upto), **_live_state(run), **data}
 
 
 @run_json

@@ -29,7 +29,13 @@ from controlplane.budgets.selectors import budget_overview
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
-from controlplane.runs.selectors import SAVINGS, RunDetail, run_for_user_or_none
+from controlplane.runs.selectors import (
+    SAVINGS,
+    RunDetail,
+    run_for_user_or_none,
+    runs_waiting_for,
+    runs_warmup,
+)
 from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
 from frontend import charts
@@ -152,8 +158,10 @@ def runs(request: HttpRequest) -> HttpResponse:
     before = id_or_none(request.GET.get("before"))
     rows = []
     if team is not None:
-        for run in sel.run_list(request.user, team=team.slug, status=status, method=method, dataset=dataset,
-                                before=before):
+        listed = sel.run_list(request.user, team=team.slug, status=status, method=method, dataset=dataset,
+                              before=before)
+        warmups, waiting = runs_warmup(listed), runs_waiting_for(listed)  # a few queries for the whole page
+        for run in listed:
             uniform = run.uniform or 0
             rows.append({
                 "run": run,
@@ -162,6 +170,8 @@ def runs(request: HttpRequest) -> HttpResponse:
                 "rollout_savings": rollout_savings(run.generated, uniform),
                 "device_hours": (run.device_seconds or 0.0) / 3600.0,
                 "active": run.status in ACTIVE,
+                "warmup": charts.warmup_progress(warmups.get(run.pk)),
+                "waiting_for": charts.waiting_for(waiting.get(run.pk)),
             })
     filters = {"status": status or "", "method": method or "", "dataset": dataset or ""}
     next_url = None
@@ -287,6 +297,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         and user_can(request.user, run.team_id, Role.LAUNCHER),
         "recent": sel.recent_decisions(run), "active": run.status in ACTIVE,
         "attempt": run.attempts.order_by("-number").first(),  # its job id, for a verl run
+        "warmup": charts.warmup_progress(detail.warmup), "waiting_for": charts.waiting_for(detail.waiting_for),
     })
 
 

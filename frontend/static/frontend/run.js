@@ -41,10 +41,32 @@ function header(state) {
   const reason = state.reason || (state.cancel_requested && !state.finished
     ? "Cancel requested: stops at the next step." : "");
   text("run-reason", reason);
+  if ("warmup" in state) warmupHead(state, reason);
   if (state.finished) {
     const cancel = document.getElementById("cancel-form");
     if (cancel) cancel.remove();
   }
+}
+
+// The warm-up's bar while the run's current attempt warms up (steps done, device time booked),
+// giving way to the RL step bar once RL starts; and, while queued, why the run waits.
+function warmupHead(state, reason) {
+  const w = state.warmup;
+  const warming = Boolean(w && w.active && !state.finished);
+  document.getElementById("warmup-block").hidden = !warming;
+  document.getElementById("rl-block").hidden = warming;
+  const done = document.getElementById("warmup-done");
+  done.hidden = !w || warming;
+  if (w) {
+    document.getElementById("warmup-progress").style.width = `${w.percent}%`;
+    text("warmup-steps", w.label);
+    text("warmup-booked", w.booked);
+    done.textContent = `after ${w.label}; ${w.booked}`;
+  }
+  const waiting = document.getElementById("run-waiting");
+  const message = state.waiting_for ? state.waiting_for.message : "";
+  waiting.textContent = message;
+  waiting.hidden = !message || message === reason;  // the broker's words are the reason already
 }
 
 function liveNote(message) {
