@@ -11,6 +11,7 @@ import pytest
 from controlplane.budgets.models import UsageEntry, UsageKind
 from controlplane.budgets.selectors import budget_overview
 from controlplane.runs.models import Run, RunStatus
+from controlplane.runs.selectors import run_warmup
 from controlplane.runs.services import run_cancel, run_create
 from tests.controlplane.test_worker_flow import (  # noqa: F401 - fixtures
     TINY,
@@ -39,6 +40,11 @@ def test_a_cancel_during_the_warmup_ends_the_run_within_seconds_and_its_warmup_i
     # warming up: a heartbeat has booked device time and says so on the run
     wait_for(lambda: warmup_seconds(run.id) > 0 and "warm-up step" in Run.objects.get(pk=run.id).status_reason,
              120, "the warm-up's heartbeats", worker.log)
+    # ... and how far it is: steps done of the whole warm-up, for the worker's attempt, rising
+    first = run_warmup(Run.objects.get(pk=run.id))
+    assert first is not None and first.active and first.steps == 50_000 and 1 <= first.step < 50_000
+    wait_for(lambda: run_warmup(Run.objects.get(pk=run.id)).step > first.step, 30, "the warm-up's next heartbeat",
+             worker.log)
     asked = time.monotonic()
     run_cancel(run=Run.objects.get(pk=run.id))
     done = wait_for(lambda: finished(run.id), 30, "the cancel during the warm-up", worker.log)
@@ -49,5 +55,7 @@ def test_a_cancel_during_the_warmup_ends_the_run_within_seconds_and_its_warmup_i
     assert done.steps_completed == 0 and not UsageEntry.objects.filter(run=done, kind=UsageKind.STEP).exists()
     billed = warmup_seconds(run.id)
     assert billed > 0
+    stopped = run_warmup(done)
+    assert not stopped.active and stopped.device_seconds == pytest.approx(billed)  # what it reached, not running
     by_run = {r["run"]: r for r in budget_overview(team).by_run}
     assert by_run[run.id]["device_hours"] == pytest.approx(billed / 3600)
