@@ -77,7 +77,7 @@ def test_training_runs_ahead_take_the_worker_slots_and_another_teams_are_counted
     assert seen.training_team == (theirs.id,) and seen.training_other_teams == 2
     assert seen.queued_ahead_team == () and seen.queued_ahead_other_teams == 1  # acme's "waits", launched before
     assert f"#{mine[0].id}" not in seen.message and f"#{run.id}" not in seen.message
-    assert "(#%d of this team; 2 of other teams)" % theirs.id in seen.message
+    assert f"(#{theirs.id} of this team; 2 of other teams)" in seen.message
     assert "waiting behind 1 queued run launched before it (1 of another team)" in seen.message
 
 

@@ -135,3 +135,16 @@ def test_the_run_api_detail_exposes_the_warmup(run):
     detail = api.get(f"/api/runs/{run.id}/").json()
     assert detail["warmup"] == {"step": 1200, "steps": 4900, "active": True, "device_seconds": 90.0}
     assert detail["waiting_for"] is None  # starting, not queued
+
+
+def test_the_run_pages_live_poll_carries_the_warmup_bar_as_shown(run):
+    from tests.frontend.conftest import client_for
+
+    heartbeat_ingest(run_id=run.id, detail="w", phase="warmup", device_seconds=75.5, warmup_step=1200,
+                     warmup_steps=4900)
+    live = client_for("bob").get(f"/data/runs/{run.id}/series/?after=-1").json()
+    assert live["warmup"] == {
+        "active": True, "step": 1200, "steps": 4900, "percent": 24.5, "device_seconds": 75.5,
+        "label": "supervised warm-up 1,200 / 4,900 steps", "short": "warming up: 1,200/4,900 warm-up steps",
+        "booked": "75.5 s of device time booked for the warm-up"}
+    assert live["waiting_for"] is None and live["status"] == "starting"

@@ -18,14 +18,14 @@ pytest.importorskip("playwright.sync_api", reason="needs the playwright package 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def shot(tab, name: str) -> None:
+def shot(page, name: str) -> None:
     """The window as the user sees it (the run's head and tiles), not the whole long page."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    tab.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
-def width(tab, selector: str) -> float:
-    return float(tab.page.eval_on_selector(selector, "el => parseFloat(el.style.width)"))
+def width(page, selector: str) -> float:
+    return float(page.page.eval_on_selector(selector, "el => parseFloat(el.style.width)"))
 
 
 def test_a_warming_run_shows_its_warmup_bar_advancing_then_the_rl_steps(tab, acme, dataset):  # noqa: F811

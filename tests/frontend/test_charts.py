@@ -469,3 +469,23 @@ def test_launch_forecast_says_whether_the_run_fits_the_remaining_budget():
     assert not over["fits"] and over["share"] == 1.5 and "exceeds" in over["message"]
     free = charts.launch_forecast(3.0, None)
     assert free["fits"] and free["share"] is None and "no budget limit" in free["message"]
+
+
+# -- the warm-up bar's words --------------------------------------------------------------------------------
+@pytest.mark.parametrize(("seconds", "shown"), [(0, "0.0 s"), (42.04, "42.0 s"), (119.9, "119.9 s"),
+                                                (120, "2.0 min"), (750, "12.5 min"), (7199, "120.0 min"),
+                                                (7200, "2.00 h"), (11_700, "3.25 h"), (-1, "0.0 s")])
+def test_device_time_reads_in_the_unit_that_fits(seconds, shown):
+    assert charts.device_time(seconds) == shown
+
+
+def test_the_warmup_bar_says_steps_done_of_the_total_and_the_time_booked():
+    from controlplane.runs.selectors import WarmupProgress
+
+    bar = charts.warmup_progress(WarmupProgress(step=4900, steps=4900, active=False, device_seconds=270.0))
+    assert bar["percent"] == 100.0 and not bar["active"]
+    assert bar["label"] == "supervised warm-up 4,900 / 4,900 steps"
+    assert bar["booked"] == "4.5 min of device time booked for the warm-up"
+    assert charts.warmup_progress(WarmupProgress(step=0, steps=12_345, active=True, device_seconds=0.0))[
+        "label"] == "supervised warm-up 0 / 12,345 steps"
+    assert charts.warmup_progress(None) is None and charts.waiting_for(None) is None
