@@ -268,11 +268,16 @@ def _runs(n: int, what: str = "run") -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
+NAMED_AT_MOST = 5  # ids a message names before it counts the rest ("and 3 more")
+
+
 def _whose(team_ids: tuple[int, ...], others: int) -> str:
     """"#12, #13 of this team; 1 of another team": ids of the run's own team, a count of the rest."""
     parts = []
     if team_ids:
-        parts.append(", ".join(f"#{pk}" for pk in team_ids) + " of this team")
+        named = ", ".join(f"#{pk}" for pk in team_ids[:NAMED_AT_MOST])
+        more = len(team_ids) - NAMED_AT_MOST
+        parts.append(named + (f" and {more} more" if more > 0 else "") + " of this team")
     if others:
         parts.append(f"{others} of {'another team' if others == 1 else 'other teams'}")
     return "; ".join(parts)

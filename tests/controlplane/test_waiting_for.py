@@ -136,6 +136,12 @@ def test_only_queued_runs_wait_and_a_page_of_runs_is_read_in_few_queries(dataset
         found = runs_waiting_for([running, *queued])
     assert sorted(found) == [run.id for run in queued]
     assert [found[run.id].queued_ahead for run in queued] == list(range(6))
+    last = found[queued[-1].id]  # five named, the rest counted: a long queue makes no long line
+    assert last.queued_ahead_team == tuple(run.id for run in queued[:5])
+    assert (f"waiting behind 5 queued runs launched before it ({', '.join(f'#{r.id}' for r in queued[:5])} of this "
+            f"team)") in last.message
+    six = launch(acme_data, "q6")
+    assert f"#{queued[4].id} and 1 more of this team)" in run_waiting_for(six).message
 
 
 def test_the_api_run_page_and_runs_list_say_why_a_queued_run_waits_and_never_name_another_teams_runs(datasets):
