@@ -73,3 +73,32 @@ def test_a_warming_run_shows_its_warmup_bar_advancing_then_the_rl_steps(tab, acm
     shot(tab, "run_warmup_then_rl")
     tab.goto("/")
     assert "1/20" in tab.page.locator(f"tr[data-run='{run.id}']").inner_text()
+
+
+def test_a_queued_runs_page_says_why_it_waits_until_a_worker_claims_it(tab, acme, globex, dataset):  # noqa: F811
+    from unittest import mock
+
+    from django.db.models.functions import Now
+
+    from controlplane.datasets.services import dataset_import_builtin
+    from controlplane.runs.models import Run
+    from controlplane.runs.services import run_claim, run_create
+
+    busy = live_run(acme, dataset, name="busy")
+    theirs = dataset_import_builtin(team=globex, task="add", n_train=8, n_test=2, name="theirs")
+    with mock.patch("controlplane.runs.services.run_enqueue"):
+        other = run_create(team=globex, dataset=theirs, name="globex-secret", config={"steps": 2})
+        queued = run_create(team=acme, dataset=dataset, name="queued", config={"steps": 2})
+    run_claim(run_id=other.id, worker="test:2")
+    Run.objects.filter(pk=queued.pk).update(launch_sent_at=Now())  # its launch reached the broker
+    tab.sign_in("bob", "bob-pw")
+    expected = (f"queued: waiting for a free worker slot — 2 runs are training now (#{busy.id} of this team; "
+                "1 of another team)")
+    assert tab.page.locator(f"tr[data-run='{queued.id}'] .waiting").inner_text() == expected
+    tab.goto(f"/runs/{queued.id}/")
+    assert tab.page.locator("#run-waiting").inner_text() == expected
+    assert "globex-secret" not in tab.page.content()
+    shot(tab, "run_queued_waiting")
+    run_claim(run_id=queued.id, worker="test:3")  # a slot came free: the line goes once the page hears of it
+    tab.wait_for_js("document.querySelector('#run-waiting').hidden === true", timeout_s=POLL_S + 4)
+    assert tab.page.locator("#run-status").inner_text() == "starting"
