@@ -141,7 +141,7 @@ STATIC_ROOT = VAR_DIR / "static"
 from controlplane.operations.logs import log_format as _log_format
 from controlplane.operations.logs import logging_config as _logging_config
 
-EDGEPLANE_LOG_FORMAT = _log_format(os.environ)
+EDGEPLANE_LOG_FORMAT = _log_format(os.environ.get("EDGEPLANE_LOG_FORMAT"))
 LOGGING = _logging_config(fmt=EDGEPLANE_LOG_FORMAT, level=os.environ.get("EDGEPLANE_LOG_LEVEL", "WARNING").upper())
 INSTALLED_APPS.append("controlplane.operations")
 # First: times every request, and answers /healthz, /readyz and /metrics before host validation,
@@ -154,6 +154,12 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
 EDGEPLANE_METRICS_TOKEN = os.environ.get("EDGEPLANE_METRICS_TOKEN", "")
 # Each readiness check and each scrape-time collector gives up after this long (seconds).
 EDGEPLANE_HEALTH_TIMEOUT_SECONDS = env_int(os.environ, "EDGEPLANE_HEALTH_TIMEOUT_SECONDS", 3)
+# Several processes (gunicorn workers, a prefork Celery pool) write their samples here and a scrape
+# adds them up; read by prometheus_client from the environment itself; empty: one process's own.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# A Celery worker serves its own counters (ingest rows of the runs it trains) on this port; empty: not served.
+EDGEPLANE_WORKER_METRICS_PORT = os.environ.get("EDGEPLANE_WORKER_METRICS_PORT", "")
+EDGEPLANE_WORKER_METRICS_ADDR = os.environ.get("EDGEPLANE_WORKER_METRICS_ADDR", "127.0.0.1")
 
 # REST API: token or browser session; nothing is public unless a view says so.
 REST_FRAMEWORK = {

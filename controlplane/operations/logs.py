@@ -11,7 +11,7 @@ The context lives in a ContextVar, so it follows the task's thread (and threads 
 ``contextvars.copy_context().run``), and never leaks from one task to the next: ``log_context``
 restores what was there before on exit.
 
-Nothing here imports Django: settings.py builds its LOGGING from ``logging_config`` before apps load.
+settings.py builds its LOGGING from ``logging_config`` before apps load: nothing here needs them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging.config
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 FORMATS = ("json", "plain")
@@ -107,12 +108,12 @@ class PlainFormatter(logging.Formatter):
         return f"{head} [{' '.join(tags)}]{sep}{rest}"
 
 
-def log_format(environ: dict[str, str] | Any) -> str:
-    """EDGEPLANE_LOG_FORMAT, checked: json (default) or plain."""
-    value = (environ.get("EDGEPLANE_LOG_FORMAT") or DEFAULT_FORMAT).strip().lower()
-    if value not in FORMATS:
-        raise ValueError(f"EDGEPLANE_LOG_FORMAT={value!r} is not a log format; use one of {', '.join(FORMATS)}")
-    return value
+def log_format(value: str | None) -> str:
+    """EDGEPLANE_LOG_FORMAT's value, checked: json (default, also when empty) or plain."""
+    fmt = (value or DEFAULT_FORMAT).strip().lower()
+    if fmt not in FORMATS:
+        raise ImproperlyConfigured(f"EDGEPLANE_LOG_FORMAT={fmt!r} is not a log format; use one of {', '.join(FORMATS)}")
+    return fmt
 
 
 def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
@@ -133,6 +134,28 @@ def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
     }
 
 
+# Tasks whose first argument is a run id: Celery's own lines about them (received, succeeded, failed
+# with a traceback) carry the run too, from task_prerun to task_postrun.
+RUN_TASKS = frozenset({"edgeplane.launch_run", "edgeplane.launch_verl_run"})
+_task_tokens: dict[str, contextvars.Token] = {}
+
+
+def celery_task_prerun(task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None,
+                       **_: Any) -> None:
+    run_id = (kwargs or {}).get("run_id")
+    if run_id is None and getattr(task, "name", None) in RUN_TASKS and args:
+        run_id = args[0]
+    if run_id is not None and task_id:
+        _task_tokens[task_id] = _context.set({**(_context.get() or {}), "run_id": run_id})
+
+
+def celery_task_postrun(task_id: str | None = None, **_: Any) -> None:
+    token = _task_tokens.pop(task_id or "", None)
+    if token is not None:
+        with contextlib.suppress(ValueError):  # set in another context: nothing of ours to undo here
+            _context.reset(token)
+
+
 def celery_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     """Receiver of Celery's ``setup_logging`` signal: with a receiver, Celery leaves the root
     logger to us instead of replacing its handlers with its own plain format, so the worker's
@@ -142,7 +165,16 @@ def celery_setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+    logging.captureWarnings(True)
     root = logging.getLogger()
+    try:  # the prefork pool's own logger (billiard) does not propagate: give it the same handlers
+        from billiard.util import get_logger as pool_logger
+
+        pool = pool_logger()
+        pool.handlers = list(root.handlers)
+        pool.setLevel(logging.ERROR)  # as Celery sets it: its INFO lines are the pool's bookkeeping
+    except ImportError:  # pragma: no cover - billiard comes with Celery
+        pass
     if loglevel:
         wanted = logging.getLevelName(loglevel) if isinstance(loglevel, str) else int(loglevel)
         if isinstance(wanted, int) and wanted < root.level:

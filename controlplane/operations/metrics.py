@@ -238,13 +238,15 @@ def worker_metrics_serve(**_: Any) -> None:
     """Receiver of Celery's worker_ready (main process): serve the worker's counters on
     EDGEPLANE_WORKER_METRICS_PORT (unset: not served) at EDGEPLANE_WORKER_METRICS_ADDR
     (default 127.0.0.1; 0.0.0.0 for a scraper in another container)."""
-    port = os.environ.get("EDGEPLANE_WORKER_METRICS_PORT", "")
+    from django.conf import settings
+
+    port = str(getattr(settings, "EDGEPLANE_WORKER_METRICS_PORT", "") or "")
     if not port:
         return
     import logging
 
     from prometheus_client import start_http_server
 
-    addr = os.environ.get("EDGEPLANE_WORKER_METRICS_ADDR", "127.0.0.1")
+    addr = getattr(settings, "EDGEPLANE_WORKER_METRICS_ADDR", "") or "127.0.0.1"
     start_http_server(int(port), addr=addr, registry=process_registry())
     logging.getLogger(__name__).info("worker metrics on http://%s:%s/metrics", addr, port)

@@ -11,6 +11,8 @@ import re
 import threading
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
 from django.utils import timezone
@@ -66,7 +68,7 @@ def test_readyz_is_ready_against_the_real_database_and_broker(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_readyz_is_503_naming_an_unapplied_migration():
-    recorder = MigrationRecorder(__import__("django.db", fromlist=["connection"]).connection)
+    recorder = MigrationRecorder(connection)
     latest = recorder.migration_qs.filter(app="runs").order_by("-applied", "-id").first()
     assert latest is not None
     latest.delete()  # the database now lacks one of the code's migrations, as before `migrate` ran
@@ -143,9 +145,11 @@ def test_an_ingested_step_adds_its_rows_to_the_counter_once_committed(acme, data
     delta = {kind: value(after, "edgeplane_ingest_rows_total", kind=kind)
              - value(before, "edgeplane_ingest_rows_total", kind=kind) for kind in logs_kinds()}
     assert delta == {"steps": 1, "observations": 7, "decisions": 9}  # 7 kept + 2 skipped
-    # A step whose transaction rolls back counts nothing.
-    with django_capture_on_commit_callbacks(execute=True), pytest.raises(Exception):
-        step_ingest(run_id=run.id, record={"step": 1, "summary": {}})
+    # A step whose transaction rolls back (after its rows went in) counts nothing.
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError, match="rolled back"), \
+            transaction.atomic():
+        step_ingest(run_id=run.id, record=build_step_record(1, keys))
+        raise RuntimeError("rolled back")
     assert value(scrape(), "edgeplane_ingest_rows_total", kind="observations") == value(
         after, "edgeplane_ingest_rows_total", kind="observations")
 
@@ -289,6 +293,6 @@ def test_the_plain_format_keeps_the_context_readable_and_a_bad_format_is_refused
     with logs.log_context(run_id=3, attempt=1):
         context.filter(record)
     assert formatter.format(record).endswith("WARNING x: hello you [run_id=3 attempt=1]")
-    assert logs.log_format({}) == "json" and logs.log_format({"EDGEPLANE_LOG_FORMAT": "Plain"}) == "plain"
-    with pytest.raises(ValueError, match="EDGEPLANE_LOG_FORMAT='xml'.*json, plain"):
-        logs.log_format({"EDGEPLANE_LOG_FORMAT": "xml"})
+    assert logs.log_format(None) == logs.log_format("") == "json" and logs.log_format(" Plain ") == "plain"
+    with pytest.raises(ImproperlyConfigured, match="EDGEPLANE_LOG_FORMAT='xml'.*json, plain"):
+        logs.log_format("xml")
