@@ -32,7 +32,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def readyz(request: HttpRequest) -> HttpResponse:
     """Readiness: 200 when the database answers, every migration is applied and the broker is
     reachable; 503 naming what failed and why. ``?workers=1`` adds who consumes which queue
-    (informational: it never fails readiness)."""
+    (informational: it never fails readiness), for the clients /metrics answers."""
     try:
         ready, results = health.readiness()
         body: dict = {"status": "ok" if ready else "unavailable",
@@ -40,9 +40,14 @@ def readyz(request: HttpRequest) -> HttpResponse:
         if not ready:
             body["failed"] = [name for name, r in results.items() if not r.ok]
         if request.GET.get("workers") in ("1", "true", "yes"):
-            summary = health.run_bounded("workers", health.workers_summary, health.timeout_seconds())
-            body["workers"] = summary.extra if summary.ok else {"error": summary.detail}
-            body["workers"]["ms"] = round(summary.ms, 1)
+            # Operator detail, and a broadcast to every worker: only for those /metrics answers.
+            allowed, _, why = metrics_allowed(request)
+            if allowed:
+                summary = health.run_bounded("workers", health.workers_summary, health.timeout_seconds())
+                body["workers"] = summary.extra if summary.ok else {"error": summary.detail}
+                body["workers"]["ms"] = round(summary.ms, 1)
+            else:
+                body["workers"] = {"error": why.replace("metrics answer", "the workers' summary answers")}
     except Exception as exc:  # noqa: BLE001 - readiness answers 503, never 500
         ready, body = False, {"status": "unavailable", "failed": ["readyz"], "detail": health.describe_error(exc)}
     return _no_store(JsonResponse(body, status=200 if ready else 503))

@@ -85,6 +85,15 @@ def test_readyz_is_503_naming_an_unapplied_migration():
     assert Client().get("/readyz").status_code == 200
 
 
+@pytest.mark.django_db
+def test_the_workers_summary_is_for_the_clients_metrics_answer(settings):
+    settings.EDGEPLANE_METRICS_TOKEN = "tok"
+    outside = Client().get("/readyz?workers=1", REMOTE_ADDR="8.8.8.8")
+    assert outside.status_code == 200 and "EDGEPLANE_METRICS_TOKEN" in outside.json()["workers"]["error"]
+    inside = Client().get("/readyz?workers=1", REMOTE_ADDR="8.8.8.8", HTTP_AUTHORIZATION="Bearer tok")
+    assert inside.status_code == 200 and "count" in inside.json()["workers"], inside.json()
+
+
 def test_the_operations_paths_are_routed_by_name_too():
     from django.urls import reverse
 
@@ -296,3 +305,23 @@ def test_the_plain_format_keeps_the_context_readable_and_a_bad_format_is_refused
     assert logs.log_format(None) == logs.log_format("") == "json" and logs.log_format(" Plain ") == "plain"
     with pytest.raises(ImproperlyConfigured, match="EDGEPLANE_LOG_FORMAT='xml'.*json, plain"):
         logs.log_format("xml")
+
+
+@pytest.mark.django_db
+def test_a_server_error_line_carries_its_request_id_as_a_field(acme, monkeypatch, caplog, settings):
+    settings.DEBUG = False
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("controlplane.api.views.datasets_for_user", fail)
+    client = client_for("alice")
+    client.raise_request_exception = False
+    with caplog.at_level(logging.ERROR, logger="edgeplane.errors"):
+        response = client.get("/api/datasets/")
+    assert response.status_code == 500
+    (record,) = [r for r in caplog.records if r.name == "edgeplane.errors"]
+    logs.ContextFilter().filter(record)
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["request_id"] == response["X-Request-ID"] == response.json()["request_id"]
+    assert line["level"] == "ERROR" and "RuntimeError: boom" in line["exc_info"]
