@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controlplane.accounts.services import team_create
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import Run, RunStatus
-from controlplane.runs.services import run_create
+from controlplane.runs.services import run_cancel, run_create
 from controlplane.telemetry.models import PromptObservation, SelectionDecision
 from tests.controlplane.test_launch_outbox import RedisServer
 from tests.controlplane.test_worker_flow import TINY, finished, wait_for
@@ -234,19 +234,23 @@ def test_a_worker_logs_json_with_run_and_attempt_answers_health_and_counts_inges
                                 text=True, timeout=60, check=False)
         assert nobody.returncode == 1 and "did not answer" in nobody.stderr
 
-        run = run_create(team=team, dataset=dataset, name="logged", config={**TINY, "steps": 3, "warmup_steps": 20})
-        wait_for(lambda: Run.objects.get(pk=run.id).status == RunStatus.RUNNING, 240, "the run to start", stderr)
+        # Long enough to be seen training; cancelled once seen (it stops at its next step boundary).
+        run = run_create(team=team, dataset=dataset, name="logged", config={**TINY, "steps": 200, "warmup_steps": 20})
+        wait_for(lambda: Run.objects.get(pk=run.id).steps_completed >= 2, 240, "the run to train", stderr)
         summary = _workers_summary()
         mine = next(w for w in summary["workers"] if w["name"] == node)
         assert mine["queues"] == ["celery"] and mine["active_tasks"] == ["edgeplane.launch_run"], summary
-        done = wait_for(lambda: finished(run.id), 300, "the run to finish", stderr)
-        assert done.status == RunStatus.SUCCEEDED, done.status_reason
+        run_cancel(run=Run.objects.get(pk=run.id))
+        done = wait_for(lambda: finished(run.id), 120, "the run to stop", stderr)
+        assert done.status == RunStatus.CANCELLED, done.status_reason
+        trained = done.steps_completed
+        assert 2 <= trained < 200
 
         # The worker's own counters (its pool process ingested the steps), served by its main process.
         status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200
         samples = samples_of(text)
-        assert samples[("edgeplane_ingest_rows_total", (("kind", "steps"),))] == 3
+        assert samples[("edgeplane_ingest_rows_total", (("kind", "steps"),))] == trained
         assert samples[("edgeplane_ingest_rows_total", (("kind", "observations"),))] == \
             PromptObservation.objects.filter(run=done).count() > 0
         assert samples[("edgeplane_ingest_rows_total", (("kind", "decisions"),))] == \
@@ -264,7 +268,7 @@ def test_a_worker_logs_json_with_run_and_attempt_answers_health_and_counts_inges
             pytest.fail(f"a worker stderr line is not JSON: {line[:300]!r}")
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     steps = [r for r in records if r["logger"] == "workers.engines.local.engine" and r["message"].startswith("step ")]
-    assert len(steps) == 3, [r["message"] for r in records][-40:]
+    assert len(steps) == trained, [r["message"] for r in records][-40:]
     assert all(r.get("run_id") == run.id and r.get("attempt") == 1 for r in steps), steps
     assert all(r.get("task_name") == "edgeplane.launch_run" and r.get("task_id") for r in steps), steps
     # Every line logged while the run's task executed carries the run, Celery's own about it too; every
@@ -272,7 +276,7 @@ def test_a_worker_logs_json_with_run_and_attempt_answers_health_and_counts_inges
     task_id = steps[0]["task_id"]
     during = [r for r in records if r.get("task_id") == task_id]
     assert len(during) > len(steps) and all(r.get("run_id") == run.id for r in during), during
-    assert any(r["logger"] == "celery.app.trace" and "succeeded" in r["message"] for r in during)
+    assert any(r["logger"] == "celery.app.trace" and "'cancelled'" in r["message"] for r in during)
     work = [r for r in during if r["logger"].startswith(("workers.", "controlplane.runs"))]
     assert len(work) >= len(steps) and all(r.get("attempt") == 1 for r in work), work
     assert not any("run_id" in r for r in records if "task_id" not in r)  # no context leaks outside the task
