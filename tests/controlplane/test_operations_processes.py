@@ -32,7 +32,8 @@ from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A web process without a server: answers GET paths read from stdin with Django's test client.
+# A web process without a server: answers GET paths read from stdin ("path" or "path|host") with
+# Django's test client.
 WEB = """
 import django, json, sys, time
 django.setup()
@@ -40,8 +41,12 @@ from django.test import Client
 client = Client()
 for line in sys.stdin:
     started = time.monotonic()
-    r = client.get(line.strip(), HTTP_HOST="web:8000")
-    print(json.dumps({"status": r.status_code, "body": r.json(), "s": time.monotonic() - started}), flush=True)
+    path, _, host = line.strip().partition("|")
+    r = client.get(path, HTTP_HOST=host or "web:8000", REMOTE_ADDR="127.0.0.1")
+    json_body = r.headers.get("Content-Type", "").startswith("application/json")
+    body = r.json() if json_body else r.content.decode()
+    print(json.dumps({"status": r.status_code, "body": body, "s": time.monotonic() - started,
+                      "location": r.headers.get("Location")}), flush=True)
 """
 
 
@@ -111,6 +116,48 @@ def test_readiness_follows_a_redis_that_stops_and_starts(live_database_url, tmp_
     finally:
         web.close()
         broker.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_settings_answer_health_over_http_by_any_host_and_redirect_the_rest(live_database_url, tmp_path):
+    web = Web({**os.environ, "EDGEPLANE_VAR_DIR": str(tmp_path), "DATABASE_URL": live_database_url,
+               "DJANGO_SETTINGS_MODULE": "controlplane.settings_production", "SECRET_KEY": "k" * 60,
+               "DJANGO_ALLOWED_HOSTS": "edgeplane.example.com"})
+    try:
+        for path in ("/healthz", "/readyz", "/metrics"):  # over http, by a container's name (not allowed)
+            answer = web.get(path)
+            assert answer["status"] == 200 and answer["location"] is None, (path, answer)
+        assert web.get("/")["status"] == 400  # everything else still validates the host...
+        redirected = web.get("/|edgeplane.example.com")
+        assert redirected["status"] == 301 and redirected["location"].startswith("https://")  # ...and goes to https
+    finally:
+        web.close()
+
+
+SEND_TWO = ("import django; django.setup(); from controlplane.celery import app; "
+            "[app.send_task('edgeplane.reconcile_runs') for _ in range(2)]")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_filesystem_broker_is_checked_and_its_queue_counted(live_database_url, tmp_path):
+    # make demo's broker: no CELERY_BROKER_URL, kombu's filesystem transport under EDGEPLANE_VAR_DIR.
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    env.update({"EDGEPLANE_VAR_DIR": str(tmp_path), "DATABASE_URL": live_database_url})
+    send = subprocess.run([sys.executable, "-c", SEND_TWO], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert send.returncode == 0, send.stderr
+    web = Web(env)
+    try:
+        ready = web.get("/readyz")
+        assert ready["status"] == 200 and ready["body"]["checks"]["broker"]["transport"] == "filesystem", ready
+        samples = samples_of(web.get("/metrics")["body"])
+        assert samples[("edgeplane_celery_queue_length", (("queue", "celery"),))] == 2
+        shutil.rmtree(tmp_path / "celery" / "queue")
+        gone = web.get("/readyz")
+        assert gone["status"] == 503 and gone["body"]["failed"] == ["broker"], gone
+        assert "data_folder_in" in gone["body"]["checks"]["broker"]["detail"]
+    finally:
+        web.close()
 
 
 # -- gunicorn with two workers --------------------------------------------------------------------------
