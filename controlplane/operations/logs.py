@@ -134,7 +134,7 @@ def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
     }
 
 
-# Tasks whose first argument is a run id: Celery's own lines about them (received, succeeded, failed
+# Tasks whose first argument is a run id: Celery's own lines about them while they execute (succeeded, failed
 # with a traceback) carry the run too, from task_prerun to task_postrun.
 RUN_TASKS = frozenset({"edgeplane.launch_run", "edgeplane.launch_verl_run"})
 _task_tokens: dict[str, contextvars.Token] = {}
