@@ -20,7 +20,9 @@ EDGEPLANE_MODELS_ROOT, EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGE
 (the block at the end): EDGEPLANE_SIGNIN_WINDOW_SECONDS, EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS,
 EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS, EDGEPLANE_SIGNIN_LOCKOUT_FAILURES, EDGEPLANE_SIGNIN_LOCKOUT_SECONDS,
 EDGEPLANE_API_TOKEN_DAYS; EDGEPLANE_SQLITE_BUSY_SECONDS, EDGEPLANE_DB_IDLE_TRANSACTION_SECONDS,
-EDGEPLANE_LAUNCH_RESEND_SECONDS; EDGEPLANE_LOG_LEVEL; the dataset limits EDGEPLANE_DATASET_* (read by
+EDGEPLANE_LAUNCH_RESEND_SECONDS; EDGEPLANE_LOG_LEVEL; operations (docs/operations.md): EDGEPLANE_LOG_FORMAT,
+EDGEPLANE_METRICS_TOKEN, EDGEPLANE_HEALTH_TIMEOUT_SECONDS, PROMETHEUS_MULTIPROC_DIR, EDGEPLANE_WORKER_METRICS_PORT,
+EDGEPLANE_WORKER_METRICS_ADDR; the dataset limits EDGEPLANE_DATASET_* (read by
 workers.problems.dataset, which workers share: docs/limits.md).
 """
 
@@ -130,15 +132,34 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-# Logs go to stderr with time, level and logger; a server error's traceback goes here under its
-# request id (logger edgeplane.errors), never to the client. EDGEPLANE_LOG_LEVEL: WARNING by default.
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": os.environ.get("EDGEPLANE_LOG_LEVEL", "WARNING").upper()},
-}
+# -- Operations: logs, health, metrics (controlplane/operations, docs/operations.md) ----------------------
+# Logs go to stderr, one JSON object a line (EDGEPLANE_LOG_FORMAT=json, the default) or a readable
+# line (plain): time, level, logger, message, and run_id/attempt (and the Celery task) on every
+# line logged while a run's task executes. A server error's traceback goes here under its request
+# id (logger edgeplane.errors), never to the client. EDGEPLANE_LOG_LEVEL: WARNING by default (a
+# Celery worker's --loglevel applies when it asks for more).
+from controlplane.operations.logs import log_format as _log_format
+from controlplane.operations.logs import logging_config as _logging_config
+
+EDGEPLANE_LOG_FORMAT = _log_format(os.environ.get("EDGEPLANE_LOG_FORMAT"))
+LOGGING = _logging_config(fmt=EDGEPLANE_LOG_FORMAT, level=os.environ.get("EDGEPLANE_LOG_LEVEL", "WARNING").upper())
+INSTALLED_APPS.append("controlplane.operations")
+# First: times every request, and answers /healthz, /readyz and /metrics before host validation,
+# the SSL redirect and sign-in (an internal checker calls them over http by a container name).
+MIDDLEWARE.insert(0, "controlplane.operations.middleware.OperationsMiddleware")
+# The same paths, should a request reach SecurityMiddleware (a stack without the middleware above).
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+# /metrics: with a token, `Authorization: Bearer <token>` from anywhere; without one, only direct
+# loopback and private-network clients (not through a proxy that adds X-Forwarded-For).
+EDGEPLANE_METRICS_TOKEN = os.environ.get("EDGEPLANE_METRICS_TOKEN", "")
+# Each readiness check and each scrape-time collector gives up after this long (seconds).
+EDGEPLANE_HEALTH_TIMEOUT_SECONDS = env_int(os.environ, "EDGEPLANE_HEALTH_TIMEOUT_SECONDS", 3)
+# Several processes (gunicorn workers, a prefork Celery pool) write their samples here and a scrape
+# adds them up; read by prometheus_client from the environment itself; empty: one process's own.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# A Celery worker serves its own counters (ingest rows of the runs it trains) on this port; empty: not served.
+EDGEPLANE_WORKER_METRICS_PORT = os.environ.get("EDGEPLANE_WORKER_METRICS_PORT", "")
+EDGEPLANE_WORKER_METRICS_ADDR = os.environ.get("EDGEPLANE_WORKER_METRICS_ADDR", "127.0.0.1")
 
 # REST API: token or browser session; nothing is public unless a view says so.
 REST_FRAMEWORK = {

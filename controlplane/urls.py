@@ -1,4 +1,5 @@
-"""URL routes: the admin, the JSON API under /api/ (schema at /api/schema/), the dashboard at /."""
+"""URL routes: the admin, the JSON API under /api/ (schema at /api/schema/), health and metrics
+(/healthz, /readyz, /metrics: docs/operations.md), the dashboard at /."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -8,6 +9,7 @@ from controlplane.accounts.views import SignInView
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("controlplane.api.urls")),
+    path("", include("controlplane.operations.urls")),  # healthz, readyz, metrics (before the dashboard's routes)
     # The dashboard's sign-in (frontend:login, same path), with the sign-in throttle's 429 page.
     path("accounts/login/", SignInView.as_view(template_name="frontend/login.html", redirect_authenticated_user=True,
                                                next_page="frontend:runs"), name="login"),

@@ -134,7 +134,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
         code, message = known
         return _answer(request, code, "Bad request", message)
     logger.error("request %s failed: %s %s", request_id, request.method, request.path,
-                 exc_info=exc_info if exc_info[0] else None)
+                 exc_info=exc_info if exc_info[0] else None, extra={"request_id": request_id})  # a JSON log field
     return _answer(request, 500, "Server error",
                    f"the server failed on this request; it is logged under request id {request_id}",
                    request_id=request_id)

@@ -15,6 +15,7 @@ cancelled, or failed once it reached the attempt limit). verl runs are left to
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import logging
 import threading
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections, transaction
 
 from controlplane.datasets.services import dataset_export
+from controlplane.operations.logs import log_context
 from controlplane.runs import services as run_services
 from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import (
@@ -69,7 +71,9 @@ class Keepalive:
         self.replaced = threading.Event()
         self._stop = threading.Event()
         self._owner = threading.current_thread()
-        self._thread = threading.Thread(target=self._beat, name=f"keepalive-run-{run_id}-a{attempt}", daemon=True)
+        # In a copy of the starter's context: the thread's log lines carry its run and attempt.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._beat,),
+                                        name=f"keepalive-run-{run_id}-a{attempt}", daemon=True)
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -202,7 +206,9 @@ def local_run_execute(*, run_id: int) -> str:
         return "not-claimed"
     run = attempt.run
     folder = local_run_directory(run.id)
-    with Keepalive(run_id=run.id, attempt=attempt.number) as keepalive, \
+    # Every line logged while this attempt trains (the engine's, the keepalive thread's) carries run_id and attempt.
+    with log_context(run_id=run.id, attempt=attempt.number), \
+            Keepalive(run_id=run.id, attempt=attempt.number) as keepalive, \
             previous_attempt_stopped(folder=folder, run_id=run.id, attempt=attempt.number):
         try:
             train_path, test_path = dataset_export(dataset=run.dataset, folder=folder / "data")

@@ -15,9 +15,11 @@ from controlplane.celery import app
 @app.task(name="edgeplane.launch_run", acks_late=True, reject_on_worker_lost=True)
 def launch_run(run_id: int) -> str:
     """Claim and train a run. The claim is atomic: a redelivered message cannot start it twice."""
+    from controlplane.operations.logs import log_context
     from controlplane.runs.local_runs import local_run_execute
 
-    return local_run_execute(run_id=run_id)
+    with log_context(run_id=run_id):  # every line logged meanwhile carries the run (and, once claimed, the attempt)
+        return local_run_execute(run_id=run_id)
 
 
 @app.task(name="edgeplane.reconcile_runs")
@@ -43,9 +45,11 @@ def reconcile_runs() -> dict[str, list[int]]:
 def launch_verl_run(run_id: int) -> str:
     """Claim a verl run and submit its job (Ray Jobs, or a local process); returns the job's
     handle. Short: the job trains outside the worker. Routed to the verl queue (settings)."""
+    from controlplane.operations.logs import log_context
     from controlplane.runs.verl_runs import verl_run_launch
 
-    return verl_run_launch(run_id=run_id)
+    with log_context(run_id=run_id):
+        return verl_run_launch(run_id=run_id)
 
 
 @app.task(name="edgeplane.reconcile_verl_runs")

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from controlplane.budgets.selectors import budget_status
 from controlplane.budgets.services import uniform_device_seconds, usage_add_warmup, usage_record
+from controlplane.operations.metrics import ingest_rows_count
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
 from controlplane.runs.selectors import run_totals
 from controlplane.telemetry.models import (
@@ -154,9 +155,10 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
         uniform_device_seconds=uniform, reward_mean=summary.train.reward_mean, loss=summary.train.loss,
         seconds=seconds, metrics=dict(summary.metrics), train=summary.train.to_wire(), alerts=list(record.alerts),
     )
-    bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS,
-                _observation_rows(run.id, step, record.observations))
-    bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, _decision_rows(run.id, record.decisions))
+    observed = bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS,
+                           _observation_rows(run.id, step, record.observations))
+    decided = bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, _decision_rows(run.id, record.decisions))
+    ingest_rows_count(steps=1, observations=observed, decisions=decided)  # edgeplane_ingest_rows_total, on commit
     _update_prompt_states(run, step, record.observations, record.decisions)
     usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
 

@@ -1,0 +1,1 @@
+"""Operations: /healthz, /readyz, /metrics, worker health and structured logs (docs/operations.md)."""

@@ -1,0 +1,52 @@
+"""Reads for the metrics: one aggregate query each, at scrape time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from controlplane.budgets.models import Budget, UsageEntry
+from controlplane.runs.models import Run, RunStatus
+
+
+def runs_count_by_status() -> dict[str, int]:
+    """Runs per status, every status present (0 when none), so a series never vanishes."""
+    counts = dict.fromkeys(RunStatus.values, 0)
+    for row in Run.objects.order_by().values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+@dataclass(frozen=True)
+class TeamBudgetUse:
+    team: str  # the team's slug
+    used_device_hours: float
+    limit_device_hours: float | None  # None: no budget for the current period
+
+
+def teams_budget_use(at: dt.datetime | None = None) -> list[TeamBudgetUse]:
+    """Device-hours each team used as budgets.selectors.budget_status counts them (within the
+    current budget's period; all of the team's usage when it has no current budget), and its
+    current budget. Two queries: the current budgets, then one grouped sum of the ledger."""
+    now = at or timezone.now()
+    today = now.date()
+    budgets: dict[int, dict] = {}
+    for b in (Budget.objects.filter(period_start__lte=today, period_end__gt=today).order_by("team_id", "id")
+              .values("team_id", "team__slug", "period_start", "period_end", "limit_device_hours")):
+        budgets.setdefault(b["team_id"], b)  # as budget_current: the first when periods overlap
+    in_period = ~Q(team_id__in=list(budgets))  # no current budget: all of the team's usage counts
+    for team_id, b in budgets.items():
+        start = timezone.make_aware(dt.datetime.combine(b["period_start"], dt.time()))
+        end = timezone.make_aware(dt.datetime.combine(b["period_end"], dt.time()))
+        in_period |= Q(team_id=team_id, recorded_at__gte=start, recorded_at__lt=end)
+    used = {row["team__slug"]: float(row["seconds"] or 0.0) / 3600.0
+            for row in UsageEntry.objects.filter(in_period).order_by().values("team__slug")
+            .annotate(seconds=Sum("device_seconds"))}
+    out = {b["team__slug"]: TeamBudgetUse(b["team__slug"], used.get(b["team__slug"], 0.0), b["limit_device_hours"])
+           for b in budgets.values()}
+    for slug, hours in used.items():
+        out.setdefault(slug, TeamBudgetUse(slug, hours, None))
+    return [out[slug] for slug in sorted(out)]
