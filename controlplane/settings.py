@@ -355,7 +355,7 @@ with contextlib.suppress(OSError):  # WhiteNoise warns about a missing folder; a
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    "frontend.finders.PlotlyFinder",
+    "frontend.staticfiles.PlotlyFinder",
 ]
 # WhiteNoise serves /static/ from the app server (settings_production: hashed names, gzip), right
 # after the security headers; with DEBUG on it also serves the apps' folders without collectstatic.

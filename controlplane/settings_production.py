@@ -73,11 +73,12 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
-# Hashed names (cached for a year by WhiteNoise) and gzip twins, made by collectstatic. Only here:
-# a template rendered before collectstatic ran fails with "Missing staticfiles manifest entry".
+# Hashed names (cached for a year by WhiteNoise), gzip twins and the scripts' imports rewritten to
+# the hashed names, made by collectstatic (frontend/staticfiles.py). Only here: a template rendered
+# before collectstatic ran fails with "Missing staticfiles manifest entry".
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "frontend.staticfiles.ProductionStorage"},
 }
 WHITENOISE_KEEP_ONLY_HASHED_FILES = True  # the unhashed copies are never linked: half the image's static files
 

@@ -394,7 +394,7 @@ def test_the_run_page_names_the_job_of_a_run_trained_outside_the_worker(bob, run
 def test_plotly_comes_from_the_bundled_copy_as_a_static_file():
     from django.contrib.staticfiles import finders
 
-    path = finders.find("frontend/vendor/plotly.min.js")  # frontend.finders.PlotlyFinder
+    path = finders.find("frontend/vendor/plotly.min.js")  # frontend.staticfiles.PlotlyFinder
     body = Path(path).read_bytes()
     assert len(body) > 1_000_000 and b"plotly.js" in body[:2000]
     assert finders.find("frontend/vendor/other.js") is None
