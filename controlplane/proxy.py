@@ -53,7 +53,7 @@ def parse_address(text: str) -> Address | None:
     elif text.count(":") == 1:  # IPv4 with a port; a bare IPv6 address has several colons
         text = text.split(":", 1)[0]
     try:
-        address = ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # no zone (fe80::1%eth0): it names our interface
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:

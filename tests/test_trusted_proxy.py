@@ -77,6 +77,9 @@ def test_addresses_with_ports_are_read_without_them():
     assert parse_address("198.51.100.1:5151") == parse_address("198.51.100.1")
     assert str(parse_address("[2001:db8::1]:443")) == "2001:db8::1"
     assert str(parse_address('"[2001:db8::1]"')) == "2001:db8::1"
+    # A zone is dropped: the address fits the throttle's column (45 characters) whatever follows %.
+    assert str(parse_address("fe80::1%" + "x" * 100)) == "fe80::1"
+    assert seen(PROXY, [PROXY], "[fe80::1%eth0]:80")[0] == "fe80::1"
 
 
 @pytest.mark.parametrize("forwarded_for", ["", ",", " , ", "unknown", "not an address", "999.1.1.1",
