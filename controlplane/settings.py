@@ -26,10 +26,12 @@ EDGEPLANE_WORKER_METRICS_ADDR; the dataset limits EDGEPLANE_DATASET_* (read by
 workers.problems.dataset, which workers share: docs/limits.md).
 """
 
+import contextlib
 import os
 import shlex
 from pathlib import Path
 
+from controlplane.proxy import trusted_networks as _trusted_networks
 from controlplane.settings_env import database_from_url, env_int, env_list, secret_key_from
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -363,3 +365,29 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
+
+# -- Deployment: static files, the reverse proxy (issue 14; docs/deploy.md) ------------------------------
+# collectstatic's target. The image collects into /app/static at build time (EDGEPLANE_STATIC_ROOT),
+# outside the var volume, which would hide it; elsewhere var/static.
+STATIC_ROOT = Path(os.environ.get("EDGEPLANE_STATIC_ROOT") or VAR_DIR / "static")
+with contextlib.suppress(OSError):  # WhiteNoise warns about a missing folder; a read-only one is fine
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# plotly.js from the plotly package, as the static file frontend/vendor/plotly.min.js (no CDN: CSP).
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "frontend.staticfiles.PlotlyFinder",
+]
+# WhiteNoise serves /static/ from the app server (settings_production: hashed names, gzip), right
+# after the security headers; with DEBUG on it also serves the apps' folders without collectstatic.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("csp.middleware.CSPMiddleware" if "csp.middleware.CSPMiddleware" in MIDDLEWARE
+                     else "django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+# The reverse proxy's addresses (IPs or CIDR networks, comma-separated). Only from these is
+# X-Forwarded-For / X-Forwarded-Proto believed (controlplane/proxy.py); empty (default): nobody.
+EDGEPLANE_TRUSTED_PROXIES = env_list(os.environ, "EDGEPLANE_TRUSTED_PROXIES", "")
+_trusted_networks(EDGEPLANE_TRUSTED_PROXIES)  # a bad entry fails at start, naming it
+# First: every later middleware (security redirect, CSRF, sign-in throttle) sees the client.
+MIDDLEWARE.insert(0, "controlplane.proxy.TrustedProxyMiddleware")

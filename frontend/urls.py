@@ -19,7 +19,6 @@ urlpatterns = [
     path("runs/<int:run_id>/prompt/", views.prompt, name="prompt"),
     path("compare/", views.compare, name="compare"),
     path("teams/<slug:slug>/budget/", views.budget, name="budget"),
-    path("vendor/plotly.min.js", views.plotly_js, name="plotly-js"),
     path("data/forecast/", data_views.forecast, name="data-forecast"),
     path("data/runs/<int:run_id>/series/", data_views.series, name="data-series"),
     path("data/runs/<int:run_id>/evaluations/", data_views.evaluations, name="data-evaluations"),

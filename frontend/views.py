@@ -8,8 +8,6 @@ as an id that does not exist); a member without the launcher role gets a 403 for
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -98,7 +96,7 @@ def _audit_cursor(raw: str) -> tuple[str | None, str | None]:
     return raw, None
 
 
-# -- sign in, team switcher, plotly ---------------------------------------------------------------------
+# -- sign in, team switcher ---------------------------------------------------------------------------
 
 
 class LoginView(auth_views.LoginView):
@@ -123,25 +121,6 @@ def team_switch(request: HttpRequest) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = reverse("frontend:runs")
     return redirect(target)
-
-
-@lru_cache(maxsize=1)
-def plotly_path() -> Path:
-    import plotly
-
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        raise FileNotFoundError(f"plotly.js is missing from the plotly package at {path}")
-    return path
-
-
-@require_GET
-def plotly_js(request: HttpRequest) -> FileResponse:
-    """plotly.js from the copy bundled in the plotly Python package: nothing is loaded from
-    outside the server."""
-    response = FileResponse(plotly_path().open("rb"), content_type="text/javascript; charset=utf-8")
-    response["Cache-Control"] = "public, max-age=86400"
-    return response
 
 
 # -- runs ----------------------------------------------------------------------------------------------

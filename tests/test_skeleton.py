@@ -7,6 +7,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+APP_SERVICES = ("migrate", "web", "worker", "control-worker", "beat", "gpu-worker")
+# Where the variables compose sets are read: the settings, gunicorn's configuration (server
+# and prometheus_client's multiprocess folder), the WSGI entry point (DJANGO_SETTINGS_MODULE).
+READERS = ("controlplane/settings.py", "controlplane/settings_production.py", "controlplane/gunicorn.conf.py",
+           "controlplane/wsgi.py")
 
 
 def test_django_system_check_passes() -> None:
@@ -24,9 +29,10 @@ def test_django_system_check_passes() -> None:
 def test_compose_file_declares_the_stack_and_keeps_the_gpu_worker_behind_a_profile() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "web", "worker", "beat", "gpu-worker"} <= set(services)
+    assert {"postgres", "redis", "migrate", "web", "caddy", "worker", "control-worker", "beat", "gpu-worker"} <= set(
+        services)
     assert services["gpu-worker"]["profiles"] == ["gpu"]
-    for name in ("web", "worker", "beat", "gpu-worker"):
+    for name in APP_SERVICES:
         assert {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY"} <= set(
             services[name]["environment"]
         )
@@ -37,10 +43,8 @@ def test_compose_app_services_use_only_settings_names_and_reach_the_compose_serv
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    settings_text = "".join(
-        (ROOT / "controlplane" / f).read_text() for f in ("settings.py", "settings_production.py")
-    )
-    for name in ("web", "worker", "beat", "gpu-worker"):
+    settings_text = "".join((ROOT / f).read_text() for f in READERS)
+    for name in APP_SERVICES:
         env = services[name]["environment"]
         unknown = [var for var in env if f'"{var}"' not in settings_text]
         assert unknown == [], f"{name} sets variables the settings never read: {unknown}"
@@ -50,7 +54,8 @@ def test_compose_app_services_use_only_settings_names_and_reach_the_compose_serv
             "postgres", pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]
         )  # fmt: skip
         assert env["CELERY_BROKER_URL"].startswith("redis://redis:")
-        assert set(services[name]["depends_on"]) == {"postgres", "redis"}
+        after = {"postgres", "redis"} | ({"migrate"} if name != "migrate" else set())
+        assert set(services[name]["depends_on"]) == after, name
 
 
 def test_the_image_installs_the_pinned_cpu_torch_and_the_gpu_profile_swaps_the_index() -> None:
