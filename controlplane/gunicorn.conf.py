@@ -13,8 +13,9 @@ metrics of all worker processes, summed by /metrics; emptied here at start).
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
+
+from controlplane.operations.logs import log_format, logging_config
+from controlplane.operations.metrics import multiproc_dir_reset, process_dead
 
 
 def _count(name: str, default: int) -> int:
@@ -40,10 +41,16 @@ preload_app = True
 # Workers' heartbeat files in memory (/dev/shm), not on the container's overlay disk.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
-# Logs to the container's output: access lines on stdout, gunicorn's own on stderr.
+# Logs to the container's output in the app's format (EDGEPLANE_LOG_FORMAT, JSON by default;
+# controlplane/operations/logs.py): gunicorn's own lines and its access lines go through the same
+# handler as the app's, so one parser reads the whole web log.
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(f)s" "%(a)s"'
+logconfig_dict = logging_config(fmt=log_format(os.environ.get("EDGEPLANE_LOG_FORMAT")),
+                                level=os.environ.get("EDGEPLANE_LOG_LEVEL", "WARNING").upper())
+logconfig_dict["loggers"].update({name: {"handlers": [], "propagate": True, "level": "INFO"}
+                                  for name in ("gunicorn.error", "gunicorn.access")})
 
 # Forwarding headers are judged by the app alone (controlplane/proxy.py, EDGEPLANE_TRUSTED_PROXIES):
 # gunicorn itself believes them from nobody, so the two can never disagree.
@@ -54,22 +61,10 @@ control_socket_disable = True
 
 
 def on_starting(server) -> None:
-    """Empty PROMETHEUS_MULTIPROC_DIR: files of a previous server's processes would be summed in."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder:
-        return
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    """The metrics folder (PROMETHEUS_MULTIPROC_DIR) starts empty: no previous server's samples summed in."""
+    multiproc_dir_reset()
 
 
 def child_exit(server, worker) -> None:
     """A worker process ended: its live gauges leave /metrics' sums (prometheus_client's multiprocess mode)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
+    process_dead(worker.pid)

@@ -12,6 +12,7 @@ Every process is stopped at the end, also on failure."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import secrets
@@ -95,6 +96,13 @@ def fetch(url: str, *, headers: dict[str, str] | None = None) -> tuple[int, dict
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 @contextmanager
@@ -205,6 +213,10 @@ def test_the_run_page_served_by_the_production_stack(scheme, static_root, run_wi
         # Outside, /metrics is Caddy's 404: it never reached gunicorn (its access log).
         assert not re.search(r'"GET /+metrics', gunicorn_log.read_text(), re.IGNORECASE)
         assert '"GET /accounts/login/' in gunicorn_log.read_text()  # the access log is on
+    # Every line the web service wrote (gunicorn's own, its access lines, the app's) is one JSON object.
+    lines = gunicorn_log.read_text().splitlines()
+    assert lines and [line for line in lines if not _is_json_object(line)] == []
+    assert any(json.loads(line).get("logger") == "gunicorn.access" for line in lines)
     assert gunicorn.returncode is not None and caddy.returncode is not None
 
 

@@ -18,9 +18,14 @@ class OperationsConfig(AppConfig):
         from celery import signals
 
         from controlplane.operations.logs import celery_setup_logging, celery_task_postrun, celery_task_prerun
-        from controlplane.operations.metrics import worker_metrics_serve
+        from controlplane.operations.metrics import multiproc_dir_reset, pool_process_shutdown, worker_metrics_serve
 
         signals.setup_logging.connect(celery_setup_logging, weak=False, dispatch_uid="edgeplane-logging")
         signals.task_prerun.connect(celery_task_prerun, weak=False, dispatch_uid="edgeplane-log-prerun")
         signals.task_postrun.connect(celery_task_postrun, weak=False, dispatch_uid="edgeplane-log-postrun")
         signals.worker_ready.connect(worker_metrics_serve, weak=False, dispatch_uid="edgeplane-worker-metrics")
+        # A prefork worker's samples (PROMETHEUS_MULTIPROC_DIR): a clean folder before the pool starts, and an
+        # ended pool process's gauges out of the sums.
+        signals.worker_init.connect(multiproc_dir_reset, weak=False, dispatch_uid="edgeplane-metrics-reset")
+        signals.worker_process_shutdown.connect(pool_process_shutdown, weak=False,
+                                                dispatch_uid="edgeplane-metrics-process-dead")

@@ -234,6 +234,39 @@ def exposition(accept: str | None, registry_of: Callable[[], CollectorRegistry] 
     return encoder(registry_of()), content_type
 
 
+def multiproc_dir_reset(**_: Any) -> None:
+    """Empty PROMETHEUS_MULTIPROC_DIR before a server's processes start (gunicorn's on_starting, Celery's
+    worker_init): the files of a previous server's processes would be summed in, a restarted
+    container's /tmp included."""
+    import shutil
+    from pathlib import Path
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # read now: a server's config sets it
+    if not path:
+        return
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def process_dead(pid: int) -> None:
+    """A server's process ended (gunicorn's child_exit, a Celery pool process's shutdown): its live
+    gauges leave the sums; its counters stay counted."""
+    if path := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)
+
+
+def pool_process_shutdown(pid: int | None = None, **_: Any) -> None:
+    """Receiver of Celery's worker_process_shutdown."""
+    process_dead(pid or os.getpid())
+
+
 def worker_metrics_serve(**_: Any) -> None:
     """Receiver of Celery's worker_ready (main process): serve the worker's counters on
     EDGEPLANE_WORKER_METRICS_PORT (unset: not served) at EDGEPLANE_WORKER_METRICS_ADDR
