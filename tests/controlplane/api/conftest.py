@@ -12,7 +12,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from controlplane.datasets.services import dataset_import_builtin
-from controlplane.runs.services import run_create
+from controlplane.runs.services import run_claim, run_create
+from controlplane.telemetry.services import token_issue
 from tests.controlplane.api.helpers import TINY_CONFIG, client_for
 
 
@@ -70,3 +71,16 @@ def run_a(team_a, dataset_a):
 @pytest.fixture
 def run_b(team_b, dataset_b):
     return run_create(team=team_b, dataset=dataset_b, name="globex-run", config=dict(TINY_CONFIG))
+
+
+@pytest.fixture
+def running(run_a):
+    """Team A's run, claimed by a remote engine: what ingest accepts steps for."""
+    run_claim(run_id=run_a.id, worker="remote:1")
+    return run_a
+
+
+@pytest.fixture
+def token(running) -> str:
+    """The running run's ingest token."""
+    return token_issue(run_id=running.id)

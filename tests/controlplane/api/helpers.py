@@ -25,6 +25,18 @@ from workers.record import (
 TINY_CONFIG = {"steps": 3, "batch_size": 4, "group_size": 2, "selectors": {"greso": {}}}
 
 
+def engine(key: str) -> APIClient:
+    """A client as a run's engine sees the API: its run token, nothing else."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"RunToken {key}")
+    return client
+
+
+def steps_url(run) -> str:
+    """The ingest endpoint of ``run``."""
+    return f"/api/ingest/runs/{run.id}/steps/"
+
+
 def client_for(username: str) -> APIClient:
     client = APIClient()
     user = get_user_model().objects.get(username=username)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from controlplane.budgets.models import UsageEntry
 from controlplane.runs.models import Attempt, Run, RunStatus
@@ -16,31 +15,10 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from controlplane.telemetry.services import ControlPlaneSink, step_ingest, token_issue
-from tests.controlplane.api.helpers import budget_for, build_step_record, client_for, step_record
+from controlplane.telemetry.services import ControlPlaneSink, step_ingest
+from tests.controlplane.api.helpers import budget_for, build_step_record, client_for, engine, step_record, steps_url
 from workers.record import RECORD_VERSION, RecordError
 from workers.record import StepSummary as RecordSummary
-
-
-def engine(key: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"RunToken {key}")
-    return client
-
-
-def url(run) -> str:
-    return f"/api/ingest/runs/{run.id}/steps/"
-
-
-@pytest.fixture
-def running(run_a):
-    run_claim(run_id=run_a.id, worker="remote:1")
-    return run_a
-
-
-@pytest.fixture
-def token(running) -> str:
-    return token_issue(run_id=running.id)
 
 
 def rows_of_step(run, step: int) -> tuple[int, int, int, int]:
@@ -52,7 +30,7 @@ def rows_of_step(run, step: int) -> tuple[int, int, int, int]:
 
 @pytest.mark.django_db
 def test_a_step_posted_with_the_runs_token_is_stored_and_answered_continue(running, token):
-    answer = engine(token).post(url(running), step_record(0, ["k0", "k1"], skipped=["k2"]), format="json")
+    answer = engine(token).post(steps_url(running), step_record(0, ["k0", "k1"], skipped=["k2"]), format="json")
     assert answer.status_code == 200
     assert answer.json() == {"control": "continue"}
     assert rows_of_step(running, 0) == (1, 2, 3, 1)
@@ -64,48 +42,48 @@ def test_a_step_posted_with_the_runs_token_is_stored_and_answered_continue(runni
 
 @pytest.mark.django_db
 def test_a_step_record_with_an_explicit_event_is_the_same_step(running, token):
-    answer = engine(token).post(url(running), {"event": "step", **step_record(0, ["k0"])}, format="json")
+    answer = engine(token).post(steps_url(running), {"event": "step", **step_record(0, ["k0"])}, format="json")
     assert answer.json() == {"control": "continue"}
     assert rows_of_step(running, 0) == (1, 1, 1, 1)
 
 
 @pytest.mark.django_db
 def test_a_token_for_one_run_cannot_post_to_another_run(running, token, run_b):
-    answer = engine(token).post(url(run_b), step_record(0, ["k0"]), format="json")
+    answer = engine(token).post(steps_url(run_b), step_record(0, ["k0"]), format="json")
     assert answer.status_code == 403
     assert StepSummary.objects.filter(run=run_b).count() == 0
 
 
 @pytest.mark.django_db
 def test_a_revoked_token_is_refused_with_401(running, token):
-    assert engine(token).post(url(running), step_record(0, ["k0"]), format="json").status_code == 200
+    assert engine(token).post(steps_url(running), step_record(0, ["k0"]), format="json").status_code == 200
     RunToken.objects.filter(key=token).update(revoked_at=running.created_at)
-    answer = engine(token).post(url(running), step_record(1, ["k0"]), format="json")
+    answer = engine(token).post(steps_url(running), step_record(1, ["k0"]), format="json")
     assert answer.status_code == 401
     assert StepSummary.objects.filter(run=running, step=1).count() == 0
 
 
 @pytest.mark.django_db
 def test_an_unknown_token_and_a_users_api_token_are_refused_with_401(running, team_a):
-    assert engine("not-a-token").post(url(running), step_record(0, ["k0"]), format="json").status_code == 401
+    assert engine("not-a-token").post(steps_url(running), step_record(0, ["k0"]), format="json").status_code == 401
     alice = client_for("alice")  # an admin of the run's team, but not a run token
-    assert alice.post(url(running), step_record(0, ["k0"]), format="json").status_code == 401
+    assert alice.post(steps_url(running), step_record(0, ["k0"]), format="json").status_code == 401
     assert StepSummary.objects.filter(run=running).count() == 0
 
 
 @pytest.mark.django_db
 def test_a_replayed_step_replaces_its_rows_and_never_duplicates_them(running, token):
     client = engine(token)
-    client.post(url(running), step_record(0, ["k0", "k1", "k2"], skipped=["k3"]), format="json")
-    client.post(url(running), step_record(1, ["k0", "k3"]), format="json")
+    client.post(steps_url(running), step_record(0, ["k0", "k1", "k2"], skipped=["k3"]), format="json")
+    client.post(steps_url(running), step_record(1, ["k0", "k3"]), format="json")
     before = rows_of_step(running, 1)
     assert before == (1, 2, 2, 1)
 
     # The engine resumed from a checkpoint and sends step 1 again: same rows, not twice as many.
-    assert client.post(url(running), step_record(1, ["k0", "k3"]), format="json").status_code == 200
+    assert client.post(steps_url(running), step_record(1, ["k0", "k3"]), format="json").status_code == 200
     assert rows_of_step(running, 1) == before
     # A replay with different content replaces the old rows entirely.
-    client.post(url(running), step_record(1, ["k1"], skipped=["k0", "k3"], device_seconds=7.0), format="json")
+    client.post(steps_url(running), step_record(1, ["k1"], skipped=["k0", "k3"], device_seconds=7.0), format="json")
     assert rows_of_step(running, 1) == (1, 1, 3, 1)
     assert UsageEntry.objects.get(run=running, step=1).device_seconds == 7.0
     assert rows_of_step(running, 0) == (1, 3, 4, 1)  # the other step is untouched
@@ -115,7 +93,7 @@ def test_a_replayed_step_replaces_its_rows_and_never_duplicates_them(running, to
 @pytest.mark.django_db
 def test_a_requested_cancel_is_answered_cancel(running, token):
     run_cancel(run=running)
-    answer = engine(token).post(url(running), step_record(0, ["k0"]), format="json")
+    answer = engine(token).post(steps_url(running), step_record(0, ["k0"]), format="json")
     assert answer.json() == {"control": "cancel"}
 
 
@@ -123,43 +101,43 @@ def test_a_requested_cancel_is_answered_cancel(running, token):
 def test_an_exhausted_budget_is_answered_stop_budget(running, token, team_a):
     budget_for(team_a, limit_device_hours=0.001)  # 3.6 device-seconds
     client = engine(token)
-    assert client.post(url(running), step_record(0, ["k0"], device_seconds=2.0), format="json").json() == {
+    assert client.post(steps_url(running), step_record(0, ["k0"], device_seconds=2.0), format="json").json() == {
         "control": "continue"}
-    assert client.post(url(running), step_record(1, ["k0"], device_seconds=2.0), format="json").json() == {
+    assert client.post(steps_url(running), step_record(1, ["k0"], device_seconds=2.0), format="json").json() == {
         "control": "stop_budget"}
 
 
 @pytest.mark.django_db
 def test_the_other_events_update_the_run_and_answer_ok(running, token):
     client = engine(token)
-    assert client.post(url(running), {"event": "run_started", "resumed_from_step": None},
+    assert client.post(steps_url(running), {"event": "run_started", "resumed_from_step": None},
                        format="json").json() == {"ok": True}
     running.refresh_from_db()
     assert running.status == RunStatus.RUNNING and running.started_at is not None
 
-    client.post(url(running), step_record(0, ["k0"]), format="json")
-    assert client.post(url(running), {"event": "checkpoint", "step": 0, "path": "/ckpt/0"},
+    client.post(steps_url(running), step_record(0, ["k0"]), format="json")
+    assert client.post(steps_url(running), {"event": "checkpoint", "step": 0, "path": "/ckpt/0"},
                        format="json").json() == {"ok": True}
-    assert client.post(url(running), {"event": "evaluation", "step": 1, "k": 4, "pass_at_1": 0.5,
+    assert client.post(steps_url(running), {"event": "evaluation", "step": 1, "k": 4, "pass_at_1": 0.5,
                                       "pass_at_k": 0.75, "prompts": 8, "by_difficulty": {"1": 0.5}},
                        format="json").json() == {"ok": True}
     evaluation = Evaluation.objects.get(run=running)
     assert evaluation.pass_at_k == 0.75 and evaluation.rollouts_generated_total == 2
 
-    answer = client.post(url(running), {"event": "run_finished", "status": "succeeded", "reason": "done"},
+    answer = client.post(steps_url(running), {"event": "run_finished", "status": "succeeded", "reason": "done"},
                          format="json")
     assert answer.json() == {"ok": True}
     running.refresh_from_db()
     assert running.status == RunStatus.SUCCEEDED and running.last_checkpoint_step == 0
     assert Attempt.objects.get(run=running).status == RunStatus.SUCCEEDED
     # The run's end revoked its token.
-    assert client.post(url(running), step_record(1, ["k0"]), format="json").status_code == 401
+    assert client.post(steps_url(running), step_record(1, ["k0"]), format="json").status_code == 401
 
 
 @pytest.mark.django_db
 def test_a_step_for_a_finished_run_is_a_400_with_the_services_message(running, token):
     Run.objects.filter(pk=running.pk).update(status=RunStatus.CANCELLED)
-    answer = engine(token).post(url(running), step_record(0, ["k0"]), format="json")
+    answer = engine(token).post(steps_url(running), step_record(0, ["k0"]), format="json")
     assert answer.status_code == 400
     assert "cancelled" in answer.json()["detail"]
     assert rows_of_step(running, 0) == (0, 0, 0, 0)
@@ -182,7 +160,7 @@ def test_a_malformed_record_is_a_400_and_stores_nothing(running, token, breakage
         record["event"] = "explode"
     else:
         record = [record]
-    answer = engine(token).post(url(running), record, format="json")
+    answer = engine(token).post(steps_url(running), record, format="json")
     assert answer.status_code == 400, answer.content
     if breakage == "summary_field_missing":
         assert answer.json()["detail"] == "bad step record: summary: lacks device_seconds"
@@ -194,7 +172,7 @@ def test_a_malformed_record_is_a_400_and_stores_nothing(running, token, breakage
 
 @pytest.mark.django_db
 def test_a_finish_with_an_unknown_status_is_refused(running, token):
-    answer = engine(token).post(url(running), {"event": "run_finished", "status": "exploded"}, format="json")
+    answer = engine(token).post(steps_url(running), {"event": "run_finished", "status": "exploded"}, format="json")
     assert answer.status_code == 400
     running.refresh_from_db()
     assert running.status == RunStatus.STARTING
@@ -206,7 +184,7 @@ def test_a_heartbeat_keeps_a_warming_run_alive_and_says_what_it_does(running, to
     from django.utils import timezone
 
     Run.objects.filter(pk=running.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
-    answer = engine(token).post(url(running), {"event": "heartbeat", "phase": "warmup",
+    answer = engine(token).post(steps_url(running), {"event": "heartbeat", "phase": "warmup",
                                                "detail": "supervised warm-up step 500/1500, loss 1.2"}, format="json")
     assert answer.status_code == 200
     running.refresh_from_db()
@@ -220,7 +198,7 @@ def test_prompt_states_follow_the_newest_step_and_count_each_visit_once(running,
 
     client = engine(token)
     for step in (0, 1, 1, 0):  # step 1 replayed, then an old step 0 replayed after it
-        assert client.post(url(running), step_record(step, ["k0"]), format="json").status_code == 200
+        assert client.post(steps_url(running), step_record(step, ["k0"]), format="json").status_code == 200
     state = PromptState.objects.get(run=running, prompt_key="k0")
     assert state.last_step == 1 and state.visits == 2
 
@@ -230,16 +208,16 @@ def test_an_engine_whose_attempt_was_replaced_can_neither_write_steps_nor_end_th
     from controlplane.runs.models import Run
 
     Run.objects.filter(pk=running.pk).update(attempts_count=2)  # the reconciler started attempt 2
-    stale = engine(token).post(url(running), {**step_record(0, ["k0"]), "attempt": 1}, format="json")
+    stale = engine(token).post(steps_url(running), {**step_record(0, ["k0"]), "attempt": 1}, format="json")
     assert stale.status_code == 400 and "replaced by attempt 2" in stale.json()["detail"]
     assert stale.json()["code"] == "attempt_replaced"
     assert rows_of_step(running, 0) == (0, 0, 0, 0)
-    ended = engine(token).post(url(running), {"event": "run_finished", "status": "failed", "reason": "zombie",
+    ended = engine(token).post(steps_url(running), {"event": "run_finished", "status": "failed", "reason": "zombie",
                                               "attempt": 1}, format="json")
     assert ended.status_code == 400
     running.refresh_from_db()
     assert running.status == RunStatus.STARTING and running.finished_at is None  # untouched by the zombie
-    current = engine(token).post(url(running), {**step_record(0, ["k0"]), "attempt": 2}, format="json")
+    current = engine(token).post(steps_url(running), {**step_record(0, ["k0"]), "attempt": 2}, format="json")
     assert current.status_code == 200 and rows_of_step(running, 0)[0] == 1
 
 
@@ -264,12 +242,12 @@ def test_the_savings_yardsticks_of_a_step_are_stored_and_their_nans_as_null(runn
     measured = engine_summary(prompt_tokens_generated=16, backward_prompt_tokens=8, groups_uniform=2,
                               groups_uniform_mixed=1, mixed_rate_uniform=0.5, groups_mixed_collected=2,
                               rollouts_dynamic_sampling=8.0, backward_tokens_mixed=25)
-    assert client.post(url(running), step_record(0, ["k0", "k1"], extra_summary=measured),
+    assert client.post(steps_url(running), step_record(0, ["k0", "k1"], extra_summary=measured),
                        format="json").status_code == 200
     # No mixed group yet: the estimates are NaN in the accounting and None (null) in the record.
     unmeasured = engine_summary(step=1, groups_uniform=2)
     assert unmeasured["mixed_rate_uniform"] is None and unmeasured["backward_savings_vs_mixed"] is None
-    assert client.post(url(running), step_record(1, ["k0", "k1"], extra_summary=unmeasured),
+    assert client.post(steps_url(running), step_record(1, ["k0", "k1"], extra_summary=unmeasured),
                        format="json").status_code == 200
 
     first, second = StepSummary.objects.filter(run=running).order_by("step")
@@ -286,7 +264,7 @@ def test_the_savings_yardsticks_of_a_step_are_stored_and_their_nans_as_null(runn
 
 @pytest.mark.django_db
 def test_a_step_from_an_engine_without_the_yardsticks_keeps_their_defaults(running, token):
-    assert engine(token).post(url(running), step_record(0, ["k0"]), format="json").status_code == 200
+    assert engine(token).post(steps_url(running), step_record(0, ["k0"]), format="json").status_code == 200
     row = StepSummary.objects.get(run=running, step=0)
     assert (row.groups_uniform, row.groups_mixed_collected, row.backward_tokens_mixed, row.prompt_tokens_generated) \
         == (0, 0, 0, 0)
@@ -311,7 +289,7 @@ def stored_rows(run) -> tuple[list, list, list, list]:
 @pytest.mark.django_db
 def test_the_in_process_sink_stores_the_same_rows_as_the_http_ingest(running, token, run_b):
     record = build_step_record(0, ["k0", "k1"], skipped=["k2"], extra_summary={"mixed_rate_uniform": float("nan")})
-    assert engine(token).post(url(running), record.to_wire(), format="json").status_code == 200
+    assert engine(token).post(steps_url(running), record.to_wire(), format="json").status_code == 200
     run_claim(run_id=run_b.id, worker="local:1")
     assert ControlPlaneSink(run_b.id).step(record) == "continue"
     assert stored_rows(running) == stored_rows(run_b)
@@ -325,7 +303,7 @@ def test_a_malformed_record_is_refused_the_same_way_by_http_and_in_process(runni
     record = build_step_record(0, ["k0", "k1"])
     wire = record.to_wire()
     wire["observations"][1]["pass_rate"] = 1.5
-    answer = engine(token).post(url(running), wire, format="json")
+    answer = engine(token).post(steps_url(running), wire, format="json")
     assert answer.status_code == 400
     # in process: the record cannot be built; the service reading a mapping refuses it alike
     with pytest.raises(RecordError) as built:
@@ -341,7 +319,7 @@ def test_a_malformed_record_is_refused_the_same_way_by_http_and_in_process(runni
 
 @pytest.mark.django_db
 def test_a_record_of_an_unknown_version_is_a_400_naming_both_versions(running, token):
-    answer = engine(token).post(url(running), {**step_record(0, ["k0"]), "version": RECORD_VERSION + 1},
+    answer = engine(token).post(steps_url(running), {**step_record(0, ["k0"]), "version": RECORD_VERSION + 1},
                                 format="json")
     assert answer.status_code == 400
     detail = answer.json()["detail"]
@@ -356,7 +334,7 @@ def test_an_unversioned_record_from_an_older_engine_is_still_stored(running, tok
     old["summary"]["step"] = 0
     old["summary"]["mixed_rate_uniform"] = "NaN"  # version 1 spelled NaN as a string
     old["observations"][0]["prompt_entropy"] = "NaN"
-    answer = engine(token).post(url(running), old, format="json")
+    answer = engine(token).post(steps_url(running), old, format="json")
     assert answer.status_code == 200, answer.content
     assert rows_of_step(running, 0) == (1, 2, 2, 1)
     assert StepSummary.objects.get(run=running).mixed_rate_uniform is None

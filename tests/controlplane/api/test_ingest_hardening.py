@@ -16,12 +16,11 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from controlplane.budgets.models import UsageEntry
 from controlplane.budgets.services import usage_record
 from controlplane.runs.models import Run, RunStatus
-from controlplane.runs.services import run_claim, run_lose
+from controlplane.runs.services import run_lose
 from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
@@ -30,30 +29,9 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from controlplane.telemetry.services import run_finished_ingest, token_issue
+from controlplane.telemetry.services import run_finished_ingest
 from tests.conftest import database_url_of
-from tests.controlplane.api.helpers import TINY_CONFIG, budget_for, step_record
-
-
-def engine(key: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"RunToken {key}")
-    return client
-
-
-def url(run) -> str:
-    return f"/api/ingest/runs/{run.id}/steps/"
-
-
-@pytest.fixture
-def running(run_a):
-    run_claim(run_id=run_a.id, worker="remote:1")
-    return run_a
-
-
-@pytest.fixture
-def token(running) -> str:
-    return token_issue(run_id=running.id)
+from tests.controlplane.api.helpers import TINY_CONFIG, budget_for, engine, step_record, steps_url
 
 
 def nothing_stored(run) -> bool:
@@ -134,7 +112,7 @@ STEP_CASES = [
 @pytest.mark.parametrize(("path", "value", "named"), STEP_CASES, ids=[f"{p}={v!r:.20}" for p, v, _ in STEP_CASES])
 def test_a_step_number_out_of_its_fields_range_is_a_400_naming_the_field(running, token, path, value, named):
     record = _set(step_record(0, ["k0", "k1"]), path, value)
-    answer = engine(token).post(url(running), raw_json(record), content_type="application/json")
+    answer = engine(token).post(steps_url(running), raw_json(record), content_type="application/json")
     assert answer.status_code == 400, answer.content
     assert named in answer.json()["detail"], answer.json()
     assert nothing_stored(running)
@@ -168,7 +146,7 @@ OTHER_CASES = [
                                                                in enumerate(OTHER_CASES)])
 def test_other_events_out_of_range_are_a_400_naming_the_field(running, token, body, named):
     before = Run.objects.values().get(pk=running.pk)
-    answer = engine(token).post(url(running), body, format="json")
+    answer = engine(token).post(steps_url(running), body, format="json")
     assert answer.status_code == 400, answer.content
     assert named in answer.json()["detail"], answer.json()
     assert Run.objects.values().get(pk=running.pk) == before
@@ -178,7 +156,7 @@ def test_other_events_out_of_range_are_a_400_naming_the_field(running, token, bo
 @pytest.mark.django_db
 def test_a_deeply_nested_body_is_a_400(running, token):
     body = '{"event": "evaluation", "by_difficulty": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    answer = engine(token).post(url(running), body, content_type="application/json")
+    answer = engine(token).post(steps_url(running), body, content_type="application/json")
     assert answer.status_code == 400, answer.content
 
 
@@ -189,13 +167,14 @@ def test_a_run_token_cannot_book_negative_or_nan_usage_nor_let_a_refused_launch_
         running, token, team_a, dataset_a, bob, device_seconds):
     budget_for(team_a, limit_device_hours=0.01)  # 36 device-seconds
     client = engine(token)
-    assert client.post(url(running), step_record(0, ["k0"], device_seconds=30.0), format="json").status_code == 200
+    answer = client.post(steps_url(running), step_record(0, ["k0"], device_seconds=30.0), format="json")
+    assert answer.status_code == 200
     budget = bob.get(f"/api/teams/{team_a.slug}/budget/")
     assert budget.status_code == 200
     before = budget.json()
 
     bent = _set(step_record(1, ["k0"]), "summary.device_seconds", device_seconds)
-    answer = client.post(url(running), bent, format="json")
+    answer = client.post(steps_url(running), bent, format="json")
     assert answer.status_code == 400 and "device_seconds" in answer.json()["detail"]
 
     after = bob.get(f"/api/teams/{team_a.slug}/budget/")
@@ -239,13 +218,13 @@ FENCED = {
 def test_a_replaced_attempt_can_post_no_event_of_any_kind(running, token, event):
     Run.objects.filter(pk=running.pk).update(attempts_count=2)  # the reconciler started attempt 2
     before = Run.objects.values().get(pk=running.pk)
-    answer = engine(token).post(url(running), {**FENCED[event](), "attempt": 1}, format="json")
+    answer = engine(token).post(steps_url(running), {**FENCED[event](), "attempt": 1}, format="json")
     assert answer.status_code == 400, answer.content
     assert "replaced by attempt 2" in answer.json()["detail"] and answer.json()["code"] == "attempt_replaced"
     assert Run.objects.values().get(pk=running.pk) == before
     assert nothing_stored(running)
     # the current attempt posts the same event
-    current = engine(token).post(url(running), {**FENCED[event](), "attempt": 2}, format="json")
+    current = engine(token).post(steps_url(running), {**FENCED[event](), "attempt": 2}, format="json")
     assert current.status_code == 200, current.content
 
 
@@ -258,7 +237,7 @@ def test_an_attempt_whose_run_was_requeued_before_a_new_claim_can_post_nothing(r
     run_lose(run_id=running.pk, now=timezone.now() + dt.timedelta(hours=1), reason="test: stale", outcome=outcome)
     assert outcome["requeued"] == [running.pk]
     before = Run.objects.values().get(pk=running.pk)
-    answer = engine(token).post(url(running), {**FENCED[event](), "attempt": 1}, format="json")
+    answer = engine(token).post(steps_url(running), {**FENCED[event](), "attempt": 1}, format="json")
     assert answer.status_code == 400, answer.content
     assert "no longer runs it" in answer.json()["detail"] and answer.json()["code"] == "attempt_replaced"
     assert Run.objects.values().get(pk=running.pk) == before and before["status"] == RunStatus.QUEUED
@@ -269,7 +248,7 @@ def test_an_attempt_whose_run_was_requeued_before_a_new_claim_can_post_nothing(r
 def test_the_same_end_reported_twice_is_answered_quietly(running, token):
     """A sink whose first answer was lost sends run_finished again: the end stays as stored."""
     end = {"event": "run_finished", "status": "succeeded", "reason": "", "attempt": 1}
-    assert engine(token).post(url(running), end, format="json").status_code == 200
+    assert engine(token).post(steps_url(running), end, format="json").status_code == 200
     finished_at = Run.objects.get(pk=running.pk).finished_at
     # The token ended with the run; the worker's in-process sink reports the same end again.
     run_finished_ingest(run_id=running.pk, status="succeeded", reason="", attempt=1)
@@ -282,7 +261,7 @@ def test_the_same_end_reported_twice_is_answered_quietly(running, token):
 def test_the_same_prompt_observed_ten_times_in_a_step_is_refused_naming_it(running, token):
     record = step_record(0, ["k0", "k1"])
     record["observations"] = [record["observations"][0]] * 10 + [record["observations"][1]]
-    answer = engine(token).post(url(running), record, format="json")
+    answer = engine(token).post(steps_url(running), record, format="json")
     assert answer.status_code == 400
     assert "'k0'" in answer.json()["detail"] and "observed 10 times" in answer.json()["detail"]
     assert nothing_stored(running)
@@ -294,7 +273,7 @@ def test_the_same_decision_ten_times_in_a_step_is_refused_naming_it(running, tok
     decision = record["decisions"][0]
     # the same act ten times; the scores and message may differ (a prompt drawn again)
     record["decisions"] = [{**decision, "scores": {"draw": i / 10}} for i in range(10)] + record["decisions"][1:]
-    answer = engine(token).post(url(running), record, format="json")
+    answer = engine(token).post(steps_url(running), record, format="json")
     assert answer.status_code == 400
     detail = answer.json()["detail"]
     assert "'k0'" in detail and "greso" in detail and "10 times" in detail
@@ -304,7 +283,7 @@ def test_the_same_decision_ten_times_in_a_step_is_refused_naming_it(running, tok
 @pytest.mark.django_db
 def test_a_decision_of_another_step_in_a_step_record_is_refused(running, token):
     record = _set(step_record(3, ["k0"]), "decisions.0.step", 2)
-    answer = engine(token).post(url(running), record, format="json")
+    answer = engine(token).post(steps_url(running), record, format="json")
     assert answer.status_code == 400 and "step" in answer.json()["detail"]
 
 
@@ -312,7 +291,7 @@ def test_a_decision_of_another_step_in_a_step_record_is_refused(running, token):
 def test_a_prompt_state_counts_one_visit_per_step(running, token):
     client = engine(token)
     for step in (0, 1):
-        assert client.post(url(running), step_record(step, ["k0", "k1"]), format="json").status_code == 200
+        assert client.post(steps_url(running), step_record(step, ["k0", "k1"]), format="json").status_code == 200
     assert PromptState.objects.get(run=running, prompt_key="k0").visits == 2
     assert PromptObservation.objects.filter(run=running, prompt_key="k0").count() == 2
 
@@ -338,7 +317,7 @@ def test_a_lock_timeout_during_ingest_is_a_503_with_retry_after_and_the_retry_la
     try:
         with locker.transaction():
             locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-            answer = client.post(url(running), step_record(0, ["k0", "k1"]), format="json")
+            answer = client.post(steps_url(running), step_record(0, ["k0", "k1"]), format="json")
         assert answer.status_code == 503, answer.content
         assert int(answer["Retry-After"]) >= 1
         assert "try again" in answer.json()["detail"]
@@ -346,7 +325,7 @@ def test_a_lock_timeout_during_ingest_is_a_503_with_retry_after_and_the_retry_la
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = 0")
-    again = client.post(url(running), step_record(0, ["k0", "k1"]), format="json")
+    again = client.post(steps_url(running), step_record(0, ["k0", "k1"]), format="json")
     assert again.status_code == 200
     assert StepSummary.objects.filter(run=running).count() == 1
     assert PromptObservation.objects.filter(run=running).count() == 2
@@ -372,7 +351,7 @@ def test_a_dropped_database_connection_during_ingest_is_a_503_and_then_heals(run
         killer = threading.Thread(target=kill_the_waiting_session)
         killer.start()
         try:
-            answer = client.post(url(running), step_record(0, ["k0"]), format="json")
+            answer = client.post(steps_url(running), step_record(0, ["k0"]), format="json")
         finally:
             stop.set()
             killer.join()
@@ -380,6 +359,6 @@ def test_a_dropped_database_connection_during_ingest_is_a_503_and_then_heals(run
     assert answer.status_code == 503, answer.content
     assert answer.has_header("Retry-After")
     connection.close()  # as Django does at the end of a request whose connection broke
-    again = client.post(url(running), step_record(0, ["k0"]), format="json")
+    again = client.post(steps_url(running), step_record(0, ["k0"]), format="json")
     assert again.status_code == 200
     assert StepSummary.objects.filter(run=running).count() == 1

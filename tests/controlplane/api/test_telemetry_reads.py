@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.runs.services import run_claim
 from controlplane.telemetry.services import evaluation_ingest, step_ingest
 from tests.controlplane.api.helpers import step_record
 from workers.record import TRAIN_FIELDS
-
-
-@pytest.fixture
-def running(run_a):
-    run_claim(run_id=run_a.id, worker="test:1")
-    return run_a
 
 
 @pytest.mark.django_db
