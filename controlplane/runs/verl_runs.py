@@ -40,6 +40,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlplane.datasets.services import DatasetImportError, dataset_export
+from controlplane.operations.logs import log_context
 from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
 from controlplane.runs.services import VERL, run_claim, run_lose, worker_name
 from controlplane.telemetry.models import RunToken
@@ -118,12 +119,21 @@ def verl_runs_active() -> bool:
 # -- launch -------------------------------------------------------------------------------------
 def verl_run_launch(*, run_id: int) -> str:
     """Claim the run and submit its verl job; returns the job's handle or what happened."""
-    from workers.engines.verl.launch import OverrideError, compose_overrides, plan, submit
-
     attempt = run_claim(run_id=run_id, worker=worker_name())
     if attempt is None:
         log.info("run %s: nothing to claim (already started, finished or cancelled)", run_id)
         return "not-claimed"
+    # Every line logged while this attempt's job is prepared and submitted carries run_id and attempt.
+    with log_context(run_id=run_id, attempt=attempt.number):
+        return _verl_job_submit(attempt)
+
+
+def _verl_job_submit(attempt: Attempt) -> str:
+    """Export the claimed attempt's data, plan its verl job and submit it; returns the job's handle,
+    or the status the run ended with when it could not start."""
+    from workers.engines.verl.launch import OverrideError, compose_overrides, plan, submit
+
+    run_id = attempt.run_id
     try:
         folder = verl_run_directory(run_id)
         train_path, test_path = dataset_export(dataset=attempt.run.dataset, folder=folder / "data")
