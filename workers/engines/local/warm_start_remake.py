@@ -8,6 +8,8 @@ on the default held-out split in full precision and again after the cast to half
 writes ``<key>.pt`` (half precision, at most 1 MB) and ``<key>.json`` (the manifest), removes the
 orphaned warm starts when writing into the shipped folder, and prints the figures and the size.
 ``--set`` changes a config field (to try the command quickly: ``--set warmup_steps=20``).
+``--from var/warmup/<key>.pt`` converts a full-precision warm-up the engine already trained for
+the same key instead of training again (the manifest says which).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import logging
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -62,22 +65,28 @@ def differences(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[st
 
 
 def remake(*, out: Path = SHIPPED, overrides: Mapping[str, Any] | None = None, eval_prompts: int = 0,
-           prune: bool | None = None, log: Any = print) -> dict[str, Any]:
+           prune: bool | None = None, source: Path | None = None, log: Any = print) -> dict[str, Any]:
     """Train the warm-up from scratch (the defaults on add_aligned, with ``overrides``), write
     ``out/<key>.pt`` (half precision) and ``out/<key>.json``; returns the manifest.
 
     ``eval_prompts``: held-out prompts the pass rates are measured on (0: the config's
     test split). ``prune``: remove other warm starts in ``out`` (default: when ``out`` is the
-    shipped folder, so one warm start ships)."""
+    shipped folder, so one warm start ships). ``source``: a full-precision warm-up the engine
+    already trained for this key (a var/warmup/<key>.pt cache), converted instead of training."""
     config = RunConfig.from_mapping({"task": "add_aligned", **(overrides or {})})
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="warm-start-") as scratch:
-        engine = LocalEngine(config, Path(scratch) / "run", JsonlSink(Path(scratch) / "run"),
-                             var_dir=Path(scratch) / "var")
-        engine.shipped_warm_starts = None  # train from scratch, whatever ships
+        var = Path(scratch) / "var"
+        engine = LocalEngine(config, Path(scratch) / "run", JsonlSink(Path(scratch) / "run"), var_dir=var)
+        engine.shipped_warm_starts = None  # train from scratch (or take ``source``), whatever ships
         key = engine.warmup_key()
         if key is None:
             raise ValueError("this config has no warm-up to ship (a tiny model with warm-up steps is needed)")
+        if source is not None:
+            if Path(source).name != f"{key}.pt":
+                raise ValueError(f"{source} is not this config's warm-up: its cache file is named {key}.pt")
+            (var / "warmup").mkdir(parents=True)
+            shutil.copyfile(source, var / "warmup" / f"{key}.pt")  # the engine's own cache lookup loads it
         start = time.perf_counter()
         figures = engine._warm_up()
         seconds = time.perf_counter() - start
@@ -106,6 +115,7 @@ def remake(*, out: Path = SHIPPED, overrides: Mapping[str, Any] | None = None, e
         "warmup_version": WARMUP_VERSION,
         "warmup_loss": round(figures["warmup_loss"], 6),
         "warmup_seconds": round(seconds, 1),
+        "made_from": f"the full-precision warm-up {source}" if source is not None else "trained from scratch",
         "bytes": size,
         "evaluation": {"split": "the config's held-out split", "prompts": len(records), "max_new_tokens":
                        config.max_new_tokens, "greedy_temperature": GREEDY_TEMPERATURE, "sampled_k": EVAL_K,
@@ -113,7 +123,8 @@ def remake(*, out: Path = SHIPPED, overrides: Mapping[str, Any] | None = None, e
         "pass_rates": {"float32": full, "float16": halved},
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "command": REMAKE + "".join(f" --set {shlex.quote(f'{k}={v}')}" for k, v in (overrides or {}).items()),
+        "command": REMAKE + "".join(f" --set {shlex.quote(f'{k}={v}')}" for k, v in (overrides or {}).items())
+        + (f" --from {shlex.quote(str(source))}" if source is not None else ""),
         "made_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / f"{key}.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -123,8 +134,8 @@ def remake(*, out: Path = SHIPPED, overrides: Mapping[str, Any] | None = None, e
                 other.unlink()
                 other.with_suffix(".json").unlink(missing_ok=True)
                 log(f"removed the orphaned warm start {other.name}")
-    log(f"warm start {key}: {size / 1024:.0f} KiB at {path}, loss {figures['warmup_loss']:.4f}, "
-        f"trained in {seconds:.0f} s")
+    how = f"converted from {source}" if source is not None else f"trained in {seconds:.0f} s"
+    log(f"warm start {key}: {size / 1024:.0f} KiB at {path}, loss {figures['warmup_loss']:.4f}, {how}")
     for precision, rates in manifest["pass_rates"].items():
         for mode, by_level in rates.items():
             log(f"  {precision:7s} {mode:7s} pass@1 " + "  ".join(f"{level} {v:.3f}" for level, v in by_level.items()))
@@ -148,12 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SHIPPED, help=f"folder to write into (default {SHIPPED})")
     parser.add_argument("--set", dest="overrides", type=_setting, action="append", default=[], metavar="NAME=VALUE",
                       help="a config field other than its default (for trying the command: warmup_steps=20)")
+    parser.add_argument("--from", dest="source", type=Path, default=None, metavar="CACHE",
+                        help="convert this full-precision warm-up of the same key (var/warmup/<key>.pt, made by the "
+                             "engine) instead of training from scratch")
     parser.add_argument("--eval-prompts", type=int, default=0,
                       help="held-out prompts the pass rates are measured on (default: the whole split)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        remake(out=args.out, overrides=dict(args.overrides), eval_prompts=args.eval_prompts)
+        remake(out=args.out, overrides=dict(args.overrides), eval_prompts=args.eval_prompts, source=args.source)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
