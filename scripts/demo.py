@@ -106,7 +106,7 @@ def warm_up_note(config: dict | None = None) -> str:
 
     if warm_start.shipped_for(config or DEMO_CONFIG, DEMO_TASK):
         return ("The run starts from the built-in warm start that ships with the code (no supervised warm-up):\n"
-                "its first RL step comes seconds after the worker starts (about 10 s on 2 cores).")
+                "its first RL step comes a few seconds after the worker starts.")
     return ("The run warms up its tiny model first: 4,900 supervised steps, about 4 minutes on 2 cores\n"
             "(cached under var/warmup/).")
 
