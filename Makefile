@@ -1,28 +1,54 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
-.PHONY: deps venv lint test demo clean
+.PHONY: deps venv venv-base lint test demo clean
 
 PYTHON ?= python3.11
 VENV := .venv
 CONSTRAINTS := requirements/constraints.txt
-# The stamp's name carries a hash of the install inputs: editing either file reinstalls.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha256sum | cut -c1-16)
+# The stamps' names carry a hash of the install inputs: editing either file reinstalls. Two
+# stamps: the base install (what `make demo` needs) and the full one (dev and verl extras, what
+# `make test` needs). The full install includes the base, so a demo after a test installs
+# nothing, and a test after a demo adds only the extras.
+INPUTS_HASH := $(shell cat pyproject.toml $(CONSTRAINTS) | sha256sum | cut -c1-16)
+BASE_STAMP := $(VENV)/.installed-base-$(INPUTS_HASH)
+FULL_STAMP := $(VENV)/.installed-full-$(INPUTS_HASH)
 
-# deps: the Debian packages the tests need (postgresql, redis-server, chromium, python3-venv).
-# A no-op when all are installed; otherwise apt-get update + install, as root, no prompts.
+# deps: the Debian packages the tests need (postgresql, redis-server, chromium, caddy,
+# python3-venv). A no-op when all are installed; otherwise apt-get update + install, as root,
+# no prompts. `make demo` never runs it: the demo needs none of them.
 deps:
 	@scripts/apt-deps.sh
 
 # venv: create .venv (or reuse it) and install the project with the dev and verl extras.
 # torch goes in first, from the constraints file, so nothing later can pull a CUDA build.
-venv: $(STAMP)
+venv: $(FULL_STAMP)
 
-$(STAMP): pyproject.toml $(CONSTRAINTS) | deps
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+# venv-base: .venv with the project's own dependencies only (no dev, no verl): the demo's.
+venv-base: $(BASE_STAMP)
+
+# Python 3.11 with its venv module; when it is missing, what to install is said aloud.
+define make_venv
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || { \
+		echo "make: '$(PYTHON) -m venv $(VENV)' failed (above: why). It needs Python 3.11 with its" \
+			"venv module (ensurepip): on Debian or Ubuntu, as root, apt-get install python3.11-venv;" \
+			"or give another Python 3.11: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; \
+		rm -rf $(VENV); exit 1; }
+endef
+
+$(BASE_STAMP): pyproject.toml $(CONSTRAINTS)
+	@if [ -e $(FULL_STAMP) ]; then touch $@; exit 0; fi; \
+	set -e; $(make_venv); \
+	$(VENV)/bin/pip install -c $(CONSTRAINTS) torch==2.13.0; \
+	$(VENV)/bin/pip install -c $(CONSTRAINTS) -e .; \
+	rm -f $(VENV)/.installed-*; \
+	touch $@
+
+$(FULL_STAMP): pyproject.toml $(CONSTRAINTS) | deps
+	$(make_venv)
 	$(VENV)/bin/pip install -c $(CONSTRAINTS) torch==2.13.0
 	$(VENV)/bin/pip install -c $(CONSTRAINTS) -e '.[dev,verl]'
 	rm -f $(VENV)/.installed-*
-	touch $@
+	touch $@ $(BASE_STAMP)
 
 # lint: ruff (line length enforced, pyproject.toml) over the tree, and mypy --strict over the
 # selection algorithms and the step record. make test runs it first.
@@ -42,8 +68,9 @@ test: deps venv lint
 	exit $$rc
 
 # demo: the embedded mode (SQLite, filesystem broker under var/): migrate, a demo team and user,
-# the built-in addition task, a live run; web + worker + beat until Ctrl-C. Prints the URL.
-demo: venv
+# the built-in addition task, a live run; web + workers + beat until Ctrl-C. Prints the URL.
+# Installs only the project's own dependencies (venv-base): no test tools, no verl, no apt.
+demo: venv-base
 	@$(VENV)/bin/python scripts/demo.py
 
 # clean: remove the venv and generated files. Keeps var/ (the local database and queue).

@@ -14,7 +14,7 @@ Environment variables read here: DATABASE_URL, DATABASE_CONN_MAX_AGE, CELERY_BRO
 CELERY_RESULT_BACKEND, CELERY_BROKER_VISIBILITY_TIMEOUT, SECRET_KEY, DJANGO_DEBUG,
 DJANGO_ALLOWED_HOSTS, EDGEPLANE_VAR_DIR, EDGEPLANE_HEARTBEAT_STALE_SECONDS,
 EDGEPLANE_MAX_ATTEMPTS, EDGEPLANE_RUNS_DIR, EDGEPLANE_UPLOAD_MAX_BYTES,
-EDGEPLANE_RECONCILE_SECONDS, EDGEPLANE_CANCEL_GRACE_SECONDS, EDGEPLANE_CONTROL_URL,
+EDGEPLANE_RECONCILE_SECONDS, EDGEPLANE_CONTROL_QUEUE, EDGEPLANE_CANCEL_GRACE_SECONDS, EDGEPLANE_CONTROL_URL,
 EDGEPLANE_VERL_QUEUE, EDGEPLANE_RAY_ADDRESS, EDGEPLANE_VERL_RUNS_DIR, EDGEPLANE_VERL_MODEL_ROOT,
 EDGEPLANE_MODELS_ROOT, EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGEPLANE_VERL_OVERRIDES; accounts
 (the block at the end): EDGEPLANE_SIGNIN_WINDOW_SECONDS, EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS,
@@ -256,9 +256,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # restart); the unacked message comes back later and finds its run already claimed.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat's reconciler has a queue of its own, read by a worker that trains nothing (make demo's
+# "control" worker, `celery -A controlplane worker -Q control --pool=solo`): a reconcile never
+# waits behind a training run, which holds its worker's slot for the whole run. The training
+# workers read the default queue ("celery"), local launches included.
+EDGEPLANE_CONTROL_QUEUE = os.environ.get("EDGEPLANE_CONTROL_QUEUE") or "control"
 CELERY_TASK_ROUTES = {
     "edgeplane.launch_verl_run": {"queue": EDGEPLANE_VERL_QUEUE},
     "edgeplane.reconcile_verl_runs": {"queue": EDGEPLANE_VERL_QUEUE},
+    "edgeplane.reconcile_runs": {"queue": EDGEPLANE_CONTROL_QUEUE},
 }
 # The launch outbox (runs.services.run_launches_resend, run by beat's reconcile_runs): a run
 # queued this long since its launch message was sent (or stored, when the broker could not be
@@ -269,6 +275,9 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-runs": {
         "task": "edgeplane.reconcile_runs",
         "schedule": float(EDGEPLANE_RECONCILE_SECONDS),
+        # A reconcile not taken within one period is dropped by the worker that finds it (the
+        # next one is on its way): a control worker that was down does not replay a backlog.
+        "options": {"expires": float(EDGEPLANE_RECONCILE_SECONDS)},
     },
     # reconcile_runs also sends reconcile_verl_runs to the verl queue, only while verl runs are active.
 }

@@ -2,7 +2,9 @@
 
 SQLite (WAL) and Celery's filesystem broker under var/; migrates; creates a demo team
 and user (credentials printed); imports the built-in testbed task add_aligned; launches a live run
-(HIVE + HORA + RL-ZVP on the tiny model); starts web, worker and beat; prints the URL.
+(HIVE + HORA + RL-ZVP on the tiny model, from the built-in warm start that ships with the code);
+starts web, a training worker (two runs at once), a control worker (beat's reconciler, on its own
+queue: it never waits behind a training run) and beat; prints the URL.
 Ctrl-C stops everything it started.
 """
 
@@ -20,7 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 # The testbed the benchmarks train on, at RunConfig's task sizes (task_train_size, task_test_size).
+DEMO_TASK = "add_aligned"
 DEMO_DATASET = "add_aligned (built-in testbed)"
+# Runs the training worker trains at once (prefork processes, torch's threads shared out between
+# them: controlplane/celery.py); a run launched while both train waits queued for a free one.
+DEMO_CONCURRENCY = 2
+# The default warm-up settings: the run loads the built-in warm start (workers/engines/local/
+# warm_start.py) instead of 4,900 supervised steps; tests/controlplane/test_demo_worker.py checks it.
 DEMO_CONFIG = {
     "batch_size": 32,
     "group_size": 8,
@@ -69,11 +77,38 @@ def setup() -> tuple[str, str, int]:
     owner = get_user_model().objects.get(username=user)
     Token.objects.get_or_create(user=owner)
     dataset = Dataset.objects.filter(team=team, name=DEMO_DATASET).first() or dataset_import_builtin(
-        team=team, task="add_aligned", n_train=4100, n_test=500, name=DEMO_DATASET, user=owner)
+        team=team, task=DEMO_TASK, n_train=4100, n_test=500, name=DEMO_DATASET, user=owner)
     live = Run.objects.filter(team=team, status__in=ACTIVE).order_by("-id").first()
     run = live or run_create(team=team, dataset=dataset, name="demo: HIVE + HORA + RL-ZVP",
                              config=DEMO_CONFIG, user=owner)
     return user, password, run.id
+
+
+def worker_commands(concurrency: int = DEMO_CONCURRENCY) -> dict[str, list[str]]:
+    """The demo's two workers: "worker" trains (the default queue, ``concurrency`` runs at once,
+    prefork); "control" runs beat's reconciler alone (its own queue, settings.EDGEPLANE_CONTROL_QUEUE),
+    so a reconcile never waits for a training run to end."""
+    from django.conf import settings
+
+    from controlplane.celery import app
+
+    celery = [PYTHON, "-m", "celery", "-A", "controlplane", "worker", "--loglevel=INFO"]
+    return {
+        "worker": [*celery, "-Q", app.conf.task_default_queue, "--pool=prefork", f"--concurrency={concurrency}",
+                   "-n", "train@%h"],
+        "control": [*celery, "-Q", settings.EDGEPLANE_CONTROL_QUEUE, "--pool=solo", "-n", "control@%h"],
+    }
+
+
+def warm_up_note(config: dict | None = None) -> str:
+    """What the demo run does before its first step: load the shipped warm start, or train one."""
+    from workers.engines.local import warm_start
+
+    if warm_start.shipped_for(config or DEMO_CONFIG, DEMO_TASK):
+        return ("The run starts from the built-in warm start that ships with the code (no supervised warm-up):\n"
+                "its first RL step comes a few seconds after the worker starts.")
+    return ("The run warms up its tiny model first: 4,900 supervised steps, about 4 minutes on 2 cores\n"
+            "(cached under var/warmup/).")
 
 
 def main() -> int:
@@ -91,8 +126,7 @@ def main() -> int:
     logs.mkdir(parents=True, exist_ok=True)
     commands = {
         "web": [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-        "worker": [PYTHON, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo", "--concurrency=1",
-                   "--loglevel=INFO"],
+        **worker_commands(),
         "beat": [PYTHON, "-m", "celery", "-A", "controlplane", "beat", "--loglevel=INFO",
                  "--schedule", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
     }
@@ -109,10 +143,10 @@ Edgeplane demo is running.
   live run   {url}runs/{run_id}/
   admin      {url}admin/
   sign in    user {user!r}, password {password!r}
-  logs       {logs}/web.log, worker.log, beat.log
-The run warms up its tiny model first: 4,900 supervised steps, about 4 minutes on 2 cores
-(cached under var/warmup/).
-Ctrl-C stops web, worker and beat.""", flush=True)
+  logs       {logs}/web.log, worker.log, control.log, beat.log
+{warm_up_note()}
+The worker trains {DEMO_CONCURRENCY} runs at once; a run launched while it is busy waits queued.
+Ctrl-C stops web, workers and beat.""", flush=True)
 
     stopping = False
 
@@ -140,7 +174,7 @@ Ctrl-C stops web, worker and beat.""", flush=True)
                 process.wait(timeout=max(deadline - time.time(), 0.1))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-        print("stopped web, worker and beat", flush=True)
+        print("stopped web, workers and beat", flush=True)
     return 0
 
 

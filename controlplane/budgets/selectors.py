@@ -16,12 +16,13 @@ from django.utils import timezone
 
 from controlplane.accounts.models import Team
 from controlplane.budgets.models import Budget, UsageEntry
-from controlplane.datasets.models import Dataset
+from controlplane.datasets.models import Dataset, Prompt
 from controlplane.datasets.selectors import datasets_prompt_shape
 from controlplane.runs.models import ACTIVE, Run
 from controlplane.telemetry.models import StepSummary
 from workers.engines.config import RunConfig
 from workers.engines.cost import run_cost
+from workers.engines.local import warm_start
 
 # Device-seconds per rollout assumed before a team has any history: the tiny model on
 # 2 CPU cores measured about 0.002 s per rollout for a whole step (bench/engine_throughput.py).
@@ -164,8 +165,8 @@ def forecast_device_hours(*, team: Team | int, config: RunConfig | Mapping[str, 
         chars, held_out = datasets_prompt_shape([dataset.pk]).get(dataset.pk, (DEFAULT_PROMPT_CHARS, 0))
     cost = run_cost(values, prompt_chars=chars or DEFAULT_PROMPT_CHARS, eval_prompts_available=held_out)
     total = cost.total
-    if cost.warmup and dataset is not None and _warmed_up_before(team, dataset, values):
-        total -= cost.warmup  # the workers load the cached warm-up: no supervised steps to pay for
+    if cost.warmup and _warmup_loaded(team, dataset, values):
+        total -= cost.warmup  # the workers load the warm-up (shipped or cached): no supervised steps to pay for
     rate = seconds_per_unit(team, engine=values.get("engine"), device=values.get("device"))
     forecast = rate * total / 3600.0
     return forecast if math.isfinite(forecast) else FORECAST_MAX_DEVICE_HOURS
@@ -174,6 +175,26 @@ def forecast_device_hours(*, team: Team | int, config: RunConfig | Mapping[str, 
 # What the tiny model's warm-up depends on besides the data (the engine's cache key).
 WARMUP_FIELDS = ("model", "model_layers", "model_dim", "model_heads", "max_new_tokens", "warmup_steps", "warmup_lr",
                  "warmup_noise_steps", "warmup_noise", "warmup_seed")
+
+
+def _warmup_loaded(team: Team | int, dataset: Dataset | None, values: Mapping[str, Any]) -> bool:
+    """Whether the workers load this run's warm-up instead of training it: it ships with the
+    code (the built-in warm start, workers/engines/local/warm_start.py), or it is in their cache."""
+    if dataset is not None:
+        family = _builtin_family(dataset)
+    else:  # the engine draws the built-in task unless the config names a dataset file
+        family = "" if values.get("dataset") else str(values.get("task") or "")
+    if family and warm_start.shipped_for(values, family):
+        return True
+    return dataset is not None and _warmed_up_before(team, dataset, values)
+
+
+def _builtin_family(dataset: Dataset) -> str:
+    """The built-in family a dataset's prompts come from, as the engine tells it (its first
+    training prompt's data source, "edgeplane/<family>"); "" for a user's own prompts."""
+    source = (Prompt.objects.filter(dataset=dataset).exclude(split="test").order_by("id")
+              .values_list("data_source", flat=True).first()) or ""
+    return source.removeprefix("edgeplane/") if source.startswith("edgeplane/") else ""
 
 
 def _warmed_up_before(team: Team | int, dataset: Dataset, values: Mapping[str, Any]) -> bool:

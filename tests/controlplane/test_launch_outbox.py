@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -256,6 +257,7 @@ def test_a_launch_while_the_broker_is_down_is_stored_answered_and_trained_once_i
     log = tmp_path / "worker.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "-B", "--pool=solo", "--concurrency=1",
+         "-Q", f"celery,{settings.EDGEPLANE_CONTROL_QUEUE}",  # launches, and beat's reconciler (its own queue)
          "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:

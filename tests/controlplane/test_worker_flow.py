@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from controlplane.accounts.services import team_create
@@ -54,6 +55,7 @@ class Worker:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo", "--concurrency=1",
+             "-Q", f"celery,{django_settings.EDGEPLANE_CONTROL_QUEUE}",  # launches, and the reconciler's queue
              "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -27,6 +27,7 @@ import torch
 
 from workers.engines.config import RunConfig
 from workers.engines.lifecycle import STATUS_OF_STOP, Ending, RunLifecycle
+from workers.engines.local import warm_start
 from workers.engines.local.evaluate import evaluate
 from workers.engines.local.model import Policy, hf_policy, resolve_device, tiny_policy
 from workers.engines.local.sampling import (
@@ -58,8 +59,6 @@ from workers.selection.pipeline import (
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3
-# Bump when the warm-up's code changes what it trains: older caches then stop matching.
-WARMUP_VERSION = 2
 
 
 @dataclass
@@ -256,28 +255,45 @@ class LocalEngine:
     def _text(record: PromptRecord) -> str:
         return record.prompt if isinstance(record.prompt, str) else "\n".join(m["content"] for m in record.prompt)
 
-    def _warm_up(self) -> dict[str, float]:
+    # Where the built-in warm starts ship (warm_start.py); None: always train (the remake).
+    shipped_warm_starts: Path | None = warm_start.SHIPPED
+
+    def warmup_key(self) -> str | None:
+        """The warm-up cache's key (None: this run does not warm up). It is keyed by what
+        determines the model, never by a file path: the shape, the warm-up settings and seed,
+        and what it trains on - a family's warm-up stream (the same for every split of the
+        family), else the content of the prompts."""
         c = self.config
         if not self._warms_up:
-            return {}
-        # The cache is keyed by what determines the model, never by a file path: the shape,
-        # the warm-up settings and seed, and what it trains on - a family's warm-up stream
-        # (the same for every split of the family), else the content of the prompts.
+            return None
         model = self.policy.model.config
-        stream = arithmetic.warmup_stream(self._task_family, c.warmup_seed)
-        if stream is not None:
+        if arithmetic.warmup_stream(self._task_family, c.warmup_seed) is not None:
             source = f"stream:{self._task_family}"
         else:
             content = hashlib.sha256()
             for record in sorted(self.train, key=lambda r: r.key):
                 content.update(f"{self._text(record)}\x1f{record.ground_truth}\x1e".encode())
             source = f"records:{content.hexdigest()}"
-        key = hashlib.sha256(json.dumps([
-            source, c.model_layers, c.model_dim, c.model_heads, model.n_positions, model.activation_function,
-            self.policy.tokenizer.charset, c.warmup_steps, c.warmup_lr, c.warmup_noise_steps, c.warmup_noise,
-            c.warmup_seed, WARMUP_VERSION,
-        ]).encode()).hexdigest()[:24]
+        return warm_start.warmup_key(
+            source=source, layers=c.model_layers, dim=c.model_dim, heads=c.model_heads,
+            n_positions=model.n_positions, activation=model.activation_function, charset=self.policy.tokenizer.charset,
+            steps=c.warmup_steps, lr=c.warmup_lr, noise_steps=c.warmup_noise_steps, noise=c.warmup_noise,
+            seed=c.warmup_seed)
+
+    def _warm_up(self) -> dict[str, float]:
+        c = self.config
+        key = self.warmup_key()
+        if key is None:
+            return {}
+        stream = arithmetic.warmup_stream(self._task_family, c.warmup_seed)
         cache = self.var_dir / "warmup" / f"{key}.pt"
+        # The built-in warm start ships with the code (half precision): loaded unless var/
+        # holds this warm-up already. Booked like a cached one: no warm-up device time.
+        if not cache.is_file() and self.shipped_warm_starts is not None:
+            shipped = warm_start.load(key, self.policy, self.shipped_warm_starts)
+            if shipped is not None:
+                log.info("warm-up: loaded the shipped warm start %s", key)
+                return shipped
         # Each heartbeat carries the device-seconds spent since the last one (booked to the
         # run's warm-up usage) and the steps done of the total (the run page's warm-up bar), and
         # answers the control signal: a cancel or an exhausted budget stops the warm-up at its
