@@ -134,8 +134,9 @@ def test_production_settings_answer_health_over_http_by_any_host_and_redirect_th
         web.close()
 
 
+# Two messages on the default queue (launches go there; beat's reconciles go to the control queue).
 SEND_TWO = ("import django; django.setup(); from controlplane.celery import app; "
-            "[app.send_task('edgeplane.reconcile_runs') for _ in range(2)]")
+            "[app.send_task('edgeplane.launch_run', args=[0], queue=app.conf.task_default_queue) for _ in range(2)]")
 
 
 @pytest.mark.django_db(transaction=True)

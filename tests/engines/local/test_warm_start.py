@@ -40,8 +40,10 @@ class HeartbeatSink(JsonlSink):
         super().__init__(out_dir)
         self.heartbeats: list[dict] = []
 
-    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None) -> Control:
-        self.heartbeats.append({"phase": phase, "detail": detail, "device_seconds": device_seconds})
+    def heartbeat(self, *, phase: str, detail: str, device_seconds: float | None = None,
+                  warmup_step: int | None = None, warmup_steps: int | None = None) -> Control:
+        self.heartbeats.append({"phase": phase, "detail": detail, "device_seconds": device_seconds,
+                                "warmup_step": warmup_step, "warmup_steps": warmup_steps})
         return Control.CONTINUE
 
 
