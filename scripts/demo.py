@@ -84,6 +84,9 @@ def setup() -> tuple[str, str, int]:
     return user, password, run.id
 
 
+WORKERS = ("worker", "control")
+
+
 def worker_commands(concurrency: int = DEMO_CONCURRENCY) -> dict[str, list[str]]:
     """The demo's two workers: "worker" trains (the default queue, ``concurrency`` runs at once,
     prefork); "control" runs beat's reconciler alone (its own queue, settings.EDGEPLANE_CONTROL_QUEUE),
@@ -165,9 +168,15 @@ Ctrl-C stops web, workers and beat.""", flush=True)
                     stopping = True
             time.sleep(0.5)
     finally:
-        for process in processes.values():
+        for name, process in processes.items():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                if name in WORKERS:
+                    # Celery's cold shutdown: the worker stops its own pool's processes (a signal to
+                    # the whole group would kill them under it, and it would log each as a crash).
+                    # The run it was training resumes from its checkpoint at the next make demo.
+                    os.kill(process.pid, signal.SIGQUIT)
+                else:
+                    os.killpg(process.pid, signal.SIGTERM)
         deadline = time.time() + 20
         for process in processes.values():
             try:
