@@ -18,7 +18,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -38,6 +37,7 @@ from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.services import run_claim, run_create
 from tests.frontend.conftest import train
 from tests.frontend.helpers import CONFIG
+from tests.processes import stop_group
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (dev extra)")
 
@@ -113,13 +113,7 @@ def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subp
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        stop_group(process, grace_s=15)
 
 
 def wait_until_it_answers(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 30) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.celery import torch_threads
+from tests.processes import stop_group
 from workers.engines.local import warm_start
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,14 +159,7 @@ def test_the_demo_worker_trains_two_runs_at_once_and_reconciles_meanwhile(embedd
         assert "Task edgeplane.reconcile_runs[" not in logs["worker"].read_text(errors="replace")
     finally:
         for process in workers.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in workers.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+            stop_group(process)
 
 
 def test_beats_reconciler_has_a_queue_of_its_own(settings):

@@ -4,8 +4,6 @@ real verl process gets on a machine without GPUs, and polling helpers."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from controlplane.runs.models import FINISHED, Run
+from tests.processes import stop_group
 
 # tests/engines/verl/test_wiring.py's SMALL, as a control-plane run config (the dataset is the run's).
 SMALL = {"engine": "verl", "batch_size": 8, "group_size": 4, "minibatches": 2, "steps": 5, "checkpoint_every": 2,
@@ -61,9 +60,4 @@ def queue_worker(queue: str, env: dict[str, str], log: Path) -> Iterator[subproc
     try:
         yield worker
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
+        stop_group(worker)
