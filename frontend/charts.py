@@ -228,68 +228,13 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: RunTotals = NO_STEPS,
     return out
 
 
-# -- savings against each yardstick ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class YardstickFigure:
-    """How the run page shows the figure of one yardstick (a key of
-    ``workers.selection.accounting.YARDSTICKS``, whose words the tile shows)."""
-
-    metric: str  # the RunTotals property the tile shows
-    label: str  # the tile's heading
-    element: str  # the id of the tile's value, which the live updates rewrite
-    series: str  # the step_series column whose newest value is that figure
-
-    @property
-    def legend(self) -> str:
-        """The chart legend: the column's (LEGENDS); the tile and its tooltip say the rest."""
-        return LEGENDS[self.series]
-
-
-YARDSTICK_FIGURES: dict[str, YardstickFigure] = {
-    "uniform": YardstickFigure("rollout_savings", "Rollout savings", "tile-savings", "rollout_savings_total"),
-    "dynamic_sampling": YardstickFigure("rollout_savings_vs_dynamic_sampling", "Rollout savings", "tile-savings-ds",
-                                        "rollout_savings_vs_dynamic_sampling_total"),
-    "backward_mixed": YardstickFigure("backward_savings_vs_mixed", "Backward savings", "tile-savings-backward",
-                                      "backward_savings_vs_mixed_total"),
-    # Methods that spend uniform GRPO's budget claim no saving: the tile shows what they buy.
-    "uniform_budget": YardstickFigure("effective_share_of_generated", "Effective share", "tile-effective",
-                                      "effective_share_of_generated_total"),
-}
-EFFECTIVE_SHARE_FORMULA = "rollouts with a non-zero advantage / rollouts generated, summed over the steps"
+# -- shares as the dashboard writes them (the savings tiles: frontend/savings.py) -----------------------
 
 
 def percent(value: float | None, digits: int = 1) -> str:
     """A share as the dashboard writes it ("33.3%", "–" for none), as plots.js's pct does."""
     value = number(value)
     return "–" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def yardstick_tiles(names: Sequence[str], figures: Mapping[str, float | None],
-                    formulas: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The run page's savings tiles: one per yardstick that applies (``names``, uniform GRPO
-    first), each with its figure as a percentage, what it is measured against in words and
-    its formula (the tooltip). ``figures`` holds the run's totals by metric (None: none yet);
-    ``formulas`` the formula of each saving.
-
-    The uniform-budget yardstick claims no saving: its tile shows the effective share of the
-    rollouts generated, and says so.
-    """
-    from workers.selection.accounting import YARDSTICKS
-
-    tiles = []
-    for name in names:
-        figure = YARDSTICK_FIGURES[name]
-        value = number(figures.get(figure.metric))
-        claims = name != "uniform_budget"
-        tiles.append({
-            "yardstick": name, "label": figure.label, "element": figure.element, "series": figure.series,
-            "legend": figure.legend, "value": value, "shown": percent(value), "saving": claims,
-            "against": f"vs {YARDSTICKS[name]}" if claims else f"no saving claimed; yardstick: {YARDSTICKS[name]}",
-            "formula": formulas[figure.metric] if claims else EFFECTIVE_SHARE_FORMULA,
-        })
-    return tiles
 
 
 def accuracy_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

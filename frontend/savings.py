@@ -87,7 +87,9 @@ def families(config: Mapping[str, Any]) -> dict[str, list[str]]:
     except (SelectionConfigError, TypeError, ValueError):  # stored before a release refused it: still readable
         return {"uniform": []}
     members: dict[str, list[str]] = {}
-    for name, selector in pipeline.selectors.items():
+    order = list(REGISTRY)  # the registry's order, as the method chips show them
+    for name, selector in sorted(pipeline.selectors.items(), key=lambda item: order.index(item[0])
+                                 if item[0] in order else len(order)):
         label = getattr(REGISTRY.get(name), "label", name)
         for yardstick in selector.yardsticks():
             members.setdefault(yardstick, []).append(PART_NAMES.get((name, yardstick), label))

@@ -213,39 +213,42 @@ def test_step_series_measures_each_saving_against_its_own_yardstick_cumulatively
     assert none_yet["backward_savings_vs_mixed_total"] == [None]
 
 
-# -- the yardstick tiles ----------------------------------------------------------------------------------
-
-
-FORMULAS = {"rollout_savings": "f-uniform", "rollout_savings_vs_dynamic_sampling": "f-ds",
-            "backward_savings_vs_mixed": "f-backward"}
+# -- the yardstick tiles (shaped by frontend/savings.py) ------------------------------------------------------
 
 
 def test_yardstick_tiles_say_in_words_what_each_saving_is_measured_against():
-    from workers.selection.accounting import YARDSTICKS
+    from controlplane.runs.selectors import SAVINGS
+    from frontend import savings
+    from workers.selection.accounting import YARDSTICKS, RunTotals
 
-    figures = {"rollout_savings": 0.25, "rollout_savings_vs_dynamic_sampling": -0.125,
-               "backward_savings_vs_mixed": None, "effective_share_of_generated": 0.5}
-    tiles = charts.yardstick_tiles(["uniform", "dynamic_sampling", "backward_mixed"], figures, FORMULAS)
+    totals = RunTotals(steps=2, rollouts_generated=36, rollouts_uniform=48, rollouts_effective=18,
+                       rollouts_generated_with_estimate=36, rollouts_dynamic_sampling=32.0)
+    config = {"batch_size": 4, "group_size": 4, "selectors": {"lze": {"prune": True}}}
+    tiles = savings.savings_tiles(totals, config)["tiles"]
     assert [t["element"] for t in tiles] == ["tile-savings", "tile-savings-ds", "tile-savings-backward"]
     assert [t["shown"] for t in tiles] == ["25.0%", "-12.5%", "–"]
-    assert [t["against"] for t in tiles] == [f"vs {YARDSTICKS[n]}" for n in ("uniform", "dynamic_sampling",
-                                                                              "backward_mixed")]
-    assert [t["formula"] for t in tiles] == ["f-uniform", "f-ds", "f-backward"]
-    assert tiles[1]["legend"] == "rollout savings vs dynamic sampling (cumulative)"
-    assert tiles[0]["legend"] == "rollout savings vs uniform GRPO (cumulative)"
+    assert [t["against"] for t in tiles] == [YARDSTICKS[n] for n in ("uniform", "dynamic_sampling", "backward_mixed")]
+    assert [t["formula"] for t in tiles] == [SAVINGS[n][1] for n in ("rollout_savings",
+                                                                      "rollout_savings_vs_dynamic_sampling",
+                                                                      "backward_savings_vs_mixed")]
+    assert [t["sentence"] for t in tiles] == ["25.0% fewer rollouts than uniform GRPO",
+                                              "12.5% more rollouts than dynamic sampling", None]
+    assert charts.LEGENDS[tiles[1]["series"]] == "rollout savings vs dynamic sampling (cumulative)"
+    assert charts.LEGENDS[tiles[0]["series"]] == "rollout savings vs uniform GRPO (cumulative)"
     assert all(t["saving"] for t in tiles)
 
 
 def test_the_uniform_budget_tile_shows_the_effective_share_and_claims_no_saving():
-    from workers.selection.accounting import YARDSTICKS
+    from frontend import savings
+    from workers.selection.accounting import YARDSTICKS, RunTotals
 
-    tiles = charts.yardstick_tiles(["uniform", "uniform_budget"], {"rollout_savings": 0.0,
-                                                                   "effective_share_of_generated": 0.625}, FORMULAS)
-    budget = tiles[1]
+    totals = RunTotals(steps=1, rollouts_generated=48, rollouts_uniform=48, rollouts_effective=30)
+    tiles = savings.savings_tiles(totals, {"batch_size": 4, "group_size": 4, "selectors": {"hora": {"n0": 2}}})
+    budget = tiles["tiles"][1]
     assert budget["element"] == "tile-effective" and budget["shown"] == "62.5%" and budget["saving"] is False
-    assert budget["against"] == f"no saving claimed; yardstick: {YARDSTICKS['uniform_budget']}"
-    assert budget["formula"] == charts.EFFECTIVE_SHARE_FORMULA
-    assert set(charts.YARDSTICK_FIGURES) == set(YARDSTICKS)
+    assert budget["against"] == "no saving claimed: " + YARDSTICKS["uniform_budget"].removeprefix("none: ")
+    assert budget["formula"] == savings.FORMULAS["effective_share_of_generated"]
+    assert set(savings.FAMILIES) == set(YARDSTICKS)
 
 
 # -- cost to reach a baseline's Pass@1 --------------------------------------------------------------------

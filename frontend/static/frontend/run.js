@@ -4,6 +4,7 @@
 // as the methods declare them, the buckets, the phases and the legend of each column.
 import { Poller, withParams } from "./live.js";
 import { COLORS, append, appendColumns, draw, fixed, line, pct, plain } from "./plots.js";
+import { refreshSavings } from "./savings.js";
 
 const cfg = JSON.parse(document.getElementById("run-page").textContent);
 const label = (method) => cfg.labels[method] || method;
@@ -94,6 +95,7 @@ function tiles() {
   text("tile-effective", pct(last("effective_share_of_generated_total")));
   text("tile-hours", fixed(last("device_hours_total"), 4));
   text("tile-saved", fixed(last("uniform_device_hours_total") - last("device_hours_total"), 4));
+  refreshSavings(cfg.urls.savings);  // the sentences, why lines and worked formulas (frontend/savings.py)
 }
 
 // -- "Rollout savings" -----------------------------------------------------------------------------
