@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -249,6 +250,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         # what the live updates rewrite and the savings chart draws, one entry per yardstick
         "tiles": [{**{k: t[k] for k in ("yardstick", "element", "series", "saving")},
                    "legend": charts.LEGENDS[t["series"]]} for t in tiles],
+        "empty": charts.chart_notes(run.config, panels),  # what each chart will show, and when
     }
     return page(request, "frontend/run.html", {
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
@@ -390,12 +392,7 @@ def budget(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404(f"no team {slug!r} among yours")
     overview = budget_overview(team)
     usage = sel.usage_by_hour(team, overview.period_start, overview.period_end)
-    from django.utils import timezone
-
-    series = charts.budget_series(
-        [(t.isoformat(), used, uniform) for t, used, uniform in usage],
-        period_start=overview.period_start.isoformat() if overview.period_start else None,
-        period_end=overview.period_end.isoformat() if overview.period_end else None,
-        limit_device_hours=overview.limit_device_hours, forecast_device_hours=overview.forecast_device_hours,
-        now=timezone.now().isoformat())
+    series = charts.budget_series(usage, period_start=overview.period_start, period_end=overview.period_end,
+                                  limit_device_hours=overview.limit_device_hours,
+                                  forecast_device_hours=overview.forecast_device_hours, now=timezone.now())
     return page(request, "frontend/budget.html", {"team": team, "overview": overview, "series": series})
