@@ -71,7 +71,8 @@ function axisValues(traces, axis) {
 
 // Axis types are set, never guessed: an axis without data, or with numbers, is linear (Plotly would
 // otherwise guess a date axis from nothing, and show the year 2000); text is categories. An axis
-// marked `integer` (steps) ticks whole numbers only: a tick a step apart while the span is short.
+// marked `integer` (steps) ticks whole numbers only: a tick a step apart while the span is short,
+// from step 0 while there is none.
 export function axisShape(axis, values) {
   const { integer, ...out } = axis;
   const present = values.filter((v) => v !== null && v !== undefined);
@@ -80,6 +81,7 @@ export function axisShape(axis, values) {
     out.tickformat = out.tickformat || "d";
     const span = present.length ? Math.max(...present) - Math.min(...present) : 0;
     if (span <= 10) Object.assign(out, { tickmode: "linear", tick0: 0, dtick: 1 });
+    if (!present.length && !out.range) out.range = [0, 10];  // no steps yet: not Plotly's -1 to 6
   }
   return out;
 }
