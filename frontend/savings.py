@@ -25,6 +25,7 @@ from typing import Any
 
 from controlplane.runs.selectors import SAVINGS
 from workers.selection.accounting import YARDSTICKS, RunTotals
+from workers.selection.accounting import saving as saving_of
 from workers.selection.params import SelectionConfigError
 from workers.selection.pipeline import AUDIT_MIN_GROUPS, AUDIT_SHARE, Pipeline
 from workers.selection.registry import REGISTRY
@@ -283,6 +284,24 @@ def effective_tile(totals: RunTotals, config: Mapping[str, Any],
     }
 
 
+def device_tile(totals: RunTotals) -> dict[str, Any]:
+    """Device-hours used, and as a percentage against what uniform GRPO would use for the same steps
+    (the control plane's estimate: each step's rollouts priced at uniform GRPO's B x N)."""
+    value = _finite(saving_of(totals.device_seconds, totals.uniform_device_seconds))
+    hours = abs(totals.uniform_device_hours - totals.device_hours)
+    sentence = saving_sentence(value, "device-hours", "uniform GRPO would use")
+    return {
+        "element": "tile-hours", "value": value, "shown": f"{totals.device_hours:.4f}",
+        "sentence": None if sentence is None else f"{sentence} ({hours:.4f} h)",
+        "empty": None if value is not None else (
+            "appears after the first step: device-hours against what uniform GRPO would use"
+            if not totals.steps else "no estimate yet of uniform GRPO's device time"),
+        "formula": "1 - device-seconds used / device-seconds uniform GRPO would use for the same steps",
+        "worked": None if value is None else (
+            f"1 - {totals.device_seconds:,.1f} / {totals.uniform_device_seconds:,.1f} = {percent(value)}"),
+    }
+
+
 def savings_tiles(totals: RunTotals, config: Mapping[str, Any]) -> dict[str, Any]:
     """The run page's savings: one tile per family present (uniform GRPO first), the effective
     share's own tile when no equal-budget family shows it, and the run's headline."""
@@ -290,7 +309,7 @@ def savings_tiles(totals: RunTotals, config: Mapping[str, Any]) -> dict[str, Any
     tiles = [family_tile(y, totals, config, members) for y in members]
     return {"tiles": tiles,
             "effective": None if "uniform_budget" in members else effective_tile(totals, config, members),
-            "headline": headline(totals, config, members)}
+            "device": device_tile(totals), "headline": headline(totals, config, members)}
 
 
 # The figure that speaks for a run, by family: what its filters claim first, then LZE's

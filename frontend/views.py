@@ -254,7 +254,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     }
     return page(request, "frontend/run.html", {
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
-        "effective_tile": shown["effective"],
+        "effective_tile": shown["effective"], "device_tile": shown["device"],
         "labels": charts.method_labels(methods), "method_panels": panels, "page_config": page_config,
         "progress": charts.progress(run.steps_completed, run.steps_planned),
         "can_cancel": run.status in ACTIVE and not run.cancel_requested

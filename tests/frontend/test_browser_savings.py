@@ -58,6 +58,8 @@ def test_savings_read_in_words_and_charts_are_clean(tab, acme, dataset):  # noqa
     assert uniform.locator(".why").inner_text() == (
         "Why: refilled to 4 mixed groups a step: 2.0x the rollouts of uniform GRPO, 0.50x those of dynamic sampling")
     assert not ds.locator(".why").is_visible()  # a saving: no why line
+    assert re.fullmatch(r"\d+\.\d% (fewer|more) device-hours than uniform GRPO would use \(0\.\d{4} h\)",
+                        tab.page.locator("#tile-hours-sentence").inner_text())
     effective = tab.page.locator("[data-yardstick=effective]")
     assert "do not count" in effective.locator(".counts").text_content()  # what counts as effective
     # the formula is one click away, with the run's own numbers

@@ -196,3 +196,16 @@ def test_numbers_in_words():
     assert savings.saving_sentence(0.0001, "rollouts", "x") == "as many rollouts as x"
     head = savings.run_headline(totals(), config("grpo"))
     assert head == savings.headline(totals(), config("grpo")) and head["against"] == "uniform GRPO"
+
+
+def test_device_hours_read_as_a_percentage_against_uniform_grpo():
+    more = savings.device_tile(totals(device_seconds=7200.0, uniform_device_seconds=3600.0))
+    assert more["shown"] == "2.0000" and more["value"] == -1.0
+    assert more["sentence"] == "100.0% more device-hours than uniform GRPO would use (1.0000 h)"
+    assert more["worked"] == "1 - 7,200.0 / 3,600.0 = -100.0%"
+    fewer = savings.device_tile(totals(device_seconds=900.0, uniform_device_seconds=3600.0))
+    assert fewer["sentence"] == "75.0% fewer device-hours than uniform GRPO would use (0.7500 h)"
+    unknown = savings.device_tile(totals(device_seconds=900.0, uniform_device_seconds=0.0))
+    assert unknown["sentence"] is None and unknown["empty"] == "no estimate yet of uniform GRPO's device time"
+    assert savings.device_tile(NO_STEPS)["empty"].startswith("appears after the first step")
+    assert savings.savings_tiles(NO_STEPS, config("grpo"))["device"]["shown"] == "0.0000"

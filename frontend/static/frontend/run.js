@@ -94,7 +94,6 @@ function tiles() {
   text("tile-uniform", String(last("rollouts_uniform_total")));
   text("tile-effective", pct(last("effective_share_of_generated_total")));
   text("tile-hours", fixed(last("device_hours_total"), 4));
-  text("tile-saved", fixed(last("uniform_device_hours_total") - last("device_hours_total"), 4));
   refreshSavings(cfg.urls.savings);  // the sentences, why lines and worked formulas (frontend/savings.py)
 }
 

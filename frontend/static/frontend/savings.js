@@ -28,6 +28,7 @@ export async function refreshSavings(url) {
       const data = await response.json();
       for (const tile of data.tiles) showTile(tile);
       if (data.effective) showTile(data.effective);
+      showTile(data.device);
     } catch {
       // the next step's update tries again
     } finally {
