@@ -3,7 +3,7 @@ under data/ (see frontend/data_views.py)."""
 
 from django.urls import path
 
-from frontend import data_views, views
+from frontend import data_views, savings_views, views
 
 app_name = "frontend"
 
@@ -28,4 +28,5 @@ urlpatterns = [
     path("data/runs/<int:run_id>/edge/", data_views.edge, name="data-edge"),
     path("data/runs/<int:run_id>/heatmap/", data_views.heatmap, name="data-heatmap"),
     path("data/runs/<int:run_id>/recent/", data_views.recent, name="data-recent"),
+    path("data/runs/<int:run_id>/savings/", savings_views.run_savings, name="data-savings"),
 ]

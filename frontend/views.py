@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -27,16 +28,14 @@ from controlplane.budgets.selectors import budget_overview
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
+from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.selectors import (
-    SAVINGS,
-    RunDetail,
     run_for_user_or_none,
     runs_waiting_for,
     runs_warmup,
 )
-from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
-from frontend import charts
+from frontend import charts, savings
 from frontend import selectors as sel
 from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
 from workers.engines.config import ConfigError, RunConfig
@@ -225,24 +224,6 @@ def _priced_config(mapping: dict[str, Any]) -> RunConfig:
         return RunConfig.from_mapping({})
 
 
-def _savings_tiles(detail: RunDetail) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-    """The run's yardstick tiles, and the effective-share tile when no yardstick tile shows
-    that share (the uniform-budget one does)."""
-    totals = detail.totals
-    figures = {  # None until there is something to divide by
-        "rollout_savings": totals.rollout_savings,
-        "rollout_savings_vs_dynamic_sampling": totals.rollout_savings_vs_dynamic_sampling,
-        "backward_savings_vs_mixed": totals.backward_savings_vs_mixed,
-        "effective_share_of_generated": totals.effective_share_of_generated,
-    }
-    tiles = charts.yardstick_tiles(detail.yardsticks, figures,
-                                   {name: formula for name, (_, formula) in SAVINGS.items()})
-    if "uniform_budget" in detail.yardsticks:
-        return tiles, None
-    return tiles, {"shown": charts.percent(figures["effective_share_of_generated"]),
-                   "formula": charts.EFFECTIVE_SHARE_FORMULA}
-
-
 @login_required
 @refuse_malformed
 @require_GET
@@ -250,7 +231,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
     detail = run_detail_selector(run)
     methods = list(run.config.get("selectors", {}))
-    tiles, effective_tile = _savings_tiles(detail)
+    shown = savings.savings_tiles(detail.totals, run.config)  # one tile per method family (frontend/savings.py)
+    tiles = shown["tiles"]
     data_urls = {name: reverse(f"frontend:data-{name}", args=[run.id]) for name in (
         "series", "evaluations", "actions", "edge", "heatmap", "recent")}
     # the endpoints of the panel views drawn from their own data, by view name (workers/selection/panels.py)
@@ -260,16 +242,19 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     page_config = {
         "run": run.id, "methods": methods, "labels": {m["name"]: m["label"] for m in charts.method_labels(methods)},
         "urls": {**data_urls, **view_urls, "audit": reverse("frontend:audit", args=[run.id]),
+                 "savings": reverse("frontend:data-savings", args=[run.id]),
                  "prompt": reverse("frontend:prompt", args=[run.id])},
         "panels": [p for m in panels for p in m["panels"]], **charts.page_names(run.engine),
         "status": run.status, "finished": run.status in FINISHED, "steps_planned": run.steps_planned,
         "poll_ms": POLL_MS, "last_step": run.steps_completed - 1,
         # what the live updates rewrite and the savings chart draws, one entry per yardstick
-        "tiles": [{k: t[k] for k in ("yardstick", "element", "series", "legend", "saving")} for t in tiles],
+        "tiles": [{**{k: t[k] for k in ("yardstick", "element", "series", "saving")},
+                   "legend": charts.LEGENDS[t["series"]]} for t in tiles],
+        "empty": charts.chart_notes(run.config, panels),  # what each chart will show, and when
     }
     return page(request, "frontend/run.html", {
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
-        "effective_tile": effective_tile,
+        "effective_tile": shown["effective"], "device_tile": shown["device"],
         "labels": charts.method_labels(methods), "method_panels": panels, "page_config": page_config,
         "progress": charts.progress(run.steps_completed, run.steps_planned),
         "can_cancel": run.status in ACTIVE and not run.cancel_requested
@@ -407,12 +392,7 @@ def budget(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404(f"no team {slug!r} among yours")
     overview = budget_overview(team)
     usage = sel.usage_by_hour(team, overview.period_start, overview.period_end)
-    from django.utils import timezone
-
-    series = charts.budget_series(
-        [(t.isoformat(), used, uniform) for t, used, uniform in usage],
-        period_start=overview.period_start.isoformat() if overview.period_start else None,
-        period_end=overview.period_end.isoformat() if overview.period_end else None,
-        limit_device_hours=overview.limit_device_hours, forecast_device_hours=overview.forecast_device_hours,
-        now=timezone.now().isoformat())
+    series = charts.budget_series(usage, period_start=overview.period_start, period_end=overview.period_end,
+                                  limit_device_hours=overview.limit_device_hours,
+                                  forecast_device_hours=overview.forecast_device_hours, now=timezone.now())
     return page(request, "frontend/budget.html", {"team": team, "overview": overview, "series": series})

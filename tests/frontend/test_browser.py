@@ -289,9 +289,10 @@ def test_the_savings_tiles_name_their_yardsticks_and_follow_the_run(tab, acme, d
     assert tiles.count() == 2
     uniform = tab.page.locator("[data-yardstick=uniform]")
     dynamic = tab.page.locator("[data-yardstick=dynamic_sampling]")
-    assert "vs uniform GRPO" in uniform.inner_text() and "33.3%" in uniform.inner_text()
-    assert "vs dynamic sampling" in dynamic.inner_text() and "50.0%" in dynamic.inner_text()
-    assert dynamic.get_attribute("title").startswith("1 - rollouts generated / rollouts dynamic sampling")
+    assert "33.3% fewer rollouts than uniform GRPO" in uniform.inner_text() and "33.3%" in uniform.inner_text()
+    assert "50.0% fewer rollouts than dynamic sampling" in dynamic.inner_text() and "50.0%" in dynamic.inner_text()
+    assert dynamic.locator(".formula-text").text_content().startswith(
+        "1 - rollouts generated / rollouts dynamic sampling")
     tab.wait_for_js("window.edgeplane && window.edgeplane.steps.step && window.edgeplane.steps.step.length === 2")
     tab.page.wait_for_selector("#chart-savings .main-svg", state="attached")
     legends = tab.page.locator("#chart-savings .legendtext").all_text_contents()
@@ -303,10 +304,11 @@ def test_the_savings_tiles_name_their_yardsticks_and_follow_the_run(tab, acme, d
                                                     extra_summary={"rollouts_dynamic_sampling": 16.0}))
     tab.page.wait_for_selector("#tile-savings-ds:text-is('40.0%')", timeout=(POLL_S + 4) * 1000)
     assert tab.page.locator("#tile-savings").inner_text() == "33.3%"
+    tab.page.wait_for_selector("#tile-savings-ds-sentence:text-is('40.0% fewer rollouts than dynamic sampling')")
 
     tab.goto(f"/runs/{grpo.id}/")
     assert tab.page.locator(".tile.yardstick").count() == 1
-    assert "vs uniform GRPO" in tab.page.locator("[data-yardstick=uniform]").inner_text()
+    assert "fewer rollouts than uniform GRPO" in tab.page.locator("[data-yardstick=uniform]").inner_text()
     assert "vs dynamic sampling" not in tab.page.locator(".tiles").inner_text()
 
 
