@@ -12,12 +12,12 @@ const state = { metric: config.metric, axis: config.axis, data: null };
 // The y axis of each unit: shares as percentages, FLOPs as powers of ten, the rest as numbers.
 const UNITS = {
   share: { title: "share", tickformat: ".0%" },
-  count: { title: "count" },
+  count: { title: "" },
   tokens: { title: "tokens" },
   seconds: { title: "seconds" },
   "device-hours": { title: "device-hours", exponentformat: "none" },
   FLOPs: { title: "FLOPs", exponentformat: "power" },
-  value: { title: "" },
+  value: { title: "" },  // the label says what it is
 };
 const X_FORMATS = { rollouts: {}, device_hours: { exponentformat: "none" }, flops: { exponentformat: "power" } };
 
@@ -54,7 +54,7 @@ function drawMetric() {
   const { title, ...format } = unit;
   draw("chart-compare-metric", traces, {
     height: 320, hovermode: "closest", xaxis: stepAxis(runs.flatMap((r) => r.step)),
-    yaxis: { title: { text: title ? `${metric.label} (${title})` : metric.label }, ...format },
+    yaxis: { title: { text: metric.label.includes(title) ? metric.label : `${metric.label} (${title})` }, ...format },
   });
   document.getElementById("compare-metric-caption").textContent = `${metric.label}, against the step`;
   const missing = runs.filter((r) => r.recorded === 0).map((r) => r.label);
