@@ -473,11 +473,6 @@ def bucket_changes(observations: Iterable[tuple[int, str]], decisions: Iterable[
 # -- compare, budget, run list, launch forecast -------------------------------------------------------------
 
 
-def compare_series(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One accuracy series per run: [{run, name, ...accuracy_series}], in the given order."""
-    return [{"run": int(r["id"]), "name": r["name"], **accuracy_series(r["evaluations"])} for r in runs]
-
-
 def final_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The newest evaluation (rows in step order) that has a Pass@1."""
     return next((r for r in reversed(evaluations) if number(r["pass_at_1"]) is not None), None)

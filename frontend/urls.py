@@ -3,7 +3,7 @@ under data/ (see frontend/data_views.py)."""
 
 from django.urls import path
 
-from frontend import data_views, savings_views, views
+from frontend import compare_views, data_views, savings_views, views
 
 app_name = "frontend"
 
@@ -17,8 +17,9 @@ urlpatterns = [
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="run-cancel"),
     path("runs/<int:run_id>/audit/", views.audit, name="audit"),
     path("runs/<int:run_id>/prompt/", views.prompt, name="prompt"),
-    path("compare/", views.compare, name="compare"),
+    path("compare/", compare_views.compare, name="compare"),
     path("teams/<slug:slug>/budget/", views.budget, name="budget"),
+    path("data/compare/", compare_views.compare_data, name="data-compare"),
     path("data/forecast/", data_views.forecast, name="data-forecast"),
     path("data/runs/<int:run_id>/series/", data_views.series, name="data-series"),
     path("data/runs/<int:run_id>/evaluations/", data_views.evaluations, name="data-evaluations"),

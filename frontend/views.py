@@ -342,45 +342,7 @@ def prompt(request: HttpRequest, run_id: int) -> HttpResponse:
     })
 
 
-# -- compare and budget ---------------------------------------------------------------------------------------
-
-
-@login_required
-@refuse_malformed
-@require_GET
-def compare(request: HttpRequest) -> HttpResponse:
-    ids = [i for i in (id_or_none(v) for v in request.GET.getlist("run")) if i is not None]
-    chosen = sel.runs_by_ids(request.user, ids)
-    team = current_team(request)
-    candidates = sel.run_list(request.user, team=team.slug, limit=50) if team else []
-    for candidate in candidates:
-        candidate.labels = charts.method_labels(candidate.methods)
-    table = [{"run": r, "labels": charts.method_labels(r.methods), **charts.with_percentages(
-        charts.savings_row(sel.run_totals_row(r)), ("rollout_savings", "rollout_savings_vs_dynamic_sampling",
-                                                    "backward_savings_vs_mixed", "effective_share_of_generated"))}
-             for r in chosen]
-    evaluations = {r.id: sel.evaluations_of(r) for r in chosen}
-    series = charts.compare_series([{"id": r.id, "name": r.name, "evaluations": evaluations[r.id]}
-                                    for r in chosen])
-    return page(request, "frontend/compare.html", {
-        "chosen": chosen, "chosen_ids": [r.id for r in chosen], "candidates": candidates, "table": table,
-        "series": series, "reach": _reach_rows(request, chosen, evaluations),
-    })
-
-
-def _reach_rows(request: HttpRequest, chosen: list[Run], evaluations: dict[int, list]) -> list[dict[str, Any]]:
-    """For each compared run that has a baseline (named, else the first run compared), the
-    cost to reach that baseline's final Pass@1. ``evaluations`` holds the compared runs'
-    and gains those of named baselines that are not compared."""
-    rows = []
-    for run, baseline, named in sel.compare_baselines(request.user, chosen):
-        if baseline is None:
-            continue  # the first run compared, naming no baseline: the others' reference
-        if baseline.id not in evaluations:
-            evaluations[baseline.id] = sel.evaluations_of(baseline)
-        rows.append({"run": run, "baseline": baseline, "named": named,
-                     **charts.reach_row(evaluations[run.id], evaluations[baseline.id])})
-    return rows
+# -- budget (the compare page is in frontend/compare_views.py) ------------------------------------------------
 
 
 @login_required

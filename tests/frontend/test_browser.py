@@ -343,8 +343,8 @@ def test_compare_two_runs(tab, acme, dataset):
     tab.page.check(f"input[name=run][value='{second.id}']")
     tab.page.click("button:has-text('Compare selected')")
     tab.page.wait_for_url("**/compare/?run=*")
-    tab.page.wait_for_selector("#chart-compare-rollouts .main-svg", state="attached")
-    assert tab.page.locator("table.grid").first.inner_text().count("second") == 1
+    tab.page.wait_for_selector("#chart-compare-accuracy .main-svg", state="attached")
+    assert tab.page.locator("#savings").inner_text().count("second") == 1
     tab.shot("compare")
 
 
@@ -424,9 +424,11 @@ def test_run_names_and_prompt_keys_are_drawn_as_plain_text(tab, acme, dataset):
     tab.shot("markup_run")
 
     tab.goto(f"/compare/?run={run.id}&run={second.id}")
-    tab.page.wait_for_selector("#chart-compare-rollouts .main-svg", state="attached")
-    legends = tab.page.locator("#chart-compare-rollouts .legendtext").all_text_contents()
-    assert f"{MARKUP_RUN} Pass@1" in legends and "<i>second</i> Pass@k" in legends, legends
+    tab.page.wait_for_selector("#chart-compare-accuracy .main-svg", state="attached")
+    legends = tab.page.locator("#chart-compare-accuracy .legendtext").all_text_contents()
+    assert f"{MARKUP_RUN} #{run.id} Pass@1" in legends and f"<i>second</i> #{second.id} Pass@4" in legends, legends
+    legends = tab.page.locator("#chart-compare-metric .legendtext").all_text_contents()
+    assert legends == [f"{MARKUP_RUN} #{run.id}", f"<i>second</i> #{second.id}"], legends
     assert tab.page.evaluate(NO_LINK_IN_CHARTS) == 0
     tab.shot("markup_compare")
 
@@ -477,7 +479,7 @@ def test_every_page_sends_a_content_security_policy_that_it_keeps(tab, acme, glo
     tab.wait_for_js("document.querySelector('#chart-rollouts').dataset.points === String(8 * 3)")
     visit(f"/runs/{run.id}/audit/", "table.decisions")
     visit(f"/runs/{run.id}/prompt/?key={KEYS[0]}", "#chart-prompt .main-svg")
-    visit(f"/compare/?run={run.id}&run={second.id}", "#chart-compare-rollouts .main-svg")
+    visit(f"/compare/?run={run.id}&run={second.id}", "#chart-compare-accuracy .main-svg")
     visit("/teams/acme/budget/", "#chart-budget .main-svg")
     visit(f"/api/datasets/{dataset.id}/", "pre")  # the browsable API (a dataset)
     visit("/api/docs/", ".swagger-ui .opblock")  # Swagger UI, served from this server

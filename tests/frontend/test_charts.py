@@ -409,15 +409,6 @@ def test_bucket_changes_list_each_move_once_including_pruning_and_restoring():
 # -- compare, budget, progress, forecast ------------------------------------------------------------------
 
 
-def test_compare_series_gives_one_accuracy_series_per_run_in_order():
-    evaluation = {"step": 0, "k": 4, "pass_at_1": 0.2, "pass_at_k": 0.5, "rollouts_generated_total": 0,
-                  "device_seconds_total": 0.0}
-    s = charts.compare_series([{"id": 2, "name": "b", "evaluations": [evaluation]},
-                               {"id": 1, "name": "a", "evaluations": []}])
-    assert [(r["run"], r["name"]) for r in s] == [(2, "b"), (1, "a")]
-    assert s[0]["pass_at_1"] == [0.2] and s[1]["step"] == []
-
-
 def test_savings_row_compares_a_run_with_uniform_grpo():
     row = charts.savings_row({"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800,
                               "rollouts_effective": 300, "device_seconds": 1800.0, "uniform_device_seconds": 3600.0})

@@ -567,7 +567,8 @@ def test_compare_overlays_runs_and_tabulates_their_savings(bob, run, acme, datas
     train(other, range(2))
     response = bob.get("/compare/", {"run": [run.id, other.id, 99999]})
     assert [r.id for r in response.context["chosen"]] == [run.id, other.id]
-    assert [s["name"] for s in response.context["series"]] == ["edge-run", "other-run"]
+    overlay = bob.get("/data/compare/", {"run": [run.id, other.id, 99999]}).json()  # the charts' data
+    assert [s["label"] for s in overlay["evaluations"]] == [f"edge-run #{run.id}", f"other-run #{other.id}"]
     table = response.context["table"]
     assert table[0]["rollout_savings"] == pytest.approx(1 / 3) and table[1]["steps"] == 2
     assert table[0]["rollout_savings_pct"] == "33.3%"  # percentages on the page, like everywhere else
