@@ -31,8 +31,6 @@ from controlplane.runs.selectors import (
     SAVINGS,
     RunDetail,
     run_for_user_or_none,
-    runs_waiting_for,
-    runs_warmup,
 )
 from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
@@ -40,7 +38,6 @@ from frontend import charts
 from frontend import selectors as sel
 from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
 from workers.engines.config import ConfigError, RunConfig
-from workers.selection.accounting import rollout_savings
 from workers.selection.decisions import Action
 from workers.selection.ledger import Bucket
 
@@ -126,42 +123,7 @@ def team_switch(request: HttpRequest) -> HttpResponse:
 # -- runs ----------------------------------------------------------------------------------------------
 
 
-@login_required
-@refuse_malformed
-@require_GET
-def runs(request: HttpRequest) -> HttpResponse:
-    team = current_team(request)
-    status = request.GET.get("status") or None
-    method = request.GET.get("method") or None
-    dataset = id_or_none(request.GET.get("dataset"))
-    before = id_or_none(request.GET.get("before"))
-    rows = []
-    if team is not None:
-        listed = sel.run_list(request.user, team=team.slug, status=status, method=method, dataset=dataset,
-                              before=before)
-        warmups, waiting = runs_warmup(listed), runs_waiting_for(listed)  # a few queries for the whole page
-        for run in listed:
-            uniform = run.uniform or 0
-            rows.append({
-                "run": run,
-                "labels": charts.method_labels(run.methods),
-                "progress": charts.progress(run.steps_completed, run.steps_planned),
-                "rollout_savings": rollout_savings(run.generated, uniform),
-                "device_hours": (run.device_seconds or 0.0) / 3600.0,
-                "active": run.status in ACTIVE,
-                "warmup": charts.warmup_progress(warmups.get(run.pk)),
-                "waiting_for": charts.waiting_for(waiting.get(run.pk)),
-            })
-    filters = {"status": status or "", "method": method or "", "dataset": dataset or ""}
-    next_url = None
-    if len(rows) == 50:
-        next_url = "?" + urlencode({**{k: v for k, v in filters.items() if v}, "before": rows[-1]["run"].id})
-    datasets = team.datasets.order_by("name") if team else []
-    return page(request, "frontend/runs.html", {
-        "rows": rows, "filters": filters, "statuses": [s.value for s in RunStatus],
-        "methods": charts.method_labels(), "datasets": datasets, "next_url": next_url,
-        "poll_ms": POLL_MS,
-    })
+# The runs list and the lifecycle buttons (relaunch, resume, tags): frontend/runs_views.py.
 
 
 @login_required
@@ -267,7 +229,10 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         # what the live updates rewrite and the savings chart draws, one entry per yardstick
         "tiles": [{k: t[k] for k in ("yardstick", "element", "series", "legend", "saving")} for t in tiles],
     }
+    from frontend.runs_views import head_context  # it imports this module
+
     return page(request, "frontend/run.html", {
+        **head_context(request, run),
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
         "effective_tile": effective_tile,
         "labels": charts.method_labels(methods), "method_panels": panels, "page_config": page_config,
