@@ -127,6 +127,7 @@ def row_live(row: Mapping[str, Any]) -> dict[str, Any]:
         "warmup": {"percent": warmup["percent"], "short": warmup["short"], "label": warmup["label"]}
         if warmup.get("active") else None,
         "savings": row["savings"]["shown"], "savings_title": row["savings"]["title"],
-        "pass1": row["pass1"], "pass1_step": getattr(run, "latest_eval_step", None), "device_hours": row["device_hours_shown"],
+        "pass1": row["pass1"], "pass1_step": getattr(run, "latest_eval_step", None),
+        "device_hours": row["device_hours_shown"],
         "eta": row["eta"], "elapsed": row["elapsed"],
     }

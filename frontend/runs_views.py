@@ -25,15 +25,8 @@ from controlplane.accounts.selectors import user_can
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.runs.models import ACTIVE, Run, RunStatus
 from controlplane.runs.selectors import SAVINGS, runs_waiting_for, runs_warmup
-from controlplane.runs.services import (
-    RESUMABLE,
-    RunStateError,
-    resume_refusal,
-    run_relaunch,
-    run_resume,
-    run_tags_set,
-)
-from controlplane.runs.tags import TAG_MAX, TAGS_MAX, tag_or_none
+from controlplane.runs.services import RunStateError, resume_refusal, run_relaunch, run_resume, run_tags_set
+from controlplane.runs.tags import TAG_MAX, tag_or_none
 from frontend import charts
 from frontend import runs_list as shape
 from frontend.forms import BadParameter, id_or_none, int_param, refuse_malformed
@@ -202,16 +195,3 @@ def run_tags_view(request: HttpRequest, run_id: int) -> HttpResponse:
     else:
         messages.success(request, "Tags saved." if run.tags else "Tags cleared.")
     return redirect("frontend:run", run_id=run.id)
-
-
-def head_context(request: HttpRequest, run: Run) -> dict[str, Any]:
-    """The run page head's lifecycle buttons and tags: what the user may do with this run."""
-    launcher = user_can(request.user, run.team_id, Role.LAUNCHER)
-    refusal = resume_refusal(run)
-    return {
-        "can_relaunch": launcher, "tags_editable": launcher, "tags_max": TAGS_MAX, "tag_max": TAG_MAX,
-        "can_resume": launcher and refusal is None,
-        # a stopped run that cannot go on says why, beside the Relaunch button
-        "resume_refusal": refusal if launcher and run.status in RESUMABLE else "",
-        "clone_url": reverse("frontend:run-new") + f"?from={run.id}",
-    }

@@ -37,6 +37,7 @@ from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_
 from frontend import charts
 from frontend import selectors as sel
 from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
+from frontend.run_head import head_context
 from workers.engines.config import ConfigError, RunConfig
 from workers.selection.decisions import Action
 from workers.selection.ledger import Bucket
@@ -229,8 +230,6 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         # what the live updates rewrite and the savings chart draws, one entry per yardstick
         "tiles": [{k: t[k] for k in ("yardstick", "element", "series", "legend", "saving")} for t in tiles],
     }
-    from frontend.runs_views import head_context  # it imports this module
-
     return page(request, "frontend/run.html", {
         **head_context(request, run),
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
