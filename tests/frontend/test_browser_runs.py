@@ -9,7 +9,7 @@ import pytest
 
 from controlplane.runs.models import Run
 from controlplane.runs.services import run_claim, run_create, run_tags_set
-from controlplane.telemetry.services import run_started_ingest, step_ingest
+from controlplane.telemetry.services import checkpoint_ingest, run_finished_ingest, run_started_ingest, step_ingest
 from tests.frontend.conftest import KEYS
 from tests.frontend.helpers import CONFIG, step_record
 from tests.frontend.test_browser import ARTIFACTS, POLL_S, browser, live_run, tab  # noqa: F401 - fixtures
@@ -91,3 +91,16 @@ def test_the_runs_list_sorts_searches_filters_by_tag_updates_live_and_relaunches
     assert "launched with the config, dataset and tags of run" in tab.page.inner_text(".messages")
     assert new.tags == ["ablation", "lr-sweep"] and new.config == alpha.config and new.status == "queued"
     assert enqueued[-1] == new.id
+
+    # a cancelled run that saved a checkpoint resumes from its page's head
+    checkpoint_ingest(run_id=bravo.id, step=4, attempt=1)
+    run_finished_ingest(run_id=bravo.id, status="cancelled", reason="cancelled on request after step 4", attempt=1)
+    tab.goto(f"/runs/{bravo.id}/")
+    assert tab.page.inner_text("#resume-form button") == "Resume from step 4"
+    assert tab.page.get_attribute("#clone-link", "href") == f"/runs/new/?from={bravo.id}"
+    tab.page.screenshot(path=str(ARTIFACTS / "run_head_resume.png"), clip={"x": 0, "y": 0, "width": 1360,
+                                                                           "height": 260})
+    tab.page.click("#resume-form button")
+    tab.page.wait_for_selector(".messages")
+    assert "queued to go on from its checkpoint at step 4 of 20" in tab.page.inner_text(".messages")
+    assert tab.page.inner_text("#run-status") == "queued" and enqueued[-1] == bravo.id
