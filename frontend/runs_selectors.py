@@ -35,10 +35,12 @@ PAGE = 50
 SEARCH_MAX = 200  # a run name's column
 
 
-def _step_sum(column: str) -> Subquery:
+def _step_sum(column: str) -> Cast:
+    """The run's total of a step column, as a float: a ratio of two integer sums must not be an
+    integer division (SQLite divides integers as integers)."""
     sums = (StepSummary.objects.filter(run=OuterRef("pk")).order_by().values("run")
             .annotate(total=Sum(column)).values("total"))
-    return Subquery(sums, output_field=FloatField())
+    return Cast(Subquery(sums), FloatField())
 
 
 # The database expression each sortable column orders by.

@@ -175,11 +175,11 @@ def test_resume_is_refused_when_the_rest_does_not_fit_the_budget(acme, dataset):
 @pytest.mark.parametrize(("trained", "checkpoint", "status", "words"), [
     (3, None, "cancelled", "no checkpoint to resume from: it stopped after 3 steps"),
     (3, None, "failed", "relaunch it to start over"),
-    (20, 20, "succeeded", "succeeded: it trained all 20 steps, so there is nothing left to resume"),
-    (20, 20, "cancelled", "last checkpoint is at its final step 20"),
+    (6, 6, "succeeded", "succeeded: it trained all 6 steps, so there is nothing left to resume"),
+    (6, 6, "cancelled", "last checkpoint is at its final step 6"),
 ])
 def test_resume_refuses_saying_why_and_what_to_do(acme, dataset, trained, checkpoint, status, words):
-    run = stopped(acme, dataset, trained=trained, checkpoint=checkpoint, status=status)
+    run = stopped(acme, dataset, trained=trained, checkpoint=checkpoint, status=status, steps=6)
     with pytest.raises(RunStateError, match=words.replace("(", r"\(")):
         run_resume(run=run)
     after = Run.objects.get(pk=run.pk)
