@@ -31,15 +31,13 @@ from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
 from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.selectors import (
     run_for_user_or_none,
-    runs_waiting_for,
-    runs_warmup,
 )
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
 from frontend import charts, savings
 from frontend import selectors as sel
-from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
+from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, int_param, refuse_malformed
+from frontend.run_head import head_context
 from workers.engines.config import ConfigError, RunConfig
-from workers.selection.accounting import rollout_savings
 from workers.selection.decisions import Action
 from workers.selection.ledger import Bucket
 
@@ -125,42 +123,7 @@ def team_switch(request: HttpRequest) -> HttpResponse:
 # -- runs ----------------------------------------------------------------------------------------------
 
 
-@login_required
-@refuse_malformed
-@require_GET
-def runs(request: HttpRequest) -> HttpResponse:
-    team = current_team(request)
-    status = request.GET.get("status") or None
-    method = request.GET.get("method") or None
-    dataset = id_or_none(request.GET.get("dataset"))
-    before = id_or_none(request.GET.get("before"))
-    rows = []
-    if team is not None:
-        listed = sel.run_list(request.user, team=team.slug, status=status, method=method, dataset=dataset,
-                              before=before)
-        warmups, waiting = runs_warmup(listed), runs_waiting_for(listed)  # a few queries for the whole page
-        for run in listed:
-            uniform = run.uniform or 0
-            rows.append({
-                "run": run,
-                "labels": charts.method_labels(run.methods),
-                "progress": charts.progress(run.steps_completed, run.steps_planned),
-                "rollout_savings": rollout_savings(run.generated, uniform),
-                "device_hours": (run.device_seconds or 0.0) / 3600.0,
-                "active": run.status in ACTIVE,
-                "warmup": charts.warmup_progress(warmups.get(run.pk)),
-                "waiting_for": charts.waiting_for(waiting.get(run.pk)),
-            })
-    filters = {"status": status or "", "method": method or "", "dataset": dataset or ""}
-    next_url = None
-    if len(rows) == 50:
-        next_url = "?" + urlencode({**{k: v for k, v in filters.items() if v}, "before": rows[-1]["run"].id})
-    datasets = team.datasets.order_by("name") if team else []
-    return page(request, "frontend/runs.html", {
-        "rows": rows, "filters": filters, "statuses": [s.value for s in RunStatus],
-        "methods": charts.method_labels(), "datasets": datasets, "next_url": next_url,
-        "poll_ms": POLL_MS,
-    })
+# The runs list and the lifecycle buttons (relaunch, resume, tags): frontend/runs_views.py.
 
 
 @login_required
@@ -253,6 +216,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "empty": charts.chart_notes(run.config, panels),  # what each chart will show, and when
     }
     return page(request, "frontend/run.html", {
+        **head_context(request, run),
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
         "effective_tile": shown["effective"], "device_tile": shown["device"],
         "labels": charts.method_labels(methods), "method_panels": panels, "page_config": page_config,

@@ -66,7 +66,7 @@ def test_the_runs_list_shows_status_methods_progress_savings_accuracy_and_hours(
     for label in ("HIVE", "HORA", "RL-ZVP", "LZE"):
         assert f">{label}<" in page
     assert "6/20" in page  # progress
-    assert "33%" in page  # rollouts saved: 16 of 24 a step
+    assert "33.3%" in page  # rollouts saved: 16 of 24 a step, written as the run page writes it
     assert "0.180" in page  # latest Pass@1, step 4
     assert "0.0033" in page  # 6 steps x 2 s
 
