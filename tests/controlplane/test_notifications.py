@@ -10,9 +10,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -40,6 +38,7 @@ from controlplane.notifications.services import (
 from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import run_attempt_end, run_cancel, run_claim, run_create, run_lose
 from controlplane.telemetry.services import run_finished_ingest, step_ingest
+from tests.controlplane.webhook_receiver import Receiver
 from tests.frontend.helpers import step_record
 
 KEYS = [f"edgeplane/add:{i}" for i in range(4)]
@@ -228,56 +227,6 @@ def test_read_state_is_per_user_and_another_teams_notifications_are_out_of_reach
 
 
 # -- the webhook: a real receiver on loopback ------------------------------------------------------------------
-class Receiver:
-    """An HTTP server in a thread that answers each POST with the next of ``codes`` (the last
-    one repeats); "hang" never answers, "trickle" sends a byte every 0.2 s without ending."""
-
-    def __init__(self, codes=(200,)) -> None:
-        self.codes = list(codes)
-        self.requests: list[dict] = []
-        self.stop = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"headers": dict(self.headers), "body": body, "path": self.path})
-                code = receiver.codes.pop(0) if len(receiver.codes) > 1 else receiver.codes[0]
-                if code == "hang":
-                    receiver.stop.wait(10)
-                    return
-                if code == "trickle":
-                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-                    while not receiver.stop.wait(0.2):
-                        try:
-                            self.wfile.write(b"X-Slow: 1\r\n")
-                            self.wfile.flush()
-                        except OSError:
-                            return
-                    return
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(f"answer {code}".encode())
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/edgeplane?team=acme"
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def loopback(settings):
     settings.EDGEPLANE_WEBHOOK_ALLOW_LOOPBACK = True
@@ -406,10 +355,9 @@ def test_an_event_rolled_back_is_neither_recorded_nor_sent(acme, dataset, enqueu
                                                          django_capture_on_commit_callbacks):
     webhook_set(team=acme, url="http://10.1.2.3/hook")
     run = claimed(acme, dataset)
-    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError):
-        with transaction.atomic():
-            run_finished_ingest(run_id=run.id, status=RunStatus.SUCCEEDED, reason="trained", attempt=1)
-            raise RuntimeError("the end's transaction fails")
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError), transaction.atomic():
+        run_finished_ingest(run_id=run.id, status=RunStatus.SUCCEEDED, reason="trained", attempt=1)
+        raise RuntimeError("the end's transaction fails")
     assert callbacks == [] and not Notification.objects.exists() and not WebhookDelivery.objects.exists()
 
 
