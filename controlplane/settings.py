@@ -411,8 +411,11 @@ EDGEPLANE_WEBHOOK_TIMEOUT_SECONDS = env_int(os.environ, "EDGEPLANE_WEBHOOK_TIMEO
 EDGEPLANE_WEBHOOK_ATTEMPTS = env_int(os.environ, "EDGEPLANE_WEBHOOK_ATTEMPTS", 5)
 # Where a webhook may point. Link-local and cloud metadata addresses are always refused (SSRF);
 # private networks are allowed (teams self-host their receivers); this host's loopback only when set.
-EDGEPLANE_WEBHOOK_ALLOW_PRIVATE = os.environ.get("EDGEPLANE_WEBHOOK_ALLOW_PRIVATE", "1") == "1"
-EDGEPLANE_WEBHOOK_ALLOW_LOOPBACK = os.environ.get("EDGEPLANE_WEBHOOK_ALLOW_LOOPBACK", "0") == "1"
+EDGEPLANE_WEBHOOK_ALLOW_PRIVATE = env_int(os.environ, "EDGEPLANE_WEBHOOK_ALLOW_PRIVATE", 1) == 1
+EDGEPLANE_WEBHOOK_ALLOW_LOOPBACK = env_int(os.environ, "EDGEPLANE_WEBHOOK_ALLOW_LOOPBACK", 0) == 1
+# Beat: deliveries whose broker message was lost are sent again (notifications.services.webhook_deliveries_resend).
 CELERY_TASK_ROUTES["edgeplane.resend_webhooks"] = {"queue": EDGEPLANE_CONTROL_QUEUE}
 CELERY_BEAT_SCHEDULE["resend-webhooks"] = {"task": "edgeplane.resend_webhooks", "schedule": 300.0,
                                            "options": {"expires": 300.0}}
+# The header's unread count is asked again this often by every open page (a COUNT query).
+EDGEPLANE_NOTIFICATIONS_POLL_SECONDS = env_int(os.environ, "EDGEPLANE_NOTIFICATIONS_POLL_SECONDS", 30)

@@ -444,8 +444,9 @@ def _delivery_end(delivery: WebhookDelivery, status: str, answer: Answer | None,
         fields["delivered_at"] = now
     WebhookDelivery.objects.filter(pk=delivery.pk).update(**fields)
     words = answer.words() if answer else error
+    event = Kind(delivery.event).label if delivery.event in Kind.values else "test event"
     WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(
-        last_status=f"{delivery.event}: {words}"[:300], last_delivery_at=now)
+        last_status=f"{event}: {words}"[:300], last_delivery_at=now)
     return DeliveryOutcome(status, None)
 
 

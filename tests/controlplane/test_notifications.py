@@ -274,7 +274,7 @@ def test_a_delivery_carries_the_event_signed_with_the_teams_secret(acme, dataset
     delivery.refresh_from_db()
     endpoint.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("delivered", 1, 200)
-    assert endpoint.last_status.startswith("run_succeeded: delivered: HTTP 200")
+    assert endpoint.last_status.startswith("run finished: delivered: HTTP 200")
 
 
 def test_a_500_is_retried_with_backoff_then_delivered(acme, dataset, enqueued, loopback,

@@ -1,7 +1,6 @@
 // Every signed-in page: the header's unread count follows new notifications without a reload.
-// It asks the server's tiny JSON count every POLL_MS while the tab is visible, and at once when
-// the tab comes back into view.
-const POLL_MS = 30000;
+// It asks the server's tiny JSON count every data-poll-ms (EDGEPLANE_NOTIFICATIONS_POLL_SECONDS)
+// while the tab is visible, and at once when the tab comes back into view.
 const link = document.getElementById("notif-link");
 const badge = document.getElementById("notif-badge");
 
@@ -23,6 +22,6 @@ async function refresh() {
 }
 
 if (link && badge) {
-  setInterval(refresh, POLL_MS);
+  setInterval(refresh, Number(link.dataset.pollMs) || 30000);
   document.addEventListener("visibilitychange", refresh);
 }
