@@ -3,7 +3,8 @@ under data/ (see frontend/data_views.py)."""
 
 from django.urls import path
 
-from frontend import data_views, notification_views, views
+from frontend import data_views, views
+from frontend import notification_views as notify_views
 
 app_name = "frontend"
 
@@ -19,13 +20,13 @@ urlpatterns = [
     path("runs/<int:run_id>/prompt/", views.prompt, name="prompt"),
     path("compare/", views.compare, name="compare"),
     path("teams/<slug:slug>/budget/", views.budget, name="budget"),
-    path("notifications/", notification_views.notifications, name="notifications"),
-    path("notifications/read/", notification_views.notifications_read, name="notifications-read"),
-    path("data/notifications/unread/", notification_views.notifications_unread, name="notifications-unread"),
-    path("teams/<slug:slug>/webhook/", notification_views.webhook, name="webhook"),
-    path("teams/<slug:slug>/webhook/test/", notification_views.webhook_test, name="webhook-test"),
-    path("teams/<slug:slug>/webhook/secret/", notification_views.webhook_secret, name="webhook-secret"),
-    path("teams/<slug:slug>/webhook/remove/", notification_views.webhook_remove, name="webhook-remove"),
+    path("notifications/", notify_views.notifications, name="notifications"),
+    path("notifications/read/", notify_views.notifications_read, name="notifications-read"),
+    path("data/notifications/unread/", notify_views.notifications_unread, name="notifications-unread"),
+    path("teams/<slug:slug>/webhook/", notify_views.webhook, name="webhook"),
+    path("teams/<slug:slug>/webhook/test/", notify_views.webhook_test, name="webhook-test"),
+    path("teams/<slug:slug>/webhook/secret/", notify_views.webhook_secret, name="webhook-secret"),
+    path("teams/<slug:slug>/webhook/remove/", notify_views.webhook_remove, name="webhook-remove"),
     path("data/forecast/", data_views.forecast, name="data-forecast"),
     path("data/runs/<int:run_id>/series/", data_views.series, name="data-series"),
     path("data/runs/<int:run_id>/evaluations/", data_views.evaluations, name="data-evaluations"),

@@ -35,11 +35,13 @@ from controlplane.notifications.services import (
     webhook_test_send,
     webhook_url_check,
 )
-from controlplane.runs.models import Run, RunStatus
+from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.services import run_attempt_end, run_cancel, run_claim, run_create, run_lose
+from controlplane.runs.verl_runs import verl_run_end
 from controlplane.telemetry.services import run_finished_ingest, step_ingest
 from tests.controlplane.webhook_receiver import Receiver
 from tests.frontend.helpers import step_record
+from workers.engines.lifecycle import RunLifecycle
 
 KEYS = [f"edgeplane/add:{i}" for i in range(4)]
 
@@ -74,8 +76,10 @@ def kinds(team) -> list[str]:
 @pytest.mark.parametrize(("status", "reason", "kind"), [
     (RunStatus.SUCCEEDED, "trained 4 steps", Kind.RUN_SUCCEEDED),
     (RunStatus.FAILED, "engine error at step 2: ValueError: bad", Kind.RUN_FAILED),
-    (RunStatus.FAILED, "training diverged after 2 completed steps: loss is nan; last good checkpoint kept: none",
-     Kind.RUN_DIVERGED),
+    # the reason as the engines word it (workers.engines.lifecycle), so the two cannot drift apart
+    (RunStatus.FAILED, RunLifecycle.diverged(2, FloatingPointError("loss is nan"), None).reason, Kind.RUN_DIVERGED),
+    (RunStatus.FAILED, RunLifecycle.diverged(7, FloatingPointError("grad inf"), "step-5").reason, Kind.RUN_DIVERGED),
+    (RunStatus.FAILED, RunLifecycle.crashed(3, RuntimeError("CUDA out of memory")).reason, Kind.RUN_FAILED),
     (RunStatus.CANCELLED, "cancelled on request after step 1", Kind.RUN_CANCELLED),
     (RunStatus.BUDGET_STOPPED, "compute budget reached after step 3", Kind.RUN_BUDGET_STOPPED),
 ])
@@ -104,9 +108,13 @@ def test_run_ends_decided_by_the_control_plane_are_notified(acme, dataset, enque
         run_lose(run_id=lost.id, reason="heartbeat stale", outcome=outcome,
                  now=timezone.now() + dt.timedelta(hours=1))
     assert outcome["failed"] == [lost.id]
+    verl = claimed(acme, dataset, "verl-job")
+    attempt = Attempt.objects.get(run=verl, number=1)
+    assert verl_run_end(attempt=attempt, status=RunStatus.FAILED, reason="the verl job raysubmit_1 failed")
+    assert not verl_run_end(attempt=attempt, status=RunStatus.FAILED, reason="a second reconciler")
     notes = {n.run.name: n for n in Notification.objects.filter(team=acme).select_related("run")}
     assert {name: n.kind for name, n in notes.items()} == {
-        "queued": Kind.RUN_CANCELLED, "crashed": Kind.RUN_FAILED, "lost": Kind.RUN_FAILED}
+        "queued": Kind.RUN_CANCELLED, "crashed": Kind.RUN_FAILED, "lost": Kind.RUN_FAILED, "verl-job": Kind.RUN_FAILED}
     assert "disk full" in notes["crashed"].body and "lost 1 times" in notes["lost"].body
 
 
