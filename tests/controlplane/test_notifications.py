@@ -38,7 +38,7 @@ from controlplane.notifications.services import (
 from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.services import run_attempt_end, run_cancel, run_claim, run_create, run_lose
 from controlplane.runs.verl_runs import verl_run_end
-from controlplane.telemetry.services import run_finished_ingest, step_ingest
+from controlplane.telemetry.services import heartbeat_ingest, run_finished_ingest, step_ingest
 from tests.controlplane.webhook_receiver import Receiver
 from tests.frontend.helpers import step_record
 from workers.engines.lifecycle import RunLifecycle
@@ -194,6 +194,17 @@ def test_a_jump_past_both_thresholds_says_used_up_only(acme, dataset, enqueued):
     step_ingest(run_id=run.id, record=step_record(0, KEYS, device_seconds=0.7 * 3600))
     step_ingest(run_id=run.id, record=step_record(1, KEYS, device_seconds=0.5 * 3600))
     assert kinds(acme) == [Kind.BUDGET_EXHAUSTED]
+
+
+def test_a_warmup_that_books_usage_past_the_thresholds_is_notified_too(acme, dataset, enqueued):
+    run = claimed(acme, dataset)
+    today = timezone.now().date()
+    budget_set(team=acme, period_start=today, period_end=today + dt.timedelta(days=1), limit_device_hours=1.0)
+    for seconds, expected in ((0.5 * 3600, []), (0.3 * 3600, [Kind.BUDGET_WARNING]),
+                              (0.2 * 3600, [Kind.BUDGET_WARNING, Kind.BUDGET_EXHAUSTED])):
+        heartbeat_ingest(run_id=run.id, detail="supervised warm-up", attempt=1, phase="warmup",
+                         device_seconds=seconds)
+        assert kinds(acme) == expected
 
 
 def test_a_team_without_a_budget_is_never_warned(acme, dataset, enqueued):

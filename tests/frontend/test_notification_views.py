@@ -46,6 +46,14 @@ def test_the_header_badge_counts_unread_notifications_on_every_page(bob, alice, 
     assert alice.get("/data/notifications/unread/").json() == {"unread": 2}  # alice's state is her own
 
 
+def test_the_badge_costs_one_count_query(bob, dataset, enqueued, django_assert_max_num_queries):
+    for name in ("a", "b", "c"):
+        ended(dataset.team, dataset, name)
+    bob.get("/data/notifications/unread/")  # the session and the user are read once per request too
+    with django_assert_max_num_queries(3):  # session, user, the count
+        assert bob.get("/data/notifications/unread/").json() == {"unread": 3}
+
+
 def test_the_page_lists_newest_first_with_kind_run_link_and_mark_read(bob, mallory, dataset, enqueued):
     first = ended(dataset.team, dataset, "first")
     second = ended(dataset.team, dataset, "second", RunStatus.FAILED,
