@@ -3,7 +3,7 @@ under data/ (see frontend/data_views.py)."""
 
 from django.urls import path
 
-from frontend import compare_views, data_views, runs_views, savings_views, views
+from frontend import compare_views, data_views, notification_views, runs_views, savings_views, views
 
 app_name = "frontend"
 
@@ -23,6 +23,13 @@ urlpatterns = [
     path("compare/", compare_views.compare, name="compare"),
     path("teams/<slug:slug>/budget/", views.budget, name="budget"),
     path("data/compare/", compare_views.compare_data, name="data-compare"),
+    path("notifications/", notification_views.notifications, name="notifications"),
+    path("notifications/read/", notification_views.notifications_read, name="notifications-read"),
+    path("data/notifications/unread/", notification_views.notifications_unread, name="notifications-unread"),
+    path("teams/<slug:slug>/webhook/", notification_views.webhook, name="webhook"),
+    path("teams/<slug:slug>/webhook/test/", notification_views.webhook_test, name="webhook-test"),
+    path("teams/<slug:slug>/webhook/secret/", notification_views.webhook_secret, name="webhook-secret"),
+    path("teams/<slug:slug>/webhook/remove/", notification_views.webhook_remove, name="webhook-remove"),
     path("data/forecast/", data_views.forecast, name="data-forecast"),
     path("data/runs/", runs_views.runs_live, name="data-runs"),
     path("data/runs/<int:run_id>/series/", data_views.series, name="data-series"),

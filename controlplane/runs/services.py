@@ -29,6 +29,7 @@ from controlplane.budgets.selectors import budget_remaining_for_launch, forecast
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.celery import app as celery_app
 from controlplane.datasets.models import Dataset
+from controlplane.notifications.services import notification_run_ended
 from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
 from controlplane.runs.tags import tags_clean
 from controlplane.telemetry.services import tokens_revoke
@@ -194,6 +195,7 @@ def run_cancel(*, run: Run) -> Run:
             status=RunStatus.CANCELLED, status_reason="cancelled before it started", finished_at=now,
             cancel_requested=True, cancel_requested_at=now):
         tokens_revoke(run_id=run.pk)
+        notification_run_ended(run_id=run.pk)
         return Run.objects.get(pk=run.pk)
     if not Run.objects.filter(pk=run.pk, status__in=ACTIVE).update(cancel_requested=True):
         raise RunStateError(f"run {run.pk} is {run.status}: only queued, starting or running runs can be cancelled")
@@ -373,12 +375,14 @@ def run_lose(*, run_id: int, reason: str, outcome: dict[str, list[int]], now: da
             Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
                 status=RunStatus.CANCELLED, status_reason="cancelled; its worker was lost", finished_at=Now())
             tokens_revoke(run_id=run_id)
+            notification_run_ended(run_id=run_id)
             return
         if run.attempts_count >= settings.EDGEPLANE_MAX_ATTEMPTS:
             Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
                 status=RunStatus.FAILED, finished_at=Now(),
                 status_reason=f"lost {run.attempts_count} times (limit EDGEPLANE_MAX_ATTEMPTS): {reason}")
             tokens_revoke(run_id=run_id)
+            notification_run_ended(run_id=run_id)
             outcome["failed"].append(run_id)
             return
         Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
@@ -400,4 +404,5 @@ def run_attempt_end(*, run_id: int, attempt: int, status: str, reason: str) -> b
             return False
         Attempt.objects.filter(run_id=run_id, number=attempt).update(status=status, reason=reason, finished_at=Now())
         tokens_revoke(run_id=run_id)
+        notification_run_ended(run_id=run_id)
     return True
