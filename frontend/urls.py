@@ -3,7 +3,7 @@ under data/ (see frontend/data_views.py)."""
 
 from django.urls import path
 
-from frontend import data_views, views
+from frontend import data_views, dataset_views, team_views, views
 
 app_name = "frontend"
 
@@ -19,6 +19,17 @@ urlpatterns = [
     path("runs/<int:run_id>/prompt/", views.prompt, name="prompt"),
     path("compare/", views.compare, name="compare"),
     path("teams/<slug:slug>/budget/", views.budget, name="budget"),
+    path("datasets/", dataset_views.datasets, name="datasets"),
+    path("datasets/upload/", dataset_views.dataset_upload, name="dataset-upload"),
+    path("datasets/<int:dataset_id>/", dataset_views.dataset_detail, name="dataset"),
+    path("datasets/<int:dataset_id>/delete/", dataset_views.dataset_delete_view, name="dataset-delete"),
+    path("teams/<slug:slug>/", team_views.team, name="team"),
+    path("teams/<slug:slug>/members/add/", team_views.member_add, name="member-add"),
+    path("teams/<slug:slug>/members/<int:member_id>/role/", team_views.member_role, name="member-role"),
+    path("teams/<slug:slug>/members/<int:member_id>/remove/", team_views.member_remove, name="member-remove"),
+    path("teams/<slug:slug>/budgets/", team_views.budget_set_view, name="budget-set"),
+    path("teams/<slug:slug>/budgets/<int:budget_id>/limit/", team_views.budget_limit_view, name="budget-limit"),
+    path("teams/<slug:slug>/budgets/<int:budget_id>/remove/", team_views.budget_remove_view, name="budget-remove"),
     path("data/forecast/", data_views.forecast, name="data-forecast"),
     path("data/runs/<int:run_id>/series/", data_views.series, name="data-series"),
     path("data/runs/<int:run_id>/evaluations/", data_views.evaluations, name="data-evaluations"),

@@ -1,0 +1,314 @@
+"""The datasets and team pages through Django's test client: who may read and write (viewer <
+launcher < admin; another team's objects are 404s), CSRF on every write, malformed uploads of
+each format answered with the importer's message and its line or row, and nothing written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.utils import timezone
+
+from controlplane.accounts.models import Membership, Role
+from controlplane.budgets.models import Budget
+from controlplane.datasets.models import Dataset, Prompt
+from controlplane.datasets.services import dataset_import
+from tests.frontend.conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+GOOD_JSONL = b'{"key": "k1", "prompt": "2+2?", "answer": "4", "difficulty": "easy"}\n' \
+             b'{"key": "k2", "prompt": [{"role": "user", "content": "3+3?"}], "reward_model": {"ground_truth": "6"}}\n'
+
+
+def upload(client: Client, filename: str, data: bytes, *, name: str = "", team: str = "acme"):
+    return client.post("/datasets/upload/", {"team": team, "name": name,
+                                             "file": SimpleUploadedFile(filename, data)})
+
+
+def parquet(rows: list[dict]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue()
+
+
+def stored() -> tuple[int, int]:
+    return Dataset.objects.count(), Prompt.objects.count()
+
+
+# -- datasets: list, upload --------------------------------------------------------------------------------------
+
+
+def test_the_list_shows_the_current_teams_datasets_with_counts_and_runs(alice, mallory, run, dataset):
+    page = alice.get("/datasets/").content.decode()
+    assert "add-small" in page and "built-in task" in page
+    assert ">12<" in page and ">4<" in page  # training and held-out prompts
+    assert f'href="/?dataset={dataset.id}">1 run<' in page
+    assert 'href="/datasets/"' in page and 'href="/teams/acme/"' in page  # the nav links
+    assert "add-small" not in mallory.get("/datasets/").content.decode()
+
+
+def test_a_launcher_uploads_each_format_and_lands_on_its_preview(bob, acme):
+    response = upload(bob, "mine.jsonl", GOOD_JSONL, name="mine")
+    dataset = Dataset.objects.get(team=acme, name="mine")
+    assert response.status_code == 302 and response["Location"] == f"/datasets/{dataset.id}/"
+    assert dataset.created_by.username == "bob" and dataset.prompt_count == 2
+    page = bob.get(response["Location"]).content.decode()
+    assert "2+2?" in page and "3+3?" in page and "easy" in page and "Delete" in page
+    csv = b"key,prompt,ground_truth\nc1,1+1?,2\n"
+    assert upload(bob, "table.csv", csv).status_code == 302  # no name given: the file's
+    assert Dataset.objects.get(team=acme, name="table").prompt_count == 1
+    assert upload(bob, "p.parquet", parquet([{"key": "p1", "prompt": "5+5?", "answer": "10"}])).status_code == 302
+    assert Prompt.objects.get(dataset__name="p", key="p1").ground_truth == "10"
+
+
+@pytest.mark.parametrize(("filename", "data", "where", "says"), [
+    ("bad.jsonl", b'{"key": "a", "prompt": "x", "answer": "1"}\n{"key": "b", "prompt": "y"\n', "line 2", "JSON"),
+    ("bad.jsonl", b'{"key": "a", "prompt": "x", "answer": "1"}\n\n{"key": "c", "prompt": "z"}\n', "line 3", "answer"),
+    ("bad.csv", b"key,prompt,ground_truth\na,x,1\nb,y,\n", "row 2", ""),
+    ("bad.csv", b"name,question\nn,x\n", "the file", "missing column (columns are: name, question)"),
+    ("bad.parquet", b"PAR1 this is not parquet at all", "the file", "Parquet"),
+    ("bad.parquet", parquet([{"key": "a", "prompt": "x", "answer": "1"}, {"key": "b", "prompt": "y", "answer": None}]),
+     "row 2", ""),
+    ("empty.jsonl", b"\n", "the file", "empty"),
+    ("notes.txt", b"hello", "the file", "unknown format"),
+])
+def test_a_malformed_file_of_each_format_says_where_and_writes_nothing(bob, dataset, filename, data, where, says):
+    before = stored()
+    response = upload(bob, filename, data, name="broken")
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert f"{filename} was not uploaded" in page and f"<td>{where}</td>" in page
+    assert says.lower() in page.lower()
+    assert stored() == before and not Dataset.objects.filter(name="broken").exists()
+    assert 'value="broken"' in page  # the form keeps what was typed
+
+
+def test_upload_refusals_name_the_problem(bob, dataset):
+    page = upload(bob, "x.jsonl", GOOD_JSONL, name="add-small").content.decode()
+    assert "already has a dataset named &#x27;add-small&#x27;" in page
+    response = bob.post("/datasets/upload/", {"team": "acme", "name": "nofile"})
+    assert response.status_code == 400 and "choose a file to upload" in response.content.decode()
+    assert upload(bob, "x.jsonl", GOOD_JSONL, name="n" * 201).status_code == 400
+    assert not Dataset.objects.filter(name__in=["nofile", "x"]).exists()
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_the_limit(bob, settings):
+    settings.EDGEPLANE_UPLOAD_MAX_BYTES = 64
+    response = upload(bob, "big.jsonl", GOOD_JSONL * 4, name="big")
+    assert response.status_code == 413 and "64 bytes" in response.content.decode()
+    assert not Dataset.objects.filter(name="big").exists()
+    assert "Limits: 64 bytes a file" in bob.get("/datasets/").content.decode()  # the form states the limit
+    settings.EDGEPLANE_UPLOAD_MAX_BYTES = 50 * 2**20
+    assert "Limits: 50 MiB a file, 1000000 rows, 32 KiB a prompt, 4 KiB an answer" in " ".join(
+        bob.get("/datasets/").content.decode().split())
+
+
+def test_a_viewer_reads_but_may_not_upload_and_a_stranger_uploads_nowhere(vera, mallory, dataset):
+    page = vera.get("/datasets/").content.decode()
+    assert "add-small" in page and "needs the launcher role" in page and 'name="file"' not in page
+    before = stored()
+    assert upload(vera, "mine.jsonl", GOOD_JSONL, name="mine").status_code == 403
+    assert upload(mallory, "mine.jsonl", GOOD_JSONL, name="mine", team="globex").status_code == 302  # her own team
+    assert Dataset.objects.get(name="mine").team.slug == "globex" and stored()[0] == before[0] + 1
+    assert Client().post("/datasets/upload/", {"team": "acme"}).status_code == 302  # to sign in
+
+
+def test_the_form_names_its_team_so_a_switch_in_another_tab_uploads_nothing(alice, globex):
+    from controlplane.accounts.services import membership_set
+
+    membership_set(team=globex, username="alice", role="launcher")
+    alice.post("/team/", {"team": "globex"})
+    response = upload(alice, "mine.jsonl", GOOD_JSONL, name="mine", team="acme")
+    assert response.status_code == 302 and not Dataset.objects.filter(name="mine").exists()
+
+
+# -- datasets: preview, delete -----------------------------------------------------------------------------------
+
+
+def test_the_preview_shows_the_first_rows_and_another_teams_dataset_is_404(alice, mallory, run, dataset):
+    page = alice.get(f"/datasets/{dataset.id}/").content.decode()
+    assert "First 16 of 16 prompts" in page and "12 for training, 4 held out" in page
+    assert "edgeplane/add:4" in page and "edge-run" in page
+    assert "%" in page  # learned pass rates of the prompts the run observed
+    assert mallory.get(f"/datasets/{dataset.id}/").status_code == 404
+    assert alice.get("/datasets/999999/").status_code == 404
+
+
+def test_who_may_delete_admin_any_launcher_their_own_viewer_none(alice, bob, vera, mallory, acme, dataset):
+    bobs = dataset_import(team=acme, name="bobs", filename="b.jsonl", data=GOOD_JSONL,
+                          user=get_user_model().objects.get(username="bob"))
+    for client, target, code in ((vera, bobs, 403), (bob, dataset, 403), (mallory, bobs, 404)):
+        assert client.get(f"/datasets/{target.id}/delete/").status_code == code
+        assert client.post(f"/datasets/{target.id}/delete/").status_code == code
+    assert "Delete" not in vera.get(f"/datasets/{bobs.id}/").content.decode()
+    confirm = bob.get(f"/datasets/{bobs.id}/delete/").content.decode()
+    assert "Delete dataset bobs?" in confirm and "2 prompts are deleted with it" in confirm
+    assert Dataset.objects.filter(pk=bobs.pk).exists()  # asking is not deleting
+    response = bob.post(f"/datasets/{bobs.id}/delete/")
+    assert response.status_code == 302 and response["Location"] == "/datasets/"
+    assert not Dataset.objects.filter(pk=bobs.pk).exists() and not Prompt.objects.filter(dataset_id=bobs.pk).exists()
+    response = alice.post(f"/datasets/{dataset.id}/delete/")  # an admin: any of the team's
+    assert response.status_code == 302 and not Dataset.objects.filter(pk=dataset.pk).exists()
+
+
+def test_a_dataset_a_run_uses_is_not_deleted_and_the_page_says_why(alice, run, dataset):
+    confirm = alice.get(f"/datasets/{dataset.id}/delete/").content.decode()
+    assert "1 run uses this dataset" in confirm and ">Delete dataset<" not in confirm
+    response = alice.post(f"/datasets/{dataset.id}/delete/")
+    assert response.status_code == 409 and "(edge-run)" in response.content.decode()
+    assert Prompt.objects.filter(dataset=dataset).count() == 16
+
+
+# -- CSRF on every write -------------------------------------------------------------------------------------------
+
+
+def test_every_write_needs_the_csrf_token(acme, dataset):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(get_user_model().objects.get(username="alice"))
+    alice = Membership.objects.get(team=acme, user__username="alice")
+    posts = [("/datasets/upload/", {"team": "acme", "name": "c", "file": SimpleUploadedFile("c.jsonl", GOOD_JSONL)}),
+             (f"/datasets/{dataset.id}/delete/", {}),
+             ("/teams/acme/members/add/", {"username": "mallory", "role": "viewer"}),
+             (f"/teams/acme/members/{alice.id}/role/", {"role": "viewer"}),
+             (f"/teams/acme/members/{alice.id}/remove/", {}),
+             ("/teams/acme/budgets/", {"period": "month", "day": "2030-01-01", "limit": "5"})]
+    for url, data in posts:
+        assert client.post(url, data).status_code == 403, url
+    assert Dataset.objects.filter(pk=dataset.pk).exists() and not Dataset.objects.filter(name="c").exists()
+    assert not Budget.objects.exists() and acme.memberships.count() == 3
+    client.get("/datasets/")
+    token = client.cookies["csrftoken"].value
+    ok = client.post("/datasets/upload/", {"team": "acme", "name": "c", "csrfmiddlewaretoken": token,
+                                           "file": SimpleUploadedFile("c.jsonl", GOOD_JSONL)})
+    assert ok.status_code == 302 and Dataset.objects.filter(name="c").exists()
+
+
+# -- team page: members --------------------------------------------------------------------------------------------
+
+
+def test_members_are_listed_to_everyone_and_only_admins_get_the_forms(alice, vera, bob):
+    admin_page = alice.get("/teams/acme/").content.decode()
+    assert 'action="/teams/acme/members/add/"' in admin_page and 'action="/teams/acme/budgets/"' in admin_page
+    assert "the last admin" in admin_page
+    for client, role in ((vera, "viewer"), (bob, "launcher")):
+        page = client.get("/teams/acme/").content.decode()
+        assert all(name in page for name in ("alice", "bob", "vera")) and f"you are a {role}" in page
+        assert "<form method=\"post\" action=\"/teams/acme/members" not in page and "/budgets/\"" not in page
+
+
+def test_non_admins_get_403_on_every_write_and_other_teams_are_404(acme, globex, bob, vera, mallory, alice):
+    alice_m = Membership.objects.get(team=acme, user__username="alice")
+    mallory_m = Membership.objects.get(team=globex, user__username="mallory")
+    writes = [("/teams/acme/members/add/", {"username": "mallory", "role": "admin"}),
+              (f"/teams/acme/members/{alice_m.id}/role/", {"role": "viewer"}),
+              (f"/teams/acme/members/{alice_m.id}/remove/", {}),
+              ("/teams/acme/budgets/", {"period": "month", "day": "2030-01-01", "limit": "5"})]
+    for client in (bob, vera):
+        for url, data in writes:
+            assert client.post(url, data).status_code == 403, url
+        assert client.get(f"/teams/acme/members/{alice_m.id}/remove/").status_code == 403
+    for url, data in writes:
+        assert mallory.post(url, data).status_code == 404, url  # not her team: as if it did not exist
+    assert mallory.get("/teams/acme/").status_code == 404
+    # alice, admin of acme, cannot reach globex's members through acme's address, nor globex's page
+    assert alice.post(f"/teams/acme/members/{mallory_m.id}/role/", {"role": "viewer"}).status_code == 404
+    assert alice.post(f"/teams/acme/members/{mallory_m.id}/remove/").status_code == 404
+    assert alice.get("/teams/globex/").status_code == 404
+    assert Membership.objects.get(pk=mallory_m.pk).role == Role.ADMIN and acme.memberships.count() == 3
+    assert not Budget.objects.exists()
+
+
+def test_an_admin_adds_changes_and_removes_members_but_never_the_last_admin(alice, acme, globex):
+    response = alice.post("/teams/acme/members/add/", {"username": "mallory", "role": "launcher"})
+    assert response.status_code == 302
+    assert Membership.objects.get(team=acme, user__username="mallory").role == Role.LAUNCHER
+    page = alice.post("/teams/acme/members/add/", {"username": "ghost", "role": "viewer"})
+    assert page.status_code == 400 and "no user named &#x27;ghost&#x27;" in page.content.decode()
+    assert 'value="ghost"' in page.content.decode()
+    alice_m = Membership.objects.get(team=acme, user__username="alice")
+    refused = alice.post(f"/teams/acme/members/{alice_m.id}/role/", {"role": "viewer"})
+    assert refused.status_code == 400 and "last admin" in refused.content.decode()
+    blocked = alice.get(f"/teams/acme/members/{alice_m.id}/remove/").content.decode()
+    assert "the team&#x27;s last admin" in blocked and ">Remove member<" not in blocked
+    assert alice.post(f"/teams/acme/members/{alice_m.id}/remove/").status_code == 400
+    vera_m = Membership.objects.get(team=acme, user__username="vera")
+    assert alice.post(f"/teams/acme/members/{vera_m.id}/role/", {"role": "admin"}).status_code == 302
+    assert alice.post(f"/teams/acme/members/{vera_m.id}/role/", {"role": "owner"}).status_code == 400
+    assert "Remove vera from Acme?" in alice.get(f"/teams/acme/members/{vera_m.id}/remove/").content.decode()
+    assert alice.post(f"/teams/acme/members/{vera_m.id}/remove/").status_code == 302
+    assert not Membership.objects.filter(pk=vera_m.pk).exists()
+    assert Membership.objects.get(team=globex, user__username="mallory").role == Role.ADMIN  # her own team untouched
+
+
+def test_an_admin_who_steps_down_keeps_reading_and_one_who_leaves_goes_to_the_runs(alice, acme):
+    bob_m = Membership.objects.get(team=acme, user__username="bob")
+    alice.post(f"/teams/acme/members/{bob_m.id}/role/", {"role": "admin"})
+    alice_m = Membership.objects.get(team=acme, user__username="alice")
+    assert alice.post(f"/teams/acme/members/{alice_m.id}/role/", {"role": "launcher"}).status_code == 302
+    assert "you are a launcher" in alice.get("/teams/acme/").content.decode()
+    assert alice.post(f"/teams/acme/members/{alice_m.id}/remove/").status_code == 403  # no longer an admin
+    bob = client_for("bob")
+    response = bob.post(f"/teams/acme/members/{bob_m.id}/remove/")
+    assert response.status_code == 400  # bob is now the last admin
+    assert bob.post(f"/teams/acme/members/{bob_m.id}/role/", {"role": "admin"}).status_code == 302  # unchanged
+
+
+# -- team page: budgets --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("limit", "says"), [
+    ("-1", "more than 0"), ("0", "more than 0"), ("", "like 12.5"), ("abc", "like 12.5"), ("nan", "number"),
+    ("inf", "number"), ("1e30", "extra zero"), ("10000001", "extra zero"),
+])
+def test_a_budget_limit_out_of_range_is_refused_with_what_to_type(alice, acme, limit, says):
+    response = alice.post("/teams/acme/budgets/", {"period": "month", "day": timezone.now().date().isoformat(),
+                                                   "limit": limit})
+    assert response.status_code == 400 and says in response.content.decode()
+    assert f'value="{limit}"' in response.content.decode()
+    assert not Budget.objects.exists()
+
+
+def test_an_admin_sets_a_budget_per_period_then_changes_and_removes_it(alice, vera, acme):
+    today = timezone.now().date()
+    response = alice.post("/teams/acme/budgets/", {"period": "week", "day": today.isoformat(), "limit": "12.5"})
+    assert response.status_code == 302
+    budget = Budget.objects.get(team=acme)
+    assert budget.period_start == today - dt.timedelta(days=today.weekday()) and budget.limit_device_hours == 12.5
+    assert (budget.period_end - budget.period_start).days == 7
+    refused = alice.post("/teams/acme/budgets/", {"period": "month", "day": today.isoformat(), "limit": "40"})
+    assert refused.status_code == 400 and "overlaps" in refused.content.decode()
+    assert alice.post("/teams/acme/budgets/", {"period": "day", "day": "yesterday", "limit": "1"}).status_code == 400
+    assert alice.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "30"}).status_code == 302
+    assert Budget.objects.get(pk=budget.pk).limit_device_hours == 30
+    assert alice.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "-3"}).status_code == 400
+    assert vera.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "1"}).status_code == 403
+    assert vera.post(f"/teams/acme/budgets/{budget.id}/remove/").status_code == 403
+    assert "30" in vera.get("/teams/acme/").content.decode()  # read-only, but shown
+    confirm = alice.get(f"/teams/acme/budgets/{budget.id}/remove/").content.decode()
+    assert "no longer checked against a budget" in confirm
+    assert alice.post(f"/teams/acme/budgets/{budget.id}/remove/").status_code == 302
+    assert not Budget.objects.exists()
+
+
+def test_budgets_of_another_team_are_404_and_the_budget_page_links_the_team_page(alice, acme, globex):
+    from controlplane.budgets.services import budget_set_period
+
+    theirs = budget_set_period(team=globex, period="month", day=timezone.now().date(), limit_device_hours=5)
+    assert alice.post(f"/teams/acme/budgets/{theirs.id}/limit/", {"limit": "1"}).status_code == 404
+    assert alice.post(f"/teams/acme/budgets/{theirs.id}/remove/").status_code == 404
+    assert alice.post(f"/teams/globex/budgets/{theirs.id}/limit/", {"limit": "1"}).status_code == 404
+    assert Budget.objects.get(pk=theirs.pk).limit_device_hours == 5
+    assert 'href="/teams/acme/"' in alice.get("/teams/acme/budget/").content.decode()
+
+
+def test_the_team_page_says_what_a_budget_does_and_where_a_single_run_is_capped(alice):
+    page = alice.get("/teams/acme/").content.decode()
+    assert "no budget for today" in page and "No budgets: the team's use has no limit." in page
+    assert "max_device_hours" in page and "running runs stop" in page
