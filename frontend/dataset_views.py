@@ -35,6 +35,11 @@ from workers.problems.dataset import MAX_ERRORS, SUFFIXES, DatasetLimits
 
 NAME_MAX = Dataset._meta.get_field("name").max_length
 FORM_FIELDS = ("name", "team")
+FORMATS = {".jsonl": "JSONL", ".csv": "CSV", ".parquet": "Parquet"}
+# Where a field missing from a row can be given (workers/problems/dataset.py reads each of these).
+WHERE_GIVEN = {"ground_truth": "give the answer as reward_model.ground_truth, or a ground_truth or answer column",
+               "prompt": "give the prompt as text, or as a chat list of role and content",
+               "key": "give a key, or data_source and extra_info.index"}
 
 
 def can_delete(user, dataset: Dataset) -> bool:
@@ -48,9 +53,9 @@ def can_delete(user, dataset: Dataset) -> bool:
 def upload_limits() -> dict[str, Any]:
     """What the upload form states: the file size, rows, prompt and answer lengths it takes."""
     limits = DatasetLimits.from_environ()
-    return {"file": human_bytes(settings.EDGEPLANE_UPLOAD_MAX_BYTES), "max_rows": limits.max_rows,
+    return {"file": human_bytes(settings.EDGEPLANE_UPLOAD_MAX_BYTES), "max_rows": f"{limits.max_rows:,}",
             "prompt": human_bytes(limits.max_prompt_bytes), "answer": human_bytes(limits.max_answer_bytes),
-            "formats": ", ".join(s.lstrip(".").upper() for s in SUFFIXES if s != ".json")}
+            "formats": ", ".join(FORMATS[s] for s in SUFFIXES if s in FORMATS)}
 
 
 def error_rows(errors: list[dict], filename: str) -> list[dict[str, str]]:
@@ -65,7 +70,10 @@ def error_rows(errors: list[dict], filename: str) -> list[dict[str, str]]:
             where = f"{unit} {e['row']}"
         else:
             where = "the form" if e["field"] in FORM_FIELDS else "the file"
-        rows.append({"where": where, "field": "" if e["field"] == "file" else e["field"], "message": e["message"]})
+        message = e["message"]
+        if message == "missing" and e["field"] in WHERE_GIVEN:
+            message = f"missing: {WHERE_GIVEN[e['field']]}"
+        rows.append({"where": where, "field": "" if e["field"] == "file" else e["field"], "message": message})
     return rows
 
 

@@ -86,6 +86,7 @@ def _page(request: HttpRequest, team: Team, *, status: int = 200, errors: dict[s
     admins = sum(1 for m in members if m.role == Role.ADMIN)
     form = {"period": "month", "day": today.isoformat(), "limit": "", "username": "", "role": "viewer",
             **(form or {})}
+    now = budget_status(team)
     periods = []
     for value, label in BUDGET_PERIODS.items():
         start, end = budget_period_bounds(value, today)
@@ -94,8 +95,9 @@ def _page(request: HttpRequest, team: Team, *, status: int = 200, errors: dict[s
     return page(request, "frontend/team.html", {
         "team": team, "members": members, "admins": admins, "roles": ROLES, "periods": periods,
         "is_admin": user_can(request.user, team, Role.ADMIN), "budgets": budgets_for_team(team),
-        "status_now": budget_status(team), "errors": errors or {}, "form": form,
-        "max_limit": BUDGET_MAX_DEVICE_HOURS,
+        "status_now": now, "errors": errors or {}, "form": form,
+        "max_limit": f"{BUDGET_MAX_DEVICE_HOURS:,.0f}",
+        "now_last_day": now.period_end - dt.timedelta(days=1) if now.period_end else None,
     }, status=status)
 
 

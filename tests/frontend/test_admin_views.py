@@ -71,11 +71,11 @@ def test_a_launcher_uploads_each_format_and_lands_on_its_preview(bob, acme):
 @pytest.mark.parametrize(("filename", "data", "where", "says"), [
     ("bad.jsonl", b'{"key": "a", "prompt": "x", "answer": "1"}\n{"key": "b", "prompt": "y"\n', "line 2", "JSON"),
     ("bad.jsonl", b'{"key": "a", "prompt": "x", "answer": "1"}\n\n{"key": "c", "prompt": "z"}\n', "line 3", "answer"),
-    ("bad.csv", b"key,prompt,ground_truth\na,x,1\nb,y,\n", "row 2", ""),
+    ("bad.csv", b"key,prompt,ground_truth\na,x,1\nb,y,\n", "row 2", "missing: give the answer as reward_model"),
     ("bad.csv", b"name,question\nn,x\n", "the file", "missing column (columns are: name, question)"),
     ("bad.parquet", b"PAR1 this is not parquet at all", "the file", "Parquet"),
     ("bad.parquet", parquet([{"key": "a", "prompt": "x", "answer": "1"}, {"key": "b", "prompt": "y", "answer": None}]),
-     "row 2", ""),
+     "row 2", "answer"),
     ("empty.jsonl", b"\n", "the file", "empty"),
     ("notes.txt", b"hello", "the file", "unknown format"),
 ])
@@ -106,7 +106,7 @@ def test_an_upload_over_the_size_limit_is_refused_with_the_limit(bob, settings):
     assert not Dataset.objects.filter(name="big").exists()
     assert "Limits: 64 bytes a file" in bob.get("/datasets/").content.decode()  # the form states the limit
     settings.EDGEPLANE_UPLOAD_MAX_BYTES = 50 * 2**20
-    assert "Limits: 50 MiB a file, 1000000 rows, 32 KiB a prompt, 4 KiB an answer" in " ".join(
+    assert "Limits: 50 MiB a file, 1,000,000 rows, 32 KiB a prompt, 4 KiB an answer" in " ".join(
         bob.get("/datasets/").content.decode().split())
 
 
