@@ -136,7 +136,10 @@ def test_the_preview_shows_the_first_rows_and_another_teams_dataset_is_404(alice
     page = alice.get(f"/datasets/{dataset.id}/").content.decode()
     assert "First 16 of 16 prompts" in page and "12 for training, 4 held out" in page
     assert "edgeplane/add:4" in page and "edge-run" in page
-    assert "%" in page  # learned pass rates of the prompts the run observed
+    # the run observed edgeplane/add:4-7: their learned pass rates show, the others' a dash
+    assert page.count("% <small class=\"muted\">(1 run)</small>") == 4
+    row = page[page.index('data-key="edgeplane/add:0"'):]
+    assert row[:row.index("</tr>")].rstrip().endswith("<td class=\"num\">–</td>")
     assert mallory.get(f"/datasets/{dataset.id}/").status_code == 404
     assert alice.get("/datasets/999999/").status_code == 404
 
