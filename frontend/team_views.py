@@ -32,6 +32,7 @@ from controlplane.budgets.models import Budget
 from controlplane.budgets.selectors import budget_status, budgets_for_team
 from controlplane.budgets.services import (
     BUDGET_MAX_DEVICE_HOURS,
+    BUDGET_MIN_DEVICE_HOURS,
     BUDGET_PERIODS,
     BudgetInvalid,
     budget_change_limit,
@@ -96,7 +97,7 @@ def _page(request: HttpRequest, team: Team, *, status: int = 200, errors: dict[s
         "team": team, "members": members, "admins": admins, "roles": ROLES, "periods": periods,
         "is_admin": user_can(request.user, team, Role.ADMIN), "budgets": budgets_for_team(team),
         "status_now": now, "errors": errors or {}, "form": form,
-        "max_limit": f"{BUDGET_MAX_DEVICE_HOURS:,.0f}",
+        "max_limit": f"{BUDGET_MAX_DEVICE_HOURS:,.0f}", "min_limit": f"{BUDGET_MIN_DEVICE_HOURS:g}",
         "now_last_day": now.period_end - dt.timedelta(days=1) if now.period_end else None,
     }, status=status)
 

@@ -53,6 +53,8 @@ BUDGET_PERIODS = {"day": "a day", "week": "a week (Monday to Sunday)", "month": 
 # The largest limit taken: ten thousand devices busy for a whole 41-day period. A bigger figure is
 # a typo (an extra zero), not a budget.
 BUDGET_MAX_DEVICE_HOURS = 1e7
+# The smallest: the budget page shows device-hours to four decimals.
+BUDGET_MIN_DEVICE_HOURS = 1e-4
 
 
 class BudgetInvalid(ValueError):
@@ -66,25 +68,32 @@ class BudgetInvalid(ValueError):
 
 def budget_period_bounds(period: str, day: dt.date) -> tuple[dt.date, dt.date]:
     """The [start, end) of the ``period`` ("day", "week", "month") that holds ``day``."""
-    if period == "day":
-        return day, day + dt.timedelta(days=1)
-    if period == "week":
-        start = day - dt.timedelta(days=day.weekday())
-        return start, start + dt.timedelta(days=7)
-    if period == "month":
+    if period not in BUDGET_PERIODS:
+        raise BudgetInvalid(f"unknown period {period!r}: choose one of {', '.join(BUDGET_PERIODS)}", field="period")
+    try:
+        if period == "day":
+            return day, day + dt.timedelta(days=1)
+        if period == "week":
+            start = day - dt.timedelta(days=day.weekday())
+            return start, start + dt.timedelta(days=7)
         start = day.replace(day=1)
         return start, (start + dt.timedelta(days=32)).replace(day=1)
-    raise BudgetInvalid(f"unknown period {period!r}: choose one of {', '.join(BUDGET_PERIODS)}", field="period")
+    except OverflowError:  # a period reaching past the last day of year 9999
+        raise BudgetInvalid(f"{day:%Y-%m-%d} is at the end of the calendar: choose a nearer day", field="day") from None
 
 
 def budget_limit_checked(value) -> float:
-    """A budget limit as the dashboard takes it: a finite number of device-hours above 0 and at most
-    BUDGET_MAX_DEVICE_HOURS, else BudgetInvalid saying why."""
+    """A budget limit as the dashboard takes it: a finite number of device-hours from
+    BUDGET_MIN_DEVICE_HOURS to BUDGET_MAX_DEVICE_HOURS, else BudgetInvalid saying why."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise BudgetInvalid(f"the limit must be a number of device-hours, got {value!r}", field="limit")
     if value <= 0:
         raise BudgetInvalid("the limit must be more than 0 device-hours: a budget of 0 refuses every launch and stops "
                             "running runs. To have no limit, remove the budget instead.", field="limit")
+    if value < BUDGET_MIN_DEVICE_HOURS:
+        raise BudgetInvalid(f"{value:g} device-hours is below the smallest limit taken ({BUDGET_MIN_DEVICE_HOURS:g}, "
+                            f"{BUDGET_MIN_DEVICE_HOURS * 3600:g} s of device time): the budget page would show it as 0",
+                            field="limit")
     if value > BUDGET_MAX_DEVICE_HOURS:
         raise BudgetInvalid(f"{value:g} device-hours is over the largest limit taken ({BUDGET_MAX_DEVICE_HOURS:,.0f}): "
                             "check for an extra zero", field="limit")

@@ -25,6 +25,7 @@ from controlplane.budgets.models import Budget
 from controlplane.budgets.selectors import budget_status, budgets_for_team
 from controlplane.budgets.services import (
     BUDGET_MAX_DEVICE_HOURS,
+    BUDGET_MIN_DEVICE_HOURS,
     BudgetInvalid,
     budget_change_limit,
     budget_period_bounds,
@@ -129,7 +130,7 @@ def test_periods_are_the_calendar_day_week_and_month_holding_the_day(period, day
     assert budget_period_bounds(period, day) == bounds
 
 
-@pytest.mark.parametrize("limit", [0, 0.0, -0.0, -1, -1e-9, math.nan, math.inf, -math.inf,
+@pytest.mark.parametrize("limit", [0, 0.0, -0.0, -1, -1e-9, 1e-9, 5e-324, math.nan, math.inf, -math.inf,
                                    BUDGET_MAX_DEVICE_HOURS * 1.0001, 1e300, True, "5", None])
 def test_a_limit_must_be_a_finite_number_above_zero_and_not_huge(acme, limit):
     with pytest.raises(BudgetInvalid) as exc:
@@ -143,6 +144,8 @@ def test_limits_in_range_are_taken_and_a_second_set_of_the_same_period_changes_i
                               today=TODAY)
     assert (first.period_start, first.period_end, first.limit_device_hours) == (
         dt.date(2026, 12, 1), dt.date(2027, 1, 1), 0.5)
+    assert budget_set_period(team=acme, period="month", day=TODAY, limit_device_hours=BUDGET_MIN_DEVICE_HOURS,
+                             today=TODAY).pk == first.pk
     again = budget_set_period(team=acme, period="month", day=TODAY, limit_device_hours=BUDGET_MAX_DEVICE_HOURS,
                               today=TODAY)
     assert again.pk == first.pk and again.limit_device_hours == BUDGET_MAX_DEVICE_HOURS
@@ -161,6 +164,9 @@ def test_an_overlapping_period_a_past_one_and_an_unknown_kind_are_refused(acme):
     with pytest.raises(BudgetInvalid, match="ended on 2026-11-29") as exc:
         budget_set_period(team=acme, period="day", day=dt.date(2026, 11, 29), limit_device_hours=1, today=TODAY)
     assert exc.value.field == "period"
+    for period, day in (("day", dt.date(9999, 12, 31)), ("month", dt.date(9999, 12, 2)), ("week", dt.date(9999, 12, 31))):
+        with pytest.raises(BudgetInvalid, match="end of the calendar"):
+            budget_set_period(team=acme, period=period, day=day, limit_device_hours=1, today=dt.date(1, 1, 1))
     with pytest.raises(BudgetInvalid, match="unknown period 'year'"):
         budget_set_period(team=acme, period="year", day=TODAY, limit_device_hours=1, today=TODAY)
     # the next month and a day in it are not overlapping December

@@ -261,6 +261,11 @@ def test_an_admin_who_steps_down_keeps_reading_and_one_who_leaves_goes_to_the_ru
     response = bob.post(f"/teams/acme/members/{bob_m.id}/remove/")
     assert response.status_code == 400  # bob is now the last admin
     assert bob.post(f"/teams/acme/members/{bob_m.id}/role/", {"role": "admin"}).status_code == 302  # unchanged
+    # with a second admin again, bob may leave; he lands on the runs, the team page no longer his
+    bob.post(f"/teams/acme/members/{alice_m.id}/role/", {"role": "admin"})
+    response = bob.post(f"/teams/acme/members/{bob_m.id}/remove/")
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert bob.get("/teams/acme/").status_code == 404
 
 
 # -- team page: budgets --------------------------------------------------------------------------------------------
@@ -268,7 +273,7 @@ def test_an_admin_who_steps_down_keeps_reading_and_one_who_leaves_goes_to_the_ru
 
 @pytest.mark.parametrize(("limit", "says"), [
     ("-1", "more than 0"), ("0", "more than 0"), ("", "like 12.5"), ("abc", "like 12.5"), ("nan", "number"),
-    ("inf", "number"), ("1e30", "extra zero"), ("10000001", "extra zero"),
+    ("inf", "number"), ("1e30", "extra zero"), ("10000001", "extra zero"), ("0.00001", "smallest limit"),
 ])
 def test_a_budget_limit_out_of_range_is_refused_with_what_to_type(alice, acme, limit, says):
     response = alice.post("/teams/acme/budgets/", {"period": "month", "day": timezone.now().date().isoformat(),
@@ -287,7 +292,8 @@ def test_an_admin_sets_a_budget_per_period_then_changes_and_removes_it(alice, ve
     assert (budget.period_end - budget.period_start).days == 7
     refused = alice.post("/teams/acme/budgets/", {"period": "month", "day": today.isoformat(), "limit": "40"})
     assert refused.status_code == 400 and "overlaps" in refused.content.decode()
-    assert alice.post("/teams/acme/budgets/", {"period": "day", "day": "yesterday", "limit": "1"}).status_code == 400
+    for day in ("yesterday", "2026-02-30", "9999-12-31", ""):
+        assert alice.post("/teams/acme/budgets/", {"period": "day", "day": day, "limit": "1"}).status_code == 400, day
     assert alice.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "30"}).status_code == 302
     assert Budget.objects.get(pk=budget.pk).limit_device_hours == 30
     assert alice.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "-3"}).status_code == 400
