@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from controlplane.accounts.models import Membership, Role
 from controlplane.budgets.models import Budget
 from controlplane.datasets.models import Dataset
-from tests.frontend.test_browser import browser, tab  # noqa: F401 - fixtures
+from tests.frontend.test_browser import browser, live_run, tab  # noqa: F401 - fixtures
 
 pytest.importorskip("playwright.sync_api", reason="needs the playwright package (dev extra)")
 
@@ -27,8 +27,10 @@ ROWS = [{"prompt": [SYSTEM, {"role": "user", "content": f"{a} + {b} = ?"}],
         for i, (a, b) in enumerate([(1, 2), (3, 4), (12, 30), (7, 8), (5, 5), (40, 2), (9, 1), (2, 2)])]
 
 
-def test_upload_preview_delete_then_add_a_member_change_their_role_and_set_a_budget(tab, acme, tmp_path):  # noqa: F811
+def test_upload_preview_delete_then_add_a_member_change_their_role_and_set_a_budget(tab, acme, dataset,  # noqa: F811
+                                                                                   tmp_path):
     get_user_model().objects.create_user(username="carol", password="carol-pw")
+    run = live_run(acme, dataset, steps=3)  # observes edgeplane/add:4-7 of the built-in dataset
     bad, good = tmp_path / "sums.jsonl", tmp_path / "sums-ok.jsonl"
     bad.write_text(json.dumps(ROWS[0]) + "\n" + '{"prompt": "5 + 6 = ?", "data_source": "sums", '
                    '"extra_info": {"index": 99}}\n')
@@ -66,8 +68,20 @@ def test_upload_preview_delete_then_add_a_member_change_their_role_and_set_a_bud
     tab.page.click("button:has-text('Delete dataset')")
     tab.page.wait_for_url(tab.base + "/datasets/")
     assert "Dataset sums deleted, with its 8 prompts." in tab.page.locator(".messages").inner_text()
-    assert "The team has no datasets yet." in tab.page.locator("table.datasets").inner_text()
+    listed = tab.page.locator("table.datasets tbody").inner_text()
+    assert "sums" not in listed and "add-small" in listed and "1 run" in listed
     assert not Dataset.objects.filter(name="sums").exists()
+
+    # a dataset a run uses: its preview shows the pass rates the run learned, and delete is refused
+    tab.page.click("text=add-small")
+    learned = tab.page.locator("tr[data-key='edgeplane/add:5'] td").last.inner_text()
+    assert learned.endswith("% (1 run)"), learned
+    assert tab.page.locator("tr[data-key='edgeplane/add:0'] td").last.inner_text() == "–"
+    tab.shot("dataset_learned")
+    tab.page.click("text=Delete…")
+    assert "1 run uses this dataset" in tab.page.locator(".confirm").inner_text()
+    assert tab.page.locator("button:has-text('Delete dataset')").count() == 0
+    assert Dataset.objects.filter(pk=dataset.pk).exists() and run.dataset_id == dataset.pk
 
     # the team page: add carol as a viewer, make her a launcher, set this month's budget
     tab.page.click("nav >> text=Team")
