@@ -22,7 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import membership_of, user_can
@@ -93,10 +93,19 @@ def _list(request: HttpRequest, team, *, status: int = 200, form: dict | None = 
     }, status=status)
 
 
+@csrf_exempt  # not exempt: a POST's CSRF check runs in _upload, once the gate is in place (it reads the form)
 @login_required
-@refuse_malformed
-@require_GET
+@require_http_methods(["GET", "POST"])
 def datasets(request: HttpRequest) -> HttpResponse:
+    """GET: the list and the upload form. POST: an upload (a launcher or admin)."""
+    if request.method == "POST":
+        request.upload_gate = _upload_gate
+        return _upload(request)
+    return _datasets_list(request)
+
+
+@refuse_malformed
+def _datasets_list(request: HttpRequest) -> HttpResponse:
     team = current_team(request)
     if team is None:
         raise Http404("you belong to no team")
@@ -109,14 +118,6 @@ def _upload_gate(request: HttpRequest) -> None:
     team = current_team(request)
     if team is None or not user_can(request.user, team, Role.LAUNCHER):
         raise PermissionDenied("uploading a dataset needs the launcher role in the team")
-
-
-@csrf_exempt  # not exempt: the CSRF check runs in _upload, once the gate is in place (it reads the form)
-@login_required
-@require_POST
-def dataset_upload(request: HttpRequest) -> HttpResponse:
-    request.upload_gate = _upload_gate
-    return _upload(request)
 
 
 @csrf_protect

@@ -13,12 +13,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from controlplane.accounts.models import Membership, Role, Team
 from controlplane.accounts.selectors import teams_for_user, user_can
@@ -104,9 +104,19 @@ def _page(request: HttpRequest, team: Team, *, status: int = 200, errors: dict[s
 
 @login_required
 @refuse_malformed
-@require_GET
+@require_http_methods(["GET", "POST"])
 def team(request: HttpRequest, slug: str) -> HttpResponse:
-    return _page(request, _team_or_404(request, slug))
+    """GET: the page. POST (admins): ``action`` add_member or set_budget, the page's two forms.
+    One address for the page and its forms: fewer routes, each walked by the malformed-input test."""
+    if request.method == "GET":
+        return _page(request, _team_or_404(request, slug))
+    team = _admin_team(request, slug)
+    action = request.POST.get("action", "")
+    if action == "add_member":
+        return _member_add(request, team)
+    if action == "set_budget":
+        return _budget_set(request, team)
+    raise BadRequest(f"unknown action {action!r}: the team page's forms send add_member or set_budget")
 
 
 # -- members ------------------------------------------------------------------------------------------------
@@ -119,11 +129,7 @@ def _member_or_404(team: Team, member_id: int) -> Membership:
     return membership
 
 
-@login_required
-@refuse_malformed
-@require_POST
-def member_add(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _admin_team(request, slug)
+def _member_add(request: HttpRequest, team: Team) -> HttpResponse:
     username, role = request.POST.get("username", ""), request.POST.get("role", "")
     try:
         membership = membership_add(team=team, username=username, role=role, by=request.user)
@@ -136,27 +142,25 @@ def member_add(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @refuse_malformed
-@require_POST
-def member_role(request: HttpRequest, slug: str, member_id: int) -> HttpResponse:
-    team = _admin_team(request, slug)
-    membership = _member_or_404(team, member_id)
-    try:
-        membership = membership_change_role(membership=membership, role=request.POST.get("role", ""), by=request.user)
-    except MembershipError as exc:
-        return _page(request, team, status=400, errors={f"member_{membership.pk}": exc.message})
-    messages.success(request, f"{membership.user.username} is now {membership.role} in {team.name}.")
-    return redirect("frontend:team", slug=team.slug)
-
-
-@login_required
-@refuse_malformed
 @require_http_methods(["GET", "POST"])
-def member_remove(request: HttpRequest, slug: str, member_id: int) -> HttpResponse:
-    """GET: the confirmation step; POST: remove."""
+def member(request: HttpRequest, slug: str, member_id: int) -> HttpResponse:
+    """GET: the confirmation step of removing the member. POST: ``action`` role (with ``role``)
+    or remove."""
     team = _admin_team(request, slug)
     membership = _member_or_404(team, member_id)
+    action = request.POST.get("action", "") if request.method == "POST" else ""
+    if action == "role":
+        try:
+            membership = membership_change_role(membership=membership, role=request.POST.get("role", ""),
+                                                by=request.user)
+        except MembershipError as exc:
+            return _page(request, team, status=400, errors={f"member_{membership.pk}": exc.message})
+        messages.success(request, f"{membership.user.username} is now {membership.role} in {team.name}.")
+        return redirect("frontend:team", slug=team.slug)
+    if request.method == "POST" and action != "remove":
+        raise BadRequest(f"unknown action {action!r}: send role (with a role) or remove")
     name, problem, status = membership.user.username, None, 200
-    if request.method == "POST":
+    if action == "remove":
         try:
             membership_remove(membership=membership, by=request.user)
         except MembershipError as exc:
@@ -175,7 +179,7 @@ def member_remove(request: HttpRequest, slug: str, member_id: int) -> HttpRespon
         "consequence": f"{name} ({membership.role}) loses access to the team's runs, datasets and budget. Their runs "
                        "and datasets stay the team's." + (" You are removing yourself." if
                                                            membership.user_id == request.user.pk else ""),
-        "confirm_label": "Remove member", "back_url": reverse("frontend:team", args=[team.slug]),
+        "confirm_label": "Remove member", "action": "remove", "back_url": reverse("frontend:team", args=[team.slug]),
         "back_label": "Keep them",
     }, status=status)
 
@@ -183,11 +187,7 @@ def member_remove(request: HttpRequest, slug: str, member_id: int) -> HttpRespon
 # -- budgets ------------------------------------------------------------------------------------------------
 
 
-@login_required
-@refuse_malformed
-@require_POST
-def budget_set_view(request: HttpRequest, slug: str) -> HttpResponse:
-    team = _admin_team(request, slug)
+def _budget_set(request: HttpRequest, team: Team) -> HttpResponse:
     form = {k: request.POST.get(k, "") for k in ("period", "day", "limit")}
     try:
         budget = budget_set_period(team=team, period=form["period"], day=parse_day(form["day"]),
@@ -208,29 +208,26 @@ def _budget_or_404(team: Team, budget_id: int) -> Budget:
 
 @login_required
 @refuse_malformed
-@require_POST
-def budget_limit_view(request: HttpRequest, slug: str, budget_id: int) -> HttpResponse:
-    team = _admin_team(request, slug)
-    budget = _budget_or_404(team, budget_id)
-    try:
-        budget = budget_change_limit(budget=budget, limit_device_hours=parse_limit(request.POST.get("limit", "")),
-                                     by=request.user)
-    except BudgetInvalid as exc:
-        return _page(request, team, status=400, errors={f"budget_{budget.pk}": exc.message})
-    messages.success(request, f"Budget from {budget.period_start:%Y-%m-%d} now {budget.limit_device_hours:g} "
-                              "device-hours.")
-    return redirect("frontend:team", slug=team.slug)
-
-
-@login_required
-@refuse_malformed
 @require_http_methods(["GET", "POST"])
-def budget_remove_view(request: HttpRequest, slug: str, budget_id: int) -> HttpResponse:
-    """GET: the confirmation step; POST: remove."""
+def budget(request: HttpRequest, slug: str, budget_id: int) -> HttpResponse:
+    """GET: the confirmation step of removing the budget. POST: ``action`` limit (with ``limit``)
+    or remove."""
     team = _admin_team(request, slug)
     budget = _budget_or_404(team, budget_id)
+    action = request.POST.get("action", "") if request.method == "POST" else ""
+    if action == "limit":
+        try:
+            budget = budget_change_limit(budget=budget, limit_device_hours=parse_limit(request.POST.get("limit", "")),
+                                         by=request.user)
+        except BudgetInvalid as exc:
+            return _page(request, team, status=400, errors={f"budget_{budget.pk}": exc.message})
+        messages.success(request, f"Budget from {budget.period_start:%Y-%m-%d} now {budget.limit_device_hours:g} "
+                                  "device-hours.")
+        return redirect("frontend:team", slug=team.slug)
+    if request.method == "POST" and action != "remove":
+        raise BadRequest(f"unknown action {action!r}: send limit (with a limit) or remove")
     problem, status = None, 200
-    if request.method == "POST":
+    if action == "remove":
         try:
             budget_remove(budget=budget, by=request.user)
         except BudgetInvalid as exc:
@@ -246,6 +243,6 @@ def budget_remove_view(request: HttpRequest, slug: str, budget_id: int) -> HttpR
         "blocked_reason": "Its period is over: a past period's budget stays as the record of what the team was given.",
         "consequence": f"The period then has no limit ({budget.limit_device_hours:g} device-hours today): launches are "
                        "no longer checked against a budget. What runs used stays in the usage ledger.",
-        "confirm_label": "Remove budget", "back_url": reverse("frontend:team", args=[team.slug]),
+        "confirm_label": "Remove budget", "action": "remove", "back_url": reverse("frontend:team", args=[team.slug]),
         "back_label": "Keep it",
     }, status=status)

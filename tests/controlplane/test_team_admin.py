@@ -164,7 +164,8 @@ def test_an_overlapping_period_a_past_one_and_an_unknown_kind_are_refused(acme):
     with pytest.raises(BudgetInvalid, match="ended on 2026-11-29") as exc:
         budget_set_period(team=acme, period="day", day=dt.date(2026, 11, 29), limit_device_hours=1, today=TODAY)
     assert exc.value.field == "period"
-    for period, day in (("day", dt.date(9999, 12, 31)), ("month", dt.date(9999, 12, 2)), ("week", dt.date(9999, 12, 31))):
+    last = dt.date(9999, 12, 31)
+    for period, day in (("day", last), ("month", dt.date(9999, 12, 2)), ("week", last)):
         with pytest.raises(BudgetInvalid, match="end of the calendar"):
             budget_set_period(team=acme, period=period, day=day, limit_device_hours=1, today=dt.date(1, 1, 1))
     with pytest.raises(BudgetInvalid, match="unknown period 'year'"):

@@ -28,7 +28,7 @@ GOOD_JSONL = b'{"key": "k1", "prompt": "2+2?", "answer": "4", "difficulty": "eas
 
 
 def upload(client: Client, filename: str, data: bytes, *, name: str = "", team: str = "acme"):
-    return client.post("/datasets/upload/", {"team": team, "name": name,
+    return client.post("/datasets/", {"team": team, "name": name,
                                              "file": SimpleUploadedFile(filename, data)})
 
 
@@ -36,6 +36,18 @@ def parquet(rows: list[dict]) -> bytes:
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows), sink)
     return sink.getvalue()
+
+
+def set_budget(client: Client, period: str, day: str, limit: str):
+    return client.post("/teams/acme/", {"action": "set_budget", "period": period, "day": day, "limit": limit})
+
+
+def role(client: Client, membership, value: str):
+    return client.post(f"/teams/acme/members/{membership.id}/", {"action": "role", "role": value})
+
+
+def remove(client: Client, membership):
+    return client.post(f"/teams/acme/members/{membership.id}/", {"action": "remove"})
 
 
 def stored() -> tuple[int, int]:
@@ -93,7 +105,7 @@ def test_a_malformed_file_of_each_format_says_where_and_writes_nothing(bob, data
 def test_upload_refusals_name_the_problem(bob, dataset):
     page = upload(bob, "x.jsonl", GOOD_JSONL, name="add-small").content.decode()
     assert "already has a dataset named &#x27;add-small&#x27;" in page
-    response = bob.post("/datasets/upload/", {"team": "acme", "name": "nofile"})
+    response = bob.post("/datasets/", {"team": "acme", "name": "nofile"})
     assert response.status_code == 400 and "choose a file to upload" in response.content.decode()
     assert upload(bob, "x.jsonl", GOOD_JSONL, name="n" * 201).status_code == 400
     assert not Dataset.objects.filter(name__in=["nofile", "x"]).exists()
@@ -117,7 +129,7 @@ def test_a_viewer_reads_but_may_not_upload_and_a_stranger_uploads_nowhere(vera, 
     assert upload(vera, "mine.jsonl", GOOD_JSONL, name="mine").status_code == 403
     assert upload(mallory, "mine.jsonl", GOOD_JSONL, name="mine", team="globex").status_code == 302  # her own team
     assert Dataset.objects.get(name="mine").team.slug == "globex" and stored()[0] == before[0] + 1
-    assert Client().post("/datasets/upload/", {"team": "acme"}).status_code == 302  # to sign in
+    assert Client().post("/datasets/", {"team": "acme"}).status_code == 302  # to sign in
 
 
 def test_the_form_names_its_team_so_a_switch_in_another_tab_uploads_nothing(alice, globex):
@@ -176,19 +188,19 @@ def test_every_write_needs_the_csrf_token(acme, dataset):
     client = Client(enforce_csrf_checks=True)
     client.force_login(get_user_model().objects.get(username="alice"))
     alice = Membership.objects.get(team=acme, user__username="alice")
-    posts = [("/datasets/upload/", {"team": "acme", "name": "c", "file": SimpleUploadedFile("c.jsonl", GOOD_JSONL)}),
+    posts = [("/datasets/", {"team": "acme", "name": "c", "file": SimpleUploadedFile("c.jsonl", GOOD_JSONL)}),
              (f"/datasets/{dataset.id}/delete/", {}),
-             ("/teams/acme/members/add/", {"username": "mallory", "role": "viewer"}),
-             (f"/teams/acme/members/{alice.id}/role/", {"role": "viewer"}),
-             (f"/teams/acme/members/{alice.id}/remove/", {}),
-             ("/teams/acme/budgets/", {"period": "month", "day": "2030-01-01", "limit": "5"})]
+             ("/teams/acme/", {"action": "add_member", "username": "mallory", "role": "viewer"}),
+             (f"/teams/acme/members/{alice.id}/", {"action": "role", "role": "viewer"}),
+             (f"/teams/acme/members/{alice.id}/", {"action": "remove"}),
+             ("/teams/acme/", {"action": "set_budget", "period": "month", "day": "2030-01-01", "limit": "5"})]
     for url, data in posts:
         assert client.post(url, data).status_code == 403, url
     assert Dataset.objects.filter(pk=dataset.pk).exists() and not Dataset.objects.filter(name="c").exists()
     assert not Budget.objects.exists() and acme.memberships.count() == 3
     client.get("/datasets/")
     token = client.cookies["csrftoken"].value
-    ok = client.post("/datasets/upload/", {"team": "acme", "name": "c", "csrfmiddlewaretoken": token,
+    ok = client.post("/datasets/", {"team": "acme", "name": "c", "csrfmiddlewaretoken": token,
                                            "file": SimpleUploadedFile("c.jsonl", GOOD_JSONL)})
     assert ok.status_code == 302 and Dataset.objects.filter(name="c").exists()
 
@@ -198,72 +210,76 @@ def test_every_write_needs_the_csrf_token(acme, dataset):
 
 def test_members_are_listed_to_everyone_and_only_admins_get_the_forms(alice, vera, bob):
     admin_page = alice.get("/teams/acme/").content.decode()
-    assert 'action="/teams/acme/members/add/"' in admin_page and 'action="/teams/acme/budgets/"' in admin_page
+    assert 'value="add_member"' in admin_page and 'value="set_budget"' in admin_page
     assert "the last admin" in admin_page
     for client, role in ((vera, "viewer"), (bob, "launcher")):
         page = client.get("/teams/acme/").content.decode()
         assert all(name in page for name in ("alice", "bob", "vera")) and f"you are a {role}" in page
-        assert "<form method=\"post\" action=\"/teams/acme/members" not in page and "/budgets/\"" not in page
+        assert 'name="action"' not in page and "Remove…" not in page  # no form of the admins'
+
 
 
 def test_non_admins_get_403_on_every_write_and_other_teams_are_404(acme, globex, bob, vera, mallory, alice):
     alice_m = Membership.objects.get(team=acme, user__username="alice")
     mallory_m = Membership.objects.get(team=globex, user__username="mallory")
-    writes = [("/teams/acme/members/add/", {"username": "mallory", "role": "admin"}),
-              (f"/teams/acme/members/{alice_m.id}/role/", {"role": "viewer"}),
-              (f"/teams/acme/members/{alice_m.id}/remove/", {}),
-              ("/teams/acme/budgets/", {"period": "month", "day": "2030-01-01", "limit": "5"})]
+    writes = [("/teams/acme/", {"action": "add_member", "username": "mallory", "role": "admin"}),
+              (f"/teams/acme/members/{alice_m.id}/", {"action": "role", "role": "viewer"}),
+              (f"/teams/acme/members/{alice_m.id}/", {"action": "remove"}),
+              ("/teams/acme/", {"action": "set_budget", "period": "month", "day": "2030-01-01", "limit": "5"})]
     for client in (bob, vera):
         for url, data in writes:
             assert client.post(url, data).status_code == 403, url
-        assert client.get(f"/teams/acme/members/{alice_m.id}/remove/").status_code == 403
+        assert client.get(f"/teams/acme/members/{alice_m.id}/").status_code == 403
     for url, data in writes:
         assert mallory.post(url, data).status_code == 404, url  # not her team: as if it did not exist
     assert mallory.get("/teams/acme/").status_code == 404
     # alice, admin of acme, cannot reach globex's members through acme's address, nor globex's page
-    assert alice.post(f"/teams/acme/members/{mallory_m.id}/role/", {"role": "viewer"}).status_code == 404
-    assert alice.post(f"/teams/acme/members/{mallory_m.id}/remove/").status_code == 404
+    assert role(alice, mallory_m, "viewer").status_code == 404
+    assert remove(alice, mallory_m).status_code == 404
     assert alice.get("/teams/globex/").status_code == 404
     assert Membership.objects.get(pk=mallory_m.pk).role == Role.ADMIN and acme.memberships.count() == 3
     assert not Budget.objects.exists()
 
 
 def test_an_admin_adds_changes_and_removes_members_but_never_the_last_admin(alice, acme, globex):
-    response = alice.post("/teams/acme/members/add/", {"username": "mallory", "role": "launcher"})
+    response = alice.post("/teams/acme/", {"action": "add_member", "username": "mallory", "role": "launcher"})
     assert response.status_code == 302
     assert Membership.objects.get(team=acme, user__username="mallory").role == Role.LAUNCHER
-    page = alice.post("/teams/acme/members/add/", {"username": "ghost", "role": "viewer"})
+    page = alice.post("/teams/acme/", {"action": "add_member", "username": "ghost", "role": "viewer"})
     assert page.status_code == 400 and "no user named &#x27;ghost&#x27;" in page.content.decode()
     assert 'value="ghost"' in page.content.decode()
     alice_m = Membership.objects.get(team=acme, user__username="alice")
-    refused = alice.post(f"/teams/acme/members/{alice_m.id}/role/", {"role": "viewer"})
+    refused = role(alice, alice_m, "viewer")
     assert refused.status_code == 400 and "last admin" in refused.content.decode()
-    blocked = alice.get(f"/teams/acme/members/{alice_m.id}/remove/").content.decode()
+    blocked = alice.get(f"/teams/acme/members/{alice_m.id}/").content.decode()
     assert "the team&#x27;s last admin" in blocked and ">Remove member<" not in blocked
-    assert alice.post(f"/teams/acme/members/{alice_m.id}/remove/").status_code == 400
+    assert remove(alice, alice_m).status_code == 400
     vera_m = Membership.objects.get(team=acme, user__username="vera")
-    assert alice.post(f"/teams/acme/members/{vera_m.id}/role/", {"role": "admin"}).status_code == 302
-    assert alice.post(f"/teams/acme/members/{vera_m.id}/role/", {"role": "owner"}).status_code == 400
-    assert "Remove vera from Acme?" in alice.get(f"/teams/acme/members/{vera_m.id}/remove/").content.decode()
-    assert alice.post(f"/teams/acme/members/{vera_m.id}/remove/").status_code == 302
+    assert role(alice, vera_m, "admin").status_code == 302
+    assert role(alice, vera_m, "owner").status_code == 400
+    assert "Remove vera from Acme?" in alice.get(f"/teams/acme/members/{vera_m.id}/").content.decode()
+    assert remove(alice, vera_m).status_code == 302
     assert not Membership.objects.filter(pk=vera_m.pk).exists()
     assert Membership.objects.get(team=globex, user__username="mallory").role == Role.ADMIN  # her own team untouched
+    for url in ("/teams/acme/", f"/teams/acme/members/{alice_m.id}/"):  # a form this page never sends
+        response = alice.post(url, {"action": "promote"})
+        assert response.status_code == 400 and "unknown action &#x27;promote&#x27;" in response.content.decode()
 
 
 def test_an_admin_who_steps_down_keeps_reading_and_one_who_leaves_goes_to_the_runs(alice, acme):
     bob_m = Membership.objects.get(team=acme, user__username="bob")
-    alice.post(f"/teams/acme/members/{bob_m.id}/role/", {"role": "admin"})
+    role(alice, bob_m, "admin")
     alice_m = Membership.objects.get(team=acme, user__username="alice")
-    assert alice.post(f"/teams/acme/members/{alice_m.id}/role/", {"role": "launcher"}).status_code == 302
+    assert role(alice, alice_m, "launcher").status_code == 302
     assert "you are a launcher" in alice.get("/teams/acme/").content.decode()
-    assert alice.post(f"/teams/acme/members/{alice_m.id}/remove/").status_code == 403  # no longer an admin
+    assert remove(alice, alice_m).status_code == 403  # no longer an admin
     bob = client_for("bob")
-    response = bob.post(f"/teams/acme/members/{bob_m.id}/remove/")
+    response = remove(bob, bob_m)
     assert response.status_code == 400  # bob is now the last admin
-    assert bob.post(f"/teams/acme/members/{bob_m.id}/role/", {"role": "admin"}).status_code == 302  # unchanged
+    assert role(bob, bob_m, "admin").status_code == 302  # unchanged
     # with a second admin again, bob may leave; he lands on the runs, the team page no longer his
-    bob.post(f"/teams/acme/members/{alice_m.id}/role/", {"role": "admin"})
-    response = bob.post(f"/teams/acme/members/{bob_m.id}/remove/")
+    role(bob, alice_m, "admin")
+    response = remove(bob, bob_m)
     assert response.status_code == 302 and response["Location"] == "/"
     assert bob.get("/teams/acme/").status_code == 404
 
@@ -276,8 +292,7 @@ def test_an_admin_who_steps_down_keeps_reading_and_one_who_leaves_goes_to_the_ru
     ("inf", "number"), ("1e30", "extra zero"), ("10000001", "extra zero"), ("0.00001", "smallest limit"),
 ])
 def test_a_budget_limit_out_of_range_is_refused_with_what_to_type(alice, acme, limit, says):
-    response = alice.post("/teams/acme/budgets/", {"period": "month", "day": timezone.now().date().isoformat(),
-                                                   "limit": limit})
+    response = set_budget(alice, "month", timezone.now().date().isoformat(), limit)
     assert response.status_code == 400 and says in response.content.decode()
     assert f'value="{limit}"' in response.content.decode()
     assert not Budget.objects.exists()
@@ -285,24 +300,24 @@ def test_a_budget_limit_out_of_range_is_refused_with_what_to_type(alice, acme, l
 
 def test_an_admin_sets_a_budget_per_period_then_changes_and_removes_it(alice, vera, acme):
     today = timezone.now().date()
-    response = alice.post("/teams/acme/budgets/", {"period": "week", "day": today.isoformat(), "limit": "12.5"})
+    response = set_budget(alice, "week", today.isoformat(), "12.5")
     assert response.status_code == 302
     budget = Budget.objects.get(team=acme)
     assert budget.period_start == today - dt.timedelta(days=today.weekday()) and budget.limit_device_hours == 12.5
     assert (budget.period_end - budget.period_start).days == 7
-    refused = alice.post("/teams/acme/budgets/", {"period": "month", "day": today.isoformat(), "limit": "40"})
+    refused = set_budget(alice, "month", today.isoformat(), "40")
     assert refused.status_code == 400 and "overlaps" in refused.content.decode()
     for day in ("yesterday", "2026-02-30", "9999-12-31", ""):
-        assert alice.post("/teams/acme/budgets/", {"period": "day", "day": day, "limit": "1"}).status_code == 400, day
-    assert alice.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "30"}).status_code == 302
+        assert set_budget(alice, "day", day, "1").status_code == 400, day
+    assert alice.post(f"/teams/acme/budgets/{budget.id}/", {"action": "limit", "limit": "30"}).status_code == 302
     assert Budget.objects.get(pk=budget.pk).limit_device_hours == 30
-    assert alice.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "-3"}).status_code == 400
-    assert vera.post(f"/teams/acme/budgets/{budget.id}/limit/", {"limit": "1"}).status_code == 403
-    assert vera.post(f"/teams/acme/budgets/{budget.id}/remove/").status_code == 403
+    assert alice.post(f"/teams/acme/budgets/{budget.id}/", {"action": "limit", "limit": "-3"}).status_code == 400
+    assert vera.post(f"/teams/acme/budgets/{budget.id}/", {"action": "limit", "limit": "1"}).status_code == 403
+    assert vera.post(f"/teams/acme/budgets/{budget.id}/", {"action": "remove"}).status_code == 403
     assert "30" in vera.get("/teams/acme/").content.decode()  # read-only, but shown
-    confirm = alice.get(f"/teams/acme/budgets/{budget.id}/remove/").content.decode()
+    confirm = alice.get(f"/teams/acme/budgets/{budget.id}/").content.decode()
     assert "no longer checked against a budget" in confirm
-    assert alice.post(f"/teams/acme/budgets/{budget.id}/remove/").status_code == 302
+    assert alice.post(f"/teams/acme/budgets/{budget.id}/", {"action": "remove"}).status_code == 302
     assert not Budget.objects.exists()
 
 
@@ -310,9 +325,9 @@ def test_budgets_of_another_team_are_404_and_the_budget_page_links_the_team_page
     from controlplane.budgets.services import budget_set_period
 
     theirs = budget_set_period(team=globex, period="month", day=timezone.now().date(), limit_device_hours=5)
-    assert alice.post(f"/teams/acme/budgets/{theirs.id}/limit/", {"limit": "1"}).status_code == 404
-    assert alice.post(f"/teams/acme/budgets/{theirs.id}/remove/").status_code == 404
-    assert alice.post(f"/teams/globex/budgets/{theirs.id}/limit/", {"limit": "1"}).status_code == 404
+    assert alice.post(f"/teams/acme/budgets/{theirs.id}/", {"action": "limit", "limit": "1"}).status_code == 404
+    assert alice.post(f"/teams/acme/budgets/{theirs.id}/", {"action": "remove"}).status_code == 404
+    assert alice.post(f"/teams/globex/budgets/{theirs.id}/", {"action": "limit", "limit": "1"}).status_code == 404
     assert Budget.objects.get(pk=theirs.pk).limit_device_hours == 5
     assert 'href="/teams/acme/"' in alice.get("/teams/acme/budget/").content.decode()
 
