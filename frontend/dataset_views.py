@@ -17,12 +17,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_http_methods
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import membership_of, user_can
@@ -152,43 +151,31 @@ def _dataset_or_404(request: HttpRequest, dataset_id: int) -> Dataset:
     return dataset
 
 
-@login_required
-@refuse_malformed
-@require_GET
-def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    dataset = _dataset_or_404(request, dataset_id)
+def _detail(request: HttpRequest, dataset: Dataset, *, problem: str | None = None, status: int = 200) -> HttpResponse:
     return page(request, "frontend/dataset.html", {
         "team": dataset.team, "dataset": dataset, "preview": dataset_preview(dataset),
-        "can_delete": can_delete(request.user, dataset),
-    })
+        "can_delete": can_delete(request.user, dataset), "problem": problem,
+    }, status=status)
 
 
 @login_required
 @refuse_malformed
 @require_http_methods(["GET", "POST"])
-def dataset_delete_view(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    """GET: the confirmation step; POST: delete. Refused while runs use the dataset."""
+def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """GET: the preview, with the delete button's confirmation step (a disclosure on the page, no
+    script). POST ``action=delete``: delete, refused while runs use the dataset."""
     dataset = _dataset_or_404(request, dataset_id)
+    if request.method == "GET":
+        return _detail(request, dataset)
+    action = request.POST.get("action", "")
+    if action != "delete":
+        raise BadRequest(f"unknown action {action!r}: the dataset page's form sends delete")
     if not can_delete(request.user, dataset):
         raise PermissionDenied("deleting a dataset needs the admin role in its team, or the launcher role and to "
                                "have uploaded it")
-    runs = dataset.runs.count()
-    problem, status = None, 200
-    if request.method == "POST":
-        try:
-            dataset_delete(dataset=dataset, by=request.user)
-        except DatasetInUse as exc:
-            problem, status, runs = str(exc), 409, exc.count
-        else:
-            messages.success(request, f"Dataset {dataset.name} deleted, with its {dataset.prompt_count:,} prompts.")
-            return redirect("frontend:datasets")
-    return page(request, "frontend/confirm.html", {
-        "team": dataset.team, "title": f"Delete dataset {dataset.name}?", "problem": problem, "blocked": runs > 0,
-        "blocked_reason": f"{runs} run{'s' if runs != 1 else ''} use{'' if runs != 1 else 's'} this dataset: it is "
-                          "kept so that their prompts, prompt pages and audit trail stay readable. A dataset no run "
-                          "uses can be deleted.",
-        "consequence": f"Its {dataset.prompt_count:,} prompts are deleted with it. This cannot be undone; the file "
-                       "can be uploaded again.",
-        "confirm_label": "Delete dataset", "back_url": reverse("frontend:dataset", args=[dataset.pk]),
-        "back_label": "Keep it",
-    }, status=status)
+    try:
+        dataset_delete(dataset=dataset, by=request.user)
+    except DatasetInUse as exc:
+        return _detail(request, dataset, problem=str(exc), status=409)
+    messages.success(request, f"Dataset {dataset.name} deleted, with its {dataset.prompt_count:,} prompts.")
+    return redirect("frontend:datasets")

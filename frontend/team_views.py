@@ -16,9 +16,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
 from controlplane.accounts.models import Membership, Role, Team
 from controlplane.accounts.selectors import teams_for_user, user_can
@@ -142,46 +141,28 @@ def _member_add(request: HttpRequest, team: Team) -> HttpResponse:
 
 @login_required
 @refuse_malformed
-@require_http_methods(["GET", "POST"])
+@require_POST
 def member(request: HttpRequest, slug: str, member_id: int) -> HttpResponse:
-    """GET: the confirmation step of removing the member. POST: ``action`` role (with ``role``)
-    or remove."""
+    """``action`` role (with ``role``) or remove (the team page's confirmation step sends it)."""
     team = _admin_team(request, slug)
     membership = _member_or_404(team, member_id)
-    action = request.POST.get("action", "") if request.method == "POST" else ""
-    if action == "role":
-        try:
+    action = request.POST.get("action", "")
+    name = membership.user.username
+    try:
+        if action == "role":
             membership = membership_change_role(membership=membership, role=request.POST.get("role", ""),
                                                 by=request.user)
-        except MembershipError as exc:
-            return _page(request, team, status=400, errors={f"member_{membership.pk}": exc.message})
-        messages.success(request, f"{membership.user.username} is now {membership.role} in {team.name}.")
-        return redirect("frontend:team", slug=team.slug)
-    if request.method == "POST" and action != "remove":
-        raise BadRequest(f"unknown action {action!r}: send role (with a role) or remove")
-    name, problem, status = membership.user.username, None, 200
-    if action == "remove":
-        try:
+            messages.success(request, f"{name} is now {membership.role} in {team.name}.")
+        elif action == "remove":
             membership_remove(membership=membership, by=request.user)
-        except MembershipError as exc:
-            problem, status = exc.message, 400
-        else:
             messages.success(request, f"{name} removed from {team.name}.")
             if membership.user_id == request.user.pk:
                 return redirect("frontend:runs")  # no longer a member: the team page is not theirs to see
-            return redirect("frontend:team", slug=team.slug)
-    last_admin = membership.role == Role.ADMIN and not team.memberships.filter(role=Role.ADMIN).exclude(
-        pk=membership.pk).exists()
-    return page(request, "frontend/confirm.html", {
-        "team": team, "title": f"Remove {name} from {team.name}?", "problem": problem, "blocked": last_admin,
-        "blocked_reason": f"{name} is the team's last admin, and a team needs one to manage members and budgets. "
-                          "Make another member an admin first.",
-        "consequence": f"{name} ({membership.role}) loses access to the team's runs, datasets and budget. Their runs "
-                       "and datasets stay the team's." + (" You are removing yourself." if
-                                                           membership.user_id == request.user.pk else ""),
-        "confirm_label": "Remove member", "action": "remove", "back_url": reverse("frontend:team", args=[team.slug]),
-        "back_label": "Keep them",
-    }, status=status)
+        else:
+            raise BadRequest(f"unknown action {action!r}: send role (with a role) or remove")
+    except MembershipError as exc:
+        return _page(request, team, status=400, errors={f"member_{membership.pk}": exc.message})
+    return redirect("frontend:team", slug=team.slug)
 
 
 # -- budgets ------------------------------------------------------------------------------------------------
@@ -208,41 +189,23 @@ def _budget_or_404(team: Team, budget_id: int) -> Budget:
 
 @login_required
 @refuse_malformed
-@require_http_methods(["GET", "POST"])
+@require_POST
 def budget(request: HttpRequest, slug: str, budget_id: int) -> HttpResponse:
-    """GET: the confirmation step of removing the budget. POST: ``action`` limit (with ``limit``)
-    or remove."""
+    """``action`` limit (with ``limit``) or remove (the team page's confirmation step sends it)."""
     team = _admin_team(request, slug)
     budget = _budget_or_404(team, budget_id)
-    action = request.POST.get("action", "") if request.method == "POST" else ""
-    if action == "limit":
-        try:
+    action = request.POST.get("action", "")
+    try:
+        if action == "limit":
             budget = budget_change_limit(budget=budget, limit_device_hours=parse_limit(request.POST.get("limit", "")),
                                          by=request.user)
-        except BudgetInvalid as exc:
-            return _page(request, team, status=400, errors={f"budget_{budget.pk}": exc.message})
-        messages.success(request, f"Budget from {budget.period_start:%Y-%m-%d} now {budget.limit_device_hours:g} "
-                                  "device-hours.")
-        return redirect("frontend:team", slug=team.slug)
-    if request.method == "POST" and action != "remove":
-        raise BadRequest(f"unknown action {action!r}: send limit (with a limit) or remove")
-    problem, status = None, 200
-    if action == "remove":
-        try:
+            messages.success(request, f"Budget from {budget.period_start:%Y-%m-%d} now {budget.limit_device_hours:g} "
+                                      "device-hours.")
+        elif action == "remove":
             budget_remove(budget=budget, by=request.user)
-        except BudgetInvalid as exc:
-            problem, status = exc.message, 400
-        else:
             messages.success(request, f"Budget from {budget.period_start:%Y-%m-%d} removed: that period has no limit.")
-            return redirect("frontend:team", slug=team.slug)
-    past = budget.period_end <= timezone.now().date()
-    last_day = budget.period_end - dt.timedelta(days=1)
-    return page(request, "frontend/confirm.html", {
-        "team": team, "title": f"Remove the budget of {budget.period_start:%Y-%m-%d} to {last_day:%Y-%m-%d}?",
-        "problem": problem, "blocked": past,
-        "blocked_reason": "Its period is over: a past period's budget stays as the record of what the team was given.",
-        "consequence": f"The period then has no limit ({budget.limit_device_hours:g} device-hours today): launches are "
-                       "no longer checked against a budget. What runs used stays in the usage ledger.",
-        "confirm_label": "Remove budget", "action": "remove", "back_url": reverse("frontend:team", args=[team.slug]),
-        "back_label": "Keep it",
-    }, status=status)
+        else:
+            raise BadRequest(f"unknown action {action!r}: send limit (with a limit) or remove")
+    except BudgetInvalid as exc:
+        return _page(request, team, status=400, errors={f"budget_{budget.pk}": exc.message})
+    return redirect("frontend:team", slug=team.slug)

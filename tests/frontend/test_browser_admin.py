@@ -63,9 +63,11 @@ def test_upload_preview_delete_then_add_a_member_change_their_role_and_set_a_bud
     tab.shot("datasets")
 
     # delete asks first, then the list no longer has it
-    tab.page.click("text=Delete…")
-    assert tab.page.locator("h1").inner_text() == "Delete dataset sums?"
-    tab.page.click("button:has-text('Delete dataset')")
+    confirm = tab.page.locator("details.confirm")
+    assert not confirm.locator("button:has-text('Delete dataset')").is_visible()  # not one click away
+    tab.page.click("summary:has-text('Delete…')")
+    assert "Delete dataset sums? Its 8 prompts are deleted with it." in confirm.inner_text()
+    confirm.locator("button:has-text('Delete dataset')").click()
     tab.page.wait_for_url(tab.base + "/datasets/")
     assert "Dataset sums deleted, with its 8 prompts." in tab.page.locator(".messages").inner_text()
     listed = tab.page.locator("table.datasets tbody").inner_text()
@@ -78,8 +80,8 @@ def test_upload_preview_delete_then_add_a_member_change_their_role_and_set_a_bud
     assert learned.endswith("% (1 run)"), learned
     assert tab.page.locator("tr[data-key='edgeplane/add:0'] td").last.inner_text() == "–"
     tab.shot("dataset_learned")
-    tab.page.click("text=Delete…")
-    assert "1 run uses this dataset" in tab.page.locator(".confirm").inner_text()
+    tab.page.click("summary:has-text('Delete…')")
+    assert "1 run uses this dataset" in tab.page.locator("details.confirm").inner_text()
     assert tab.page.locator("button:has-text('Delete dataset')").count() == 0
     assert Dataset.objects.filter(pk=dataset.pk).exists() and run.dataset_id == dataset.pk
 
