@@ -91,7 +91,7 @@ def test_a_launcher_uploads_each_format_and_lands_on_its_preview(bob, acme):
     ("empty.jsonl", b"\n", "the file", "empty"),
     ("notes.txt", b"hello", "the file", "unknown format"),
 ])
-def test_a_malformed_file_of_each_format_says_where_and_writes_nothing(bob, dataset, filename, data, where, says):
+def test_a_malformed_file_of_each_format_says_where_and_writes_nothing(bob, filename, data, where, says):
     before = stored()
     response = upload(bob, filename, data, name="broken")
     page = response.content.decode()
