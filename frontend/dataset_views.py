@@ -124,7 +124,10 @@ def _upload_gate(request: HttpRequest) -> None:
 def _upload(request: HttpRequest) -> HttpResponse:
     team = current_team(request)
     _upload_gate(request)  # again: a form without a file reaches here without the handler's check
-    if request.POST.get("team") != team.slug:
+    posted = request.POST.get("team", "")
+    if not posted:
+        raise BadRequest("the upload names no team: upload from the Datasets page's form")
+    if posted != team.slug:
         messages.error(request, "You switched team in another tab: check the team and upload again.")
         return redirect("frontend:datasets")
     upload = request.FILES.get("file")

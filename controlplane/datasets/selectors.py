@@ -66,10 +66,14 @@ def dataset_preview(dataset: Dataset, limit: int = PREVIEW_ROWS) -> dict:
     learned = {r["prompt_key"]: r for r in PromptState.objects.filter(
         run__dataset=dataset, prompt_key__in=[p.key for p in rows], pass_rate__isnull=False)
         .values("prompt_key").annotate(pass_rate=Avg("pass_rate"), runs=Count("run_id", distinct=True))}
-    splits = dict(Prompt.objects.filter(dataset=dataset).values("split").annotate(n=Count("id"))
-                  .values_list("split", "n"))
-    difficulties = list(Prompt.objects.filter(dataset=dataset).exclude(difficulty="").values("difficulty")
-                        .annotate(n=Count("id")).order_by("difficulty").values_list("difficulty", "n"))
+    splits: dict[str, int] = {}
+    by_difficulty: dict[str, int] = {}
+    for split, difficulty, n in (Prompt.objects.filter(dataset=dataset).values("split", "difficulty")
+                                 .annotate(n=Count("id")).values_list("split", "difficulty", "n")):
+        splits[split] = splits.get(split, 0) + n
+        if difficulty:
+            by_difficulty[difficulty] = by_difficulty.get(difficulty, 0) + n
+    difficulties = sorted(by_difficulty.items())
     runs = Run.objects.filter(dataset=dataset)
     return {
         "rows": [{"prompt": p, "learned_pass_rate": learned.get(p.key, {}).get("pass_rate"),

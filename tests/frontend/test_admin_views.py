@@ -108,7 +108,9 @@ def test_upload_refusals_name_the_problem(bob, dataset):
     response = bob.post("/datasets/", {"team": "acme", "name": "nofile"})
     assert response.status_code == 400 and "choose a file to upload" in response.content.decode()
     assert upload(bob, "x.jsonl", GOOD_JSONL, name="n" * 201).status_code == 400
-    assert not Dataset.objects.filter(name__in=["nofile", "x"]).exists()
+    response = bob.post("/datasets/", {"name": "noteam", "file": SimpleUploadedFile("t.jsonl", GOOD_JSONL)})
+    assert response.status_code == 400 and "names no team" in response.content.decode()
+    assert not Dataset.objects.filter(name__in=["nofile", "x", "noteam"]).exists()
 
 
 def test_an_upload_over_the_size_limit_is_refused_with_the_limit(bob, settings):
