@@ -3,7 +3,16 @@ under data/ (see frontend/data_views.py)."""
 
 from django.urls import path
 
-from frontend import compare_views, data_views, notification_views, runs_views, savings_views, views
+from frontend import (
+    compare_views,
+    data_views,
+    dataset_views,
+    notification_views,
+    runs_views,
+    savings_views,
+    team_views,
+    views,
+)
 
 app_name = "frontend"
 
@@ -11,6 +20,11 @@ urlpatterns = [
     path("", runs_views.runs, name="runs"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
+    path("datasets/", dataset_views.datasets, name="datasets"),  # GET the list, POST an upload
+    path("datasets/<int:dataset_id>/", dataset_views.dataset_detail, name="dataset"),  # GET the preview, POST delete
+    path("teams/<slug:slug>/", team_views.team, name="team"),  # GET the page, POST add a member or set a budget
+    path("teams/<slug:slug>/members/<int:member_id>/", team_views.member, name="member"),  # POST: role, remove
+    path("teams/<slug:slug>/budgets/<int:budget_id>/", team_views.budget, name="team-budget"),  # POST: limit, remove
     path("team/", views.team_switch, name="team-switch"),
     path("runs/new/", views.run_new, name="run-new"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),

@@ -21,7 +21,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
+from controlplane.budgets.services import budget_set_period
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.services import run_claim, run_create
 from tests.frontend.conftest import train
@@ -79,7 +81,11 @@ def world(acme, enqueued, fast_passwords) -> dict[str, Any]:
     train(run, range(3))
     client = Client(raise_request_exception=False)  # a 500 is an answer to count, not an exception
     client.force_login(get_user_model().objects.get(username="alice"))
-    return {"client": client, "ids": {"run_id": run.id, "dataset_id": dataset.id, "slug": acme.slug},
+    # the team page's routes: a member (vera) and a budget of the team
+    member = acme.memberships.get(user__username="vera")
+    budget = budget_set_period(team=acme, period="month", day=timezone.now().date(), limit_device_hours=1000)
+    return {"client": client, "ids": {"run_id": run.id, "dataset_id": dataset.id, "slug": acme.slug,
+                                      "member_id": member.id, "budget_id": budget.id},
             "run": run, "dataset": dataset}
 
 

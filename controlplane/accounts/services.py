@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 
 from django.conf import settings
@@ -14,6 +15,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from controlplane.accounts.models import Membership, Role, SignInAttempt, SignInOutcome, Team
+
+log = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -35,10 +38,114 @@ def team_create(*, name: str, owner_username: str, owner_password: str | None = 
     return team
 
 
+@transaction.atomic
 def membership_set(*, team: Team, username: str, role: str) -> Membership:
+    """Add ``username`` to the team or change their role (scripts, tests, team_create). Never
+    demotes the team's last admin (LastAdmin)."""
     user = get_user_model().objects.get(username=username)
-    membership, _ = Membership.objects.update_or_create(team=team, user=user, defaults={"role": Role(role)})
+    role = Role(role)
+    _lock_team(team)
+    existing = Membership.objects.filter(team=team, user=user).first()
+    if existing is not None and role != Role.ADMIN:
+        _refuse_losing_last_admin(team, existing, f"make {username} a {role.value}")
+    membership, _ = Membership.objects.update_or_create(team=team, user=user, defaults={"role": role})
     return membership
+
+
+# -- members, as a team's admin manages them (the dashboard's team page) ----------------------------------------
+
+
+class MembershipError(ValueError):
+    """A membership change refused; ``field`` names the form field it is about, the message says
+    what to do instead."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class LastAdmin(MembershipError):
+    """The change would leave the team without an admin, and nobody could manage it any more."""
+
+
+def _lock_team(team: Team) -> None:
+    # Two admins demoting each other at once must not both see the other as the remaining
+    # admin: the team's row serialises membership changes (a no-op lock on SQLite, whose
+    # writers are serialised anyway).
+    Team.objects.select_for_update().filter(pk=team.pk).exists()
+
+
+def _refuse_losing_last_admin(team: Team, membership: Membership, doing: str) -> None:
+    if membership.role != Role.ADMIN:
+        return
+    if not Membership.objects.filter(team=team, role=Role.ADMIN).exclude(pk=membership.pk).exists():
+        raise LastAdmin(f"cannot {doing}: {membership.user.username} is the team's last admin, and a team needs "
+                        "one to manage members and budgets. Make another member an admin first.", field="role")
+
+
+def _role(role: str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise MembershipError(f"unknown role {role!r}: choose one of {', '.join(r.value for r in Role)}",
+                              field="role") from None
+
+
+@transaction.atomic
+def membership_add(*, team: Team, username: str, role: str, by=None) -> Membership:
+    """An existing user joins the team with ``role``. Refused: no such user (accounts are made by
+    whoever runs Edgeplane), or already a member (change their role instead)."""
+    role = _role(role)
+    username = username.strip()
+    if not username:
+        raise MembershipError("give the username of the person to add", field="username")
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise MembershipError(f"no user named {username!r}: check the spelling, or ask whoever runs Edgeplane to "
+                              "create the account (Django admin, Users) first", field="username")
+    _lock_team(team)
+    existing = Membership.objects.filter(team=team, user=user).first()
+    if existing is not None:
+        raise MembershipError(f"{username} is already a member ({existing.role}): change their role in the list "
+                              "instead", field="username")
+    membership = Membership.objects.create(team=team, user=user, role=role)
+    log.info("membership added: team=%s user=%s role=%s by=%s", team.slug, username, role.value,
+             getattr(by, "username", None))
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, role: str, by=None) -> Membership:
+    """Give a member another role; the team's last admin keeps theirs (LastAdmin)."""
+    role = _role(role)
+    team = membership.team
+    _lock_team(team)
+    membership = Membership.objects.select_related("user").get(pk=membership.pk)  # as it is now, under the lock
+    old = membership.role
+    if role == old:
+        return membership
+    if role != Role.ADMIN:
+        _refuse_losing_last_admin(team, membership, f"make {membership.user.username} a {role.value}")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    log.info("membership role changed: team=%s user=%s role=%s->%s by=%s", team.slug, membership.user.username,
+             old, role.value, getattr(by, "username", None))
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, by=None) -> None:
+    """Take a member out of the team (their runs and datasets stay the team's); never the last admin."""
+    team = membership.team
+    _lock_team(team)
+    membership = Membership.objects.select_related("user").filter(pk=membership.pk).first()
+    if membership is None:
+        return  # already removed (a second click, another admin): nothing to do
+    _refuse_losing_last_admin(team, membership, f"remove {membership.user.username}")
+    membership.delete()
+    log.info("membership removed: team=%s user=%s role=%s by=%s", team.slug, membership.user.username,
+             membership.role, getattr(by, "username", None))
 
 
 # -- passwords ---------------------------------------------------------------------------------------

@@ -308,3 +308,17 @@ def budget_overview(team: Team, at: dt.datetime | None = None) -> BudgetOverview
         by_run=by_run,
         by_user=by_user,
     )
+
+
+def budgets_for_team(team: Team, at: dt.datetime | None = None, past: int = 3) -> list[dict[str, Any]]:
+    """The team's budgets the team page lists: current and upcoming ones (which its admins may
+    change or remove), then the last ``past`` ones that ended (kept as the record), newest first.
+    Each: the budget, ``state`` ("current", "upcoming" or "past"), the days it covers and the
+    last of them (``period_end`` is exclusive)."""
+    today = (at or timezone.now()).date()
+    budgets = Budget.objects.filter(team=team)
+    live = list(budgets.filter(period_end__gt=today).order_by("period_start"))
+    ended = list(budgets.filter(period_end__lte=today).order_by("-period_start")[:past])
+    return [{"budget": b, "days": (b.period_end - b.period_start).days, "last_day": b.period_end - dt.timedelta(days=1),
+             "state": "past" if b.period_end <= today else "current" if b.period_start <= today else "upcoming"}
+            for b in live + ended]

@@ -4,10 +4,12 @@ stands, forecasts, what active runs still need) are in ``budgets.selectors``."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from controlplane.accounts.models import Team
 from controlplane.budgets.models import (
@@ -18,6 +20,8 @@ from controlplane.budgets.models import (
     UsageKind,
 )
 from controlplane.notifications.services import notification_budget_check
+
+log = logging.getLogger(__name__)
 
 
 class BudgetExceeded(Exception):
@@ -40,6 +44,121 @@ def budget_set(*, team: Team, period_start: dt.date, period_end: dt.date, limit_
         defaults={"period_end": period_end, "limit_device_hours": limit_device_hours},
     )
     return budget
+
+
+# -- budgets per period, as a team's admin sets them (the dashboard's team page) --------------------------------
+
+# The periods a budget can cover, aligned to the calendar so that two budgets of the same kind never
+# overlap: a day, a week from Monday, a month from its 1st (end exclusive, as Budget.period_end).
+BUDGET_PERIODS = {"day": "a day", "week": "a week (Monday to Sunday)", "month": "a calendar month"}
+# The largest limit taken: ten thousand devices busy for a whole 41-day period. A bigger figure is
+# a typo (an extra zero), not a budget.
+BUDGET_MAX_DEVICE_HOURS = 1e7
+# The smallest: the budget page shows device-hours to four decimals.
+BUDGET_MIN_DEVICE_HOURS = 1e-4
+
+
+class BudgetInvalid(ValueError):
+    """A budget refused; ``field`` names the form field it is about, the message says what to do."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def budget_period_bounds(period: str, day: dt.date) -> tuple[dt.date, dt.date]:
+    """The [start, end) of the ``period`` ("day", "week", "month") that holds ``day``."""
+    if period not in BUDGET_PERIODS:
+        raise BudgetInvalid(f"unknown period {period!r}: choose one of {', '.join(BUDGET_PERIODS)}", field="period")
+    try:
+        if period == "day":
+            return day, day + dt.timedelta(days=1)
+        if period == "week":
+            start = day - dt.timedelta(days=day.weekday())
+            return start, start + dt.timedelta(days=7)
+        start = day.replace(day=1)
+        return start, (start + dt.timedelta(days=32)).replace(day=1)
+    except OverflowError:  # a period reaching past the last day of year 9999
+        raise BudgetInvalid(f"{day:%Y-%m-%d} is at the end of the calendar: choose a nearer day", field="day") from None
+
+
+def budget_limit_checked(value) -> float:
+    """A budget limit as the dashboard takes it: a finite number of device-hours from
+    BUDGET_MIN_DEVICE_HOURS to BUDGET_MAX_DEVICE_HOURS, else BudgetInvalid saying why."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BudgetInvalid(f"the limit must be a number of device-hours, got {value!r}", field="limit")
+    if value <= 0:
+        raise BudgetInvalid("the limit must be more than 0 device-hours: a budget of 0 refuses every launch and stops "
+                            "running runs. To have no limit, remove the budget instead.", field="limit")
+    if value < BUDGET_MIN_DEVICE_HOURS:
+        raise BudgetInvalid(f"{value:g} device-hours is below the smallest limit taken ({BUDGET_MIN_DEVICE_HOURS:g}, "
+                            f"{BUDGET_MIN_DEVICE_HOURS * 3600:g} s of device time): the budget page would show it as 0",
+                            field="limit")
+    if value > BUDGET_MAX_DEVICE_HOURS:
+        raise BudgetInvalid(f"{value:g} device-hours is over the largest limit taken ({BUDGET_MAX_DEVICE_HOURS:,.0f}): "
+                            "check for an extra zero", field="limit")
+    return float(value)
+
+
+def _refuse_past(budget_end: dt.date, today: dt.date, doing: str) -> None:
+    if budget_end <= today:
+        raise BudgetInvalid(f"cannot {doing}: its period ended on {budget_end - dt.timedelta(days=1):%Y-%m-%d}; a past "
+                            "period's budget stays as the record of what the team was given", field="period")
+
+
+def _lock_team_budgets(team: Team) -> None:
+    # Two admins setting overlapping budgets at once must not both pass the overlap check.
+    Team.objects.select_for_update().filter(pk=team.pk).exists()
+
+
+@transaction.atomic
+def budget_set_period(*, team: Team, period: str, day: dt.date, limit_device_hours: float, by=None,
+                      today: dt.date | None = None) -> Budget:
+    """The team's budget for the ``period`` holding ``day``: created, or its limit changed when the
+    team already has a budget for exactly that period. Refused: a limit out of range
+    (budget_limit_checked), a period already over, or one overlapping another budget of the team
+    (which of two would count is ambiguous: change or remove that one instead)."""
+    limit = budget_limit_checked(limit_device_hours)
+    start, end = budget_period_bounds(period, day)
+    _refuse_past(end, today or timezone.now().date(), "set a budget for that period")
+    _lock_team_budgets(team)
+    overlapping = Budget.objects.filter(team=team, period_start__lt=end, period_end__gt=start)
+    other = overlapping.exclude(period_start=start, period_end=end).order_by("period_start").first()
+    if other is not None:
+        raise BudgetInvalid(
+            f"{start:%Y-%m-%d} to {end:%Y-%m-%d} overlaps the team's budget of {other.period_start:%Y-%m-%d} to "
+            f"{other.period_end:%Y-%m-%d} ({other.limit_device_hours:g} device-hours): change that budget's limit, "
+            "or remove it first", field="period")
+    budget, created = Budget.objects.update_or_create(team=team, period_start=start, period_end=end,
+                                                      defaults={"limit_device_hours": limit})
+    log.info("budget %s: team=%s period=%s..%s limit=%g device-hours by=%s", "set" if created else "changed",
+             team.slug, start, end, limit, getattr(by, "username", None))
+    return budget
+
+
+@transaction.atomic
+def budget_change_limit(*, budget: Budget, limit_device_hours: float, by=None, today: dt.date | None = None) -> Budget:
+    """A new limit for a current or future budget, its period kept (one set in Django admin too)."""
+    limit = budget_limit_checked(limit_device_hours)
+    _lock_team_budgets(budget.team)
+    budget = Budget.objects.select_related("team").get(pk=budget.pk)
+    _refuse_past(budget.period_end, today or timezone.now().date(), "change that budget")
+    old = budget.limit_device_hours
+    budget.limit_device_hours = limit
+    budget.save(update_fields=["limit_device_hours"])
+    log.info("budget changed: team=%s period=%s..%s limit=%g->%g device-hours by=%s", budget.team.slug,
+             budget.period_start, budget.period_end, old, limit, getattr(by, "username", None))
+    return budget
+
+
+@transaction.atomic
+def budget_remove(*, budget: Budget, by=None, today: dt.date | None = None) -> None:
+    """Remove a current or future budget: its period then has no limit. The usage ledger is untouched."""
+    _refuse_past(budget.period_end, today or timezone.now().date(), "remove that budget")
+    budget.delete()
+    log.info("budget removed: team=%s period=%s..%s limit=%g device-hours by=%s", budget.team.slug,
+             budget.period_start, budget.period_end, budget.limit_device_hours, getattr(by, "username", None))
 
 
 def uniform_device_seconds(summary: dict) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from django.conf import settings
@@ -12,6 +13,8 @@ from django.db import transaction
 from controlplane.accounts.models import Team
 from controlplane.datasets.models import Dataset, Prompt
 from workers.problems.dataset import DatasetError, PromptRecord, read_dataset_bytes
+
+log = logging.getLogger(__name__)
 
 
 class DatasetImportError(ValueError):
@@ -99,3 +102,31 @@ def dataset_export(*, dataset: Dataset, folder: Path) -> tuple[Path, Path | None
         test_path.unlink()
         return train_path, None
     return train_path, test_path
+
+
+class DatasetInUse(Exception):
+    """A dataset that runs use cannot be deleted: their prompt pages, audit trail and relaunches
+    read its prompts. ``runs`` holds the names of a few of them."""
+
+    def __init__(self, count: int, runs: list[str]) -> None:
+        self.count = count
+        self.runs = runs
+        named = ", ".join(runs) + (f" and {count - len(runs)} more" if count > len(runs) else "")
+        noun = "run uses" if count == 1 else "runs use"
+        super().__init__(f"{count} {noun} this dataset ({named}): it is kept so that their prompts, prompt pages and "
+                         "audit trail stay readable. A dataset no run uses can be deleted.")
+
+
+@transaction.atomic
+def dataset_delete(*, dataset: Dataset, by=None) -> None:
+    """Delete a dataset and its prompts, unless a run uses it (DatasetInUse: a run's data outlives
+    the wish to tidy up; the runs' foreign key protects it too)."""
+    dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)  # a launch using it waits, or we do
+    runs = dataset.runs.order_by("-id")
+    count = runs.count()
+    if count:
+        raise DatasetInUse(count, list(runs.values_list("name", flat=True)[:3]))
+    name, team = dataset.name, dataset.team.slug
+    dataset.prompts.all().delete()
+    dataset.delete()
+    log.info("dataset deleted: team=%s name=%s by=%s", team, name, getattr(by, "username", None))
