@@ -94,9 +94,9 @@ def eta_words(seconds: float | None, *, active: bool) -> str:
     """"about 12 min left"; "–" when not computable or the run is not training."""
     if not active or seconds is None:
         return NO_FIGURE
-    if seconds < 1:
-        return "finishing"
-    return f"about {duration_words(seconds)} left"
+    # Steps that arrive within milliseconds (a replay, a tiny run) still leave steps to train: never
+    # less than a second, never a word that reads as done.
+    return f"about {duration_words(max(seconds, 1.0))} left"
 
 
 def elapsed_seconds(started: dt.datetime | None, ended: dt.datetime | None, now: dt.datetime) -> float | None:

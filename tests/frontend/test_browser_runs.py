@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 
 from controlplane.runs.models import Run
+from controlplane.runs.selectors import runs_totals
 from controlplane.runs.services import run_claim, run_create, run_tags_set
 from controlplane.telemetry.services import checkpoint_ingest, run_finished_ingest, run_started_ingest, step_ingest
+from frontend import savings
 from tests.frontend.conftest import KEYS
 from tests.frontend.helpers import CONFIG, step_record
 from tests.frontend.test_browser import ARTIFACTS, POLL_S, browser, live_run, tab  # noqa: F401 - fixtures
@@ -72,7 +74,12 @@ def test_the_runs_list_sorts_searches_filters_by_tag_updates_live_and_relaunches
                     timeout_s=POLL_S + 6)
     assert tab.page.inner_text(f"{row} .cell-status .badge") == "running"
     assert "status-running" in tab.page.get_attribute(f"{row} .cell-status .badge", "class")
-    assert tab.page.inner_text(f"{row} .cell-savings") == "33.3%"
+    assert tab.page.inner_text(f"{row} .cell-savings .savings") == "33.3%"
+    # Under it, the run's own family's figure when that is another yardstick (none here: these steps
+    # carry no dynamic-sampling estimate, so the filters' tile has no figure yet).
+    headline = savings.headline(runs_totals([queued])[queued.id], queued.config)
+    note = headline["sentence"] if headline["yardstick"] != "uniform" and not headline["empty"] else ""
+    assert tab.page.inner_text(f"{row} .cell-savings .savings-note") == note
     assert "uniform GRPO" in tab.page.get_attribute(f"{row} .cell-savings", "title")
     assert tab.page.inner_text(f"{row} .cell-hours") == "0.0017"
     assert tab.page.inner_text(f"{row} .cell-elapsed").endswith(" s")  # started seconds ago

@@ -77,7 +77,7 @@ def test_the_eta_in_words_only_for_a_training_run():
     assert shape.eta_words(720, active=True) == "about 12 min left"
     assert shape.eta_words(720, active=False) == "–"
     assert shape.eta_words(None, active=True) == "–"
-    assert shape.eta_words(0.2, active=True) == "finishing"
+    assert shape.eta_words(0.2, active=True) == "about 1 s left"
 
 
 def test_elapsed_runs_from_the_start_to_the_end_or_now():
