@@ -13,6 +13,7 @@ urlpatterns = [
     path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
     path("team/", views.team_switch, name="team-switch"),
     path("runs/new/", views.run_new, name="run-new"),
+    path("runs/new/check/", views.run_new_check, name="run-new-check"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="run-cancel"),
     path("runs/<int:run_id>/audit/", views.audit, name="audit"),
