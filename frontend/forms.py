@@ -120,7 +120,7 @@ class Field:
 
     @property
     def default_shown(self) -> str:
-        return _show(self.default)
+        return _show(self.default, self.default)
 
 
 def _show(value: Any, default: Any = None) -> str:

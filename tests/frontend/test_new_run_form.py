@@ -205,6 +205,8 @@ def test_a_clone_prefills_every_field_and_launches_the_same_config(bob, acme, da
     assert form.problems == [] and form.dataset == str(dataset.id) and form.baseline == str(run.id)
     assert {m.name for m in form.methods if m.checked} == {"hive", "hora", "rlzvp", "lze"}
     assert 'name="selectors.hive.lam" value="0.7"' in page and 'name="max_device_hours" value="2.5"' in page
+    assert 'name="lr" value="0.0003333333333333333"' in page  # exact: the clone keeps the value itself
+    assert "(default 0.0833333)" in page and "0.08333333" not in page  # a default still reads short
     bob.post(f"/runs/new/?from={source.id}", posted(form))
     clone = Run.objects.get(name="source (copy)")
     assert clone.config == source.config and clone.dataset == source.dataset and clone.baseline == run
