@@ -253,3 +253,7 @@ def test_the_api_lists_every_problem_of_a_config_at_once(bob, acme, dataset):
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert len(errors["selectors"]) == 2 and {"batch_size", "selectors.rlzvp.alpha", "selectors.hora.n0"} <= set(errors)
+    nowhere = client.post("/api/runs/", {"team": "acme", "dataset": 10**9, "name": "api-run", "config": {
+        "batch_size": 0, "selectors": {"grpo": {}, "rlzvp": {}}}}, format="json")
+    assert nowhere.status_code == 400 and {"dataset", "batch_size", "selectors"} <= set(nowhere.json()["errors"])
+    assert not Run.objects.exists()
