@@ -116,20 +116,22 @@ class Field:
 
     @property
     def shown(self) -> str:
-        return _show(self.default if self.value is None else self.value)
+        return _show(self.default if self.value is None else self.value, self.default)
 
     @property
     def default_shown(self) -> str:
-        return _show(self.default)
+        return _show(self.default, self.default)
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, default: Any = None) -> str:
     """A value as the form shows it: floats to 6 significant digits (0.0833333, not
-    0.08333333333333333); ``bind`` reads a shown default back as the default itself."""
+    0.08333333333333333) where that reads back as the value or it is the default (``bind``
+    reads a shown default back as the default itself); else exactly (a cloned 1/3 stays 1/3)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        short = f"{value:.6g}"
+        return short if float(short) == value or _same(value, default) else repr(value)
     return str(value)
 
 
@@ -147,6 +149,18 @@ class Method:
     params: list[Field]
     checked: bool = False
     errors: list[str] = field(default_factory=list)
+    unavailable: str = ""  # why the chosen engine cannot run it (shown disabled), else empty
+    note: str = ""  # what ticking it would break, given the methods ticked now
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of the form, for the summary at its top: the input it belongs to (its
+    ``data-field``), that input in words, and what is wrong with the fix."""
+
+    field: str
+    label: str
+    message: str
 
 
 def config_fields() -> list[Field]:
@@ -216,6 +230,9 @@ class NewRunForm:
     dataset_errors: list[str] = field(default_factory=list)
     baseline_errors: list[str] = field(default_factory=list)
     methods_errors: list[str] = field(default_factory=list)  # about the combination of methods
+    budget_errors: list[str] = field(default_factory=list)  # the team's budget cannot pay for the run
+    problems: list[Problem] = field(default_factory=list)  # every error above, in the page's order
+    advice: list[str] = field(default_factory=list)  # hints on the form's current state (frontend/new_run.py)
 
     @classmethod
     def blank(cls, default_methods: tuple[str, ...] | None = None) -> NewRunForm:
@@ -260,19 +277,23 @@ class NewRunForm:
         selectors: dict[str, dict[str, Any]] = {}
         for method in self.methods:
             method.checked = method.name in checked
+            refused = set()  # said here already: RunConfig does not judge them again
             for p in method.params:
                 if p.name in data:
                     p.value, problem = _convert(data[p.name], p.kind)
                     if method.checked and problem:
                         errors.setdefault(p.name, []).append(problem)
+                        refused.add(p.name)
             if method.checked:
-                selectors[method.name] = {p.label: p.value for p in method.params
-                                          if p.value is not None and not _same(p.value, p.default)}
+                selectors[method.name] = {p.label: p.value for p in method.params if p.name not in refused
+                                          and p.value is not None and not _same(p.value, p.default)}
         config["selectors"] = selectors
         return config, errors
 
     def place_errors(self, errors: dict[str, list[str]]) -> None:
-        """Put each error beside its field; what matches no field goes above the button."""
+        """Put each error beside its field; what matches no field goes above the button. Every
+        error is also listed in ``problems``, in the order the page shows the fields."""
+        self.problems = problems_in_order(self, errors)
         placed = set()
         for f in self.fields:
             if f.name in errors:
@@ -288,7 +309,8 @@ class NewRunForm:
                     method.errors = errors[key]
                     placed.add(key)
         for key, target in (("name", self.name_errors), ("dataset", self.dataset_errors),
-                            ("baseline", self.baseline_errors), ("selectors", self.methods_errors)):
+                            ("baseline", self.baseline_errors), ("selectors", self.methods_errors),
+                            ("budget", self.budget_errors)):
             if key in errors:
                 target.extend(errors[key])
                 placed.add(key)
@@ -300,7 +322,7 @@ class NewRunForm:
     @property
     def has_errors(self) -> bool:
         return bool(self.general_errors or self.name_errors or self.dataset_errors or self.baseline_errors
-                    or self.methods_errors
+                    or self.methods_errors or self.budget_errors
                     or any(f.errors for f in self.fields)
                     or any(m.errors or any(p.errors for p in m.params) for m in self.methods))
 
@@ -309,3 +331,93 @@ class NewRunForm:
             if f.name == name:
                 return f.default if f.value is None else f.value
         raise KeyError(name)
+
+    # -- cloning a run ----------------------------------------------------------------------
+    def prefill(self, config: dict[str, Any]) -> list[str]:
+        """Show a stored run config (RunConfig.to_dict() of a run) in the form: every field the
+        form has, the methods and their parameters. Answers what could not be shown as it was
+        (an unknown method, a value of the wrong kind); a method that conflicts with one ticked
+        before it is left unticked, so the form never starts with a conflict, and said here."""
+        from workers.selection.registry import REGISTRY
+
+        notes: list[str] = []
+        for f in self.fields:
+            if f.name in config and config[f.name] is not None:
+                f.value = config[f.name]
+        methods = {m.name: m for m in self.methods}
+        stored = config.get("selectors") or {}
+        ticked: dict[str, dict[str, Any]] = {}
+        group_size = config.get("group_size", self.value_of("group_size"))
+        batch_size = config.get("batch_size", self.value_of("batch_size"))
+        for name, params in (stored.items() if isinstance(stored, dict) else ()):
+            method = methods.get(name)
+            if method is None:
+                notes.append(f"the run used the method {name!r}, which this server no longer has: it is left out")
+                continue
+            params = params if isinstance(params, dict) else {}
+            # A value out of range shows beside its parameter, ticked; a conflict leaves it unticked.
+            refused = {p.field.partition(".")[2] for p in REGISTRY[name].Params.problems(params)}
+            usable = {k: v for k, v in params.items() if k not in refused}
+            added = composition_added(ticked, name, usable, batch_size=batch_size, group_size=group_size)
+            if added:
+                notes.append(f"{method.label} is left unticked: {added[0]}")
+                continue
+            ticked[name] = usable
+            method.checked = True
+            by_label = {p.label: p for p in method.params}
+            for key, value in params.items():
+                if key in by_label:
+                    by_label[key].value = value
+                else:
+                    notes.append(f"{method.label}'s parameter {key!r} is no longer one of its own: it is left out")
+        for method in self.methods:
+            method.checked = method.name in ticked
+        return notes
+
+    def as_data(self) -> QueryDict:
+        """What the browser posts for the form as it stands (``bind`` reads it back)."""
+        data = QueryDict(mutable=True)
+        data.update({"name": self.name, "dataset": self.dataset, "baseline": self.baseline,
+                     "idempotency_key": self.idempotency_key})
+        for f in self.fields:
+            data[f.name] = f.shown
+        for method in self.methods:
+            if method.checked:
+                data.appendlist("method", method.name)
+            for p in method.params:
+                data[p.name] = p.shown
+        return data
+
+
+def composition_added(ticked: dict[str, dict[str, Any]], name: str, params: dict[str, Any], *,
+                      batch_size: Any, group_size: Any) -> list[str]:
+    """The composition problems ticking ``name`` (with ``params``) would add to ``ticked``:
+    the selection's own rules (workers/selection), asked, never copied here."""
+    from workers.selection.pipeline import Pipeline
+
+    b = batch_size if isinstance(batch_size, int) and batch_size >= 1 else 1
+    n = group_size if isinstance(group_size, int) and group_size >= 2 else 2
+    before = {(p.field, p.message) for p in Pipeline.problems(ticked, batch_size=b, group_size=n)}
+    after = Pipeline.problems({**ticked, name: params}, batch_size=b, group_size=n)
+    return [p.message for p in after if (p.field, p.message) not in before]
+
+
+# Inputs of the page that are not RunConfig fields, in words, for the summary of problems.
+OWN_LABELS = {"name": "Run name", "dataset": "Dataset", "baseline": "Baseline run", "selectors": "Selection methods",
+              "budget": "Budget"}
+
+
+def problems_in_order(form: NewRunForm, errors: dict[str, list[str]]) -> list[Problem]:
+    """Every error as a Problem, in the order the page shows its input (what matches none of
+    them last, under its own name)."""
+    order: list[tuple[str, str]] = [(n, OWN_LABELS[n]) for n in ("name", "dataset", "baseline")]
+    order += [(f.name, f.label) for f in form.main_fields]
+    order.append(("selectors", OWN_LABELS["selectors"]))
+    for method in form.methods:
+        order.append((f"selectors.{method.name}", method.label))
+        order += [(p.name, f"{method.label} {p.label}") for p in method.params]
+    order += [(f.name, f.label) for f in form.more_fields]
+    order.append(("budget", OWN_LABELS["budget"]))
+    known = dict(order)
+    keys = [k for k, _ in order if k in errors] + [k for k in errors if k not in known]
+    return [Problem(k, known.get(k, k), m) for k in keys for m in errors[k]]

@@ -27,6 +27,7 @@ urlpatterns = [
     path("teams/<slug:slug>/budgets/<int:budget_id>/", team_views.budget, name="team-budget"),  # POST: limit, remove
     path("team/", views.team_switch, name="team-switch"),
     path("runs/new/", views.run_new, name="run-new"),
+    path("runs/new/check/", views.run_new_check, name="run-new-check"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("runs/<int:run_id>/cancel/", views.run_cancel_view, name="run-cancel"),
     path("runs/<int:run_id>/relaunch/", runs_views.run_relaunch_view, name="run-relaunch"),

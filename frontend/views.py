@@ -7,6 +7,7 @@ as an id that does not exist); a member without the launcher role gets a 403 for
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 from urllib.parse import urlencode
@@ -15,7 +16,7 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -29,13 +30,11 @@ from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
 from controlplane.runs.selectors import run_detail as run_detail_selector
-from controlplane.runs.selectors import (
-    run_for_user_or_none,
-)
+from controlplane.runs.selectors import run_for_user_or_none
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
-from frontend import charts, savings
+from frontend import charts, new_run, savings
 from frontend import selectors as sel
-from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, int_param, refuse_malformed
+from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
 from frontend.run_head import head_context
 from workers.engines.config import ConfigError, RunConfig
 from workers.selection.decisions import Action
@@ -129,7 +128,14 @@ def team_switch(request: HttpRequest) -> HttpResponse:
 @login_required
 @refuse_malformed
 def run_new(request: HttpRequest) -> HttpResponse:
-    team = current_team(request)
+    """The New run form; ``?from=<run id>`` fills it with that run's config (a clone, in the
+    run's team; another team's run is a 404). Every problem is listed at once (frontend/new_run.py)."""
+    source = None
+    if "from" in request.GET:
+        source = run_for_user_or_none(request.user, id_or_none(request.GET["from"]) or 0)
+        if source is None:
+            raise Http404("no such run in your teams to clone")
+    team = source.team if source is not None else current_team(request)
     if team is None:
         raise Http404("you belong to no team")
     datasets = list(team.datasets.order_by("-created_at"))
@@ -140,42 +146,73 @@ def run_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if not user_can(request.user, team, Role.LAUNCHER):
             raise PermissionDenied("launching needs the launcher role in the team")
-        config, errors = form.bind(request.POST)
-        dataset = next((d for d in datasets if str(d.id) == form.dataset), None)
-        if dataset is None:
-            errors.setdefault("dataset", []).append("choose one of the team's datasets")
-        if not form.name:
-            errors.setdefault("name", []).append("give the run a name")
-        elif len(form.name) > RUN_NAME_MAX:
-            errors.setdefault("name", []).append(f"at most {RUN_NAME_MAX} characters, got {len(form.name)}")
-        baseline = sel.team_run(team, form.baseline) if form.baseline else None
-        if form.baseline and baseline is None:
-            errors.setdefault("baseline", []).append("choose one of the team's runs, or none")
-        if not errors:
+        checked = new_run.check(form, request.POST, team=team, datasets=datasets, user=request.user)
+        config, dataset = checked.config, checked.dataset
+        if not checked.errors:
             try:
                 run = run_create(team=team, dataset=dataset, name=form.name, config=config, user=request.user,
-                                 baseline=baseline, idempotency_key=form.idempotency_key)
+                                 baseline=checked.baseline, idempotency_key=form.idempotency_key)
             except ConfigError as exc:
-                errors = exc.as_dict()
+                form.place_errors(exc.as_dict())
             except IdempotencyKeyReused as exc:
                 form.general_errors.append(f"this form already launched run {exc.run.pk} with other settings: "
                                            "open New run again to launch another")
                 status = 409
-            except BudgetExceeded as exc:
-                form.general_errors.append(str(exc))
+            except BudgetExceeded as exc:  # spent meanwhile by another launch
+                form.place_errors({"budget": [new_run.budget_problem(team, exc.forecast_device_hours,
+                                                                     exc.remaining_device_hours, user=request.user)]})
                 status = 409
             else:
                 messages.success(request, f"Run {run.id} launched: queued for a worker." if not run.replayed
                                  else f"Run {run.id} was already launched by this form: here it is.")
                 return redirect("frontend:run", run_id=run.id)
-        if errors:
-            form.place_errors(errors)
+        elif set(checked.errors) == {"budget"}:
+            status = 409  # a config that would run, refused by the budget alone
+        if form.has_errors and status == 200:
             status = 400
+    elif source is not None:
+        known: dict[str, list[str]] = {}
+        notes = form.prefill(source.config)  # what of the source could not be prefilled
+        if notes:
+            known["selectors"] = notes
+        form.name = f"{source.name} (copy)"[:RUN_NAME_MAX]
+        form.dataset, form.baseline = str(source.dataset_id), str(source.baseline_id or "")
+        if not any(d.id == source.dataset_id for d in datasets):
+            known["dataset"] = [(f"{source.name} trained on {source.dataset.name}, which is no longer among the "
+                                "team's datasets: choose another")]
+        checked = new_run.check(form, form.as_data(), team=team, datasets=datasets, user=request.user, known=known)
+        config, dataset = checked.config, checked.dataset
+    else:
+        new_run.method_states(form, engine=str(form.value_of("engine")), batch_size=form.value_of("batch_size"),
+                              group_size=form.value_of("group_size"))
+        form.advice = new_run.advice(form, RunConfig.from_mapping({}), forecast=None, dataset=dataset,
+                                     baseline=None)
     forecast_figures = sel.launch_forecast_figures(team, config=_priced_config(config), dataset=dataset)
     return page(request, "frontend/run_new.html", {
         "team": team, "form": form, "datasets": datasets, "baseline_runs": sel.baseline_choices(team),
-        "forecast": charts.launch_forecast(*forecast_figures),
+        "forecast": charts.launch_forecast(*forecast_figures), "source": source,
     }, status=status)
+
+
+@login_required
+@refuse_malformed
+@require_GET
+def run_new_check(request: HttpRequest) -> JsonResponse:
+    """The form's live check: the page sends its fields as they stand and shows what comes
+    back (every problem by input, advice, the methods' states): the server's rules, never
+    a copy of them in the browser. Nothing is stored."""
+    team = teams_for_user(request.user).filter(slug=request.GET.get("team", "")).first()
+    if team is None:
+        raise Http404("no such team among yours")
+    form = NewRunForm.blank()
+    new_run.check(form, request.GET, team=team, datasets=list(team.datasets.order_by("-created_at")),
+                  user=request.user)
+    response = JsonResponse({
+        "problems": [dataclasses.asdict(p) for p in form.problems], "advice": form.advice,
+        "methods": [{"name": m.name, "unavailable": m.unavailable, "note": m.note} for m in form.methods],
+    })
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _priced_config(mapping: dict[str, Any]) -> RunConfig:

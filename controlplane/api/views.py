@@ -45,7 +45,7 @@ from controlplane.runs.services import (
     run_tags_set,
 )
 from controlplane.telemetry import services as telemetry
-from workers.engines.config import ConfigError
+from workers.engines.config import ConfigError, RunConfig
 from workers.record import RecordError, read_attempt
 
 
@@ -199,8 +199,11 @@ class RunListView(MemberView, generics.GenericAPIView):
         team = team_or_404(request.user, data["team"])
         require_role(request.user, team, Role.LAUNCHER)
         dataset = datasets_for_user(request.user).filter(pk=data["dataset"], team=team).first()
-        if dataset is None:
-            raise BadRequest({"dataset": [f"no dataset {data['dataset']} in team {team.slug}"]})
+        if dataset is None:  # said with every problem of the config, not before them
+            errors = {"dataset": [f"no dataset {data['dataset']} in team {team.slug}"]}
+            for problem in RunConfig.problems(data["config"]):
+                errors.setdefault(problem.field, []).append(problem.message)
+            raise BadRequest(errors)
         try:
             run = run_create(team=team, dataset=dataset, name=data["name"], config=data["config"],
                              user=request.user, baseline=data["baseline"], tags=data["tags"],

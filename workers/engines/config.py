@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from workers.selection.decisions import Layer
-from workers.selection.params import Bounds, SelectionConfigError, check_number, field_kind, format_bounds, shown
+from workers.selection.params import Bounds, check_number, field_kind, format_bounds, shown
 from workers.selection.pipeline import Pipeline
 from workers.selection.registry import DEFAULT_ADVANTAGE, REGISTRY
 
@@ -140,8 +140,23 @@ class RunConfig:
     # -- loading and validation ----------------------------------------------------------
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RunConfig:
+        """The config of ``values``, or ConfigError listing every problem (``problems``)."""
+        config, errors = cls._checked(values)
+        if errors or config is None:
+            raise ConfigError(errors)
+        return config
+
+    @classmethod
+    def problems(cls, values: Any) -> list[FieldError]:
+        """Every problem of a config mapping at once, each naming its field and the fix (empty:
+        it makes a run): unknown fields, values of the wrong kind or out of range, then the
+        checks across fields and the composition of the methods, all of them, not the first."""
+        return cls._checked(values)[1]
+
+    @classmethod
+    def _checked(cls, values: Any) -> tuple[RunConfig | None, list[FieldError]]:
         if not isinstance(values, dict):
-            raise ConfigError([FieldError("config", "must be a mapping of field names to values")])
+            return None, [FieldError("config", "must be a mapping of field names to values")]
         known = {f.name: f for f in dataclasses.fields(cls)}
         errors = [
             FieldError(name, f"unknown field; did you mean one of {', '.join(_close(name, known))}?")
@@ -157,13 +172,11 @@ class RunConfig:
             else:
                 clean[name] = converted
         config = cls(**clean)
-        try:
-            config.validate()  # the well-typed fields, so every problem is reported at once
-        except ConfigError as exc:
-            errors.extend(e for e in exc.errors if e.field not in {b.field for b in errors})
-        if errors:
-            raise ConfigError(errors)
-        return config
+        # The well-typed fields are checked too (a refused field takes its default there), so
+        # every problem is reported at once; a refused field's own is not said twice.
+        refused = {e.field for e in errors}
+        errors.extend(e for e in config.field_problems() if e.field not in refused)
+        return config, errors
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -171,6 +184,13 @@ class RunConfig:
         return cls.from_mapping(load_config_file(path))
 
     def validate(self) -> None:
+        errors = self.field_problems()
+        if errors:
+            raise ConfigError(errors)
+
+    def field_problems(self) -> list[FieldError]:
+        """Every problem of this config's values: ranges, checks across fields, the methods'
+        parameters and their composition, and what the engine cannot run."""
         errors: list[FieldError] = []
 
         def need(ok: bool, name: str, message: str) -> None:
@@ -206,15 +226,23 @@ class RunConfig:
              f"model_dim ({self.model_dim}) must be divisible by model_heads ({self.model_heads})")
         need(self.minibatches <= self.batch_size, "minibatches",
              f"at most batch_size ({self.batch_size}): each mini-batch holds whole groups")
-        try:
-            Pipeline(self.selectors, batch_size=max(self.batch_size, 1), group_size=self.group_size,
-                     audit_share=self.audit_share)
-        except SelectionConfigError as exc:
-            for problem in exc.problems:  # every composition problem at once
-                own = problem.field in ("selectors", "batch_size", "group_size", "audit_share")
-                errors.append(FieldError(("" if own else "selectors.") + problem.field, problem.message))
-        if errors:
-            raise ConfigError(errors)
+        for problem in Pipeline.problems(self.selectors, batch_size=self.batch_size, group_size=self.group_size,
+                                         audit_share=self.audit_share):  # every composition problem at once
+            own = problem.field in ("selectors", "batch_size", "group_size", "audit_share")
+            error = FieldError(("" if own else "selectors.") + problem.field, problem.message)
+            if error not in errors:  # B, N or the audit share out of range: said once, by their range
+                errors.append(error)
+        composed = not any(e.field == "selectors" or e.field.startswith("selectors.") for e in errors)
+        if self.engine == "verl":  # what the verl engine would refuse at launch, said now
+            from workers.engines.verl.methods import composition_problem, unavailable
+
+            missing = unavailable(self.selectors)
+            errors.extend(FieldError(f"selectors.{name}", reason) for name, reason in missing.items())
+            if composed and not missing:
+                problem = composition_problem(Pipeline(self.selector_params(), batch_size=self.batch_size,
+                                                       group_size=self.group_size, audit_share=self.audit_share))
+                need(problem is None, "selectors", problem or "")
+        return errors
 
     # -- derived ------------------------------------------------------------------------
     def selector_params(self) -> dict[str, dict[str, Any]]:

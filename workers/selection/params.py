@@ -118,29 +118,42 @@ class MethodParams:
 
     def _require(self, ok: bool, name: str, message: str) -> None:
         if not ok:
-            raise SelectionConfigError(f"{self.method}.{name}", message)
+            problem = SelectionConfigError(f"{self.method}.{name}", message)
+            collected = self.__dict__.get("_collected")
+            if collected is None:
+                raise problem
+            collected.append(problem)  # ``problems``: every failed check, not the first only
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Self:
+        problems = cls.problems(values)
+        if problems:
+            raise SelectionConfigError(problems[0].field, problems[0].message, problems=problems)
+        return cls(**_clean(cls, dict(values or {}))[0])
+
+    @classmethod
+    def problems(cls, values: Mapping[str, Any] | None) -> list[SelectionConfigError]:
+        """Every problem of these parameters at once: each unknown name, each value of the wrong
+        kind or out of its range, then each failed ``check`` of the usable values (a refused
+        value takes its default there, and a check on a refused value is not said twice)."""
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SelectionConfigError(
-                f"{cls.method}.{unknown[0]}",
-                f"unknown parameter; {cls.method} takes {', '.join(sorted(known)) or 'no parameters'}",
-            )
-        clean: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in values:
-                continue
-            value, problem = _checked(values[f.name], field_kind(f.type), f.metadata.get("range"))
-            if problem:
-                raise SelectionConfigError(f"{cls.method}.{f.name}", problem)
-            clean[f.name] = value
+        takes = ", ".join(sorted(known)) or "no parameters"
+        found = [SelectionConfigError(f"{cls.method}.{name}", f"unknown parameter; {cls.method} takes {takes}")
+                 for name in sorted(set(values) - known, key=str)]
+        clean, bad = _clean(cls, values)
+        found.extend(bad)
         params = cls(**clean)
-        params.check()
-        return params
+        collected: list[SelectionConfigError] = []
+        object.__setattr__(params, "_collected", collected)  # a frozen dataclass: not one of its fields
+        try:
+            params.check()
+        except SelectionConfigError as exc:  # a check that raises by itself (a plugin's own)
+            collected.extend(exc.problems)
+        finally:
+            object.__delattr__(params, "_collected")
+        said = {p.field for p in found}
+        return found + [p for p in collected if p.field not in said]
 
     @classmethod
     def describe(cls) -> list[dict[str, Any]]:
@@ -150,6 +163,21 @@ class MethodParams:
              "kind": field_kind(f.type), "range": f.metadata.get("range")}
             for f in dataclasses.fields(cls)
         ]
+
+
+def _clean(cls: type[MethodParams], values: dict[str, Any]) -> tuple[dict[str, Any], list[SelectionConfigError]]:
+    """The known, well-typed values in range, and a problem for each other known value."""
+    clean: dict[str, Any] = {}
+    bad: list[SelectionConfigError] = []
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, problem = _checked(values[f.name], field_kind(f.type), f.metadata.get("range"))
+        if problem:
+            bad.append(SelectionConfigError(f"{cls.method}.{f.name}", problem))
+        else:
+            clean[f.name] = value
+    return clean, bad
 
 
 def _checked(value: Any, kind: str, bounds: Bounds | None) -> tuple[Any, str]:

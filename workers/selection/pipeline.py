@@ -174,6 +174,47 @@ class Pipeline:
             self._load_own_state(state)
 
     # -- composition --------------------------------------------------------------------
+    @classmethod
+    def problems(
+        cls,
+        methods: Mapping[str, Mapping[str, Any] | None] | Sequence[str],
+        *,
+        batch_size: int,
+        group_size: int,
+        audit_share: float = AUDIT_SHARE,
+    ) -> list[SelectionConfigError]:
+        """Every problem of a composition at once, where the constructor stops at the first
+        unknown method or bad parameter: each unknown or repeated method, each bad parameter of
+        each method, then the conflicts between the methods as composed (a method whose
+        parameters are bad takes part with its usable ones, and a composition problem on a
+        parameter already refused is not said twice). B, N and the audit share are RunConfig's
+        to check: here they only have to let the composition be judged."""
+        items = ([(str(n), dict(p or {}) if isinstance(p, Mapping) else {}) for n, p in methods.items()]
+                 if isinstance(methods, Mapping) else [(str(n), {}) for n in methods])
+        found: list[SelectionConfigError] = []
+        usable: dict[str, dict[str, Any]] = {}
+        for name, params in items:
+            try:
+                method = lookup(name)
+            except SelectionConfigError as exc:
+                found.append(exc)
+                continue
+            if name in usable:
+                found.append(SelectionConfigError("selectors", f"method {name!r} is listed twice"))
+                continue
+            bad = method.Params.problems(params)
+            found.extend(bad)
+            refused = {p.field.partition(".")[2] for p in bad}
+            kept = {k: v for k, v in params.items() if k not in refused}
+            usable[name] = kept if not method.Params.problems(kept) else {}
+        try:
+            cls(usable, batch_size=max(batch_size, 1), group_size=max(group_size, 2),
+                audit_share=min(max(audit_share, 0.0), 0.99))
+        except SelectionConfigError as exc:
+            said = {p.field for p in found}
+            found.extend(p for p in exc.problems if p.field == "selectors" or p.field not in said)
+        return found
+
     def composition_errors(self) -> list[SelectionConfigError]:
         """Every composition problem, from what each selector declares: conflicts between two
         methods, roles two methods hold at once, and constraints of a selector's parameters."""

@@ -136,19 +136,15 @@ def _value(value: Any) -> str:
 
 def check_supported(config: RunConfig, options: VerlOptions) -> None:
     errors: list[FieldError] = []
-    from workers.engines.verl.methods import unsupported
+    from workers.engines.verl.methods import composition_problem, unsupported
 
     missing = unsupported(config.selectors)
     if missing:
         errors.extend(FieldError("selectors", problem) for problem in missing)
     else:
-        pipeline = _pipeline(config)
-        allocator, owner = pipeline.allocator, pipeline.post_filter_owner
-        if allocator is not None and owner is not None:
-            errors.append(FieldError("selectors", f"{allocator.name} with {owner}'s zero-variance post-filter: on "
-                                                  "verl the filter would evict a probe group before "
-                                                  f"{allocator.name} allocates its extra rollouts; drop {owner}, "
-                                                  "set its post_filter to off, or use the local engine"))
+        problem = composition_problem(_pipeline(config))
+        if problem:
+            errors.append(FieldError("selectors", problem))
     if not (options.model_path or config.model != "tiny" or cpu_mode(config)):
         errors.append(FieldError("model", "verl trains Hugging Face checkpoints: set model or the model path "
                                           "('tiny' is built for device: cpu only)"))

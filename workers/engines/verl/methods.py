@@ -52,9 +52,9 @@ ADVANTAGE_ADAPTERS: Mapping[str, AdvantageAdapter] = {
 }
 
 
-def unsupported(methods: Mapping[str, Any]) -> list[str]:
-    """Why verl cannot run some of ``methods`` (names of registered methods): one line each."""
-    problems = []
+def unavailable(methods: Mapping[str, Any]) -> dict[str, str]:
+    """Why verl cannot run some of ``methods`` (names of registered methods), by method."""
+    problems = {}
     for name in methods:
         cls = REGISTRY.get(name)
         if cls is None:
@@ -64,8 +64,24 @@ def unsupported(methods: Mapping[str, Any]) -> list[str]:
             beyond.discard(Layer.ADVANTAGE)
         if beyond:
             layers = ", ".join(sorted(str(layer) for layer in beyond))
-            problems.append(
-                f"{name}: not run by the verl engine: it acts at the {layers} layer, which verl computes "
+            problems[name] = (
+                f"not run by the verl engine: it acts at the {layers} layer, which verl computes "
                 f"itself, and the verl engine has an adapter only for {', '.join(ADVANTAGE_ADAPTERS)} "
                 "(workers/engines/verl/methods.py); use the local engine")
     return problems
+
+
+def unsupported(methods: Mapping[str, Any]) -> list[str]:
+    """Why verl cannot run some of ``methods`` (names of registered methods): one line each."""
+    return [f"{name}: {reason}" for name, reason in unavailable(methods).items()]
+
+
+def composition_problem(pipeline: Any) -> str | None:
+    """What verl cannot run in a valid composition (a pipeline.Pipeline), or None: an allocator
+    beside a zero-variance post-filter (verl's filter would evict a probe group first)."""
+    allocator, owner = pipeline.allocator, pipeline.post_filter_owner
+    if allocator is None or owner is None:
+        return None
+    return (f"{allocator.name} with {owner}'s zero-variance post-filter: on verl the filter would evict a probe "
+            f"group before {allocator.name} allocates its extra rollouts; drop {owner}, set its post_filter to "
+            "off, or use the local engine")

@@ -52,7 +52,10 @@ class HiveParams(GresoParams):
         self._require(
             0 <= self.k_off < 1 and 0 < self.k_keep <= 1 and self.k_off + self.k_keep <= 1,
             "k_off",
-            f"band needs 0 <= k_off < 1, 0 < k_keep <= 1, k_off + k_keep <= 1; got {self.k_off}, {self.k_keep}",
+            # k_off and k_keep only act with the band gate: say so when this run's gate is another
+            f"the band gate drops the top k_off and keeps the next k_keep, so k_off + k_keep must be <= 1; got "
+            f"{self.k_off} + {self.k_keep}: lower one of them"
+            + ("" if self.gate == "band" else f" (they act only with gate = band; this run's gate is {self.gate})"),
         )
         self._require(self.pool_factor >= 1, "pool_factor", f"must be >= 1, got {self.pool_factor}")
 

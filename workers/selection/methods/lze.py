@@ -54,7 +54,8 @@ class LzeParams(MethodParams):
         self._require(self.t_prune >= 1, "t_prune", f"must be >= 1, got {self.t_prune}")
         self._require(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         self._require(0 <= self.replay_ratio <= 1, "replay_ratio", "must lie in [0, 1]")
-        self._require(self.backward or self.prune, "backward", "lze needs backward selection, pruning or both")
+        self._require(self.backward or self.prune, "backward", "with backward selection and the pruner both off, "
+                      "LZE does nothing: set lze.backward = true, turn the pruner on (lze.prune = true), or drop lze")
 
 
 class Lze(Selector[LzeParams]):
@@ -114,11 +115,15 @@ class Lze(Selector[LzeParams]):
 
     def composition_errors(self, pipeline: PipelineView) -> list[SelectionConfigError]:
         shaping = [s.name for s in pipeline.selectors.values() if s.uses_zero_variance]
-        if self.params.backward and shaping:
-            return [SelectionConfigError(
-                "lze.backward", f"LZE backward selection updates only on mixed groups, so {shaping[0]} would "
-                f"shape nothing: set lze.backward = false (keep the pruner) or drop {shaping[0]}")]
-        return []
+        if not (self.params.backward and shaping):
+            return []
+        named = " and ".join(shaping)
+        # The fix depends on the pruner: without it, LZE with backward selection off does nothing.
+        fix = (f"set lze.backward = false (LZE keeps its pruner) or drop {named}" if self.params.prune else
+               f"drop lze or {named}, or turn LZE's pruner on (lze.prune = true) and set lze.backward = false")
+        return [SelectionConfigError(
+            "lze.backward", f"LZE backward selection updates only on mixed groups, so {named} would shape "
+            f"nothing: {fix}")]
 
     # -- forward pruner -----------------------------------------------------------------
     def screen(self, step: StepView, keys: list[str], slots: Ints, keep: Mask) -> Verdict:
