@@ -172,13 +172,26 @@ def config_fields() -> list[Field]:
             for d in RunConfig.describe() if d["name"] not in HIDDEN_FIELDS]
 
 
+def form_suggestions() -> dict[str, Any]:
+    """Values the blank form starts a method's parameter at, where the method's own default (the
+    API's, SELECTORS.md's) cannot run at the form's default settings. HORA probes 8 of N = 32 in
+    the paper; at the run's default N = 8 that leaves nothing to allocate, so the form starts n0 at
+    the paper's quarter of N, and ticking HORA on a blank form composes."""
+    from workers.engines.config import RunConfig
+
+    group_size = next(d["default"] for d in RunConfig.describe() if d["name"] == "group_size")
+    return {"selectors.hora.n0": max(1, int(group_size) // 4)}
+
+
 def method_fields() -> list[Method]:
     from workers.selection.registry import REGISTRY
 
+    suggested = form_suggestions()
     methods = []
     for name, cls in REGISTRY.items():  # the registry's order
         params = [Field(name=f"selectors.{name}.{p['name']}", label=p["name"], default=p["default"], help=p["help"],
-                        kind=_kind(p["default"]), choices=p.get("choices") or _choices(p["name"]))
+                        kind=_kind(p["default"]), choices=p.get("choices") or _choices(p["name"]),
+                        value=suggested.get(f"selectors.{name}.{p['name']}"))
                   for p in cls.Params.describe()]
         methods.append(Method(name=name, label=cls.label, help=cls.help, params=params))
     return methods
@@ -358,13 +371,19 @@ class NewRunForm:
             # A value out of range shows beside its parameter, ticked; a conflict leaves it unticked.
             refused = {p.field.partition(".")[2] for p in REGISTRY[name].Params.problems(params)}
             usable = {k: v for k, v in params.items() if k not in refused}
-            added = composition_added(ticked, name, usable, batch_size=batch_size, group_size=group_size)
+            # a refused value is judged as the blank form would start it, which composes
+            starts = {key.rpartition(".")[2]: v for key, v in form_suggestions().items()
+                      if key.startswith(f"selectors.{name}.") and key.rpartition(".")[2] in refused}
+            added = composition_added(ticked, name, {**usable, **starts}, batch_size=batch_size,
+                                      group_size=group_size)
             if added:
                 notes.append(f"{method.label} is left unticked: {added[0]}")
                 continue
             ticked[name] = usable
             method.checked = True
             by_label = {p.label: p for p in method.params}
+            for p in method.params:  # what the run left unset was the method's default, not the form's start
+                p.value = None
             for key, value in params.items():
                 if key in by_label:
                     by_label[key].value = value

@@ -117,7 +117,8 @@ def method_states(form: NewRunForm, *, engine: str, batch_size: Any, group_size:
         method.unavailable = f"the verl engine cannot run it: {blocked[method.name]}" if method.name in blocked else ""
         method.note = ""
         if not method.checked and not method.unavailable and ticked:
-            added = composition_added(ticked, method.name, {}, batch_size=batch_size, group_size=group_size)
+            shown = {p.label: p.value for p in method.params if p.value is not None and not p.errors}
+            added = composition_added(ticked, method.name, shown, batch_size=batch_size, group_size=group_size)
             if added:
                 method.note = "with the methods ticked now: " + added[0]
 

@@ -27,6 +27,15 @@ CONFLICTS = {
 }
 
 
+# HORA's own default probe (8, SELECTORS.md's, of N = 32) leaves nothing to allocate at the
+# default N = 8: the compositions below give it the new-run form's start, a quarter of N.
+AT_DEFAULT_N = {"hora": {"n0": 2}}
+
+
+def alone(name: str) -> dict:
+    return dict(AT_DEFAULT_N.get(name, {}))
+
+
 def messages(values: dict) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for error in RunConfig.problems(values):
@@ -36,7 +45,7 @@ def messages(values: dict) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("pair", list(itertools.combinations(NAMES, 2)), ids="+".join)
 def test_each_pair_of_methods_composes_or_is_refused_with_its_fix(pair):
-    problems = RunConfig.problems({"selectors": {key: {} for key in pair}})
+    problems = RunConfig.problems({"selectors": {key: alone(key) for key in pair}})
     fix = CONFLICTS.get(frozenset(pair))
     if fix is None:
         assert problems == [], problems
@@ -45,7 +54,7 @@ def test_each_pair_of_methods_composes_or_is_refused_with_its_fix(pair):
 
 
 def test_every_conflicting_pair_is_reported_in_one_answer():
-    every = {"selectors": {key: {} for key in NAMES}}  # all seven at once: all four conflicts
+    every = {"selectors": {key: alone(key) for key in NAMES}}  # all seven at once: all four conflicts
     said = [e.message for e in RunConfig.problems(every)]
     for pair, fix in CONFLICTS.items():
         assert any(fix in m and all(n in m for n in pair) for m in said), (pair, said)
@@ -53,7 +62,7 @@ def test_every_conflicting_pair_is_reported_in_one_answer():
         RunConfig.from_mapping(every)
     assert [str(e) for e in refused.value.errors] == [str(e) for e in RunConfig.problems(every)]
     with pytest.raises(SelectionConfigError) as composed:  # the pipeline lists them too
-        Pipeline({key: {} for key in NAMES}, batch_size=8, group_size=8)
+        Pipeline({key: alone(key) for key in NAMES}, batch_size=8, group_size=8)
     assert len(composed.value.problems) == len(CONFLICTS)
 
 
@@ -107,7 +116,15 @@ def test_the_defaults_never_conflict():
     for engine, device in (("local", "auto"), ("verl", "cpu")):
         assert RunConfig.problems({"engine": engine, "device": device, "selectors": default.selectors}) == []
         for name in NAMES:  # each method alone, with its defaults, at the default B and N
-            assert RunConfig.problems({"engine": engine, "device": device, "selectors": {name: {}}}) == [], name
+            alone = {"engine": engine, "device": device, "selectors": {name: {}}}
+            if name != "hora":
+                assert RunConfig.problems(alone) == [], name
+                continue
+            # HORA's default probe is SELECTORS.md's (8 of N = 32): at N = 32 it composes; at the
+            # default N = 8 the one problem is the probe's, and it names the fix.
+            assert RunConfig.problems({**alone, "group_size": 32}) == []
+            [problem] = RunConfig.problems(alone)
+            assert problem.field == "selectors.hora.n0" and "lower hora.n0 or raise N" in problem.message
 
 
 # -- fixes that follow the state ------------------------------------------------------------------------------

@@ -117,8 +117,12 @@ def test_the_form_never_starts_with_a_conflict_and_says_what_ticking_a_method_wo
     form = response.context["form"]
     ticked = {m.name: {} for m in form.methods if m.checked}
     assert ticked and RunConfig.problems({"selectors": ticked}) == []
-    for method in form.methods:  # every method ticked alone on the blank form composes
-        assert RunConfig.problems({"selectors": {method.name: {}}}) == [], method.name
+    for method in form.methods:  # every method ticked alone on the blank form, as the form shows it, composes
+        shown = {f.name.rsplit(".", 1)[1]: f.value for f in method.params if f.value is not None}
+        assert RunConfig.problems({"selectors": {method.name: shown}}) == [], method.name
+    # HORA starts at the paper's quarter of N (8 of 32) there, while its own default stays SELECTORS.md's 8
+    [n0] = [f for m in form.methods if m.name == "hora" for f in m.params if f.name == "selectors.hora.n0"]
+    assert (n0.default, n0.value) == (8, 2)
     notes = {m.name: m.note for m in form.methods}
     assert "grpo and rlzvp both set the advantage" in notes["rlzvp"]  # grpo is ticked
     assert all(not notes[n] for n in ("dapo", "greso", "hive", "hora", "lze")), notes
@@ -210,6 +214,17 @@ def test_a_clone_prefills_every_field_and_launches_the_same_config(bob, acme, da
     bob.post(f"/runs/new/?from={source.id}", posted(form))
     clone = Run.objects.get(name="source (copy)")
     assert clone.config == source.config and clone.dataset == source.dataset and clone.baseline == run
+
+
+def test_a_clone_keeps_a_methods_own_default_where_the_blank_form_starts_elsewhere(bob, acme, dataset, enqueued):
+    # The blank form starts HORA's n0 at a quarter of N; a run that left n0 to HORA's default (8, at
+    # N = 32) must clone as 8, not as the form's start.
+    source = run_create(team=acme, dataset=dataset, name="wide", config={"group_size": 32, "selectors": {"hora": {}}})
+    form = bob.get(f"/runs/new/?from={source.id}").context["form"]
+    [n0] = [f for m in form.methods if m.name == "hora" for f in m.params if f.name == "selectors.hora.n0"]
+    assert n0.shown == "8"
+    bob.post(f"/runs/new/?from={source.id}", posted(form))
+    assert Run.objects.get(name="wide (copy)").config == source.config
 
 
 def test_another_teams_run_or_no_run_cannot_be_cloned(bob, mallory, run):

@@ -97,7 +97,8 @@ def test_the_new_run_form_offers_every_method_with_its_parameters_defaults_and_h
     page = bob.get("/runs/new/").content.decode()
     for label in ("GRPO", "DAPO dynamic sampling", "GRESO", "HIVE", "HORA", "RL-ZVP", "LZE"):
         assert f"> {label}</label>" in page
-    assert 'name="selectors.hora.n0" value="4"' in page
+    # HORA starts at a quarter of the default N (its own default, 8 of N = 32, shows as the default)
+    assert 'name="selectors.hora.n0" value="2"' in page and "(default 8)" in page
     assert "probe rollouts per prompt before allocation" in page
     from workers.engines.config import RunConfig
 

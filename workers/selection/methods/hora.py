@@ -19,10 +19,10 @@ from workers.selection.selector import Allocation, Ints, PipelineView, Selector,
 @dataclass(frozen=True)
 class HoraParams(MethodParams):
     method: ClassVar[str] = "hora"
-    # 4, below the run's default N = 8, so that ticking HORA on a default run is valid (the paper
-    # probes 8 of N = 32: give n0 explicitly for a larger N)
+    # SELECTORS.md's default (8 of N = 32, the paper's). Below N = 9 HORA needs a smaller n0: the
+    # check says so with the fix (lower hora.n0 or raise N); it is never ticked by default.
     n0: int = described("probe rollouts per prompt before allocation (the rest of N x prompts is allocated); "
-                        "must be below N", 4, bounds=(1, 1024))
+                        "must be below N", 8, bounds=(1, 1024))
     prior_alpha: float = described("Beta prior alpha of the pass rate", 1.0, bounds=(0.001, 1000))
     prior_beta: float = described("Beta prior beta of the pass rate", 1.0, bounds=(0.001, 1000))
     shards: int = described("allocate within this many shards of the batch (1 = whole batch)", 1, bounds=(1, 1024))
