@@ -36,7 +36,7 @@ from controlplane.runs.selectors import (
 )
 from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
-from frontend import charts
+from frontend import charts, exports
 from frontend import selectors as sel
 from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
 from workers.engines.config import ConfigError, RunConfig
@@ -267,6 +267,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         # what the live updates rewrite and the savings chart draws, one entry per yardstick
         "tiles": [{k: t[k] for k in ("yardstick", "element", "series", "legend", "saving")} for t in tiles],
     }
+    page_config["tools"] = exports.run_page_tools(run, page_config["panels"])  # downloads, logs (frontend/exports.py)
     return page(request, "frontend/run.html", {
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
         "effective_tile": effective_tile,
@@ -302,13 +303,12 @@ def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
 # -- audit trail and prompts --------------------------------------------------------------------------------
 
 
-@login_required
-@refuse_malformed
-@require_GET
-def audit(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = run_or_404(request, run_id)
-    raw = {name: request.GET.get(name, "").strip() for name in ("prompt", "method", "action", "step_min",
-                                                                 "step_max", "cursor")}
+def audit_filters(query) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """The audit trail's filters from a query (the page's form, its downloads): the selector's keyword
+    arguments, the raw values (the form shows them back) and what is wrong with them. A step and an
+    action together (from and to the same step) are what a click on the decisions chart asks for."""
+    raw = {name: query.get(name, "").strip() for name in ("prompt", "method", "action", "step_min", "step_max",
+                                                          "cursor")}
     errors = []
     step_min, step_max = _int_or_none(raw["step_min"]), _int_or_none(raw["step_max"])
     for name, value in (("step_min", step_min), ("step_max", step_max)):
@@ -318,19 +318,31 @@ def audit(request: HttpRequest, run_id: int) -> HttpResponse:
         errors.append("step_max must be >= step_min")
     if raw["action"] and raw["action"] not in {a.value for a in Action}:
         errors.append(f"unknown action {raw['action']!r}")
+    filters = {"prompt": raw["prompt"] or None, "method": raw["method"] or None, "action": raw["action"] or None,
+               "step_min": step_min, "step_max": step_max}
+    return filters, raw, errors
+
+
+@login_required
+@refuse_malformed
+@require_GET
+def audit(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_or_404(request, run_id)
+    query, raw, errors = audit_filters(request.GET)
     cursor, problem = _audit_cursor(raw["cursor"])
     if problem:
         errors.append(problem)
     result = None
     if not errors:
-        result = sel.audit_page(run, prompt=raw["prompt"] or None, method=raw["method"] or None,
-                                action=raw["action"] or None, step_min=step_min, step_max=step_max, cursor=cursor)
+        result = sel.audit_page(run, **query, cursor=cursor)
     filters = {k: v for k, v in raw.items() if k != "cursor" and v}
     next_url = "?" + urlencode({**filters, "cursor": result.next_cursor}) if result and result.next_cursor else None
+    downloads = {fmt: reverse("frontend:audit-export", args=[run.id, fmt]) + ("?" + urlencode(filters) if filters
+                                                                              else "") for fmt in ("csv", "json")}
     return page(request, "frontend/audit.html", {
         "team": run.team, "run": run, "filters": raw, "errors": errors, "rows": result.rows if result else [],
         "next_url": next_url, "first_url": "?" + urlencode(filters) if cursor else None,
-        "methods": charts.method_labels(), "actions": [a.value for a in Action],
+        "methods": charts.method_labels(), "actions": [a.value for a in Action], "downloads": downloads,
     }, status=400 if errors else 200)
 
 
