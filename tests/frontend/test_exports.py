@@ -16,7 +16,7 @@ from controlplane.telemetry.models import SelectionDecision
 from controlplane.telemetry.services import step_ingest
 from frontend import exports
 from frontend import selectors as sel
-from tests.frontend.conftest import KEYS, train
+from tests.frontend.conftest import KEYS
 from tests.frontend.helpers import step_record
 
 pytestmark = pytest.mark.django_db
