@@ -53,10 +53,15 @@ def run_log_lines_add(*, lines: list[Line], next_seq: dict[int, int], cap: int =
     from django.db.models import Max
 
     from controlplane.operations.models import RunLogLine
+    from controlplane.runs.models import Run
 
     skipped = skipped or {}
+    # A run that is not there (deleted meanwhile; a launch message for no run) keeps nothing: its lines would
+    # fail the whole batch, again at every retry.
+    runs = set(Run.objects.filter(pk__in={line[0] for line in lines}).values_list("pk", flat=True))
+    lines = [line for line in lines if line[0] in runs]
     seq = dict(next_seq)
-    for run_id in {line[0] for line in lines} - seq.keys():
+    for run_id in runs - seq.keys():
         newest = RunLogLine.objects.filter(run_id=run_id).aggregate(top=Max("seq"))["top"]
         seq[run_id] = (newest or 0) + 1
     rows = []
@@ -70,7 +75,7 @@ def run_log_lines_add(*, lines: list[Line], next_seq: dict[int, int], cap: int =
         seq[run_id] += 1
     with transaction.atomic():
         RunLogLine.objects.bulk_create(rows)
-        for run_id in {line[0] for line in lines}:
+        for run_id in runs:
             if seq[run_id] - 1 > cap:  # keep seq in (newest - cap, newest]: one range delete on (run, seq)
                 RunLogLine.objects.filter(run_id=run_id, seq__lte=seq[run_id] - 1 - cap).delete()
     next_seq.update(seq)
