@@ -32,6 +32,7 @@ from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_for_user_or_none, run_totals
 from frontend import charts
 from frontend import selectors as sel
+from frontend.audit_filters import audit_filters
 from frontend.forms import BadParameter, int_param, refuse_malformed
 from workers.selection.registry import REGISTRY
 
@@ -289,8 +290,6 @@ def _audit_csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 def audit_export(request: HttpRequest, run_id: int, fmt: str) -> StreamingHttpResponse | HttpResponse:
     """The audit trail with the audit page's filters (prompt, method, action, steps), every page of it,
     streamed: ``runs/<id>/audit/export.<csv|json>``."""
-    from frontend.views import audit_filters
-
     run = _run(request, run_id)
     if fmt not in FORMATS:
         raise Http404(f"no audit download as {fmt!r}: csv or json")

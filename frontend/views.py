@@ -38,7 +38,8 @@ from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
 from frontend import charts, exports
 from frontend import selectors as sel
-from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
+from frontend.audit_filters import audit_filters
+from frontend.forms import ID_MAX, STEP_MAX, NewRunForm, id_or_none, refuse_malformed
 from workers.engines.config import ConfigError, RunConfig
 from workers.selection.accounting import rollout_savings
 from workers.selection.decisions import Action
@@ -72,14 +73,6 @@ def run_or_404(request: HttpRequest, run_id: int) -> Run:
     if run is None:
         raise Http404(f"no run {run_id} in your teams")
     return run
-
-
-def _int_or_none(raw: str | None, maximum: int = STEP_MAX) -> int | None:
-    """A whole number in [0, maximum] (the column it meets), else None."""
-    try:
-        return int_param(raw or "", "value", minimum=0, maximum=maximum)
-    except BadParameter:
-        return None
 
 
 # "step.id" of the audit trail's keyset: a step and a decision id, each within its column.
@@ -301,26 +294,6 @@ def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 # -- audit trail and prompts --------------------------------------------------------------------------------
-
-
-def audit_filters(query) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """The audit trail's filters from a query (the page's form, its downloads): the selector's keyword
-    arguments, the raw values (the form shows them back) and what is wrong with them. A step and an
-    action together (from and to the same step) are what a click on the decisions chart asks for."""
-    raw = {name: query.get(name, "").strip() for name in ("prompt", "method", "action", "step_min", "step_max",
-                                                          "cursor")}
-    errors = []
-    step_min, step_max = _int_or_none(raw["step_min"]), _int_or_none(raw["step_max"])
-    for name, value in (("step_min", step_min), ("step_max", step_max)):
-        if raw[name] and (value is None or value < 0):
-            errors.append(f"{name} must be a whole number >= 0, got {raw[name]!r}")
-    if step_min is not None and step_max is not None and step_min > step_max:
-        errors.append("step_max must be >= step_min")
-    if raw["action"] and raw["action"] not in {a.value for a in Action}:
-        errors.append(f"unknown action {raw['action']!r}")
-    filters = {"prompt": raw["prompt"] or None, "method": raw["method"] or None, "action": raw["action"] or None,
-               "step_min": step_min, "step_max": step_max}
-    return filters, raw, errors
 
 
 @login_required
