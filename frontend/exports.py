@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
@@ -206,7 +207,8 @@ def panel_source(panel: dict[str, Any]) -> str:
 def chart_downloads(run: Run, panels: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
     """Each chart of the run page (by its element id) with the URLs of its data as CSV and JSON."""
     sources = {**CHART_SOURCES, **{p["id"]: panel_source(p) for p in panels}}
-    return {chart: {fmt: reverse("frontend:data-export", args=[run.id, source, fmt]) for fmt in FORMATS}
+    base = reverse("frontend:data-export", args=[run.id])
+    return {chart: {fmt: f"{base}?{urlencode({'chart': source, 'format': fmt})}" for fmt in FORMATS}
             for chart, source in sources.items()}
 
 
@@ -229,6 +231,13 @@ def _attachment(response: HttpResponse, name: str) -> HttpResponse:
     return response
 
 
+def _format(request: HttpRequest) -> str:
+    fmt = request.GET.get("format", "csv")
+    if fmt not in FORMATS:
+        raise BadParameter(f"format must be csv or json, got {fmt!r}")
+    return fmt
+
+
 def _run(request: HttpRequest, run_id: int) -> Run:
     run = run_for_user_or_none(request.user, run_id)
     if run is None:
@@ -239,12 +248,15 @@ def _run(request: HttpRequest, run_id: int) -> Run:
 @login_required
 @require_GET
 @refuse_malformed
-def chart_export(request: HttpRequest, run_id: int, source: str, fmt: str) -> HttpResponse:
-    """One chart's data, whole: ``data/runs/<id>/export/<source>.<csv|json>``."""
+def chart_export(request: HttpRequest, run_id: int) -> HttpResponse:
+    """One chart's data, whole: ``data/runs/<id>/export/?chart=<name>&format=<csv|json>`` (``step`` for the
+    learning-edge map and the energy histogram, as their endpoints take it)."""
     run = _run(request, run_id)
-    if source not in SOURCES or fmt not in FORMATS:
-        raise Http404(f"no download {source}.{fmt}: the charts' data are {', '.join(SOURCES)}, as csv or json")
+    source = request.GET.get("chart", "")
     try:
+        fmt = _format(request)
+        if source not in SOURCES:
+            raise BadParameter(f"chart must be one of {', '.join(SOURCES)}, got {source!r}")
         data, header, rows = chart_table(run, source, request)
     except BadParameter as exc:
         return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
@@ -287,13 +299,15 @@ def _audit_csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 @login_required
 @require_GET
 @refuse_malformed
-def audit_export(request: HttpRequest, run_id: int, fmt: str) -> StreamingHttpResponse | HttpResponse:
+def audit_export(request: HttpRequest, run_id: int) -> StreamingHttpResponse | HttpResponse:
     """The audit trail with the audit page's filters (prompt, method, action, steps), every page of it,
-    streamed: ``runs/<id>/audit/export.<csv|json>``."""
+    streamed: ``runs/<id>/audit/export/?format=<csv|json>&<the page's filters>``."""
     run = _run(request, run_id)
-    if fmt not in FORMATS:
-        raise Http404(f"no audit download as {fmt!r}: csv or json")
     filters, _, errors = audit_filters(request.GET)
+    try:
+        fmt = _format(request)
+    except BadParameter as exc:
+        errors.append(str(exc))
     if errors:
         return HttpResponseBadRequest("; ".join(errors), content_type="text/plain; charset=utf-8")
     rows = audit_rows(run, filters)

@@ -310,8 +310,8 @@ def audit(request: HttpRequest, run_id: int) -> HttpResponse:
         result = sel.audit_page(run, **query, cursor=cursor)
     filters = {k: v for k, v in raw.items() if k != "cursor" and v}
     next_url = "?" + urlencode({**filters, "cursor": result.next_cursor}) if result and result.next_cursor else None
-    downloads = {fmt: reverse("frontend:audit-export", args=[run.id, fmt]) + ("?" + urlencode(filters) if filters
-                                                                              else "") for fmt in ("csv", "json")}
+    downloads = {fmt: reverse("frontend:audit-export", args=[run.id]) + "?" + urlencode({**filters, "format": fmt})
+                 for fmt in ("csv", "json")}
     return page(request, "frontend/audit.html", {
         "team": run.team, "run": run, "filters": raw, "errors": errors, "rows": result.rows if result else [],
         "next_url": next_url, "first_url": "?" + urlencode(filters) if cursor else None,
