@@ -60,10 +60,13 @@ lint: venv
 # CELERY_BROKER_URL are given, tests/services.py starts both on 127.0.0.1 (temporary directory,
 # free ports), exports their URLs to pytest and stops them after, also on failure or Ctrl-C.
 # EDGEPLANE_REQUIRE_SERVICES=1 makes the tests fail rather than fall back to SQLite.
+# The whole suite runs as two lanes at once (tests/lanes.py: the verl tests wait on Ray and their
+# jobs far more than they compute); PYTEST_ARGS runs one pytest over what it names instead.
 # pytest's exit 5 (no tests collected) is a failure, said aloud.
+PYTEST_RUN = $(if $(PYTEST_ARGS),-m pytest -p no:cacheprovider $(PYTEST_ARGS),tests/lanes.py)
 test: deps venv lint
 	@EDGEPLANE_REQUIRE_SERVICES=1 $(VENV)/bin/python tests/services.py -- \
-		$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+		$(VENV)/bin/python $(PYTEST_RUN); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: FAILED - pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc
 

@@ -400,3 +400,22 @@ EDGEPLANE_TRUSTED_PROXIES = env_list(os.environ, "EDGEPLANE_TRUSTED_PROXIES", ""
 _trusted_networks(EDGEPLANE_TRUSTED_PROXIES)  # a bad entry fails at start, naming it
 # First: every later middleware (security redirect, CSRF, sign-in throttle) sees the client.
 MIDDLEWARE.insert(0, "controlplane.proxy.TrustedProxyMiddleware")
+
+# -- Notifications and the team's webhook (issue 15; docs/notifications.md) ---------------------------------
+INSTALLED_APPS.insert(INSTALLED_APPS.index("controlplane.api"), "controlplane.notifications")
+# Webhook deliveries go to the control queue: a training run holds a default-queue worker for its whole run.
+CELERY_TASK_ROUTES["edgeplane.deliver_webhook"] = {"queue": EDGEPLANE_CONTROL_QUEUE}
+# One delivery attempt gives up after this many seconds (connect, send and the whole answer together).
+EDGEPLANE_WEBHOOK_TIMEOUT_SECONDS = env_int(os.environ, "EDGEPLANE_WEBHOOK_TIMEOUT_SECONDS", 10)
+# Attempts per event: a 5xx, 429, timeout or connection error is retried after 10 s, 30 s, 90 s, ...
+EDGEPLANE_WEBHOOK_ATTEMPTS = env_int(os.environ, "EDGEPLANE_WEBHOOK_ATTEMPTS", 5)
+# Where a webhook may point. Link-local and cloud metadata addresses are always refused (SSRF);
+# private networks are allowed (teams self-host their receivers); this host's loopback only when set.
+EDGEPLANE_WEBHOOK_ALLOW_PRIVATE = env_int(os.environ, "EDGEPLANE_WEBHOOK_ALLOW_PRIVATE", 1) == 1
+EDGEPLANE_WEBHOOK_ALLOW_LOOPBACK = env_int(os.environ, "EDGEPLANE_WEBHOOK_ALLOW_LOOPBACK", 0) == 1
+# Beat: deliveries whose broker message was lost are sent again (notifications.services.webhook_deliveries_resend).
+CELERY_TASK_ROUTES["edgeplane.resend_webhooks"] = {"queue": EDGEPLANE_CONTROL_QUEUE}
+CELERY_BEAT_SCHEDULE["resend-webhooks"] = {"task": "edgeplane.resend_webhooks", "schedule": 300.0,
+                                           "options": {"expires": 300.0}}
+# The header's unread count is asked again this often by every open page (a COUNT query).
+EDGEPLANE_NOTIFICATIONS_POLL_SECONDS = env_int(os.environ, "EDGEPLANE_NOTIFICATIONS_POLL_SECONDS", 30)

@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,6 +159,41 @@ def page_names(engine: str) -> dict[str, Any]:
     }
 
 
+# -- empty charts: what each will show, and when ------------------------------------------------------------
+
+
+def evaluation_note(eval_every: int) -> str:
+    """When held-out accuracy first shows, for a run evaluating every ``eval_every`` steps (0: at the end)."""
+    if eval_every <= 0:
+        return "Held-out accuracy appears after the evaluation at the end of the run"
+    return f"Held-out accuracy appears after the first evaluation, every {eval_every:,} step{'s' * (eval_every != 1)}"
+
+
+def chart_notes(config: Mapping[str, Any], panels: Sequence[Mapping[str, Any]] = ()) -> dict[str, str]:
+    """What each chart of the run page will show and when, by element id: drawn in place of an
+    empty chart (plots.js ``emptyNotes``). ``panels`` are the method panels (``method_panels``)."""
+    after = "after the first step"
+    eval_every = config.get("eval_every") if isinstance(config, Mapping) else None
+    evaluation = evaluation_note(10 if eval_every is None else int(eval_every))
+    notes = {
+        "chart-rollouts": f"Rollouts generated, beside what uniform GRPO would generate, appear {after}",
+        "chart-savings": f"Savings against each yardstick appear {after} (against dynamic sampling once "
+                         "32 uniformly drawn groups estimate it)",
+        "chart-shares": f"Shares of effective rollouts and of all-correct and all-wrong groups appear {after}",
+        "chart-acc-rollouts": evaluation,
+        "chart-acc-hours": evaluation,
+        "chart-reward": f"Mean reward per step appears {after}",
+        "chart-seconds": f"Seconds per phase appear {after}",
+        "chart-edge": "Prompts appear here once a step has rolled them out",
+        "chart-heatmap": f"Pass rates by prompt and step appear {after}",
+        "chart-actions": "Decisions per step appear after the first step in which a method selects, skips, "
+                         "allocates or shapes",
+    }
+    for panel in (p for method in panels for p in method.get("panels", ())):
+        notes[panel["id"]] = f"{panel['title']}: appears {after}"
+    return notes
+
+
 # -- rollout savings ----------------------------------------------------------------------------
 
 
@@ -228,68 +264,13 @@ def step_series(rows: Sequence[Mapping[str, Any]], base: RunTotals = NO_STEPS,
     return out
 
 
-# -- savings against each yardstick ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class YardstickFigure:
-    """How the run page shows the figure of one yardstick (a key of
-    ``workers.selection.accounting.YARDSTICKS``, whose words the tile shows)."""
-
-    metric: str  # the RunTotals property the tile shows
-    label: str  # the tile's heading
-    element: str  # the id of the tile's value, which the live updates rewrite
-    series: str  # the step_series column whose newest value is that figure
-
-    @property
-    def legend(self) -> str:
-        """The chart legend: the column's (LEGENDS); the tile and its tooltip say the rest."""
-        return LEGENDS[self.series]
-
-
-YARDSTICK_FIGURES: dict[str, YardstickFigure] = {
-    "uniform": YardstickFigure("rollout_savings", "Rollout savings", "tile-savings", "rollout_savings_total"),
-    "dynamic_sampling": YardstickFigure("rollout_savings_vs_dynamic_sampling", "Rollout savings", "tile-savings-ds",
-                                        "rollout_savings_vs_dynamic_sampling_total"),
-    "backward_mixed": YardstickFigure("backward_savings_vs_mixed", "Backward savings", "tile-savings-backward",
-                                      "backward_savings_vs_mixed_total"),
-    # Methods that spend uniform GRPO's budget claim no saving: the tile shows what they buy.
-    "uniform_budget": YardstickFigure("effective_share_of_generated", "Effective share", "tile-effective",
-                                      "effective_share_of_generated_total"),
-}
-EFFECTIVE_SHARE_FORMULA = "rollouts with a non-zero advantage / rollouts generated, summed over the steps"
+# -- shares as the dashboard writes them (the savings tiles: frontend/savings.py) -----------------------
 
 
 def percent(value: float | None, digits: int = 1) -> str:
     """A share as the dashboard writes it ("33.3%", "–" for none), as plots.js's pct does."""
     value = number(value)
     return "–" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def yardstick_tiles(names: Sequence[str], figures: Mapping[str, float | None],
-                    formulas: Mapping[str, str]) -> list[dict[str, Any]]:
-    """The run page's savings tiles: one per yardstick that applies (``names``, uniform GRPO
-    first), each with its figure as a percentage, what it is measured against in words and
-    its formula (the tooltip). ``figures`` holds the run's totals by metric (None: none yet);
-    ``formulas`` the formula of each saving.
-
-    The uniform-budget yardstick claims no saving: its tile shows the effective share of the
-    rollouts generated, and says so.
-    """
-    from workers.selection.accounting import YARDSTICKS
-
-    tiles = []
-    for name in names:
-        figure = YARDSTICK_FIGURES[name]
-        value = number(figures.get(figure.metric))
-        claims = name != "uniform_budget"
-        tiles.append({
-            "yardstick": name, "label": figure.label, "element": figure.element, "series": figure.series,
-            "legend": figure.legend, "value": value, "shown": percent(value), "saving": claims,
-            "against": f"vs {YARDSTICKS[name]}" if claims else f"no saving claimed; yardstick: {YARDSTICKS[name]}",
-            "formula": formulas[figure.metric] if claims else EFFECTIVE_SHARE_FORMULA,
-        })
-    return tiles
 
 
 def accuracy_series(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -492,11 +473,6 @@ def bucket_changes(observations: Iterable[tuple[int, str]], decisions: Iterable[
 # -- compare, budget, run list, launch forecast -------------------------------------------------------------
 
 
-def compare_series(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One accuracy series per run: [{run, name, ...accuracy_series}], in the given order."""
-    return [{"run": int(r["id"]), "name": r["name"], **accuracy_series(r["evaluations"])} for r in runs]
-
-
 def final_evaluation(evaluations: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The newest evaluation (rows in step order) that has a Pass@1."""
     return next((r for r in reversed(evaluations) if number(r["pass_at_1"]) is not None), None)
@@ -562,36 +538,78 @@ def with_percentages(row: dict[str, Any], names: Iterable[str]) -> dict[str, Any
     return {**row, **{f"{name}_pct": percent(row.get(name)) for name in names}}
 
 
-def budget_series(usage: Iterable[tuple[Any, float, float]], *, period_start: Any = None, period_end: Any = None,
-                  limit_device_hours: float | None = None, forecast_device_hours: float | None = None,
-                  now: Any = None) -> dict[str, Any]:
-    """The team's use over the period, cumulative, beside the uniform-GRPO counterfactual.
+def when(value: dt.date | dt.datetime) -> str:
+    """A time as Plotly's date axis reads it ("2026-11-28 05:00:00", a date as "2026-11-28"): no
+    timezone suffix, which Plotly does not parse (times are the server's, UTC)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return value.strftime("%Y-%m-%d")
 
-    ``usage`` are (time bucket, device_seconds, uniform_device_seconds) in time order; times
-    pass through as given (ISO strings or datetimes). With a period the lines start at 0 at
-    its start. The forecast is a line from now (or the last use) to the period end; the
-    limit a flat line over the period.
+
+def _moment(value: dt.date | dt.datetime) -> dt.datetime:
+    """A date as its midnight (UTC), a naive time as UTC: comparable with aware times."""
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+WARNING_SHARE = 0.8  # the budget warns at 80% of its limit (controlplane.budgets)
+
+
+def budget_series(usage: Iterable[tuple[dt.datetime, float, float]], *, period_start: dt.date | None = None,
+                  period_end: dt.date | None = None, limit_device_hours: float | None = None,
+                  forecast_device_hours: float | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The budget page's period chart, a time series: the team's use, cumulative, hour by hour
+    over the period (from 0 at its start, carried to now), beside what uniform GRPO would have
+    used; the limit and its 80% warning line over the period; the forecast from now to the
+    period's end. ``usage`` are (hour, device_seconds, uniform_device_seconds) in time order.
+
+    ``range`` is the x axis's span, always dates: the period, or without one the last day up to
+    now (and back to the first use), so an empty chart still reads as dates, never as the year
+    2000. ``empty`` says what will appear while nothing was used.
     """
+    now = now or dt.datetime.now(dt.UTC)
     out: dict[str, Any] = {"time": [], "used_device_hours": [], "uniform_device_hours": []}
     if period_start is not None:
-        out["time"].append(period_start)
+        out["time"].append(when(period_start))
         out["used_device_hours"].append(0.0)
         out["uniform_device_hours"].append(0.0)
     used = uniform = 0.0
-    for when, seconds, uniform_seconds in usage:
+    first = last = None
+    for hour, seconds, uniform_seconds in usage:
         used += (number(seconds) or 0.0) / 3600.0
         uniform += (number(uniform_seconds) or 0.0) / 3600.0
-        out["time"].append(when)
+        first = first or hour
+        last = hour
+        out["time"].append(when(hour))
         out["used_device_hours"].append(used)
         out["uniform_device_hours"].append(uniform)
-    out["limit"] = None if limit_device_hours is None or period_start is None else {
-        "time": [period_start, period_end], "device_hours": [limit_device_hours, limit_device_hours]}
+    end = _moment(period_end) if period_end is not None else None
+    if out["time"] and (last is None or _moment(last) < now) and (end is None or now < end):
+        out["time"].append(when(now))  # flat to now: nothing used since the last hour
+        out["used_device_hours"].append(used)
+        out["uniform_device_hours"].append(uniform)
+    if period_start is not None and period_end is not None:
+        out["range"] = [when(period_start), when(period_end)]
+    else:
+        start = min(_moment(first), now - dt.timedelta(days=1)) if first is not None else now - dt.timedelta(days=1)
+        out["range"] = [when(start), when(now)]
+    has_period = period_start is not None and period_end is not None
+    out["limit"] = None if limit_device_hours is None or not has_period else {
+        "time": [when(period_start), when(period_end)], "device_hours": [limit_device_hours, limit_device_hours]}
+    out["warning_line"] = None if out["limit"] is None else {
+        "time": out["limit"]["time"], "device_hours": [WARNING_SHARE * limit_device_hours] * 2}
     out["forecast"] = None if forecast_device_hours is None or period_end is None else {
-        "time": [now if now is not None else (out["time"][-1] if out["time"] else period_start), period_end],
-        "device_hours": [used, forecast_device_hours]}
+        "time": [when(now), when(period_end)], "device_hours": [used, forecast_device_hours]}
     share = ratio(used, limit_device_hours)
     out["used_share"] = share
-    out["level"] = "none" if share is None else "exhausted" if share >= 1 else "warning" if share >= 0.8 else "ok"
+    out["level"] = ("none" if share is None else "exhausted" if share >= 1
+                    else "warning" if share >= WARNING_SHARE else "ok")
+    out["empty"] = None if first is not None else (
+        "No device time used this period yet: use appears here hour by hour as the team's runs train"
+        if has_period else "No device time used yet: use appears here hour by hour as the team's runs train")
     return out
 
 

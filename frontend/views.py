@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -27,21 +28,17 @@ from controlplane.budgets.selectors import budget_overview
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import prompt_by_key
 from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
-from controlplane.runs.selectors import (
-    SAVINGS,
-    RunDetail,
-    run_for_user_or_none,
-    runs_waiting_for,
-    runs_warmup,
-)
 from controlplane.runs.selectors import run_detail as run_detail_selector
+from controlplane.runs.selectors import (
+    run_for_user_or_none,
+)
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
-from frontend import charts, exports
+from frontend import charts, exports, savings
 from frontend import selectors as sel
 from frontend.audit_filters import audit_filters
-from frontend.forms import ID_MAX, STEP_MAX, NewRunForm, id_or_none, refuse_malformed
+from frontend.forms import ID_MAX, STEP_MAX, NewRunForm, refuse_malformed
+from frontend.run_head import head_context
 from workers.engines.config import ConfigError, RunConfig
-from workers.selection.accounting import rollout_savings
 from workers.selection.decisions import Action
 from workers.selection.ledger import Bucket
 
@@ -119,42 +116,7 @@ def team_switch(request: HttpRequest) -> HttpResponse:
 # -- runs ----------------------------------------------------------------------------------------------
 
 
-@login_required
-@refuse_malformed
-@require_GET
-def runs(request: HttpRequest) -> HttpResponse:
-    team = current_team(request)
-    status = request.GET.get("status") or None
-    method = request.GET.get("method") or None
-    dataset = id_or_none(request.GET.get("dataset"))
-    before = id_or_none(request.GET.get("before"))
-    rows = []
-    if team is not None:
-        listed = sel.run_list(request.user, team=team.slug, status=status, method=method, dataset=dataset,
-                              before=before)
-        warmups, waiting = runs_warmup(listed), runs_waiting_for(listed)  # a few queries for the whole page
-        for run in listed:
-            uniform = run.uniform or 0
-            rows.append({
-                "run": run,
-                "labels": charts.method_labels(run.methods),
-                "progress": charts.progress(run.steps_completed, run.steps_planned),
-                "rollout_savings": rollout_savings(run.generated, uniform),
-                "device_hours": (run.device_seconds or 0.0) / 3600.0,
-                "active": run.status in ACTIVE,
-                "warmup": charts.warmup_progress(warmups.get(run.pk)),
-                "waiting_for": charts.waiting_for(waiting.get(run.pk)),
-            })
-    filters = {"status": status or "", "method": method or "", "dataset": dataset or ""}
-    next_url = None
-    if len(rows) == 50:
-        next_url = "?" + urlencode({**{k: v for k, v in filters.items() if v}, "before": rows[-1]["run"].id})
-    datasets = team.datasets.order_by("name") if team else []
-    return page(request, "frontend/runs.html", {
-        "rows": rows, "filters": filters, "statuses": [s.value for s in RunStatus],
-        "methods": charts.method_labels(), "datasets": datasets, "next_url": next_url,
-        "poll_ms": POLL_MS,
-    })
+# The runs list and the lifecycle buttons (relaunch, resume, tags): frontend/runs_views.py.
 
 
 @login_required
@@ -218,24 +180,6 @@ def _priced_config(mapping: dict[str, Any]) -> RunConfig:
         return RunConfig.from_mapping({})
 
 
-def _savings_tiles(detail: RunDetail) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
-    """The run's yardstick tiles, and the effective-share tile when no yardstick tile shows
-    that share (the uniform-budget one does)."""
-    totals = detail.totals
-    figures = {  # None until there is something to divide by
-        "rollout_savings": totals.rollout_savings,
-        "rollout_savings_vs_dynamic_sampling": totals.rollout_savings_vs_dynamic_sampling,
-        "backward_savings_vs_mixed": totals.backward_savings_vs_mixed,
-        "effective_share_of_generated": totals.effective_share_of_generated,
-    }
-    tiles = charts.yardstick_tiles(detail.yardsticks, figures,
-                                   {name: formula for name, (_, formula) in SAVINGS.items()})
-    if "uniform_budget" in detail.yardsticks:
-        return tiles, None
-    return tiles, {"shown": charts.percent(figures["effective_share_of_generated"]),
-                   "formula": charts.EFFECTIVE_SHARE_FORMULA}
-
-
 @login_required
 @refuse_malformed
 @require_GET
@@ -243,7 +187,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
     detail = run_detail_selector(run)
     methods = list(run.config.get("selectors", {}))
-    tiles, effective_tile = _savings_tiles(detail)
+    shown = savings.savings_tiles(detail.totals, run.config)  # one tile per method family (frontend/savings.py)
+    tiles = shown["tiles"]
     data_urls = {name: reverse(f"frontend:data-{name}", args=[run.id]) for name in (
         "series", "evaluations", "actions", "edge", "heatmap", "recent")}
     # the endpoints of the panel views drawn from their own data, by view name (workers/selection/panels.py)
@@ -253,17 +198,21 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     page_config = {
         "run": run.id, "methods": methods, "labels": {m["name"]: m["label"] for m in charts.method_labels(methods)},
         "urls": {**data_urls, **view_urls, "audit": reverse("frontend:audit", args=[run.id]),
+                 "savings": reverse("frontend:data-savings", args=[run.id]),
                  "prompt": reverse("frontend:prompt", args=[run.id])},
         "panels": [p for m in panels for p in m["panels"]], **charts.page_names(run.engine),
         "status": run.status, "finished": run.status in FINISHED, "steps_planned": run.steps_planned,
         "poll_ms": POLL_MS, "last_step": run.steps_completed - 1,
         # what the live updates rewrite and the savings chart draws, one entry per yardstick
-        "tiles": [{k: t[k] for k in ("yardstick", "element", "series", "legend", "saving")} for t in tiles],
+        "tiles": [{**{k: t[k] for k in ("yardstick", "element", "series", "saving")},
+                   "legend": charts.LEGENDS[t["series"]]} for t in tiles],
+        "empty": charts.chart_notes(run.config, panels),  # what each chart will show, and when
     }
     page_config["tools"] = exports.run_page_tools(run, page_config["panels"])  # downloads, logs (frontend/exports.py)
     return page(request, "frontend/run.html", {
+        **head_context(request, run),
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
-        "effective_tile": effective_tile,
+        "effective_tile": shown["effective"], "device_tile": shown["device"],
         "labels": charts.method_labels(methods), "method_panels": panels, "page_config": page_config,
         "progress": charts.progress(run.steps_completed, run.steps_planned),
         "can_cancel": run.status in ACTIVE and not run.cancel_requested
@@ -342,45 +291,7 @@ def prompt(request: HttpRequest, run_id: int) -> HttpResponse:
     })
 
 
-# -- compare and budget ---------------------------------------------------------------------------------------
-
-
-@login_required
-@refuse_malformed
-@require_GET
-def compare(request: HttpRequest) -> HttpResponse:
-    ids = [i for i in (id_or_none(v) for v in request.GET.getlist("run")) if i is not None]
-    chosen = sel.runs_by_ids(request.user, ids)
-    team = current_team(request)
-    candidates = sel.run_list(request.user, team=team.slug, limit=50) if team else []
-    for candidate in candidates:
-        candidate.labels = charts.method_labels(candidate.methods)
-    table = [{"run": r, "labels": charts.method_labels(r.methods), **charts.with_percentages(
-        charts.savings_row(sel.run_totals_row(r)), ("rollout_savings", "rollout_savings_vs_dynamic_sampling",
-                                                    "backward_savings_vs_mixed", "effective_share_of_generated"))}
-             for r in chosen]
-    evaluations = {r.id: sel.evaluations_of(r) for r in chosen}
-    series = charts.compare_series([{"id": r.id, "name": r.name, "evaluations": evaluations[r.id]}
-                                    for r in chosen])
-    return page(request, "frontend/compare.html", {
-        "chosen": chosen, "chosen_ids": [r.id for r in chosen], "candidates": candidates, "table": table,
-        "series": series, "reach": _reach_rows(request, chosen, evaluations),
-    })
-
-
-def _reach_rows(request: HttpRequest, chosen: list[Run], evaluations: dict[int, list]) -> list[dict[str, Any]]:
-    """For each compared run that has a baseline (named, else the first run compared), the
-    cost to reach that baseline's final Pass@1. ``evaluations`` holds the compared runs'
-    and gains those of named baselines that are not compared."""
-    rows = []
-    for run, baseline, named in sel.compare_baselines(request.user, chosen):
-        if baseline is None:
-            continue  # the first run compared, naming no baseline: the others' reference
-        if baseline.id not in evaluations:
-            evaluations[baseline.id] = sel.evaluations_of(baseline)
-        rows.append({"run": run, "baseline": baseline, "named": named,
-                     **charts.reach_row(evaluations[run.id], evaluations[baseline.id])})
-    return rows
+# -- budget (the compare page is in frontend/compare_views.py) ------------------------------------------------
 
 
 @login_required
@@ -392,12 +303,7 @@ def budget(request: HttpRequest, slug: str) -> HttpResponse:
         raise Http404(f"no team {slug!r} among yours")
     overview = budget_overview(team)
     usage = sel.usage_by_hour(team, overview.period_start, overview.period_end)
-    from django.utils import timezone
-
-    series = charts.budget_series(
-        [(t.isoformat(), used, uniform) for t, used, uniform in usage],
-        period_start=overview.period_start.isoformat() if overview.period_start else None,
-        period_end=overview.period_end.isoformat() if overview.period_end else None,
-        limit_device_hours=overview.limit_device_hours, forecast_device_hours=overview.forecast_device_hours,
-        now=timezone.now().isoformat())
+    series = charts.budget_series(usage, period_start=overview.period_start, period_end=overview.period_end,
+                                  limit_device_hours=overview.limit_device_hours,
+                                  forecast_device_hours=overview.forecast_device_hours, now=timezone.now())
     return page(request, "frontend/budget.html", {"team": team, "overview": overview, "series": series})

@@ -12,6 +12,7 @@ from rest_framework import serializers
 from controlplane.datasets.models import Dataset
 from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.selectors import SAVINGS, RunDetail
+from controlplane.runs.tags import TAG_MAX, TAGS_MAX, tags_clean
 from controlplane.telemetry.models import (
     Bucket,
     Evaluation,
@@ -20,6 +21,7 @@ from controlplane.telemetry.models import (
     StepSummary,
 )
 from controlplane.telemetry.services import EVENT_ROUTES, event_read
+from workers.engines.config import ConfigError
 from workers.record import RecordError
 from workers.selection.accounting import YARDSTICKS
 from workers.selection.decisions import Action
@@ -219,6 +221,10 @@ class RunCreateSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None,
         help_text="id of a run of the same team to compare this run against (the cost to reach its final "
                   "held-out Pass@1)")
+    tags = serializers.JSONField(
+        required=False, default=list,
+        help_text=f"short labels, e.g. [\"ablation\", \"hive\"]: each 1-{TAG_MAX} letters, digits, -, _ or . "
+                  f"(stored lowercase), at most {TAGS_MAX}")
 
     def validate(self, attrs: dict) -> dict:
         """What no setting can hold is refused here, by the setting's name (the shape of
@@ -226,6 +232,10 @@ class RunCreateSerializer(serializers.Serializer):
         ``baseline`` becomes the Run, which must belong to the named team (run_create
         checks again; here the error lands on the field)."""
         problems = config_problems(attrs.get("config") or {})
+        try:
+            attrs["tags"] = tags_clean(attrs.get("tags"))
+        except ConfigError as exc:
+            problems = {**problems, **exc.as_dict()}
         if problems:
             raise serializers.ValidationError(problems)
         baseline = attrs.get("baseline")
@@ -237,11 +247,24 @@ class RunCreateSerializer(serializers.Serializer):
         return attrs
 
 
+class RunUpdateSerializer(serializers.Serializer):
+    tags = serializers.JSONField(
+        help_text=f"the run's tags, replacing the ones it has: each 1-{TAG_MAX} letters, digits, -, _ or . "
+                  f"(stored lowercase), at most {TAGS_MAX}; [] clears them")
+
+    def validate_tags(self, value):
+        try:
+            return tags_clean(value)
+        except ConfigError as exc:
+            raise serializers.ValidationError(exc.as_dict()["tags"]) from exc
+
+
 class RunQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
     method = serializers.CharField(required=False, help_text="selector name, e.g. hive")
     dataset = IdField(required=False)
     team = serializers.SlugField(required=False)
+    tag = serializers.CharField(required=False, help_text="runs carrying this tag")
 
 
 class RunSerializer(serializers.Serializer):
@@ -260,6 +283,7 @@ class RunSerializer(serializers.Serializer):
     cancel_requested = serializers.BooleanField()
     engine = serializers.CharField()
     methods = serializers.ListField(child=serializers.CharField())
+    tags = serializers.ListField(child=serializers.CharField(), help_text="the run's short labels")
     steps_completed = serializers.IntegerField()
     steps_planned = serializers.IntegerField()
     forecast_device_hours = serializers.FloatField()

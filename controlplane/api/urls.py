@@ -19,6 +19,7 @@ urlpatterns = [
     path("runs/", views.RunListView.as_view(), name="runs"),
     path("runs/<int:run_id>/", views.RunDetailView.as_view(), name="run"),
     path("runs/<int:run_id>/cancel/", views.RunCancelView.as_view(), name="run-cancel"),
+    path("runs/<int:run_id>/resume/", views.RunResumeView.as_view(), name="run-resume"),
     path("runs/<int:run_id>/steps/", views.RunStepsView.as_view(), name="run-steps"),
     path("runs/<int:run_id>/evaluations/", views.RunEvaluationsView.as_view(), name="run-evaluations"),
     path("runs/<int:run_id>/decisions/", views.RunDecisionsView.as_view(), name="run-decisions"),

@@ -36,7 +36,14 @@ from controlplane.budgets.services import BudgetExceeded
 from controlplane.datasets.selectors import datasets_for_user
 from controlplane.datasets.services import DatasetImportError, dataset_import
 from controlplane.runs import selectors as run_selectors
-from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
+from controlplane.runs.services import (
+    IdempotencyKeyReused,
+    RunStateError,
+    run_cancel,
+    run_create,
+    run_resume,
+    run_tags_set,
+)
 from controlplane.telemetry import services as telemetry
 from workers.engines.config import ConfigError
 from workers.record import RecordError, read_attempt
@@ -196,7 +203,7 @@ class RunListView(MemberView, generics.GenericAPIView):
             raise BadRequest({"dataset": [f"no dataset {data['dataset']} in team {team.slug}"]})
         try:
             run = run_create(team=team, dataset=dataset, name=data["name"], config=data["config"],
-                             user=request.user, baseline=data["baseline"],
+                             user=request.user, baseline=data["baseline"], tags=data["tags"],
                              idempotency_key=request.headers.get("Idempotency-Key", ""))
         except ConfigError as exc:
             raise BadRequest(exc.as_dict()) from exc
@@ -213,10 +220,43 @@ class RunListView(MemberView, generics.GenericAPIView):
 
 
 class RunDetailView(MemberView):
+    parser_classes = (BoundedJSONParser,)
+
     @extend_schema(tags=["runs"], responses={200: s.RunDetailSchema, 404: s.DetailSerializer})
     def get(self, request, run_id: int):
         run = run_or_404(request.user, run_id)
         return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data)
+
+    @extend_schema(tags=["runs"], request=s.RunUpdateSerializer,
+                   responses={200: s.RunDetailSchema, 400: s.ConfigErrorsSerializer, 403: s.DetailSerializer,
+                              404: s.DetailSerializer})
+    def patch(self, request, run_id: int):
+        """Change what may change after the launch: the run's tags (launcher role)."""
+        run = run_or_404(request.user, run_id)
+        require_role(request.user, run.team_id, Role.LAUNCHER)
+        data = validated(s.RunUpdateSerializer, request.data)
+        run = run_tags_set(run=run, tags=data["tags"])
+        return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data)
+
+
+class RunResumeView(MemberView):
+    @extend_schema(tags=["runs"], request=None,
+                   responses={202: s.RunDetailSchema, 403: s.DetailSerializer, 404: s.DetailSerializer,
+                              409: OpenApiResponse(s.DetailSerializer, description="not resumable (its status, or no "
+                                                                                   "checkpoint), or over budget")})
+    def post(self, request, run_id: int):
+        """Queue a cancelled, failed or budget-stopped run to go on from its last checkpoint."""
+        run = run_or_404(request.user, run_id)
+        require_role(request.user, run.team_id, Role.LAUNCHER)
+        try:
+            run = run_resume(run=run, user=request.user)
+        except RunStateError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except BudgetExceeded as exc:
+            return Response({"detail": str(exc), "forecast_device_hours": exc.forecast_device_hours,
+                             "remaining_device_hours": exc.remaining_device_hours},
+                            status=status.HTTP_409_CONFLICT)
+        return Response(s.RunDetailSerializer(run_selectors.run_detail(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RunCancelView(MemberView):

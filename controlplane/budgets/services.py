@@ -17,6 +17,7 @@ from controlplane.budgets.models import (
     UsageEntry,
     UsageKind,
 )
+from controlplane.notifications.services import notification_budget_check
 
 
 class BudgetExceeded(Exception):
@@ -70,6 +71,7 @@ def usage_record(*, run, step: int, device_seconds: float, uniform_seconds: floa
         defaults={"team_id": run.team_id, "user_id": run.created_by_id, "device_seconds": device_seconds,
                   "uniform_device_seconds": uniform_seconds},
     )
+    notification_budget_check(team_id=run.team_id)
     return entry
 
 
@@ -90,4 +92,5 @@ def usage_add_warmup(*, run, device_seconds: float) -> UsageEntry:
                                                       uniform_device_seconds=F("uniform_device_seconds")
                                                       + device_seconds)
         entry.refresh_from_db()
+    notification_budget_check(team_id=run.team_id)
     return entry

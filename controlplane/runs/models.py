@@ -41,6 +41,9 @@ class Run(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     config = models.JSONField(help_text="RunConfig.to_dict(), validated by workers.engines.config.RunConfig")
     methods = models.JSONField(default=list, help_text="selector names, for filtering")
+    # Short labels a team files its runs under (runs.tags.tags_clean: lowercase, 1-32 letters,
+    # digits, -, _ or ., at most 16); the runs list filters by one.
+    tags = models.JSONField(default=list, blank=True, help_text="short labels, e.g. [\"ablation\", \"hive\"]")
     engine = models.CharField(max_length=16, default="local")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     status_reason = models.TextField(blank=True)

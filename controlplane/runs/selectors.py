@@ -10,10 +10,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from controlplane.budgets.models import UsageEntry, UsageKind
 from controlplane.runs.models import Attempt, Run, RunStatus
+from controlplane.runs.tags import tag_or_none
 from controlplane.telemetry.models import (
     Bucket,
     Evaluation,
@@ -31,10 +33,11 @@ CURSOR_LIMIT = 1000
 
 
 def runs_for_user(user, *, status: str | None = None, method: str | None = None,
-                  dataset: int | None = None, team: str | None = None) -> QuerySet[Run]:
+                  dataset: int | None = None, team: str | None = None, tag: str | None = None) -> QuerySet[Run]:
     """The runs of every team the user belongs to, newest first, optionally filtered.
 
-    ``method`` matches runs whose config lists that selector; ``team`` is a team slug.
+    ``method`` matches runs whose config lists that selector; ``team`` is a team slug;
+    ``tag`` matches runs carrying that tag (any case).
     """
     runs = (Run.objects.filter(team__memberships__user=user)
             .select_related("team", "dataset", "created_by").order_by("-id"))
@@ -46,7 +49,21 @@ def runs_for_user(user, *, status: str | None = None, method: str | None = None,
         runs = runs.filter(dataset_id=dataset)
     if team:
         runs = runs.filter(team__slug=team)
+    if tag:
+        runs = runs_tagged(runs, tag)
     return runs
+
+
+def runs_tagged(runs: QuerySet[Run], raw: str) -> QuerySet[Run]:
+    """The runs carrying the tag ``raw`` (compared as stored: lowercase); none when ``raw``
+    cannot be a tag."""
+    tag = tag_or_none(raw)
+    if tag is None:
+        return runs.none()
+    if connection.vendor == "postgresql":
+        return runs.filter(tags__contains=[tag])  # jsonb containment: the element, exactly
+    # SQLite has no JSON containment: a tag holds no quote, so its quoted form is one element's text.
+    return runs.filter(tags__icontains=f'"{tag}"')
 
 
 def run_for_user_or_none(user, run_id: int) -> Run | None:

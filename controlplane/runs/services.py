@@ -13,13 +13,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, QuerySet, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
@@ -28,7 +29,9 @@ from controlplane.budgets.selectors import budget_remaining_for_launch, forecast
 from controlplane.budgets.services import BudgetExceeded
 from controlplane.celery import app as celery_app
 from controlplane.datasets.models import Dataset
+from controlplane.notifications.services import notification_run_ended
 from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
+from controlplane.runs.tags import tags_clean
 from controlplane.telemetry.services import tokens_revoke
 from workers.engines.config import ConfigError, FieldError, RunConfig
 
@@ -62,9 +65,12 @@ def idempotency_key_check(key: str) -> str:
     return key
 
 
-def request_fingerprint(*, dataset: Dataset, name: str, config: Any, baseline: Run | None) -> str:
-    """What makes two launch requests the same one: the dataset, name, config and baseline as sent."""
+def request_fingerprint(*, dataset: Dataset, name: str, config: Any, baseline: Run | None,
+                        tags: Any = None) -> str:
+    """What makes two launch requests the same one: the dataset, name, config, baseline and tags as sent."""
     body = {"dataset": dataset.pk, "name": name, "config": config, "baseline": baseline.pk if baseline else None}
+    if tags:  # only when given: keys stored before runs had tags keep their fingerprints
+        body["tags"] = tags
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -82,7 +88,7 @@ def _replayed(team: Team, key: str, fingerprint: str) -> Run | None:
 
 
 def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any], user=None,
-               baseline: Run | None = None, idempotency_key: str = "") -> Run:
+               baseline: Run | None = None, idempotency_key: str = "", tags: Any = None) -> Run:
     """Validate the config with RunConfig, check the budget, store, and enqueue on commit.
 
     ``baseline`` is a run of the same team this run is judged against. ``idempotency_key``
@@ -90,11 +96,11 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
     first one stored, with ``run.replayed`` True, and store nothing; the same key with another
     request raises IdempotencyKeyReused. The launch message is sent after the commit: if the
     broker is down the run stays queued with a reason, and beat re-sends it
-    (``run_launches_resend``).
+    (``run_launches_resend``). ``tags``: the run's labels (``tags.tags_clean``).
     """
     if idempotency_key:
         idempotency_key_check(idempotency_key)
-    fingerprint = request_fingerprint(dataset=dataset, name=name, config=config, baseline=baseline)
+    fingerprint = request_fingerprint(dataset=dataset, name=name, config=config, baseline=baseline, tags=tags)
     earlier = _replayed(team, idempotency_key, fingerprint)
     if earlier is not None:
         return earlier
@@ -110,6 +116,7 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
     if errors:
         raise ConfigError(errors)
     run_config = RunConfig.from_mapping(config)
+    tags = tags_clean(tags)
     if not name.strip():
         raise ConfigError([FieldError("name", "give the run a name")])
     forecast = forecast_device_hours(team=team, config=run_config, dataset=dataset)  # the whole config priced
@@ -123,7 +130,7 @@ def run_create(*, team: Team, dataset: Dataset, name: str, config: dict[str, Any
             raise BudgetExceeded(forecast, remaining)
         run = Run.objects.create(team=team, dataset=dataset, name=name, created_by=user, baseline=baseline,
                                  config=run_config.to_dict(), methods=list(run_config.selectors),
-                                 engine=run_config.engine, forecast_device_hours=forecast,
+                                 engine=run_config.engine, forecast_device_hours=forecast, tags=tags,
                                  idempotency_key=idempotency_key,
                                  request_fingerprint=fingerprint if idempotency_key else "")
         transaction.on_commit(lambda: run_enqueue(run_id=run.id))
@@ -188,11 +195,122 @@ def run_cancel(*, run: Run) -> Run:
             status=RunStatus.CANCELLED, status_reason="cancelled before it started", finished_at=now,
             cancel_requested=True, cancel_requested_at=now):
         tokens_revoke(run_id=run.pk)
+        notification_run_ended(run_id=run.pk)
         return Run.objects.get(pk=run.pk)
     if not Run.objects.filter(pk=run.pk, status__in=ACTIVE).update(cancel_requested=True):
         raise RunStateError(f"run {run.pk} is {run.status}: only queued, starting or running runs can be cancelled")
     # The first request starts the grace period after which a verl job is stopped.
     Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(cancel_requested_at=now)
+    return Run.objects.get(pk=run.pk)
+
+
+def run_tags_set(*, run: Run, tags: Any) -> Run:
+    """Replace the run's tags (``tags.tags_clean``'s rules; a ConfigError names what is wrong)."""
+    cleaned = tags_clean(tags)
+    Run.objects.filter(pk=run.pk).update(tags=cleaned)
+    run.tags = cleaned
+    return run
+
+
+RELAUNCH_SUFFIX = re.compile(r" \(relaunch(?: (\d+))?\)$")
+
+
+def relaunch_name(name: str) -> str:
+    """"grpo" -> "grpo (relaunch)" -> "grpo (relaunch 2)" -> ..., within the name's column."""
+    match = RELAUNCH_SUFFIX.search(name)
+    base = name[:match.start()] if match else name
+    suffix = " (relaunch)" if match is None else f" (relaunch {int(match.group(1) or 1) + 1})"
+    limit = Run._meta.get_field("name").max_length
+    return base[:limit - len(suffix)] + suffix
+
+
+def run_relaunch(*, run: Run, user=None) -> Run:
+    """A new run with ``run``'s config, dataset, baseline and tags, launched like any other
+    (``run_create``: validated against today's rules, budget-checked, enqueued on commit)."""
+    config = {k: v for k, v in run.config.items() if k not in ("dataset", "eval_dataset")}  # set from the dataset
+    return run_create(team=run.team, dataset=run.dataset, name=relaunch_name(run.name), config=config, user=user,
+                      baseline=run.baseline, tags=list(run.tags or []))
+
+
+# A run stopped by these can go on from its last checkpoint; the others cannot (see run_resume).
+RESUMABLE = (RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.BUDGET_STOPPED)
+STOPPED_WORDS = {RunStatus.CANCELLED: "it was cancelled", RunStatus.FAILED: "it failed",
+                 RunStatus.BUDGET_STOPPED: "its budget stop"}
+
+
+def resume_refusal(run: Run) -> str | None:
+    """Why ``run`` cannot be resumed now, and what to do instead; None when it can."""
+    if run.status in ACTIVE or run.status == RunStatus.LOST:
+        return (f"run {run.pk} is {run.status}: only a cancelled, failed or budget-stopped run can be resumed"
+                + (" (a lost run is requeued by the control plane on its own)" if run.status == RunStatus.LOST
+                   else "; cancel it first, or let it finish"))
+    if run.status not in RESUMABLE:
+        return (f"run {run.pk} {run.status}: it trained all {run.steps_planned} steps, so there is nothing left to "
+                "resume; relaunch it to train again")
+    if run.last_checkpoint_step is None:
+        return (f"run {run.pk} has no checkpoint to resume from: it stopped after {run.steps_completed} steps, before "
+                f"its first checkpoint (every {run.config.get('checkpoint_every', 'K')} steps, and when a cancel or a "
+                "budget stop ends a step); relaunch it to start over")
+    if run.last_checkpoint_step >= run.steps_planned:
+        return (f"run {run.pk}'s last checkpoint is at its final step {run.last_checkpoint_step}: nothing is left to "
+                "train; relaunch it to train again")
+    return None
+
+
+NO_WARMUP = {"warmup_steps": 0, "warmup_noise_steps": 0}  # what the cost model prices the warm-up from
+
+
+def resume_forecast_device_hours(run: Run) -> float:
+    """Device-hours the rest of ``run`` is forecast to use: the steps after its last checkpoint
+    (and their evaluations), priced like a launch; no warm-up (the checkpoint holds the model)."""
+    remaining = run.steps_planned - int(run.last_checkpoint_step or 0)
+    return forecast_device_hours(team=run.team, config={**run.config, "steps": max(remaining, 0), **NO_WARMUP},
+                                 dataset=run.dataset)
+
+
+def run_resume(*, run: Run, user=None) -> Run:
+    """Put a cancelled, failed or budget-stopped run back in the queue to go on from its last
+    checkpoint: the next worker to claim it starts a new attempt that loads that checkpoint
+    (the reconciler's requeue path: ``local_run_execute`` resumes from the run folder's
+    ``checkpoints/latest``).
+
+    Refused (RunStateError, saying why and what to do) for another status or without a
+    checkpoint; BudgetExceeded when the forecast of the remaining steps does not fit what the
+    team has left. Steps recorded after the checkpoint are trained again: their records (steps,
+    observations, decisions, later evaluations) are dropped now, so none counts twice, and
+    progress goes back to the checkpoint. Their device time stays booked until the replayed
+    step replaces its ledger entry, as for a requeued lost run."""
+    from controlplane.budgets.models import UsageEntry
+    from controlplane.telemetry.models import Evaluation, PromptObservation, SelectionDecision, StepSummary
+
+    refusal = resume_refusal(run)
+    if refusal:
+        raise RunStateError(refusal)
+    forecast = resume_forecast_device_hours(run)
+    with transaction.atomic():
+        Team.objects.select_for_update().get(pk=run.team_id)  # one launch decision per team at a time
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        refusal = resume_refusal(run)  # a second click, or another user, got here first
+        if refusal:
+            raise RunStateError(refusal)
+        remaining = budget_remaining_for_launch(run.team)
+        if remaining is not None and forecast > remaining:
+            raise BudgetExceeded(forecast, remaining)
+        checkpoint = int(run.last_checkpoint_step)
+        StepSummary.objects.filter(run=run, step__gte=checkpoint).delete()
+        PromptObservation.objects.filter(run=run, step__gte=checkpoint).delete()
+        SelectionDecision.objects.filter(run=run, step__gte=checkpoint).delete()
+        Evaluation.objects.filter(run=run, step__gt=checkpoint).delete()  # the one at the checkpoint stays true
+        used = UsageEntry.objects.filter(run=run).aggregate(s=Coalesce(Sum("device_seconds"), 0.0))["s"]
+        who = f" by {user.get_username()}" if user is not None else ""
+        Run.objects.filter(pk=run.pk, status=run.status).update(
+            status=RunStatus.QUEUED, finished_at=None, cancel_requested=False, cancel_requested_at=None,
+            steps_completed=checkpoint, heartbeat_at=None,
+            # What it has used plus what the rest needs: the budget holds back only the remaining steps.
+            forecast_device_hours=used / 3600.0 + forecast,
+            status_reason=f"resumed{who} after {STOPPED_WORDS[run.status]}: queued to go on from its last "
+                          f"checkpoint at step {checkpoint} of {run.steps_planned}")
+        transaction.on_commit(lambda: run_enqueue(run_id=run.pk))
     return Run.objects.get(pk=run.pk)
 
 
@@ -257,12 +375,14 @@ def run_lose(*, run_id: int, reason: str, outcome: dict[str, list[int]], now: da
             Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
                 status=RunStatus.CANCELLED, status_reason="cancelled; its worker was lost", finished_at=Now())
             tokens_revoke(run_id=run_id)
+            notification_run_ended(run_id=run_id)
             return
         if run.attempts_count >= settings.EDGEPLANE_MAX_ATTEMPTS:
             Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
                 status=RunStatus.FAILED, finished_at=Now(),
                 status_reason=f"lost {run.attempts_count} times (limit EDGEPLANE_MAX_ATTEMPTS): {reason}")
             tokens_revoke(run_id=run_id)
+            notification_run_ended(run_id=run_id)
             outcome["failed"].append(run_id)
             return
         Run.objects.filter(pk=run_id, status=RunStatus.LOST).update(
@@ -284,4 +404,5 @@ def run_attempt_end(*, run_id: int, attempt: int, status: str, reason: str) -> b
             return False
         Attempt.objects.filter(run_id=run_id, number=attempt).update(status=status, reason=reason, finished_at=Now())
         tokens_revoke(run_id=run_id)
+        notification_run_ended(run_id=run_id)
     return True

@@ -40,6 +40,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from controlplane.datasets.services import DatasetImportError, dataset_export
+from controlplane.notifications.services import notification_run_ended
 from controlplane.operations.logs import log_context
 from controlplane.runs.models import ACTIVE, Attempt, Run, RunStatus
 from controlplane.runs.services import VERL, run_claim, run_lose, worker_name
@@ -183,6 +184,7 @@ def verl_run_end(*, attempt: Attempt, status: str, reason: str, now: datetime | 
             return False
         Attempt.objects.filter(pk=attempt.pk).update(status=status, reason=reason, finished_at=now)
         tokens_revoke(run_id=attempt.run_id)
+        notification_run_ended(run_id=attempt.run_id)
     return True
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from controlplane.budgets.selectors import budget_status
 from controlplane.budgets.services import uniform_device_seconds, usage_add_warmup, usage_record
+from controlplane.notifications.services import notification_alerts_record, notification_run_ended
 from controlplane.operations.metrics import ingest_rows_count
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
 from controlplane.runs.selectors import run_totals
@@ -155,6 +156,7 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
         uniform_device_seconds=uniform, reward_mean=summary.train.reward_mean, loss=summary.train.loss,
         seconds=seconds, metrics=dict(summary.metrics), train=summary.train.to_wire(), alerts=list(record.alerts),
     )
+    notification_alerts_record(run=run, step=step, alerts=record.alerts)
     observed = bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS,
                            _observation_rows(run.id, step, record.observations))
     decided = bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, _decision_rows(run.id, record.decisions))
@@ -286,6 +288,7 @@ def run_finished_ingest(*, run_id: int, status: str, reason: str, attempt: int |
     Attempt.objects.filter(run_id=run_id, finished_at__isnull=True).update(status=status, reason=reason,
                                                                             finished_at=now)
     tokens_revoke(run_id=run_id)
+    notification_run_ended(run_id=run_id)
 
 
 def tokens_revoke(*, run_id: int) -> None:

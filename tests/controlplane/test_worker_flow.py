@@ -23,7 +23,7 @@ from controlplane.budgets.services import budget_set
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.local_runs import local_runs_reconcile
 from controlplane.runs.models import Run, RunStatus
-from controlplane.runs.services import run_cancel, run_create
+from controlplane.runs.services import run_cancel, run_create, run_resume
 from controlplane.telemetry.models import PromptObservation, SelectionDecision, StepSummary
 from workers.engines.telemetry import read_events
 
@@ -135,16 +135,32 @@ def test_a_launched_run_trains_in_the_worker_and_its_rows_match_the_engine(worke
     assert done.prompt_states.exists() and done.usage.filter(kind="step").count() == 3
 
 
-def test_cancel_ends_the_run_at_a_step_boundary_with_its_checkpoint(worker, team_and_dataset, settings):
+def test_cancel_ends_the_run_at_a_step_boundary_with_its_checkpoint_and_resume_goes_on_from_it(
+        worker, team_and_dataset, settings):
     team, dataset = team_and_dataset
-    run = run_create(team=team, dataset=dataset, name="to cancel", config={**TINY, "steps": 200})
+    steps = 10  # enough that the cancel lands before the end; the resume trains the rest
+    run = run_create(team=team, dataset=dataset, name="to cancel", config={**TINY, "steps": steps})
     wait_for(lambda: Run.objects.get(pk=run.id).steps_completed >= 1, 300, "a first step", worker.log)
     run_cancel(run=Run.objects.get(pk=run.id))
     done = wait_for(lambda: finished(run.id), 120, "the cancel", worker.log)
-    assert done.status == RunStatus.CANCELLED
-    assert done.steps_completed < 200
+    assert done.status == RunStatus.CANCELLED, done.status_reason
+    assert done.steps_completed < steps
     checkpoint = Path(settings.EDGEPLANE_RUNS_DIR) / f"run-{run.id}" / "engine" / "checkpoints"
     assert (checkpoint / f"step_{done.steps_completed:06d}" / "state.pt").is_file()
+    assert done.last_checkpoint_step == done.steps_completed
+    cancelled_at = done.steps_completed
+
+    # Resume: a new attempt of the same run loads that checkpoint and trains only the steps left.
+    resumed = run_resume(run=done)
+    assert resumed.status == RunStatus.QUEUED
+    done = wait_for(lambda: finished(run.id), 300, "the resumed run", worker.log)
+    assert done.status == RunStatus.SUCCEEDED, done.status_reason
+    attempts = list(done.attempts.order_by("number").values_list("status", "resumed_from_step"))
+    assert attempts == [(RunStatus.CANCELLED, None), (RunStatus.SUCCEEDED, cancelled_at)]
+    assert list(StepSummary.objects.filter(run=done).order_by("step").values_list("step", flat=True)) == list(
+        range(steps))
+    assert done.usage.filter(kind="step").count() == steps
+    assert_rows_match_the_engines_journal(done, Path(settings.EDGEPLANE_RUNS_DIR))
 
 
 def test_a_killed_worker_is_reconciled_and_the_run_resumes_without_double_counting(worker, team_and_dataset,

@@ -289,9 +289,10 @@ def test_the_savings_tiles_name_their_yardsticks_and_follow_the_run(tab, acme, d
     assert tiles.count() == 2
     uniform = tab.page.locator("[data-yardstick=uniform]")
     dynamic = tab.page.locator("[data-yardstick=dynamic_sampling]")
-    assert "vs uniform GRPO" in uniform.inner_text() and "33.3%" in uniform.inner_text()
-    assert "vs dynamic sampling" in dynamic.inner_text() and "50.0%" in dynamic.inner_text()
-    assert dynamic.get_attribute("title").startswith("1 - rollouts generated / rollouts dynamic sampling")
+    assert "33.3% fewer rollouts than uniform GRPO" in uniform.inner_text() and "33.3%" in uniform.inner_text()
+    assert "50.0% fewer rollouts than dynamic sampling" in dynamic.inner_text() and "50.0%" in dynamic.inner_text()
+    assert dynamic.locator(".formula-text").text_content().startswith(
+        "1 - rollouts generated / rollouts dynamic sampling")
     tab.wait_for_js("window.edgeplane && window.edgeplane.steps.step && window.edgeplane.steps.step.length === 2")
     tab.page.wait_for_selector("#chart-savings .main-svg", state="attached")
     legends = tab.page.locator("#chart-savings .legendtext").all_text_contents()
@@ -303,10 +304,11 @@ def test_the_savings_tiles_name_their_yardsticks_and_follow_the_run(tab, acme, d
                                                     extra_summary={"rollouts_dynamic_sampling": 16.0}))
     tab.page.wait_for_selector("#tile-savings-ds:text-is('40.0%')", timeout=(POLL_S + 4) * 1000)
     assert tab.page.locator("#tile-savings").inner_text() == "33.3%"
+    tab.page.wait_for_selector("#tile-savings-ds-sentence:text-is('40.0% fewer rollouts than dynamic sampling')")
 
     tab.goto(f"/runs/{grpo.id}/")
     assert tab.page.locator(".tile.yardstick").count() == 1
-    assert "vs uniform GRPO" in tab.page.locator("[data-yardstick=uniform]").inner_text()
+    assert "fewer rollouts than uniform GRPO" in tab.page.locator("[data-yardstick=uniform]").inner_text()
     assert "vs dynamic sampling" not in tab.page.locator(".tiles").inner_text()
 
 
@@ -341,8 +343,8 @@ def test_compare_two_runs(tab, acme, dataset):
     tab.page.check(f"input[name=run][value='{second.id}']")
     tab.page.click("button:has-text('Compare selected')")
     tab.page.wait_for_url("**/compare/?run=*")
-    tab.page.wait_for_selector("#chart-compare-rollouts .main-svg", state="attached")
-    assert tab.page.locator("table.grid").first.inner_text().count("second") == 1
+    tab.page.wait_for_selector("#chart-compare-accuracy .main-svg", state="attached")
+    assert tab.page.locator("#savings").inner_text().count("second") == 1
     tab.shot("compare")
 
 
@@ -422,9 +424,11 @@ def test_run_names_and_prompt_keys_are_drawn_as_plain_text(tab, acme, dataset):
     tab.shot("markup_run")
 
     tab.goto(f"/compare/?run={run.id}&run={second.id}")
-    tab.page.wait_for_selector("#chart-compare-rollouts .main-svg", state="attached")
-    legends = tab.page.locator("#chart-compare-rollouts .legendtext").all_text_contents()
-    assert f"{MARKUP_RUN} Pass@1" in legends and "<i>second</i> Pass@k" in legends, legends
+    tab.page.wait_for_selector("#chart-compare-accuracy .main-svg", state="attached")
+    legends = tab.page.locator("#chart-compare-accuracy .legendtext").all_text_contents()
+    assert f"{MARKUP_RUN} #{run.id} Pass@1" in legends and f"<i>second</i> #{second.id} Pass@4" in legends, legends
+    legends = tab.page.locator("#chart-compare-metric .legendtext").all_text_contents()
+    assert legends == [f"{MARKUP_RUN} #{run.id}", f"<i>second</i> #{second.id}"], legends
     assert tab.page.evaluate(NO_LINK_IN_CHARTS) == 0
     tab.shot("markup_compare")
 
@@ -475,7 +479,7 @@ def test_every_page_sends_a_content_security_policy_that_it_keeps(tab, acme, glo
     tab.wait_for_js("document.querySelector('#chart-rollouts').dataset.points === String(8 * 3)")
     visit(f"/runs/{run.id}/audit/", "table.decisions")
     visit(f"/runs/{run.id}/prompt/?key={KEYS[0]}", "#chart-prompt .main-svg")
-    visit(f"/compare/?run={run.id}&run={second.id}", "#chart-compare-rollouts .main-svg")
+    visit(f"/compare/?run={run.id}&run={second.id}", "#chart-compare-accuracy .main-svg")
     visit("/teams/acme/budget/", "#chart-budget .main-svg")
     visit(f"/api/datasets/{dataset.id}/", "pre")  # the browsable API (a dataset)
     visit("/api/docs/", ".swagger-ui .opblock")  # Swagger UI, served from this server

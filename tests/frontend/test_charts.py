@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 
@@ -213,39 +214,42 @@ def test_step_series_measures_each_saving_against_its_own_yardstick_cumulatively
     assert none_yet["backward_savings_vs_mixed_total"] == [None]
 
 
-# -- the yardstick tiles ----------------------------------------------------------------------------------
-
-
-FORMULAS = {"rollout_savings": "f-uniform", "rollout_savings_vs_dynamic_sampling": "f-ds",
-            "backward_savings_vs_mixed": "f-backward"}
+# -- the yardstick tiles (shaped by frontend/savings.py) ------------------------------------------------------
 
 
 def test_yardstick_tiles_say_in_words_what_each_saving_is_measured_against():
-    from workers.selection.accounting import YARDSTICKS
+    from controlplane.runs.selectors import SAVINGS
+    from frontend import savings
+    from workers.selection.accounting import YARDSTICKS, RunTotals
 
-    figures = {"rollout_savings": 0.25, "rollout_savings_vs_dynamic_sampling": -0.125,
-               "backward_savings_vs_mixed": None, "effective_share_of_generated": 0.5}
-    tiles = charts.yardstick_tiles(["uniform", "dynamic_sampling", "backward_mixed"], figures, FORMULAS)
+    totals = RunTotals(steps=2, rollouts_generated=36, rollouts_uniform=48, rollouts_effective=18,
+                       rollouts_generated_with_estimate=36, rollouts_dynamic_sampling=32.0)
+    config = {"batch_size": 4, "group_size": 4, "selectors": {"lze": {"prune": True}}}
+    tiles = savings.savings_tiles(totals, config)["tiles"]
     assert [t["element"] for t in tiles] == ["tile-savings", "tile-savings-ds", "tile-savings-backward"]
     assert [t["shown"] for t in tiles] == ["25.0%", "-12.5%", "–"]
-    assert [t["against"] for t in tiles] == [f"vs {YARDSTICKS[n]}" for n in ("uniform", "dynamic_sampling",
-                                                                              "backward_mixed")]
-    assert [t["formula"] for t in tiles] == ["f-uniform", "f-ds", "f-backward"]
-    assert tiles[1]["legend"] == "rollout savings vs dynamic sampling (cumulative)"
-    assert tiles[0]["legend"] == "rollout savings vs uniform GRPO (cumulative)"
+    assert [t["against"] for t in tiles] == [YARDSTICKS[n] for n in ("uniform", "dynamic_sampling", "backward_mixed")]
+    assert [t["formula"] for t in tiles] == [SAVINGS[n][1] for n in ("rollout_savings",
+                                                                      "rollout_savings_vs_dynamic_sampling",
+                                                                      "backward_savings_vs_mixed")]
+    assert [t["sentence"] for t in tiles] == ["25.0% fewer rollouts than uniform GRPO",
+                                              "12.5% more rollouts than dynamic sampling", None]
+    assert charts.LEGENDS[tiles[1]["series"]] == "rollout savings vs dynamic sampling (cumulative)"
+    assert charts.LEGENDS[tiles[0]["series"]] == "rollout savings vs uniform GRPO (cumulative)"
     assert all(t["saving"] for t in tiles)
 
 
 def test_the_uniform_budget_tile_shows_the_effective_share_and_claims_no_saving():
-    from workers.selection.accounting import YARDSTICKS
+    from frontend import savings
+    from workers.selection.accounting import YARDSTICKS, RunTotals
 
-    tiles = charts.yardstick_tiles(["uniform", "uniform_budget"], {"rollout_savings": 0.0,
-                                                                   "effective_share_of_generated": 0.625}, FORMULAS)
-    budget = tiles[1]
+    totals = RunTotals(steps=1, rollouts_generated=48, rollouts_uniform=48, rollouts_effective=30)
+    tiles = savings.savings_tiles(totals, {"batch_size": 4, "group_size": 4, "selectors": {"hora": {"n0": 2}}})
+    budget = tiles["tiles"][1]
     assert budget["element"] == "tile-effective" and budget["shown"] == "62.5%" and budget["saving"] is False
-    assert budget["against"] == f"no saving claimed; yardstick: {YARDSTICKS['uniform_budget']}"
-    assert budget["formula"] == charts.EFFECTIVE_SHARE_FORMULA
-    assert set(charts.YARDSTICK_FIGURES) == set(YARDSTICKS)
+    assert budget["against"] == "no saving claimed: " + YARDSTICKS["uniform_budget"].removeprefix("none: ")
+    assert budget["formula"] == savings.FORMULAS["effective_share_of_generated"]
+    assert set(savings.FAMILIES) == set(YARDSTICKS)
 
 
 # -- cost to reach a baseline's Pass@1 --------------------------------------------------------------------
@@ -405,15 +409,6 @@ def test_bucket_changes_list_each_move_once_including_pruning_and_restoring():
 # -- compare, budget, progress, forecast ------------------------------------------------------------------
 
 
-def test_compare_series_gives_one_accuracy_series_per_run_in_order():
-    evaluation = {"step": 0, "k": 4, "pass_at_1": 0.2, "pass_at_k": 0.5, "rollouts_generated_total": 0,
-                  "device_seconds_total": 0.0}
-    s = charts.compare_series([{"id": 2, "name": "b", "evaluations": [evaluation]},
-                               {"id": 1, "name": "a", "evaluations": []}])
-    assert [(r["run"], r["name"]) for r in s] == [(2, "b"), (1, "a")]
-    assert s[0]["pass_at_1"] == [0.2] and s[1]["step"] == []
-
-
 def test_savings_row_compares_a_run_with_uniform_grpo():
     row = charts.savings_row({"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800,
                               "rollouts_effective": 300, "device_seconds": 1800.0, "uniform_device_seconds": 3600.0})
@@ -433,28 +428,70 @@ def test_savings_row_compares_a_run_with_uniform_grpo():
     assert empty["rollout_savings"] is None and empty["effective_share_of_generated"] is None
 
 
+UTC = dt.UTC
+NOW = dt.datetime(2026, 11, 10, 12, 30, tzinfo=UTC)
+HOUR = [dt.datetime(2026, 11, 10, h, tzinfo=UTC) for h in range(24)]
+
+
 def test_budget_series_accumulates_use_and_draws_limit_and_forecast():
-    usage = [("t0", 1800.0, 3600.0), ("t1", 3600.0, 3600.0)]
-    s = charts.budget_series(usage, period_start="p0", period_end="p1", limit_device_hours=2.0,
-                             forecast_device_hours=4.0, now="t2")
-    assert s["time"] == ["p0", "t0", "t1"]  # from 0 at the period start
-    assert s["used_device_hours"] == [0.0, 0.5, 1.5] and s["uniform_device_hours"] == [0.0, 1.0, 2.0]
-    assert s["limit"] == {"time": ["p0", "p1"], "device_hours": [2.0, 2.0]}
-    assert s["forecast"] == {"time": ["t2", "p1"], "device_hours": [1.5, 4.0]}
-    assert s["used_share"] == 0.75 and s["level"] == "ok"
+    usage = [(HOUR[3], 1800.0, 3600.0), (HOUR[5], 3600.0, 3600.0)]
+    s = charts.budget_series(usage, period_start=dt.date(2026, 11, 1), period_end=dt.date(2026, 12, 1),
+                             limit_device_hours=2.0, forecast_device_hours=4.0, now=NOW)
+    # a time series: from 0 at the period start, hour by hour, carried flat to now; no timezone suffix
+    assert s["time"] == ["2026-11-01", "2026-11-10 03:00:00", "2026-11-10 05:00:00", "2026-11-10 12:30:00"]
+    assert s["used_device_hours"] == [0.0, 0.5, 1.5, 1.5] and s["uniform_device_hours"] == [0.0, 1.0, 2.0, 2.0]
+    assert s["range"] == ["2026-11-01", "2026-12-01"]
+    assert s["limit"] == {"time": ["2026-11-01", "2026-12-01"], "device_hours": [2.0, 2.0]}
+    assert s["warning_line"] == {"time": ["2026-11-01", "2026-12-01"], "device_hours": [1.6, 1.6]}  # 80% of it
+    assert s["forecast"] == {"time": ["2026-11-10 12:30:00", "2026-12-01"], "device_hours": [1.5, 4.0]}
+    assert s["used_share"] == 0.75 and s["level"] == "ok" and s["empty"] is None
 
 
 @pytest.mark.parametrize("used_seconds, level", [(2.0 * 3600 * 0.79, "ok"), (2.0 * 3600 * 0.8, "warning"),
                                                  (2.0 * 3600, "exhausted"), (3.0 * 3600, "exhausted")])
 def test_budget_series_warns_at_80_percent_and_is_exhausted_at_100(used_seconds, level):
-    s = charts.budget_series([("t", used_seconds, 0.0)], period_start="a", period_end="b", limit_device_hours=2.0)
+    s = charts.budget_series([(HOUR[1], used_seconds, 0.0)], period_start=dt.date(2026, 11, 1),
+                             period_end=dt.date(2026, 12, 1), limit_device_hours=2.0, now=NOW)
     assert s["level"] == level
 
 
 def test_budget_series_without_a_budget_has_no_limit_forecast_or_level():
-    s = charts.budget_series([("t", 3600.0, 7200.0)])
-    assert s["time"] == ["t"] and s["used_device_hours"] == [1.0]
-    assert s["limit"] is None and s["forecast"] is None and s["used_share"] is None and s["level"] == "none"
+    s = charts.budget_series([(HOUR[1], 3600.0, 7200.0)], now=NOW)
+    assert s["time"] == ["2026-11-10 01:00:00", "2026-11-10 12:30:00"] and s["used_device_hours"] == [1.0, 1.0]
+    assert s["limit"] is None and s["warning_line"] is None and s["forecast"] is None
+    assert s["used_share"] is None and s["level"] == "none"
+    assert s["range"] == ["2026-11-09 12:30:00", "2026-11-10 12:30:00"]  # the last day, as dates
+
+
+def test_an_empty_budget_chart_still_spans_dates_and_says_what_will_appear():
+    # no use and no budget: the axis is the last day up to now, never Plotly's year 2000
+    s = charts.budget_series([], now=NOW)
+    assert s["time"] == [] and s["range"] == ["2026-11-09 12:30:00", "2026-11-10 12:30:00"]
+    assert s["empty"].startswith("No device time used yet")
+    # a period, nothing used: the period is the axis, its line flat at 0 up to now
+    s = charts.budget_series([], period_start=dt.date(2026, 11, 1), period_end=dt.date(2026, 12, 1),
+                             limit_device_hours=1.0, now=NOW)
+    assert s["time"] == ["2026-11-01", "2026-11-10 12:30:00"] and s["used_device_hours"] == [0.0, 0.0]
+    assert s["range"] == ["2026-11-01", "2026-12-01"] and s["empty"].startswith("No device time used this period")
+    # use older than a day, without a period: the axis reaches back to it
+    old = charts.budget_series([(NOW - dt.timedelta(days=3), 60.0, 60.0)], now=NOW)
+    assert old["range"][0] == "2026-11-07 12:30:00"
+    # a period that has ended: not carried past its end
+    past = charts.budget_series([(dt.datetime(2026, 10, 20, 1, tzinfo=UTC), 60.0, 60.0)],
+                                period_start=dt.date(2026, 10, 1), period_end=dt.date(2026, 11, 1), now=NOW)
+    assert past["time"][-1] == "2026-10-20 01:00:00"
+
+
+def test_every_run_chart_says_what_it_will_show_and_when():
+    panels = charts.method_panels(["hive", "hora", "lze"])
+    notes = charts.chart_notes({"eval_every": 10}, panels)
+    assert notes["chart-acc-rollouts"] == "Held-out accuracy appears after the first evaluation, every 10 steps"
+    assert {p["id"] for m in panels for p in m["panels"]} < set(notes)
+    assert notes["chart-hive-kept"] == "Prompts kept per stage: appears after the first step"
+    assert all("_" not in text and text[0].isupper() for text in notes.values())
+    assert charts.chart_notes({})["chart-acc-hours"].endswith("every 10 steps")  # the default
+    assert charts.evaluation_note(1).endswith("every 1 step")
+    assert charts.evaluation_note(0) == "Held-out accuracy appears after the evaluation at the end of the run"
 
 
 def test_progress_is_a_share_of_planned_steps_clamped_to_one():

@@ -66,7 +66,7 @@ def test_the_runs_list_shows_status_methods_progress_savings_accuracy_and_hours(
     for label in ("HIVE", "HORA", "RL-ZVP", "LZE"):
         assert f">{label}<" in page
     assert "6/20" in page  # progress
-    assert "33%" in page  # rollouts saved: 16 of 24 a step
+    assert "33.3%" in page  # rollouts saved: 16 of 24 a step, written as the run page writes it
     assert "0.180" in page  # latest Pass@1, step 4
     assert "0.0033" in page  # 6 steps x 2 s
 
@@ -351,9 +351,10 @@ def test_a_run_of_a_method_without_panels_has_no_panel_section(bob, acme, datase
 
 def tile_texts(page: str) -> dict[str, str]:
     """{yardstick: the tile's text} of the run page's yardstick tiles."""
+    import html
     import re
 
-    return {m.group(1): re.sub(r"<[^>]+>", " ", m.group(2)) for m in re.finditer(
+    return {m.group(1): html.unescape(re.sub(r"<[^>]+>", " ", m.group(2))) for m in re.finditer(
         r'<div class="tile yardstick" data-yardstick="([a-z_]+)"(.*?)</div>', page)}
 
 
@@ -365,9 +366,14 @@ def test_the_run_page_shows_a_tile_for_each_yardstick_that_applies(bob, run, acm
     # GRPO's budget: the effective share stands in their tile, with no saving claimed.
     tiles = tile_texts(bob.get(f"/runs/{run.id}/").content.decode())
     assert list(tiles) == ["uniform", "dynamic_sampling", "uniform_budget"]
-    assert "33.3%" in tiles["uniform"] and "vs uniform GRPO" in tiles["uniform"]
-    assert "–" in tiles["dynamic_sampling"]  # no estimate reported yet
-    assert "Effective share" in tiles["uniform_budget"] and "no saving claimed" in tiles["uniform_budget"]
+    assert "33.3%" in tiles["uniform"] and "33.3% fewer rollouts than uniform GRPO" in tiles["uniform"]
+    assert "Filters (HIVE, LZE pruner) vs dynamic sampling" in tiles["dynamic_sampling"]
+    assert "–" in tiles["dynamic_sampling"]  # no estimate reported yet: it says when it appears
+    assert ("not yet: appears once the filters' 5% audit draws hold 32 uniformly drawn groups"
+            in tiles["dynamic_sampling"])
+    assert "HORA, RL-ZVP at equal rollouts" in tiles["uniform_budget"]
+    assert "no saving claimed" in tiles["uniform_budget"]
+    assert "RL-ZVP shapes" in tiles["uniform_budget"]  # what counts as effective
     lze = run_create(team=acme, dataset=dataset, name="lze-backward",
                      config={"steps": 4, "batch_size": 4, "group_size": 4, "selectors": {"lze": {}}})
     run_claim(run_id=lze.id, worker="t")
@@ -377,10 +383,16 @@ def test_the_run_page_shows_a_tile_for_each_yardstick_that_applies(bob, run, acm
     page = bob.get(f"/runs/{lze.id}/").content.decode()
     tiles = tile_texts(page)
     assert list(tiles) == ["uniform", "backward_mixed"]
-    assert "Backward savings" in tiles["backward_mixed"] and "37.5%" in tiles["backward_mixed"]
+    assert "LZE backward selection: backward tokens" in tiles["backward_mixed"] and "37.5%" in tiles["backward_mixed"]
+    assert "37.5% fewer backward tokens than GRPO without zero-advantage groups" in tiles["backward_mixed"]
     assert YARDSTICKS["backward_mixed"] in tiles["backward_mixed"]
-    assert 'title="1 - response tokens in the update / response tokens of the mixed groups' in page
+    assert '<p class="formula-text">1 - response tokens in the update / response tokens of the mixed groups' in page
+    assert "1 - 80 / 128 = 37.5%" in tiles["backward_mixed"]  # the formula with the run's numbers
     assert 'id="tile-effective"' in page  # its own tile: no uniform-budget method here
+    # the same tiles, as JSON for the live updates
+    live = bob.get(f"/data/runs/{lze.id}/savings/").json()
+    assert live["tiles"][1]["sentence"] == "37.5% fewer backward tokens than GRPO without zero-advantage groups"
+    assert live["effective"]["element"] == "tile-effective"
 
 
 def test_the_run_page_names_the_job_of_a_run_trained_outside_the_worker(bob, run):
@@ -555,7 +567,8 @@ def test_compare_overlays_runs_and_tabulates_their_savings(bob, run, acme, datas
     train(other, range(2))
     response = bob.get("/compare/", {"run": [run.id, other.id, 99999]})
     assert [r.id for r in response.context["chosen"]] == [run.id, other.id]
-    assert [s["name"] for s in response.context["series"]] == ["edge-run", "other-run"]
+    overlay = bob.get("/data/compare/", {"run": [run.id, other.id, 99999]}).json()  # the charts' data
+    assert [s["label"] for s in overlay["evaluations"]] == [f"edge-run #{run.id}", f"other-run #{other.id}"]
     table = response.context["table"]
     assert table[0]["rollout_savings"] == pytest.approx(1 / 3) and table[1]["steps"] == 2
     assert table[0]["rollout_savings_pct"] == "33.3%"  # percentages on the page, like everywhere else

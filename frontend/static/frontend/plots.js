@@ -7,9 +7,15 @@ export const COLORS = {
   all_correct: "#16a34a", all_wrong: "#dc2626", pass1: "#7c3aed", passk: "#db2777", reward: "#0891b2",
 };  // buckets and phases bring their colours in the page's config (frontend.charts.page_names)
 
-const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+// No Plotly logo, no "Edit in Chart Studio" and no cloud upload ("Share"): nothing leaves the page.
+export const CONFIG = {
+  displaylogo: false, showSendToCloud: false, showEditInChartStudio: false, showLink: false, responsive: true,
+  modeBarButtonsToRemove: ["lasso2d", "select2d", "sendDataToCloud"],
+};
 
-const AXIS = { gridcolor: "#eef0f3", zeroline: false, automargin: true, showline: true, linecolor: "#d1d5db" };
+// exponentformat "none": no SI prefix on small or large numbers ("0.0005", never "500µ"; "12,000", never "12k").
+const AXIS = { gridcolor: "#eef0f3", zeroline: false, automargin: true, showline: true, linecolor: "#d1d5db",
+               exponentformat: "none", separatethousands: true };
 
 // Chart defaults; the axes given in `extra` are laid over the default axis, not in place of it.
 export function layout(extra = {}) {
@@ -54,14 +60,56 @@ function plainDeep(value) {
   return value;
 }
 
+const EMPTY = "No data yet: it appears with the run's first steps";
+
+// The values a trace puts on an axis ("x", "y" or "y2").
+function axisValues(traces, axis) {
+  const letter = axis[0];
+  const ref = axis === "x" ? "x" : axis;
+  return traces.filter((t) => (t[`${letter}axis`] || letter) === ref).flatMap((t) => t[letter] || []);
+}
+
+// Axis types are set, never guessed: an axis without data, or with numbers, is linear (Plotly would
+// otherwise guess a date axis from nothing, and show the year 2000); text is categories. An axis
+// marked `integer` (steps) ticks whole numbers only: a tick a step apart while the span is short,
+// from step 0 while there is none.
+export function axisShape(axis, values) {
+  const { integer, ...out } = axis;
+  const present = values.filter((v) => v !== null && v !== undefined);
+  if (!out.type) out.type = present.some((v) => typeof v === "string") ? "category" : "linear";
+  if (integer && out.type === "linear") {
+    out.tickformat = out.tickformat || "d";
+    const span = present.length ? Math.max(...present) - Math.min(...present) : 0;
+    if (span <= 10) Object.assign(out, { tickmode: "linear", tick0: 0, dtick: 1 });
+    if (!present.length && !out.range) out.range = [0, 10];  // no steps yet: not Plotly's -1 to 6
+  }
+  return out;
+}
+
+// `empty`: what the chart will show and when, said while it has no data (else the element's
+// data-empty, else a general line).
 export function draw(id, traces, extra = {}) {
   const el = document.getElementById(id);
   if (!el || !window.Plotly) return;
+  const { empty: emptyText, ...rest } = extra;
   const empty = traces.every((t) => !(t.x && t.x.length) && !(t.z && t.z.length));
-  const annotations = empty ? [{ text: "No data yet: it appears with the run's first steps", showarrow: false,
-                                 xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#9ca3af", size: 13 } }] : [];
-  window.Plotly.react(el, plainDeep(traces), layout(plainDeep({ annotations, ...extra })), CONFIG);
+  const message = emptyText || el.dataset.empty || EMPTY;
+  const annotations = empty ? [{ text: message, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+                                 font: { color: "#6b7280", size: 13 } }] : [];
+  const shaped = layout(plainDeep({ annotations, ...rest }));
+  for (const [name, axis] of [["xaxis", "x"], ["yaxis", "y"], ["yaxis2", "y2"]]) {
+    if (shaped[name]) shaped[name] = axisShape(shaped[name], axisValues(traces, axis));
+  }
+  window.Plotly.react(el, plainDeep(traces), shaped, CONFIG);
   el.dataset.points = String(traces.reduce((n, t) => n + (t.x ? t.x.length : 0), 0));
+}
+
+// What each chart will show and when, by element id (frontend.charts.chart_notes), for draw()'s empty state.
+export function emptyNotes(notes) {
+  for (const [id, text] of Object.entries(notes || {})) {
+    const el = document.getElementById(id);
+    if (el) el.dataset.empty = text;
+  }
 }
 
 // Append a page of columns to a store of columns. Arrays are columns, one entry per x value

@@ -3,8 +3,9 @@
 // Every name it draws by comes from the page's config (views.run_detail): the method panels
 // as the methods declare them, the buckets, the phases and the legend of each column.
 import { Poller, withParams } from "./live.js";
-import { COLORS, append, appendColumns, fixed, line, pct, plain } from "./plots.js";
+import { COLORS, append, appendColumns, emptyNotes, fixed, line, pct, plain } from "./plots.js";
 import { linkBars, startTools } from "./run_tools.js";
+import { refreshSavings } from "./savings.js";
 import { draw } from "./smoothing.js";  // plots.js's draw, with the smoothing slider applied
 
 const cfg = JSON.parse(document.getElementById("run-page").textContent);
@@ -95,12 +96,12 @@ function tiles() {
   text("tile-uniform", String(last("rollouts_uniform_total")));
   text("tile-effective", pct(last("effective_share_of_generated_total")));
   text("tile-hours", fixed(last("device_hours_total"), 4));
-  text("tile-saved", fixed(last("uniform_device_hours_total") - last("device_hours_total"), 4));
+  refreshSavings(cfg.urls.savings);  // the sentences, why lines and worked formulas (frontend/savings.py)
 }
 
 // -- "Rollout savings" -----------------------------------------------------------------------------
 
-const STEP_AXIS = { title: { text: "step" }, gridcolor: "#eef0f3" };
+const STEP_AXIS = { title: { text: "step" }, gridcolor: "#eef0f3", integer: true };  // whole steps (plots.js)
 const SHARE_AXIS = { tickformat: ".0%", range: [0, 1.02], gridcolor: "#eef0f3" };
 
 const SAVING_COLORS = { uniform: COLORS.savings, dynamic_sampling: "#0891b2", backward_mixed: "#7c3aed" };
@@ -113,7 +114,8 @@ function drawSteps() {
     line(x, steps.rollouts_uniform_total, legend("rollouts_uniform_total"), COLORS.uniform, { line: { color: COLORS.uniform, dash: "dash", width: 2 } }),
     line(x, steps.rollout_savings_total, legend("rollout_savings_total"), COLORS.savings, { yaxis: "y2" }),
   ], { xaxis: STEP_AXIS, yaxis: { title: { text: "rollouts (cumulative)" }, gridcolor: "#eef0f3" },
-       yaxis2: { overlaying: "y", side: "right", tickformat: ".0%", range: [0, 1], showgrid: false } });
+       yaxis2: { overlaying: "y", side: "right", tickformat: ".0%", showgrid: false,  // negative when it spent more
+                 title: { text: "saved vs uniform GRPO" } } });
   // Each saving against its own yardstick; a gap until that yardstick has an estimate.
   draw("chart-savings", savingTiles.map((t) => line(x, steps[t.series] || [], t.legend, SAVING_COLORS[t.yardstick])),
        { xaxis: STEP_AXIS, yaxis: { title: { text: "saved" }, tickformat: ".0%", gridcolor: "#eef0f3" } });
@@ -336,6 +338,7 @@ async function getJSON(url) {
 }
 
 function start() {
+  emptyNotes(cfg.empty);  // what each chart will show, and when, while it has no data
   const slow = cfg.poll_ms * 2;
   const secondary = [];
   const actions = new Poller({ url: cfg.urls.actions, interval: slow, onError, onData: (page) => {
