@@ -7,6 +7,8 @@ from frontend import (
     compare_views,
     data_views,
     dataset_views,
+    exports,
+    logs_views,
     notification_views,
     runs_views,
     savings_views,
@@ -56,4 +58,9 @@ urlpatterns = [
     path("data/runs/<int:run_id>/heatmap/", data_views.heatmap, name="data-heatmap"),
     path("data/runs/<int:run_id>/recent/", data_views.recent, name="data-recent"),
     path("data/runs/<int:run_id>/savings/", savings_views.run_savings, name="data-savings"),
+    # the run page's tools: downloads of each chart's data and of the audit trail, the worker's log lines
+    path("data/runs/<int:run_id>/export/", exports.chart_export, name="data-export"),
+    path("runs/<int:run_id>/audit/export/", exports.audit_export, name="audit-export"),
+    path("data/runs/<int:run_id>/logs/", logs_views.logs, name="data-logs"),
+    path("runs/<int:run_id>/logs/download/", logs_views.logs_download, name="logs-download"),
 ]

@@ -32,9 +32,10 @@ from controlplane.runs.models import ACTIVE, FINISHED, Run, RunStatus
 from controlplane.runs.selectors import run_detail as run_detail_selector
 from controlplane.runs.selectors import run_for_user_or_none
 from controlplane.runs.services import IdempotencyKeyReused, RunStateError, run_cancel, run_create
-from frontend import charts, new_run, savings
+from frontend import charts, exports, new_run, savings
 from frontend import selectors as sel
-from frontend.forms import ID_MAX, STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
+from frontend.audit_filters import audit_filters
+from frontend.forms import ID_MAX, STEP_MAX, NewRunForm, id_or_none, refuse_malformed
 from frontend.run_head import head_context
 from workers.engines.config import ConfigError, RunConfig
 from workers.selection.decisions import Action
@@ -68,14 +69,6 @@ def run_or_404(request: HttpRequest, run_id: int) -> Run:
     if run is None:
         raise Http404(f"no run {run_id} in your teams")
     return run
-
-
-def _int_or_none(raw: str | None, maximum: int = STEP_MAX) -> int | None:
-    """A whole number in [0, maximum] (the column it meets), else None."""
-    try:
-        return int_param(raw or "", "value", minimum=0, maximum=maximum)
-    except BadParameter:
-        return None
 
 
 # "step.id" of the audit trail's keyset: a step and a decision id, each within its column.
@@ -252,6 +245,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
                    "legend": charts.LEGENDS[t["series"]]} for t in tiles],
         "empty": charts.chart_notes(run.config, panels),  # what each chart will show, and when
     }
+    page_config["tools"] = exports.run_page_tools(run, page_config["panels"])  # downloads, logs (frontend/exports.py)
     return page(request, "frontend/run.html", {
         **head_context(request, run),
         "team": run.team, "run": run, "detail": detail, "totals": detail.totals, "tiles": tiles,
@@ -293,30 +287,21 @@ def run_cancel_view(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_GET
 def audit(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_or_404(request, run_id)
-    raw = {name: request.GET.get(name, "").strip() for name in ("prompt", "method", "action", "step_min",
-                                                                 "step_max", "cursor")}
-    errors = []
-    step_min, step_max = _int_or_none(raw["step_min"]), _int_or_none(raw["step_max"])
-    for name, value in (("step_min", step_min), ("step_max", step_max)):
-        if raw[name] and (value is None or value < 0):
-            errors.append(f"{name} must be a whole number >= 0, got {raw[name]!r}")
-    if step_min is not None and step_max is not None and step_min > step_max:
-        errors.append("step_max must be >= step_min")
-    if raw["action"] and raw["action"] not in {a.value for a in Action}:
-        errors.append(f"unknown action {raw['action']!r}")
+    query, raw, errors = audit_filters(request.GET)
     cursor, problem = _audit_cursor(raw["cursor"])
     if problem:
         errors.append(problem)
     result = None
     if not errors:
-        result = sel.audit_page(run, prompt=raw["prompt"] or None, method=raw["method"] or None,
-                                action=raw["action"] or None, step_min=step_min, step_max=step_max, cursor=cursor)
+        result = sel.audit_page(run, **query, cursor=cursor)
     filters = {k: v for k, v in raw.items() if k != "cursor" and v}
     next_url = "?" + urlencode({**filters, "cursor": result.next_cursor}) if result and result.next_cursor else None
+    downloads = {fmt: reverse("frontend:audit-export", args=[run.id]) + "?" + urlencode({**filters, "format": fmt})
+                 for fmt in ("csv", "json")}
     return page(request, "frontend/audit.html", {
         "team": run.team, "run": run, "filters": raw, "errors": errors, "rows": result.rows if result else [],
         "next_url": next_url, "first_url": "?" + urlencode(filters) if cursor else None,
-        "methods": charts.method_labels(), "actions": [a.value for a in Action],
+        "methods": charts.method_labels(), "actions": [a.value for a in Action], "downloads": downloads,
     }, status=400 if errors else 200)
 
 

@@ -23,6 +23,11 @@ class OperationsConfig(AppConfig):
         signals.setup_logging.connect(celery_setup_logging, weak=False, dispatch_uid="edgeplane-logging")
         signals.task_prerun.connect(celery_task_prerun, weak=False, dispatch_uid="edgeplane-log-prerun")
         signals.task_postrun.connect(celery_task_postrun, weak=False, dispatch_uid="edgeplane-log-postrun")
+        # The worker's lines of each run, kept for the run page's logs panel (run_logs.py).
+        from controlplane.operations import run_logs
+
+        signals.task_prerun.connect(run_logs.celery_task_prerun, weak=False, dispatch_uid="edgeplane-run-logs-start")
+        signals.task_postrun.connect(run_logs.celery_task_postrun, weak=False, dispatch_uid="edgeplane-run-logs-end")
         signals.worker_ready.connect(worker_metrics_serve, weak=False, dispatch_uid="edgeplane-worker-metrics")
         # A prefork worker's samples (PROMETHEUS_MULTIPROC_DIR): a clean folder before the pool starts, and an
         # ended pool process's gauges out of the sums.

@@ -50,3 +50,45 @@ def teams_budget_use(at: dt.datetime | None = None) -> list[TeamBudgetUse]:
     for slug, hours in used.items():
         out.setdefault(slug, TeamBudgetUse(slug, hours, None))
     return [out[slug] for slug in sorted(out)]
+
+
+# -- the worker's log lines of a run (run_logs.py keeps them) ---------------------------------------------
+
+RUN_LOG_PAGE = 500  # lines per cursor read; the answer says has_more when more follow
+
+
+@dataclass(frozen=True)
+class RunLogPage:
+    lines: list[dict]  # id, seq, attempt, at, level (a number), logger, message; in the order logged
+    has_more: bool
+    kept: int  # lines the run's log holds now (any level)
+    dropped: int  # lines logged but no longer held: beyond the cap, or lost while the database was away
+
+
+def run_log_page(run: Run, *, after: int = 0, min_level: int = 0, limit: int = RUN_LOG_PAGE,
+                 count: bool = True) -> RunLogPage:
+    """The run's lines after the cursor (a line id) at ``min_level`` or above, oldest first; a read on the
+    (run, id) index whatever the log's length."""
+    from django.db.models import Max
+
+    from controlplane.operations.models import RunLogLine
+
+    rows = list(RunLogLine.objects.filter(run=run, id__gt=after, level__gte=min_level).order_by("id").values(
+        "id", "seq", "attempt", "at", "level", "logger", "message")[:limit + 1])
+    totals = (RunLogLine.objects.filter(run=run).aggregate(kept=Count("id"), newest=Max("seq")) if count
+              else {"kept": 0, "newest": 0})
+    kept = totals["kept"] or 0
+    return RunLogPage(lines=rows[:limit], has_more=len(rows) > limit, kept=kept,
+                      dropped=max((totals["newest"] or 0) - kept, 0))
+
+
+def run_log_lines(run: Run, *, min_level: int = 0, chunk: int = 2000):
+    """Every line the run's log holds at ``min_level`` or above, oldest first, read a chunk at a time
+    (a download streams them)."""
+    after = 0
+    while True:
+        page = run_log_page(run, after=after, min_level=min_level, limit=chunk, count=False)
+        yield from page.lines
+        if not page.has_more:
+            return
+        after = page.lines[-1]["id"]

@@ -75,6 +75,15 @@ print(json.dumps({r.id: {"status": r.status, "steps": r.steps_completed, "reason
                   for r in Run.objects.all()}))
 """
 
+LOG_LINES = """
+import django, json
+django.setup()
+from controlplane.operations.models import RunLogLine
+print(json.dumps({run: [[line.seq, line.attempt, line.level, line.logger, line.message]
+                        for line in RunLogLine.objects.filter(run_id=run).order_by("id")]
+                  for run in set(RunLogLine.objects.values_list("run_id", flat=True))}))
+"""
+
 RECONCILE = """
 import django
 django.setup()
@@ -154,6 +163,17 @@ def test_the_demo_worker_trains_two_runs_at_once_and_reconciles_meanwhile(embedd
             assert done[str(run)]["steps"] == TINY["steps"]
         # Both had trained a step before either finished: they trained at the same time.
         assert max(done[str(r)]["first_step"] for r in (a, b)) < min(done[str(r)]["finished"] for r in (a, b))
+        # Each run's worker lines are kept for its page: by run, in order, the last ones too (flushed at task end).
+        kept = python(embedded_env, LOG_LINES)
+        for run in (a, b):
+            lines = kept[str(run)]
+            steps = [m for _, _, _, logger, m in lines
+                     if logger == "workers.engines.local.engine" and m.startswith("step ")]
+            assert len(steps) == TINY["steps"], (run, steps[:3], len(lines))
+            assert [seq for seq, *_ in lines] == list(range(1, len(lines) + 1))
+            assert {attempt for _, attempt, *_ in lines} <= {None, 1}
+            assert any(attempt == 1 for _, attempt, *_ in lines)
+            assert steps[-1].startswith(f"step {TINY['steps'] - 1}:")
         # The reconcile ran on the control worker, never on the training one.
         assert "Task edgeplane.reconcile_runs[" in logs["control"].read_text(errors="replace")
         assert "Task edgeplane.reconcile_runs[" not in logs["worker"].read_text(errors="replace")

@@ -3,8 +3,10 @@
 // Every name it draws by comes from the page's config (views.run_detail): the method panels
 // as the methods declare them, the buckets, the phases and the legend of each column.
 import { Poller, withParams } from "./live.js";
-import { COLORS, append, appendColumns, draw, emptyNotes, fixed, line, pct, plain } from "./plots.js";
+import { COLORS, append, appendColumns, emptyNotes, fixed, line, pct, plain } from "./plots.js";
+import { linkBars, startTools } from "./run_tools.js";
 import { refreshSavings } from "./savings.js";
+import { draw } from "./smoothing.js";  // plots.js's draw, with the smoothing slider applied
 
 const cfg = JSON.parse(document.getElementById("run-page").textContent);
 const label = (method) => cfg.labels[method] || method;
@@ -290,7 +292,8 @@ function drawActions() {
     const [method, action] = name.split(".");
     return { x: acts.step, y: acts.counts[name], name: `${label(method)} ${action}`, type: "bar",
              marker: { color: palette[i % palette.length] } };
-  }), { barmode: "stack", bargap: 0.1, xaxis: STEP_AXIS, yaxis: { title: { text: "decisions" } } });
+  }), { barmode: "stack", bargap: 0.1, hovermode: "closest", xaxis: STEP_AXIS, yaxis: { title: { text: "decisions" } } });
+  linkBars("chart-actions", names, cfg.tools.audit);  // a click on a bar: the audit trail of that step and action
 }
 
 async function refreshRecent() {
@@ -390,6 +393,7 @@ function start() {
   evaluations.start();
   for (const p of secondary) p.start();
   bindEdge();
+  startTools(cfg.tools);
   window.edgeplane = { series, evaluations, secondary, steps };
 }
 
