@@ -398,36 +398,16 @@ def edge_map(points: Iterable[tuple[str, float | None, float | None, str]], tota
 
 @dataclass(frozen=True)
 class HeatmapLayout:
-    """How prompts and steps fold into heat-map rows and columns.
+    """How steps fold into the heat map's columns: one column a step up to ``max_columns``,
+    else bins of ``steps_per_column`` fixed by the planned steps, so columns never move as the
+    run grows. (Its rows are prompts, ranked: ``heatmap_prompts``.)"""
 
-    Prompts in dataset order: up to ``max_rows`` one row each, else consecutive groups of
-    ``prompts_per_row``. Steps: one column each up to ``max_columns``, else bins of
-    ``steps_per_column`` fixed by the planned steps, so columns never move as the run grows.
-    """
-
-    prompts: int
     steps_planned: int
-    max_rows: int = 60
     max_columns: int = 200
-
-    @property
-    def prompts_per_row(self) -> int:
-        return max(1, math.ceil(self.prompts / self.max_rows))
 
     @property
     def steps_per_column(self) -> int:
         return max(1, math.ceil(self.steps_planned / self.max_columns))
-
-    @property
-    def rows(self) -> int:
-        return math.ceil(self.prompts / self.prompts_per_row) if self.prompts else 0
-
-    def row_labels(self, keys: Sequence[str] | None = None) -> list[str]:
-        """The prompt key of each row, or "prompts a-b" for grouped rows (1-based)."""
-        g = self.prompts_per_row
-        if g == 1 and keys is not None:
-            return list(keys)
-        return [f"prompts {r * g + 1}-{min((r + 1) * g, self.prompts)}" for r in range(self.rows)]
 
     def complete_until(self, last_step: int, finished: bool) -> int:
         """The last step whose column is complete: a column is sent only once it is full
@@ -436,23 +416,6 @@ class HeatmapLayout:
         if finished or w == 1:
             return last_step
         return (last_step + 1) // w * w - 1
-
-
-def pass_rate_heatmap(cells: Iterable[tuple[int, int, float | None, int]], layout: HeatmapLayout) -> dict[str, Any]:
-    """Prompt x step heat map of mean pass rates from (row, column, mean_pass_rate, count).
-
-    Returns the columns present (their first step in ``step``) and ``z[row][i]`` for each:
-    None where no prompt of that row was observed in that column's steps.
-    """
-    grid: dict[tuple[int, int], tuple[float | None, int]] = {}
-    for row, column, mean, count in cells:
-        grid[(int(row), int(column))] = (number(mean), int(count))
-    columns = sorted({c for _, c in grid})
-    w = layout.steps_per_column
-    z = [[grid[(r, c)][0] if (r, c) in grid else None for c in columns] for r in range(layout.rows)]
-    n = [[grid[(r, c)][1] if (r, c) in grid else 0 for c in columns] for r in range(layout.rows)]
-    return {"step": [c * w for c in columns], "steps_per_column": w, "prompts_per_row": layout.prompts_per_row,
-            "z": z, "observations": n}
 
 
 # -- the heat map by prompt: the prompts that matter, the rest one click away ------------------------------

@@ -197,7 +197,7 @@ def heatmap(request: HttpRequest, run: Run) -> dict[str, Any]:
     search = request.GET.get("q", "")[:200]
     state = _run_state(run)
     finished = run.status in FINISHED
-    layout = HeatmapLayout(prompts=0, steps_planned=max(run.steps_planned, 1))
+    layout = HeatmapLayout(steps_planned=max(run.steps_planned, 1))
     newest = layout.complete_until(sel.last_step(run), finished)
     through = _int(request, "ranked_through", None)
     through = newest if through is None else min(through, newest)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Avg, Count, F, FloatField, IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Avg, Count, F, FloatField, IntegerField, OuterRef, Subquery, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
@@ -25,7 +25,7 @@ from controlplane.budgets.selectors import (
     budget_usage_by_hour,
     forecast_device_hours,
 )
-from controlplane.datasets.models import Dataset, Prompt
+from controlplane.datasets.models import Dataset
 from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_totals, runs_for_user, runs_totals
 from controlplane.telemetry.models import (
@@ -35,7 +35,6 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from frontend.charts import HeatmapLayout
 from workers.engines.config import ConfigError, RunConfig
 
 # Steps per cursor read; the answer says has_more when there are more. Step summaries are one
@@ -127,45 +126,7 @@ def edge_points(run: Run, step: int | None, limit: int = EDGE_POINTS) -> tuple[l
     return list(points[:limit]), total
 
 
-# -- the pass-rate heat map ------------------------------------------------------------------------------
-
-
-def _training_prompts(run: Run) -> QuerySet[Prompt]:
-    return Prompt.objects.filter(dataset_id=run.dataset_id).exclude(split="test")
-
-
-def heatmap_layout(run: Run) -> tuple[HeatmapLayout, list[str] | None]:
-    """The layout of the run's heat map and, when every prompt has its own row, their keys."""
-    prompts = _training_prompts(run).count()
-    layout = HeatmapLayout(prompts=prompts, steps_planned=max(run.steps_planned, 1))
-    keys = None
-    if layout.prompts_per_row == 1:
-        keys = list(_training_prompts(run).order_by("id").values_list("key", flat=True))
-    return layout, keys
-
-
-def heatmap_cells(run: Run, layout: HeatmapLayout, after: int, upto: int) -> list[tuple[int, int, float, int]]:
-    """(row, column, mean pass rate, observations) for steps after < step <= upto.
-
-    Rows are training prompts in dataset order folded by ``layout.prompts_per_row``; the
-    fold is computed in the database (a window over the dataset's prompts), so only cells
-    travel.
-    """
-    if upto <= after or not layout.prompts:
-        return []
-    observations = PromptObservation._meta.db_table
-    prompts = Prompt._meta.db_table
-    sql = (
-        f"SELECT p.r, o.step / %s AS c, AVG(o.pass_rate), COUNT(*) FROM {observations} o "
-        f"JOIN (SELECT key, (ROW_NUMBER() OVER (ORDER BY id) - 1) / %s AS r FROM {prompts} "
-        f"      WHERE dataset_id = %s AND split <> 'test') p ON p.key = o.prompt_key "
-        f"WHERE o.run_id = %s AND o.step > %s AND o.step <= %s GROUP BY p.r, o.step / %s"
-    )
-    w = layout.steps_per_column
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [w, layout.prompts_per_row, run.dataset_id, run.id, after, upto, w])
-        return [(int(r), int(c), float(m) if m is not None else None, int(n)) for r, c, m, n in cursor.fetchall()]
-
+# -- the heat map by prompt ----------------------------------------------------------------------------
 
 HEATMAP_RANK_SECONDS = 300  # a ranking of steps through N never changes: kept for the page's polls
 
