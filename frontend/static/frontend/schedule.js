@@ -1,0 +1,126 @@
+// When the run page draws what: the charts in view first, the rest later.
+// - A chart is drawn once it comes near the viewport (IntersectionObserver), or, after the first
+//   view has been drawn, when the browser is idle (one chart per idle slot, in page order), so a
+//   page left open still ends with every chart drawn without ever blocking a scroll.
+// - Until then `draw` only keeps the chart's newest traces; `whenShown` starts a chart's data
+//   (its first request, its polling) at the same moment.
+// - `pointsFor` is how many rows a chart can show (its width in pixels): the ?points= of its first
+//   request (frontend/downsample.py keeps each bucket's extremes).
+import { draw as plotDraw } from "./plots.js";
+
+const shown = new Set();
+const pendingDraws = new Map();  // chart id -> [traces, layout extra]: drawn when shown
+const waiting = new Map();  // chart id -> callbacks run when shown
+const drawnHooks = [];
+let observer = null;
+
+const idle = (fn) => (window.requestIdleCallback ? window.requestIdleCallback(fn, { timeout: 400 }) : setTimeout(fn, 30));
+
+export function pointsFor(id) {
+  const el = document.getElementById(id);
+  return Math.max(200, Math.round((el && el.clientWidth) || 600));
+}
+
+export function isShown(id) {
+  return shown.has(id);
+}
+
+// Called with the chart's id after each time it is drawn (zoom wiring, say).
+export function onDrawn(fn) {
+  drawnHooks.push(fn);
+}
+
+function drawNow(id, traces, extra) {
+  plotDraw(id, traces, extra);
+  for (const fn of drawnHooks) fn(id);
+}
+
+export function draw(id, traces, extra = {}) {
+  if (shown.has(id) || !document.getElementById(id)) drawNow(id, traces, extra);
+  else pendingDraws.set(id, [traces, extra]);
+}
+
+export function reveal(id) {
+  if (shown.has(id)) return;
+  shown.add(id);
+  const el = document.getElementById(id);
+  if (observer && el) observer.unobserve(el);
+  const callbacks = waiting.get(id) || [];
+  waiting.delete(id);
+  for (const fn of callbacks) fn();
+  if (pendingDraws.has(id)) {
+    const [traces, extra] = pendingDraws.get(id);
+    pendingDraws.delete(id);
+    drawNow(id, traces, extra);
+  }
+}
+
+// Run `fn` once, when the first of these charts is shown (at once if one is).
+export function whenShown(ids, fn) {
+  let done = false;
+  const once = () => { if (!done) { done = true; fn(); } };
+  const list = [].concat(ids).filter((id) => document.getElementById(id));
+  if (!list.length || list.some((id) => shown.has(id))) { once(); return; }
+  for (const id of list) {
+    if (!waiting.has(id)) waiting.set(id, []);
+    waiting.get(id).push(once);
+  }
+}
+
+// Watch every chart of the page; the ones near the viewport are shown at once.
+export function watch(selector = ".chart[id]") {
+  const charts = [...document.querySelectorAll(selector)];
+  if (!("IntersectionObserver" in window)) {
+    for (const el of charts) reveal(el.id);
+    return;
+  }
+  observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) if (entry.isIntersecting) reveal(entry.target.id);
+  }, { rootMargin: "200px 0px" });
+  for (const el of charts) observer.observe(el);
+}
+
+// After the first view: the charts not shown yet, one per idle slot, top to bottom.
+let idleStarted = false;
+export function revealRestWhenIdle(selector = ".chart[id]") {
+  if (idleStarted) return;
+  idleStarted = true;
+  const queue = [...document.querySelectorAll(selector)].map((el) => el.id);
+  const next = () => {
+    while (queue.length) {
+      const id = queue.shift();
+      if (!shown.has(id)) { reveal(id); break; }
+    }
+    if (queue.length) idle(next);
+  };
+  idle(next);
+}
+
+// Replace the rows of `store` whose x lies in [lo, hi] by the rows of `page` (a zoomed window
+// fetched at full resolution): every array column, nested or not; a column one side lacks is
+// padded with null. Scalars (status, cursor) are left alone.
+export function spliceRows(store, page, x, lo, hi) {
+  const xs = store[x] || [];
+  let i0 = 0;
+  while (i0 < xs.length && xs[i0] < lo) i0 += 1;
+  let i1 = i0;
+  while (i1 < xs.length && xs[i1] <= hi) i1 += 1;
+  const added = (page[x] || []).length;
+  const merge = (target, source) => {
+    const keys = new Set([...Object.keys(target), ...Object.keys(source)]);
+    for (const key of keys) {
+      const t = target[key];
+      const s = source[key];
+      if (Array.isArray(t) || Array.isArray(s)) {
+        const old = Array.isArray(t) ? t : new Array(xs.length).fill(null);
+        const add = Array.isArray(s) ? s : new Array(added).fill(null);
+        target[key] = old.slice(0, i0).concat(add, old.slice(i1));
+      } else if ((t && typeof t === "object") || (s && typeof s === "object")) {
+        if (!t || typeof t !== "object") target[key] = {};
+        merge(target[key], s && typeof s === "object" ? s : {});
+      }
+    }
+  };
+  merge(store, page);
+  return store;
+}
