@@ -98,6 +98,23 @@ def _window(request: HttpRequest, after: int) -> tuple[int | None, int]:
     return points, until
 
 
+FIRST_READ_SECONDS = 300  # a whole-run aggregate read at a run's newest step, kept for the next visit
+
+
+def _cached(name: str, run: Run, version: tuple[int, int], params: tuple, compute) -> dict[str, Any]:
+    """``compute()``, kept by (run, newest step and its row, parameters): the steps it covers
+    are written once, so a second visit (or a second user) of a run's page at the same newest
+    step reads the aggregate of a million decisions once, not twice."""
+    from django.core.cache import cache
+
+    key = f"edgeplane:{name}:{run.id}:{version[0]}:{version[1]}:" + ":".join(map(str, params))
+    data = cache.get(key)
+    if data is None:
+        data = compute()
+        cache.set(key, data, FIRST_READ_SECONDS)
+    return data
+
+
 @run_json
 def series(request: HttpRequest, run: Run) -> dict[str, Any]:
     """Per-step rollout accounting and method metrics (the "Rollout savings" charts and
@@ -133,9 +150,11 @@ def actions(request: HttpRequest, run: Run) -> dict[str, Any]:
     if not points:
         upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
         return {**_page(run, after, upto), **charts.action_counts(sel.action_count_rows(run, after, upto))}
-    newest = sel.last_step(run)
+    version = sel.newest_step_version(run)
+    newest = version[0]
     upto = newest if until is None else min(until, newest)
-    counts = minmax(charts.action_counts(sel.action_count_rows(run, after, upto)), points)
+    counts = _cached("actions", run, version, (after, upto, points),
+                     lambda: minmax(charts.action_counts(sel.action_count_rows(run, after, upto)), points))
     return {**_page(run, after, max(upto, after), newest), **counts}
 
 
@@ -151,10 +170,12 @@ def hora(request: HttpRequest, run: Run) -> dict[str, Any]:
         upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
         return {**_page(run, after, upto), **charts.hora_allocation(sel.hora_rows(run, after, upto), max_successes=n0)}
     # A heat map of steps x successes: at most `points` columns, each the mean over its steps.
-    newest = sel.last_step(run)
+    version = sel.newest_step_version(run)
+    newest = version[0]
     upto = newest if until is None else min(until, newest)
     width = max(1, math.ceil((upto - after) / points))
-    data = charts.hora_allocation(sel.hora_rows(run, after, upto, steps_per_column=width), max_successes=n0)
+    data = _cached("hora", run, version, (after, upto, width, n0), lambda: charts.hora_allocation(
+        sel.hora_rows(run, after, upto, steps_per_column=width), max_successes=n0))
     return {**_page(run, after, max(upto, after), newest), **data, "steps_per_column": width,
             "downsampled": width > 1, "points_from": max(upto - after, 0), "points_sent": len(data["step"])}
 
@@ -198,11 +219,13 @@ def heatmap(request: HttpRequest, run: Run) -> dict[str, Any]:
     state = _run_state(run)
     finished = run.status in FINISHED
     layout = HeatmapLayout(steps_planned=max(run.steps_planned, 1))
-    newest = layout.complete_until(sel.last_step(run), finished)
+    version = sel.newest_step_version(run)
+    newest = layout.complete_until(version[0], finished)
     through = _int(request, "ranked_through", None)
     through = newest if through is None else min(through, newest)
-    ranked = charts.heatmap_prompts(sel.heatmap_prompt_stats(run, since, through), order=order, offset=offset,
-                                    limit=limit, search=search)
+    # a ranking through an older step than the newest is final: no version in its cache key
+    stats = sel.heatmap_prompt_stats(run, since, through, version=version[1] if through >= version[0] else 0)
+    ranked = charts.heatmap_prompts(stats, order=order, offset=offset, limit=limit, search=search)
     upto = max(newest, after)
     start = max(after, since - 1)  # the cells after this step; columns start at a column's first step
     cells = sel.heatmap_key_cells(run, ranked["rows"], layout.steps_per_column, start, upto)

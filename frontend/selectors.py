@@ -57,6 +57,13 @@ def last_step(run: Run) -> int:
     return -1 if row is None else int(row)
 
 
+def newest_step_version(run: Run) -> tuple[int, int]:
+    """(the newest step, its summary row's id): the id changes when that step is written again
+    (a retried step is deleted and re-inserted), so a cache keyed by it never serves old rows."""
+    row = StepSummary.objects.filter(run=run).order_by("-step").values_list("step", "id").first()
+    return (-1, 0) if row is None else (int(row[0]), int(row[1]))
+
+
 def step_rows(run: Run, after: int, limit: int | None = None, upto: int | None = None) -> list[dict[str, Any]]:
     """Step summaries after ``after`` (through ``upto`` when given), at most ``limit`` of them."""
     limit = STEP_PAGE if limit is None else limit
@@ -131,15 +138,17 @@ def edge_points(run: Run, step: int | None, limit: int = EDGE_POINTS) -> tuple[l
 HEATMAP_RANK_SECONDS = 300  # a ranking of steps through N never changes: kept for the page's polls
 
 
-def heatmap_prompt_stats(run: Run, since: int, through: int) -> list[tuple[str, int, float | None, float | None]]:
+def heatmap_prompt_stats(run: Run, since: int, through: int,
+                         version: int = 0) -> list[tuple[str, int, float | None, float | None]]:
     """(key, observations, first pass rate, last pass rate) of every prompt observed in steps
     since..through, for ``charts.heatmap_prompts`` to rank. Those steps are written once, so the
-    answer is cached for the page's polls (the same window ranks the same rows)."""
+    answer is cached for the page's polls (the same window ranks the same rows); ``version``
+    (``newest_step_version``'s row id) misses the cache when the newest step is written again."""
     from django.core.cache import cache
 
     if through < since:
         return []
-    cache_key = f"edgeplane:heatmap-rank:{run.id}:{since}:{through}"
+    cache_key = f"edgeplane:heatmap-rank:{run.id}:{since}:{through}:{version}"
     stats = cache.get(cache_key)
     if stats is None:
         sql = (

@@ -124,3 +124,17 @@ def test_the_heatmap_ranks_prompts_and_its_poll_keeps_the_rows(bob, mallory, run
     assert poll["step"] == [] and "rows" not in poll and poll["next_after"] == 5
     assert bob.get(url, {"order": "newest"}).status_code == 400
     assert mallory.get(url).status_code == 404
+
+
+def test_a_step_written_again_is_not_served_from_the_first_reads_cache(bob, run):
+    from controlplane.telemetry.services import step_ingest
+    from tests.frontend.helpers import step_record
+
+    actions, heatmap = f"/data/runs/{run.id}/actions/", f"/data/runs/{run.id}/heatmap/"
+    before = bob.get(actions, {"points": 600}).json()
+    assert bob.get(heatmap).json()["total"] == 4
+    step_ingest(run_id=run.id, record=step_record(5, KEYS[:4] + KEYS[4:6]))  # the newest step, retried
+    after = bob.get(actions, {"points": 600}).json()
+    assert after["counts"] != before["counts"]
+    ranked = bob.get(heatmap).json()
+    assert ranked["total"] == 6 and set(ranked["rows"][:4]) == set(KEYS[:4])  # 6 observations each, first
