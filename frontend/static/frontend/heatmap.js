@@ -29,7 +29,9 @@ export function startHeatmap({ url, promptUrl, draw, interval, onError, stepAxis
       hovertemplate: `%{y}<br>${w > 1 ? `${w} steps from step %{x}` : "step %{x}"}: pass rate %{z:.2f} `
         + "(%{customdata} groups)<extra>click: open the prompt</extra>",
     }], { height: Math.max(260, Math.min(13 * rows + 100, 760)), hovermode: "closest",
-          xaxis: stepAxis, yaxis: { type: "category", autorange: "reversed", automargin: true, tickfont: { size: 10 } } });
+          // room for the longest key at 10 px (about 6 px a character), without automargin's second draw
+          margin: { l: Math.min(320, 16 + 6 * Math.max(8, ...heat.rows.map((k) => String(k).length))) },
+          xaxis: stepAxis, yaxis: { type: "category", autorange: "reversed", automargin: false, tickfont: { size: 10 } } });
     const chart = el("chart-heatmap");
     if (chart.on && !chart.dataset.heatWired) {
       chart.dataset.heatWired = "1";
@@ -65,7 +67,8 @@ export function startHeatmap({ url, promptUrl, draw, interval, onError, stepAxis
     const what = page.q ? ` whose key contains “${page.q}”` : "";
     const span = page.since > 0 ? ` over steps ${page.since}–${page.ranked_through}` : " over the whole run";
     el("heat-note").textContent = page.total
-      ? `Prompts ${first}–${last} of ${page.total}${what}, ${page.order_label}${span}. Click a row to open the prompt.`
+      ? `Prompts ${first}–${last} of ${page.total.toLocaleString("en-US")}${what}, ${page.order_label}${span}. `
+        + "Click a row to open the prompt."
       : `No prompt observed yet${what}: rows appear with the run's first steps.`;
     controls.prev.disabled = page.offset <= 0;
     controls.next.disabled = last >= page.total;

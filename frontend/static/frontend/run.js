@@ -362,7 +362,7 @@ function start() {
   watch();
   // Each chart's data start with its chart: one request at the chart's resolution (?points=),
   // then the cursor alone (new steps only) while the run is live.
-  const actions = new Poller({ url: withParams(cfg.urls.actions, { points: pointsFor("chart-actions") }),
+  const actions = new Poller({ url: withParams(cfg.urls.actions, { points: pointsFor("chart-actions", 4) }),
                                interval: slow, onError, onData: (page) => {
     actions.url = cfg.urls.actions;
     const before = acts.step ? acts.step.length : -1;

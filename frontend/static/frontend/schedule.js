@@ -16,9 +16,10 @@ let observer = null;
 
 const idle = (fn) => (window.requestIdleCallback ? window.requestIdleCallback(fn, { timeout: 400 }) : setTimeout(fn, 30));
 
-export function pointsFor(id) {
+// Rows a chart shows apart: a line's min/max pair every 4 pixels (2 rows), a bar every 3.
+export function pointsFor(id, pixelsPerRow = 2) {
   const el = document.getElementById(id);
-  return Math.max(200, Math.round((el && el.clientWidth) || 600));
+  return Math.max(100, Math.round(((el && el.clientWidth) || 600) / pixelsPerRow));
 }
 
 export function isShown(id) {
@@ -30,8 +31,26 @@ export function onDrawn(fn) {
   drawnHooks.push(fn);
 }
 
+// Axes with fixed margins instead of Plotly's automargin: automargin measures the tick labels
+// after a first draw and, when the margins change, draws the chart a second time (a run page's
+// charts drew in about a third of the time without it). The margins fit the dashboard's ticks
+// (counts as 1.2M, shares as 100%, steps); a chart that sets its own margin or automargin keeps it.
+const FIXED_MARGIN = { l: 64, r: 16, t: 30, b: 44 };
+function fixedMargins(extra) {
+  const out = { ...extra };
+  for (const axis of ["xaxis", "yaxis", "yaxis2"]) {
+    if (axis === "yaxis2" && !extra.yaxis2) continue;
+    out[axis] = { automargin: false, ...(extra[axis] || {}) };
+  }
+  out.margin = { ...FIXED_MARGIN, ...(extra.yaxis2 ? { r: 56 } : {}), ...(extra.margin || {}) };
+  return out;
+}
+
 function drawNow(id, traces, extra) {
-  plotDraw(id, traces, extra);
+  const start = performance.now();
+  plotDraw(id, traces, fixedMargins(extra));
+  const el = document.getElementById(id);
+  if (el) el.dataset.drawMs = String(Math.round(performance.now() - start));  // what the bench reads
   for (const fn of drawnHooks) fn(id);
 }
 
