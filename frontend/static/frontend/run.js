@@ -422,8 +422,16 @@ function start() {
       for (const p of [...secondary, heatmap && heatmap.poller]) if (p && !p.stopped && p.timer !== null) p.schedule(0);
     }
   } });
-  series.start();
-  evaluations.start();
+  // the first answers may be on their way already (prefetch.js, sent before plotly.js was ready)
+  for (const [name, poller] of [["series", series], ["evaluations", evaluations]]) {
+    const early = (window.edgeplanePrefetch || {})[name];
+    if (!early || early.url !== withParams(poller.url, { after: -1 })) { poller.start(); continue; }
+    early.answer.then((page) => {
+      if (page) { poller.after = page.next_after; poller.onData(page); }
+      if (page && page.finished && !page.has_more) poller.stop();  // an ended run: nothing more to ask
+      else poller.start();
+    });
+  }
   bindEdge();
   window.edgeplane = { series, evaluations, secondary, steps, get heatmap() { return heatmap; }, isShown };
 }
