@@ -417,7 +417,7 @@ function start() {
       pending = false;
       if (ready.has("chart-edge") && (edgeFollow || edgeNow.checked)) drawEdge();
       drawSnapshots();
-      refreshRecent();
+      if (before >= 0) refreshRecent();  // the page came with the newest decisions: only newer ones
       // the started charts ask for the new steps now (a chart not shown yet starts with them)
       for (const p of [...secondary, heatmap && heatmap.poller]) if (p && !p.stopped && p.timer !== null) p.schedule(0);
     }
@@ -428,8 +428,9 @@ function start() {
     if (!early || early.url !== withParams(poller.url, { after: -1 })) { poller.start(); continue; }
     early.answer.then((page) => {
       if (page) { poller.after = page.next_after; poller.onData(page); }
-      if (page && page.finished && !page.has_more) poller.stop();  // an ended run: nothing more to ask
-      else poller.start();
+      if (page && page.finished && !page.has_more) { poller.stop(); return; }  // an ended run: nothing more to ask
+      poller.start();
+      if (page && !page.has_more) poller.schedule(poller.interval);  // it has just asked: the next poll in due time
     });
   }
   bindEdge();

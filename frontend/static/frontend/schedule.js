@@ -1,7 +1,7 @@
 // When the run page draws what: the charts in view first, the rest later.
 // - A chart is drawn once it comes near the viewport (IntersectionObserver), or, after the first
-//   view has been drawn, when the browser is idle (one chart per idle slot, in page order), so a
-//   page left open still ends with every chart drawn without ever blocking a scroll.
+//   view has been drawn, once the browser is idle (one chart a task, in page order, input handled
+//   between two), so a page left open still ends with every chart drawn.
 // - Until then `draw` only keeps the chart's newest traces; `whenShown` starts a chart's data
 //   (its first request, its polling) at the same moment.
 // - `pointsFor` is how many rows a chart can show (its width in pixels): the ?points= of its first
@@ -59,14 +59,19 @@ export function draw(id, traces, extra = {}) {
   else pendingDraws.set(id, [traces, extra]);
 }
 
+// Start what a chart waits for (its data) without drawing it yet.
+function start(id) {
+  const callbacks = waiting.get(id) || [];
+  waiting.delete(id);
+  for (const fn of callbacks) fn();
+}
+
 export function reveal(id) {
   if (shown.has(id)) return;
   shown.add(id);
   const el = document.getElementById(id);
   if (observer && el) observer.unobserve(el);
-  const callbacks = waiting.get(id) || [];
-  waiting.delete(id);
-  for (const fn of callbacks) fn();
+  start(id);
   if (pendingDraws.has(id)) {
     const [traces, extra] = pendingDraws.get(id);
     pendingDraws.delete(id);
@@ -99,18 +104,21 @@ export function watch(selector = ".chart[id]") {
   for (const el of charts) observer.observe(el);
 }
 
-// After the first view: the charts not shown yet, one per idle slot, top to bottom.
+// After the first view: the data of every chart not shown yet are asked for at once (the
+// server answers them side by side), then the charts are drawn one a task, top to bottom.
 let idleStarted = false;
 export function revealRestWhenIdle(selector = ".chart[id]") {
   if (idleStarted) return;
   idleStarted = true;
   const queue = [...document.querySelectorAll(selector)].map((el) => el.id);
+  idle(() => { for (const id of queue) if (!shown.has(id)) start(id); });
+  // one chart a task, back to back: input (a scroll, a click) is handled between two charts
   const next = () => {
     while (queue.length) {
       const id = queue.shift();
       if (!shown.has(id)) { reveal(id); break; }
     }
-    if (queue.length) idle(next);
+    if (queue.length) setTimeout(next, 0);
   };
   idle(next);
 }
