@@ -11,19 +11,28 @@ steps and the usage ledger. Then times, through Django's test client in this pro
 
 - the run page's HTML (aim < 1 s), and the other pages;
 - every chart endpoint's first read (after=-1) and a live poll (one new step) (aim < 100 ms);
-- loading the whole history (every page of each cursor, as the browser does at first);
+- the one request a chart the run page makes at first (?points=600: every step, downsampled;
+  the heat map's ranked prompts, with the ranking's cache cold and warm);
+- loading the whole history page by page with the cursor (what the page did before ?points=);
 - with Chromium (--browser, on when /usr/bin/chromium and playwright are there): the run page
-  opened in a real browser against `manage.py runserver`, until the page has loaded and
-  until every step is drawn in the rollout chart and every chart is drawn.
+  opened in a real browser against `manage.py runserver`, timed from the navigation's start:
+  the page loaded (its load event), the charts in the first screen drawn, every step in the
+  rollout chart, every chart drawn without scrolling (those below the fold draw when the
+  browser is idle) and every chart drawn while the page is scrolled through to its end (each
+  chart scrolled into view in turn). The first visit (cold browser cache, cold server caches,
+  not scrolled) is reported apart from the median of the visits after it.
 
-Prints the figures and writes bench/results/dashboard_latency.json. Needs DATABASE_URL
-pointing at a scratch Postgres database (it migrates it):
+Prints the figures, the machine's load average with them, and beside them those of
+--before (bench/results/dashboard_latency_before.json: the same bench before the run page
+drew lazily and downsampled) when that file exists; writes bench/results/dashboard_latency.json.
+Needs DATABASE_URL pointing at a scratch Postgres database (it migrates it):
     .venv/bin/python tests/services.py --durable -- .venv/bin/python bench/dashboard_latency.py
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -182,10 +191,18 @@ def browser_render(run, username: str, password: str, steps: int, repeats: int) 
                 time.sleep(0.2)
         # html_parsed: the page's HTML is parsed and shown (header, tiles, newest decisions);
         # plotly.js is deferred, so the charts follow once it has been compiled.
-        drawn = ("() => window.edgeplane && window.edgeplane.steps.step && "
-                 f"window.edgeplane.steps.step.length === {steps} && "
-                 f"document.querySelector('#chart-rollouts').dataset.points === '{3 * steps}'")
+        drawn = ("() => { const s = window.edgeplane && window.edgeplane.steps.step; "
+                 f"return !!s && s[s.length - 1] === {steps - 1} && "
+                 "Number(document.querySelector('#chart-rollouts').dataset.points || 0) > 0; }")
         every = "() => " + " && ".join(f"!!document.querySelector('#{c} .main-svg')" for c in CHARTS)
+        # the charts in the first screen: top above the window's bottom edge at load
+        first_screen = ("() => [...document.querySelectorAll('.chart[id]')].filter((el) => "
+                        "el.getBoundingClientRect().top < window.innerHeight)"
+                        ".every((el) => !!el.querySelector('.main-svg'))")
+        # a reader scrolling through: each chart into view in turn, one frame apart
+        scroll_through = ("async () => { for (const el of document.querySelectorAll('.chart[id]')) { "
+                          "el.scrollIntoView({block: 'center'}); "
+                          "await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))); } }")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -196,28 +213,56 @@ def browser_render(run, username: str, password: str, steps: int, repeats: int) 
             page.fill("input[name=password]", password)
             page.click("button[type=submit]")
             page.wait_for_url(f"{base}/")
-            loaded, steps_drawn, all_drawn, painted, plotly_fetch = [], [], [], [], []
-            for _ in range(repeats + 1):  # the first visit fills the browser cache, as a returning user has
+            times: dict[str, list[float]] = {k: [] for k in (
+                "html_parsed", "plotly_js_fetch", "page_loaded", "first_screen_drawn", "every_step_drawn",
+                "every_chart_drawn", "every_chart_drawn_scrolled")}
+
+            def visit(scroll: bool) -> None:
                 page.goto("about:blank")
                 start = time.perf_counter()
                 page.goto(f"{base}/runs/{run.id}/", wait_until="load")
-                loaded.append((time.perf_counter() - start) * 1e3)
-                painted.append(page.evaluate("() => performance.getEntriesByType('navigation')[0].domInteractive"))
-                plotly_fetch.append(page.evaluate(
+                since = lambda: (time.perf_counter() - start) * 1e3
+                loaded = since()
+                if scroll:
+                    page.evaluate(scroll_through)
+                    page.wait_for_function(every, timeout=60_000)
+                    times["every_chart_drawn_scrolled"].append(since())
+                    return
+                times["page_loaded"].append(loaded)
+                times["html_parsed"].append(page.evaluate(
+                    "() => performance.getEntriesByType('navigation')[0].domInteractive"))
+                times["plotly_js_fetch"].append(page.evaluate(
                     "() => { const r = performance.getEntriesByType('resource')"
                     ".find((e) => e.name.endsWith('plotly.min.js')); return r ? r.duration : null; }"))
+                page.wait_for_function(first_screen, timeout=60_000)
+                times["first_screen_drawn"].append(since())
                 page.wait_for_function(drawn, timeout=60_000)
-                steps_drawn.append((time.perf_counter() - start) * 1e3)
+                times["every_step_drawn"].append(since())
                 page.wait_for_function(every, timeout=60_000)
-                all_drawn.append((time.perf_counter() - start) * 1e3)
+                times["every_chart_drawn"].append(since())
+
+            # the first visit fills the browser cache (and the server's), as a returning user has
+            for i in range(repeats + 1):
+                visit(scroll=False)
+                if i:  # scrolled through: warm visits only (the first one is the cold visit above)
+                    visit(scroll=True)
             browser.close()
-        return {"html_parsed": statistics.median(painted[1:]),
-                "plotly_js_fetch": statistics.median(plotly_fetch[1:]),
-                "page_loaded": statistics.median(loaded[1:]), "every_step_drawn": statistics.median(steps_drawn[1:]),
-                "every_chart_drawn": statistics.median(all_drawn[1:]), "first_visit_every_chart_drawn": all_drawn[0]}
+        scrolled = times.pop("every_chart_drawn_scrolled")
+        out = {name: statistics.median(values[1:]) for name, values in times.items() if values[1:]}
+        out["every_chart_drawn_scrolled"] = statistics.median(scrolled)
+        out["every_chart_drawn_after_load"] = out["every_chart_drawn"] - out["page_loaded"]
+        out["every_chart_drawn_scrolled_after_load"] = out["every_chart_drawn_scrolled"] - out["page_loaded"]
+        out["first_visit_every_chart_drawn"] = times["every_chart_drawn"][0]
+        out["first_visit_page_loaded"] = times["page_loaded"][0]
+        return out
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15-minute load averages (other work competes for the CPUs)."""
+    return [round(v, 2) for v in os.getloadavg()]
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -234,6 +279,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--before", type=Path, default=ROOT / "bench" / "results" / "dashboard_latency_before.json",
+                        help="figures to print beside these (the bench before the run page's lazy drawing)")
     parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the page in Chromium (skipped when it is not installed)")
     args = parser.parse_args()
@@ -291,8 +338,26 @@ def main() -> None:
         "evaluations": get(f"{data}/evaluations/", {"after": last - 10}),
         "actions": get(f"{data}/actions/", {"after": last - 1}),
         "hora": get(f"{data}/hora/", {"after": last - 1}),
-        "heatmap": get(f"{data}/heatmap/", {"after": last - 5}),
+        "heatmap": get(f"{data}/heatmap/", {"after": last - 5, "ranked_through": last}),
     }
+    # the run page's first view: one request a chart at its resolution (?points=)
+    one_request = {
+        "series": get(f"{data}/series/", {"points": 600}),
+        "actions": get(f"{data}/actions/", {"points": 600}),
+        "hora": get(f"{data}/hora/", {"points": 600}),
+        "heatmap_most_active": get(f"{data}/heatmap/", {"order": "active"}),
+        "heatmap_most_changed": get(f"{data}/heatmap/", {"order": "changed"}),
+    }
+
+    def cold(fn):
+        def call():
+            from django.core.cache import cache
+
+            cache.clear()  # the heat map's ranking, as on a run's first view
+            return fn()
+        return call
+
+    one_request["heatmap_most_active_cold_cache"] = cold(one_request["heatmap_most_active"])
 
     def whole_history(name: str):
         def call():
@@ -304,13 +369,17 @@ def main() -> None:
                     return n
         return call
 
-    figures: dict[str, dict[str, float]] = {"pages_ms": {}, "first_read_ms": {}, "poll_ms": {}, "history_ms": {}}
+    figures: dict[str, dict[str, float]] = {"pages_ms": {}, "first_read_ms": {}, "poll_ms": {}, "one_request_ms": {},
+                                            "history_ms": {}}
+    load_start = load_average()
     for name, fn in pages.items():
         figures["pages_ms"][name] = median_ms(fn, args.repeats)
     for name, fn in first.items():
         figures["first_read_ms"][name] = median_ms(fn, args.repeats)
     for name, fn in poll.items():
         figures["poll_ms"][name] = median_ms(fn, args.repeats)
+    for name, fn in one_request.items():
+        figures["one_request_ms"][name] = median_ms(fn, args.repeats)
     requests = {}
     for name in ("series", "evaluations", "actions", "hora", "heatmap"):
         requests[name] = whole_history(name)()
@@ -318,11 +387,15 @@ def main() -> None:
     figures["first_view_ms"] = {"run_page_plus_first_reads": figures["pages_ms"]["run_page"]
                                 + sum(figures["first_read_ms"].values())}
 
+    load = {"server_figures": load_start}
     if args.browser:
         try:
+            load["browser_start"] = load_average()
             figures["browser_ms"] = browser_render(run, user.username, "bench", args.steps, max(3, args.repeats // 3))
+            load["browser_end"] = load_average()
         except (ImportError, RuntimeError) as exc:
             print(f"browser timing skipped: {exc}")
+    before = json.loads(args.before.read_text())["median"] if args.before and args.before.exists() else {}
 
     endpoint_max = max(max(figures["first_read_ms"].values()), max(figures["poll_ms"].values()))
     verdict = {
@@ -330,17 +403,25 @@ def main() -> None:
         "endpoints_under_100ms": endpoint_max < ENDPOINT_AIM_MS,
         "slowest_endpoint_ms": endpoint_max,
     }
-    print(f"dashboard latency on Postgres, run of {args.decisions:,} decisions (median of {args.repeats}, ms)")
-    for group in ("pages_ms", "first_read_ms", "poll_ms", "history_ms", "first_view_ms", "browser_ms"):
+    print(f"dashboard latency on Postgres, run of {args.decisions:,} decisions (median of {args.repeats}, ms) on "
+          f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) {load}")
+    if before:
+        print(f"  beside each figure: the same figure in {args.before.name}")
+    for group in ("pages_ms", "first_read_ms", "poll_ms", "one_request_ms", "history_ms", "first_view_ms",
+                  "browser_ms"):
         print(f"  {group}")
         for name, value in figures.get(group, {}).items():
             extra = f"  ({requests[name]} requests)" if group == "history_ms" else ""
-            print(f"    {name:28s} {value:9.1f}{extra}")
+            was = before.get(group, {}).get(name)
+            then = f"  before {was:9.1f}" if isinstance(was, (int, float)) else ""
+            print(f"    {name:38s} {value:9.1f}{then}{extra}")
     print(f"  run page < {PAGE_AIM_MS:.0f} ms: {verdict['run_page_under_1s']}; every endpoint < "
           f"{ENDPOINT_AIM_MS:.0f} ms: {verdict['endpoints_under_100ms']} (slowest {endpoint_max:.1f} ms)")
     path = write_results("dashboard_latency", {
         "median": figures, "aims_ms": {"page": PAGE_AIM_MS, "endpoint": ENDPOINT_AIM_MS}, "verdict": verdict,
-        "history_requests": requests,
+        "history_requests": requests, "load_average": load,
+        "conditions": "runserver (one process, threads) and headless Chromium on this machine, sharing its CPUs "
+                      "with whatever else runs (see load_average); browser figures from the navigation's start",
         "size": {"decisions": args.decisions, "steps": args.steps, "observations": args.steps * args.batch,
                  "prompts": args.prompts},
     }, args.out)

@@ -379,36 +379,16 @@ def edge_map(points: Iterable[tuple[str, float | None, float | None, str]], tota
 
 @dataclass(frozen=True)
 class HeatmapLayout:
-    """How prompts and steps fold into heat-map rows and columns.
+    """How steps fold into the heat map's columns: one column a step up to ``max_columns``,
+    else bins of ``steps_per_column`` fixed by the planned steps, so columns never move as the
+    run grows. (Its rows are prompts, ranked: ``heatmap_prompts``.)"""
 
-    Prompts in dataset order: up to ``max_rows`` one row each, else consecutive groups of
-    ``prompts_per_row``. Steps: one column each up to ``max_columns``, else bins of
-    ``steps_per_column`` fixed by the planned steps, so columns never move as the run grows.
-    """
-
-    prompts: int
     steps_planned: int
-    max_rows: int = 60
     max_columns: int = 200
-
-    @property
-    def prompts_per_row(self) -> int:
-        return max(1, math.ceil(self.prompts / self.max_rows))
 
     @property
     def steps_per_column(self) -> int:
         return max(1, math.ceil(self.steps_planned / self.max_columns))
-
-    @property
-    def rows(self) -> int:
-        return math.ceil(self.prompts / self.prompts_per_row) if self.prompts else 0
-
-    def row_labels(self, keys: Sequence[str] | None = None) -> list[str]:
-        """The prompt key of each row, or "prompts a-b" for grouped rows (1-based)."""
-        g = self.prompts_per_row
-        if g == 1 and keys is not None:
-            return list(keys)
-        return [f"prompts {r * g + 1}-{min((r + 1) * g, self.prompts)}" for r in range(self.rows)]
 
     def complete_until(self, last_step: int, finished: bool) -> int:
         """The last step whose column is complete: a column is sent only once it is full
@@ -419,21 +399,65 @@ class HeatmapLayout:
         return (last_step + 1) // w * w - 1
 
 
-def pass_rate_heatmap(cells: Iterable[tuple[int, int, float | None, int]], layout: HeatmapLayout) -> dict[str, Any]:
-    """Prompt x step heat map of mean pass rates from (row, column, mean_pass_rate, count).
+# -- the heat map by prompt: the prompts that matter, the rest one click away ------------------------------
 
-    Returns the columns present (their first step in ``step``) and ``z[row][i]`` for each:
-    None where no prompt of that row was observed in that column's steps.
+HEATMAP_ORDERS = {
+    "active": "most active (most observations)",
+    "changed": "most changed (largest pass-rate change from first to last observation)",
+}
+HEATMAP_ROWS = 50  # prompts a heat map page shows
+
+
+def heatmap_prompts(stats: Iterable[tuple[str, int, float | None, float | None]], *, order: str = "active",
+                    offset: int = 0, limit: int = HEATMAP_ROWS, search: str = "") -> dict[str, Any]:
+    """The heat map's rows: one page of prompts, ranked, from (key, observations, first pass
+    rate, last pass rate) per prompt observed (in the window the caller read).
+
+    - ``active``: most observations first;
+    - ``changed``: largest |last - first| pass rate first; a prompt observed once (or with
+      fewer than two pass rates) has no change and comes after every prompt that has one.
+    Ties: more observations first, then the key in alphabetical order, so a page never
+    reshuffles between two reads of the same data. ``search`` keeps the keys that contain it
+    (case-insensitive) before paging. Returns the page's keys, each one's observations and
+    change (last - first, None when there is none), and ``total``: the prompts that match.
     """
+    if order not in HEATMAP_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(HEATMAP_ORDERS)}, got {order!r}")
+    needle = search.casefold()
+    rows = []
+    for key, n, first, last in stats:
+        if needle and needle not in key.casefold():
+            continue
+        first, last = number(first), number(last)
+        change = last - first if int(n) >= 2 and first is not None and last is not None else None
+        rows.append((key, int(n), change))
+    if order == "active":
+        rows.sort(key=lambda r: (-r[1], r[0]))
+    else:
+        rows.sort(key=lambda r: (r[2] is None, -abs(r[2]) if r[2] is not None else 0.0, -r[1], r[0]))
+    offset, limit = max(0, offset), max(1, limit)
+    page = rows[offset:offset + limit]
+    return {"order": order, "order_label": HEATMAP_ORDERS[order], "offset": offset, "limit": limit,
+            "total": len(rows), "rows": [r[0] for r in page], "row_observations": [r[1] for r in page],
+            "row_change": [r[2] for r in page]}
+
+
+def prompt_heatmap(cells: Iterable[tuple[str, int, float | None, int]], keys: Sequence[str],
+                   steps_per_column: int, first_step: int, last_step: int) -> dict[str, Any]:
+    """Pass rate by prompt (rows: ``keys`` in that order) and step column from (key, column,
+    mean pass rate, observations), column = step // steps_per_column. Every column from the
+    one of ``first_step`` to the one of ``last_step`` is there (none when last < first), so
+    the cells keep their width; None (a gap) where a prompt was not observed in a column."""
+    index = {key: i for i, key in enumerate(keys)}
     grid: dict[tuple[int, int], tuple[float | None, int]] = {}
-    for row, column, mean, count in cells:
-        grid[(int(row), int(column))] = (number(mean), int(count))
-    columns = sorted({c for _, c in grid})
-    w = layout.steps_per_column
-    z = [[grid[(r, c)][0] if (r, c) in grid else None for c in columns] for r in range(layout.rows)]
-    n = [[grid[(r, c)][1] if (r, c) in grid else 0 for c in columns] for r in range(layout.rows)]
-    return {"step": [c * w for c in columns], "steps_per_column": w, "prompts_per_row": layout.prompts_per_row,
-            "z": z, "observations": n}
+    for key, column, mean, count in cells:
+        if key in index:
+            grid[(index[key], int(column))] = (number(mean), int(count))
+    w = max(1, int(steps_per_column))
+    columns = list(range(max(first_step, 0) // w, last_step // w + 1)) if last_step >= max(first_step, 0) else []
+    z = [[grid[(r, c)][0] if (r, c) in grid else None for c in columns] for r in range(len(keys))]
+    n = [[grid[(r, c)][1] if (r, c) in grid else 0 for c in columns] for r in range(len(keys))]
+    return {"step": [c * w for c in columns], "steps_per_column": w, "z": z, "observations": n}
 
 
 # -- the prompt page --------------------------------------------------------------------------------

@@ -5,10 +5,18 @@ Cursor endpoints take ``?after=N`` (the last step the page has; -1 for none) and
 ``{status, next_after, has_more, ...series}`` with only what is newer. ``status`` is read
 before the rows, so once it says the run has ended, every step is already in the answer
 (or in an earlier one): the page stops polling then. Another team's run is a 404.
+
+The per-step series (series, actions, hora) also take ``?points=N``: then one answer holds
+every step after the cursor (through ``?until=`` when given, the zoomed window), cut to at
+most N rows by ``frontend.downsample`` (extremes kept; the answer says ``downsampled`` and
+``points_from``). The run page asks so at first, one request a chart at the resolution it
+can show, then polls with the cursor alone: new steps only, at full resolution. Without
+``points`` (or with 0) an answer is a page of full-resolution rows, as before.
 """
 
 from __future__ import annotations
 
+import math
 from functools import wraps
 from typing import Any
 
@@ -21,6 +29,8 @@ from controlplane.runs.models import FINISHED, Run
 from controlplane.runs.selectors import run_for_user_or_none, run_totals, run_waiting_for, run_warmup
 from frontend import charts
 from frontend import selectors as sel
+from frontend.charts import HeatmapLayout
+from frontend.downsample import MAX_POINTS, minmax
 from frontend.forms import STEP_MAX, BadParameter, NewRunForm, id_or_none, int_param, refuse_malformed
 from workers.engines.config import ConfigError
 from workers.selection.registry import REGISTRY
@@ -70,10 +80,39 @@ def _live_state(run: Run) -> dict[str, Any]:
             "waiting_for": charts.waiting_for(run_waiting_for(run))}
 
 
-def _page(run: Run, after: int, upto: int) -> dict[str, Any]:
+def _page(run: Run, after: int, upto: int, newest: int | None = None) -> dict[str, Any]:
     """The cursor fields: rows through ``upto`` were sent; more exist past it."""
-    newest = sel.last_step(run)
+    newest = sel.last_step(run) if newest is None else newest
     return {**_run_state(run), "next_after": max(upto, after), "has_more": upto < newest}
+
+
+def _window(request: HttpRequest, after: int) -> tuple[int | None, int]:
+    """(points, the newest step): ``points`` (None: full-resolution pages) and, read once, the
+    newest step. ``?until=`` (with points) ends the window there: a zoomed chart's range."""
+    points = _int(request, "points", None, minimum=0, maximum=MAX_POINTS) or None
+    until = _int(request, "until", None, minimum=0)
+    if until is not None and points is None:
+        raise BadParameter("until needs points (the resolution of the window), e.g. ?after=99&until=400&points=600")
+    if until is not None and until <= after:
+        raise BadParameter(f"until must be after the cursor (after={after}), got {until}")
+    return points, until
+
+
+FIRST_READ_SECONDS = 300  # a whole-run aggregate read at a run's newest step, kept for the next visit
+
+
+def _cached(name: str, run: Run, version: tuple[int, int], params: tuple, compute) -> dict[str, Any]:
+    """``compute()``, kept by (run, newest step and its row, parameters): the steps it covers
+    are written once, so a second visit (or a second user) of a run's page at the same newest
+    step reads the aggregate of a million decisions once, not twice."""
+    from django.core.cache import cache
+
+    key = f"edgeplane:{name}:{run.id}:{version[0]}:{version[1]}:" + ":".join(map(str, params))
+    data = cache.get(key)
+    if data is None:
+        data = compute()
+        cache.set(key, data, FIRST_READ_SECONDS)
+    return data
 
 
 @run_json
@@ -81,11 +120,16 @@ def series(request: HttpRequest, run: Run) -> dict[str, Any]:
     """Per-step rollout accounting and method metrics (the "Rollout savings" charts and
     the method panels), with running totals continued from the cursor."""
     after = _int(request, "after", -1)
-    rows = sel.step_rows(run, after)
+    points, until = _window(request, after)
+    state = _live_state(run)  # before the rows: once it says finished, every step is in
+    rows = sel.step_rows(run, after, limit=STEP_MAX if points else None, upto=until)
     upto = rows[-1]["step"] if rows else after
     data = charts.step_series(rows, run_totals(run, through_step=after), methods=list(run.config.get("selectors", {})),
                               phases=charts.phases_of(run.engine))
-    return {**_page(run, after, upto), **_live_state(run), **data}
+    if points:
+        data = minmax(data, points)
+    newest = sel.last_step(run) if (until is not None or not points) else max(upto, after)
+    return {**_page(run, after, upto, newest), **state, **data}
 
 
 @run_json
@@ -102,19 +146,38 @@ def evaluations(request: HttpRequest, run: Run) -> dict[str, Any]:
 def actions(request: HttpRequest, run: Run) -> dict[str, Any]:
     """Decisions per step by method and action (kept, skipped, pruned, replayed, ...)."""
     after = _int(request, "after", -1)
-    upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
-    return {**_page(run, after, upto), **charts.action_counts(sel.action_count_rows(run, after, upto))}
+    points, until = _window(request, after)
+    if not points:
+        upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
+        return {**_page(run, after, upto), **charts.action_counts(sel.action_count_rows(run, after, upto))}
+    version = sel.newest_step_version(run)
+    newest = version[0]
+    upto = newest if until is None else min(until, newest)
+    counts = _cached("actions", run, version, (after, upto, points),
+                     lambda: minmax(charts.action_counts(sel.action_count_rows(run, after, upto)), points))
+    return {**_page(run, after, max(upto, after), newest), **counts}
 
 
 @run_json
 def hora(request: HttpRequest, run: Run) -> dict[str, Any]:
     """HORA's allocation by probe successes, per step."""
     after = _int(request, "after", -1)
-    upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
+    points, until = _window(request, after)
     params = run.config.get("selectors", {}).get("hora") or {}
     defaults = {d["name"]: d["default"] for d in REGISTRY["hora"].Params.describe()}
     n0 = int(params.get("n0", defaults["n0"]))  # the probe size: the successes axis runs 0..n0
-    return {**_page(run, after, upto), **charts.hora_allocation(sel.hora_rows(run, after, upto), max_successes=n0)}
+    if not points:
+        upto = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
+        return {**_page(run, after, upto), **charts.hora_allocation(sel.hora_rows(run, after, upto), max_successes=n0)}
+    # A heat map of steps x successes: at most `points` columns, each the mean over its steps.
+    version = sel.newest_step_version(run)
+    newest = version[0]
+    upto = newest if until is None else min(until, newest)
+    width = max(1, math.ceil((upto - after) / points))
+    data = _cached("hora", run, version, (after, upto, width, n0), lambda: charts.hora_allocation(
+        sel.hora_rows(run, after, upto, steps_per_column=width), max_successes=n0))
+    return {**_page(run, after, max(upto, after), newest), **data, "steps_per_column": width,
+            "downsampled": width > 1, "points_from": max(upto - after, 0), "points_sent": len(data["step"])}
 
 
 @run_json
@@ -138,19 +201,39 @@ def edge(request: HttpRequest, run: Run) -> dict[str, Any]:
 
 @run_json
 def heatmap(request: HttpRequest, run: Run) -> dict[str, Any]:
-    """Columns of the prompt x step pass-rate heat map for steps after the cursor; a column
-    is sent once complete (see ``HeatmapLayout.complete_until``)."""
+    """Pass rate by prompt and step for one page of prompts: the most active (``?order=active``,
+    the default) or the most changed (``order=changed``) in the steps since ``?since=`` (the
+    whole run by default), ``?limit=`` of them (50) from ``?offset=``, among the keys that
+    contain ``?q=``. The first read (``after=-1``) ranks them over the steps through the newest
+    complete column and says so in ``ranked_through``; a poll passes that back with its
+    cursor and gets the same rows' new columns (a column is sent once complete, see
+    ``HeatmapLayout.complete_until``)."""
     after = _int(request, "after", -1)
-    layout, keys = sel.heatmap_layout(run)
+    order = request.GET.get("order", "") or "active"
+    if order not in charts.HEATMAP_ORDERS:
+        raise BadParameter(f"order must be one of {', '.join(charts.HEATMAP_ORDERS)}, got {order!r}")
+    offset = _int(request, "offset", 0, minimum=0, maximum=10_000_000)
+    limit = _int(request, "limit", charts.HEATMAP_ROWS, minimum=1, maximum=200)
+    since = _int(request, "since", 0, minimum=0)
+    search = request.GET.get("q", "")[:200]
+    state = _run_state(run)
     finished = run.status in FINISHED
-    end = sel.page_end(run, after, limit=sel.AGGREGATE_STEP_PAGE)
-    upto = max(layout.complete_until(end, finished), after)
-    data = charts.pass_rate_heatmap(sel.heatmap_cells(run, layout, after, upto), layout)
-    newest = layout.complete_until(sel.last_step(run), finished)
-    page = {**_run_state(run), "next_after": upto, "has_more": upto < newest}
-    if after < 0:
-        page["rows"] = layout.row_labels(keys)
-    return {**page, **data}
+    layout = HeatmapLayout(steps_planned=max(run.steps_planned, 1))
+    version = sel.newest_step_version(run)
+    newest = layout.complete_until(version[0], finished)
+    through = _int(request, "ranked_through", None)
+    through = newest if through is None else min(through, newest)
+    # a ranking through an older step than the newest is final: no version in its cache key
+    stats = sel.heatmap_prompt_stats(run, since, through, version=version[1] if through >= version[0] else 0)
+    ranked = charts.heatmap_prompts(stats, order=order, offset=offset, limit=limit, search=search)
+    upto = max(newest, after)
+    start = max(after, since - 1)  # the cells after this step; columns start at a column's first step
+    cells = sel.heatmap_key_cells(run, ranked["rows"], layout.steps_per_column, start, upto)
+    data = charts.prompt_heatmap(cells, ranked["rows"], layout.steps_per_column, start + 1, upto)
+    page = {**state, "next_after": upto, "has_more": False, "ranked_through": through, "since": since, "q": search}
+    if after >= 0:  # a poll: the rows are the page's already
+        ranked = {k: v for k, v in ranked.items() if k not in ("rows", "row_observations", "row_change")}
+    return {**page, **ranked, **data}
 
 
 @run_json

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, FloatField, IntegerField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Avg, Count, F, FloatField, IntegerField, OuterRef, Subquery, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
@@ -25,7 +25,7 @@ from controlplane.budgets.selectors import (
     budget_usage_by_hour,
     forecast_device_hours,
 )
-from controlplane.datasets.models import Dataset, Prompt
+from controlplane.datasets.models import Dataset
 from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_totals, runs_for_user, runs_totals
 from controlplane.telemetry.models import (
@@ -35,7 +35,6 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from frontend.charts import HeatmapLayout
 from workers.engines.config import ConfigError, RunConfig
 
 # Steps per cursor read; the answer says has_more when there are more. Step summaries are one
@@ -58,9 +57,20 @@ def last_step(run: Run) -> int:
     return -1 if row is None else int(row)
 
 
-def step_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:
+def newest_step_version(run: Run) -> tuple[int, int]:
+    """(the newest step, its summary row's id): the id changes when that step is written again
+    (a retried step is deleted and re-inserted), so a cache keyed by it never serves old rows."""
+    row = StepSummary.objects.filter(run=run).order_by("-step").values_list("step", "id").first()
+    return (-1, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+def step_rows(run: Run, after: int, limit: int | None = None, upto: int | None = None) -> list[dict[str, Any]]:
+    """Step summaries after ``after`` (through ``upto`` when given), at most ``limit`` of them."""
     limit = STEP_PAGE if limit is None else limit
-    return list(StepSummary.objects.filter(run=run, step__gt=after).order_by("step").values(*STEP_FIELDS)[:limit])
+    rows = StepSummary.objects.filter(run=run, step__gt=after)
+    if upto is not None:
+        rows = rows.filter(step__lte=upto)
+    return list(rows.order_by("step").values(*STEP_FIELDS)[:limit])
 
 
 def evaluation_rows(run: Run, after: int, limit: int | None = None) -> list[dict[str, Any]]:
@@ -85,14 +95,18 @@ def action_count_rows(run: Run, after: int, upto: int) -> list[tuple[int, str, s
     return [(s, m, a, n) for s, m, a, n in rows]
 
 
-def hora_rows(run: Run, after: int, upto: int) -> list[tuple[int, int, int, float]]:
-    """HORA allocations per (step, probe successes): (step, successes, prompts, extra rollouts)."""
-    rows = (SelectionDecision.objects.filter(run=run, method="hora", action="allocated", step__gt=after,
-                                             step__lte=upto)
-            .annotate(successes=Cast(KT("scores__successes"), FloatField()))
-            .values_list("step", "successes")
+def hora_rows(run: Run, after: int, upto: int, steps_per_column: int = 1) -> list[tuple[int, int, int, float]]:
+    """HORA allocations per (step, probe successes): (step, successes, prompts, extra rollouts).
+    With ``steps_per_column`` > 1 the steps are binned (step // width * width: the column's
+    first step), prompts and extra rollouts summed over the bin, so means stay exact."""
+    decisions = SelectionDecision.objects.filter(run=run, method="hora", action="allocated", step__gt=after,
+                                                 step__lte=upto)
+    w = max(1, int(steps_per_column))
+    column = F("step") if w == 1 else F("step") / w * w  # integer division in SQL
+    rows = (decisions.annotate(column=column, successes=Cast(KT("scores__successes"), FloatField()))
+            .values_list("column", "successes")
             .annotate(n=Count("id"), extra=Sum(Cast(KT("scores__extra"), FloatField())))
-            .order_by("step"))
+            .order_by("column"))
     return [(int(s), int(h or 0), int(n), float(e or 0.0)) for s, h, n, e in rows]
 
 
@@ -119,44 +133,64 @@ def edge_points(run: Run, step: int | None, limit: int = EDGE_POINTS) -> tuple[l
     return list(points[:limit]), total
 
 
-# -- the pass-rate heat map ------------------------------------------------------------------------------
+# -- the heat map by prompt ----------------------------------------------------------------------------
+
+HEATMAP_RANK_SECONDS = 300  # a ranking of steps through N never changes: kept for the page's polls
 
 
-def _training_prompts(run: Run) -> QuerySet[Prompt]:
-    return Prompt.objects.filter(dataset_id=run.dataset_id).exclude(split="test")
+def heatmap_prompt_stats(run: Run, since: int, through: int,
+                         version: int = 0) -> list[tuple[str, int, float | None, float | None]]:
+    """(key, observations, first pass rate, last pass rate) of every prompt observed in steps
+    since..through, for ``charts.heatmap_prompts`` to rank. Those steps are written once, so the
+    answer is cached for the page's polls (the same window ranks the same rows); ``version``
+    (``newest_step_version``'s row id) misses the cache when the newest step is written again."""
+    from django.core.cache import cache
 
-
-def heatmap_layout(run: Run) -> tuple[HeatmapLayout, list[str] | None]:
-    """The layout of the run's heat map and, when every prompt has its own row, their keys."""
-    prompts = _training_prompts(run).count()
-    layout = HeatmapLayout(prompts=prompts, steps_planned=max(run.steps_planned, 1))
-    keys = None
-    if layout.prompts_per_row == 1:
-        keys = list(_training_prompts(run).order_by("id").values_list("key", flat=True))
-    return layout, keys
-
-
-def heatmap_cells(run: Run, layout: HeatmapLayout, after: int, upto: int) -> list[tuple[int, int, float, int]]:
-    """(row, column, mean pass rate, observations) for steps after < step <= upto.
-
-    Rows are training prompts in dataset order folded by ``layout.prompts_per_row``; the
-    fold is computed in the database (a window over the dataset's prompts), so only cells
-    travel.
-    """
-    if upto <= after or not layout.prompts:
+    if through < since:
         return []
-    observations = PromptObservation._meta.db_table
-    prompts = Prompt._meta.db_table
-    sql = (
-        f"SELECT p.r, o.step / %s AS c, AVG(o.pass_rate), COUNT(*) FROM {observations} o "
-        f"JOIN (SELECT key, (ROW_NUMBER() OVER (ORDER BY id) - 1) / %s AS r FROM {prompts} "
-        f"      WHERE dataset_id = %s AND split <> 'test') p ON p.key = o.prompt_key "
-        f"WHERE o.run_id = %s AND o.step > %s AND o.step <= %s GROUP BY p.r, o.step / %s"
-    )
-    w = layout.steps_per_column
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [w, layout.prompts_per_row, run.dataset_id, run.id, after, upto, w])
-        return [(int(r), int(c), float(m) if m is not None else None, int(n)) for r, c, m, n in cursor.fetchall()]
+    cache_key = f"edgeplane:heatmap-rank:{run.id}:{since}:{through}:{version}"
+    stats = cache.get(cache_key)
+    if stats is None:
+        sql = (
+            "SELECT prompt_key, COUNT(*), "
+            "(array_agg(pass_rate ORDER BY step) FILTER (WHERE pass_rate IS NOT NULL))[1], "
+            "(array_agg(pass_rate ORDER BY step DESC) FILTER (WHERE pass_rate IS NOT NULL))[1] "
+            f"FROM {PromptObservation._meta.db_table} WHERE run_id = %s AND step >= %s AND step <= %s "
+            "GROUP BY prompt_key"
+        )
+        if connection.vendor != "postgresql":  # SQLite (a quick local run): no ordered aggregates
+            sql = (
+                "SELECT o.prompt_key, COUNT(*), "
+                f"(SELECT f.pass_rate FROM {PromptObservation._meta.db_table} f WHERE f.run_id = o.run_id AND "
+                "f.prompt_key = o.prompt_key AND f.step >= %s AND f.step <= %s AND f.pass_rate IS NOT NULL "
+                "ORDER BY f.step LIMIT 1), "
+                f"(SELECT f.pass_rate FROM {PromptObservation._meta.db_table} f WHERE f.run_id = o.run_id AND "
+                "f.prompt_key = o.prompt_key AND f.step >= %s AND f.step <= %s AND f.pass_rate IS NOT NULL "
+                "ORDER BY f.step DESC LIMIT 1) "
+                f"FROM {PromptObservation._meta.db_table} o WHERE o.run_id = %s AND o.step >= %s AND o.step <= %s "
+                "GROUP BY o.prompt_key"
+            )
+            params = [since, through, since, through, run.id, since, through]
+        else:
+            params = [run.id, since, through]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            stats = [(k, int(n), f, la) for k, n, f, la in cursor.fetchall()]
+        cache.set(cache_key, stats, HEATMAP_RANK_SECONDS)
+    return stats
+
+
+def heatmap_key_cells(run: Run, keys: list[str], steps_per_column: int, after: int,
+                      upto: int) -> list[tuple[str, int, float | None, int]]:
+    """(key, column, mean pass rate, observations) of these prompts for after < step <= upto
+    (the (run, prompt_key, step) index: a few rows a prompt)."""
+    if upto <= after or not keys:
+        return []
+    w = max(1, int(steps_per_column))
+    rows = (PromptObservation.objects.filter(run=run, prompt_key__in=keys, step__gt=after, step__lte=upto)
+            .annotate(column=F("step") / w).values_list("prompt_key", "column")
+            .annotate(mean=Avg("pass_rate"), n=Count("id")).order_by())
+    return [(k, int(c), float(m) if m is not None else None, int(n)) for k, c, m, n in rows]
 
 
 # -- decisions -------------------------------------------------------------------------------------------

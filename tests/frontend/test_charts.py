@@ -353,31 +353,18 @@ def test_edge_map_groups_prompts_by_bucket_over_pass_rate_and_entropy():
     assert list(s["buckets"]) == list(Bucket.NAMES)  # one trace per bucket, in Bucket order
 
 
-def test_heatmap_layout_gives_one_row_per_prompt_up_to_the_limit_then_groups():
-    small = HeatmapLayout(prompts=20, steps_planned=100)
-    assert small.prompts_per_row == 1 and small.rows == 20 and small.steps_per_column == 1
-    assert small.row_labels(["k0", "k1"]) == ["k0", "k1"]
-    big = HeatmapLayout(prompts=2000, steps_planned=1000)
-    assert big.prompts_per_row == 34 and big.rows == 59 and big.steps_per_column == 5
-    assert big.row_labels()[0] == "prompts 1-34" and big.row_labels()[-1] == "prompts 1973-2000"
+def test_heatmap_layout_gives_one_column_per_step_up_to_the_limit_then_bins():
+    assert HeatmapLayout(steps_planned=100).steps_per_column == 1
+    assert HeatmapLayout(steps_planned=1000).steps_per_column == 5
 
 
 def test_heatmap_layout_sends_a_binned_column_only_once_it_is_complete():
-    layout = HeatmapLayout(prompts=10, steps_planned=1000)  # 5 steps a column
+    layout = HeatmapLayout(steps_planned=1000)  # 5 steps a column
     assert layout.complete_until(3, finished=False) == -1
     assert layout.complete_until(4, finished=False) == 4
     assert layout.complete_until(8, finished=False) == 4
     assert layout.complete_until(8, finished=True) == 8
-    assert HeatmapLayout(prompts=10, steps_planned=50).complete_until(7, finished=False) == 7
-
-
-def test_pass_rate_heatmap_fills_rows_and_columns_and_leaves_gaps_as_null():
-    layout = HeatmapLayout(prompts=3, steps_planned=400)  # 2 steps a column
-    cells = [(0, 0, 0.5, 2), (2, 0, 1.0, 1), (1, 3, 0.25, 4)]
-    s = charts.pass_rate_heatmap(cells, layout)
-    assert s["step"] == [0, 6] and s["steps_per_column"] == 2 and s["prompts_per_row"] == 1
-    assert s["z"] == [[0.5, None], [None, 0.25], [1.0, None]]
-    assert s["observations"] == [[2, 0], [0, 4], [1, 0]]
+    assert HeatmapLayout(steps_planned=50).complete_until(7, finished=False) == 7
 
 
 # -- the prompt page ----------------------------------------------------------------------------------------

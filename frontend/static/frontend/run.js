@@ -2,11 +2,14 @@
 // The series come shaped by frontend/charts.py; this module only stores and draws them.
 // Every name it draws by comes from the page's config (views.run_detail): the method panels
 // as the methods declare them, the buckets, the phases and the legend of each column.
+import { startHeatmap } from "./heatmap.js";
 import { Poller, withParams } from "./live.js";
 import { COLORS, append, appendColumns, emptyNotes, fixed, line, pct, plain } from "./plots.js";
 import { linkBars, startTools } from "./run_tools.js";
 import { refreshSavings } from "./savings.js";
-import { draw } from "./smoothing.js";  // plots.js's draw, with the smoothing slider applied
+// Charts are drawn when shown (near the viewport, or once idle after the first view): schedule.js,
+// through smoothing.js's draw (plots.js's, with the smoothing slider applied).
+import { draw, isShown, onDrawn, pointsFor, revealRestWhenIdle, spliceRows, watch, whenShown } from "./schedule.js";
 
 const cfg = JSON.parse(document.getElementById("run-page").textContent);
 const label = (method) => cfg.labels[method] || method;
@@ -18,8 +21,6 @@ const steps = {};
 const evals = {};
 const acts = {};
 const allocations = {};  // by panel id
-const heat = {};
-let heatRows = null;
 let lastStep = cfg.last_step;
 let pending = true;  // new steps arrived: redraw the snapshots (edge map, energy, newest decisions)
 
@@ -221,8 +222,14 @@ function drawAllocation(panel) {
   }], { xaxis: STEP_AXIS, yaxis: { title: { text: "probe successes" }, dtick: 1 }, hovermode: "closest" });
 }
 
+// A snapshot chart (the edge map, LZE's energy) fetches its data once shown, then on new steps.
+const ready = new Set();
+function onceShown(id, fn) {
+  whenShown(id, () => { ready.add(id); fn(); });
+}
+
 function drawSnapshots() {
-  for (const panel of viewPanels("lze_energy")) drawEnergy(panel);
+  for (const panel of viewPanels("lze_energy")) if (ready.has(panel.id)) drawEnergy(panel);
 }
 
 // -- learning edge -------------------------------------------------------------------------------------
@@ -269,17 +276,6 @@ function bindEdge() {
   edgeSlider.addEventListener("input", () => { text("edge-step-label", `step ${edgeSlider.value}`); });
   edgeSlider.addEventListener("change", () => { edgeFollow = Number(edgeSlider.value) === lastStep; drawEdge(); });
   edgeNow.addEventListener("change", () => { edgeSlider.disabled = edgeNow.checked; drawEdge(); });
-}
-
-function drawHeat() {
-  if (!heatRows) return;
-  draw("chart-heatmap", [{
-    x: heat.step, y: heatRows, z: heat.z, customdata: heat.observations, type: "heatmap", zmin: 0, zmax: 1,
-    colorscale: [[0, "#dc2626"], [0.5, "#fde68a"], [1, "#16a34a"]], hoverongaps: false,
-    colorbar: { title: { text: "pass rate" }, thickness: 12 },
-    hovertemplate: "%{y}<br>step %{x}: pass rate %{z:.2f} (%{customdata} groups)<extra></extra>",
-  }], { height: Math.max(260, Math.min(18 * heatRows.length + 80, 720)), hovermode: "closest",
-        xaxis: STEP_AXIS, yaxis: { autorange: "reversed", automargin: true, tickfont: { size: 10 } } });
 }
 
 // -- audit trail ---------------------------------------------------------------------------------------
@@ -337,38 +333,81 @@ async function getJSON(url) {
   }
 }
 
+// Zoomed into a stretch of steps: fetch it at the resolution the chart shows (full when the
+// stretch is short) and put it in place of the overview's rows there.
+const STEP_CHARTS = new Set(["chart-rollouts", "chart-savings", "chart-shares", "chart-reward", "chart-seconds",
+                             ...stepPanels.map((p) => p.id)]);
+async function zoomed(id, event) {
+  const a = event["xaxis.range[0]"] ?? (event["xaxis.range"] || [])[0];
+  const b = event["xaxis.range[1]"] ?? (event["xaxis.range"] || [])[1];
+  if (a === undefined || b === undefined) return;
+  const lo = Math.max(0, Math.floor(a));
+  const hi = Math.ceil(b);
+  const actions = id === "chart-actions";
+  const store = actions ? acts : steps;
+  if (!store.step || !store.step.length || hi <= lo) return;
+  const upto = Math.min(hi, store.step[store.step.length - 1]);
+  if (upto <= lo) return;
+  const page = await getJSON(withParams(actions ? cfg.urls.actions : cfg.urls.series,
+                                        { after: lo - 1, until: upto, points: pointsFor(id) }));
+  if (!page) return;
+  spliceRows(store, page, "step", lo, upto);
+  if (actions) { drawActions(); drawStepPanels(); } else drawSteps();
+}
+// The decisions chart may be drawn after its data came (schedule.js): link its bars then.
+onDrawn((id) => { if (id === "chart-actions") linkBars(id, Object.keys(acts.counts || {}), cfg.tools.audit); });
+onDrawn((id) => {
+  const el = document.getElementById(id);
+  if (!(STEP_CHARTS.has(id) || id === "chart-actions") || !el.on || el.dataset.zoomWired) return;
+  el.dataset.zoomWired = "1";
+  el.on("plotly_relayout", (event) => { zoomed(id, event); });
+});
+
 function start() {
   emptyNotes(cfg.empty);  // what each chart will show, and when, while it has no data
   const slow = cfg.poll_ms * 2;
   const secondary = [];
-  const actions = new Poller({ url: cfg.urls.actions, interval: slow, onError, onData: (page) => {
+  watch();
+  // Each chart's data start with its chart: one request at the chart's resolution (?points=),
+  // then the cursor alone (new steps only) while the run is live.
+  const actions = new Poller({ url: withParams(cfg.urls.actions, { points: pointsFor("chart-actions", 4) }),
+                               interval: slow, onError, onData: (page) => {
+    actions.url = cfg.urls.actions;
     const before = acts.step ? acts.step.length : -1;
     append(acts, page, "step", 0);
     settle("actions", acts.step.length !== before, page, () => { drawActions(); drawStepPanels(); });
   } });
   secondary.push(actions);
-  const heatPoller = new Poller({ url: cfg.urls.heatmap, interval: slow, onError, onData: (page) => {
-    if (page.rows) heatRows = page.rows;
-    const before = heat.step ? heat.step.length : -1;
-    appendColumns(heat, page, "step", ["z", "observations"]);
-    settle("heatmap", heat.step.length !== before, page, drawHeat);
-  } });
-  secondary.push(heatPoller);
+  const decisionPanels = stepPanels.filter((p) => p.series.some((s) => s.source === "decision")).map((p) => p.id);
+  whenShown(["chart-actions", ...decisionPanels], () => actions.start());
+  let heatmap = null;
+  whenShown("chart-heatmap", () => {
+    heatmap = startHeatmap({ url: cfg.urls.heatmap, promptUrl: cfg.urls.prompt, draw, interval: slow, onError,
+                             stepAxis: STEP_AXIS, lastStep: () => lastStep });
+  });
+  onceShown("chart-edge", drawEdge);
+  for (const panel of viewPanels("lze_energy")) onceShown(panel.id, () => drawEnergy(panel));
   for (const panel of viewPanels("hora_allocation")) {
     const a = (allocations[panel.id] = {});
-    secondary.push(new Poller({ url: cfg.urls[panel.view], interval: slow, onError, onData: (page) => {
+    const poller = new Poller({ url: withParams(cfg.urls[panel.view], { points: pointsFor(panel.id) }), interval: slow,
+                                onError, onData: (page) => {
+      poller.url = cfg.urls[panel.view];
       if (!a.successes) a.successes = page.successes;
       const before = a.step ? a.step.length : -1;
       appendColumns(a, page, "step", ["mean_extra", "prompts"]);
       settle(panel.id, a.step.length !== before, page, () => drawAllocation(panel));
-    } }));
+    } });
+    secondary.push(poller);
+    whenShown(panel.id, () => poller.start());
   }
   const evaluations = new Poller({ url: cfg.urls.evaluations, interval: cfg.poll_ms, onError, onData: (page) => {
     const before = evals.step ? evals.step.length : -1;
     append(evals, page);
     settle("evaluations", evals.step.length !== before, page, drawEvaluations);
   } });
-  const series = new Poller({ url: cfg.urls.series, interval: cfg.poll_ms, onError, onData: (page) => {
+  const series = new Poller({ url: withParams(cfg.urls.series, { points: pointsFor("chart-rollouts") }),
+                              interval: cfg.poll_ms, onError, onData: (page) => {
+    series.url = cfg.urls.series;
     liveNote("");
     header(page);
     const before = steps.step ? steps.step.length : -1;
@@ -381,20 +420,30 @@ function start() {
       edgeSlider.disabled = edgeNow.checked || lastStep < 0;
       if (edgeFollow) edgeSlider.value = String(lastStep);
     }
+    if (!page.has_more) revealRestWhenIdle();  // the first view is drawn: the rest, when idle
     if (pending && !page.has_more) {  // redraw the snapshots once every page is in
       pending = false;
-      if (edgeFollow || edgeNow.checked) drawEdge();
+      if (ready.has("chart-edge") && (edgeFollow || edgeNow.checked)) drawEdge();
       drawSnapshots();
-      refreshRecent();
-      for (const p of secondary) if (!p.stopped) p.schedule(0);
+      if (before >= 0) refreshRecent();  // the page came with the newest decisions: only newer ones
+      // the started charts ask for the new steps now (a chart not shown yet starts with them)
+      for (const p of [...secondary, heatmap && heatmap.poller]) if (p && !p.stopped && p.timer !== null) p.schedule(0);
     }
   } });
-  series.start();
-  evaluations.start();
-  for (const p of secondary) p.start();
+  // the first answers may be on their way already (prefetch.js, sent before plotly.js was ready)
+  for (const [name, poller] of [["series", series], ["evaluations", evaluations]]) {
+    const early = (window.edgeplanePrefetch || {})[name];
+    if (!early || early.url !== withParams(poller.url, { after: -1 })) { poller.start(); continue; }
+    early.answer.then((page) => {
+      if (page) { poller.after = page.next_after; poller.onData(page); }
+      if (page && page.finished && !page.has_more) { poller.stop(); return; }  // an ended run: nothing more to ask
+      poller.start();
+      if (page && !page.has_more) poller.schedule(poller.interval);  // it has just asked: the next poll in due time
+    });
+  }
   bindEdge();
   startTools(cfg.tools);
-  window.edgeplane = { series, evaluations, secondary, steps };
+  window.edgeplane = { series, evaluations, secondary, steps, get heatmap() { return heatmap; }, isShown };
 }
 
 start();
