@@ -199,8 +199,7 @@ def edge(request: HttpRequest, run: Run) -> dict[str, Any]:
             **charts.edge_map(points, total=total)}
 
 
-@run_json
-def heatmap(request: HttpRequest, run: Run) -> dict[str, Any]:
+def heatmap_page(request: HttpRequest, run: Run) -> dict[str, Any]:
     """Pass rate by prompt and step for one page of prompts: the most active (``?order=active``,
     the default) or the most changed (``order=changed``) in the steps since ``?since=`` (the
     whole run by default), ``?limit=`` of them (50) from ``?offset=``, among the keys that
@@ -234,6 +233,9 @@ def heatmap(request: HttpRequest, run: Run) -> dict[str, Any]:
     if after >= 0:  # a poll: the rows are the page's already
         ranked = {k: v for k, v in ranked.items() if k not in ("rows", "row_observations", "row_change")}
     return {**page, **ranked, **data}
+
+
+heatmap = run_json(heatmap_page)  # the chart's endpoint; frontend.exports downloads the same page
 
 
 @run_json

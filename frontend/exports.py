@@ -31,7 +31,7 @@ from django.views.decorators.http import require_GET
 
 from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_for_user_or_none, run_totals
-from frontend import charts
+from frontend import charts, data_views
 from frontend import selectors as sel
 from frontend.audit_filters import audit_filters
 from frontend.forms import BadParameter, int_param, refuse_malformed
@@ -155,10 +155,9 @@ def _edge(run: Run, request: HttpRequest) -> dict[str, Any]:
 
 
 def _heatmap(run: Run, request: HttpRequest) -> dict[str, Any]:
-    layout, keys = sel.heatmap_layout(run)
-    upto = sel.last_step(run)
-    return {"rows": layout.row_labels(keys), **charts.pass_rate_heatmap(sel.heatmap_cells(run, layout, -1, upto),
-                                                                         layout)}
+    # the page of prompts the chart's endpoint answers for the same query (order, since, offset, q)
+    page = data_views.heatmap_page(request, run)
+    return {key: page[key] for key in ("rows", "step", "steps_per_column", "z", "observations")}
 
 
 @dataclass(frozen=True)

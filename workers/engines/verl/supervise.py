@@ -213,7 +213,9 @@ def popen_recording_exit(exit_path: str) -> Callable[..., subprocess.Popen]:
     return popen
 
 
-EXIT_RECORD_GRACE_S = 2.0  # between the launcher's reap and its write of the exit status
+# Between the launcher's reap and its write of the exit status. Waited only when the status is
+# otherwise unknown; 2 s was too short on 2 busy cores (a run failed as "exit status unknown").
+EXIT_RECORD_GRACE_S = 10.0
 
 
 def _await_exit_record(exit_path: str, grace_s: float = EXIT_RECORD_GRACE_S) -> int | None:
