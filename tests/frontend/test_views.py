@@ -555,6 +555,9 @@ def test_the_prompt_page_shows_text_answer_history_decisions_and_other_runs(bob,
     series = response.context["series"]
     assert series["step"] == [0, 1, 2, 3, 4, 5] and series["pass_rate"][:2] == [0.0, 0.25]
     assert response.context["changes"][0] == {"step": 0, "from": "unseen", "to": "too_hard"}
+    # buckets and layers read as words, not as the names stored
+    assert ">too hard</span>" in page and "pre rollout" in page
+    assert not any(name in page for name in (">too_hard<", ">pre_rollout<", ">post_rollout<"))
     assert "other-run" in page
     assert bob.get(f"/runs/{run.id}/prompt/", {"key": "nope"}).status_code == 404
 
