@@ -26,7 +26,7 @@ from frontend.forms import ID_MAX, BadParameter, int_param, refuse_malformed
 from frontend.views import current_team, page
 
 SAVINGS_SHARES = ("rollout_savings", "rollout_savings_vs_dynamic_sampling", "backward_savings_vs_mixed",
-                  "effective_share_of_generated")
+                  "effective_share_of_generated", "device_hours_savings")
 
 
 def run_ids(request: HttpRequest) -> list[int]:

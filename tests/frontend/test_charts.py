@@ -402,7 +402,7 @@ def test_savings_row_compares_a_run_with_uniform_grpo():
     assert row == {"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800, "rollout_savings": 0.25,
                    "rollout_savings_vs_dynamic_sampling": None, "backward_savings_vs_mixed": None,
                    "effective_share_of_generated": 0.5, "device_hours": 0.5, "uniform_device_hours": 1.0,
-                   "device_hours_saved": 0.5}
+                   "device_hours_saved": 0.5, "device_hours_savings": 0.5}
     # each yardstick from its own sums: dynamic sampling over the steps with an estimate
     filtered = charts.savings_row({"steps": 10, "rollouts_generated": 600, "rollouts_uniform": 800,
                                    "rollouts_effective": 300, "device_seconds": 0.0, "uniform_device_seconds": 0.0,

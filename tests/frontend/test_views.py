@@ -575,6 +575,8 @@ def test_compare_overlays_runs_and_tabulates_their_savings(bob, run, acme, datas
     table = response.context["table"]
     assert table[0]["rollout_savings"] == pytest.approx(1 / 3) and table[1]["steps"] == 2
     assert table[0]["rollout_savings_pct"] == "33.3%"  # percentages on the page, like everywhere else
+    assert table[0]["device_hours_savings_pct"].endswith("%") and "Device-hours saved vs uniform GRPO" in (
+        response.content.decode())
     assert "Pick two or more runs" in bob.get("/compare/").content.decode()
 
 
