@@ -235,11 +235,13 @@ class NewRunForm:
     name: str = ""
     dataset: str = ""
     baseline: str = ""  # the id of a run of the team to compare against; empty: none
+    tags: str = ""  # as typed: labels separated by commas or spaces (controlplane.runs.tags)
     # Sent back with the form: a second post of the same page (a double click, a resubmit after a
     # lost answer) finds the run the first one launched instead of launching another.
     idempotency_key: str = field(default_factory=lambda: uuid.uuid4().hex)
     general_errors: list[str] = field(default_factory=list)
     name_errors: list[str] = field(default_factory=list)
+    tags_errors: list[str] = field(default_factory=list)
     dataset_errors: list[str] = field(default_factory=list)
     baseline_errors: list[str] = field(default_factory=list)
     methods_errors: list[str] = field(default_factory=list)  # about the combination of methods
@@ -273,6 +275,7 @@ class NewRunForm:
         self.name = data.get("name", "").strip()
         self.dataset = data.get("dataset", "")
         self.baseline = data.get("baseline", "").strip()
+        self.tags = data.get("tags", "").strip()
         self.idempotency_key = data.get("idempotency_key", "")
         errors: dict[str, list[str]] = {}
         config: dict[str, Any] = {}
@@ -321,7 +324,7 @@ class NewRunForm:
                 if key in errors:
                     method.errors = errors[key]
                     placed.add(key)
-        for key, target in (("name", self.name_errors), ("dataset", self.dataset_errors),
+        for key, target in (("name", self.name_errors), ("tags", self.tags_errors), ("dataset", self.dataset_errors),
                             ("baseline", self.baseline_errors), ("selectors", self.methods_errors),
                             ("budget", self.budget_errors)):
             if key in errors:
@@ -396,7 +399,7 @@ class NewRunForm:
     def as_data(self) -> QueryDict:
         """What the browser posts for the form as it stands (``bind`` reads it back)."""
         data = QueryDict(mutable=True)
-        data.update({"name": self.name, "dataset": self.dataset, "baseline": self.baseline,
+        data.update({"name": self.name, "tags": self.tags, "dataset": self.dataset, "baseline": self.baseline,
                      "idempotency_key": self.idempotency_key})
         for f in self.fields:
             data[f.name] = f.shown
@@ -422,14 +425,14 @@ def composition_added(ticked: dict[str, dict[str, Any]], name: str, params: dict
 
 
 # Inputs of the page that are not RunConfig fields, in words, for the summary of problems.
-OWN_LABELS = {"name": "Run name", "dataset": "Dataset", "baseline": "Baseline run", "selectors": "Selection methods",
-              "budget": "Budget"}
+OWN_LABELS = {"name": "Run name", "tags": "Tags", "dataset": "Dataset", "baseline": "Baseline run",
+              "selectors": "Selection methods", "budget": "Budget"}
 
 
 def problems_in_order(form: NewRunForm, errors: dict[str, list[str]]) -> list[Problem]:
     """Every error as a Problem, in the order the page shows its input (what matches none of
     them last, under its own name)."""
-    order: list[tuple[str, str]] = [(n, OWN_LABELS[n]) for n in ("name", "dataset", "baseline")]
+    order: list[tuple[str, str]] = [(n, OWN_LABELS[n]) for n in ("name", "tags", "dataset", "baseline")]
     order += [(f.name, f.label) for f in form.main_fields]
     order.append(("selectors", OWN_LABELS["selectors"]))
     for method in form.methods:

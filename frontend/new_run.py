@@ -18,6 +18,7 @@ from django.http import QueryDict
 from controlplane.accounts.models import Role, Team
 from controlplane.budgets.selectors import budget_status
 from controlplane.runs.models import Run
+from controlplane.runs.tags import tags_clean
 from frontend import selectors as sel
 from frontend.forms import NewRunForm, composition_added
 from workers.engines.config import ConfigError, RunConfig
@@ -36,6 +37,7 @@ class Checked:
     baseline: Run | None
     forecast_device_hours: float
     remaining_device_hours: float | None
+    tags: list[str]  # as stored (controlplane.runs.tags), [] when none or refused
 
 
 def check(form: NewRunForm, data: QueryDict, *, team: Team, datasets: list, user: Any,
@@ -58,6 +60,11 @@ def check(form: NewRunForm, data: QueryDict, *, team: Team, datasets: list, user
         errors.setdefault("name", []).append("give the run a name")
     elif len(form.name) > RUN_NAME_MAX:
         errors.setdefault("name", []).append(f"at most {RUN_NAME_MAX} characters, got {len(form.name)}")
+    try:
+        tags = tags_clean(form.tags)
+    except ConfigError as exc:
+        tags = []
+        errors.setdefault("tags", []).extend(e.message for e in exc.errors)
     baseline = sel.team_run(team, form.baseline) if form.baseline else None
     if form.baseline and baseline is None:
         errors.setdefault("baseline", []).append("choose one of the team's runs, or none")
@@ -74,7 +81,7 @@ def check(form: NewRunForm, data: QueryDict, *, team: Team, datasets: list, user
     method_states(form, engine=str(form.value_of("engine")), batch_size=form.value_of("batch_size"),
                   group_size=form.value_of("group_size"))
     form.advice = advice(form, priced, forecast=forecast, dataset=dataset, baseline=baseline)
-    return Checked(config, errors, dataset, baseline, forecast, remaining)
+    return Checked(config, errors, dataset, baseline, forecast, remaining, tags)
 
 
 def _priced(mapping: dict[str, Any]) -> RunConfig:

@@ -144,7 +144,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         if not checked.errors:
             try:
                 run = run_create(team=team, dataset=dataset, name=form.name, config=config, user=request.user,
-                                 baseline=checked.baseline, idempotency_key=form.idempotency_key)
+                                 baseline=checked.baseline, idempotency_key=form.idempotency_key, tags=checked.tags)
             except ConfigError as exc:
                 form.place_errors(exc.as_dict())
             except IdempotencyKeyReused as exc:
@@ -169,6 +169,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         if notes:
             known["selectors"] = notes
         form.name = f"{source.name} (copy)"[:RUN_NAME_MAX]
+        form.tags = ", ".join(source.tags or [])
         form.dataset, form.baseline = str(source.dataset_id), str(source.baseline_id or "")
         if not any(d.id == source.dataset_id for d in datasets):
             known["dataset"] = [(f"{source.name} trained on {source.dataset.name}, which is no longer among the "

@@ -227,6 +227,24 @@ def test_a_clone_keeps_a_methods_own_default_where_the_blank_form_starts_elsewhe
     assert Run.objects.get(name="wide (copy)").config == source.config
 
 
+def test_tags_are_set_in_the_form_listed_with_the_other_problems_and_carried_by_a_clone(bob, acme, dataset, enqueued):
+    bad = bob.post("/runs/new/", form_data(dataset, tags="ok, tag!, " + "x" * 40, batch_size="0"))
+    page = bad.content.decode()
+    lines = summary(page)
+    tags = [line for line in lines if line.startswith("Tags: ")]
+    assert len(tags) == 2 and "'tag!' is not a tag" in tags[0] and "'" + "x" * 40 + "' is not a tag" in tags[1]
+    assert lines.index(tags[0]) < next(i for i, line in enumerate(lines) if line.startswith("B (prompts")), lines
+    assert "'tag!' is not a tag" in beside(page, "tags")  # beside its input too
+    assert not Run.objects.filter(name="form-run").exists()  # nothing launched while any problem stands
+    bob.post("/runs/new/", form_data(dataset, tags="Ablation lr.1e-3, ablation"))
+    source = Run.objects.get(name="form-run")
+    assert source.tags == ["ablation", "lr.1e-3"]  # lowercased, once each, as the API stores them
+    form = bob.get(f"/runs/new/?from={source.id}").context["form"]
+    assert form.tags == "ablation, lr.1e-3"
+    bob.post(f"/runs/new/?from={source.id}", posted(form))
+    assert Run.objects.get(name="form-run (copy)").tags == ["ablation", "lr.1e-3"]
+
+
 def test_another_teams_run_or_no_run_cannot_be_cloned(bob, mallory, run):
     assert mallory.get(f"/runs/new/?from={run.id}").status_code == 404
     for raw in ("999999", "x", "-1", ""):
