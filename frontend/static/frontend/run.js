@@ -239,6 +239,20 @@ const edgeNow = document.getElementById("edge-now");
 let edgeFollow = true;  // the slider follows the newest step until the user moves it
 let edgeKeys = [];  // the prompt key of each drawn point, by trace and point, for a click
 
+// A click on a point opens its prompt. The chart may be drawn after its data came (schedule.js):
+// wired when drawn, once.
+function wireEdge() {
+  const chart = document.getElementById("chart-edge");
+  if (!chart || !chart.on || chart.dataset.wired) return;
+  chart.dataset.wired = "1";
+  chart.on("plotly_click", (event) => {
+    const point = event.points && event.points[0];
+    const key = point && (edgeKeys[point.curveNumber] || [])[point.pointNumber];
+    if (key) window.location.href = withParams(cfg.urls.prompt, { key });
+  });
+}
+onDrawn((id) => { if (id === "chart-edge") wireEdge(); });
+
 async function drawEdge() {
   const step = edgeNow.checked ? "now" : edgeSlider.value;
   if (!edgeNow.checked && lastStep < 0) return;
@@ -257,15 +271,7 @@ async function drawEdge() {
   draw("chart-edge", traces, { height: 340, hovermode: "closest",
        xaxis: { title: { text: "pass rate" }, range: [-0.03, 1.03], gridcolor: "#eef0f3" },
        yaxis: { title: { text: "response entropy" }, gridcolor: "#eef0f3" } });
-  const chart = document.getElementById("chart-edge");
-  if (chart.on && !chart.dataset.wired) {
-    chart.dataset.wired = "1";
-    chart.on("plotly_click", (event) => {
-      const point = event.points && event.points[0];
-      const key = point && (edgeKeys[point.curveNumber] || [])[point.pointNumber];
-      if (key) window.location.href = withParams(cfg.urls.prompt, { key });
-    });
-  }
+  wireEdge();
   text("edge-step-label", edgeNow.checked ? "now" : `step ${step}`);
   const note = [`${data.shown} of ${data.total} prompts drawn`];
   if (data.no_entropy) note.push(`${data.no_entropy} without an entropy`);
