@@ -20,7 +20,8 @@ process itself killed outright, the servers get a signal from the kernel (PR_SET
 and stop, and the next run removes the directory.
 
 Postgres runs with fsync off (fast, not crash-safe) unless --durable is given: use --durable
-for benchmarks whose figures are reported.
+for benchmarks whose figures are reported. EDGEPLANE_PG_SETTINGS adds server settings, space
+separated (e.g. "shared_buffers=2GB max_wal_size=16GB"): a benchmark names the ones it ran with.
 
 Running as root, Postgres runs as the `postgres` user (initdb refuses root). Only the standard
 library is used here, so this runs before any virtual environment exists.
@@ -188,6 +189,7 @@ class Postgres:
                         str(self.bindir / "postgres"), "-D", str(self.data),
                         "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
                         "-c", f"unix_socket_directories={self.dir}", *speed,
+                        *[a for kv in os.environ.get("EDGEPLANE_PG_SETTINGS", "").split() for a in ("-c", kv)],
                     ],
                     user=self.user,
                     cwd=self.dir,
