@@ -101,8 +101,9 @@ def step_records(draw) -> StepRecord:
 @settings(max_examples=150, deadline=None)
 @given(step_records())
 def test_any_record_survives_the_wire_unchanged(record):
-    wire = json.loads(json.dumps(record.to_wire(), allow_nan=False))
-    assert StepRecord.from_wire(wire) == record
+    for version in (2, RECORD_VERSION):  # rows, and columns
+        wire = json.loads(json.dumps(record.to_wire(version), allow_nan=False))
+        assert StepRecord.from_wire(wire) == record
 
 
 def test_a_record_of_another_version_is_refused_naming_both_versions():
@@ -116,7 +117,7 @@ def test_a_record_of_another_version_is_refused_naming_both_versions():
 
 def test_an_unversioned_record_is_read_as_version_1_with_nan_as_a_string():
     record = pipeline_records(steps=1)[0]
-    old = record.to_wire()
+    old = record.to_wire(version=2)
     del old["version"]
     old["summary"]["step"] = record.step  # version 1 repeated the step in the summary
     old["summary"]["mixed_rate_uniform"] = "NaN"
@@ -147,7 +148,43 @@ def test_an_unversioned_record_is_read_as_version_1_with_nan_as_a_string():
     (lambda w: w.update(alerts="oops"), "alerts: must be a list"),
 ])
 def test_a_malformed_wire_record_is_refused_saying_what_is_wrong(breakage, message):
-    wire = pipeline_records(steps=1)[0].to_wire()
+    wire = pipeline_records(steps=1)[0].to_wire(version=2)
+    breakage(wire)
+    with pytest.raises(RecordError) as refused:
+        StepRecord.from_wire(wire)
+    assert message in str(refused.value)
+
+
+def _set(column: list, value) -> None:
+    column[1] = value
+
+
+@pytest.mark.parametrize(("breakage", "message"), [
+    (lambda w: w["observations"].pop("bucket"), "observations: lacks column(s) bucket"),
+    (lambda w: w["observations"].update(bucket="edge"), "observations: column bucket must be a list, got str"),
+    (lambda w: w["observations"].update(colour=[]), "observations: unknown field(s) colour"),
+    (lambda w: w["observations"]["bucket"].pop(), "observations: columns differ in length"),
+    (lambda w: _set(w["observations"]["bucket"], "lukewarm"), "bucket 'lukewarm' is not one of"),
+    (lambda w: _set(w["observations"]["pass_rate"], 1.5), "pass_rate must be a finite number in [0, 1]"),
+    (lambda w: _set(w["observations"]["pass_rate"], "0.5"), "pass_rate must be a finite number in [0, 1]"),
+    (lambda w: _set(w["observations"]["successes"], 10**6), "successes must be a whole number in [0, group_size]"),
+    (lambda w: _set(w["observations"]["group_size"], 2.5), "group_size must be a whole number"),
+    (lambda w: _set(w["observations"]["trained"], 1), "trained must be true or false"),
+    (lambda w: _set(w["observations"]["prompt_entropy"], 1e300), "prompt_entropy must be a finite number or null"),
+    (lambda w: _set(w["observations"]["prompt_key"], "a\x00b"), "prompt_key must not contain a NUL character"),
+    (lambda w: _set(w["observations"]["prompt_key"], "x" * 256), "prompt_key must be at most 255 characters"),
+    (lambda w: _set(w["observations"]["prompt_key"], w["observations"]["prompt_key"][0]), "is observed 2 times"),
+    (lambda w: _set(w["decisions"]["action"], "exploded"), "action 'exploded' is not one of"),
+    (lambda w: _set(w["decisions"]["method"], "m" * 17), "method must be at most 16 characters"),
+    (lambda w: _set(w["decisions"]["message"], None), "message must be a string"),
+    (lambda w: w["decisions"].update(scores={"x": [1.0]}), "scores column 'x' must be a list of"),
+    (lambda w: w["decisions"].update(scores={"x": ["high"] * len(w["decisions"]["action"])}),
+     "scores['x'] must be a finite number or null"),
+    (lambda w: w["decisions"].update(scores=[]), "decisions.scores: must be an object"),
+])
+def test_a_malformed_column_record_is_refused_naming_the_row_and_rule(breakage, message):
+    wire = json.loads(json.dumps(pipeline_records(steps=1)[0].to_wire()))
+    assert wire["version"] == 3 and len(wire["observations"]["bucket"]) > 1 and len(wire["decisions"]["action"]) > 1
     breakage(wire)
     with pytest.raises(RecordError) as refused:
         StepRecord.from_wire(wire)

@@ -15,26 +15,31 @@ engine's numbers. A record that exists is valid: the rules run when it is constr
 same rules and refused with the same ``RecordError``.
 
 Wire versions: 1 is the unversioned record before this module (NaN as the string
-``"NaN"``, ``summary.step`` and extra summary keys tolerated); 2 (``RECORD_VERSION``) is
-this one. A version above ``RECORD_VERSION`` is refused, naming both versions.
+``"NaN"``, ``summary.step`` and extra summary keys tolerated); 2 sends observations and
+decisions as lists of row objects; 3 (``RECORD_VERSION``) sends them as columns (one list per
+field, scores one list per score name), which is what a million-row step needs: read and checked
+a column at a time, never a row object at a time. A version above ``RECORD_VERSION`` is
+refused, naming both versions.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
+
+import numpy as np
 
 from workers.selection.accounting import StepAccounting
 from workers.selection.decisions import Action, Layer
 from workers.selection.ledger import Bucket
 from workers.selection.pipeline import StepResult
 
-RECORD_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+RECORD_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 
@@ -554,6 +559,240 @@ class DecisionRecord:
                    scores=_read_numbers(where, "scores", data.get("scores", {}), version), message=data["message"])
 
 
+# -- a step's rows, held as columns ---------------------------------------------------------------
+# A step may carry a million rows (LZE's epoch boundary prunes a whole pool at once): its
+# observations and decisions are held column by column, checked a column at a time, written to
+# the database from the columns (COPY) and sent on the wire as columns (version 3). Reading a
+# row (``batch[i]``, iterating) builds the row's record on demand.
+def _types(values: list[Any]) -> set[type]:
+    return set(map(type, values))
+
+
+def _strings_pass(values: list[Any], *, max_length: int, empty: bool, choices: tuple[str, ...] | None = None) -> bool:
+    """Whether every value passes ``_text`` (a whole column at once; False: some value may not)."""
+    if not values:
+        return True
+    if _types(values) != {str}:
+        return False
+    if choices is not None:
+        return set(values) <= set(choices)
+    lengths = list(map(len, values))
+    if max(lengths) > max_length or (not empty and min(lengths) == 0):
+        return False
+    joined = "".join(values)
+    if "\x00" in joined:
+        return False
+    if not joined.isascii():
+        try:
+            joined.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def _ints_pass(values: list[Any], low: int, high: int) -> bool:
+    if not values:
+        return True
+    if _types(values) != {int}:
+        return False
+    return bool(low <= min(values) and max(values) <= high)
+
+
+def _floats_pass(values: list[Any], low: float, high: float, *, optional: bool) -> bool:
+    if not values:
+        return True
+    kinds = _types(values)
+    if not kinds <= ({int, float, type(None)} if optional else {int, float}):
+        return False
+    numbers = [v for v in values if v is not None] if type(None) in kinds else values
+    if not numbers:
+        return True
+    try:
+        array = np.asarray(numbers, dtype=np.float64)
+    except OverflowError:
+        return False
+    return bool(np.isfinite(array).all()) and low <= float(array.min()) and float(array.max()) <= high
+
+
+def _columns(where: str, data: Any, fields: tuple[str, ...], optional: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """A wire object of columns: every field a list, all of one length (``optional`` fields may
+    be absent: filled with their default)."""
+    data = _object(where, data)
+    missing = [n for n in fields if n not in data and n not in optional]
+    if missing:
+        raise RecordError(where, f"lacks column(s) {', '.join(missing)}")
+    _unknown(where, data, set(fields), RECORD_VERSION)
+    lengths = {name: len(data[name]) for name in fields if isinstance(data.get(name), list)}
+    for name in fields:
+        if name in data and not isinstance(data[name], list):
+            raise RecordError(where, f"column {name} must be a list, got {type(data[name]).__name__}")
+    if len(set(lengths.values())) > 1:
+        raise RecordError(where, "columns differ in length: " + ", ".join(f"{n} {k}" for n, k in lengths.items()))
+    rows = next(iter(lengths.values()), 0)
+    return {name: list(data[name]) if name in data else [optional[name]] * rows for name in fields}
+
+
+class _Rows(Sequence[Any]):
+    """A step's rows of one kind as columns (``FIELDS``, each a list of one length)."""
+
+    FIELDS: ClassVar[tuple[str, ...]]
+    ROW: ClassVar[type]
+    __slots__ = ("_columns", "_length")
+
+    def __init__(self, columns: Mapping[str, Any]) -> None:
+        """Columns already checked (``from_rows``, ``read``): no rule runs here."""
+        self._columns: dict[str, Any] = {name: columns[name] for name in self.FIELDS}
+        self._length = len(columns[self.FIELDS[0]])
+
+    def column(self, name: str) -> list[Any]:
+        return cast(list[Any], self._columns[name])
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _row(self, index: int) -> Any:
+        return self.ROW(**{name: self._columns[name][index] for name in self.FIELDS})
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self._row(i) for i in range(*index.indices(self._length)))
+        if not -self._length <= index < self._length:
+            raise IndexError(index)
+        return self._row(index % self._length)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self._row(i) for i in range(self._length))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Rows):
+            return type(other) is type(self) and other._columns == self._columns
+        if isinstance(other, (tuple, list)):
+            return len(other) == self._length and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._length} rows)"
+
+    def _first_error(self) -> None:
+        """Build the rows one by one: the first that breaks a rule raises its own RecordError."""
+        for row in self:
+            del row
+
+
+class ObservationRows(_Rows):
+    FIELDS = OBSERVATION_FIELDS
+    ROW = Observation
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Observation]) -> ObservationRows:
+        rows = tuple(rows)
+        return cls({name: [getattr(r, name) for r in rows] for name in OBSERVATION_FIELDS})
+
+    @classmethod
+    def read(cls, columns: Mapping[str, Any]) -> ObservationRows:
+        """Columns checked against ``Observation``'s rules, a column at a time."""
+        batch = cls(columns)
+        c = batch._columns
+        passes = (
+            _strings_pass(c["prompt_key"], max_length=MAX_KEY, empty=False)
+            and _ints_pass(c["group_size"], 1, MAX_INT) and _ints_pass(c["successes"], 0, MAX_INT)
+            and all(s <= g for s, g in zip(c["successes"], c["group_size"], strict=True))
+            and _floats_pass(c["pass_rate"], 0.0, 1.0, optional=False)
+            and all(_floats_pass(c[n], -MAX_MAGNITUDE, MAX_MAGNITUDE, optional=True)
+                    for n in ("response_entropy", "prompt_entropy", "energy"))
+            and _ints_pass(c["response_tokens"], 0, MAX_INT)
+            and (not c["trained"] or _types(c["trained"]) == {bool})
+            and _strings_pass(c["bucket"], max_length=0, empty=True, choices=BUCKETS)
+        )
+        if not passes:
+            batch._first_error()
+        return batch
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ObservationRows:
+        return cls.read(_columns("observations", data, OBSERVATION_FIELDS, {"response_tokens": 0}))
+
+    def to_wire(self) -> dict[str, list[Any]]:
+        return dict(self._columns)
+
+
+DECISION_WIRE_COLUMNS = ("prompt_key", "layer", "method", "action", "reason", "message")  # on the wire, beside scores
+
+
+class DecisionRows(_Rows):
+    """Decisions as columns; ``scores`` is one column per score name (``None`` where a row has
+    no such score, or did not measure it: both are left out of the row's scores)."""
+
+    FIELDS = DECISION_FIELDS
+    ROW = DecisionRecord
+
+    def __init__(self, columns: Mapping[str, Any]) -> None:
+        super().__init__(columns)
+        # a score no row has is no column (so rows -> columns -> rows -> columns is stable)
+        self._columns["scores"] = {name: values for name, values in dict(columns["scores"]).items()
+                                   if not isinstance(values, list) or any(v is not None for v in values)}
+
+    def _row(self, index: int) -> DecisionRecord:
+        c = self._columns
+        scores = {name: values[index] for name, values in c["scores"].items() if values[index] is not None}
+        return DecisionRecord(step=c["step"][index], prompt_key=c["prompt_key"][index], layer=c["layer"][index],
+                              method=c["method"][index], action=c["action"][index], reason=c["reason"][index],
+                              scores=scores, message=c["message"][index])
+
+    def score_columns(self) -> dict[str, list[Any]]:
+        """Score name -> one value per row (None: the row has no such score, or did not measure it)."""
+        return cast(dict[str, list[Any]], self._columns["scores"])
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[DecisionRecord]) -> DecisionRows:
+        rows = tuple(rows)
+        columns: dict[str, Any] = {name: [getattr(r, name) for r in rows] for name in DECISION_FIELDS
+                                   if name != "scores"}
+        names = dict.fromkeys(name for r in rows for name in r.scores)
+        columns["scores"] = {name: [r.scores.get(name) for r in rows] for name in names}
+        return cls(columns)
+
+    @classmethod
+    def read(cls, columns: Mapping[str, Any]) -> DecisionRows:
+        batch = cls(columns)
+        c = batch._columns
+        scores = c["scores"]
+        passes = (
+            _strings_pass(c["prompt_key"], max_length=MAX_KEY, empty=False)
+            and _ints_pass(c["step"], 0, MAX_STEP)
+            and _strings_pass(c["layer"], max_length=0, choices=LAYERS, empty=True)
+            and _strings_pass(c["action"], max_length=0, choices=ACTIONS, empty=True)
+            and all(_strings_pass(c[n], max_length=w, empty=False) for n, w in DECISION_WIDTHS.items())
+            and _strings_pass(c["message"], max_length=MAX_MESSAGE, empty=True)
+            and len(scores) <= MAX_ENTRIES and _strings_pass(list(scores), max_length=MAX_NAME, empty=True)
+            and all(isinstance(v, list) and len(v) == batch._length
+                    and _floats_pass(v, -math.inf, math.inf, optional=True) for v in scores.values())
+        )
+        if not passes:
+            for name, values in scores.items():
+                if not isinstance(values, list) or len(values) != batch._length:
+                    raise RecordError("decisions", f"scores column {name!r} must be a list of {batch._length} "
+                                                   "numbers or nulls")
+            batch._first_error()
+        return batch
+
+    @classmethod
+    def from_wire(cls, data: Any, step: int) -> DecisionRows:
+        data = dict(_object("decisions", data))
+        scores = _object("decisions.scores", data.pop("scores", {}))
+        columns: dict[str, Any] = _columns("decisions", data, DECISION_WIRE_COLUMNS, {})
+        columns["step"] = [step] * len(columns["prompt_key"])
+        columns["scores"] = dict(scores)
+        return cls.read(columns)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {name: self._columns[name] for name in DECISION_WIRE_COLUMNS}
+        wire["scores"] = dict(self._columns["scores"])
+        return wire
+
+
 def _version(data: Mapping[str, Any], what: str) -> int:
     version = data.get("version", 1)  # unversioned: before versions were written
     if not _is_int(version) or version not in READABLE_VERSIONS:
@@ -600,8 +839,10 @@ class StepRecord:
     step: int
     epoch: int
     summary: StepSummary
-    observations: tuple[Observation, ...] = ()
-    decisions: tuple[DecisionRecord, ...] = ()
+    # Rows given as a tuple of Observation / DecisionRecord are held as columns (ObservationRows,
+    # DecisionRows): indexing and iterating still give the row records.
+    observations: ObservationRows | tuple[Observation, ...] = ()
+    decisions: DecisionRows | tuple[DecisionRecord, ...] = ()
     alerts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -609,27 +850,34 @@ class StepRecord:
         _count("record", "epoch", self.epoch, MAX_STEP)
         if not isinstance(self.summary, StepSummary):
             raise RecordError("summary", f"must be a StepSummary, got {type(self.summary).__name__}")
-        for name, kind in (("observations", Observation), ("decisions", DecisionRecord), ("alerts", str)):
+        for name, kind, rows in (("observations", Observation, ObservationRows),
+                                 ("decisions", DecisionRecord, DecisionRows)):
             parts = getattr(self, name)
-            if not isinstance(parts, tuple) or not all(isinstance(p, kind) for p in parts):
-                raise RecordError(name, f"must be a tuple of {kind.__name__}")
+            if isinstance(parts, tuple) and all(isinstance(p, kind) for p in parts):
+                object.__setattr__(self, name, rows.from_rows(parts))
+            elif not isinstance(parts, rows):
+                raise RecordError(name, f"must be a tuple of {kind.__name__} (or {rows.__name__})")
+        if not isinstance(self.alerts, tuple) or not all(isinstance(a, str) for a in self.alerts):
+            raise RecordError("alerts", "must be a tuple of str")
         if len(self.alerts) > MAX_ALERTS:
             raise RecordError("alerts", f"must be at most {MAX_ALERTS}, got {len(self.alerts)}")
         for i, alert in enumerate(self.alerts):
             _text("alerts", f"alerts[{i}]", alert, max_length=MAX_MESSAGE)
         # One observation per prompt and one decision per act in a step (docs/api.md): both
         # engines roll a prompt out at most once a step, so a repeat is a malformed record.
-        seen = Counter(o.prompt_key for o in self.observations)
-        if len(seen) < len(self.observations):
-            key, times = seen.most_common(1)[0]
+        observed = cast(ObservationRows, self.observations).column("prompt_key")
+        if len(set(observed)) < len(observed):
+            key, times = Counter(observed).most_common(1)[0]
             raise RecordError("observations", f"prompt {key!r} is observed {times} times in step {self.step}: "
                                               "send one observation per prompt and step")
-        for d in self.decisions:
-            if d.step != self.step:
-                raise RecordError(f"decision {d.prompt_key!r}", f"step {d.step} is not the record's step {self.step}")
-        acts = Counter(decision_key(d) for d in self.decisions)
-        if len(acts) < len(self.decisions):
-            (key, method, action, reason), times = acts.most_common(1)[0]
+        d = cast(DecisionRows, self.decisions)
+        if d and set(d.column("step")) != {self.step}:
+            wrong = next(i for i, step in enumerate(d.column("step")) if step != self.step)
+            raise RecordError(f"decision {d.column('prompt_key')[wrong]!r}",
+                              f"step {d.column('step')[wrong]} is not the record's step {self.step}")
+        acts = list(zip(*(d.column(n) for n in ("prompt_key", "method", "action", "reason")), strict=True))
+        if len(set(acts)) < len(acts):
+            (key, method, action, reason), times = Counter(acts).most_common(1)[0]
             raise RecordError("decisions", f"prompt {key!r} has the same decision ({method} {action}, {reason}) "
                                            f"{times} times in step {self.step}: send each act once (the last one)")
 
@@ -648,11 +896,22 @@ class StepRecord:
                    decisions=last_of_each(DecisionRecord.of(d) for d in result.decisions),
                    alerts=tuple(str(a) for a in result.alerts))
 
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON-ready form (no NaN: ``json.dumps(..., allow_nan=False)`` takes it)."""
-        return {"version": RECORD_VERSION, "step": self.step, "epoch": self.epoch, "summary": self.summary.to_wire(),
-                "observations": [o.to_wire() for o in self.observations],
-                "decisions": [d.to_wire() for d in self.decisions], "alerts": list(self.alerts)}
+    def to_wire(self, version: int = RECORD_VERSION) -> dict[str, Any]:
+        """The JSON-ready form (no NaN: ``json.dumps(..., allow_nan=False)`` takes it): columns, or
+        with ``version=2`` lists of row objects (what a control plane before version 3 reads)."""
+        wire = {"version": version, "step": self.step, "epoch": self.epoch, "summary": self.summary.to_wire(),
+                "alerts": list(self.alerts)}
+        if version >= 3:
+            return {**wire, "observations": self.rows("observations").to_wire(),
+                    "decisions": self.rows("decisions").to_wire()}
+        if version != 2:
+            raise ValueError(f"writes versions 2 and {RECORD_VERSION}, not {version}")
+        return {**wire, "observations": [o.to_wire() for o in self.observations],
+                "decisions": [d.to_wire() for d in self.decisions]}
+
+    def rows(self, name: str) -> Any:
+        """The ``observations`` or ``decisions`` as columns (``ObservationRows``, ``DecisionRows``)."""
+        return getattr(self, name)
 
     @classmethod
     def from_wire(cls, data: Any) -> StepRecord:
@@ -667,20 +926,26 @@ class StepRecord:
         summary = dict(_object("summary", data["summary"]))
         if version == 1:
             summary.pop("step", None)
-        observations = data.get("observations", [])
-        decisions = data.get("decisions", [])
         alerts = data.get("alerts", [])
-        for name, value in (("observations", observations), ("decisions", decisions), ("alerts", alerts)):
-            if not isinstance(value, list):
-                raise RecordError(name, f"must be a list, got {type(value).__name__}")
-        if not all(isinstance(a, str) for a in alerts):
+        if not isinstance(alerts, list) or not all(isinstance(a, str) for a in alerts):
             raise RecordError("alerts", "must be a list of strings")
-        read = tuple(DecisionRecord.from_wire(d, version, i) for i, d in enumerate(decisions))
-        return cls(step=_read_count(data["step"]), epoch=_read_count(data.get("epoch", 0)),
-                   summary=StepSummary.from_wire(summary, version),
-                   observations=tuple(Observation.from_wire(o, version, i) for i, o in enumerate(observations)),
-                   decisions=last_of_each(read) if version == 1 else read,  # engines before the rule repeated
-                   alerts=tuple(alerts))
+        step = _read_count(data["step"])
+        read_summary = StepSummary.from_wire(summary, version)
+        observations: ObservationRows | tuple[Observation, ...]
+        decisions: DecisionRows | tuple[DecisionRecord, ...]
+        if version >= 3:  # columns
+            observations = ObservationRows.from_wire(data.get("observations", {}))
+            decisions = DecisionRows.from_wire(data.get("decisions", {}), step if _is_int(step) else 0)
+        else:  # a list of rows
+            listed = {name: data.get(name, []) for name in ("observations", "decisions")}
+            for name, value in listed.items():
+                if not isinstance(value, list):
+                    raise RecordError(name, f"must be a list, got {type(value).__name__}")
+            read = tuple(DecisionRecord.from_wire(d, version, i) for i, d in enumerate(listed["decisions"]))
+            observations = tuple(Observation.from_wire(o, version, i) for i, o in enumerate(listed["observations"]))
+            decisions = last_of_each(read) if version == 1 else read  # engines before the rule repeated
+        return cls(step=step, epoch=_read_count(data.get("epoch", 0)), summary=read_summary,
+                   observations=observations, decisions=decisions, alerts=tuple(alerts))
 
 
 # -- the other events --------------------------------------------------------------------------------

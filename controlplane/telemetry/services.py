@@ -9,10 +9,14 @@ The answer carries the control signal back: cancel, stop for budget, or continue
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -38,19 +42,30 @@ from workers.record import (
     REQUIRED_SUMMARY,
     CheckpointSaved,
     Control,
-    DecisionRecord,
+    DecisionRows,
     EvaluationRecord,
     Heartbeat,
-    Observation,
+    ObservationRows,
     RecordError,
     RunFinished,
     RunStarted,
     StepRecord,
 )
 
-OBSERVATION_COLUMNS = ("run_id", "step", "prompt_key", "group_size", "successes", "pass_rate", "response_entropy",
-                       "prompt_entropy", "energy", "response_tokens", "trained", "bucket")
-DECISION_COLUMNS = ("run_id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")
+# The per-prompt tables' columns and their Arrow types (how COPY receives them).
+OBSERVATION_TYPES = {"run_id": pa.int64(), "step": pa.int64(), "prompt_key": pa.string(), "group_size": pa.int64(),
+                     "successes": pa.int64(), "pass_rate": pa.float64(), "response_entropy": pa.float64(),
+                     "prompt_entropy": pa.float64(), "energy": pa.float64(), "response_tokens": pa.int64(),
+                     "trained": pa.bool_(), "bucket": pa.string()}
+DECISION_TYPES = {"run_id": pa.int64(), "step": pa.int64(), "prompt_key": pa.string(), "layer": pa.string(),
+                  "method": pa.string(), "action": pa.string(), "reason": pa.string(), "scores": pa.string(),
+                  "message": pa.string()}
+STATE_TYPES = {"run_id": pa.int64(), "prompt_key": pa.string(), "bucket": pa.string(), "pass_rate": pa.float64(),
+               "response_entropy": pa.float64(), "prompt_entropy": pa.float64(), "visits": pa.int64(),
+               "last_step": pa.int64()}
+OBSERVATION_COLUMNS = tuple(OBSERVATION_TYPES)
+DECISION_COLUMNS = tuple(DECISION_TYPES)
+STATE_COLUMNS = tuple(STATE_TYPES)
 # Summary columns, named as in the record (workers.record.StepSummary): every count, figure and
 # estimate of the record that the table stores (a missing estimate is NULL, left out of the
 # cumulative savings).
@@ -67,33 +82,69 @@ class AttemptReplaced(IngestError):
 
 
 # -- bulk insert ----------------------------------------------------------------------------------
-def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """COPY rows into ``table`` on Postgres; executemany elsewhere. Returns the row count."""
-    rows = list(rows)
+Columns = Mapping[str, "list[Any] | pa.Array"]
+
+
+def _constant(value: Any, rows: int) -> pa.Array:
+    return pa.array(np.full(rows, value))
+
+
+def copy_columns(table: str, types: Mapping[str, pa.DataType], columns: Columns) -> int:
+    """Insert rows given as columns (each a list or an Arrow array, one per name in ``types``).
+
+    On Postgres: one COPY, its CSV written by Arrow in C, so no Python runs per row (a list is
+    read into an Arrow array once). Elsewhere (SQLite): executemany. Returns the row count."""
+    rows = len(next(iter(columns.values()))) if columns else 0
     if not rows:
         return 0
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            raw = cursor.cursor  # psycopg 3 cursor under Django's wrapper
-            with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join(["%s"] * len(columns))
-            cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
-    return len(rows)
+    names = ", ".join(types)
+    if connection.vendor != "postgresql":
+        values = [c.to_pylist() if isinstance(c, pa.Array) else c for c in (columns[n] for n in types)]
+        marks = ", ".join(["%s"] * len(types))
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(zip(*values, strict=True)))
+        return rows
+    arrow = pa.table({name: c if isinstance(c, pa.Array) else pa.array(c, type=kind)
+                      for name, kind in types.items() for c in (columns[name],)})
+    out = pa.BufferOutputStream()
+    # Arrow quotes every string and leaves a null unquoted and empty: what COPY's csv reads as NULL.
+    pa_csv.write_csv(arrow, out, pa_csv.WriteOptions(include_header=False, batch_size=65_536))
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(memoryview(out.getvalue()))
+    return rows
 
 
-def _observation_rows(run_id: int, step: int, observations: Sequence[Observation]) -> Iterable[tuple]:
-    for o in observations:
-        yield (run_id, step, o.prompt_key, o.group_size, o.successes, float(o.pass_rate), o.response_entropy,
-               o.prompt_entropy, o.energy, o.response_tokens, o.trained, o.bucket)
+def scores_json(scores: Mapping[str, list[Any]], rows: int) -> pa.Array:
+    """Each row's scores as JSON text, built a column at a time in Arrow: ``{"name": value, ...}``
+    with the row's non-null scores (a null is a score the row has not, or did not measure)."""
+    parts = []
+    for name, values in scores.items():
+        text = pc.cast(pa.array(values, type=pa.float64()), pa.string())  # shortest round-trip digits
+        # '"name": value, ' where the row has the score, '' where not
+        parts.append(pc.fill_null(pc.binary_join_element_wise(json.dumps(name) + ": ", text, ", ", ""), ""))
+    if not parts:
+        return pa.array(np.full(rows, "{}", dtype=object), type=pa.string())
+    body = pc.utf8_rtrim(pc.binary_join_element_wise(*parts, ""), characters=", ")  # no number ends in , or space
+    return pc.binary_join_element_wise("{", body, "}", "")
 
 
-def _decision_rows(run_id: int, decisions: Sequence[DecisionRecord]) -> Iterable[tuple]:
-    for d in decisions:
-        yield (run_id, d.step, d.prompt_key, d.layer, d.method, d.action, d.reason, json.dumps(dict(d.scores)),
-               d.message)
+def _observation_columns(run_id: int, step: int, rows: ObservationRows) -> dict[str, Any]:
+    n = len(rows)
+    return {"run_id": _constant(run_id, n), "step": _constant(step, n),
+            **{name: rows.column(name) for name in OBSERVATION_COLUMNS[2:]}}
+
+
+def _decision_columns(run_id: int, step: int, rows: DecisionRows) -> dict[str, Any]:
+    n = len(rows)
+    columns = {"run_id": _constant(run_id, n), "step": _constant(step, n),
+               **{name: rows.column(name) for name in ("prompt_key", "layer", "method", "action", "reason",
+                                                        "message")}}
+    scores = rows.score_columns()
+    if connection.vendor == "postgresql":
+        columns["scores"] = scores_json(scores, n)
+    else:
+        columns["scores"] = [json.dumps({k: v[i] for k, v in scores.items() if v[i] is not None}) for i in range(n)]
+    return columns
 
 
 # -- the step -------------------------------------------------------------------------------------
@@ -142,9 +193,7 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     run = _fenced_run(run_id, attempt)
     if run.status in FINISHED or run.status == RunStatus.QUEUED:
         raise IngestError(f"run {run_id} is {run.status}: it takes no steps now")
-    StepSummary.objects.filter(run=run, step=step).delete()
-    PromptObservation.objects.filter(run=run, step=step).delete()
-    SelectionDecision.objects.filter(run=run, step=step).delete()
+    _step_rows_delete(run.id, step)
 
     seconds = dict(summary.seconds)
     uniform = uniform_device_seconds({"seconds": seconds, "rollouts_uniform": summary.rollouts_uniform,
@@ -156,12 +205,15 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
         uniform_device_seconds=uniform, reward_mean=summary.train.reward_mean, loss=summary.train.loss,
         seconds=seconds, metrics=dict(summary.metrics), train=summary.train.to_wire(), alerts=list(record.alerts),
     )
-    notification_alerts_record(run=run, step=step, alerts=record.alerts)
-    observed = bulk_insert(PromptObservation._meta.db_table, OBSERVATION_COLUMNS,
-                           _observation_rows(run.id, step, record.observations))
-    decided = bulk_insert(SelectionDecision._meta.db_table, DECISION_COLUMNS, _decision_rows(run.id, record.decisions))
+    if record.alerts:
+        notification_alerts_record(run=run, step=step, alerts=record.alerts)
+    observations, decisions = record.rows("observations"), record.rows("decisions")
+    observed = copy_columns(PromptObservation._meta.db_table, OBSERVATION_TYPES,
+                            _observation_columns(run.id, step, observations))
+    decided = copy_columns(SelectionDecision._meta.db_table, DECISION_TYPES,
+                           _decision_columns(run.id, step, decisions))
     ingest_rows_count(steps=1, observations=observed, decisions=decided)  # edgeplane_ingest_rows_total, on commit
-    _update_prompt_states(run, step, record.observations, record.decisions)
+    _update_prompt_states(run.id, step, observations, decisions)
     usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
 
     Run.objects.filter(pk=run.pk).update(
@@ -171,8 +223,18 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     return _control(run)
 
 
-STATE_COLUMNS = ("run_id", "prompt_key", "bucket", "pass_rate", "response_entropy", "prompt_entropy", "visits",
-                 "last_step")
+def _step_rows_delete(run_id: int, step: int) -> None:
+    """A replayed step's earlier rows, gone in one round trip (nothing to delete: a first write)."""
+    tables = [m._meta.db_table for m in (StepSummary, PromptObservation, SelectionDecision)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("WITH " + ", ".join(f"d{i} AS (DELETE FROM {t} WHERE run_id = %s AND step = %s)"
+                                               for i, t in enumerate(tables[1:]))
+                           + f" DELETE FROM {tables[0]} WHERE run_id = %s AND step = %s", [run_id, step] * 3)
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {table} WHERE run_id = %s AND step = %s", [run_id, step])
+
 
 # One upsert per prompt: a newer (or the same, replayed) step overwrites; an older step
 # replayed after newer ones changes nothing. Visits count each step once.
@@ -186,33 +248,59 @@ ON CONFLICT (run_id, prompt_key) DO UPDATE SET
     last_step = EXCLUDED.last_step
 WHERE EXCLUDED.last_step >= {t}.last_step
 """
+STATE_STAGING = "edgeplane_prompt_state_in"  # a temporary table, per connection, emptied at each commit
 
 
-def _update_prompt_states(run: Run, step: int, observations: Sequence[Observation],
-                          decisions: Sequence[DecisionRecord]) -> None:
-    """Upsert the current learning-edge state of every prompt this step touched (one statement)."""
-    latest: dict[str, list[Any]] = {}
-    for o in observations:
-        latest[o.prompt_key] = [run.id, o.prompt_key, o.bucket, float(o.pass_rate), o.response_entropy,
-                                o.prompt_entropy, 1, step]
-    for d in decisions:  # pruning happens at epoch ends, without an observation
-        if d.action == "pruned":
-            row = latest.setdefault(d.prompt_key, [run.id, d.prompt_key, "pruned", None, None, None, 0, step])
-            row[2] = "pruned"
-    if not latest:
+def _state_columns(run_id: int, step: int, observations: ObservationRows,
+                   decisions: DecisionRows) -> dict[str, Any]:
+    """The new state of every prompt the step touched: its observation, and "pruned" for a prompt
+    an epoch end pruned (pruning happens at epoch ends, without an observation)."""
+    keys = observations.column("prompt_key")
+    buckets = observations.column("bucket")
+    columns: dict[str, Any] = {"prompt_key": keys, "bucket": buckets,
+                               **{n: observations.column(n) for n in ("pass_rate", "response_entropy",
+                                                                      "prompt_entropy")}}
+    pruned = [k for k, a in zip(decisions.column("prompt_key"), decisions.column("action"), strict=True)
+              if a == "pruned"]
+    visits = [1] * len(keys)
+    if pruned:
+        pruned_keys = set(pruned)
+        columns["bucket"] = ["pruned" if k in pruned_keys else b for k, b in zip(keys, buckets, strict=True)]
+        observed = set(keys)
+        unobserved = [k for k in dict.fromkeys(pruned) if k not in observed]
+        columns = {"prompt_key": keys + unobserved, "bucket": columns["bucket"] + ["pruned"] * len(unobserved),
+                   **{n: columns[n] + [None] * len(unobserved)
+                      for n in ("pass_rate", "response_entropy", "prompt_entropy")}}
+        visits += [0] * len(unobserved)
+    rows = len(columns["prompt_key"])
+    return {"run_id": _constant(run_id, rows), **columns, "visits": visits, "last_step": _constant(step, rows)}
+
+
+def _update_prompt_states(run_id: int, step: int, observations: ObservationRows, decisions: DecisionRows) -> None:
+    """Upsert the current learning-edge state of every prompt this step touched: on Postgres the
+    rows go in with COPY into a temporary table and one INSERT ... ON CONFLICT takes them from it."""
+    columns = _state_columns(run_id, step, observations, decisions)
+    if not columns["prompt_key"]:
         return
     table = PromptState._meta.db_table
+    names = ", ".join(STATE_COLUMNS)
     conflict = _STATE_CONFLICT.format(t=table)
-    rows = list(latest.values())
+    if connection.vendor != "postgresql":
+        marks = ", ".join(["%s"] * len(STATE_COLUMNS))
+        values = [c.to_pylist() if isinstance(c, pa.Array) else c for c in (columns[n] for n in STATE_COLUMNS)]
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})" + conflict,
+                               list(zip(*values, strict=True)))
+        return
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            types = ("bigint", "text", "text", "float8", "float8", "float8", "int", "int")
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
-            cursor.execute(f"INSERT INTO {table} ({', '.join(STATE_COLUMNS)}) SELECT * FROM unnest({arrays})"
-                           + conflict, [list(c) for c in zip(*rows)])
-        else:
-            marks = ", ".join(["%s"] * len(STATE_COLUMNS))
-            cursor.executemany(f"INSERT INTO {table} ({', '.join(STATE_COLUMNS)}) VALUES ({marks})" + conflict, rows)
+        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STATE_STAGING} (run_id bigint, prompt_key text, "
+                       "bucket text, pass_rate float8, response_entropy float8, prompt_entropy float8, visits int, "
+                       "last_step int) ON COMMIT DELETE ROWS")
+    copy_columns(STATE_STAGING, STATE_TYPES, columns)
+    with connection.cursor() as cursor:
+        # the staging rows are moved, not copied: a second step in the same transaction starts empty
+        cursor.execute(f"WITH staged AS (DELETE FROM {STATE_STAGING} RETURNING {names}) "
+                       f"INSERT INTO {table} ({names}) SELECT {names} FROM staged" + conflict)
 
 
 # -- the other events -------------------------------------------------------------------------------

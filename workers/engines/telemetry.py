@@ -78,7 +78,7 @@ class JsonlSink:
                                     "dataset_size": dataset_size, "resumed_from_step": resumed_from_step})
 
     def step(self, record: StepRecord) -> Control:
-        self._write("step", record.to_wire())
+        self._write("step", record.to_wire(version=2))  # a log people read: one object per row
         return self.control
 
     def evaluation(self, record: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from controlplane.api.services import api_token_get_or_create
 from controlplane.budgets.services import budget_set
 from workers.record import (
     BASE_COUNTS,
+    RECORD_VERSION,
     DecisionRecord,
     Observation,
     StepRecord,
@@ -99,6 +100,7 @@ def build_step_record(step: int, keys: list[str], *, successes: list[int] | None
                       decisions=tuple(decisions))
 
 
-def step_record(step: int, keys: list[str], **kwargs: Any) -> dict[str, Any]:
-    """``build_step_record``'s wire form: the body a remote engine posts (``StepRecord.to_wire``)."""
-    return build_step_record(step, keys, **kwargs).to_wire()
+def step_record(step: int, keys: list[str], version: int = RECORD_VERSION, **kwargs: Any) -> dict[str, Any]:
+    """``build_step_record``'s wire form: the body a remote engine posts (``StepRecord.to_wire``);
+    ``version=2`` gives rows as lists of objects, the current version columns."""
+    return build_step_record(step, keys, **kwargs).to_wire(version)

@@ -147,7 +147,7 @@ def test_a_step_for_a_finished_run_is_a_400_with_the_services_message(running, t
 @pytest.mark.parametrize("breakage", ["no_summary", "summary_field_missing", "observation_without_bucket",
                                       "negative_step", "unknown_event", "not_an_object"])
 def test_a_malformed_record_is_a_400_and_stores_nothing(running, token, breakage):
-    record = step_record(0, ["k0", "k1"])
+    record = step_record(0, ["k0", "k1"], version=2)
     if breakage == "no_summary":
         del record["summary"]
     elif breakage == "summary_field_missing":
@@ -301,7 +301,7 @@ def test_a_malformed_record_is_refused_the_same_way_by_http_and_in_process(runni
     import dataclasses
 
     record = build_step_record(0, ["k0", "k1"])
-    wire = record.to_wire()
+    wire = record.to_wire(version=2)
     wire["observations"][1]["pass_rate"] = 1.5
     answer = engine(token).post(steps_url(running), wire, format="json")
     assert answer.status_code == 400
@@ -329,7 +329,7 @@ def test_a_record_of_an_unknown_version_is_a_400_naming_both_versions(running, t
 
 @pytest.mark.django_db
 def test_an_unversioned_record_from_an_older_engine_is_still_stored(running, token):
-    old = step_record(0, ["k0", "k1"])
+    old = step_record(0, ["k0", "k1"], version=2)
     del old["version"]
     old["summary"]["step"] = 0
     old["summary"]["mixed_rate_uniform"] = "NaN"  # version 1 spelled NaN as a string

@@ -111,7 +111,7 @@ STEP_CASES = [
 @pytest.mark.django_db
 @pytest.mark.parametrize(("path", "value", "named"), STEP_CASES, ids=[f"{p}={v!r:.20}" for p, v, _ in STEP_CASES])
 def test_a_step_number_out_of_its_fields_range_is_a_400_naming_the_field(running, token, path, value, named):
-    record = _set(step_record(0, ["k0", "k1"]), path, value)
+    record = _set(step_record(0, ["k0", "k1"], version=2), path, value)  # paths into rows
     answer = engine(token).post(steps_url(running), raw_json(record), content_type="application/json")
     assert answer.status_code == 400, answer.content
     assert named in answer.json()["detail"], answer.json()
@@ -259,7 +259,7 @@ def test_the_same_end_reported_twice_is_answered_quietly(running, token):
 # -- 4. the same prompt ten times in one step --------------------------------------------------------
 @pytest.mark.django_db
 def test_the_same_prompt_observed_ten_times_in_a_step_is_refused_naming_it(running, token):
-    record = step_record(0, ["k0", "k1"])
+    record = step_record(0, ["k0", "k1"], version=2)
     record["observations"] = [record["observations"][0]] * 10 + [record["observations"][1]]
     answer = engine(token).post(steps_url(running), record, format="json")
     assert answer.status_code == 400
@@ -269,7 +269,7 @@ def test_the_same_prompt_observed_ten_times_in_a_step_is_refused_naming_it(runni
 
 @pytest.mark.django_db
 def test_the_same_decision_ten_times_in_a_step_is_refused_naming_it(running, token):
-    record = step_record(0, ["k0", "k1"])
+    record = step_record(0, ["k0", "k1"], version=2)
     decision = record["decisions"][0]
     # the same act ten times; the scores and message may differ (a prompt drawn again)
     record["decisions"] = [{**decision, "scores": {"draw": i / 10}} for i in range(10)] + record["decisions"][1:]
@@ -282,7 +282,7 @@ def test_the_same_decision_ten_times_in_a_step_is_refused_naming_it(running, tok
 
 @pytest.mark.django_db
 def test_a_decision_of_another_step_in_a_step_record_is_refused(running, token):
-    record = _set(step_record(3, ["k0"]), "decisions.0.step", 2)
+    record = _set(step_record(3, ["k0"], version=2), "decisions.0.step", 2)
     answer = engine(token).post(steps_url(running), record, format="json")
     assert answer.status_code == 400 and "step" in answer.json()["detail"]
 
