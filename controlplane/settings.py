@@ -203,6 +203,9 @@ EDGEPLANE_UPLOAD_MAX_BYTES = env_int(os.environ, "EDGEPLANE_UPLOAD_MAX_BYTES", 5
 # Request bodies read into memory (JSON posted to the ingestion endpoint: a step of a large
 # batch is several MB). Uploaded dataset files stream to disk and are checked separately.
 DATA_UPLOAD_MAX_MEMORY_SIZE = EDGEPLANE_UPLOAD_MAX_BYTES
+# Largest event the ingestion endpoint reads, once decompressed (bytes; 512 MiB): an LZE epoch
+# end that prunes a million prompts is a step of about 150 MB of JSON (gzip sends a tenth).
+EDGEPLANE_INGEST_MAX_BYTES = env_int(os.environ, "EDGEPLANE_INGEST_MAX_BYTES", 512 * 1024 * 1024)
 # Uploads are counted while they stream, before any handler keeps a byte: over
 # EDGEPLANE_UPLOAD_MAX_BYTES (or a Content-Length over it) the request is refused with 413 and
 # the temporary file is deleted (controlplane/api/parsers.py).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from typing import Any
 
 from django.conf import settings
@@ -122,9 +123,43 @@ class BoundedJSONParser(parsers.JSONParser):
 
 class RecordJSONParser(BoundedJSONParser):
     """The ingest endpoint's: bounded in size and depth, but a NaN or an infinity is read, so that
-    the step record's own check refuses it naming its field (workers.record), not "a number"."""
+    the step record's own check refuses it naming its field (workers.record), not "a number".
+    A body sent with ``Content-Encoding: gzip`` (the HTTP sink compresses large steps) is
+    inflated within EDGEPLANE_INGEST_MAX_BYTES, counted as it inflates: a small body that would
+    inflate past the limit is a 413 before it fills memory."""
 
     finite = False
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parser_context = parser_context or {}
+        request = parser_context.get("request")
+        limit = settings.EDGEPLANE_INGEST_MAX_BYTES
+        meta = request.META if request is not None else {}
+        check_body_size(meta, limit)
+        if stream is None:
+            return None
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise UploadTooLarge("the request body", None, limit)
+        encoding = meta.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+        if encoding == "gzip":
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                raw = inflate.decompress(raw, limit + 1)
+            except zlib.error as exc:
+                raise ParseError(f"the body is not valid gzip ({exc}); send it gzip-compressed whole, "
+                                 "or without Content-Encoding") from None
+            if len(raw) > limit or inflate.unconsumed_tail:
+                raise UploadTooLarge("the decompressed request body", None, limit)
+        elif encoding not in ("", "identity"):
+            raise ParseError(f"Content-Encoding {encoding!r} is not read here; send gzip or no encoding")
+        try:
+            return json_loads_bounded(raw.decode(parser_context.get("encoding", settings.DEFAULT_CHARSET)),
+                                      finite=False)
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"the body is not valid UTF-8 text: {exc}; send JSON in UTF-8") from None
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
 
 
 class BoundedFormParser(parsers.FormParser):

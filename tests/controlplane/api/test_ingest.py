@@ -346,3 +346,42 @@ def test_every_event_has_one_route_whose_record_names_it():
 
     assert EVENTS == tuple(EVENT_ROUTES)
     assert all(route.record.EVENT == name for name, route in EVENT_ROUTES.items())
+
+
+# -- compact bodies: columns, gzip ----------------------------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize("version", [2, RECORD_VERSION])
+def test_a_gzip_body_is_stored_as_its_plain_form_is(running, token, version):
+    """The HTTP sink's encoding (columns, gzip over 16 KB) stores exactly the rows a plain body does."""
+    import gzip
+    import json
+
+    from workers.engines.verl.http_sink import encode_event
+
+    keys = [f"k{i}" for i in range(400)]  # large enough to be compressed
+    body, headers = encode_event({"event": "step", **build_step_record(0, keys).to_wire(version)})
+    assert headers.get("Content-Encoding") == "gzip" and len(body) < len(json.dumps(step_record(0, keys)))
+    answer = engine(token).post(steps_url(running), body, content_type="application/json",
+                                headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 200, answer.content
+    stored = rows_of_step(running, 0)
+    plain = engine(token).post(steps_url(running), json.loads(gzip.decompress(body)), format="json")
+    assert plain.status_code == 200 and rows_of_step(running, 0) == stored and stored[1] == len(keys)
+
+
+@pytest.mark.django_db
+def test_a_body_that_inflates_past_the_limit_is_a_413_and_bad_encodings_are_400s(running, token, settings):
+    import gzip
+
+    settings.EDGEPLANE_INGEST_MAX_BYTES = 1_000_000
+    bomb = gzip.compress(b"[" + b"0," * 1_000_000 + b"0]")  # 2 MB inflated, a few KB sent
+    client = engine(token)
+    answer = client.post(steps_url(running), bomb, content_type="application/json",
+                         headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 413 and "decompressed" in answer.json()["detail"]
+    answer = client.post(steps_url(running), b"not gzip", content_type="application/json",
+                         headers={"Content-Encoding": "gzip"})
+    assert answer.status_code == 400 and "gzip" in answer.json()["detail"]
+    answer = client.post(steps_url(running), b"{}", content_type="application/json", headers={"Content-Encoding": "br"})
+    assert answer.status_code == 400 and "'br'" in answer.json()["detail"]
+    assert rows_of_step(running, 0) == (0, 0, 0, 0)

@@ -50,6 +50,7 @@ Guarantees and choices:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import os
@@ -102,10 +103,25 @@ class Refused(Exception):
         super().__init__(f"HTTP {status}: {detail}")
 
 
+COMPRESS_OVER_BYTES = 16 * 1024  # a body this large goes gzip-compressed (a step of 1,024 prompts is ~400 KB)
+
+
+def encode_event(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """An event's HTTP body and its content headers: compact JSON (a step record's rows are
+    columns, wire version 3), gzip at level 1 when large: about a tenth of the bytes, for far
+    less time than a slow link spends on the rest."""
+    data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json"}
+    if len(data) > COMPRESS_OVER_BYTES:
+        data = gzip.compress(data, compresslevel=1, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return data, headers
+
+
 def _post_json(url: str, token: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-    data = json.dumps(body, allow_nan=False).encode()
+    data, headers = encode_event(body)
     request = urllib.request.Request(url, data=data, method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"RunToken {token}"})
+        **headers, "Authorization": f"RunToken {token}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return json.loads(answer.read() or b"{}")
