@@ -1,50 +1,64 @@
-"""Telemetry ingestion on Postgres, through the real ingestion service.
+"""Telemetry ingestion on Postgres, through the real ingestion service and the real HTTP path.
 
-Prints and writes bench/results/telemetry_ingest.json:
-- step records of 1,024 observations plus their decisions through ``step_ingest``
-  (delete-then-COPY, prompt states, usage ledger, one transaction each), in rows/s,
-  beside Django's ``bulk_create`` of the same rows in the same run (aim: > 500,000 rows/s),
-  and what reading a record's wire form (``StepRecord.from_wire``: the HTTP path) adds;
-- the latency of the audit query for one prompt and of the learning-edge snapshot on a
-  run of 10,000,000 decision rows (aim: < 50 ms each).
+Two step shapes, each ingested several times:
+- ``step``: 1,024 observations + 2,048 decisions (3,072 rows), a training step of B = 1,024;
+- ``epoch``: 1,000,000 decisions (LZE's epoch end pruning a whole pool, no observation), whose
+  prompts already have a state (the update path of the prompt-state upsert).
 
-Needs DATABASE_URL pointing at a scratch Postgres database (it migrates it and adds a
-team, a dataset and two runs). `scripts/test-services.sh` can start one:
-    DATABASE_URL=postgres://... .venv/bin/python bench/telemetry_ingest.py
+For each it times, from the record as the engine hands it to its sink to the answer:
+- ``in_process``: ``ControlPlaneSink.step`` (the local engine inside a worker): the service's
+  one transaction (delete-then-COPY, prompt states, usage ledger, control answer) and commit;
+- ``http``: ``HttpSink.step`` (the verl engine) against gunicorn with the production settings
+  on 127.0.0.1: the spool written and fsynced, the body encoded, sent, read and checked, the
+  same service, the answer. Its ratio to ``in_process`` is what the HTTP path costs on top.
+Rows/s = rows of the record / seconds of its step; every figure is the median with the
+minimum and maximum of the repeats. The record's build (the engine's side) is timed apart.
+
+Prints and writes bench/results/telemetry_ingest.json (``--label`` names another file, e.g. a
+run on an older tree). Postgres runs as tests/services.py starts it; name its settings:
+    EDGEPLANE_PG_SETTINGS="shared_buffers=2GB wal_buffers=128MB max_wal_size=16GB checkpoint_timeout=30min" \\
+    .venv/bin/python tests/services.py --durable -- .venv/bin/python bench/telemetry_ingest.py
+It runs against older trees too (records built from row tuples; an HTTP sink without
+``encode_event`` posts what it posts).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from workers.record import StepRecord
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
+SCORES = {"entropy": 0.7, "threshold": 0.5, "candidates": 1536.0}
 
-def step_record(step: int, n_prompts: int, decisions_per_prompt: int) -> StepRecord:
+
+def step_record(step: int, n_prompts: int, decisions_per_prompt: int) -> Any:
+    """A training step: every prompt observed, each with ``decisions_per_prompt`` decisions."""
     from workers.record import BASE_COUNTS, DecisionRecord, Observation, StepRecord, StepSummary, TrainStats
 
+    keys = [f"bench:{(step * n_prompts + i) % 100_000}" for i in range(n_prompts)]
     observations = tuple(Observation(
-        prompt_key=f"bench:{(step * n_prompts + i) % 100_000}", group_size=8, successes=i % 9,
-        pass_rate=(i % 9) / 8, response_entropy=0.5, prompt_entropy=0.7, energy=0.3, response_tokens=40,
-        trained=i % 2 == 0, bucket="edge",
-    ) for i in range(n_prompts))
+        prompt_key=key, group_size=8, successes=i % 9, pass_rate=(i % 9) / 8, response_entropy=0.5,
+        prompt_entropy=0.7, energy=0.3, response_tokens=40, trained=i % 2 == 0, bucket="edge",
+    ) for i, key in enumerate(keys))
+    reasons = ("hive.stage1_kept", "hive.stage2_kept", "hive.stage2_skipped")
     decisions = tuple(DecisionRecord(
-        step=step, prompt_key=f"bench:{(step * n_prompts + i) % 100_000}", layer="pre_rollout",
-        method="hive", action="kept", reason="hive.stage2_kept",
-        scores={"entropy": 0.7, "threshold": 0.5, "candidates": 1536.0},
-        message="kept by HIVE stage 2: prompt entropy 0.700 >= median 0.500 of 1536 candidates",
-    ) for i in range(n_prompts) for _ in range(decisions_per_prompt))
+        step=step, prompt_key=key, layer="pre_rollout", method="hive", action="kept", reason=reasons[j],
+        scores=SCORES, message="kept by HIVE stage 2: prompt entropy 0.700 >= median 0.500 of 1536 candidates",
+    ) for key in keys for j in range(decisions_per_prompt))
     summary = StepSummary(
         **dict.fromkeys(BASE_COUNTS, 1),
         rollout_savings=0.1, effective_share_of_generated=0.5, flops_estimate=1.0, flops_uniform_estimate=1.0,
@@ -52,21 +66,70 @@ def step_record(step: int, n_prompts: int, decisions_per_prompt: int) -> StepRec
     return StepRecord(step=step, epoch=0, summary=summary, observations=observations, decisions=decisions)
 
 
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+def epoch_record(step: int, n_pruned: int) -> Any:
+    """An epoch end: ``n_pruned`` prompts pruned by LZE, nothing observed."""
+    from workers.record import BASE_COUNTS, DecisionRecord, StepRecord, StepSummary, TrainStats
+
+    decisions = tuple(DecisionRecord(
+        step=step, prompt_key=f"pool:{i}", layer="post_rollout", method="lze", action="pruned",
+        reason="lze.pruned", scores={"accuracy": 1.0, "streak": 3.0},
+        message="pruned by LZE: solved in 3 epochs in a row (accuracy 1.000)") for i in range(n_pruned))
+    summary = StepSummary(
+        **dict.fromkeys(BASE_COUNTS, 0),
+        rollout_savings=0.0, effective_share_of_generated=0.5, flops_estimate=0.0, flops_uniform_estimate=0.0,
+        device_seconds=0.0, seconds={}, train=TrainStats())
+    return StepRecord(step=step, epoch=1, summary=summary, decisions=decisions)
+
+
+def rows_of(record: Any) -> int:
+    return len(record.observations) + len(record.decisions)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_gunicorn(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn as docker-compose runs it (controlplane/gunicorn.conf.py, settings_production)."""
+    port = free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings_production",
+           "SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "EDGEPLANE_PLAIN_HTTP": "1", "EDGEPLANE_VAR_DIR": str(folder / "var"),
+           "EDGEPLANE_WEB_BIND": f"127.0.0.1:{port}", "EDGEPLANE_WEB_WORKERS": "2", "EDGEPLANE_WEB_TIMEOUT": "300",
+           "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics")}
+    (folder / "metrics").mkdir(parents=True, exist_ok=True)
+    log = (folder / "gunicorn.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "controlplane/gunicorn.conf.py",
+                               "controlplane.wsgi"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=2)
+            return server, url
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.3)
+    server.kill()
+    sys.exit("error: gunicorn did not answer:\n" + (folder / "gunicorn.log").read_text()[-3000:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="step records ingested")
+    parser.add_argument("--steps", type=int, default=20, help="training-step records ingested per path")
     parser.add_argument("--prompts", type=int, default=1024)
     parser.add_argument("--decisions-per-prompt", type=int, default=2)
-    parser.add_argument("--audit-rows", type=int, default=10_000_000)
+    parser.add_argument("--epoch-rows", type=int, default=1_000_000)
+    parser.add_argument("--epoch-repeats", type=int, default=3)
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP path")
+    parser.add_argument("--label", default="", help="results file telemetry_ingest[_LABEL].json")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -75,19 +138,25 @@ def main() -> None:
 
     django.setup()
     from django.core.management import call_command
-    from django.db import connection, transaction
+    from django.db import connection
 
     from bench._timing import write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run
     from controlplane.telemetry.models import PromptObservation, PromptState, SelectionDecision
-    from controlplane.telemetry.services import step_ingest
+    from controlplane.telemetry.services import ControlPlaneSink, token_issue
     from workers.problems.dataset import PromptRecord
-    from workers.record import StepRecord
 
     call_command("migrate", verbosity=0)
-    team = team_create(name="Bench", owner_username="bench")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, setting, unit FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', "
+                       "'full_page_writes', 'shared_buffers', 'wal_buffers', 'max_wal_size', 'checkpoint_timeout', "
+                       "'wal_level') ORDER BY name")
+        pg_settings = {name: f"{value}{' ' + unit if unit else ''}" for name, value, unit in cursor.fetchall()}
+        cursor.execute("SHOW server_version")
+        pg_settings["server_version"] = cursor.fetchone()[0]
+    team = team_create(name="Bench", owner_username=f"bench-{time.time_ns()}")
     dataset = dataset_store(team=team, name=f"bench-{time.time_ns()}", filename="bench", content_hash="0" * 64,
                             records=[PromptRecord(key="bench:0", prompt="1+1=", ground_truth="2", data_source="bench",
                                                   index=0, difficulty="", split="train", extra_info={})])
@@ -95,92 +164,106 @@ def main() -> None:
     def new_run(name: str) -> Run:
         return Run.objects.create(team=team, dataset=dataset, name=name, config={"steps": 1}, status="running")
 
-    # 1. Ingestion through the service, beside bulk_create of the same rows.
-    run = new_run("ingest")
-    records = [step_record(s, args.prompts, args.decisions_per_prompt) for s in range(args.steps)]
-    rows_per_step = args.prompts * (1 + args.decisions_per_prompt)
-    service_times = []
-    for record in records:
+    def states(run: Run, keys: int, prefix: str) -> None:
+        """The pool's prompts already have a state: an epoch end prunes prompts seen before."""
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {PromptState._meta.db_table} (run_id, prompt_key, bucket, pass_rate, "
+                           "response_entropy, prompt_entropy, visits, last_step) SELECT %s, %s || g, 'too_easy', "
+                           "1.0, 0.1, 0.2, 3, 0 FROM generate_series(0, %s - 1) AS g", [run.id, prefix, keys])
+
+    # The records, built as the engines build them (their side of the cost, timed apart).
+    start = time.perf_counter()
+    steps = [step_record(s, args.prompts, args.decisions_per_prompt) for s in range(args.steps)]
+    step_build_s = (time.perf_counter() - start) / args.steps
+    start = time.perf_counter()
+    epochs = [epoch_record(1 + r, args.epoch_rows) for r in range(args.epoch_repeats)]
+    epoch_build_s = (time.perf_counter() - start) / max(args.epoch_repeats, 1)
+
+    def ingest(sink_for, records: list[Any], shape: str) -> list[float]:
+        """Seconds per record, each on the run ``sink_for`` answers for its shape."""
+        sink, run = sink_for(shape)
+        if shape == "epoch":
+            states(run, args.epoch_rows, "pool:")
+        times = []
+        for record in records:
+            start = time.perf_counter()
+            answer = sink.step(record)
+            times.append(time.perf_counter() - start)
+            assert str(answer) == "continue", answer
+        decided = SelectionDecision.objects.filter(run=run).count()
+        observed = PromptObservation.objects.filter(run=run).count()
+        assert decided + observed == sum(rows_of(r) for r in records), (decided, observed)
+        return times
+
+    def in_process(shape: str) -> tuple[Any, Run]:
+        run = new_run(f"in-process {shape}")
+        return ControlPlaneSink(run.id), run
+
+    results: dict[str, Any] = {"in_process": {}, "http": {}}
+    for shape, records in (("step", steps), ("epoch", epochs)):
+        if records:
+            results["in_process"][shape] = ingest(in_process, records, shape)
+    replay_run = new_run("replay")
+    sink = ControlPlaneSink(replay_run.id)
+    sink.step(steps[0])
+    replay = []
+    for _ in range(5):  # a replayed step replaces its rows
         start = time.perf_counter()
-        step_ingest(run_id=run.id, record=record)
-        service_times.append(time.perf_counter() - start)
-    replay = timed(lambda: step_ingest(run_id=run.id, record=records[-1]), 3)  # a replayed step replaces
-    assert PromptObservation.objects.filter(run=run).count() == args.steps * args.prompts
-    # What the HTTP ingest adds before the service: reading and checking the wire form.
-    wires = [record.to_wire() for record in records]
-    read_times = timed(lambda: [StepRecord.from_wire(wire) for wire in wires], 3)
+        sink.step(steps[0])
+        replay.append(time.perf_counter() - start)
 
-    orm_run = new_run("bulk_create")
-    orm_times = []
-    for record in records:
-        start = time.perf_counter()
-        with transaction.atomic():
-            PromptObservation.objects.bulk_create([PromptObservation(
-                run=orm_run, step=record.step, prompt_key=o.prompt_key, group_size=o.group_size,
-                successes=o.successes, pass_rate=o.pass_rate, response_entropy=o.response_entropy,
-                prompt_entropy=o.prompt_entropy, energy=o.energy, response_tokens=o.response_tokens,
-                trained=o.trained, bucket=o.bucket) for o in record.observations], batch_size=5000)
-            SelectionDecision.objects.bulk_create([SelectionDecision(
-                run=orm_run, step=d.step, prompt_key=d.prompt_key, layer=d.layer, method=d.method,
-                action=d.action, reason=d.reason, scores=dict(d.scores), message=d.message)
-                for d in record.decisions], batch_size=5000)
-        orm_times.append(time.perf_counter() - start)
+    encoding = "json (the sink before encode_event)"
+    if not args.no_http:
+        from workers.engines.verl import http_sink
 
-    # 2. A run with --audit-rows decision rows, generated inside Postgres.
-    audit = new_run("audit")
-    prompts = 100_000
-    with connection.cursor() as cursor:
-        table = SelectionDecision._meta.db_table
-        start = time.perf_counter()
-        cursor.execute(
-            f"INSERT INTO {table} (run_id, step, prompt_key, layer, method, action, reason, scores, message) "
-            "SELECT %s, g / %s, 'bench:' || (g %% %s), 'pre_rollout', "
-            "CASE WHEN g %% 3 = 0 THEN 'hive' ELSE 'lze' END, CASE WHEN g %% 2 = 0 THEN 'kept' ELSE 'skipped' END, "
-            "'hive.stage2_kept', '{\"entropy\": 0.5}'::jsonb, 'kept by HIVE stage 2' "
-            "FROM generate_series(0, %s - 1) AS g",
-            [audit.id, prompts, prompts, args.audit_rows])
-        fill_seconds = time.perf_counter() - start
-        state_table = PromptState._meta.db_table
-        cursor.execute(
-            f"INSERT INTO {state_table} (run_id, prompt_key, bucket, pass_rate, response_entropy, prompt_entropy, "
-            "visits, last_step) SELECT %s, 'bench:' || g, (ARRAY['too_easy','edge','too_hard','pruned'])[1 + g %% 4], "
-            "(g %% 9) / 8.0, 0.5, 0.7, 3, 99 FROM generate_series(0, %s - 1) AS g", [audit.id, prompts])
-        cursor.execute(f"ANALYZE {table}")
-        cursor.execute(f"ANALYZE {state_table}")
+        if hasattr(http_sink, "encode_event"):
+            encoding = (f"JSON, wire version {steps[0].to_wire()['version']}, gzip level 1 over "
+                        f"{http_sink.COMPRESS_OVER_BYTES} bytes")
+        folder = Path(tempfile.mkdtemp(prefix="edgeplane-ingest-bench-"))
+        server, url = start_gunicorn(folder)
+        try:
+            def over_http(shape: str) -> tuple[Any, Run]:
+                run = new_run(f"http {shape}")
+                return http_sink.HttpSink(base_url=url, run_id=run.id, token=token_issue(run_id=run.id),
+                                          run_dir=folder / f"run-{run.id}", request_timeout_s=300), run
 
-    from controlplane.telemetry.models import SelectionDecision as D
+            for shape, records in (("step", steps), ("epoch", epochs)):
+                if records:
+                    results["http"][shape] = ingest(over_http, records, shape)
+        finally:
+            server.terminate()
+            server.wait(30)
+            shutil.rmtree(folder, ignore_errors=True)
 
-    def audit_query() -> None:
-        list(D.objects.filter(run=audit, prompt_key="bench:4242").order_by("step").values(
-            "step", "method", "action", "message"))
+    figures: dict[str, Any] = {}
+    for path, shapes in results.items():
+        for shape, times in shapes.items():
+            rows = rows_of(steps[0] if shape == "step" else epochs[0])
+            figures[f"{path}_{shape}_rows_per_s"] = spread([rows / t for t in times])
+            figures[f"{path}_{shape}_ms"] = spread([t * 1e3 for t in times])
+    for shape in results["http"]:
+        ratios = [h / i for h, i in zip(sorted(results["http"][shape]), sorted(results["in_process"][shape]),
+                                        strict=False)]
+        figures[f"http_over_in_process_{shape}"] = {
+            "median": statistics.median(results["http"][shape]) / statistics.median(results["in_process"][shape]),
+            "min": min(ratios), "max": max(ratios), "n": len(ratios)}
+    figures["in_process_step_replayed_ms"] = spread([t * 1e3 for t in replay])
+    figures["record_build_ms"] = {"step": step_build_s * 1e3, "epoch": epoch_build_s * 1e3}
 
-    def edge_snapshot() -> None:
-        from django.db.models import Count
-
-        list(PromptState.objects.filter(run=audit).values("bucket").annotate(n=Count("id")))
-        list(PromptState.objects.filter(run=audit, bucket="edge").order_by("prompt_key").values(
-            "prompt_key", "pass_rate", "response_entropy")[:1000])
-
-    audit_ms = [t * 1e3 for t in timed(audit_query, 21)]
-    snapshot_ms = [t * 1e3 for t in timed(edge_snapshot, 21)]
-
-    figures = {
-        "ingest_rows_per_s": rows_per_step / statistics.median(service_times),
-        "bulk_create_rows_per_s": rows_per_step / statistics.median(orm_times),
-        "ingest_step_ms_median": statistics.median(service_times) * 1e3,
-        "ingest_replayed_step_ms_median": statistics.median(replay) * 1e3,
-        "bulk_create_step_ms_median": statistics.median(orm_times) * 1e3,
-        "wire_read_step_ms_median": statistics.median(read_times) / len(wires) * 1e3,
-        "audit_rows": args.audit_rows,
-        "audit_fill_seconds": fill_seconds,
-        "audit_query_ms_median": statistics.median(audit_ms),
-        "edge_snapshot_ms_median": statistics.median(snapshot_ms),
-    }
-    print(f"telemetry ingestion on Postgres ({args.steps} steps of {args.prompts} observations + "
-          f"{args.prompts * args.decisions_per_prompt} decisions = {rows_per_step} rows)")
+    step_rows, epoch_rows = rows_of(steps[0]), args.epoch_rows
+    print(f"telemetry ingestion on Postgres {pg_settings['server_version']} "
+          f"({', '.join(f'{k}={v}' for k, v in pg_settings.items() if k != 'server_version')})")
+    print(f"  step:  {args.prompts} observations + {args.prompts * args.decisions_per_prompt} decisions = "
+          f"{step_rows} rows, {args.steps} records; epoch: {epoch_rows} pruned decisions, {args.epoch_repeats} records")
+    print(f"  HTTP body: {encoding}")
     for name, value in figures.items():
-        print(f"  {name:34s} {value:14,.1f}")
-    print(f"wrote {write_results('telemetry_ingest', {'median': figures, 'rows_per_step': rows_per_step}, args.out)}")
+        if "median" in value:
+            print(f"  {name:38s} {value['median']:>14,.1f}  (min {value['min']:,.1f}, max {value['max']:,.1f}, "
+                  f"n={value['n']})")
+        else:
+            print(f"  {name:38s} {value}")
+    name = "telemetry_ingest" + (f"_{args.label}" if args.label else "")
+    print(f"wrote {write_results(name, {'figures': figures, 'postgres': pg_settings, 'http_body': encoding, 'rows': {'step': step_rows, 'epoch': epoch_rows}, 'denominator': 'rows of one record / seconds from sink.step(record) to its answer'}, args.out)}")  # noqa: E501
 
 
 if __name__ == "__main__":

@@ -180,15 +180,20 @@ def _device_time(name: str, value: float, maximum: float) -> float:
     return float(value)
 
 
-@transaction.atomic
 def usage_record(*, run, step: int, device_seconds: float, uniform_seconds: float) -> UsageEntry:
-    """The step's entry in the ledger (a replayed step replaces it)."""
+    """The step's entry in the ledger (a replayed step replaces it): one INSERT ... ON CONFLICT."""
     device_seconds = _device_time("device_seconds", device_seconds, USAGE_MAX_SECONDS)
     uniform_seconds = _device_time("uniform_seconds", uniform_seconds, USAGE_MAX_UNIFORM_SECONDS)
-    entry, _ = UsageEntry.objects.update_or_create(
-        run=run, kind=UsageKind.STEP, step=step,
-        defaults={"team_id": run.team_id, "user_id": run.created_by_id, "device_seconds": device_seconds,
-                  "uniform_device_seconds": uniform_seconds},
+    with transaction.atomic(savepoint=False):  # inside the step's transaction: no savepoint round trips
+        return _usage_upsert(run, step, device_seconds, uniform_seconds)
+
+
+def _usage_upsert(run, step: int, device_seconds: float, uniform_seconds: float) -> UsageEntry:
+    [entry] = UsageEntry.objects.bulk_create(
+        [UsageEntry(run=run, kind=UsageKind.STEP, step=step, team_id=run.team_id, user_id=run.created_by_id,
+                    device_seconds=device_seconds, uniform_device_seconds=uniform_seconds)],
+        update_conflicts=True, unique_fields=["run", "kind", "step"],
+        update_fields=["team_id", "user_id", "device_seconds", "uniform_device_seconds"],  # recorded_at: the first
     )
     notification_budget_check(team_id=run.team_id)
     return entry

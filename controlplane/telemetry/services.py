@@ -9,6 +9,7 @@ The answer carries the control signal back: cancel, stop for budget, or continue
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from controlplane.budgets.selectors import budget_status
+from controlplane.budgets.selectors import budget_current, budget_status
 from controlplane.budgets.services import uniform_device_seconds, usage_add_warmup, usage_record
 from controlplane.notifications.services import notification_alerts_record, notification_run_ended
 from controlplane.operations.metrics import ingest_rows_count
@@ -174,7 +175,7 @@ def _control(run: Run) -> Control:
     """What the engine is told at its next boundary (a step, or a warm-up heartbeat)."""
     if run.cancel_requested:
         return Control.CANCEL
-    if budget_status(run.team_id).exhausted:
+    if budget_current(run.team_id) is not None and budget_status(run.team_id).exhausted:  # no budget: no sum
         return Control.STOP_BUDGET
     return Control.CONTINUE
 
@@ -249,6 +250,7 @@ ON CONFLICT (run_id, prompt_key) DO UPDATE SET
 WHERE EXCLUDED.last_step >= {t}.last_step
 """
 STATE_STAGING = "edgeplane_prompt_state_in"  # a temporary table, per connection, emptied at each commit
+_STAGED_CONNECTIONS: weakref.WeakSet[Any] = weakref.WeakSet()  # the database sessions that have it
 
 
 def _state_columns(run_id: int, step: int, observations: ObservationRows,
@@ -292,10 +294,14 @@ def _update_prompt_states(run_id: int, step: int, observations: ObservationRows,
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})" + conflict,
                                list(zip(*values, strict=True)))
         return
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STATE_STAGING} (run_id bigint, prompt_key text, "
-                       "bucket text, pass_rate float8, response_entropy float8, prompt_entropy float8, visits int, "
-                       "last_step int) ON COMMIT DELETE ROWS")
+    if connection.connection not in _STAGED_CONNECTIONS:  # once per database session
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STATE_STAGING} (run_id bigint, prompt_key text, "
+                           "bucket text, pass_rate float8, response_entropy float8, prompt_entropy float8, "
+                           "visits int, last_step int) ON COMMIT DELETE ROWS")
+        # Known only once it is committed: a rolled-back transaction takes its CREATE with it.
+        raw = connection.connection
+        transaction.on_commit(lambda: _STAGED_CONNECTIONS.add(raw))
     copy_columns(STATE_STAGING, STATE_TYPES, columns)
     with connection.cursor() as cursor:
         # the staging rows are moved, not copied: a second step in the same transaction starts empty
