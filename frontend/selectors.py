@@ -3,8 +3,11 @@
 visibility is decided once, by ``controlplane.runs.selectors.run_for_user_or_none``.
 
 Cursor reads (``after`` = the last step the browser has) fetch at most ``STEP_PAGE``
-steps at a time and go through the (run, step), (run, prompt_key, step) and
-(run, method, action, step) indexes, so a poll costs the same at step 10 and step 10,000.
+steps at a time. On Postgres decisions and observations are partitioned by run
+(``controlplane.telemetry.partitions``): a read of one run scans that run's partition only,
+through its (prompt_key, step) and (step, method, action) indexes (observations: (prompt_key,
+step) and a BRIN on step), so a poll costs the same at step 10 and step 10,000, whatever the
+other runs hold.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def page_end(run: Run, after: int, limit: int | None = None) -> int:
 def action_count_rows(run: Run, after: int, upto: int) -> list[tuple[int, str, str, int]]:
     """Decisions per (step, method, action) for after < step <= upto."""
     rows = (SelectionDecision.objects.filter(run=run, step__gt=after, step__lte=upto)
-            .values_list("step", "method", "action").annotate(n=Count("id")).order_by("step"))
+            .values_list("step", "method", "action").annotate(n=Count("*")).order_by("step"))
     return [(s, m, a, n) for s, m, a, n in rows]
 
 
@@ -222,7 +225,7 @@ def audit_page(run: Run, *, prompt: str | None = None, method: str | None = None
                                 step_max=step_max)
     if cursor:
         step, _, row_id = cursor.partition(".")
-        # step >= s AND NOT (step = s AND id <= i): a range on the (run, ..., step) indexes,
+        # step >= s AND NOT (step = s AND id <= i): a range on the step-led index,
         # where an OR of the two cases would not be.
         decisions = decisions.filter(step__gte=int(step)).exclude(step=int(step), id__lte=int(row_id))
     rows = list(decisions.order_by("step", "id").values(

@@ -55,8 +55,8 @@ class RunPagination(CheckedCursorPagination):
 
 
 class DecisionPagination(CheckedCursorPagination):
-    """Decisions in insertion order (id). Filtered by prompt or by (method, action), the
-    query meets the (run, prompt_key, step) or (run, method, action, step) index."""
+    """Decisions in insertion order (id), through the (run_id, id) primary key of the run's
+    partition on Postgres (controlplane.telemetry.partitions)."""
 
     ordering = "id"
     page_size = 100

@@ -88,8 +88,8 @@ def decisions_query(run: Run, *, prompt: str | None = None, method: str | None =
                     step_max: int | None = None) -> QuerySet[SelectionDecision]:
     """A run's selection decisions, filtered; the caller orders and pages.
 
-    With ``prompt`` the filter meets the (run, prompt_key, step) index; with ``method``
-    and ``action`` the (run, method, action, step) one. ``after`` keeps steps > after;
+    Inside the run's partition (Postgres), ``prompt`` meets the (prompt_key, step) index;
+    ``method`` and ``action`` are checked in the (step, method, action) one. ``after`` keeps steps > after;
     ``step_min`` and ``step_max`` are inclusive.
     """
     decisions = SelectionDecision.objects.filter(run=run)

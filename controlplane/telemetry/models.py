@@ -97,10 +97,29 @@ class Evaluation(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "step"], name="one_evaluation_per_step")]
 
 
+class StepRangeIndex(models.Index):
+    """An index on ``step`` for range reads and per-step deletes: BRIN on Postgres (rows arrive in
+    step order, so a block range holds a few consecutive steps; it costs COPY next to nothing),
+    a btree elsewhere (SQLite has no BRIN)."""
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor == "postgresql":
+            using = " USING brin"
+        return super().create_sql(model, schema_editor, using=using, **kwargs)
+
+
+# Decisions and observations: on Postgres one partition per run (telemetry.partitions, migration
+# 0004), so their indexes hold no run_id (constant inside a partition), and no foreign key
+# constraint ties them to runs_run: its per-row deferred trigger halves COPY. Deleting a run
+# drops its partitions (telemetry.signals); Django's CASCADE still deletes any row left (SQLite).
+
+
 class PromptObservation(models.Model):
     """A prompt's group in one step. Bulk-inserted (COPY on Postgres)."""
 
-    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="observations", db_index=False)
+    run = models.ForeignKey(
+        "runs.Run", on_delete=models.CASCADE, related_name="observations", db_index=False, db_constraint=False
+    )
     step = models.PositiveIntegerField()
     prompt_key = models.CharField(max_length=255)
     group_size = models.PositiveIntegerField()
@@ -115,13 +134,20 @@ class PromptObservation(models.Model):
 
     class Meta:
         db_table = "runs_promptobservation"  # created by the runs app; the table kept its name
-        indexes = [models.Index(fields=["run", "step"]), models.Index(fields=["run", "prompt_key", "step"])]
+        # Per run partition: a prompt's history (prompt page, heat map cells), and a step or a
+        # range of steps (learning-edge map of a step, energy, heat-map ranking, replace, resume).
+        indexes = [
+            models.Index(fields=["prompt_key", "step"], name="observation_prompt_step"),
+            StepRangeIndex(fields=["step"], name="observation_step_range"),
+        ]
 
 
 class SelectionDecision(models.Model):
     """One method's act on one prompt (docs/algorithms.md §8). Bulk-inserted."""
 
-    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="decisions", db_index=False)
+    run = models.ForeignKey(
+        "runs.Run", on_delete=models.CASCADE, related_name="decisions", db_index=False, db_constraint=False
+    )
     step = models.PositiveIntegerField()
     prompt_key = models.CharField(max_length=255)
     layer = models.CharField(max_length=16)
@@ -133,10 +159,17 @@ class SelectionDecision(models.Model):
 
     class Meta:
         db_table = "runs_selectiondecision"  # created by the runs app; the table kept its name
+        # Per run partition: a prompt's decisions (the per-prompt audit), and a btree led by step:
+        # the audit trail and the recent decisions read in step order (a BRIN cannot order), the
+        # decisions chart counts (step, method, action) over a step range, the audit's method and
+        # action filters are checked in the index before any row is read, a replayed step deletes
+        # one step. On Postgres the primary key is (run_id, id) (a partitioned table's key holds
+        # its partition key): the API pages a run's decisions in id order through it.
+        # run_id closes the second key (not for ordering: it is constant in a partition) so that
+        # the decisions chart's counts are read from the index alone once the rows are vacuumed.
         indexes = [
-            models.Index(fields=["run", "step"]),
-            models.Index(fields=["run", "prompt_key", "step"]),
-            models.Index(fields=["run", "method", "action", "step"]),
+            models.Index(fields=["prompt_key", "step"], name="decision_prompt_step"),
+            models.Index(fields=["step", "method", "action", "run"], name="decision_step_method_action"),
         ]
 
 
@@ -159,4 +192,9 @@ class PromptState(models.Model):
     class Meta:
         db_table = "runs_promptstate"  # created by the runs app; the table kept its name
         constraints = [models.UniqueConstraint(fields=["run", "prompt_key"], name="one_state_per_prompt")]
-        indexes = [models.Index(fields=["run", "bucket"])]
+        # (run, bucket): counts per bucket; (run, -last_step, prompt_key): the learning-edge map's
+        # most recently seen prompts, read in index order instead of sorting every state of the run.
+        indexes = [
+            models.Index(fields=["run", "bucket"]),
+            models.Index(fields=["run", "-last_step", "prompt_key"], name="state_run_recent"),
+        ]
