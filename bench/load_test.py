@@ -511,7 +511,7 @@ def summarise(args: argparse.Namespace, repeats: list[dict[str, Any]]) -> dict[s
     if len(repeats) > 1:
         say(f"over {len(repeats)} repeats (min / median / max):")
         for name, value in summary.items():
-            say(f"  {name:32s} {value['min']:12,.2f} {value['median']:12,.2f} {value['max']:12,.2f}")
+            say(f"  {name:32s} {value['min']:12,.4g} {value['median']:12,.4g} {value['max']:12,.4g}")
     return {
         "what": repeats[0]["what"],
         "passed": passed,
