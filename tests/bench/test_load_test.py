@@ -1,5 +1,5 @@
 """The load test (bench/load_test.py) at its smallest: 5 runs posting steps and 2 viewers polling for
-20 s against the production server (gunicorn, settings_production) on the test database. No
+25 s against the production server (gunicorn, settings_production) on the test database. No
 request fails, every run stored exactly the steps it got a 2xx for, with all their rows; and the
 rows check itself sees a lost step, a step nobody was answered for and a missing row."""
 
@@ -42,7 +42,7 @@ def test_load_test_small_run_has_no_failure_and_every_answered_step_stored_once(
             "--viewers",
             "2",
             "--run-time",
-            "20",
+            "25",
             "--prompts",
             "128",  # small steps: a busy test machine still gets the viewers signed in and polling
             "--spawn-rate",
@@ -73,8 +73,9 @@ def test_load_test_small_run_has_no_failure_and_every_answered_step_stored_once(
     assert rows["observation_rows"] == figures["steps_total"] * 128
     assert rows["decision_rows"] == figures["steps_total"] * 256
     assert figures["ingest_latency_ms"]["n"] >= figures["steps_total"] and figures["chart_latency_ms"]["n"] > 0
-    names = {row["name"] for row in results["locust"]}
-    assert {"ingest step", "chart series", "chart evaluations", "page login POST", "page run"} <= names
+    # Locust's own table is refreshed each second: the viewers' first polls may come after its last refresh
+    assert "ingest step" in {row["name"] for row in results["locust"]}
+    assert figures["page_latency_ms"]["n"] >= 2 * 2  # each viewer's sign-in page and its POST, at least
     assert results["server"]["workers"] and results["server"]["threads"]
     assert results["postgres"]["shown"]["fsync"] in ("on", "off")
 
