@@ -8,10 +8,10 @@ observations and selection decisions moved out of the database into two files::
 
 Each holds the table's columns (the row ``id`` included, so orders and cursors stay those of
 the database; a decision's ``scores`` as JSON text), rows sorted by (prompt_key, step, id)
-in row groups of ``ROW_GROUP_ROWS`` rows with min/max statistics: a read of one prompt's
-rows opens only the row groups whose prompt_key range holds it (predicate pushdown), not
-the whole file. Reads filtered otherwise (the audit trail without a prompt, the API by
-method or action) scan the file a batch at a time, keeping at most one page of rows.
+in row groups of ``ROW_GROUP_ROWS`` rows (written ``BATCH_ROWS`` at a time) with min/max
+statistics: a read of one prompt's rows opens only the row groups whose prompt_key range
+holds it (predicate pushdown), not the whole file. Reads filtered otherwise (the audit trail
+without a prompt, the API by method or action) scan the file a batch at a time, keeping at most one page of rows.
 
 Readers (``archive_rows``) answer in the shape of the database selectors' ``.values()``
 rows, so the selectors (``frontend.selectors``, ``controlplane.runs.selectors``) switch to
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from django.conf import settings
 
-ROW_GROUP_ROWS = 65_536  # rows per row group (and per batch written): the unit a prompt read opens
+ROW_GROUP_ROWS = 16_384  # rows per row group: the unit a prompt read opens (smaller: less read per prompt)
+BATCH_ROWS = 65_536  # rows held in memory and written at a time by the export
 
 OBSERVATION_SCHEMA = pa.schema(
     [
@@ -138,7 +139,7 @@ def table_write(table: Table, rows: Iterable[Sequence[Any]], path: Path) -> None
             batch: list[Sequence[Any]] = []
             for row in rows:
                 batch.append(row)
-                if len(batch) >= ROW_GROUP_ROWS:
+                if len(batch) >= BATCH_ROWS:
                     writer.write_batch(_batch(table, batch), row_group_size=ROW_GROUP_ROWS)
                     batch = []
             if batch:
@@ -168,7 +169,7 @@ def file_fingerprint(path: Path) -> Fingerprint | None:
     try:
         parquet = pq.ParquetFile(path)
         rows, id_sum = 0, 0
-        for batch in parquet.iter_batches(columns=["id"], batch_size=ROW_GROUP_ROWS):
+        for batch in parquet.iter_batches(columns=["id"], batch_size=BATCH_ROWS):
             rows += batch.num_rows
             total = pc.sum(batch.column(0)).as_py()
             id_sum += int(total or 0)
@@ -256,7 +257,7 @@ def archive_rows(
     dataset = ds.dataset(path, format="parquet", schema=table.schema)
     keys = _sort_keys(order)
     needed = list(dict.fromkeys([*columns, *(k for k, _ in keys)]))
-    scanner = dataset.scanner(columns=needed, filter=_expression(**filters), batch_size=ROW_GROUP_ROWS)
+    scanner = dataset.scanner(columns=needed, filter=_expression(**filters), batch_size=BATCH_ROWS)
     keep = None if limit is None else offset + limit
     best: pa.Table | None = None
     for batch in scanner.to_batches():
@@ -270,9 +271,3 @@ def archive_rows(
         return []
     best = best.sort_by(keys).slice(offset, limit)
     return [_decode(table, row) for row in best.select(list(columns)).to_pylist()]
-
-
-def archive_row_batches(relative: str, table: Table) -> Iterator[pa.RecordBatch]:
-    """Every row of an archived table, a row group at a time (exports, checks)."""
-    path = archive_dir(relative) / table.file
-    yield from pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_ROWS)

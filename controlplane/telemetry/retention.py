@@ -41,7 +41,7 @@ from controlplane.telemetry.models import PromptObservation, SelectionDecision
 log = logging.getLogger(__name__)
 
 MODELS = {OBSERVATIONS.name: PromptObservation, DECISIONS.name: SelectionDecision}
-EXPORT_CHUNK = archive.ROW_GROUP_ROWS  # rows fetched per round trip of the export's server-side cursor
+EXPORT_CHUNK = archive.BATCH_ROWS  # rows fetched per round trip of the export's server-side cursor
 
 
 class ArchiveRefused(Exception):
