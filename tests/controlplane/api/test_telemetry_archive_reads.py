@@ -93,3 +93,37 @@ def test_an_archived_run_still_refuses_bad_filters_and_cursors(alice, finished):
 def test_another_teams_archived_run_is_not_found(mallory, finished):
     run_telemetry_archive(finished.id)
     assert mallory.get(f"/api/runs/{finished.id}/decisions/").status_code == 404
+
+
+# -- the team's retention ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_members_read_the_retention_and_admins_set_it(alice, bob, vera, team_a):
+    url = "/api/teams/acme/telemetry-retention/"
+    assert vera.get(url).json() == {"team": "acme", "telemetry_retention_days": None}
+    response = alice.put(url, {"telemetry_retention_days": 90}, format="json")
+    assert response.status_code == 200 and response.json() == {"team": "acme", "telemetry_retention_days": 90}
+    assert bob.get(url).json()["telemetry_retention_days"] == 90
+    assert alice.put(url, {"telemetry_retention_days": None}, format="json").json()["telemetry_retention_days"] is None
+    for client in (bob, vera):
+        assert client.put(url, {"telemetry_retention_days": 5}, format="json").status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", [0, -1, 1.5, "ten", True, [3], 36501])
+def test_a_retention_that_is_not_whole_days_is_a_400_saying_so(alice, team_a, value):
+    url = "/api/teams/acme/telemetry-retention/"
+    alice.put(url, {"telemetry_retention_days": 30}, format="json")
+    response = alice.put(url, {"telemetry_retention_days": value}, format="json")
+    assert response.status_code == 400
+    assert "whole number of days, 1 or more" in response.json()["errors"]["telemetry_retention_days"][0]
+    assert alice.get(url).json()["telemetry_retention_days"] == 30
+    assert alice.put(url, {}, format="json").status_code == 400
+
+
+@pytest.mark.django_db
+def test_another_teams_retention_is_not_found(mallory, team_a):
+    url = "/api/teams/acme/telemetry-retention/"
+    assert mallory.get(url).status_code == 404
+    assert mallory.put(url, {"telemetry_retention_days": 1}, format="json").status_code == 404
