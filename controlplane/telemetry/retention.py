@@ -8,6 +8,8 @@ files once ``run.telemetry_archived_at`` is set.
 
 The order of one archive (``run_telemetry_archive``), each step safe to crash after:
 
+0. lock: one archive of a run at a time (an exclusive, non-waiting lock on a file beside the
+   run's folder); the run is read again under it, so a pass that finds it archived stops;
 1. claim: the run's ``telemetry_archive_path`` is set, only while the run is finished and not
    archived (an atomic ``UPDATE ... WHERE``). From then on the run may not be resumed
    (``runs.services.resume_refusal``), so its rows cannot change under the export;
@@ -24,7 +26,10 @@ leaves it, and the next pass (beat, or the command) takes the run up where it st
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,10 +82,32 @@ def _rows(table: Table, run_id: int):
     return rows.iterator(chunk_size=EXPORT_CHUNK)
 
 
+def _default_path(run: Run) -> str:
+    return f"{run.team.slug}/{run.pk}"
+
+
+@contextmanager
+def _archive_lock(relative: str, run_id: int) -> Iterator[None]:
+    """One archive of a run at a time (beat and the command at once, two control workers): an
+    exclusive lock on ``<archive root>/<path>.lock``, not waited for. Without it a second pass
+    could export after the first removed the rows and write an empty file over the archive."""
+    path = archive.archive_root() / f"{relative}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArchiveRefused(f"run {run_id} is being archived by another process; nothing was done") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _claim(run: Run) -> str:
     """Set the archive path (keeping one a crashed pass set), only while the run is finished and
     not archived. Returns the path; ArchiveRefused when the run is not in that state."""
-    relative = run.telemetry_archive_path or f"{run.team.slug}/{run.pk}"
+    relative = run.telemetry_archive_path or _default_path(run)
     claimed = Run.objects.filter(pk=run.pk, status__in=FINISHED, telemetry_archived_at=None).update(
         telemetry_archive_path=relative
     )
@@ -138,17 +165,21 @@ def run_telemetry_archive(run_id: int) -> ArchiveOutcome:
     run = Run.objects.select_related("team").get(pk=run_id)
     if run.telemetry_archived_at is not None:
         return _outcome(run, run.telemetry_archive_path, "already archived")
-    relative = _claim(run)
-    try:
-        verified, reused = {}, []
-        for table in TABLES:
-            verified[table.name], was_reused = _export(table, run_id, relative)
-            if was_reused:
-                reused.append(table.name)
-        _drop_if_verified(run_id, relative, verified)
-    except BaseException:
-        _release(run_id)  # rows were not removed: the run may be resumed again; files stay for reuse
-        raise
+    with _archive_lock(run.telemetry_archive_path or _default_path(run), run_id):
+        run = Run.objects.select_related("team").get(pk=run_id)  # another process may have archived it meanwhile
+        if run.telemetry_archived_at is not None:
+            return _outcome(run, run.telemetry_archive_path, "already archived")
+        relative = _claim(run)
+        try:
+            verified, reused = {}, []
+            for table in TABLES:
+                verified[table.name], was_reused = _export(table, run_id, relative)
+                if was_reused:
+                    reused.append(table.name)
+            _drop_if_verified(run_id, relative, verified)
+        except BaseException:
+            _release(run_id)  # rows were not removed: the run may be resumed again; files stay for reuse
+            raise
     outcome = _outcome(
         run,
         relative,

@@ -22,7 +22,7 @@ from controlplane.accounts.services import (
 from controlplane.datasets.services import dataset_import_builtin
 from controlplane.runs.models import Run, RunStatus
 from controlplane.runs.services import RunStateError, run_claim, run_create, run_resume
-from controlplane.telemetry import archive
+from controlplane.telemetry import archive, retention
 from controlplane.telemetry.models import Evaluation, PromptObservation, PromptState, SelectionDecision, StepSummary
 from controlplane.telemetry.retention import (
     ArchiveRefused,
@@ -340,6 +340,18 @@ def test_rows_that_do_not_match_the_file_are_never_removed(old_run, monkeypatch)
     assert PromptObservation.objects.filter(run=old_run).exists()
     old_run.refresh_from_db()
     assert old_run.telemetry_archived_at is None and old_run.telemetry_archive_path == ""  # resumable again
+
+
+@pytest.mark.django_db
+def test_a_second_archive_of_the_same_run_at_once_is_refused_and_touches_nothing(old_run):
+    decisions = _db_rows(SelectionDecision, old_run, DEC_FIELDS)
+    with retention._archive_lock(f"acme/{old_run.pk}", old_run.pk):  # another process is archiving it
+        with pytest.raises(ArchiveRefused, match="another process"):
+            run_telemetry_archive(old_run.pk)
+        assert retention_apply() == []  # the pass logs it and goes on
+    assert _db_rows(SelectionDecision, old_run, DEC_FIELDS) == decisions
+    assert not (archive.archive_root() / f"acme/{old_run.pk}").exists()
+    assert run_telemetry_archive(old_run.pk).status == "archived"  # once the lock is free
 
 
 @pytest.mark.django_db
