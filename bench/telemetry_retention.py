@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=7, help="prompts whose page reads are timed")
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--name", default="telemetry_retention", help="results file name (bench/results/<name>.json)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
@@ -126,6 +127,30 @@ def main() -> None:
         for k in keys
     ]
 
+    from controlplane.telemetry import archive, partitions, retention
+
+    phases = {
+        "export_write_seconds": 0.0,
+        "verify_read_back_seconds": 0.0,
+        "db_fingerprint_seconds": 0.0,
+        "rows_drop_seconds": 0.0,
+    }
+
+    def timing(name, fn):
+        def wrapped(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                phases[name] += time.perf_counter() - start
+
+        return wrapped
+
+    archive.table_write = timing("export_write_seconds", archive.table_write)
+    archive.file_fingerprint = timing("verify_read_back_seconds", archive.file_fingerprint)
+    retention._db_fingerprint = timing("db_fingerprint_seconds", retention._db_fingerprint)
+    partitions.run_rows_drop = timing("rows_drop_seconds", partitions.run_rows_drop)
+
     rss_before = peak_rss_mib()
     start = time.perf_counter()
     outcome = run_telemetry_archive(run.pk)
@@ -154,6 +179,7 @@ def main() -> None:
         "fill_seconds": round(fill_seconds, 2),
         "archive_seconds": round(archive_seconds, 2),
         "archive_rows_per_second": round(rows / archive_seconds),
+        "archive_phases": {k: round(v, 2) for k, v in phases.items()},
         "archive_file_bytes": outcome.bytes,
         "postgres_table_bytes_before": pg_bytes,
         "peak_rss_mib_before_archive": round(rss_before, 1),
@@ -176,7 +202,7 @@ def main() -> None:
     }
     for name, value in figures.items():
         print(f"{name}: {value}")
-    path = write_results("telemetry_retention", figures, args.out)
+    path = write_results(args.name, figures, args.out)
     print(f"wrote {path}")
 
 
