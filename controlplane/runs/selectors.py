@@ -127,9 +127,10 @@ def decisions_query(run: Run, *, prompt: str | None = None, method: str | None =
 
     With ``prompt`` the filter meets the (run, prompt_key, step) index; with ``method``
     and ``action`` the (run, method, action, step) one. ``after`` keeps steps > after;
-    ``step_min`` and ``step_max`` are inclusive. An archived run's (``telemetry_archived_at``)
-    come from its Parquet file (``ArchivedDecisions``), the same rows in the same pages.
+    ``step_min`` and ``step_max`` are inclusive.
     """
+    # An archived run's (telemetry_archived_at) come from its Parquet file (ArchivedDecisions):
+    # the same rows, in the same pages.
     if run.telemetry_archived_at is not None:
         return ArchivedDecisions(run.pk, run.telemetry_archive_path, {
             "prompt": prompt or None, "method": method or None, "action": action or None, "step_gt": after,
