@@ -194,6 +194,13 @@ EDGEPLANE_HEARTBEAT_STALE_SECONDS = env_int(os.environ, "EDGEPLANE_HEARTBEAT_STA
 EDGEPLANE_MAX_ATTEMPTS = env_int(os.environ, "EDGEPLANE_MAX_ATTEMPTS", 3)
 # Where runs write events and checkpoints: <EDGEPLANE_RUNS_DIR>/run-<id>/.
 EDGEPLANE_RUNS_DIR = Path(os.environ.get("EDGEPLANE_RUNS_DIR") or VAR_DIR / "runs")
+# Where per-prompt telemetry of runs past their team's retention goes, as Parquet files:
+# <EDGEPLANE_ARCHIVE_DIR>/<team>/<run id>/{observations,decisions}.parquet (telemetry.retention).
+EDGEPLANE_ARCHIVE_DIR = Path(os.environ.get("EDGEPLANE_ARCHIVE_DIR") or VAR_DIR / "archive")
+# How often beat applies the teams' retention (seconds), and the most runs one pass archives
+# (the rest wait for the next pass: a pass never holds the control queue for long).
+EDGEPLANE_RETENTION_SECONDS = env_int(os.environ, "EDGEPLANE_RETENTION_SECONDS", 3600)
+EDGEPLANE_RETENTION_RUNS_PER_PASS = env_int(os.environ, "EDGEPLANE_RETENTION_RUNS_PER_PASS", 5)
 # The only folder runs load models from: a config's `model` is a folder name under it; absolute
 # paths and names leaving it (.., symlinks out) are refused. Workers read the same variable with
 # the same default (workers.engines.config.models_root: workers do not import Django).
@@ -268,6 +275,7 @@ CELERY_TASK_ROUTES = {
     "edgeplane.launch_verl_run": {"queue": EDGEPLANE_VERL_QUEUE},
     "edgeplane.reconcile_verl_runs": {"queue": EDGEPLANE_VERL_QUEUE},
     "edgeplane.reconcile_runs": {"queue": EDGEPLANE_CONTROL_QUEUE},
+    "edgeplane.telemetry_retention": {"queue": EDGEPLANE_CONTROL_QUEUE},
 }
 # The launch outbox (runs.services.run_launches_resend, run by beat's reconcile_runs): a run
 # queued this long since its launch message was sent (or stored, when the broker could not be
@@ -281,6 +289,11 @@ CELERY_BEAT_SCHEDULE = {
         # A reconcile not taken within one period is dropped by the worker that finds it (the
         # next one is on its way): a control worker that was down does not replay a backlog.
         "options": {"expires": float(EDGEPLANE_RECONCILE_SECONDS)},
+    },
+    "telemetry-retention": {
+        "task": "edgeplane.telemetry_retention",
+        "schedule": float(EDGEPLANE_RETENTION_SECONDS),
+        "options": {"expires": float(EDGEPLANE_RETENTION_SECONDS)},
     },
     # reconcile_runs also sends reconcile_verl_runs to the verl queue, only while verl runs are active.
 }

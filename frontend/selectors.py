@@ -31,6 +31,7 @@ from controlplane.budgets.selectors import (
 from controlplane.datasets.models import Dataset
 from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_totals, runs_for_user, runs_totals
+from controlplane.telemetry.archive import DECISIONS, OBSERVATIONS, archive_rows
 from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
@@ -199,8 +200,19 @@ def heatmap_key_cells(run: Run, keys: list[str], steps_per_column: int, after: i
 # -- decisions -------------------------------------------------------------------------------------------
 
 
+RECENT_FIELDS = ("id", "step", "prompt_key", "method", "action", "message")
+AUDIT_FIELDS = ("id", "step", "prompt_key", "layer", "method", "action", "reason", "scores", "message")
+PROMPT_OBSERVATION_FIELDS = ("step", "pass_rate", "response_entropy", "prompt_entropy", "group_size", "successes",
+                             "bucket", "trained")
+PROMPT_DECISION_FIELDS = ("step", "layer", "method", "action", "reason", "message")
+
+
 def recent_decisions(run: Run, limit: int = RECENT_DECISIONS) -> list[dict[str, Any]]:
-    """The newest decisions, newest first (the run page's audit section)."""
+    """The newest decisions, newest first (the run page's audit section). An archived run's
+    come from its Parquet file (a scan of the file: the archive is sorted by prompt)."""
+    if run.telemetry_archived_at is not None:
+        return archive_rows(run.telemetry_archive_path, DECISIONS, columns=RECENT_FIELDS, order=("-step", "-id"),
+                            limit=limit)
     return list(SelectionDecision.objects.filter(run=run).order_by("-step", "-id").values(
         "id", "step", "prompt_key", "method", "action", "message")[:limit])
 
@@ -216,11 +228,24 @@ def audit_page(run: Run, *, prompt: str | None = None, method: str | None = None
                limit: int | None = None) -> AuditPage:
     """Decisions in (step, id) order after an opaque keyset cursor, filtered.
 
-    The keyset keeps every page as cheap as the first, at a million decisions and more.
+    The keyset keeps every page as cheap as the first, at a million decisions and more. An
+    archived run's decisions come from its Parquet file, in the same order and pages (with a
+    prompt, only that prompt's row groups are read; without, the file is scanned).
     """
     from controlplane.runs.selectors import decisions_query
 
     limit = AUDIT_PAGE if limit is None else limit
+    if run.telemetry_archived_at is not None:
+        after_key = None
+        if cursor:
+            step, _, row_id = cursor.partition(".")
+            after_key = (int(step), int(row_id))
+        rows = archive_rows(run.telemetry_archive_path, DECISIONS, columns=AUDIT_FIELDS, order=("step", "id"),
+                            limit=limit + 1, prompt=prompt or None, method=method or None, action=action or None,
+                            step_min=step_min, step_max=step_max, after_key=after_key)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return AuditPage(rows=rows, next_cursor=f"{rows[-1]['step']}.{rows[-1]['id']}" if more else None)
     decisions = decisions_query(run, prompt=prompt, method=method, action=action, step_min=step_min,
                                 step_max=step_max)
     if cursor:
@@ -239,13 +264,22 @@ def audit_page(run: Run, *, prompt: str | None = None, method: str | None = None
 
 
 def prompt_observations(run: Run, key: str) -> list[dict[str, Any]]:
+    """One prompt's observations in step order; an archived run's from its Parquet file (only the
+    row groups whose prompt_key range holds ``key`` are read)."""
+    if run.telemetry_archived_at is not None:
+        return archive_rows(run.telemetry_archive_path, OBSERVATIONS, columns=PROMPT_OBSERVATION_FIELDS,
+                            order=("step", "id"), prompt=key)
     return list(PromptObservation.objects.filter(run=run, prompt_key=key).order_by("step").values(
-        "step", "pass_rate", "response_entropy", "prompt_entropy", "group_size", "successes", "bucket", "trained"))
+        *PROMPT_OBSERVATION_FIELDS))
 
 
 def prompt_decisions(run: Run, key: str) -> list[dict[str, Any]]:
+    """One prompt's decisions in (step, id) order; an archived run's from its Parquet file."""
+    if run.telemetry_archived_at is not None:
+        return archive_rows(run.telemetry_archive_path, DECISIONS, columns=PROMPT_DECISION_FIELDS,
+                            order=("step", "id"), prompt=key)
     return list(SelectionDecision.objects.filter(run=run, prompt_key=key).order_by("step", "id").values(
-        "step", "layer", "method", "action", "reason", "message"))
+        *PROMPT_DECISION_FIELDS))
 
 
 def prompt_state(run: Run, key: str) -> PromptState | None:

@@ -22,10 +22,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 from controlplane.accounts.models import Membership, Role, Team
 from controlplane.accounts.selectors import teams_for_user, user_can
 from controlplane.accounts.services import (
+    RETENTION_MAX_DAYS,
     MembershipError,
+    TeamSettingInvalid,
     membership_add,
     membership_change_role,
     membership_remove,
+    team_set_telemetry_retention,
 )
 from controlplane.budgets.models import Budget
 from controlplane.budgets.selectors import budget_status, budgets_for_team
@@ -84,8 +87,9 @@ def _page(request: HttpRequest, team: Team, *, status: int = 200, errors: dict[s
     today = timezone.now().date()
     members = team.memberships.select_related("user").order_by("user__username")
     admins = sum(1 for m in members if m.role == Role.ADMIN)
+    retention = team.telemetry_retention_days
     form = {"period": "month", "day": today.isoformat(), "limit": "", "username": "", "role": "viewer",
-            **(form or {})}
+            "telemetry_retention_days": "" if retention is None else str(retention), **(form or {})}
     now = budget_status(team)
     periods = []
     for value, label in BUDGET_PERIODS.items():
@@ -98,6 +102,7 @@ def _page(request: HttpRequest, team: Team, *, status: int = 200, errors: dict[s
         "status_now": now, "errors": errors or {}, "form": form,
         "max_limit": f"{BUDGET_MAX_DEVICE_HOURS:,.0f}", "min_limit": f"{BUDGET_MIN_DEVICE_HOURS:g}",
         "now_last_day": now.period_end - dt.timedelta(days=1) if now.period_end else None,
+        "retention_max_days": RETENTION_MAX_DAYS,
     }, status=status)
 
 
@@ -105,7 +110,7 @@ def _page(request: HttpRequest, team: Team, *, status: int = 200, errors: dict[s
 @refuse_malformed
 @require_http_methods(["GET", "POST"])
 def team(request: HttpRequest, slug: str) -> HttpResponse:
-    """GET: the page. POST (admins): ``action`` add_member or set_budget, the page's two forms.
+    """GET: the page. POST (admins): ``action`` add_member, set_budget or set_retention, the page's forms.
     One address for the page and its forms: fewer routes, each walked by the malformed-input test."""
     if request.method == "GET":
         return _page(request, _team_or_404(request, slug))
@@ -115,7 +120,23 @@ def team(request: HttpRequest, slug: str) -> HttpResponse:
         return _member_add(request, team)
     if action == "set_budget":
         return _budget_set(request, team)
-    raise BadRequest(f"unknown action {action!r}: the team page's forms send add_member or set_budget")
+    if action == "set_retention":
+        return _retention_set(request, team)
+    raise BadRequest(f"unknown action {action!r}: the team page's forms send add_member, set_budget or set_retention")
+
+
+def _retention_set(request: HttpRequest, team: Team) -> HttpResponse:
+    raw = request.POST.get("telemetry_retention_days", "")
+    try:
+        team = team_set_telemetry_retention(team=team, days=raw, by=request.user)
+    except TeamSettingInvalid as exc:
+        return _page(request, team, status=400, errors={"retention": exc.message},
+                     form={"telemetry_retention_days": raw})
+    days = team.telemetry_retention_days
+    messages.success(request, "Per-prompt telemetry is kept in the database for good." if days is None else
+                     f"Per-prompt telemetry of runs finished more than {days} day{'s' if days != 1 else ''} ago "
+                     "will be archived to Parquet files.")
+    return redirect("frontend:team", slug=team.slug)
 
 
 # -- members ------------------------------------------------------------------------------------------------

@@ -10,6 +10,12 @@ class Team(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=120, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Retention of per-prompt telemetry (observations, decisions): a finished run older than this
+    # many days has them exported to Parquet and removed from the database
+    # (controlplane.telemetry.retention). Null: kept in the database for good.
+    telemetry_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="days a finished run's per-prompt rows stay in the database; "
+                                         "empty: forever (older runs' rows are archived to Parquet)")
 
     def __str__(self) -> str:
         return self.slug

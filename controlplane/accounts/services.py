@@ -148,6 +148,54 @@ def membership_remove(*, membership: Membership, by=None) -> None:
              membership.role, getattr(by, "username", None))
 
 
+# -- telemetry retention -------------------------------------------------------------------------------------
+
+RETENTION_MAX_DAYS = 36500  # a hundred years: beyond it, say "forever" (empty)
+
+
+class TeamSettingInvalid(ValueError):
+    """A team setting refused; ``field`` names the form field, the message says what to type."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def retention_days_checked(value: object) -> int | None:
+    """A retention as whole days >= 1, or None (keep forever) for None or an empty text.
+
+    Accepts an int or a text of digits ("30", " 30 ", "1_000"); refuses fractions, zero,
+    negatives, booleans and anything else with a message that says what to type."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    what = f"the retention must be a whole number of days, 1 or more (or empty to keep forever); got {value!r}"
+    if isinstance(value, bool):
+        raise TeamSettingInvalid(what, field="telemetry_retention_days")
+    if isinstance(value, int):
+        days = value
+    elif isinstance(value, str) and value.strip().replace("_", "").lstrip("+-").isdigit():
+        days = int(value.strip().replace("_", ""))
+    else:
+        raise TeamSettingInvalid(what, field="telemetry_retention_days")
+    if days < 1 or days > RETENTION_MAX_DAYS:
+        raise TeamSettingInvalid(f"{what.split('; got')[0]}, at most {RETENTION_MAX_DAYS}; got {value!r}",
+                                 field="telemetry_retention_days")
+    return days
+
+
+@transaction.atomic
+def team_set_telemetry_retention(*, team: Team, days: object, by=None) -> Team:
+    """Set how many days a finished run's per-prompt telemetry stays in the database before it is
+    archived to Parquet (``controlplane.telemetry.retention``); None or "" keeps it forever.
+    Refused (TeamSettingInvalid) unless whole days >= 1."""
+    checked = retention_days_checked(days)
+    Team.objects.filter(pk=team.pk).update(telemetry_retention_days=checked)
+    team.telemetry_retention_days = checked
+    log.info("telemetry retention set: team=%s days=%s by=%s", team.slug, checked, getattr(by, "username", None))
+    return team
+
+
 # -- passwords ---------------------------------------------------------------------------------------
 
 

@@ -519,6 +519,14 @@ class BudgetUserSerializer(serializers.Serializer):
     saved_device_hours = serializers.FloatField()
 
 
+class TelemetryRetentionSerializer(serializers.Serializer):
+    team = serializers.CharField(source="slug", read_only=True)
+    telemetry_retention_days = serializers.IntegerField(
+        allow_null=True, min_value=1,
+        help_text="days a finished run's per-prompt telemetry stays in the database before it is archived to "
+                  "Parquet; null: forever")
+
+
 class BudgetOverviewSerializer(serializers.Serializer):
     team = serializers.CharField()
     period_start = serializers.DateField(allow_null=True)

@@ -25,5 +25,7 @@ urlpatterns = [
     path("runs/<int:run_id>/decisions/", views.RunDecisionsView.as_view(), name="run-decisions"),
     path("runs/<int:run_id>/prompts/", views.RunPromptsView.as_view(), name="run-prompts"),
     path("teams/<slug:slug>/budget/", views.TeamBudgetView.as_view(), name="team-budget"),
+    path("teams/<slug:slug>/telemetry-retention/", views.TeamTelemetryRetentionView.as_view(),
+         name="team-telemetry-retention"),
     path("ingest/runs/<int:run_id>/steps/", views.IngestView.as_view(), name="ingest-steps"),
 ]

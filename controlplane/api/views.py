@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import teams_for_user, user_can
-from controlplane.accounts.services import SignInThrottled
+from controlplane.accounts.services import SignInThrottled, TeamSettingInvalid, team_set_telemetry_retention
 from controlplane.api import serializers as s
 from controlplane.api.authentication import RunTokenAuthentication, TokenAuthentication  # expiring user tokens
 from controlplane.api.pagination import DecisionPagination, PromptStatePagination, RunPagination
@@ -343,6 +343,32 @@ class TeamBudgetView(MemberView):
     def get(self, request, slug: str):
         team = team_or_404(request.user, slug)
         return Response(s.BudgetOverviewSerializer(budget_overview(team)).data)
+
+
+class TeamTelemetryRetentionView(MemberView):
+    """GET (members): the team's telemetry retention. PUT (admins): set it; null keeps forever."""
+
+    parser_classes = (BoundedJSONParser,)
+
+    @extend_schema(tags=["teams"], responses={200: s.TelemetryRetentionSerializer, 404: s.DetailSerializer})
+    def get(self, request, slug: str):
+        team = team_or_404(request.user, slug)
+        return Response(s.TelemetryRetentionSerializer(team).data)
+
+    @extend_schema(tags=["teams"], request=s.TelemetryRetentionSerializer,
+                   responses={200: s.TelemetryRetentionSerializer, 400: s.DetailSerializer, 403: s.DetailSerializer,
+                              404: s.DetailSerializer})
+    def put(self, request, slug: str):
+        team = team_or_404(request.user, slug)
+        require_role(request.user, team, Role.ADMIN)
+        if not isinstance(request.data, dict) or "telemetry_retention_days" not in request.data:
+            raise BadRequest({"telemetry_retention_days": ["required: whole days >= 1, or null to keep forever"]})
+        try:
+            team = team_set_telemetry_retention(team=team, days=request.data["telemetry_retention_days"],
+                                                by=request.user)
+        except TeamSettingInvalid as exc:
+            raise BadRequest({"telemetry_retention_days": [exc.message]}) from exc
+        return Response(s.TelemetryRetentionSerializer(team).data)
 
 
 # -- ingestion ------------------------------------------------------------------------------------------------

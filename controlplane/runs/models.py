@@ -77,6 +77,14 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Per-prompt telemetry archived (controlplane.telemetry.retention): the run's observations and
+    # decisions live in Parquet files under EDGEPLANE_ARCHIVE_DIR/<telemetry_archive_path>/, not in
+    # the database. The path is set first (an archive begun: the run may not be resumed), the time
+    # once the rows are removed from the database; readers go to the files only then.
+    telemetry_archive_path = models.CharField(max_length=255, blank=True, default="",
+                                              help_text="folder of the Parquet archive, under EDGEPLANE_ARCHIVE_DIR")
+    telemetry_archived_at = models.DateTimeField(null=True, blank=True,
+                                                 help_text="when the per-prompt rows left the database for the archive")
 
     class Meta:
         indexes = [models.Index(fields=["team", "-created_at"]), models.Index(fields=["status", "heartbeat_at"])]

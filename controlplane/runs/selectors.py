@@ -16,6 +16,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from controlplane.budgets.models import UsageEntry, UsageKind
 from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.tags import tag_or_none
+from controlplane.telemetry.archive import DECISIONS, archive_rows
 from controlplane.telemetry.models import (
     Bucket,
     Evaluation,
@@ -83,15 +84,57 @@ def evaluations_after(run: Run, after: int = -1, *, limit: int = CURSOR_LIMIT) -
     return list(Evaluation.objects.filter(run=run, step__gt=after).order_by("step")[:limit])
 
 
+class ArchivedDecisions:
+    """An archived run's decisions (its Parquet file), answering the few QuerySet calls a
+    cursor paginator makes: ``order_by("id")`` / ``order_by("-id")``, ``filter(id__gt=...)`` /
+    ``filter(id__lt=...)``, a slice, and ``.model``. Rows come back as unsaved
+    ``SelectionDecision`` instances, so serializers and pages are those of the database's."""
+
+    model = SelectionDecision
+
+    def __init__(self, run_id: int, relative: str, filters: dict, order: str = "id",
+                 bounds: dict | None = None) -> None:
+        self._run_id = run_id
+        self._relative, self._filters, self._order, self._bounds = relative, filters, order, dict(bounds or {})
+
+    def order_by(self, *fields: str) -> ArchivedDecisions:
+        if tuple(fields) not in (("id",), ("-id",)):
+            raise ValueError(f"an archived run's decisions are ordered by id only, not {fields}")
+        return ArchivedDecisions(self._run_id, self._relative, self._filters, fields[0], self._bounds)
+
+    def filter(self, **kwargs) -> ArchivedDecisions:
+        bounds = dict(self._bounds)
+        for name, value in kwargs.items():
+            if name not in ("id__gt", "id__lt"):
+                raise ValueError(f"an archived run's decisions filter on id__gt and id__lt only, not {name}")
+            bounds[name.replace("__", "_")] = int(value)
+        return ArchivedDecisions(self._run_id, self._relative, self._filters, self._order, bounds)
+
+    def __getitem__(self, item: slice) -> list[SelectionDecision]:
+        if not isinstance(item, slice) or item.step is not None:
+            raise TypeError("an archived run's decisions are read a slice at a time")
+        start = item.start or 0
+        limit = None if item.stop is None else max(item.stop - start, 0)
+        rows = archive_rows(self._relative, DECISIONS, columns=DECISIONS.fields, order=(self._order,),
+                            limit=limit, offset=start, **self._filters, **self._bounds)
+        return [SelectionDecision(run_id=self._run_id, **row) for row in rows]
+
+
 def decisions_query(run: Run, *, prompt: str | None = None, method: str | None = None,
                     action: str | None = None, after: int | None = None, step_min: int | None = None,
-                    step_max: int | None = None) -> QuerySet[SelectionDecision]:
+                    step_max: int | None = None) -> QuerySet[SelectionDecision] | ArchivedDecisions:
     """A run's selection decisions, filtered; the caller orders and pages.
 
     Inside the run's partition (Postgres), ``prompt`` meets the (prompt_key, step) index;
     ``method`` and ``action`` are checked in the (step, method, action) one. ``after`` keeps steps > after;
     ``step_min`` and ``step_max`` are inclusive.
     """
+    # An archived run's (telemetry_archived_at) come from its Parquet file (ArchivedDecisions):
+    # the same rows, in the same pages.
+    if run.telemetry_archived_at is not None:
+        return ArchivedDecisions(run.pk, run.telemetry_archive_path, {
+            "prompt": prompt or None, "method": method or None, "action": action or None, "step_gt": after,
+            "step_min": step_min, "step_max": step_max})
     decisions = SelectionDecision.objects.filter(run=run)
     if prompt:
         decisions = decisions.filter(prompt_key=prompt)

@@ -247,6 +247,10 @@ def resume_refusal(run: Run) -> str | None:
     if run.status not in RESUMABLE:
         return (f"run {run.pk} {run.status}: it trained all {run.steps_planned} steps, so there is nothing left to "
                 "resume; relaunch it to train again")
+    if run.telemetry_archive_path:
+        return (f"run {run.pk}'s per-prompt telemetry was archived to Parquet files under its team's retention "
+                "(or is being archived): a resumed run would write new rows beside the archive; relaunch it to "
+                "train again")
     if run.last_checkpoint_step is None:
         return (f"run {run.pk} has no checkpoint to resume from: it stopped after {run.steps_completed} steps, before "
                 f"its first checkpoint (every {run.config.get('checkpoint_every', 'K')} steps, and when a cancel or a "

@@ -20,6 +20,8 @@ USER_ENDPOINTS = [
     ("get", "/api/runs/{run}/decisions/"),
     ("get", "/api/runs/{run}/prompts/"),
     ("get", "/api/teams/{team}/budget/"),
+    ("get", "/api/teams/{team}/telemetry-retention/"),
+    ("put", "/api/teams/{team}/telemetry-retention/"),
 ]
 
 

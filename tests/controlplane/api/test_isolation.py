@@ -20,6 +20,8 @@ def body_for(method: str, path: str, team, dataset) -> tuple[dict, str]:
         return {"team": team.slug, "name": "sneaky", "file": SimpleUploadedFile("x.jsonl", JSONL)}, "multipart"
     if method == "post" and path == "/api/runs/":
         return {"team": team.slug, "dataset": dataset.id, "name": "sneaky", "config": TINY_CONFIG}, "json"
+    if method == "put" and path.endswith("/telemetry-retention/"):
+        return {"telemetry_retention_days": 30}, "json"
     return {}, "json"
 
 
