@@ -70,9 +70,11 @@ def test_redis_url() -> str:
 # -- teams and users shared by the API and dashboard tests ---------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fast_passwords(settings) -> None:
-    """PBKDF2 costs ~0.4 s a password; tests that create several users use MD5."""
+    """PBKDF2 costs ~0.5 s a password (1.5 s for the ``acme`` fixture's three users): every test
+    hashes with MD5. A test whose users sign in to another process (a production server, which
+    knows only the production hashers) sets ``settings.PASSWORD_HASHERS`` back for itself."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

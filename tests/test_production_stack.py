@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.conf import global_settings
 from django.contrib.auth import get_user_model
 
 from controlplane.datasets.services import dataset_import_builtin
@@ -145,8 +146,10 @@ def static_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def run_with_telemetry(acme, enqueued):
+def run_with_telemetry(acme, enqueued, settings):
     """bob's run in team Acme, trained 8 steps with decisions and evaluations (the real ingestion)."""
+    # bob signs in to gunicorn, whose settings know only Django's own hashers
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
     dataset = dataset_import_builtin(team=acme, task="add", n_train=12, n_test=4, name="add-small")
     bob = get_user_model().objects.get(username="bob")
     bob.set_password(PASSWORD)

@@ -9,7 +9,6 @@ The answer carries the control signal back: cancel, stop for budget, or continue
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -250,7 +249,6 @@ ON CONFLICT (run_id, prompt_key) DO UPDATE SET
 WHERE EXCLUDED.last_step >= {t}.last_step
 """
 STATE_STAGING = "edgeplane_prompt_state_in"  # a temporary table, per connection, emptied at each commit
-_STAGED_CONNECTIONS: weakref.WeakSet[Any] = weakref.WeakSet()  # the database sessions that have it
 
 
 def _state_columns(run_id: int, step: int, observations: ObservationRows,
@@ -294,14 +292,12 @@ def _update_prompt_states(run_id: int, step: int, observations: ObservationRows,
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})" + conflict,
                                list(zip(*values, strict=True)))
         return
-    if connection.connection not in _STAGED_CONNECTIONS:  # once per database session
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STATE_STAGING} (run_id bigint, prompt_key text, "
-                           "bucket text, pass_rate float8, response_entropy float8, prompt_entropy float8, "
-                           "visits int, last_step int) ON COMMIT DELETE ROWS")
-        # Known only once it is committed: a rolled-back transaction takes its CREATE with it.
-        raw = connection.connection
-        transaction.on_commit(lambda: _STAGED_CONNECTIONS.add(raw))
+    with connection.cursor() as cursor:
+        # Every time, not once per session: a rolled-back transaction takes its CREATE with it, and
+        # nothing tells a pooled connection so. When the table is there this is a no-op (a notice).
+        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STATE_STAGING} (run_id bigint, prompt_key text, "
+                       "bucket text, pass_rate float8, response_entropy float8, prompt_entropy float8, "
+                       "visits int, last_step int) ON COMMIT DELETE ROWS")
     copy_columns(STATE_STAGING, STATE_TYPES, columns)
     with connection.cursor() as cursor:
         # the staging rows are moved, not copied: a second step in the same transaction starts empty

@@ -362,3 +362,22 @@ def test_a_dropped_database_connection_during_ingest_is_a_503_and_then_heals(run
     again = client.post(steps_url(running), step_record(0, ["k0"]), format="json")
     assert again.status_code == 200
     assert StepSummary.objects.filter(run=running).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("between", ["DISCARD TEMP", "DISCARD ALL", "ROLLBACK"],
+                         ids=["temp-discarded", "session-reset-by-a-pooler", "nothing"])
+def test_the_prompt_state_staging_table_is_there_for_every_step_whatever_the_session_did_between(
+        running, token, between):
+    """The prompt states go in through a temporary table; a session that lost its temporary
+    objects between two steps (what a pooler's reset does) still stores the next step whole."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the staging table is Postgres's")
+    client = engine(token)
+    assert client.post(steps_url(running), step_record(0, ["k0", "k1"]), format="json").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(between)
+    assert client.post(steps_url(running), step_record(1, ["k0", "k2"]), format="json").status_code == 200
+    assert StepSummary.objects.filter(run=running).count() == 2
+    assert sorted(PromptState.objects.filter(run=running).values_list("prompt_key", "visits", "last_step")) == [
+        ("k0", 2, 1), ("k1", 1, 0), ("k2", 1, 1)]
