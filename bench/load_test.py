@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import csv
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -182,7 +183,8 @@ def production_env(args: argparse.Namespace, workdir: Path, port: int) -> dict[s
 
 def static_root(env: dict[str, str]) -> Path:
     """The Dockerfile's collectstatic (hashed names, gzip twins), kept in the temporary folder
-    under a hash of what it reads: a later load test of the same files skips its minute."""
+    under a hash of what it reads (our static files, the settings, the versions of the packages
+    whose files it collects): a later load test, or the production-stack test, skips its minute."""
     digest = hashlib.sha256()
     for path in sorted(
         [
@@ -194,6 +196,8 @@ def static_root(env: dict[str, str]) -> Path:
     ):
         if path.is_file():
             digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    for package in ("django", "djangorestframework", "drf-spectacular-sidecar", "plotly", "whitenoise"):
+        digest.update(f"{package}=={importlib.metadata.version(package)}\0".encode())  # their files are collected too
     folder = Path(tempfile.gettempdir()) / f"edgeplane-load-static-{digest.hexdigest()[:16]}"
     if (folder / "staticfiles.json").is_file():
         say(f"static files: {folder} (collected before)")

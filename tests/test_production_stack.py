@@ -132,17 +132,17 @@ def wait_until_it_answers(url: str, process: subprocess.Popen, log: Path, timeou
 
 @pytest.fixture(scope="module")
 def static_root(tmp_path_factory) -> Path:
-    """The Dockerfile's collectstatic, once for the module (production's storage: hashed, gzipped)."""
+    """The Dockerfile's collectstatic (production's storage: hashed, gzipped), shared with the load
+    test: bench/load_test.py keeps it in the temporary folder under a hash of what it reads."""
+    from bench.load_test import static_root as collected
+
     folder = tmp_path_factory.mktemp("static")
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "EDGEPLANE_"))}
     env = keep | {"DJANGO_SETTINGS_MODULE": "controlplane.settings_production", "SECRET_KEY": "collectstatic-only",
-                  "DJANGO_ALLOWED_HOSTS": "localhost", "EDGEPLANE_VAR_DIR": str(folder / "var"),
-                  "EDGEPLANE_STATIC_ROOT": str(folder / "static")}
-    done = subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (folder / "static" / "staticfiles.json").is_file()
-    return folder / "static"
+                  "DJANGO_ALLOWED_HOSTS": "localhost", "EDGEPLANE_VAR_DIR": str(folder / "var")}
+    static = collected(env)
+    assert (static / "staticfiles.json").is_file()
+    return static
 
 
 @pytest.fixture
