@@ -37,16 +37,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm: the first read opens the file or fills the cache
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=2_000_000)
@@ -68,7 +58,7 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from bench._timing import write_results
+    from bench._timing import median_ms, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_import_builtin
     from controlplane.runs.models import Run
@@ -123,7 +113,7 @@ def main() -> None:
     run = Run.objects.get(pk=run.pk)
     expected = {k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)) for k in keys}
     db_ms = [
-        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats)
+        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats, 1)
         for k in keys
     ]
 
@@ -164,7 +154,7 @@ def main() -> None:
     for k in keys:  # the archive answers what the database answered
         assert (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)) == expected[k], k
     parquet_ms = [
-        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats)
+        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats, 1)
         for k in keys
     ]
     start = time.perf_counter()
