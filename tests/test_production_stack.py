@@ -166,50 +166,63 @@ def test_the_run_page_served_by_the_production_stack(scheme, static_root, run_wi
     require(CADDY)
     require(CHROMIUM)
     run = run_with_telemetry
-    web_port, http_port, https_port = free_port(), free_port(), free_port()
-    base = f"https://localhost:{https_port}" if scheme == "https" else f"http://localhost:{http_port}"
     metrics_dir = tmp_path / "metrics"
     keep = {k: v for k, v in os.environ.items()
             if not k.startswith(("DJANGO_", "EDGEPLANE_", "PROMETHEUS_")) and k != "DATABASE_URL"}
-    app_env = keep | {
-        "DJANGO_SETTINGS_MODULE": COMPOSE["services"]["web"]["environment"]["DJANGO_SETTINGS_MODULE"],
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
-        # https through Caddy, as for a real domain; or plain http, local hosts only
-        "EDGEPLANE_PLAIN_HTTP": "0" if scheme == "https" else "1",
-        "DATABASE_URL": live_database_url,
-        "EDGEPLANE_VAR_DIR": str(tmp_path / "var"),
-        "EDGEPLANE_STATIC_ROOT": str(static_root),
-        "EDGEPLANE_TRUSTED_PROXIES": "127.0.0.1",  # Caddy's address here
-        "EDGEPLANE_WEB_BIND": f"127.0.0.1:{web_port}",
-        "EDGEPLANE_WEB_WORKERS": "2",
-        "EDGEPLANE_WEB_THREADS": "4",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
+
+    def app_env_on(web_port: int) -> dict[str, str]:
+        return keep | {
+            "DJANGO_SETTINGS_MODULE": COMPOSE["services"]["web"]["environment"]["DJANGO_SETTINGS_MODULE"],
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
+            # https through Caddy, as for a real domain; or plain http, local hosts only
+            "EDGEPLANE_PLAIN_HTTP": "0" if scheme == "https" else "1",
+            "DATABASE_URL": live_database_url,
+            "EDGEPLANE_VAR_DIR": str(tmp_path / "var"),
+            "EDGEPLANE_STATIC_ROOT": str(static_root),
+            "EDGEPLANE_TRUSTED_PROXIES": "127.0.0.1",  # Caddy's address here
+            "EDGEPLANE_WEB_BIND": f"127.0.0.1:{web_port}",
+            "EDGEPLANE_WEB_WORKERS": "2",
+            "EDGEPLANE_WEB_THREADS": "4",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+
     # The migrate service's command (the test database is migrated already: it must say so and pass).
-    done = subprocess.run(compose_command("migrate"), cwd=ROOT, env=app_env, capture_output=True, text=True,
-                          timeout=180, check=False)
+    done = subprocess.run(compose_command("migrate"), cwd=ROOT, env=app_env_on(free_port()), capture_output=True,
+                          text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    caddy_env = keep | {
-        "EDGEPLANE_SITE_ADDRESS": base, "EDGEPLANE_UPSTREAM": f"127.0.0.1:{web_port}",
-        "EDGEPLANE_HTTP_PORT": str(http_port), "EDGEPLANE_HTTPS_PORT": str(https_port),
-        "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
-        "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
-    }
     caddy_command = [CADDY, "run", "--config", str(ROOT / "deploy" / "Caddyfile"), "--adapter", "caddyfile"]
     gunicorn_log, caddy_log = tmp_path / "gunicorn.log", tmp_path / "caddy.log"
-    with started(compose_command("web"), app_env, gunicorn_log) as gunicorn, \
-            started(caddy_command, caddy_env, caddy_log) as caddy:
-        wait_until_it_answers(f"http://127.0.0.1:{web_port}/accounts/login/", gunicorn, gunicorn_log)
-        wait_until_it_answers(f"{base}/accounts/login/", caddy, caddy_log)
-        try:
-            check_the_stack(run, base, http_port, web_port, app_env)
-        except BaseException:
-            print("gunicorn:\n" + gunicorn_log.read_text()[-4000:] + "\ncaddy:\n" + caddy_log.read_text()[-4000:])
-            raise
-        # Outside, /metrics is Caddy's 404: it never reached gunicorn (its access log).
-        assert not re.search(r'"GET /+metrics', gunicorn_log.read_text(), re.IGNORECASE)
-        assert '"GET /accounts/login/' in gunicorn_log.read_text()  # the access log is on
+    for attempt in range(1, 4):
+        # A port free when asked may be taken before the server binds it (the verl lane's Ray
+        # starts many processes): then the stack starts again on other ports.
+        web_port, http_port, https_port = free_port(), free_port(), free_port()
+        base = f"https://localhost:{https_port}" if scheme == "https" else f"http://localhost:{http_port}"
+        app_env = app_env_on(web_port)
+        caddy_env = keep | {
+            "EDGEPLANE_SITE_ADDRESS": base, "EDGEPLANE_UPSTREAM": f"127.0.0.1:{web_port}",
+            "EDGEPLANE_HTTP_PORT": str(http_port), "EDGEPLANE_HTTPS_PORT": str(https_port),
+            "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
+        }
+        with started(compose_command("web"), app_env, gunicorn_log) as gunicorn, \
+                started(caddy_command, caddy_env, caddy_log) as caddy:
+            try:
+                wait_until_it_answers(f"http://127.0.0.1:{web_port}/accounts/login/", gunicorn, gunicorn_log)
+                wait_until_it_answers(f"{base}/accounts/login/", caddy, caddy_log)
+            except pytest.fail.Exception as exc:
+                if "address already in use" in str(exc) and attempt < 3:
+                    continue
+                raise
+            try:
+                check_the_stack(run, base, http_port, web_port, app_env)
+            except BaseException:
+                print("gunicorn:\n" + gunicorn_log.read_text()[-4000:] + "\ncaddy:\n" + caddy_log.read_text()[-4000:])
+                raise
+            # Outside, /metrics is Caddy's 404: it never reached gunicorn (its access log).
+            assert not re.search(r'"GET /+metrics', gunicorn_log.read_text(), re.IGNORECASE)
+            assert '"GET /accounts/login/' in gunicorn_log.read_text()  # the access log is on
+        break
     # Every line the web service wrote (gunicorn's own, its access lines, the app's) is one JSON object.
     lines = gunicorn_log.read_text().splitlines()
     assert lines and [line for line in lines if not _is_json_object(line)] == []
