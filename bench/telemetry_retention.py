@@ -113,7 +113,7 @@ def main() -> None:
     run = Run.objects.get(pk=run.pk)
     expected = {k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)) for k in keys}
     db_ms = [
-        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats, 1)
+        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats, warmup=1)
         for k in keys
     ]
 
@@ -154,7 +154,7 @@ def main() -> None:
     for k in keys:  # the archive answers what the database answered
         assert (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)) == expected[k], k
     parquet_ms = [
-        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats, 1)
+        median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats, warmup=1)
         for k in keys
     ]
     start = time.perf_counter()

@@ -18,11 +18,6 @@ from controlplane.runs.models import Run
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def enqueued(monkeypatch) -> list[int]:
     sent: list[int] = []
     monkeypatch.setattr("controlplane.runs.services.run_enqueue", lambda *, run_id: sent.append(run_id))

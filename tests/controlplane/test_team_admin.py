@@ -40,11 +40,6 @@ from controlplane.datasets.services import DatasetInUse, dataset_delete, dataset
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast(fast_passwords) -> None:
-    pass
-
-
 def member(team, username: str) -> Membership:
     return Membership.objects.select_related("team", "user").get(team=team, user__username=username)
 

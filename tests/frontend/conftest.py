@@ -17,11 +17,6 @@ from controlplane.telemetry.services import evaluation_ingest, step_ingest
 from tests.frontend.helpers import CONFIG, step_record
 
 
-@pytest.fixture(autouse=True)
-def _fast(fast_passwords) -> None:
-    """Cheap password hashing for every dashboard test (enqueued, acme, globex: tests/conftest.py)."""
-
-
 def client_for(username: str) -> Client:
     client = Client()
     client.force_login(get_user_model().objects.get(username=username))

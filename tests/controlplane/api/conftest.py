@@ -18,8 +18,8 @@ from tests.controlplane.api.helpers import TINY_CONFIG, client_for
 
 
 @pytest.fixture(autouse=True)
-def _fast_and_offline(fast_passwords, enqueued) -> None:
-    """Every API test: cheap password hashing, and launches recorded instead of sent."""
+def _offline(enqueued) -> None:
+    """Every API test: launches recorded instead of sent (passwords: tests/conftest.py)."""
 
 
 @pytest.fixture
