@@ -243,14 +243,6 @@ def gunicorn_config(env: dict[str, str]) -> dict[str, str]:
     return found
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_ready(base: str, process: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -534,6 +526,8 @@ def run(args: argparse.Namespace, workdir: Path, *, started_postgres: bool) -> d
     load_before = os.getloadavg()  # the machine's load (other work on it) before and after: context for the figures
     plan = prepare(args, workdir)
     pg = postgres_settings()
+    from tests.services import free_port
+
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = production_env(args, workdir, port) | {

@@ -28,7 +28,6 @@ import argparse
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -89,14 +88,10 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_gunicorn(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     """gunicorn as docker-compose runs it (controlplane/gunicorn.conf.py, settings_production)."""
+    from tests.services import free_port
+
     port = free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "controlplane.settings_production",
            "SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
