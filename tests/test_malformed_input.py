@@ -12,16 +12,20 @@ column's range are tried too. A 500, or a 4xx without a readable message, fails 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.http import QueryDict
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from django.utils.datastructures import MultiValueDict
 
 from controlplane.budgets.services import budget_set_period
 from controlplane.datasets.services import dataset_import_builtin
@@ -34,13 +38,65 @@ pytestmark = pytest.mark.django_db
 BIG = str(2**64)  # beyond bigint
 BIG31 = str(2**31 + 7)  # beyond integer
 
-# Every query parameter any view reads (a new view's parameters belong here too).
+# Query parameters the views read, sent all at once with each bad value. One at a time, a route is
+# asked with every name its views looked up (``names_read``): these, and any name not listed here.
 PARAMETERS = ("after", "cursor", "before", "dataset", "step", "step_min", "step_max", "page_size", "status",
               "method", "team", "run", "key", "batch_size", "group_size", "steps", "engine", "device", "bucket",
               "prompt", "action", "format", "baseline", "next", "name")
 BAD_VALUES = ("5.", "1.5", "1e20", "nan", "Infinity", "-1", "-" + BIG, BIG, BIG31, "abc", "5.x", ".5", "1.2.3",
               "\x00", "0x10", "", "[]", "{}", "true", " 5 ", "٣")
 SHARP_VALUES = ("5.", "nan", BIG, "-" + BIG, "\x00", "٣")
+
+
+EVERY_NAME = "*"  # names_read's mark for a view that walked every parameter
+# Looking a name up, and walking them all (a view that iterates, copies or counts the parameters).
+LOOKUPS = ("__getitem__", "get", "getlist", "__contains__", "pop", "setdefault", "setlistdefault")
+WALKS = ("__iter__", "__len__", "keys", "items", "lists", "values", "dict", "copy", "urlencode")
+# QueryDict's own code looks names up while it is built and copied: those are not a view's reads.
+_QUERYDICT_FILES = {sys.modules["django.http.request"].__file__, sys.modules["django.utils.datastructures"].__file__}
+
+
+@contextlib.contextmanager
+def names_read() -> Iterator[set[str]]:
+    """The query (and form) parameter names that the code answering requests looked up inside the
+    block, and EVERY_NAME when it walked all of them. One walk is not counted: the NUL scan of
+    ``frontend.forms.malformed_input`` refuses any parameter holding a NUL, whatever its name,
+    which the all-at-once requests (a NUL in every parameter) already try on every route."""
+    from frontend.forms import malformed_input
+
+    seen: set[str] = set()
+    own = {name: QueryDict.__dict__[name] for name in (*LOOKUPS, *WALKS) if name in QueryDict.__dict__}
+
+    def by_querydict(frame) -> bool:
+        return frame.f_code.co_filename in _QUERYDICT_FILES
+
+    def lookup(original: Callable) -> Callable:
+        def recorded(self, key, *args, **kwargs):
+            if not by_querydict(sys._getframe(1)):
+                seen.add(key)
+            return original(self, key, *args, **kwargs)
+        return recorded
+
+    def walk(original: Callable) -> Callable:
+        def recorded(self, *args, **kwargs):
+            caller = sys._getframe(1)
+            if caller.f_code is not malformed_input.__code__ and not by_querydict(caller):
+                seen.add(EVERY_NAME)
+            return original(self, *args, **kwargs)
+        return recorded
+
+    for name in LOOKUPS:
+        setattr(QueryDict, name, lookup(getattr(QueryDict, name)))
+    for name in WALKS:
+        setattr(QueryDict, name, walk(getattr(QueryDict, name)))
+    try:
+        yield seen
+    finally:  # QueryDict as it was: its own methods back, the inherited ones inherited again
+        for name in (*LOOKUPS, *WALKS):
+            if name in own:
+                setattr(QueryDict, name, own[name])
+            else:
+                delattr(QueryDict, name)
 
 
 def _routes(patterns: list, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
@@ -108,9 +164,14 @@ def check(response, what: str, failures: list[str]) -> None:
 def test_malformed_query_parameters_answer_4xx_with_a_message(world, route):
     client, url = world["client"], fill(route, world["ids"])
     failures: list[str] = []
-    for value in BAD_VALUES:  # every parameter at once: the API's serializers report them all
-        check(client.get(url, {name: value for name in PARAMETERS}), f"GET {url}?*={value!r}", failures)
-    for name in PARAMETERS:  # one at a time, so that one parameter's 400 hides no other's 500
+    with names_read() as read:
+        check(client.get(url), f"GET {url}", failures)
+        for value in BAD_VALUES:  # every parameter at once: the API's serializers report them all
+            check(client.get(url, {name: value for name in PARAMETERS}), f"GET {url}?*={value!r}", failures)
+    # One at a time, so that one parameter's 400 hides no other's 500: every name the route looked
+    # up (a parameter it never reads cannot upset it), all of them when it walked them all.
+    names = sorted((read | set(PARAMETERS) if EVERY_NAME in read else read) - {EVERY_NAME})
+    for name in names:
         for value in SHARP_VALUES:
             check(client.get(url, {name: value}), f"GET {url}?{name}={value!r}", failures)
         # the same parameter twice, a good value and a bad one
@@ -122,6 +183,24 @@ def test_malformed_query_parameters_answer_4xx_with_a_message(world, route):
         check(client.get(url, {"cursor": cursor}), f"GET {url} cursor {forged!r}", failures)
     check(client.get(url, {"cursor": "%%%not-base64"}), f"GET {url} cursor not base64", failures)
     assert not failures, "\n".join(failures)
+
+
+def test_names_read_sees_the_names_a_view_looks_up_and_a_walk_over_all(world):
+    """The recorder the one-at-a-time requests rely on: were it blind, they would try nothing."""
+    client = world["client"]
+    with names_read() as read:
+        client.get(fill("data/runs/<int:run_id>/logs/", world["ids"]), {"after": "1", "unrelated": "x"})
+    assert {"after", "level"} <= read and "unrelated" not in read and EVERY_NAME not in read
+    with names_read() as read:
+        client.get("/healthz", {"step": "1"})
+    assert read == set()
+    with names_read() as read:  # a NUL anywhere: refused by the scan of every parameter, no view read
+        client.get(fill("runs/<int:run_id>/", world["ids"]), {"step": "\x00"})
+    assert EVERY_NAME not in read
+    with names_read() as read:
+        QueryDict("a=1&b=2").items()
+    assert read == {EVERY_NAME}
+    assert QueryDict.get is MultiValueDict.get and "__iter__" not in QueryDict.__dict__  # undone after
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if "<int:" in r])
