@@ -136,11 +136,15 @@ def run_new(request: HttpRequest) -> HttpResponse:
     status = 200
     config: dict[str, Any] = {}  # the defaults, until a post says otherwise
     dataset = datasets[0] if datasets else None  # the one the blank form shows chosen
+    # The cost line's (forecast, remaining): what the check priced and judged the budget by, so the
+    # figure beside a budget error is the one it names (and the budget is read once a request).
+    forecast_figures: tuple[float, float | None] | None = None
     if request.method == "POST":
         if not user_can(request.user, team, Role.LAUNCHER):
             raise PermissionDenied("launching needs the launcher role in the team")
         checked = new_run.check(form, request.POST, team=team, datasets=datasets, user=request.user)
         config, dataset = checked.config, checked.dataset
+        forecast_figures = (checked.forecast_device_hours, checked.remaining_device_hours)
         if not checked.errors:
             try:
                 run = run_create(team=team, dataset=dataset, name=form.name, config=config, user=request.user,
@@ -152,6 +156,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
                                            "open New run again to launch another")
                 status = 409
             except BudgetExceeded as exc:  # spent meanwhile by another launch
+                forecast_figures = (exc.forecast_device_hours, exc.remaining_device_hours)
                 form.place_errors({"budget": [new_run.budget_problem(team, exc.forecast_device_hours,
                                                                      exc.remaining_device_hours, user=request.user)]})
                 status = 409
@@ -176,12 +181,14 @@ def run_new(request: HttpRequest) -> HttpResponse:
                                 "team's datasets: choose another")]
         checked = new_run.check(form, form.as_data(), team=team, datasets=datasets, user=request.user, known=known)
         config, dataset = checked.config, checked.dataset
+        forecast_figures = (checked.forecast_device_hours, checked.remaining_device_hours)
     else:
         new_run.method_states(form, engine=str(form.value_of("engine")), batch_size=form.value_of("batch_size"),
                               group_size=form.value_of("group_size"))
         form.advice = new_run.advice(form, RunConfig.from_mapping({}), forecast=None, dataset=dataset,
                                      baseline=None)
-    forecast_figures = sel.launch_forecast_figures(team, config=_priced_config(config), dataset=dataset)
+    if forecast_figures is None:  # the blank form: the defaults priced
+        forecast_figures = sel.launch_forecast_figures(team, config=RunConfig.from_mapping(config), dataset=dataset)
     return page(request, "frontend/run_new.html", {
         "team": team, "form": form, "datasets": datasets, "baseline_runs": sel.baseline_choices(team),
         "forecast": charts.launch_forecast(*forecast_figures), "source": source,
@@ -207,15 +214,6 @@ def run_new_check(request: HttpRequest) -> JsonResponse:
     })
     response["Cache-Control"] = "no-store"
     return response
-
-
-def _priced_config(mapping: dict[str, Any]) -> RunConfig:
-    """The config the form's cost line prices: what was posted when it makes one, else the
-    defaults (the page beside its errors still shows a figure)."""
-    try:
-        return sel.priced_config(mapping)
-    except ConfigError:
-        return RunConfig.from_mapping({})
 
 
 @login_required
