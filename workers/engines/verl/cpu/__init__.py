@@ -66,9 +66,12 @@ def cpu_overrides(*, prompt_length: int, response_length: int, ray_address: str 
     On a local Ray (no ``ray_address``) the job declares logical resources: verl's bundles ask
     {CPU: 3, GPU: 1} and the TaskRunner and TransferQueue actors hold CPUs too; without them
     the placement group never forms. A job on an existing cluster cannot declare resources:
-    that cluster's nodes must offer them (``ray start --num-cpus=12 --num-gpus=1``).
+    that cluster's nodes must offer them (``ray start --num-cpus=12 --num-gpus=1``). A local Ray
+    starts without its dashboard: nothing of the job's reads it (the launcher supervises the
+    local process, not a Ray job), and leaving it out cuts about 2.5 s of each job's start here.
     """
-    resources = [] if ray_address else ["ray_kwargs.ray_init.num_cpus=12", "+ray_kwargs.ray_init.num_gpus=1"]
+    resources = [] if ray_address else ["ray_kwargs.ray_init.num_cpus=12", "+ray_kwargs.ray_init.num_gpus=1",
+                                        "+ray_kwargs.ray_init.include_dashboard=False"]
     return [
         "trainer.device=cpu",
         "trainer.n_gpus_per_node=1",
