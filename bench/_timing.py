@@ -27,6 +27,23 @@ def median_ms(fn: Callable[[], Any], repeats: int = 21, warmup: int = 3) -> floa
     return statistics.median(times)
 
 
+# The server settings a database bench reports beside its figures (what the figures depend on).
+PG_SHOWN = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "wal_buffers",
+            "max_wal_size", "checkpoint_timeout", "work_mem", "max_connections", "max_locks_per_transaction")
+
+
+def postgres_settings() -> dict[str, str]:
+    """PG_SHOWN as the server of Django's default connection reports them (SHOW: "2GB", "on")."""
+    from django.db import connection
+
+    shown = {}
+    with connection.cursor() as cursor:
+        for name in PG_SHOWN:
+            cursor.execute(f"SHOW {name}")
+            shown[name] = cursor.fetchone()[0]
+    return shown
+
+
 def machine() -> dict[str, Any]:
     import numpy
 

@@ -51,17 +51,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
-PG_SHOWN = (
-    "fsync",
-    "synchronous_commit",
-    "full_page_writes",
-    "shared_buffers",
-    "wal_buffers",
-    "max_wal_size",
-    "checkpoint_timeout",
-    "max_connections",
-    "server_version",
-)
 RUN_CONFIG = {
     "steps": 100_000,
     "batch_size": 4,
@@ -139,17 +128,6 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     (workdir / "plan.json").write_text(json.dumps(plan))
     say(f"{len(runs)} running runs with run tokens, {len(viewers)} viewers (team {team.slug})")
     return plan
-
-
-def postgres_settings() -> dict[str, str]:
-    from django.db import connection
-
-    shown = {}
-    with connection.cursor() as cursor:
-        for name in PG_SHOWN:
-            cursor.execute(f"SHOW {name}")
-            shown[name] = cursor.fetchone()[0]
-    return shown
 
 
 # -- the production server ----------------------------------------------------------------------------------
@@ -524,9 +502,11 @@ def summarise(args: argparse.Namespace, repeats: list[dict[str, Any]]) -> dict[s
 
 def run(args: argparse.Namespace, workdir: Path, *, started_postgres: bool) -> dict[str, Any]:
     load_before = os.getloadavg()  # the machine's load (other work on it) before and after: context for the figures
+    from bench._timing import postgres_settings
+    from tests.services import free_port
+
     plan = prepare(args, workdir)
     pg = postgres_settings()
-    from tests.services import free_port
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -51,7 +51,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from bench._timing import write_results
+    from bench._timing import postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run
@@ -59,12 +59,7 @@ def main() -> None:
     from workers.problems.dataset import PromptRecord
 
     call_command("migrate", verbosity=0)
-    settings = {}
-    with connection.cursor() as cursor:
-        for name in ("fsync", "synchronous_commit", "shared_buffers", "wal_buffers", "max_wal_size",
-                     "checkpoint_timeout", "server_version"):
-            cursor.execute(f"SHOW {name}")
-            settings[name] = cursor.fetchone()[0]
+    settings = postgres_settings()
     print("postgres settings:", settings, flush=True)
     team = team_create(name=f"Drop {time.time_ns()}", owner_username=f"drop{time.time_ns()}")
     dataset = dataset_store(team=team, name=f"drop-{time.time_ns()}", filename="bench", content_hash="0" * 64,
@@ -122,7 +117,7 @@ def main() -> None:
         d, p = row["run_rows_drop"], row["plain_delete"]
         print(f"{row['rows_per_run']:>9,} rows: drop {d['median_ms']:.1f} ms ({d['min_ms']:.1f}-{d['max_ms']:.1f}), "
               f"plain DELETE {p['median_ms']:.1f} ms ({p['min_ms']:.1f}-{p['max_ms']:.1f}), "
-              f"{row['plain_over_drop_median']:.0f}x", flush=True)
+              f"{row['plain_over_drop_median']:.2f}x", flush=True)
     print(f"written: {path}", flush=True)
 
 

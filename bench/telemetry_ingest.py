@@ -135,7 +135,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from bench._timing import write_results
+    from bench._timing import postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run
@@ -144,13 +144,7 @@ def main() -> None:
     from workers.problems.dataset import PromptRecord
 
     call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT name, setting, unit FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', "
-                       "'full_page_writes', 'shared_buffers', 'wal_buffers', 'max_wal_size', 'checkpoint_timeout', "
-                       "'wal_level') ORDER BY name")
-        pg_settings = {name: f"{value}{' ' + unit if unit else ''}" for name, value, unit in cursor.fetchall()}
-        cursor.execute("SHOW server_version")
-        pg_settings["server_version"] = cursor.fetchone()[0]
+    pg_settings = postgres_settings()
     team = team_create(name="Bench", owner_username=f"bench-{time.time_ns()}")
     dataset = dataset_store(team=team, name=f"bench-{time.time_ns()}", filename="bench", content_hash="0" * 64,
                             records=[PromptRecord(key="bench:0", prompt="1+1=", ground_truth="2", data_source="bench",

@@ -58,7 +58,7 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from bench._timing import median_ms, write_results
+    from bench._timing import median_ms, postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_import_builtin
     from controlplane.runs.models import Run
@@ -96,18 +96,7 @@ def main() -> None:
         cursor.execute(f"ANALYZE {dec_table}")
         cursor.execute("SELECT pg_total_relation_size(%s) + pg_total_relation_size(%s)", [obs_table, dec_table])
         pg_bytes = int(cursor.fetchone()[0])
-        settings_used = {}
-        for name in (
-            "fsync",
-            "synchronous_commit",
-            "shared_buffers",
-            "wal_buffers",
-            "max_wal_size",
-            "checkpoint_timeout",
-            "server_version",
-        ):
-            cursor.execute(f"SHOW {name}")
-            settings_used[name] = cursor.fetchone()[0]
+    settings_used = postgres_settings()
 
     keys = [f"bench:{(i * 7919) % p}" for i in range(args.keys)]
     run = Run.objects.get(pk=run.pk)

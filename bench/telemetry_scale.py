@@ -136,7 +136,7 @@ def main() -> None:
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from bench._timing import write_results
+    from bench._timing import postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
     from controlplane.runs import selectors as run_selectors
@@ -148,20 +148,7 @@ def main() -> None:
     free_gb = shutil.disk_usage("/").free / 1e9
     print(f"disk free: {free_gb:.1f} GB", flush=True)
     call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        settings = {}
-        for name in (
-            "fsync",
-            "synchronous_commit",
-            "shared_buffers",
-            "wal_buffers",
-            "max_wal_size",
-            "checkpoint_timeout",
-            "work_mem",
-            "server_version",
-        ):
-            cursor.execute(f"SHOW {name}")
-            settings[name] = cursor.fetchone()[0]
+    settings = postgres_settings()
     print("postgres settings:", settings, flush=True)
 
     team = team_create(name=f"Scale {time.time_ns()}", owner_username=f"scale{time.time_ns()}")
