@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,6 +26,16 @@ def median_ms(fn: Callable[[], Any], repeats: int = 21, warmup: int = 3) -> floa
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def django_on_postgres() -> None:
+    """Django set up on the scratch Postgres that DATABASE_URL names; without one, exit saying so."""
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    import django
+
+    django.setup()
 
 
 # The server settings a database bench reports beside its figures (what the figures depend on).

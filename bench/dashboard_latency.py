@@ -284,11 +284,9 @@ def main() -> None:
     parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the page in Chromium (skipped when it is not installed)")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
-    import django
+    from bench._timing import django_on_postgres
 
-    django.setup()
+    django_on_postgres()
     from django.core.management import call_command
     from django.test import Client
 

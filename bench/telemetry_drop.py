@@ -16,7 +16,6 @@ Run with the durable settings (fsync on):
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -42,12 +41,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=20_000)
     parser.add_argument("--name", default="telemetry_drop")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
-    import django
+    from bench._timing import django_on_postgres
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-    django.setup()
+    django_on_postgres()
     from django.core.management import call_command
     from django.db import connection
 

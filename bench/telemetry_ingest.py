@@ -127,11 +127,9 @@ def main() -> None:
     parser.add_argument("--label", default="", help="results file telemetry_ingest[_LABEL].json")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
-    import django
+    from bench._timing import django_on_postgres
 
-    django.setup()
+    django_on_postgres()
     from django.core.management import call_command
     from django.db import connection
 

@@ -47,13 +47,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default="telemetry_retention", help="results file name (bench/results/<name>.json)")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
+    from bench._timing import django_on_postgres
+
     archive_dir = tempfile.mkdtemp(prefix="edgeplane-archive-")
     os.environ["EDGEPLANE_ARCHIVE_DIR"] = archive_dir
-    import django
-
-    django.setup()
+    django_on_postgres()
     from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone

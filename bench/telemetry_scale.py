@@ -126,12 +126,9 @@ def main() -> None:
     parser.add_argument("--drops", type=int, default=5, help="runs whose rows are dropped, timed")
     parser.add_argument("--name", default="telemetry_scale")
     args = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
-    import django
+    from bench._timing import django_on_postgres
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-    django.setup()
+    django_on_postgres()
     from django.core.management import call_command
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
