@@ -18,7 +18,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from controlplane.runs.services import run_claim, run_create
 from tests.frontend.conftest import train
 from tests.frontend.helpers import CONFIG
 from tests.processes import stop_group
+from tests.services import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (dev extra)")
 
@@ -68,12 +68,6 @@ def require(path: str) -> None:
         if os.environ.get("EDGEPLANE_REQUIRE_SERVICES") == "1":
             pytest.fail(message)
         pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def compose_command(service: str) -> list[str]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SETUP = """
@@ -50,12 +52,6 @@ while time.time() < deadline:
     assert run_heartbeat(run_id=run.pk, attempt=1)
 print("heartbeats ok")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(params=["default", "url"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,16 +39,11 @@ from tests.controlplane.verl_helpers import (
     finished,
     wait_for,
 )
+from tests.services import free_port
 from workers.engines.config import RunConfig
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 job_submission = pytest.importorskip("ray.job_submission", reason="Ray comes with the verl extra")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def head_processes(temp_dir: str) -> list[int]:
