@@ -41,13 +41,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=20_000)
     parser.add_argument("--name", default="telemetry_drop")
     args = parser.parse_args()
-    from bench._timing import django_on_postgres
+    from bench._timing import django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
     from django.core.management import call_command
     from django.db import connection
 
-    from bench._timing import postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run

@@ -127,13 +127,12 @@ def main() -> None:
     parser.add_argument("--label", default="", help="results file telemetry_ingest[_LABEL].json")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from bench._timing import django_on_postgres
+    from bench._timing import django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
     from django.core.management import call_command
     from django.db import connection
 
-    from bench._timing import postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run

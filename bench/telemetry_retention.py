@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default="telemetry_retention", help="results file name (bench/results/<name>.json)")
     args = parser.parse_args()
-    from bench._timing import django_on_postgres
+    from bench._timing import django_on_postgres, median_ms, postgres_settings, write_results
 
     archive_dir = tempfile.mkdtemp(prefix="edgeplane-archive-")
     os.environ["EDGEPLANE_ARCHIVE_DIR"] = archive_dir
@@ -56,7 +56,6 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from bench._timing import median_ms, postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_import_builtin
     from controlplane.runs.models import Run

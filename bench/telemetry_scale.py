@@ -126,14 +126,13 @@ def main() -> None:
     parser.add_argument("--drops", type=int, default=5, help="runs whose rows are dropped, timed")
     parser.add_argument("--name", default="telemetry_scale")
     args = parser.parse_args()
-    from bench._timing import django_on_postgres
+    from bench._timing import django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
     from django.core.management import call_command
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
-    from bench._timing import postgres_settings, write_results
     from controlplane.accounts.services import team_create
     from controlplane.datasets.services import dataset_store
     from controlplane.runs import selectors as run_selectors
