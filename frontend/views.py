@@ -188,7 +188,7 @@ def run_new(request: HttpRequest) -> HttpResponse:
         form.advice = new_run.advice(form, RunConfig.from_mapping({}), forecast=None, dataset=dataset,
                                      baseline=None)
     if forecast_figures is None:  # the blank form: the defaults priced
-        forecast_figures = sel.launch_forecast_figures(team, config=RunConfig.from_mapping(config), dataset=dataset)
+        forecast_figures = sel.launch_forecast_figures(team, config=RunConfig.from_mapping({}), dataset=dataset)
     return page(request, "frontend/run_new.html", {
         "team": team, "form": form, "datasets": datasets, "baseline_runs": sel.baseline_choices(team),
         "forecast": charts.launch_forecast(*forecast_figures), "source": source,
