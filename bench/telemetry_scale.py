@@ -53,6 +53,19 @@ FROM generate_series(0, %(rows)s - 1) AS g ORDER BY g
 
 COLUMNS = "step, prompt_key, layer, method, action, reason, scores, message"
 
+# The run's decisions counted per step (StepDecisionCount, which ingestion writes with each step and
+# the decisions and HORA charts read), counted once from the staging rows and copied to each run.
+COUNTS_STAGING_SQL = """
+CREATE UNLOGGED TABLE bench_decision_counts AS
+SELECT step, method, action, (scores->>'successes')::float8 AS successes, COUNT(*) AS decisions,
+       COALESCE(SUM((scores->>'extra')::float8), 0) AS extra
+FROM bench_decision_rows GROUP BY step, method, action, (scores->>'successes')::float8
+"""
+COUNTS_SQL = """
+INSERT INTO telemetry_stepdecisioncount (run_id, step, method, action, successes, decisions, extra)
+SELECT %s, step, method, action, successes, decisions, extra FROM bench_decision_counts
+"""
+
 
 def fill_run(cursor, run_id: int, *, bulk: bool) -> None:
     """The run's decisions from the staging table. bulk: into a fresh table attached as the
@@ -177,6 +190,8 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_decision_rows")
         cursor.execute(STAGING_SQL, {"per_step": args.per_step, "prompts": args.prompts, "rows": args.rows_per_run})
+        cursor.execute("DROP TABLE IF EXISTS bench_decision_counts")
+        cursor.execute(COUNTS_STAGING_SQL)
     staging_seconds = time.perf_counter() - fill_start
     for i in range(args.runs):
         elapsed = time.perf_counter() - fill_start
@@ -201,6 +216,7 @@ def main() -> None:
             start = time.perf_counter()
             with transaction.atomic():
                 fill_run(cursor, run.id, bulk=True)
+                cursor.execute(COUNTS_SQL, [run.id])
             fill_seconds.append(time.perf_counter() - start)
             start = time.perf_counter()
             cursor.execute(f'VACUUM (ANALYZE) "runs_selectiondecision_run{run.id}"')
@@ -227,16 +243,21 @@ def main() -> None:
         start = time.perf_counter()
         with transaction.atomic():
             fill_run(cursor, live.id, bulk=False)
+            cursor.execute(COUNTS_SQL, [live.id])
         live_fill_seconds = time.perf_counter() - start
         with transaction.atomic():
             cursor.execute(STATE_SQL, {"run": live.id, "steps": steps, "prompts": args.prompts})
         cursor.execute(f'ANALYZE "runs_selectiondecision_run{live.id}"')
         cursor.execute("DROP TABLE bench_decision_rows")
+        cursor.execute("SELECT count(*) FROM bench_decision_counts")
+        counts_per_run = int(cursor.fetchone()[0])
+        cursor.execute("DROP TABLE bench_decision_counts")
     fill_total = time.perf_counter() - fill_start
     start = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE runs_selectiondecision")  # the parent's statistics (partitions have theirs)
         cursor.execute("VACUUM ANALYZE runs_promptstate")
+        cursor.execute("VACUUM ANALYZE telemetry_stepdecisioncount")
     analyze_seconds = time.perf_counter() - start
     rows = (len(runs) + 1) * args.rows_per_run
     with connection.cursor() as cursor:
@@ -252,6 +273,7 @@ def main() -> None:
         "steps_per_run": steps,
         "decisions_per_step": args.per_step,
         "prompt_states": len(runs) * args.prompts,
+        "step_decision_counts": (len(runs) + 1) * counts_per_run,
         "staging_s": staging_seconds,
         "bulk_fill_s": sum(fill_seconds),
         "bulk_fill_rows_per_s": len(runs) * args.rows_per_run / sum(fill_seconds),
@@ -301,6 +323,10 @@ def main() -> None:
         ),
         "decisions chart: action_count_rows 1 step (poll)": lambda: sel.action_count_rows(pick(), last - 1, last),
         "hora chart: hora_rows 100 steps": lambda: sel.hora_rows(pick(), last - sel.AGGREGATE_STEP_PAGE, last),
+        "hora chart: hora_rows 1 step (poll)": lambda: sel.hora_rows(pick(), last - 1, last),
+        "hora chart: hora_rows whole run in 100 columns": lambda: sel.hora_rows(
+            pick(), -1, last, steps_per_column=-(-steps // 100)
+        ),
         "learning edge: edge_points (current states)": lambda: sel.edge_points(pick(), None),
         "learning edge: prompt_bucket_counts": lambda: run_selectors.prompt_bucket_counts(pick()),
         "api decisions first page (order by id)": lambda: list(
@@ -317,6 +343,7 @@ def main() -> None:
         "LIVE run: prompt_audit": lambda: sel.prompt_decisions(live, prompt()),
         "LIVE run: recent_decisions": lambda: sel.recent_decisions(live),
         "LIVE run: edge_points (current states)": lambda: sel.edge_points(live, None),
+        "LIVE run: hora_rows 100 steps": lambda: sel.hora_rows(live, last - sel.AGGREGATE_STEP_PAGE, last),
     }
     queries.update(live_queries)
     reads: dict[str, Any] = {}

@@ -19,8 +19,6 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Avg, Count, F, FloatField, IntegerField, OuterRef, Subquery, Sum
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
 
 from controlplane.accounts.models import Team
 from controlplane.budgets.selectors import (
@@ -37,6 +35,7 @@ from controlplane.telemetry.models import (
     PromptObservation,
     PromptState,
     SelectionDecision,
+    StepDecisionCount,
     StepSummary,
 )
 from workers.engines.config import ConfigError, RunConfig
@@ -93,24 +92,24 @@ def page_end(run: Run, after: int, limit: int | None = None) -> int:
 
 
 def action_count_rows(run: Run, after: int, upto: int) -> list[tuple[int, str, str, int]]:
-    """Decisions per (step, method, action) for after < step <= upto."""
-    rows = (SelectionDecision.objects.filter(run=run, step__gt=after, step__lte=upto)
-            .values_list("step", "method", "action").annotate(n=Count("*")).order_by("step"))
-    return [(s, m, a, n) for s, m, a, n in rows]
+    """Decisions per (step, method, action) for after < step <= upto, from the steps' counts
+    (``StepDecisionCount``: a few rows a step, kept when the run's decisions are archived)."""
+    rows = (StepDecisionCount.objects.filter(run=run, step__gt=after, step__lte=upto)
+            .values_list("step", "method", "action").annotate(n=Sum("decisions")).order_by("step"))
+    return [(s, m, a, int(n)) for s, m, a, n in rows]
 
 
 def hora_rows(run: Run, after: int, upto: int, steps_per_column: int = 1) -> list[tuple[int, int, int, float]]:
-    """HORA allocations per (step, probe successes): (step, successes, prompts, extra rollouts).
-    With ``steps_per_column`` > 1 the steps are binned (step // width * width: the column's
-    first step), prompts and extra rollouts summed over the bin, so means stay exact."""
-    decisions = SelectionDecision.objects.filter(run=run, method="hora", action="allocated", step__gt=after,
-                                                 step__lte=upto)
+    """HORA allocations per (step, probe successes): (step, successes, prompts, extra rollouts),
+    from the steps' decision counts. With ``steps_per_column`` > 1 the steps are binned
+    (step // width * width: the column's first step), prompts and extra rollouts summed over the
+    bin, so means stay exact."""
+    counts = StepDecisionCount.objects.filter(run=run, method="hora", action="allocated", step__gt=after,
+                                              step__lte=upto)
     w = max(1, int(steps_per_column))
     column = F("step") if w == 1 else F("step") / w * w  # integer division in SQL
-    rows = (decisions.annotate(column=column, successes=Cast(KT("scores__successes"), FloatField()))
-            .values_list("column", "successes")
-            .annotate(n=Count("id"), extra=Sum(Cast(KT("scores__extra"), FloatField())))
-            .order_by("column"))
+    rows = (counts.annotate(column=column).values_list("column", "successes")
+            .annotate(n=Sum("decisions"), extra=Sum("extra")).order_by("column"))
     return [(int(s), int(h or 0), int(n), float(e or 0.0)) for s, h, n, e in rows]
 
 

@@ -285,7 +285,13 @@ def run_resume(*, run: Run, user=None) -> Run:
     progress goes back to the checkpoint. Their device time stays booked until the replayed
     step replaces its ledger entry, as for a requeued lost run."""
     from controlplane.budgets.models import UsageEntry
-    from controlplane.telemetry.models import Evaluation, PromptObservation, SelectionDecision, StepSummary
+    from controlplane.telemetry.models import (
+        Evaluation,
+        PromptObservation,
+        SelectionDecision,
+        StepDecisionCount,
+        StepSummary,
+    )
 
     refusal = resume_refusal(run)
     if refusal:
@@ -304,6 +310,7 @@ def run_resume(*, run: Run, user=None) -> Run:
         StepSummary.objects.filter(run=run, step__gte=checkpoint).delete()
         PromptObservation.objects.filter(run=run, step__gte=checkpoint).delete()
         SelectionDecision.objects.filter(run=run, step__gte=checkpoint).delete()
+        StepDecisionCount.objects.filter(run=run, step__gte=checkpoint).delete()
         Evaluation.objects.filter(run=run, step__gt=checkpoint).delete()  # the one at the checkpoint stays true
         used = UsageEntry.objects.filter(run=run).aggregate(s=Coalesce(Sum("device_seconds"), 0.0))["s"]
         who = f" by {user.get_username()}" if user is not None else ""

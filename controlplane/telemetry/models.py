@@ -173,6 +173,29 @@ class SelectionDecision(models.Model):
         ]
 
 
+class StepDecisionCount(models.Model):
+    """How many decisions a step made per (method, action, successes score), and their summed
+    ``extra`` score: a few rows a step, from which the decisions-per-step and HORA charts are
+    drawn instead of from the step's decision rows (a step of a large run holds thousands).
+
+    ``successes`` and ``extra`` are the decisions' scores of those names where they have them:
+    HORA's allocation carries its probe's successes and the extra rollouts it gave (NULL and 0
+    for decisions without them). Written with the step's decisions at ingest, replaced with them
+    when a step is replayed and deleted with them on a resume; kept when a run's per-prompt rows
+    are archived (``telemetry.retention``), so those two charts stay whole for an archived run."""
+
+    run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="decision_counts", db_index=False)
+    step = models.PositiveIntegerField()
+    method = models.CharField(max_length=16)
+    action = models.CharField(max_length=16)
+    successes = models.FloatField(null=True)
+    decisions = models.PositiveIntegerField()
+    extra = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "step"], name="decision_count_run_step")]
+
+
 # The learning-edge buckets as database choices, from their one home (the prompt ledger's).
 Bucket = models.TextChoices("Bucket", [(name.upper(), name) for name in LedgerBucket.NAMES])
 

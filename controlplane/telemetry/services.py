@@ -27,12 +27,14 @@ from controlplane.notifications.services import notification_alerts_record, noti
 from controlplane.operations.metrics import ingest_rows_count
 from controlplane.runs.models import FINISHED, Attempt, Run, RunStatus
 from controlplane.runs.selectors import run_totals
+from controlplane.telemetry.counts import COUNT_TYPES, decision_counts
 from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
     PromptState,
     RunToken,
     SelectionDecision,
+    StepDecisionCount,
     StepSummary,
 )
 from workers.record import (
@@ -137,8 +139,9 @@ def _observation_columns(run_id: int, step: int, rows: ObservationRows) -> dict[
 def _decision_columns(run_id: int, step: int, rows: DecisionRows) -> dict[str, Any]:
     n = len(rows)
     columns = {"run_id": _constant(run_id, n), "step": _constant(step, n),
-               **{name: rows.column(name) for name in ("prompt_key", "layer", "method", "action", "reason",
-                                                        "message")}}
+               **{name: rows.column(name) for name in ("prompt_key", "layer", "reason", "message")},
+               # read into Arrow once, for COPY and for the step's counts
+               **{name: pa.array(rows.column(name), type=pa.string()) for name in ("method", "action")}}
     scores = rows.score_columns()
     if connection.vendor == "postgresql":
         columns["scores"] = scores_json(scores, n)
@@ -210,8 +213,9 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     observations, decisions = record.rows("observations"), record.rows("decisions")
     observed = copy_columns(PromptObservation._meta.db_table, OBSERVATION_TYPES,
                             _observation_columns(run.id, step, observations))
-    decided = copy_columns(SelectionDecision._meta.db_table, DECISION_TYPES,
-                           _decision_columns(run.id, step, decisions))
+    decision_columns = _decision_columns(run.id, step, decisions)
+    decided = copy_columns(SelectionDecision._meta.db_table, DECISION_TYPES, decision_columns)
+    _decision_counts_write(run.id, decision_columns, decisions.score_columns())
     ingest_rows_count(steps=1, observations=observed, decisions=decided)  # edgeplane_ingest_rows_total, on commit
     _update_prompt_states(run.id, step, observations, decisions)
     usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
@@ -223,14 +227,25 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     return _control(run)
 
 
+def _decision_counts_write(run_id: int, columns: Mapping[str, Any], scores: Mapping[str, list[Any]]) -> None:
+    """The step's decisions counted per (method, action, successes): StepDecisionCount's rows."""
+    if not len(columns["method"]):
+        return
+    counts = decision_counts(columns["step"], columns["method"], columns["action"], scores.get("successes"),
+                             scores.get("extra"))
+    copy_columns(StepDecisionCount._meta.db_table, {"run_id": pa.int64(), **COUNT_TYPES},
+                 {"run_id": _constant(run_id, counts.num_rows),
+                  **{name: counts[name].combine_chunks() for name in COUNT_TYPES}})
+
+
 def _step_rows_delete(run_id: int, step: int) -> None:
     """A replayed step's earlier rows, gone in one round trip (nothing to delete: a first write)."""
-    tables = [m._meta.db_table for m in (StepSummary, PromptObservation, SelectionDecision)]
+    tables = [m._meta.db_table for m in (StepSummary, PromptObservation, SelectionDecision, StepDecisionCount)]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("WITH " + ", ".join(f"d{i} AS (DELETE FROM {t} WHERE run_id = %s AND step = %s)"
                                                for i, t in enumerate(tables[1:]))
-                           + f" DELETE FROM {tables[0]} WHERE run_id = %s AND step = %s", [run_id, step] * 3)
+                           + f" DELETE FROM {tables[0]} WHERE run_id = %s AND step = %s", [run_id, step] * len(tables))
         else:
             for table in tables:
                 cursor.execute(f"DELETE FROM {table} WHERE run_id = %s AND step = %s", [run_id, step])

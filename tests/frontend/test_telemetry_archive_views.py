@@ -8,6 +8,7 @@ import datetime as dt
 import re
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
@@ -75,6 +76,13 @@ def _views(client, run) -> dict:
             response = client.get(f"/runs/{run.id}/audit/export/", {**query, "format": fmt})
             out[f"export {fmt} {query}"] = _streamed(response)
     out["recent"] = client.get(f"/data/runs/{run.id}/recent/").json()["results"]
+    cache.clear()  # the windowed charts are cached by the newest step, which archiving leaves alone
+    for chart in ("actions", "hora"):  # drawn from the steps' decision counts, which stay in the database
+        for params in ({}, {"after": 2}, {"points": 2}, {"points": 4, "until": 4}):
+            body = client.get(f"/data/runs/{run.id}/{chart}/", params).json()
+            out[f"chart {chart} {params}"] = {k: v for k, v in body.items() if k not in ("status", "run_status")}
+    for chart in ("decisions", "hora"):
+        out[f"export {chart}"] = client.get(f"/data/runs/{run.id}/export/", {"chart": chart, "format": "csv"}).content
     return out
 
 
@@ -84,6 +92,7 @@ def test_the_prompt_page_audit_trail_and_downloads_read_the_same_from_the_archiv
     before = _views(bob, finished)
     assert len(before["audit {}"]) > 1  # several pages of decisions
     assert before[f"prompt {KEYS[0]}"][3] and before["recent"]
+    assert before["chart hora {}"]["step"] and before["chart actions {'points': 2}"]["step"]
 
     run_telemetry_archive(finished.id)
     assert not PromptObservation.objects.filter(run=finished).exists()
