@@ -309,3 +309,26 @@ def test_a_4xx_other_than_408_425_429_sets_the_event_aside_and_delivery_goes_on(
     # a replaced attempt's engine is told to stop; any other refusal changes nothing
     expected = Control.CANCEL if status == "attempt_replaced" else Control.CONTINUE
     assert first == expected and second == expected
+
+
+def test_a_step_goes_out_as_its_records_wire_form_and_the_spool_holds_the_text_that_was_sent(tmp_path, records):
+    """A step's body is ``to_wire()`` as it is (JSON-ready, not walked again); an open structure
+    (an evaluation, a config) still goes through ``wire_json``: numpy as Python, NaN as null."""
+    import json
+
+    import numpy as np
+
+    server = Scripted([])
+    try:
+        sink = HttpSink(base_url=server.url, run_id=1, token="t", run_dir=tmp_path, attempt=2)
+        sink.step(records[0])
+        sink.evaluation({"step": 1, "k": np.int64(4), "pass_at_1": np.float64(0.5), "pass_at_k": float("nan"),
+                         "prompts": 4})
+    finally:
+        server.close()
+    assert server.bodies[0] == {"event": "step", **records[0].to_wire(), "attempt": 2}
+    assert server.bodies[1] == {"event": "evaluation", "step": 1, "k": 4, "pass_at_1": 0.5, "pass_at_k": None,
+                                "prompts": 4, "attempt": 2}
+    spooled = [json.loads(line) for line in (tmp_path / SPOOL).read_text().splitlines()]
+    assert [line["seq"] for line in spooled] == [0, 1]
+    assert [line["body"] for line in spooled] == server.bodies

@@ -106,11 +106,16 @@ class Refused(Exception):
 COMPRESS_OVER_BYTES = 16 * 1024  # a body this large goes gzip-compressed (a step of 1,024 prompts is ~400 KB)
 
 
-def encode_event(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+def event_json(body: dict[str, Any]) -> str:
+    """An event as compact JSON text (no NaN): what the spool holds and the request carries."""
+    return json.dumps(body, allow_nan=False, separators=(",", ":"))
+
+
+def encode_event(body: dict[str, Any] | str) -> tuple[bytes, dict[str, str]]:
     """An event's HTTP body and its content headers: compact JSON (a step record's rows are
-    columns, wire version 3), gzip at level 1 when large: about a tenth of the bytes, for far
-    less time than a slow link spends on the rest."""
-    data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    columns, wire version 3; ``body`` may be that text already, ``event_json``'s), gzip at level
+    1 when large: about a tenth of the bytes, for far less time than a slow link spends on the rest."""
+    data = (body if isinstance(body, str) else event_json(body)).encode()
     headers = {"Content-Type": "application/json"}
     if len(data) > COMPRESS_OVER_BYTES:
         data = gzip.compress(data, compresslevel=1, mtime=0)
@@ -118,7 +123,7 @@ def encode_event(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     return data, headers
 
 
-def _post_json(url: str, token: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+def _post_json(url: str, token: str, body: dict[str, Any] | str, timeout: float) -> dict[str, Any]:
     data, headers = encode_event(body)
     request = urllib.request.Request(url, data=data, method="POST", headers={
         **headers, "Authorization": f"RunToken {token}"})
@@ -170,9 +175,9 @@ class HttpSink:
         self._seq, self.pending = self._load()
 
     # -- the spool ----------------------------------------------------------------------------
-    def _load(self) -> tuple[int, deque[tuple[int, dict[str, Any]]]]:
+    def _load(self) -> tuple[int, deque[tuple[int, dict[str, Any], str]]]:
         sent = int(self.cursor_path.read_text().strip() or 0) if self.cursor_path.exists() else 0
-        pending: deque[tuple[int, dict[str, Any]]] = deque()
+        pending: deque[tuple[int, dict[str, Any], str]] = deque()
         seq = 0
         if self.spool_path.exists():
             for line in self.spool_path.read_text(encoding="utf-8").splitlines():
@@ -183,17 +188,19 @@ class HttpSink:
                     continue
                 seq = max(seq, int(item["seq"]) + 1)
                 if item["seq"] >= sent:
-                    pending.append((int(item["seq"]), item["body"]))
+                    pending.append((int(item["seq"]), item["body"], event_json(item["body"])))
         return seq, pending
 
     def _spool(self, body: dict[str, Any]) -> int:
+        """Append the event to the spool (fsynced) and the queue; its JSON text is made once, for
+        both the spool line and the request."""
         seq, self._seq = self._seq, self._seq + 1
-        line = json.dumps({"seq": seq, "body": body}, allow_nan=False)
+        text = event_json(body)
         with self.spool_path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+            handle.write(f'{{"seq":{seq},"body":{text}}}\n')
             handle.flush()
             os.fsync(handle.fileno())
-        self.pending.append((seq, body))
+        self.pending.append((seq, body, text))
         return seq
 
     def _advance(self, seq: int) -> None:
@@ -215,9 +222,9 @@ class HttpSink:
         """
         start, delay = self.clock(), self.backoff_s
         while self.pending:
-            seq, body = self.pending[0]
+            seq, body, text = self.pending[0]
             try:
-                answer = _post_json(self.url, self.token, body, self.request_timeout_s)
+                answer = _post_json(self.url, self.token, text, self.request_timeout_s)
             except Unreachable as exc:
                 left = deadline_s - (self.clock() - start)
                 if left <= 0:
@@ -250,10 +257,13 @@ class HttpSink:
                     self.sticky = control
         return True
 
-    def _send(self, body: dict[str, Any], deadline_s: float) -> None:
+    def _send(self, body: dict[str, Any], deadline_s: float, json_ready: bool = False) -> None:
+        """Spool the event, then deliver the backlog. An open structure (a config, an evaluation)
+        goes through ``wire_json`` first; a step record's ``to_wire`` is JSON-ready already
+        (``json_ready``: walking its columns value by value cost 12 ms a step of 3,072 rows)."""
         if self.attempt is not None:
             body = {**body, "attempt": self.attempt}
-        self._spool(wire_json(body))
+        self._spool(body if json_ready else wire_json(body))
         self.flush(deadline_s)
 
     # -- the TelemetrySink protocol -----------------------------------------------------------
@@ -283,7 +293,7 @@ class HttpSink:
         return record.step
 
     def step(self, record: StepRecord) -> Control:
-        self._send({"event": "step", **record.to_wire()}, self.step_deadline_s)
+        self._send({"event": "step", **record.to_wire()}, self.step_deadline_s, json_ready=True)
         self.staged_path.unlink(missing_ok=True)  # spooled: on disk for good
         if self.sticky is not None:
             return self.sticky
