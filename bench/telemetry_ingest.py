@@ -158,12 +158,17 @@ def main() -> None:
                            "1.0, 0.1, 0.2, 3, 0 FROM generate_series(0, %s - 1) AS g", [run.id, prefix, keys])
 
     # The records, built as the engines build them (their side of the cost, timed apart).
-    start = time.perf_counter()
-    steps = [step_record(s, args.prompts, args.decisions_per_prompt) for s in range(args.steps)]
-    step_build_s = (time.perf_counter() - start) / args.steps
-    start = time.perf_counter()
-    epochs = [epoch_record(1 + r, args.epoch_rows) for r in range(args.epoch_repeats)]
-    epoch_build_s = (time.perf_counter() - start) / max(args.epoch_repeats, 1)
+    # Each build timed alone: median (min-max), as the ingest figures.
+    def built(make: Any, count: int) -> tuple[list[Any], list[float]]:
+        records, seconds = [], []
+        for i in range(count):
+            start = time.perf_counter()
+            records.append(make(i))
+            seconds.append(time.perf_counter() - start)
+        return records, seconds
+
+    steps, step_build_s = built(lambda s: step_record(s, args.prompts, args.decisions_per_prompt), args.steps)
+    epochs, epoch_build_s = built(lambda r: epoch_record(1 + r, args.epoch_rows), args.epoch_repeats)
 
     def ingest(sink_for, records: list[Any], shape: str) -> list[float]:
         """Seconds per record, each on the run ``sink_for`` answers for its shape."""
@@ -239,7 +244,8 @@ def main() -> None:
             "median": statistics.median(results["http"][shape]) / statistics.median(results["in_process"][shape]),
             "min": min(ratios), "max": max(ratios), "n": len(ratios)}
     figures["in_process_step_replayed_ms"] = spread([t * 1e3 for t in replay])
-    figures["record_build_ms"] = {"step": step_build_s * 1e3, "epoch": epoch_build_s * 1e3}
+    figures["record_build_ms"] = {"step": spread([t * 1e3 for t in step_build_s]),
+                                  "epoch": spread([t * 1e3 for t in epoch_build_s]) if epoch_build_s else None}
 
     step_rows, epoch_rows = rows_of(steps[0]), args.epoch_rows
     print(f"telemetry ingestion on Postgres {pg_settings['server_version']} "
