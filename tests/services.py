@@ -214,6 +214,8 @@ class Postgres:
             "-q", "-v", "ON_ERROR_STOP=1",
             "-c", f"CREATE ROLE {PG_ROLE} LOGIN CREATEDB PASSWORD '{self.password}'",
             "-c", f"CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE}",
+            # a bench writes its fill's pages out (CHECKPOINT) before it times reads: bench/telemetry_scale.py
+            "-c", f"GRANT pg_checkpoint TO {PG_ROLE}",
         )  # fmt: skip
 
     def _is_ready(self) -> bool:
