@@ -161,12 +161,12 @@ class SelectionDecision(models.Model):
         db_table = "runs_selectiondecision"  # created by the runs app; the table kept its name
         # Per run partition: a prompt's decisions (the per-prompt audit), and a btree led by step:
         # the audit trail and the recent decisions read in step order (a BRIN cannot order), the
-        # decisions chart counts (step, method, action) over a step range, the audit's method and
-        # action filters are checked in the index before any row is read, a replayed step deletes
-        # one step. On Postgres the primary key is (run_id, id) (a partitioned table's key holds
-        # its partition key): the API pages a run's decisions in id order through it.
-        # run_id closes the second key (not for ordering: it is constant in a partition) so that
-        # the decisions chart's counts are read from the index alone once the rows are vacuumed.
+        # audit's method and action filters are checked in the index before any row is read, a
+        # replayed step deletes one step. On Postgres the primary key is (run_id, id) (a
+        # partitioned table's key holds its partition key): the API pages a run's decisions in id
+        # order through it. run_id closes the second key: it let the decisions chart count from the
+        # index alone, before the chart read StepDecisionCount (kept: changing it rebuilds every
+        # run's partition index).
         indexes = [
             models.Index(fields=["prompt_key", "step"], name="decision_prompt_step"),
             models.Index(fields=["step", "method", "action", "run"], name="decision_step_method_action"),
