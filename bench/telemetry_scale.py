@@ -259,9 +259,10 @@ def main() -> None:
         cursor.execute("VACUUM ANALYZE runs_promptstate")
         cursor.execute("VACUUM ANALYZE telemetry_stepdecisioncount")
     analyze_seconds = time.perf_counter() - start
-    # The fill's dirty pages written out now, as a store that has settled would have them: without
-    # this a checkpoint forced by the fill's WAL ran during the reads and every read's p95 took its
-    # disk waits (2026-12-02: the learning-edge map 168 ms median, an audit page 1.1 s at worst).
+    # The fill's dirty pages written out now (timed apart), as a store that has settled has them, so
+    # that no checkpoint the fill's WAL forces can run during the timed reads. (On 2026-12-02 one
+    # run's reads were all 2-5x slower at p95 than the next's; this CHECKPOINT then took 2.6 s, so
+    # it did not explain that run: its ANALYZE was 3x slower too, the disk was.)
     start = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("CHECKPOINT")
