@@ -84,8 +84,8 @@ def main() -> None:
                 conn.execute(index.format(t=table))
                 conn.execute(FILL_SQL.format(t=table, runs=args.runs, prompts=args.prompts))
                 conn.execute(f"VACUUM ANALYZE {table}")
-                sizes[kind] = {"index_mb": conn.execute(
-                    f"SELECT pg_relation_size('{table}_recent') / 1e6").fetchone()[0]}
+                sizes[kind] = {"index_mb": float(conn.execute(
+                    f"SELECT pg_relation_size('{table}_recent') / 1e6").fetchone()[0])}
         rounds: dict[str, list[dict[str, list[float]]]] = {kind: [] for kind in INDEXES}
         rng = random.Random(5)
         for _ in range(args.rounds):
