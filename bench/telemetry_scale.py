@@ -31,6 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's modules first
 
+from controlplane.telemetry.counts import counts_select_sql  # Arrow only: no Django needed
+
 # One run's decisions, made once into a staging table; each run's partition is then filled from it.
 # Method and action by position i in a step of --per-step: hive kept/skipped 40 %, hora allocated 20 %,
 # rlzvp shaped 20 %, lze pruned 20 % less one row a step: lze restored (the rare action).
@@ -55,12 +57,8 @@ COLUMNS = "step, prompt_key, layer, method, action, reason, scores, message"
 
 # The run's decisions counted per step (StepDecisionCount, which ingestion writes with each step and
 # the decisions and HORA charts read), counted once from the staging rows and copied to each run.
-COUNTS_STAGING_SQL = """
-CREATE UNLOGGED TABLE bench_decision_counts AS
-SELECT step, method, action, (scores->>'successes')::float8 AS successes, COUNT(*) AS decisions,
-       COALESCE(SUM((scores->>'extra')::float8), 0) AS extra
-FROM bench_decision_rows GROUP BY step, method, action, (scores->>'successes')::float8
-"""
+COUNTS_STAGING_SQL = "CREATE UNLOGGED TABLE bench_decision_counts AS " + counts_select_sql(
+    "bench_decision_rows", "postgresql", by_run=False)
 COUNTS_SQL = """
 INSERT INTO telemetry_stepdecisioncount (run_id, step, method, action, successes, decisions, extra)
 SELECT %s, step, method, action, successes, decisions, extra FROM bench_decision_counts

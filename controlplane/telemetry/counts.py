@@ -47,6 +47,19 @@ def decision_counts(step: Sequence[int] | pa.Array, method: Sequence[str] | pa.A
     }).sort_by([(key, "ascending") for key in KEYS])
 
 
+def counts_select_sql(source: str, vendor: str, *, by_run: bool = True) -> str:
+    """The same counts computed by the database from stored decision rows (``source`` has step,
+    method, action and the JSON ``scores``): a SELECT of (run_id,) step, method, action, successes,
+    decisions, extra. For rows already in a table: the migration that added the counts, the benches."""
+    if vendor == "postgresql":
+        successes, extra = "(scores->>'successes')::float8", "(scores->>'extra')::float8"
+    else:  # SQLite
+        successes, extra = "json_extract(scores, '$.successes')", "json_extract(scores, '$.extra')"
+    keys = ("run_id, " if by_run else "") + "step, method, action"
+    return (f"SELECT {keys}, {successes} AS successes, COUNT(*) AS decisions, COALESCE(SUM({extra}), 0) AS extra "
+            f"FROM {source} GROUP BY {keys}, {successes}")
+
+
 def decision_counts_from_scores(step: Iterable[int], method: Iterable[str], action: Iterable[str],
                                 scores: Iterable[str | dict[str, Any]]) -> pa.Table:
     """``decision_counts`` of stored decisions, whose scores are JSON objects (or their text)."""

@@ -12,18 +12,12 @@ def count_recorded_decisions(apps, schema_editor):
     counted by one INSERT ... SELECT; an archived run's from its Parquet file (a run whose file
     is missing keeps no counts, and says so: its two charts stay empty, as they were)."""
     from controlplane.telemetry.archive import DECISIONS as ARCHIVED, archive_dir
-    from controlplane.telemetry.counts import archived_decision_counts
+    from controlplane.telemetry.counts import archived_decision_counts, counts_select_sql
 
     connection = schema_editor.connection
-    if connection.vendor == "postgresql":
-        successes, extra = "(scores->>'successes')::float8", "(scores->>'extra')::float8"
-    else:
-        successes, extra = "json_extract(scores, '$.successes')", "json_extract(scores, '$.extra')"
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {COUNTS} (run_id, step, method, action, successes, decisions, extra) "
-            f"SELECT run_id, step, method, action, {successes}, COUNT(*), COALESCE(SUM({extra}), 0) "
-            f"FROM {DECISIONS} GROUP BY run_id, step, method, action, {successes}")
+        cursor.execute(f"INSERT INTO {COUNTS} (run_id, step, method, action, successes, decisions, extra) "
+                       + counts_select_sql(DECISIONS, connection.vendor))
         Run = apps.get_model("runs", "Run")
         for run_id, relative in Run.objects.filter(telemetry_archived_at__isnull=False).values_list(
                 "pk", "telemetry_archive_path"):
