@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.models import Budget, UsageEntry
+from controlplane.budgets.models import Budget, UsageDay, UsageEntry
 from controlplane.datasets.models import Dataset, Prompt
 from controlplane.datasets.selectors import datasets_prompt_shape
 from controlplane.runs.models import ACTIVE, Run
@@ -73,11 +73,10 @@ def budget_current(team: Team | int, at: dt.datetime | None = None) -> Budget | 
 def budget_status(team: Team | int, at: dt.datetime | None = None) -> BudgetStatus:
     budget = budget_current(team, at)
     team_id = team if isinstance(team, int) else team.id
-    usage = UsageEntry.objects.filter(team_id=team_id)
+    # The ledger summed per run and day (UsageDay): the period's days, not its entries (one a step).
+    usage = UsageDay.objects.filter(team_id=team_id)
     if budget is not None:
-        start = timezone.make_aware(dt.datetime.combine(budget.period_start, dt.time()))
-        end = timezone.make_aware(dt.datetime.combine(budget.period_end, dt.time()))
-        usage = usage.filter(recorded_at__gte=start, recorded_at__lt=end)
+        usage = usage.filter(day__gte=budget.period_start, day__lt=budget.period_end)
     seconds = usage.aggregate(total=Sum("device_seconds"))["total"] or 0.0
     return BudgetStatus(
         limit_device_hours=budget.limit_device_hours if budget else None,

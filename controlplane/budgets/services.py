@@ -7,8 +7,9 @@ import datetime as dt
 import logging
 import math
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
@@ -16,6 +17,7 @@ from controlplane.budgets.models import (
     USAGE_MAX_SECONDS,
     USAGE_MAX_UNIFORM_SECONDS,
     Budget,
+    UsageDay,
     UsageEntry,
     UsageKind,
 )
@@ -189,14 +191,57 @@ def usage_record(*, run, step: int, device_seconds: float, uniform_seconds: floa
 
 
 def _usage_upsert(run, step: int, device_seconds: float, uniform_seconds: float) -> UsageEntry:
+    # What a replay replaces: its seconds leave the day they were first booked on (recorded_at
+    # stays the first write's). The run is locked by the caller, so nothing writes it meanwhile.
+    before = (UsageEntry.objects.filter(run=run, kind=UsageKind.STEP, step=step)
+              .values_list("device_seconds", "recorded_at").first())
     [entry] = UsageEntry.objects.bulk_create(
         [UsageEntry(run=run, kind=UsageKind.STEP, step=step, team_id=run.team_id, user_id=run.created_by_id,
                     device_seconds=device_seconds, uniform_device_seconds=uniform_seconds)],
         update_conflicts=True, unique_fields=["run", "kind", "step"],
         update_fields=["team_id", "user_id", "device_seconds", "uniform_device_seconds"],  # recorded_at: the first
     )
+    booked, recorded_at = before if before is not None else (0.0, entry.recorded_at)
+    _usage_day_add(run, recorded_at, device_seconds - booked)
     notification_budget_check(team_id=run.team_id)
     return entry
+
+
+def _usage_day_add(run, recorded_at: dt.datetime, seconds: float) -> None:
+    """Add ``seconds`` (a replay's difference may be negative) to the run's UsageDay of the day
+    ``recorded_at`` falls on, in the ledger write's transaction: one upsert."""
+    if not seconds:
+        return
+    table = UsageDay._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} (team_id, run_id, day, device_seconds) VALUES (%s, %s, %s, %s) "
+                       f"ON CONFLICT (run_id, day) DO UPDATE SET device_seconds = "
+                       f"{table}.device_seconds + EXCLUDED.device_seconds",
+                       [run.team_id, run.pk, timezone.localdate(recorded_at), seconds])
+
+
+def usage_days_rebuild(*, team_id: int | None = None, entry_model: type = UsageEntry,
+                       day_model: type = UsageDay) -> int:
+    """Remake UsageDay from the ledger (one team's, or every team's): after a change to the ledger
+    made around ``budgets.services`` (a fix in SQL), and by the migration that made the table
+    (which passes its historical models). Steps booking meanwhile wait for it on Postgres (the
+    table is locked to writes until it commits) and then add to the rebuilt days. Returns the
+    number of days written."""
+    entries, days = entry_model.objects.all(), day_model.objects.all()
+    if team_id is not None:
+        entries, days = entries.filter(team_id=team_id), days.filter(team_id=team_id)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {day_model._meta.db_table} IN EXCLUSIVE MODE")
+        days.delete()
+        # TruncDate takes the current time zone: the day timezone.localdate gives _usage_day_add
+        sums = (entries.annotate(day=TruncDate("recorded_at")).values("run_id", "team_id", "day")
+                .annotate(seconds=Sum("device_seconds")).order_by())
+        made = day_model.objects.bulk_create(
+            [day_model(run_id=row["run_id"], team_id=row["team_id"], day=row["day"], device_seconds=row["seconds"])
+             for row in sums], batch_size=5_000)
+    return len(made)
 
 
 @transaction.atomic
@@ -216,5 +261,6 @@ def usage_add_warmup(*, run, device_seconds: float) -> UsageEntry:
                                                       uniform_device_seconds=F("uniform_device_seconds")
                                                       + device_seconds)
         entry.refresh_from_db()
+    _usage_day_add(run, entry.recorded_at, device_seconds)  # the entry's day: recorded_at is its first write
     notification_budget_check(team_id=run.team_id)
     return entry

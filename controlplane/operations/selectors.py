@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from controlplane.budgets.models import Budget, UsageEntry
+from controlplane.budgets.models import Budget, UsageDay
 from controlplane.runs.models import Run, RunStatus
 
 
@@ -30,7 +30,8 @@ class TeamBudgetUse:
 def teams_budget_use(at: dt.datetime | None = None) -> list[TeamBudgetUse]:
     """Device-hours each team used as budgets.selectors.budget_status counts them (within the
     current budget's period; all of the team's usage when it has no current budget), and its
-    current budget. Two queries: the current budgets, then one grouped sum of the ledger."""
+    current budget. Two queries: the current budgets, then one grouped sum of the ledger's days
+    (UsageDay)."""
     now = at or timezone.now()
     today = now.date()
     budgets: dict[int, dict] = {}
@@ -39,11 +40,9 @@ def teams_budget_use(at: dt.datetime | None = None) -> list[TeamBudgetUse]:
         budgets.setdefault(b["team_id"], b)  # as budget_current: the first when periods overlap
     in_period = ~Q(team_id__in=list(budgets))  # no current budget: all of the team's usage counts
     for team_id, b in budgets.items():
-        start = timezone.make_aware(dt.datetime.combine(b["period_start"], dt.time()))
-        end = timezone.make_aware(dt.datetime.combine(b["period_end"], dt.time()))
-        in_period |= Q(team_id=team_id, recorded_at__gte=start, recorded_at__lt=end)
+        in_period |= Q(team_id=team_id, day__gte=b["period_start"], day__lt=b["period_end"])
     used = {row["team__slug"]: float(row["seconds"] or 0.0) / 3600.0
-            for row in UsageEntry.objects.filter(in_period).order_by().values("team__slug")
+            for row in UsageDay.objects.filter(in_period).order_by().values("team__slug")
             .annotate(seconds=Sum("device_seconds"))}
     out = {b["team__slug"]: TeamBudgetUse(b["team__slug"], used.get(b["team__slug"], 0.0), b["limit_device_hours"])
            for b in budgets.values()}

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.db.migrations.executor import MigrationExecutor
 
 from controlplane.accounts.models import Team
 from controlplane.budgets.models import UsageEntry
-from controlplane.budgets.selectors import budget_overview
+from controlplane.budgets.selectors import budget_overview, budget_status
 from controlplane.datasets.models import Dataset
 from controlplane.runs.models import Run
+from tests.controlplane.test_telemetry_tables_move import latest, migrate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [("budgets", "0001_initial")]
 AFTER = [("budgets", "0002_usage_kinds_and_bounds")]
-
-
-def migrate(targets) -> None:
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
 
 
 def test_entries_that_were_never_device_time_are_zeroed_and_refused_from_then_on() -> None:
@@ -40,10 +34,11 @@ def test_entries_that_were_never_device_time_are_zeroed_and_refused_from_then_on
                                [team.id, run.id, step, seconds])
         migrate(AFTER)
     finally:
-        migrate(AFTER)
+        migrate(latest())  # where the tests after this one expect the database
     seconds = dict(UsageEntry.objects.filter(run=run).values_list("step", "device_seconds"))
     assert seconds == {0: 0.0, 1: 0.0, 2: 0.0, 3: 2.5}
     assert budget_overview(team).used_device_hours == pytest.approx(2.5 / 3600)
+    assert budget_status(team).used_device_hours == pytest.approx(2.5 / 3600)  # 0003 summed the ledger's days
     for bad in (float("nan"), -1.0, float("inf")):
         with pytest.raises(IntegrityError), transaction.atomic():
             UsageEntry.objects.filter(run=run, step=3).update(device_seconds=bad)
