@@ -8,10 +8,12 @@ made around the services."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import random
 from unittest import mock
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Sum
 from django.db.models.functions import TruncDate
@@ -136,9 +138,15 @@ def test_a_ledger_fixed_around_the_services_is_rebuilt_for_its_team_only(acme):
     UsageEntry.objects.filter(run=runs[0], step=0).update(recorded_at=timezone.now() - dt.timedelta(days=3))
     UsageDay.objects.filter(run=runs[1]).update(device_seconds=1e6)  # must survive acme's rebuild as it is
     assert budget_status(acme).used_device_hours * 3600 == pytest.approx(90.0)  # not rebuilt yet
-    assert usage_days_rebuild(team_id=acme.id) == 2
+    out = io.StringIO()
+    call_command("usage_days_rebuild", "--team", acme.slug, stdout=out)  # what an operator runs after the fix
+    assert out.getvalue().strip() == "rebuilt 2 usage days (run x day) for team acme from the usage ledger"
     assert budget_status(acme).used_device_hours * 3600 == pytest.approx(30.0)  # the step before the period left
     assert UsageDay.objects.get(run=runs[1]).device_seconds == 1e6
+    with pytest.raises(CommandError, match="no team with the slug 'nope'"):
+        call_command("usage_days_rebuild", "--team", "nope")
+    assert usage_days_rebuild() == 3  # every team's: the other's day is the ledger's again
+    assert UsageDay.objects.get(run=runs[1]).device_seconds == 90.0
 
 
 @pytest.mark.django_db(transaction=True)
