@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,10 +33,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 RUNS = 100
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def timed_ms(fn: Any, repeats: int) -> list[float]:
@@ -66,7 +61,7 @@ def main() -> None:
     from django.db.models import Sum
     from django.utils import timezone
 
-    from bench.telemetry_ingest import step_record
+    from bench.telemetry_ingest import spread, step_record
     from controlplane.accounts.services import team_create
     from controlplane.budgets import services as budget_services
     from controlplane.budgets.models import UsageEntry
