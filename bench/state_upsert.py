@@ -1,9 +1,10 @@
 """The prompt-state upsert of an epoch end, alone: a million prompts pruned, each already with a state.
 
-The statement ``telemetry.services._update_prompt_states`` runs (``INSERT ... SELECT`` from the
-staging table ``ON CONFLICT (run_id, prompt_key) DO UPDATE``), timed on a copy of the real table
-(``CREATE TABLE ... (LIKE runs_promptstate INCLUDING ALL)``: its columns, constraints and indexes)
-holding ``--states`` states of the run and as many of another run, with variants:
+The statement ``telemetry.services._update_prompt_states`` runs (``state_upsert_sql``: the
+staging table's rows deleted and returned into ``INSERT ... ON CONFLICT (run_id, prompt_key) DO
+UPDATE``), timed on a copy of the real table (``CREATE TABLE ... (LIKE runs_promptstate INCLUDING
+ALL)``: its columns, constraints and indexes) holding ``--states`` states of the run and as many
+of another run, with variants:
 - ``as_now``: the table as the migrations make it;
 - ``no_bucket_index``: without the (run, bucket) index;
 - ``sorted``: the staging rows read in key order;
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 VARIANTS = ("as_now", "no_bucket_index", "sorted", "update_from", "icu_key")
-TABLE, STAGING = "bench_promptstate", "bench_promptstate_in"
+TABLE = "bench_promptstate"
 
 
 def main() -> None:
@@ -50,11 +51,10 @@ def main() -> None:
     from django.db import connection, transaction
 
     from controlplane.telemetry.models import PromptState
-    from controlplane.telemetry.services import _STATE_CONFLICT, STATE_COLUMNS
+    from controlplane.telemetry.services import STATE_COLUMNS, STATE_STAGING, STATE_STAGING_CREATE, state_upsert_sql
 
     call_command("migrate", verbosity=0)
     names = ", ".join(STATE_COLUMNS)
-    conflict = _STATE_CONFLICT.format(t=TABLE)
     index_names = {i.name for i in PromptState._meta.indexes}
 
     def q(sql: str, params: list[Any] | None = None) -> Any:
@@ -77,10 +77,8 @@ def main() -> None:
         q("CHECKPOINT")
 
     def staged(step: int) -> None:
-        q(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} (run_id bigint, prompt_key text, bucket text, "
-          "pass_rate float8, response_entropy float8, prompt_entropy float8, visits int, last_step int) "
-          "ON COMMIT DELETE ROWS")
-        q(f"INSERT INTO {STAGING} SELECT 1, 'pool:' || g, 'pruned', NULL, NULL, NULL, 0, %s "
+        q(STATE_STAGING_CREATE)  # the service's own staging table
+        q(f"INSERT INTO {STATE_STAGING} SELECT 1, 'pool:' || g, 'pruned', NULL, NULL, NULL, 0, %s "
           "FROM generate_series(0, %s - 1) g", [step, args.states])
 
     def statement(variant: str) -> str:
@@ -89,10 +87,11 @@ def main() -> None:
                     "response_entropy = COALESCE(s.response_entropy, t.response_entropy), "
                     "prompt_entropy = COALESCE(s.prompt_entropy, t.prompt_entropy), "
                     "visits = t.visits + CASE WHEN s.last_step > t.last_step THEN s.visits ELSE 0 END, "
-                    f"last_step = s.last_step FROM {STAGING} s WHERE t.run_id = s.run_id "
+                    f"last_step = s.last_step FROM {STATE_STAGING} s WHERE t.run_id = s.run_id "
                     "AND t.prompt_key = s.prompt_key AND s.last_step >= t.last_step")
-        order = " ORDER BY run_id, prompt_key" if variant == "sorted" else ""
-        return f"INSERT INTO {TABLE} ({names}) SELECT {names} FROM {STAGING}{order}" + conflict
+        statement = state_upsert_sql(TABLE)  # the service's own
+        return statement.replace(" FROM staged", " FROM staged ORDER BY run_id, prompt_key") if variant == "sorted" \
+            else statement
 
     results: dict[str, Any] = {}
     for variant in args.variants.split(","):

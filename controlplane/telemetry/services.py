@@ -264,6 +264,9 @@ ON CONFLICT (run_id, prompt_key) DO UPDATE SET
 WHERE EXCLUDED.last_step >= {t}.last_step
 """
 STATE_STAGING = "edgeplane_prompt_state_in"  # a temporary table, per connection, emptied at each commit
+STATE_STAGING_CREATE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {STATE_STAGING} (run_id bigint, prompt_key text, "
+                        "bucket text, pass_rate float8, response_entropy float8, prompt_entropy float8, "
+                        "visits int, last_step int) ON COMMIT DELETE ROWS")
 
 
 def _state_columns(run_id: int, step: int, observations: ObservationRows,
@@ -310,14 +313,18 @@ def _update_prompt_states(run_id: int, step: int, observations: ObservationRows,
     with connection.cursor() as cursor:
         # Every time, not once per session: a rolled-back transaction takes its CREATE with it, and
         # nothing tells a pooled connection so. When the table is there this is a no-op (a notice).
-        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {STATE_STAGING} (run_id bigint, prompt_key text, "
-                       "bucket text, pass_rate float8, response_entropy float8, prompt_entropy float8, "
-                       "visits int, last_step int) ON COMMIT DELETE ROWS")
+        cursor.execute(STATE_STAGING_CREATE)
     copy_columns(STATE_STAGING, STATE_TYPES, columns)
     with connection.cursor() as cursor:
-        # the staging rows are moved, not copied: a second step in the same transaction starts empty
-        cursor.execute(f"WITH staged AS (DELETE FROM {STATE_STAGING} RETURNING {names}) "
-                       f"INSERT INTO {table} ({names}) SELECT {names} FROM staged" + conflict)
+        cursor.execute(state_upsert_sql(table))
+
+
+def state_upsert_sql(table: str) -> str:
+    """The statement that moves the staged states into ``table`` (PromptState's; bench/state_upsert.py
+    times it on a copy). Moved, not copied: a second step in the same transaction starts empty."""
+    names = ", ".join(STATE_COLUMNS)
+    return (f"WITH staged AS (DELETE FROM {STATE_STAGING} RETURNING {names}) "
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM staged" + _STATE_CONFLICT.format(t=table))
 
 
 # -- the other events -------------------------------------------------------------------------------
