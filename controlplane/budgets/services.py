@@ -21,6 +21,7 @@ from controlplane.budgets.models import (
     UsageEntry,
     UsageKind,
 )
+from controlplane.budgets.selectors import BudgetStatus, budget_current, budget_status
 from controlplane.notifications.services import notification_budget_check
 
 log = logging.getLogger(__name__)
@@ -182,15 +183,17 @@ def _device_time(name: str, value: float, maximum: float) -> float:
     return float(value)
 
 
-def usage_record(*, run, step: int, device_seconds: float, uniform_seconds: float) -> UsageEntry:
-    """The step's entry in the ledger (a replayed step replaces it): one INSERT ... ON CONFLICT."""
+def usage_record(*, run, step: int, device_seconds: float, uniform_seconds: float) -> BudgetStatus | None:
+    """The step's entry in the ledger (a replayed step replaces it): one INSERT ... ON CONFLICT.
+    Answers where the team's budget stands after it (None: no budget this period), read once
+    for the budget notifications and the step's control answer alike."""
     device_seconds = _device_time("device_seconds", device_seconds, USAGE_MAX_SECONDS)
     uniform_seconds = _device_time("uniform_seconds", uniform_seconds, USAGE_MAX_UNIFORM_SECONDS)
     with transaction.atomic(savepoint=False):  # inside the step's transaction: no savepoint round trips
         return _usage_upsert(run, step, device_seconds, uniform_seconds)
 
 
-def _usage_upsert(run, step: int, device_seconds: float, uniform_seconds: float) -> UsageEntry:
+def _usage_upsert(run, step: int, device_seconds: float, uniform_seconds: float) -> BudgetStatus | None:
     # What a replay replaces: its seconds leave the day they were first booked on (recorded_at
     # stays the first write's). The run is locked by the caller, so nothing writes it meanwhile.
     before = (UsageEntry.objects.filter(run=run, kind=UsageKind.STEP, step=step)
@@ -203,8 +206,17 @@ def _usage_upsert(run, step: int, device_seconds: float, uniform_seconds: float)
     )
     booked, recorded_at = before if before is not None else (0.0, entry.recorded_at)
     _usage_day_add(run, recorded_at, device_seconds - booked)
-    notification_budget_check(team_id=run.team_id)
-    return entry
+    return _budget_after_booking(run.team_id)
+
+
+def _budget_after_booking(team_id: int) -> BudgetStatus | None:
+    """The team's budget status after usage was booked (None: no budget this period, so no sum),
+    with its 80% and 100% notifications."""
+    if budget_current(team_id) is None:
+        return None
+    status = budget_status(team_id)
+    notification_budget_check(team_id=team_id, status=status)
+    return status
 
 
 def _usage_day_add(run, recorded_at: dt.datetime, seconds: float) -> None:
@@ -245,9 +257,10 @@ def usage_days_rebuild(*, team_id: int | None = None, entry_model: type = UsageE
 
 
 @transaction.atomic
-def usage_add_warmup(*, run, device_seconds: float) -> UsageEntry:
+def usage_add_warmup(*, run, device_seconds: float) -> BudgetStatus | None:
     """Add the device-seconds a warm-up heartbeat reports to the run's one warm-up entry.
-    Uniform GRPO would warm up alike, so its figure grows by the same amount."""
+    Uniform GRPO would warm up alike, so its figure grows by the same amount. Answers as
+    ``usage_record`` does: the team's budget status after it."""
     device_seconds = _device_time("device_seconds", device_seconds, USAGE_MAX_SECONDS)
     entry, created = UsageEntry.objects.select_for_update().get_or_create(
         run=run, kind=UsageKind.WARMUP, step=0,
@@ -262,5 +275,4 @@ def usage_add_warmup(*, run, device_seconds: float) -> UsageEntry:
                                                       + device_seconds)
         entry.refresh_from_db()
     _usage_day_add(run, entry.recorded_at, device_seconds)  # the entry's day: recorded_at is its first write
-    notification_budget_check(team_id=run.team_id)
-    return entry
+    return _budget_after_booking(run.team_id)

@@ -32,7 +32,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.selectors import WARN_SHARE, budget_current, budget_status
+from controlplane.budgets.selectors import WARN_SHARE, BudgetStatus, budget_current, budget_status
 from controlplane.notifications.models import (
     DeliveryStatus,
     Kind,
@@ -121,14 +121,17 @@ def budget_share_reached(used: float, limit: float, share: float) -> bool:
     return used >= share * limit * (1 - 1e-9)
 
 
-def notification_budget_check(*, team_id: int) -> Notification | None:
+def notification_budget_check(*, team_id: int, status: BudgetStatus | None = None) -> Notification | None:
     """After usage was booked: the team's budget at 80% or at 100% of this period, each once a
-    period. A jump past both records the 100% one only (the 80% warning would be stale)."""
-    budget = budget_current(team_id)
-    if budget is None:
-        return None
-    status = budget_status(team_id)
-    used, limit = status.used_device_hours, budget.limit_device_hours
+    period. A jump past both records the 100% one only (the 80% warning would be stale).
+    ``status``: the team's budget status already read after the booking (read here if not)."""
+    if status is None:
+        if budget_current(team_id) is None:
+            return None
+        status = budget_status(team_id)
+    if status.limit_device_hours is None or status.period_start is None or status.period_end is None:
+        return None  # no budget this period
+    used, limit = status.used_device_hours, status.limit_device_hours
     if budget_share_reached(used, limit, 1.0):
         threshold, kind, severity = 100, Kind.BUDGET_EXHAUSTED, Severity.ERROR
         title = "Compute budget used up"
@@ -139,14 +142,15 @@ def notification_budget_check(*, team_id: int) -> Notification | None:
         what = "at 100% running runs stop and no new run starts"
     else:
         return None
-    period = f"{budget.period_start:%-d %b %Y} to {budget.period_end - timedelta(days=1):%-d %b %Y}"
+    start, end = status.period_start, status.period_end
+    period = f"{start:%-d %b %Y} to {end - timedelta(days=1):%-d %b %Y}"
     share = f"{100 * used / limit:.0f}%" if limit else "all"
     return notification_record(
         team=team_id, kind=kind, severity=severity, title=title,
         body=f"{used:.2f} of {limit:.2f} device-hours used ({share}) in the period {period}: {what}.",
         data={"threshold_percent": threshold, "used_device_hours": used, "limit_device_hours": limit,
-              "period_start": budget.period_start.isoformat(), "period_end": budget.period_end.isoformat()},
-        dedupe_key=f"budget:{team_id}:{budget.period_start.isoformat()}:{threshold}")
+              "period_start": start.isoformat(), "period_end": end.isoformat()},
+        dedupe_key=f"budget:{team_id}:{start.isoformat()}:{threshold}")
 
 
 def alert_kind(message: str) -> str:

@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from controlplane.budgets.selectors import budget_current, budget_status
+from controlplane.budgets.selectors import BudgetStatus, budget_current, budget_status
 from controlplane.budgets.services import uniform_device_seconds, usage_add_warmup, usage_record
 from controlplane.notifications.services import notification_alerts_record, notification_run_ended
 from controlplane.operations.metrics import ingest_rows_count
@@ -173,11 +173,17 @@ def _fenced_run(run_id: int, attempt: int | None) -> Run:
     return run
 
 
-def _control(run: Run) -> Control:
-    """What the engine is told at its next boundary (a step, or a warm-up heartbeat)."""
+_UNREAD = object()  # the budget status was not read by the caller
+
+
+def _control(run: Run, budget: BudgetStatus | None | object = _UNREAD) -> Control:
+    """What the engine is told at its next boundary (a step, or a warm-up heartbeat). ``budget``:
+    the team's budget status as the usage booking just read it (None: no budget), else read here."""
     if run.cancel_requested:
         return Control.CANCEL
-    if budget_current(run.team_id) is not None and budget_status(run.team_id).exhausted:  # no budget: no sum
+    if budget is _UNREAD:
+        budget = budget_status(run.team_id) if budget_current(run.team_id) is not None else None  # no budget: no sum
+    if isinstance(budget, BudgetStatus) and budget.exhausted:
         return Control.STOP_BUDGET
     return Control.CONTINUE
 
@@ -218,13 +224,13 @@ def step_ingest(*, run_id: int, record: StepRecord | Mapping[str, Any], attempt:
     _decision_counts_write(run.id, decision_columns, decisions.score_columns())
     ingest_rows_count(steps=1, observations=observed, decisions=decided)  # edgeplane_ingest_rows_total, on commit
     _update_prompt_states(run.id, step, observations, decisions)
-    usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
+    budget = usage_record(run=run, step=step, device_seconds=float(summary.device_seconds), uniform_seconds=uniform)
 
     Run.objects.filter(pk=run.pk).update(
         steps_completed=step + 1, heartbeat_at=Now(), status_reason="", warmup_attempt=None,
         status=RunStatus.RUNNING if run.status in (RunStatus.STARTING, RunStatus.LOST) else run.status,
     )
-    return _control(run)
+    return _control(run, budget)
 
 
 def _decision_counts_write(run_id: int, columns: Mapping[str, Any], scores: Mapping[str, list[Any]]) -> None:
@@ -372,13 +378,12 @@ def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None, ph
         raise IngestError(f"device_seconds is booked for the warm-up only, not phase {phase!r}")
     if run.status not in (RunStatus.STARTING, RunStatus.RUNNING):
         return _control(run)  # lost, requeued or ended meanwhile: nothing to keep alive here
-    if device_seconds:
-        usage_add_warmup(run=run, device_seconds=device_seconds)
+    budget = usage_add_warmup(run=run, device_seconds=device_seconds) if device_seconds else _UNREAD
     progress = {} if warmup_steps is None else {
         "warmup_step": warmup_step, "warmup_steps": warmup_steps,
         "warmup_attempt": attempt if attempt is not None else run.attempts_count}
     Run.objects.filter(pk=run_id).update(heartbeat_at=Now(), status_reason=detail[:500], **progress)
-    return _control(run)
+    return _control(run, budget)
 
 
 @transaction.atomic

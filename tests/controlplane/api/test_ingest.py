@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import random
 
-from controlplane.budgets.models import UsageEntry
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from controlplane.budgets.models import UsageDay, UsageEntry
+from controlplane.budgets.selectors import budget_status
 from controlplane.runs.models import Attempt, Run, RunStatus
 from controlplane.runs.services import run_cancel, run_claim
 from controlplane.telemetry.models import (
@@ -15,9 +20,9 @@ from controlplane.telemetry.models import (
     SelectionDecision,
     StepSummary,
 )
-from controlplane.telemetry.services import ControlPlaneSink, step_ingest
+from controlplane.telemetry.services import ControlPlaneSink, heartbeat_ingest, step_ingest
 from tests.controlplane.api.helpers import budget_for, build_step_record, client_for, engine, step_record, steps_url
-from workers.record import RECORD_VERSION, RecordError
+from workers.record import RECORD_VERSION, Control, Heartbeat, RecordError
 from workers.record import StepSummary as RecordSummary
 
 
@@ -105,6 +110,44 @@ def test_an_exhausted_budget_is_answered_stop_budget(running, token, team_a):
         "control": "continue"}
     assert client.post(steps_url(running), step_record(1, ["k0"], device_seconds=2.0), format="json").json() == {
         "control": "stop_budget"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_control_answer_is_the_budget_read_once_after_the_booking(running, team_a, seed):
+    """Steps, replays and warm-up heartbeats in any order, with and without a budget: each answer
+    is what the team's budget status says right after the call, and the usage days are summed
+    once per booking (for the notifications and the answer alike), never without a budget."""
+    rng = random.Random(seed)
+    usage_days = UsageDay._meta.db_table
+
+    def day_sums(queries) -> int:
+        return sum(1 for q in queries if "SUM" in q["sql"] and usage_days in q["sql"])
+
+    step, answers = 0, set()
+    for call in range(40):
+        if call == 10:
+            budget = budget_for(team_a, limit_device_hours=rng.choice([0.01, 0.02]))  # 36 or 72 device-seconds
+        if call == 30:
+            budget.delete()
+        seconds = rng.choice([0.0, 1.0, 5.0, 9.0])
+        with CaptureQueriesContext(connection) as queries:
+            if rng.random() < 0.2:
+                answer = heartbeat_ingest(run_id=running.id, detail="warming up", phase=Heartbeat.WARMUP,
+                                          device_seconds=seconds or 0.5)
+            elif step and rng.random() < 0.3:  # a replay: its seconds replace the step's first figure
+                answer = step_ingest(run_id=running.id, record=build_step_record(rng.randrange(step), ["k0"],
+                                                                                 device_seconds=seconds))
+            else:
+                answer = step_ingest(run_id=running.id, record=build_step_record(step, ["k0"],
+                                                                                 device_seconds=seconds))
+                step += 1
+        has_budget = 10 <= call < 30
+        assert day_sums(queries) == (1 if has_budget else 0), (call, [q["sql"] for q in queries])
+        expected = Control.STOP_BUDGET if budget_status(team_a).exhausted else Control.CONTINUE
+        assert answer == expected, call
+        answers.add(answer)
+    assert answers == {Control.CONTINUE, Control.STOP_BUDGET} and step > 5  # both answers were tried
 
 
 @pytest.mark.django_db
