@@ -93,13 +93,13 @@ def team_and_dataset(db):
     return team, dataset
 
 
-def wait_for(predicate, timeout: float, what: str, log: Path):
+def wait_for(predicate, timeout: float, what: str, log: Path, interval: float = 0.5):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.5)
+        time.sleep(interval)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; worker log tail:\n{tail}")
 
@@ -138,9 +138,11 @@ def test_a_launched_run_trains_in_the_worker_and_its_rows_match_the_engine(worke
 def test_cancel_ends_the_run_at_a_step_boundary_with_its_checkpoint_and_resume_goes_on_from_it(
         worker, team_and_dataset, settings):
     team, dataset = team_and_dataset
-    steps = 10  # enough that the cancel lands before the end; the resume trains the rest
+    # Enough steps that the cancel lands before the end (10 did not always, once ingest got quicker),
+    # and the first one seen at once; the resume trains the rest.
+    steps = 20
     run = run_create(team=team, dataset=dataset, name="to cancel", config={**TINY, "steps": steps})
-    wait_for(lambda: Run.objects.get(pk=run.id).steps_completed >= 1, 300, "a first step", worker.log)
+    wait_for(lambda: Run.objects.get(pk=run.id).steps_completed >= 1, 300, "a first step", worker.log, interval=0.05)
     run_cancel(run=Run.objects.get(pk=run.id))
     done = wait_for(lambda: finished(run.id), 120, "the cancel", worker.log)
     assert done.status == RunStatus.CANCELLED, done.status_reason
