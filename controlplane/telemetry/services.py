@@ -16,7 +16,6 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -37,6 +36,7 @@ from controlplane.telemetry.models import (
     StepDecisionCount,
     StepSummary,
 )
+from controlplane.telemetry.pgcopy import CopyTypeError, binary_copy_chunks, supported
 from workers.record import (
     ESTIMATES,
     MAX_REASON,
@@ -94,8 +94,9 @@ def _constant(value: Any, rows: int) -> pa.Array:
 def copy_columns(table: str, types: Mapping[str, pa.DataType], columns: Columns) -> int:
     """Insert rows given as columns (each a list or an Arrow array, one per name in ``types``).
 
-    On Postgres: one COPY, its CSV written by Arrow in C, so no Python runs per row (a list is
-    read into an Arrow array once). Elsewhere (SQLite): executemany. Returns the row count."""
+    On Postgres: one binary COPY (``telemetry.pgcopy``), each row's bytes made by Arrow in C, so
+    no Python runs per row (a list is read into an Arrow array once). Elsewhere (SQLite):
+    executemany. Returns the row count."""
     rows = len(next(iter(columns.values()))) if columns else 0
     if not rows:
         return 0
@@ -108,12 +109,34 @@ def copy_columns(table: str, types: Mapping[str, pa.DataType], columns: Columns)
         return rows
     arrow = pa.table({name: c if isinstance(c, pa.Array) else pa.array(c, type=kind)
                       for name, kind in types.items() for c in (columns[name],)})
-    out = pa.BufferOutputStream()
-    # Arrow quotes every string and leaves a null unquoted and empty: what COPY's csv reads as NULL.
-    pa_csv.write_csv(arrow, out, pa_csv.WriteOptions(include_header=False, batch_size=65_536))
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(memoryview(out.getvalue()))
+    with connection.cursor() as cursor:
+        pg_types = column_types(cursor, table, tuple(types))
+        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT binary)") as copy:
+            for chunk in binary_copy_chunks(arrow, pg_types):
+                copy.write(chunk)
     return rows
+
+
+_COLUMN_TYPES: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+
+
+def column_types(cursor: Any, table: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The Postgres types of ``table``'s columns ``names``, as binary COPY must send them: read
+    from the catalog once per process (a table's types change only with a migration, and a
+    deploy restarts the servers after one)."""
+    key = (table, names)
+    if key not in _COLUMN_TYPES:
+        cursor.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                       "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", [table])
+        found = dict(cursor.fetchall())
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise IngestError(f"table {table} has no column {', '.join(missing)}: is the database migrated?")
+        unsupported = [f"{n} ({found[n]})" for n in names if not supported(found[n])]
+        if unsupported:
+            raise CopyTypeError(f"table {table}: binary COPY writes no column of type {', '.join(unsupported)}")
+        _COLUMN_TYPES[key] = tuple(found[n] for n in names)
+    return _COLUMN_TYPES[key]
 
 
 def scores_json(scores: Mapping[str, list[Any]], rows: int) -> pa.Array:
