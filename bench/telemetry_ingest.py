@@ -12,7 +12,10 @@ For each it times, from the record as the engine hands it to its sink to the ans
   on 127.0.0.1: the spool written and fsynced, the body encoded, sent, read and checked, the
   same service, the answer. Its ratio to ``in_process`` is what the HTTP path costs on top.
 Rows/s = rows of the record / seconds of its step; every figure is the median with the
-minimum and maximum of the repeats. The record's build (the engine's side) is timed apart.
+minimum and maximum of the repeats. The shapes go in turn, each on both paths (in process, then
+HTTP), each phase on a quiet database (a CHECKPOINT, and no autovacuum worker left from the
+phase before: until 2026-12-03 the HTTP steps were timed after the epoch ends, while autovacuum
+cleaned up after them). The record's build (the engine's side) is timed apart.
 
 Prints and writes bench/results/telemetry_ingest.json (``--label`` names another file, e.g. a
 run on an older tree). Postgres runs as tests/services.py starts it; name its settings:
@@ -190,10 +193,62 @@ def main() -> None:
         run = new_run(f"in-process {shape}")
         return ControlPlaneSink(run.id), run
 
+    def quiet() -> float:
+        """Start a phase on a quiet database: a CHECKPOINT, then wait (up to 5 min) for the
+        autovacuum workers that the last phase's writes woke (a million prompt states updated
+        by an epoch end) to finish, so that no path is timed while another path's aftermath is
+        cleaned up. Returns the seconds waited."""
+        start = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute("CHECKPOINT")
+            while time.perf_counter() - start < 300:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+                if not cursor.fetchone()[0]:
+                    break
+                time.sleep(0.5)
+        return time.perf_counter() - start
+
+    encoding = "json (the sink before encode_event)"
+    refused: dict[str, str] = {}
+    waited: dict[str, float] = {}
+    folder = Path(tempfile.mkdtemp(prefix="edgeplane-ingest-bench-"))
+    server, url = None, ""
+    if not args.no_http:
+        from workers.engines.verl import http_sink
+
+        if hasattr(http_sink, "encode_event"):
+            encoding = (f"JSON, wire version {steps[0].to_wire()['version']}, gzip level 1 over "
+                        f"{http_sink.COMPRESS_OVER_BYTES} bytes")
+        server, url = start_gunicorn(folder)
+
+    def over_http(shape: str) -> tuple[Any, Run]:
+        run = new_run(f"http {shape}")
+        return http_sink.HttpSink(base_url=url, run_id=run.id, token=token_issue(run_id=run.id),
+                                  run_dir=folder / f"run-{run.id}", request_timeout_s=300), run
+
+    # Each shape on both paths, in process first, each phase from a quiet database: the steps of
+    # both paths before any epoch end (whose aftermath slowed the HTTP steps timed after it).
     results: dict[str, Any] = {"in_process": {}, "http": {}}
-    for shape, records in (("step", steps), ("epoch", epochs)):
-        if records:
+    try:
+        for shape, records in (("step", steps), ("epoch", epochs)):
+            if not records:
+                continue
+            waited[f"in_process_{shape}"] = quiet()
             results["in_process"][shape] = ingest(in_process, records, shape)
+            if server is None:
+                continue
+            waited[f"http_{shape}"] = quiet()
+            try:
+                results["http"][shape] = ingest(over_http, records, shape)
+            except AssertionError as exc:  # an older tree's limits refuse a step: say so
+                refused[shape] = f"not stored over HTTP ({exc}); gunicorn log: " + " | ".join(
+                    (folder / "gunicorn.log").read_text().splitlines()[-3:])[:600]
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+    waited["replay"] = quiet()
     replay_run = new_run("replay")
     sink = ControlPlaneSink(replay_run.id)
     sink.step(steps[0])
@@ -202,34 +257,6 @@ def main() -> None:
         start = time.perf_counter()
         sink.step(steps[0])
         replay.append(time.perf_counter() - start)
-
-    encoding = "json (the sink before encode_event)"
-    refused: dict[str, str] = {}
-    if not args.no_http:
-        from workers.engines.verl import http_sink
-
-        if hasattr(http_sink, "encode_event"):
-            encoding = (f"JSON, wire version {steps[0].to_wire()['version']}, gzip level 1 over "
-                        f"{http_sink.COMPRESS_OVER_BYTES} bytes")
-        folder = Path(tempfile.mkdtemp(prefix="edgeplane-ingest-bench-"))
-        server, url = start_gunicorn(folder)
-        try:
-            def over_http(shape: str) -> tuple[Any, Run]:
-                run = new_run(f"http {shape}")
-                return http_sink.HttpSink(base_url=url, run_id=run.id, token=token_issue(run_id=run.id),
-                                          run_dir=folder / f"run-{run.id}", request_timeout_s=300), run
-
-            for shape, records in (("step", steps), ("epoch", epochs)):
-                if records:
-                    try:
-                        results["http"][shape] = ingest(over_http, records, shape)
-                    except AssertionError as exc:  # an older tree's limits refuse a step: say so
-                        refused[shape] = f"not stored over HTTP ({exc}); gunicorn log: " + " | ".join(
-                            (folder / "gunicorn.log").read_text().splitlines()[-3:])[:600]
-        finally:
-            server.terminate()
-            server.wait(30)
-            shutil.rmtree(folder, ignore_errors=True)
 
     figures: dict[str, Any] = {}
     for path, shapes in results.items():
@@ -253,6 +280,8 @@ def main() -> None:
     print(f"  step:  {args.prompts} observations + {args.prompts * args.decisions_per_prompt} decisions = "
           f"{step_rows} rows, {args.steps} records; epoch: {epoch_rows} pruned decisions, {args.epoch_repeats} records")
     print(f"  HTTP body: {encoding}")
+    print("  each phase began on a quiet database (CHECKPOINT, no autovacuum worker); seconds waited: "
+          + ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in waited.items()))
     for shape, why in refused.items():
         print(f"  http {shape}: {why}")
     for name, value in figures.items():
@@ -262,7 +291,7 @@ def main() -> None:
         else:
             print(f"  {name:38s} {value}")
     name = "telemetry_ingest" + (f"_{args.label}" if args.label else "")
-    print(f"wrote {write_results(name, {'figures': figures, 'refused': refused, 'postgres': pg_settings, 'http_body': encoding, 'rows': {'step': step_rows, 'epoch': epoch_rows}, 'denominator': 'rows of one record / seconds from sink.step(record) to its answer'}, args.out)}")  # noqa: E501
+    print(f"wrote {write_results(name, {'figures': figures, 'refused': refused, 'postgres': pg_settings, 'http_body': encoding, 'quiet_waits_s': waited, 'order': 'per shape: in process, then HTTP', 'rows': {'step': step_rows, 'epoch': epoch_rows}, 'denominator': 'rows of one record / seconds from sink.step(record) to its answer'}, args.out)}")  # noqa: E501
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The database benches of docs/telemetry_scale.md that no other test runs, at their smallest on the
 test database: bench/budget_answer.py (the budget answer against the ledger it replaced, checked
-equal inside the bench) and bench/state_upsert.py (the epoch end's prompt-state upsert and its
-variants on a copy of the real table). Each must run through and write the figures it prints."""
+equal inside the bench), bench/state_upsert.py (the epoch end's prompt-state upsert and its
+variants on a copy of the real table) and bench/copy_ceiling.py (COPY alone, CSV and binary, with
+and without the decision table's indexes; the rows counted inside the bench). Each must run
+through and write the figures it prints."""
 
 from __future__ import annotations
 
@@ -52,3 +54,28 @@ def test_state_upsert_bench_times_every_variant_on_the_real_table(live_database_
     plan = "\n".join(variants["as_now_explain"])
     assert "Conflicting Tuples: 2000" in plan and "WAL:" in plan  # every state existed: all updated
     assert {"state_run_recent_map"} <= set(written["indexes_of_the_model"])
+
+
+def test_copy_ceiling_bench_times_each_format_with_and_without_indexes(live_database_url, tmp_path):
+    done = run_bench("copy_ceiling.py", live_database_url, "--rows", "3000", "--repeats", "1", "--out", str(tmp_path))
+    written = json.loads((tmp_path / "copy_ceiling.json").read_text())
+    assert written["rows"] == 3000
+    assert set(written["figures"]) == {f"{form}{suffix}" for form in ("csv", "binary", "binary_sorted")
+                                       for suffix in ("", "_no_index")}
+    for figures in written["figures"].values():
+        assert len(figures["seconds"]) == 1 and figures["seconds"][0] > 0 and figures["rows_per_s_median"] > 0
+    assert "median rows/s: csv " in done.stdout
+
+
+def test_telemetry_ingest_bench_times_both_paths_on_a_quiet_database(live_database_url, tmp_path):
+    done = run_bench("telemetry_ingest.py", live_database_url, "--steps", "2", "--prompts", "16", "--epoch-rows", "300",
+                     "--epoch-repeats", "1", "--out", str(tmp_path))
+    written = json.loads((tmp_path / "telemetry_ingest.json").read_text())
+    figures = written["figures"]
+    for path in ("in_process", "http"):
+        assert figures[f"{path}_step_ms"]["n"] == 2 and figures[f"{path}_epoch_ms"]["n"] == 1
+    assert figures["http_over_in_process_step"]["median"] > 0
+    assert set(written["quiet_waits_s"]) == {"in_process_step", "http_step", "in_process_epoch", "http_epoch",
+                                             "replay"}
+    assert written["rows"] == {"step": 48, "epoch": 300} and not written["refused"]
+    assert "seconds waited" in done.stdout
