@@ -16,7 +16,7 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -111,9 +111,15 @@ def copy_columns(table: str, types: Mapping[str, pa.DataType], columns: Columns)
                       for name, kind in types.items() for c in (columns[name],)})
     with connection.cursor() as cursor:
         pg_types = column_types(cursor, table, tuple(types))
-        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT binary)") as copy:
-            for chunk in binary_copy_chunks(arrow, pg_types):
-                copy.write(chunk)
+        # psycopg's COPY, under Django's error translation as an execute() is: a refused value is a
+        # django DataError and a lost connection an OperationalError (ingest answers 400 and 503).
+        try:
+            with connection.wrap_database_errors, cursor.cursor.copy(
+                    f"COPY {table} ({names}) FROM STDIN (FORMAT binary)") as copy:
+                for chunk in binary_copy_chunks(arrow, pg_types):
+                    copy.write(chunk)
+        except OverflowError as exc:  # an integer too large for its column, found before sending
+            raise DataError(str(exc)) from exc
     return rows
 
 
