@@ -1,9 +1,10 @@
 """Postgres's binary COPY format, written from Arrow columns without Python per row.
 
 A step's per-prompt rows reach Postgres as ``COPY ... FROM STDIN (FORMAT binary)``: the server
-reads each value as it is stored, instead of parsing CSV text (1.27x the rows a second into the
-decision table with its indexes, 1.4-1.6x without: docs/telemetry_scale.md). Each row is made
-by Arrow's C kernels: every field's 4-byte length and its bytes joined element-wise.
+reads each value as it is stored, instead of parsing CSV text: 5% to 27% more rows a second
+into the decision table in every pair measured (bench/copy_ceiling.py, docs/telemetry_scale.md).
+Each row is made by Arrow's C kernels: every field's 4-byte length and its bytes joined
+element-wise.
 
 The layout (https://www.postgresql.org/docs/15/sql-copy.html, "Binary Format"): a header, then
 per row a 16-bit field count and per field a 32-bit length (-1: NULL) and the value in the
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")  # signature, flags, no extension
 TRAILER = (-1).to_bytes(2, "big", signed=True)
-BATCH_ROWS = 65_536  # rows encoded and sent at a time: the server reads one batch while the next is made
+BATCH_ROWS = 65_536  # rows encoded and sent at a time: an epoch end's million rows never in memory twice
 
 # Postgres type (format_type's name) -> the big-endian numpy type of its binary form; text-like
 # types are sent as their UTF-8 bytes.
