@@ -109,7 +109,8 @@ def test_savings_read_in_words_and_charts_are_clean(tab, acme, dataset):  # noqa
         "Held-out accuracy appears after the first evaluation, every 10 steps")
     assert tab.page.locator("#chart-rollouts .annotation-text").text_content().startswith("Rollouts generated")
     assert not [t for t in ticks(tab) if "2000" in t or "µ" in t]
-    for chart in STEP_CHARTS:  # whole steps on an empty step axis too
+    for chart in STEP_CHARTS:  # whole steps on an empty step axis too (each drawn in its own time)
+        tab.page.wait_for_selector(f"#{chart} .xtick text", state="attached")
         steps = tab.page.locator(f"#{chart} .xtick text").all_text_contents()
         assert steps[0] == "0" and all(re.fullmatch(r"\d+", t) for t in steps), (chart, steps)
 
