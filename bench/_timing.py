@@ -1,4 +1,4 @@
-"""Small helpers shared by the benchmarks: median timing and a results file."""
+"""Small helpers shared by the benchmarks: median timing, a team to run under, and a results file."""
 
 from __future__ import annotations
 
@@ -41,6 +41,21 @@ def django_on_postgres() -> None:
 # The server settings a database bench reports beside its figures (what the figures depend on).
 PG_SHOWN = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "wal_buffers",
             "max_wal_size", "checkpoint_timeout", "work_mem", "max_connections", "max_locks_per_transaction")
+
+
+def bench_team(label: str) -> tuple[Any, Any]:
+    """A new team (its owner named ``label`` plus a unique suffix) and a one-prompt dataset of its
+    own: what a bench's runs hang on. Django must be set up (``django_on_postgres``)."""
+    from controlplane.accounts.services import team_create
+    from controlplane.datasets.services import dataset_store
+    from workers.problems.dataset import PromptRecord
+
+    unique = f"{label}-{time.time_ns()}"
+    team = team_create(name=unique, owner_username=unique)
+    dataset = dataset_store(team=team, name=unique, filename="bench", content_hash="0" * 64,
+                            records=[PromptRecord(key="bench:0", prompt="1+1=", ground_truth="2", data_source="bench",
+                                                  index=0, difficulty="", split="train", extra_info={})])
+    return team, dataset
 
 
 def postgres_settings() -> dict[str, str]:

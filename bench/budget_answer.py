@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="results file budget_answer[_LABEL].json")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from bench._timing import django_on_postgres, postgres_settings, write_results
+    from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
     from django.core.management import call_command
@@ -62,22 +62,16 @@ def main() -> None:
     from django.utils import timezone
 
     from bench.telemetry_ingest import spread, step_record
-    from controlplane.accounts.services import team_create
     from controlplane.budgets import services as budget_services
     from controlplane.budgets.models import UsageEntry
     from controlplane.budgets.selectors import budget_status
     from controlplane.budgets.services import budget_set
-    from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run
     from controlplane.telemetry.services import ControlPlaneSink
-    from workers.problems.dataset import PromptRecord
 
     call_command("migrate", verbosity=0)
     rebuild = getattr(budget_services, "usage_days_rebuild", None)  # None: a tree before UsageDay
-    team = team_create(name="Budget bench", owner_username=f"budget-bench-{time.time_ns()}")
-    dataset = dataset_store(team=team, name="bench", filename="bench", content_hash="0" * 64,
-                            records=[PromptRecord(key="bench:0", prompt="1+1=", ground_truth="2", data_source="bench",
-                                                  index=0, difficulty="", split="train", extra_info={})])
+    team, dataset = bench_team("budget-bench")
     period_start = timezone.localdate() - dt.timedelta(days=30)
     budget_set(team=team, period_start=period_start, period_end=period_start + dt.timedelta(days=60),
                limit_device_hours=1e9)

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from bench._timing import django_on_postgres, postgres_settings, write_results
+    from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
     import pyarrow as pa
@@ -47,20 +47,14 @@ def main() -> None:
     from django.db import connection, transaction
 
     from bench.telemetry_ingest import epoch_record
-    from controlplane.accounts.services import team_create
-    from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run
     from controlplane.telemetry.models import SelectionDecision
     from controlplane.telemetry.pgcopy import binary_copy_chunks
     from controlplane.telemetry.services import DECISION_TYPES, _decision_columns, column_types
-    from workers.problems.dataset import PromptRecord
 
     call_command("migrate", verbosity=0)
     pg_settings = postgres_settings()
-    team = team_create(name="Bench", owner_username=f"bench-{time.time_ns()}")
-    dataset = dataset_store(team=team, name=f"bench-{time.time_ns()}", filename="bench", content_hash="0" * 64,
-                            records=[PromptRecord(key="bench:0", prompt="1+1=", ground_truth="2", data_source="bench",
-                                                  index=0, difficulty="", split="train", extra_info={})])
+    team, dataset = bench_team("bench")
     record = epoch_record(1, args.rows)
     parent = SelectionDecision._meta.db_table
     names = ", ".join(DECISION_TYPES)

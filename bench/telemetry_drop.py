@@ -41,25 +41,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=20_000)
     parser.add_argument("--name", default="telemetry_drop")
     args = parser.parse_args()
-    from bench._timing import django_on_postgres, postgres_settings, write_results
+    from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
     from django.core.management import call_command
     from django.db import connection
 
-    from controlplane.accounts.services import team_create
-    from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run
     from controlplane.telemetry.partitions import run_rows_drop
-    from workers.problems.dataset import PromptRecord
 
     call_command("migrate", verbosity=0)
     settings = postgres_settings()
     print("postgres settings:", settings, flush=True)
-    team = team_create(name=f"Drop {time.time_ns()}", owner_username=f"drop{time.time_ns()}")
-    dataset = dataset_store(team=team, name=f"drop-{time.time_ns()}", filename="bench", content_hash="0" * 64,
-                            records=[PromptRecord(key="bench:0", prompt="1+1=", ground_truth="2", data_source="bench",
-                                                  index=0, difficulty="", split="train", extra_info={})])
+    team, dataset = bench_team("drop")
 
     def new_run(label: str) -> Run:
         return Run.objects.create(team=team, dataset=dataset, name=label, config={})

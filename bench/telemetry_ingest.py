@@ -130,25 +130,19 @@ def main() -> None:
     parser.add_argument("--label", default="", help="results file telemetry_ingest[_LABEL].json")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from bench._timing import django_on_postgres, postgres_settings, write_results
+    from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
     from django.core.management import call_command
     from django.db import connection
 
-    from controlplane.accounts.services import team_create
-    from controlplane.datasets.services import dataset_store
     from controlplane.runs.models import Run
     from controlplane.telemetry.models import PromptObservation, PromptState, SelectionDecision
     from controlplane.telemetry.services import ControlPlaneSink, token_issue
-    from workers.problems.dataset import PromptRecord
 
     call_command("migrate", verbosity=0)
     pg_settings = postgres_settings()
-    team = team_create(name="Bench", owner_username=f"bench-{time.time_ns()}")
-    dataset = dataset_store(team=team, name=f"bench-{time.time_ns()}", filename="bench", content_hash="0" * 64,
-                            records=[PromptRecord(key="bench:0", prompt="1+1=", ground_truth="2", data_source="bench",
-                                                  index=0, difficulty="", split="train", extra_info={})])
+    team, dataset = bench_team("bench")
 
     def new_run(name: str) -> Run:
         return Run.objects.create(team=team, dataset=dataset, name=name, config={"steps": 1}, status="running")
