@@ -86,6 +86,11 @@ def budget_status(team: Team | int, at: dt.datetime | None = None) -> BudgetStat
     )
 
 
+def budget_now(team: Team | int) -> BudgetStatus | None:
+    """The team's budget status this period, or None when it has no budget (and no sum is made)."""
+    return budget_status(team) if budget_current(team) is not None else None
+
+
 def _team_steps(team: Team | int, *, engine: str | None, device: str | None) -> QuerySet[StepSummary]:
     """The team's stored steps, of runs on ``engine`` and ``device`` when given: the history a rate is measured on."""
     team_id = team if isinstance(team, int) else team.id

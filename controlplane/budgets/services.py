@@ -21,7 +21,7 @@ from controlplane.budgets.models import (
     UsageEntry,
     UsageKind,
 )
-from controlplane.budgets.selectors import BudgetStatus, budget_current, budget_status
+from controlplane.budgets.selectors import BudgetStatus, budget_now
 from controlplane.notifications.services import notification_budget_check
 
 log = logging.getLogger(__name__)
@@ -212,10 +212,9 @@ def _usage_upsert(run, step: int, device_seconds: float, uniform_seconds: float)
 def _budget_after_booking(team_id: int) -> BudgetStatus | None:
     """The team's budget status after usage was booked (None: no budget this period, so no sum),
     with its 80% and 100% notifications."""
-    if budget_current(team_id) is None:
-        return None
-    status = budget_status(team_id)
-    notification_budget_check(team_id=team_id, status=status)
+    status = budget_now(team_id)
+    if status is not None:
+        notification_budget_check(team_id=team_id, status=status)
     return status
 
 

@@ -32,7 +32,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
-from controlplane.budgets.selectors import WARN_SHARE, BudgetStatus, budget_current, budget_status
+from controlplane.budgets.selectors import WARN_SHARE, BudgetStatus, budget_now
 from controlplane.notifications.models import (
     DeliveryStatus,
     Kind,
@@ -125,11 +125,8 @@ def notification_budget_check(*, team_id: int, status: BudgetStatus | None = Non
     """After usage was booked: the team's budget at 80% or at 100% of this period, each once a
     period. A jump past both records the 100% one only (the 80% warning would be stale).
     ``status``: the team's budget status already read after the booking (read here if not)."""
-    if status is None:
-        if budget_current(team_id) is None:
-            return None
-        status = budget_status(team_id)
-    if status.limit_device_hours is None or status.period_start is None or status.period_end is None:
+    status = status or budget_now(team_id)
+    if status is None or status.limit_device_hours is None or status.period_start is None or status.period_end is None:
         return None  # no budget this period
     used, limit = status.used_device_hours, status.limit_device_hours
     if budget_share_reached(used, limit, 1.0):

@@ -20,7 +20,7 @@ from django.db import DataError, connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from controlplane.budgets.selectors import BudgetStatus, budget_current, budget_status
+from controlplane.budgets.selectors import BudgetStatus, budget_now
 from controlplane.budgets.services import uniform_device_seconds, usage_add_warmup, usage_record
 from controlplane.notifications.services import notification_alerts_record, notification_run_ended
 from controlplane.operations.metrics import ingest_rows_count
@@ -202,17 +202,12 @@ def _fenced_run(run_id: int, attempt: int | None) -> Run:
     return run
 
 
-_UNREAD = object()  # the budget status was not read by the caller
-
-
-def _control(run: Run, budget: BudgetStatus | None | object = _UNREAD) -> Control:
+def _control(run: Run, budget: BudgetStatus | None) -> Control:
     """What the engine is told at its next boundary (a step, or a warm-up heartbeat). ``budget``:
-    the team's budget status as the usage booking just read it (None: no budget), else read here."""
+    the team's budget status now (``budget_now``; as a usage booking answers it), None without one."""
     if run.cancel_requested:
         return Control.CANCEL
-    if budget is _UNREAD:
-        budget = budget_status(run.team_id) if budget_current(run.team_id) is not None else None  # no budget: no sum
-    if isinstance(budget, BudgetStatus) and budget.exhausted:
+    if budget is not None and budget.exhausted:
         return Control.STOP_BUDGET
     return Control.CONTINUE
 
@@ -406,8 +401,8 @@ def heartbeat_ingest(*, run_id: int, detail: str, attempt: int | None = None, ph
     if device_seconds and phase != Heartbeat.WARMUP:
         raise IngestError(f"device_seconds is booked for the warm-up only, not phase {phase!r}")
     if run.status not in (RunStatus.STARTING, RunStatus.RUNNING):
-        return _control(run)  # lost, requeued or ended meanwhile: nothing to keep alive here
-    budget = usage_add_warmup(run=run, device_seconds=device_seconds) if device_seconds else _UNREAD
+        return _control(run, budget_now(run.team_id))  # lost, requeued or ended meanwhile: nothing to keep alive
+    budget = usage_add_warmup(run=run, device_seconds=device_seconds) if device_seconds else budget_now(run.team_id)
     progress = {} if warmup_steps is None else {
         "warmup_step": warmup_step, "warmup_steps": warmup_steps,
         "warmup_attempt": attempt if attempt is not None else run.attempts_count}
