@@ -27,6 +27,7 @@ from controlplane.telemetry.models import (
     PromptState,
     RunToken,
     SelectionDecision,
+    StepDecisionCount,
     StepSummary,
 )
 from controlplane.telemetry.services import run_finished_ingest
@@ -329,6 +330,39 @@ def test_a_lock_timeout_during_ingest_is_a_503_with_retry_after_and_the_retry_la
     assert again.status_code == 200
     assert StepSummary.objects.filter(run=running).count() == 1
     assert PromptObservation.objects.filter(run=running).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("table", [PromptObservation._meta.db_table, SelectionDecision._meta.db_table,
+                                   StepDecisionCount._meta.db_table], ids=["observations", "decisions", "counts"])
+def test_a_database_failure_inside_a_copy_is_a_503_and_the_retry_lands_once(running, token, locker, table):
+    """The bulk rows go in by COPY (psycopg's own call, not an execute()): a failure inside it is
+    answered as one inside any statement, 503 and retry, not a 500. An insert trigger makes the
+    COPY wait on a lock another session holds, until the lock timeout."""
+    client = engine(token)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION edgeplane_test_wait() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN PERFORM pg_advisory_xact_lock(4216); RETURN NEW; END $$")
+        cursor.execute(f"CREATE TRIGGER edgeplane_test_wait BEFORE INSERT ON {table} "
+                       "FOR EACH ROW EXECUTE FUNCTION edgeplane_test_wait()")
+        cursor.execute("SET lock_timeout = '200ms'")
+    try:
+        with locker.transaction():
+            locker.execute("SELECT pg_advisory_xact_lock(4216)")
+            answer = client.post(steps_url(running), step_record(0, ["k0", "k1"]), format="json")
+        assert answer.status_code == 503, answer.content
+        assert answer.has_header("Retry-After") and "try again" in answer.json()["detail"]
+        assert nothing_stored(running)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = 0")
+            cursor.execute(f"DROP TRIGGER edgeplane_test_wait ON {table}")
+            cursor.execute("DROP FUNCTION edgeplane_test_wait()")
+    again = client.post(steps_url(running), step_record(0, ["k0", "k1"]), format="json")
+    assert again.status_code == 200
+    assert StepSummary.objects.filter(run=running).count() == 1
+    assert PromptObservation.objects.filter(run=running).count() == 2
+    assert StepDecisionCount.objects.filter(run=running).exists()
 
 
 @pytest.mark.django_db(transaction=True)
