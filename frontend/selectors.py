@@ -17,6 +17,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from django.db import connection
 from django.db.models import Avg, Count, F, FloatField, IntegerField, OuterRef, Subquery, Sum
 
@@ -29,7 +31,7 @@ from controlplane.budgets.selectors import (
 from controlplane.datasets.models import Dataset
 from controlplane.runs.models import Run
 from controlplane.runs.selectors import run_totals, runs_for_user, runs_totals
-from controlplane.telemetry.archive import DECISIONS, OBSERVATIONS, archive_rows
+from controlplane.telemetry.archive import DECISIONS, OBSERVATIONS, archive_rows, archive_table
 from controlplane.telemetry.models import (
     Evaluation,
     PromptObservation,
@@ -113,8 +115,21 @@ def hora_rows(run: Run, after: int, upto: int, steps_per_column: int = 1) -> lis
     return [(int(s), int(h or 0), int(n), float(e or 0.0)) for s, h, n, e in rows]
 
 
+# An archived run (``run.telemetry_archived_at``) has its observations in a Parquet file sorted by
+# prompt key (``controlplane.telemetry.archive``): the charts below read the columns they need of
+# the rows of a step (or a window of steps) from it and aggregate them with Arrow, answering what
+# the database answered. A step's rows are spread over the whole file, so such a read scans it.
+
+
+def _archived_observations(run: Run, columns: tuple[str, ...], **filters: Any) -> pa.Table:
+    return archive_table(run.telemetry_archive_path, OBSERVATIONS, columns=columns, **filters)
+
+
 def energy_rows(run: Run, step: int) -> list[tuple[float | None, bool]]:
     """(energy, trained) of every group observed at ``step``."""
+    if run.telemetry_archived_at is not None:
+        rows = _archived_observations(run, ("energy", "trained"), step_min=step, step_max=step)
+        return list(zip(rows["energy"].to_pylist(), rows["trained"].to_pylist(), strict=True))
     return list(PromptObservation.objects.filter(run=run, step=step).values_list("energy", "trained"))
 
 
@@ -124,6 +139,11 @@ def edge_points(run: Run, step: int | None, limit: int = EDGE_POINTS) -> tuple[l
     With a step: the groups observed at that step (bucket as of then). Without: every
     prompt's current state, the most recently seen first when there are more than ``limit``.
     """
+    if step is not None and run.telemetry_archived_at is not None:
+        fields = ("prompt_key", "pass_rate", "response_entropy", "bucket")
+        table = _archived_observations(run, fields, step_min=step, step_max=step)
+        page = table.sort_by("prompt_key").slice(0, limit)  # byte order: the C collation compose's database has
+        return list(zip(*(page[f].to_pylist() for f in fields), strict=True)), table.num_rows
     if step is not None:
         rows = PromptObservation.objects.filter(run=run, step=step)
         total = rows.count()
@@ -153,6 +173,9 @@ def heatmap_prompt_stats(run: Run, since: int, through: int,
         return []
     cache_key = f"edgeplane:heatmap-rank:{run.id}:{since}:{through}:{version}"
     stats = cache.get(cache_key)
+    if stats is None and run.telemetry_archived_at is not None:
+        stats = _archived_heatmap_stats(run, since, through)
+        cache.set(cache_key, stats, HEATMAP_RANK_SECONDS)
     if stats is None:
         sql = (
             "SELECT prompt_key, COUNT(*), "
@@ -183,6 +206,28 @@ def heatmap_prompt_stats(run: Run, since: int, through: int,
     return stats
 
 
+def _archived_heatmap_stats(run: Run, since: int, through: int) -> list[tuple[str, int, float | None, float | None]]:
+    """``heatmap_prompt_stats`` of an archived run: each prompt's rows in step order, its first
+    and last pass rate that is not null (Arrow's first/last skip nulls, as the SQL's FILTER)."""
+    table = _archived_observations(run, ("prompt_key", "step", "pass_rate"), step_min=since, step_max=through)
+    table = table.sort_by([("prompt_key", "ascending"), ("step", "ascending")])
+    stats = table.group_by("prompt_key", use_threads=False).aggregate(  # ordered: first/last need one thread
+        [("step", "count"), ("pass_rate", "first"), ("pass_rate", "last")])
+    return list(zip(stats["prompt_key"].to_pylist(), stats["step_count"].to_pylist(),
+                    stats["pass_rate_first"].to_pylist(), stats["pass_rate_last"].to_pylist(), strict=True))
+
+
+def _archived_key_cells(run: Run, keys: list[str], w: int, after: int,
+                        upto: int) -> list[tuple[str, int, float | None, int]]:
+    table = _archived_observations(run, ("prompt_key", "step", "pass_rate"), prompts=keys, step_gt=after,
+                                   step_max=upto)
+    table = table.append_column("column", pc.divide(table["step"], pa.scalar(w, pa.int64())))  # integer division
+    cells = table.group_by(["prompt_key", "column"]).aggregate([("pass_rate", "mean"), ("step", "count")])
+    return [(k, int(c), m, int(n)) for k, c, m, n in zip(
+        cells["prompt_key"].to_pylist(), cells["column"].to_pylist(), cells["pass_rate_mean"].to_pylist(),
+        cells["step_count"].to_pylist(), strict=True)]
+
+
 def heatmap_key_cells(run: Run, keys: list[str], steps_per_column: int, after: int,
                       upto: int) -> list[tuple[str, int, float | None, int]]:
     """(key, column, mean pass rate, observations) of these prompts for after < step <= upto
@@ -190,6 +235,8 @@ def heatmap_key_cells(run: Run, keys: list[str], steps_per_column: int, after: i
     if upto <= after or not keys:
         return []
     w = max(1, int(steps_per_column))
+    if run.telemetry_archived_at is not None:
+        return _archived_key_cells(run, keys, w, after, upto)
     rows = (PromptObservation.objects.filter(run=run, prompt_key__in=keys, step__gt=after, step__lte=upto)
             .annotate(column=F("step") / w).values_list("prompt_key", "column")
             .annotate(mean=Avg("pass_rate"), n=Count("id")).order_by())

@@ -15,7 +15,9 @@ without a prompt, the API by method or action) scan the file a batch at a time, 
 
 Readers (``archive_rows``) answer in the shape of the database selectors' ``.values()``
 rows, so the selectors (``frontend.selectors``, ``controlplane.runs.selectors``) switch to
-the archive when ``run.telemetry_archived_at`` is set and their callers do not change.
+the archive when ``run.telemetry_archived_at`` is set and their callers do not change. The
+charts that aggregate a step or a window of steps read columns (``archive_table``) and
+aggregate them with Arrow (``frontend.selectors``).
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ def _decode(table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 def _expression(
     prompt: str | None = None,
+    prompts: Sequence[str] | None = None,
     method: str | None = None,
     action: str | None = None,
     step_gt: int | None = None,
@@ -204,6 +207,8 @@ def _expression(
     parts: list[ds.Expression] = []
     if prompt is not None:
         parts.append(ds.field("prompt_key") == prompt)
+    if prompts is not None:
+        parts.append(ds.field("prompt_key").isin(list(prompts)))
     if method is not None:
         parts.append(ds.field("method") == method)
     if action is not None:
@@ -233,6 +238,22 @@ def _sort_keys(order: Sequence[str]) -> list[tuple[str, str]]:
     return [(name.lstrip("-"), "descending" if name.startswith("-") else "ascending") for name in order]
 
 
+def _scanner(relative: str, table: Table, columns: Sequence[str], filters: dict[str, Any]) -> ds.Scanner:
+    path = archive_dir(relative) / table.file
+    if not path.is_file():
+        raise FileNotFoundError(f"the archive of this run has no {table.file} (looked in {path.parent})")
+    dataset = ds.dataset(path, format="parquet", schema=table.schema)
+    return dataset.scanner(columns=list(columns), filter=_expression(**filters), batch_size=BATCH_ROWS)
+
+
+def archive_table(relative: str, table: Table, *, columns: Sequence[str], **filters: Any) -> pa.Table:
+    """The ``columns`` of an archived table's rows that match ``filters`` (``_expression``'s
+    keywords), as one Arrow table, for the charts that aggregate a step or a window of steps
+    (``frontend.selectors``). Only those columns are read; a filter on prompt keys skips the row
+    groups whose key range holds none of them, any other filter scans the file."""
+    return _scanner(relative, table, columns, filters).to_table()
+
+
 def archive_rows(
     relative: str,
     table: Table,
@@ -251,13 +272,9 @@ def archive_rows(
     rows so far: memory stays one batch and one page. Without one (one prompt's rows) the
     matching rows are read whole: the prompt_key filter opens only the row groups that may
     hold them."""
-    path = archive_dir(relative) / table.file
-    if not path.is_file():
-        raise FileNotFoundError(f"the archive of this run has no {table.file} (looked in {path.parent})")
-    dataset = ds.dataset(path, format="parquet", schema=table.schema)
     keys = _sort_keys(order)
     needed = list(dict.fromkeys([*columns, *(k for k, _ in keys)]))
-    scanner = dataset.scanner(columns=needed, filter=_expression(**filters), batch_size=BATCH_ROWS)
+    scanner = _scanner(relative, table, needed, filters)
     keep = None if limit is None else offset + limit
     best: pa.Table | None = None
     for batch in scanner.to_batches():

@@ -1,21 +1,29 @@
-"""The dashboard and an archived run: the prompt page, the audit trail and its downloads show what
-they showed from the database; the run page says its per-prompt detail was archived; the team
-page sets the retention."""
+"""The dashboard and an archived run: the prompt page, the audit trail, the charts drawn from each
+prompt's rows (energy, the learning-edge map at a step, the heat map by prompt) and their downloads
+show what they showed from the database; the run page says where its per-prompt detail is read
+from; the team page sets the retention."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import random
 import re
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.utils import timezone
 
 from controlplane.accounts.models import Team
 from controlplane.runs.models import Run, RunStatus
+from controlplane.runs.services import run_claim, run_create
 from controlplane.telemetry.models import PromptObservation, SelectionDecision
 from controlplane.telemetry.retention import run_telemetry_archive
+from controlplane.telemetry.services import step_ingest
+from frontend import selectors as sel
 from tests.frontend.conftest import KEYS
+from tests.frontend.helpers import CONFIG, step_record
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +90,52 @@ def _views(client, run) -> dict:
             out[f"chart {chart} {params}"] = client.get(f"/data/runs/{run.id}/{chart}/", params).json()
     for chart in ("decisions", "hora"):
         out[f"export {chart}"] = client.get(f"/data/runs/{run.id}/export/", {"chart": chart, "format": "csv"}).content
+    out.update(_prompt_charts(client, run))
     return out
+
+
+def _prompt_charts(client, run, steps: range | None = None) -> dict:
+    """The charts built from each prompt's rows: energy and the learning-edge map at every step
+    (and at one with no rows), the heat map by prompt in both orders, windows, searches, pages
+    and a poll, and their downloads."""
+    cache.clear()  # the heat map's ranking is cached per window: read it afresh
+    run = Run.objects.get(pk=run.pk)  # archived or not, as the views read it
+    last = sel.last_step(run)
+    steps = steps if steps is not None else range(last + 2)
+    out = {}
+    for step in steps:
+        out[f"energy {step}"] = client.get(f"/data/runs/{run.id}/energy/", {"step": step}).json()
+        out[f"edge {step}"] = client.get(f"/data/runs/{run.id}/edge/", {"step": step}).json()
+        out[f"edge {step} first 3"] = sel.edge_points(run, step, limit=3)  # a map of more prompts than it draws
+    out["energy newest"] = client.get(f"/data/runs/{run.id}/energy/").json()
+    heatmaps = [{}, {"order": "changed"}, {"since": last // 2}, {"since": last + 5}, {"limit": 2, "offset": 1},
+                {"q": "ADD:1"}, {"order": "changed", "limit": 3, "offset": 2, "since": 1}, {"q": "nobody"}]
+    for params in heatmaps:
+        first = client.get(f"/data/runs/{run.id}/heatmap/", params).json()
+        out[f"heatmap {params}"] = first
+        poll = {**params, "after": max(last // 3, 0), "ranked_through": first["ranked_through"]}
+        out[f"heatmap poll {params}"] = client.get(f"/data/runs/{run.id}/heatmap/", poll).json()
+    for chart, params in (("energy", {"step": 1}), ("edge", {"step": last}), ("heatmap", {"order": "changed"})):
+        response = client.get(f"/data/runs/{run.id}/export/", {"chart": chart, "format": "csv", **params})
+        out[f"export {chart} {params}"] = response.content
+    return out
+
+
+def _same(a, b, path="") -> None:
+    """Equal, floats to 1e-12 relative: a heat-map cell's mean sums its pass rates in another order
+    in Arrow than in Postgres. Everything else must be identical."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15), (path, a, b)
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        assert len(a) == len(b), (path, len(a), len(b))
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
 
 
 def test_the_prompt_page_audit_trail_and_downloads_read_the_same_from_the_archive(bob, finished, monkeypatch):
@@ -104,11 +157,55 @@ def test_the_prompt_page_audit_trail_and_downloads_read_the_same_from_the_archiv
     assert "Read from the Parquet archive" in prompt
 
 
+def _random_run(acme, dataset, seed: int, steps_planned: int) -> Run:
+    """A finished run of random steps: a random subset of the steps, each observing a random subset
+    of prompts (keys with odd characters among them) with random successes, entropies and
+    energies (some missing), so prompts differ in how often and how they were seen."""
+    rng = random.Random(seed)
+    keys = [f"edgeplane/add:{i}" for i in range(12)] + ["Ä, \"quoted\"\tkey", "add:1 % _x", "zz"]
+    bob = get_user_model().objects.get(username="bob")
+    run = run_create(team=acme, dataset=dataset, name=f"random-{seed}", user=bob,
+                     config={**CONFIG, "steps": steps_planned})
+    run_claim(run_id=run.id, worker="test:1")
+    for step in sorted(rng.sample(range(min(steps_planned, 60)), rng.randint(8, 20))):
+        chosen = rng.sample(keys, rng.randint(1, len(keys)))
+        record = step_record(step, chosen, skipped=[k for k in keys if k not in chosen][:2])
+        for observation in record["observations"]:
+            wins = rng.randint(0, 4)
+            observation.update(successes=wins, pass_rate=wins / 4,
+                               bucket="too_easy" if wins == 4 else "too_hard" if wins == 0 else "edge",
+                               energy=None if rng.random() < 0.2 else rng.random(),
+                               response_entropy=None if rng.random() < 0.2 else rng.random() * 2)
+        step_ingest(run_id=run.id, record=record)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED,
+                                         finished_at=timezone.now() - dt.timedelta(days=60))
+    return Run.objects.get(pk=run.pk)
+
+
+@pytest.mark.parametrize(("seed", "steps_planned"), [(1, 20), (2, 1000), (3, 450)])
+def test_charts_of_each_prompts_rows_read_the_same_from_the_archive(bob, acme, dataset, enqueued, seed,
+                                                                      steps_planned):
+    """The class: random runs, one step a heat-map column (20 planned steps) or several (1,000 and 450
+    planned: 5 and 3 steps a column), every step's energy and learning-edge map, the heat map's
+    orders, windows, pages, searches and polls, and the downloads."""
+    run = _random_run(acme, dataset, seed, steps_planned)
+    before = _prompt_charts(bob, run)
+    assert any(v["selected"] or v["not_selected"] for k, v in before.items() if k.startswith("energy "))
+    assert any(v["shown"] for k, v in before.items() if k.startswith("edge ") and isinstance(v, dict)), "no map"
+    assert before["heatmap {}"]["rows"] and before["heatmap {}"]["steps_per_column"] == -(-steps_planned // 200)
+    run_telemetry_archive(run.id)
+    assert not PromptObservation.objects.filter(run=run).exists()
+    after = _prompt_charts(bob, run)
+    assert after.keys() == before.keys()
+    for name in before:
+        _same(after[name], before[name], name)
+
+
 def test_the_run_page_says_the_per_prompt_detail_was_archived(bob, finished):
     assert "run-archived" not in bob.get(f"/runs/{finished.id}/").content.decode()
     run_telemetry_archive(finished.id)
     page = bob.get(f"/runs/{finished.id}/").content.decode()
-    assert 'id="run-archived"' in page and "have no per-prompt detail" in page
+    assert 'id="run-archived"' in page and "read from the Parquet archive" in page
 
 
 # -- the team page's retention form -------------------------------------------------------------------------
