@@ -10,7 +10,10 @@ Prints and writes bench/results/telemetry_retention.json:
 - one prompt's page reads (``prompt_observations`` + ``prompt_decisions``): median ms from
   Postgres before the archive and from Parquet after, over --keys prompts (each the median of
   --repeats reads), with the spread across prompts; and one unfiltered audit-trail page of the
-  archived run (a scan of the file).
+  archived run (a scan of the file);
+- the charts built from each prompt's rows (energy and the learning-edge map at a step, the heat
+  map's ranking and one page of its cells): median ms from Postgres before and from Parquet after,
+  each checked to answer the same.
 
 Needs DATABASE_URL pointing at a scratch Postgres database (tests/services.py starts one):
     EDGEPLANE_PG_SETTINGS="shared_buffers=2GB ..." .venv/bin/python tests/services.py --durable -- \\
@@ -20,6 +23,7 @@ Needs DATABASE_URL pointing at a scratch Postgres database (tests/services.py st
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import statistics
@@ -37,6 +41,38 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+CACHE_MISS = itertools.count(1)  # a new ranking cache key each read, before and after: time the ranking, not the cache
+
+
+def chart_reads(run, middle: int, keys: list[str]) -> dict:
+    """The charts built from each prompt's rows, as ``frontend.selectors`` reads them (the
+    database's rows, or the archive's once the run is archived)."""
+    from frontend import selectors as sel
+
+    last = middle * 2 + 1
+    return {
+        "energy at a step": lambda: sorted(sel.energy_rows(run, middle // 2), key=repr),  # a histogram: any order
+        "learning-edge map at a step": lambda: sel.edge_points(run, middle // 2),
+        "heat map ranking, every step": lambda: sorted(sel.heatmap_prompt_stats(run, 0, last,
+                                                                                version=next(CACHE_MISS))),
+        "heat map cells, 50 prompts": lambda: sorted(sel.heatmap_key_cells(run, keys, 5, -1, last)),
+    }
+
+
+def same(a, b, name: str) -> None:
+    """Equal, floats to 1e-12 relative (a mean sums in another order in Arrow than in Postgres)."""
+    import math
+
+    if isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-12), (name, a, b)
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        assert len(a) == len(b), (name, len(a), len(b))
+        for x, y in zip(a, b, strict=True):
+            same(x, y, name)
+    else:
+        assert a == b, (name, a, b)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=2_000_000)
@@ -47,7 +83,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default="telemetry_retention", help="results file name (bench/results/<name>.json)")
     args = parser.parse_args()
-    from bench._timing import django_on_postgres, median_ms, postgres_settings, write_results
+    from bench._timing import bench_team, django_on_postgres, median_ms, postgres_settings, write_results
 
     archive_dir = tempfile.mkdtemp(prefix="edgeplane-archive-")
     os.environ["EDGEPLANE_ARCHIVE_DIR"] = archive_dir
@@ -56,16 +92,13 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from controlplane.accounts.services import team_create
-    from controlplane.datasets.services import dataset_import_builtin
     from controlplane.runs.models import Run
     from controlplane.telemetry.models import PromptObservation, SelectionDecision
     from controlplane.telemetry.retention import run_telemetry_archive
     from frontend import selectors as sel
 
     call_command("migrate", verbosity=0)
-    team = team_create(name="Bench retention", owner_username="bench-retention")
-    dataset = dataset_import_builtin(team=team, task="add", n_train=8, n_test=2, name="bench-retention")
+    team, dataset = bench_team("bench-retention")
     run = Run.objects.create(
         team=team, dataset=dataset, name="archived", config={"steps": 1}, status="succeeded", finished_at=timezone.now()
     )
@@ -91,13 +124,18 @@ def main() -> None:
         fill_seconds = time.perf_counter() - start
         cursor.execute(f"ANALYZE {obs_table}")
         cursor.execute(f"ANALYZE {dec_table}")
-        cursor.execute("SELECT pg_total_relation_size(%s) + pg_total_relation_size(%s)", [obs_table, dec_table])
-        pg_bytes = int(cursor.fetchone()[0])
+        cursor.execute(  # a partitioned table's size is its partitions' (the parent holds no rows)
+            "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s) UNION ALL "
+            "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s)", [obs_table, dec_table])
+        pg_bytes = sum(int(row[0]) for row in cursor.fetchall())
     settings_used = postgres_settings()
 
     keys = [f"bench:{(i * 7919) % p}" for i in range(args.keys)]
     run = Run.objects.get(pk=run.pk)
     expected = {k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)) for k in keys}
+    charts = chart_reads(run, args.observations // p - 1, [f"bench:{(i * 104_729) % p}" for i in range(50)])
+    expected_charts = {name: read() for name, read in charts.items()}
+    chart_db_ms = {name: median_ms(read, args.repeats, warmup=1) for name, read in charts.items()}
     db_ms = [
         median_ms(lambda k=k: (sel.prompt_observations(run, k), sel.prompt_decisions(run, k)), args.repeats, warmup=1)
         for k in keys
@@ -146,6 +184,10 @@ def main() -> None:
     start = time.perf_counter()
     sel.audit_page(run)
     audit_scan_ms = (time.perf_counter() - start) * 1e3
+    charts = chart_reads(run, args.observations // p - 1, [f"bench:{(i * 104_729) % p}" for i in range(50)])
+    for name, read in charts.items():  # the archive answers what the database answered
+        same(read(), expected_charts[name], name)
+    chart_parquet_ms = {name: median_ms(read, args.repeats, warmup=1) for name, read in charts.items()}
 
     figures = {
         "postgres_settings": settings_used,
@@ -171,6 +213,13 @@ def main() -> None:
             "max": round(max(parquet_ms), 2),
         },
         "audit_page_unfiltered_scan_ms_parquet": round(audit_scan_ms, 1),
+        "chart_reads_ms": {
+            name: {"postgres": round(chart_db_ms[name], 2), "parquet": round(chart_parquet_ms[name], 2)}
+            for name in charts
+        },
+        "chart_reads_note": f"median of {args.repeats} reads each, the run's {p:,} prompts a step: energy and "
+        "the learning-edge map read one step (a middle one), the heat map's ranking every step (its cache "
+        "missed on purpose), its cells 50 prompts' rows at 5 steps a column",
         "note": "prompt page reads = prompt_observations + prompt_decisions of one prompt "
         f"({args.observations // p} observations + {args.decisions // p} decisions), median of "
         f"{args.repeats} reads per prompt, over {args.keys} prompts; rows/s = both tables' rows over the "

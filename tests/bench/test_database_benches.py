@@ -79,3 +79,16 @@ def test_telemetry_ingest_bench_times_both_paths_on_a_quiet_database(live_databa
                                              "replay"}
     assert written["rows"] == {"step": 48, "epoch": 300} and not written["refused"]
     assert "seconds waited" in done.stdout
+
+
+def test_telemetry_retention_bench_archives_and_reads_the_charts_back_the_same(live_database_url, tmp_path):
+    done = run_bench("telemetry_retention.py", live_database_url, "--decisions", "4000", "--observations", "2000",
+                     "--prompts", "100", "--keys", "2", "--repeats", "1", "--out", str(tmp_path))
+    written = json.loads((tmp_path / "telemetry_retention.json").read_text())
+    assert written["decisions"] == 4000 and written["observations"] == 2000
+    assert written["postgres_table_bytes_before"] > 0 and written["archive_file_bytes"] > 0
+    assert set(written["chart_reads_ms"]) == {"energy at a step", "learning-edge map at a step",
+                                              "heat map ranking, every step", "heat map cells, 50 prompts"}
+    for reads in written["chart_reads_ms"].values():
+        assert reads["postgres"] > 0 and reads["parquet"] > 0
+    assert "archive_rows_per_second" in done.stdout
