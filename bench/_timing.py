@@ -29,13 +29,16 @@ def median_ms(fn: Callable[[], Any], repeats: int = 21, warmup: int = 3) -> floa
 
 
 def django_on_postgres() -> None:
-    """Django set up on the scratch Postgres that DATABASE_URL names; without one, exit saying so."""
+    """Django set up on the scratch Postgres that DATABASE_URL names, migrated; without one, exit
+    saying so."""
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("error: set DATABASE_URL to a scratch Postgres database (see the docstring)")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     import django
+    from django.core.management import call_command
 
     django.setup()
+    call_command("migrate", verbosity=0)
 
 
 # The server settings a database bench reports beside its figures (what the figures depend on).

@@ -56,7 +56,6 @@ def main() -> None:
     from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
-    from django.core.management import call_command
     from django.db import connection
     from django.db.models import Sum
     from django.utils import timezone
@@ -69,7 +68,6 @@ def main() -> None:
     from controlplane.runs.models import Run
     from controlplane.telemetry.services import ControlPlaneSink
 
-    call_command("migrate", verbosity=0)
     rebuild = getattr(budget_services, "usage_days_rebuild", None)  # None: a tree before UsageDay
     team, dataset = bench_team("budget-bench")
     period_start = timezone.localdate() - dt.timedelta(days=30)

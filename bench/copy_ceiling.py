@@ -43,7 +43,6 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
-    from django.core.management import call_command
     from django.db import connection, transaction
 
     from bench.telemetry_ingest import epoch_record
@@ -52,7 +51,6 @@ def main() -> None:
     from controlplane.telemetry.pgcopy import binary_copy_chunks
     from controlplane.telemetry.services import DECISION_TYPES, _decision_columns, column_types
 
-    call_command("migrate", verbosity=0)
     pg_settings = postgres_settings()
     team, dataset = bench_team("bench")
     record = epoch_record(1, args.rows)

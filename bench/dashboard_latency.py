@@ -287,12 +287,10 @@ def main() -> None:
     from bench._timing import django_on_postgres
 
     django_on_postgres()
-    from django.core.management import call_command
     from django.test import Client
 
     from bench._timing import write_results
 
-    call_command("migrate", verbosity=0)
     user, run = fill(args)
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)

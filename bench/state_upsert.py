@@ -47,13 +47,11 @@ def main() -> None:
     from bench._timing import django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
-    from django.core.management import call_command
     from django.db import connection, transaction
 
     from controlplane.telemetry.models import PromptState
     from controlplane.telemetry.services import STATE_COLUMNS, STATE_STAGING, STATE_STAGING_CREATE, state_upsert_sql
 
-    call_command("migrate", verbosity=0)
     names = ", ".join(STATE_COLUMNS)
     index_names = {i.name for i in PromptState._meta.indexes}
 

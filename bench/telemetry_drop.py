@@ -44,13 +44,11 @@ def main() -> None:
     from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
-    from django.core.management import call_command
     from django.db import connection
 
     from controlplane.runs.models import Run
     from controlplane.telemetry.partitions import run_rows_drop
 
-    call_command("migrate", verbosity=0)
     settings = postgres_settings()
     print("postgres settings:", settings, flush=True)
     team, dataset = bench_team("drop")

@@ -133,14 +133,12 @@ def main() -> None:
     from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
-    from django.core.management import call_command
     from django.db import connection
 
     from controlplane.runs.models import Run
     from controlplane.telemetry.models import PromptObservation, PromptState, SelectionDecision
     from controlplane.telemetry.services import ControlPlaneSink, token_issue
 
-    call_command("migrate", verbosity=0)
     pg_settings = postgres_settings()
     team, dataset = bench_team("bench")
 

@@ -88,7 +88,6 @@ def main() -> None:
     archive_dir = tempfile.mkdtemp(prefix="edgeplane-archive-")
     os.environ["EDGEPLANE_ARCHIVE_DIR"] = archive_dir
     django_on_postgres()
-    from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
 
@@ -97,7 +96,6 @@ def main() -> None:
     from controlplane.telemetry.retention import run_telemetry_archive
     from frontend import selectors as sel
 
-    call_command("migrate", verbosity=0)
     team, dataset = bench_team("bench-retention")
     run = Run.objects.create(
         team=team, dataset=dataset, name="archived", config={"steps": 1}, status="succeeded", finished_at=timezone.now()

@@ -140,7 +140,6 @@ def main() -> None:
     from bench._timing import django_on_postgres, postgres_settings, write_results
 
     django_on_postgres()
-    from django.core.management import call_command
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
@@ -154,7 +153,6 @@ def main() -> None:
 
     free_gb = shutil.disk_usage("/").free / 1e9
     print(f"disk free: {free_gb:.1f} GB", flush=True)
-    call_command("migrate", verbosity=0)
     settings = postgres_settings()
     print("postgres settings:", settings, flush=True)
 
