@@ -51,6 +51,8 @@ def _fixed(column: pa.Array, pg_type: str, name: str) -> pa.Array:
     kind = np.dtype(FIXED[pg_type])
     if pa.types.is_boolean(column.type):
         values = np.asarray(column.fill_null(False), dtype=bool).astype(kind)
+    elif pa.types.is_floating(column.type) and kind.kind == "i":  # numpy would truncate 2.5 to 2 unsaid
+        raise CopyTypeError(f"column {name}: Arrow {column.type} cannot be sent as {pg_type} (its fraction)")
     elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         if kind.kind == "i" and len(column) and column.null_count < len(column):
             # numpy would wrap an integer too large for the column; CSV text got Postgres's error

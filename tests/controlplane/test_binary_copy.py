@@ -121,6 +121,8 @@ def test_a_value_it_cannot_send_is_a_clear_error_and_writes_nothing():
         (DataError, "json", types, {**values, "i_jsonb": ["{}", "{not json"]}),
         (pgcopy.CopyTypeError, "g_text: Arrow int64 cannot be sent as text", {**types, "g_text": pa.int64()},
          {**values, "g_text": [1, 2]}),
+        (pgcopy.CopyTypeError, "b_integer: Arrow double cannot be sent as integer",
+         {**types, "b_integer": pa.float64()}, {**values, "b_integer": [1.0, 2.5]}),
     ]
     for error, message, given_types, given in refusals:
         with pytest.raises(error, match=message), transaction.atomic():
