@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")  # signature, flags, no extension
 TRAILER = (-1).to_bytes(2, "big", signed=True)
-BATCH_ROWS = 65_536  # rows encoded and sent at a time: an epoch end's million rows never in memory twice
+BATCH_ROWS = 65_536  # rows encoded into one chunk (Arrow's 32-bit offsets bound a chunk's bytes to 2 GiB)
 
 # Postgres type (format_type's name) -> the big-endian numpy type of its binary form; text-like
 # types are sent as their UTF-8 bytes.

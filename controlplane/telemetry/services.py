@@ -111,15 +111,20 @@ def copy_columns(table: str, types: Mapping[str, pa.DataType], columns: Columns)
                       for name, kind in types.items() for c in (columns[name],)})
     with connection.cursor() as cursor:
         pg_types = column_types(cursor, table, tuple(types))
+        # Encoded before the COPY opens, as the CSV was: while the server waits for COPY data its
+        # session is active, not idle, so idle_in_transaction_session_timeout would not end the
+        # transaction of a worker frozen there, and its run's lock would keep the reconciler from
+        # judging it lost. Open, the COPY only sends.
+        try:
+            chunks = list(binary_copy_chunks(arrow, pg_types))
+        except OverflowError as exc:  # an integer too large for its column
+            raise DataError(str(exc)) from exc
         # psycopg's COPY, under Django's error translation as an execute() is: a refused value is a
         # django DataError and a lost connection an OperationalError (ingest answers 400 and 503).
-        try:
-            with connection.wrap_database_errors, cursor.cursor.copy(
-                    f"COPY {table} ({names}) FROM STDIN (FORMAT binary)") as copy:
-                for chunk in binary_copy_chunks(arrow, pg_types):
-                    copy.write(chunk)
-        except OverflowError as exc:  # an integer too large for its column, found before sending
-            raise DataError(str(exc)) from exc
+        with connection.wrap_database_errors, cursor.cursor.copy(
+                f"COPY {table} ({names}) FROM STDIN (FORMAT binary)") as copy:
+            for chunk in chunks:
+                copy.write(chunk)
     return rows
 
 

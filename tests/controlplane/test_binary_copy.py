@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import random
 
+import psycopg
 import pyarrow as pa
 import pytest
 from django.db import DataError, connection, transaction
 
-from controlplane.telemetry import pgcopy
+from controlplane.telemetry import pgcopy, services
 from controlplane.telemetry.models import PromptObservation, SelectionDecision
 from controlplane.telemetry.services import (
     DECISION_TYPES,
@@ -24,6 +25,7 @@ from controlplane.telemetry.services import (
     STATE_TYPES,
     copy_columns,
 )
+from tests.conftest import database_url_of
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="binary COPY is Postgres's")
 
@@ -132,3 +134,30 @@ def test_a_value_it_cannot_send_is_a_clear_error_and_writes_nothing():
         cursor.execute("CREATE TEMPORARY TABLE odd_type (n integer, at timestamptz)")
     with pytest.raises(pgcopy.CopyTypeError, match="at \\(timestamp with time zone\\)"):
         copy_columns("odd_type", {"n": pa.int64(), "at": pa.string()}, {"n": [1], "at": ["2026-12-03"]})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("rows", [1, 3, 70_000])  # one chunk, and more than BATCH_ROWS: several
+def test_the_rows_are_encoded_before_the_copy_opens(monkeypatch, rows):
+    """While a COPY waits for its data the session is active, not idle in a transaction, so
+    Postgres's idle timeout would not end the transaction of a worker frozen there (its run's lock
+    held, the reconciler unable to judge it lost). So no encoding may run while a COPY is open:
+    another session watches this one's state as each chunk is made."""
+    scratch_table("watched")
+    pid = connection.cursor().connection.info.backend_pid
+    seen = []
+    encode = services.binary_copy_chunks
+
+    with psycopg.connect(database_url_of(connection.settings_dict), autocommit=True) as watcher:
+        def watched(*args, **kwargs):
+            for chunk in encode(*args, **kwargs):
+                seen.append(watcher.execute("SELECT state, query FROM pg_stat_activity WHERE pid = %s",
+                                            [pid]).fetchone())
+                yield chunk
+
+        monkeypatch.setattr(services, "binary_copy_chunks", watched)
+        copy_columns("watched", {"n": pa.int64(), "g_text": pa.string()},
+                     {"n": list(range(rows)), "g_text": ["x"] * rows})
+    assert len(seen) == 2 + -(-rows // pgcopy.BATCH_ROWS)  # header, each chunk, trailer
+    assert not [s for s in seen if s[0] == "active" and s[1].startswith("COPY")], seen
+    assert read("watched", ["count(*)"], order="1") == [(rows,)]
