@@ -70,7 +70,24 @@ def reconciled_until_requeued(run_id: int, log: Path) -> list[int]:
     """Beat's passes until the frozen run is requeued. A pass skips a run whose row the frozen
     worker holds (frozen inside a step's transaction) instead of waiting on it; Postgres ends
     that transaction after IDLE_TRANSACTION seconds and a later pass takes the run."""
-    return wait_for(lambda: local_runs_reconcile()["requeued"], 3 * IDLE_TRANSACTION + 30, "the requeue", log)
+    return wait_for(lambda: local_runs_reconcile()["requeued"], 3 * IDLE_TRANSACTION + 30, "the requeue", log,
+                    explain=lambda: sessions_and_run(run_id))
+
+
+def sessions_and_run(run_id: int) -> str:
+    """What a requeue that never came waited on: the run's row on the database's clock, and every
+    other session of the database (a frozen worker's holds the run's row while it is active)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status, attempts_count, heartbeat_at, now() - heartbeat_at FROM runs_run WHERE id = %s",
+                       [run_id])
+        run = cursor.fetchone()
+        cursor.execute("SELECT pid, state, wait_event_type, wait_event, now() - xact_start, now() - state_change, "
+                       "left(query, 160) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid() ORDER BY pid")
+        sessions = cursor.fetchall()
+    listed = "\n".join(map(str, sessions))
+    return (f"run (status, attempts, heartbeat_at, age): {run}\n"
+            f"sessions (pid, state, wait, transaction's age, state's age, query):\n{listed}")
 
 
 class Reconciler:

@@ -93,7 +93,9 @@ def team_and_dataset(db):
     return team, dataset
 
 
-def wait_for(predicate, timeout: float, what: str, log: Path, interval: float = 0.5):
+def wait_for(predicate, timeout: float, what: str, log: Path, interval: float = 0.5, explain=None):
+    """``predicate()`` once it is truthy; after ``timeout`` seconds a failure with the worker log's
+    tail and what ``explain()`` (if given) says of the state it waited on."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
@@ -101,7 +103,8 @@ def wait_for(predicate, timeout: float, what: str, log: Path, interval: float = 
             return value
         time.sleep(interval)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; worker log tail:\n{tail}")
+    said = f"\n{explain()}" if explain else ""
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{said}; worker log tail:\n{tail}")
 
 
 def finished(run_id: int):
