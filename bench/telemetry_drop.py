@@ -3,9 +3,12 @@
 For each ``--sizes`` (decision rows a run), ``--repeats`` runs are filled through the same path
 as ``bench/telemetry_scale.py`` (rows generated inside Postgres into the run's own partition, its
 indexes built, vacuumed as autovacuum leaves a finished run), then ``run_rows_drop`` is timed on
-each: what deleting a run or archiving it costs now. The yardstick is the same rows in one plain
-table with the same indexes (plus one on run_id, as the table had before partitioning), among
-another run's rows, removed by ``DELETE ... WHERE run_id``: what dropping a run cost before.
+each: what deleting a run or archiving it costs now (its partitions detached, out of every
+query: the only part that locks the parent tables), then ``dropped_partitions_purge``, which
+drops the detached tables later from beat (their files freed; no parent locked). The yardstick is
+the same rows in one plain table with the same indexes (plus one on run_id, as the table had
+before partitioning), among another run's rows, removed by ``DELETE ... WHERE run_id``: what
+removing a run cost before partitioning.
 
 Run with the durable settings (fsync on):
 
@@ -47,7 +50,7 @@ def main() -> None:
     from django.db import connection
 
     from controlplane.runs.models import Run
-    from controlplane.telemetry.partitions import run_rows_drop
+    from controlplane.telemetry.partitions import dropped_partitions_purge, run_rows_drop
 
     settings = postgres_settings()
     print("postgres settings:", settings, flush=True)
@@ -61,7 +64,7 @@ def main() -> None:
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE IF EXISTS bench_decision_rows")
             cursor.execute(STAGING_SQL, {"per_step": args.per_step, "prompts": args.prompts, "rows": size})
-        partitioned, plain = [], []
+        partitioned, purged, plain = [], [], []
         for repeat in range(args.repeats):
             run = new_run(f"drop {size} #{repeat}")
             with connection.cursor() as cursor:
@@ -70,6 +73,9 @@ def main() -> None:
             start = time.perf_counter()
             run_rows_drop(run.id)
             partitioned.append((time.perf_counter() - start) * 1e3)
+            start = time.perf_counter()
+            assert len(dropped_partitions_purge()) == 2
+            purged.append((time.perf_counter() - start) * 1e3)
             run.delete()
 
             # The yardstick: one plain table holding this run's rows and as many of another run's.
@@ -85,24 +91,28 @@ def main() -> None:
                 start = time.perf_counter()
                 cursor.execute(f"DELETE FROM {PLAIN} WHERE run_id = 1")
                 plain.append((time.perf_counter() - start) * 1e3)
-            print(f"{size:>9,} rows #{repeat}: run_rows_drop {partitioned[-1]:8.1f} ms, "
+            print(f"{size:>9,} rows #{repeat}: run_rows_drop {partitioned[-1]:8.1f} ms, purge {purged[-1]:8.1f} ms, "
                   f"plain DELETE {plain[-1]:9.1f} ms", flush=True)
-        results.append({"rows_per_run": size, "run_rows_drop": summary(partitioned), "plain_delete": summary(plain),
+        results.append({"rows_per_run": size, "run_rows_drop": summary(partitioned),
+                        "dropped_partitions_purge": summary(purged), "plain_delete": summary(plain),
                         "plain_over_drop_median": statistics.median(plain) / statistics.median(partitioned)})
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PLAIN}")
         cursor.execute("DROP TABLE IF EXISTS bench_decision_rows")
     payload = {
-        "what": ("ms to remove one run's decision rows: run_rows_drop (its partitions dropped) against DELETE "
-                 "... WHERE run_id from one plain table with the same indexes plus run_id's, holding the run's "
-                 "rows and as many of another run's; median (min-max) of the repeats, each run freshly filled"),
+        "what": ("ms to remove one run's decision rows: run_rows_drop (its partitions detached: out of every "
+                 "query, the only part under the parent tables' lock), then dropped_partitions_purge (beat: the "
+                 "detached tables dropped, their files freed, no parent locked), against DELETE ... WHERE run_id "
+                 "from one plain table with the same indexes plus run_id's, holding the run's rows and as many "
+                 "of another run's; median (min-max) of the repeats, each run freshly filled"),
         "postgres_settings": settings,
         "sizes": results,
     }
     path = write_results(args.name, payload)
     for row in results:
-        d, p = row["run_rows_drop"], row["plain_delete"]
+        d, u, p = row["run_rows_drop"], row["dropped_partitions_purge"], row["plain_delete"]
         print(f"{row['rows_per_run']:>9,} rows: drop {d['median_ms']:.1f} ms ({d['min_ms']:.1f}-{d['max_ms']:.1f}), "
+              f"purge {u['median_ms']:.1f} ms ({u['min_ms']:.1f}-{u['max_ms']:.1f}), "
               f"plain DELETE {p['median_ms']:.1f} ms ({p['min_ms']:.1f}-{p['max_ms']:.1f}), "
               f"{row['plain_over_drop_median']:.2f}x", flush=True)
     print(f"written: {path}", flush=True)

@@ -5,7 +5,8 @@ with generate_series, through the partitioned parent table: each row routed to i
 partition, every index kept up) and ``--prompts`` prompt states per run, timing the fill apart;
 then times the reads the pages make, through the real selector functions, on runs drawn at random
 (median, p95, min and max of ``--repeats``); then times dropping one run's rows
-(``telemetry.partitions.run_rows_drop``). Drops everything it made at the end.
+(``telemetry.partitions.run_rows_drop``: its partitions detached). Drops everything it made at the end
+(``dropped_partitions_purge`` frees the detached tables).
 
 The fill stops early when ``--fill-budget-s`` would be exceeded: the results then say how many
 rows were measured, and the projected full fill time is labelled as a projection.
@@ -147,7 +148,7 @@ def main() -> None:
     from controlplane.datasets.services import dataset_store
     from controlplane.runs import selectors as run_selectors
     from controlplane.runs.models import Run
-    from controlplane.telemetry.partitions import run_partitions, run_rows_drop
+    from controlplane.telemetry.partitions import dropped_partitions_purge, run_partitions, run_rows_drop
     from frontend import selectors as sel
     from workers.problems.dataset import PromptRecord
 
@@ -412,7 +413,8 @@ def main() -> None:
     start = time.perf_counter()
     for run in [*runs, live]:
         with transaction.atomic():
-            run.delete()  # drops its partitions (telemetry.signals), cascades its prompt states
+            run.delete()  # detaches its partitions (telemetry.signals), cascades its prompt states
+    dropped_partitions_purge()
     print(f"cleaned up in {time.perf_counter() - start:.1f} s", flush=True)
 
 

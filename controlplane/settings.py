@@ -20,7 +20,8 @@ EDGEPLANE_MODELS_ROOT, EDGEPLANE_VERL_NNODES, EDGEPLANE_VERL_GPUS_PER_NODE, EDGE
 (the block at the end): EDGEPLANE_SIGNIN_WINDOW_SECONDS, EDGEPLANE_SIGNIN_ADDRESS_ATTEMPTS,
 EDGEPLANE_SIGNIN_USERNAME_ATTEMPTS, EDGEPLANE_SIGNIN_LOCKOUT_FAILURES, EDGEPLANE_SIGNIN_LOCKOUT_SECONDS,
 EDGEPLANE_API_TOKEN_DAYS; EDGEPLANE_SQLITE_BUSY_SECONDS, EDGEPLANE_DB_IDLE_TRANSACTION_SECONDS,
-EDGEPLANE_LAUNCH_RESEND_SECONDS; EDGEPLANE_LOG_LEVEL; operations (docs/operations.md): EDGEPLANE_LOG_FORMAT,
+EDGEPLANE_LAUNCH_RESEND_SECONDS; EDGEPLANE_RETENTION_SECONDS, EDGEPLANE_RETENTION_RUNS_PER_PASS,
+EDGEPLANE_PARTITIONS_PURGE_SECONDS; EDGEPLANE_LOG_LEVEL; operations (docs/operations.md): EDGEPLANE_LOG_FORMAT,
 EDGEPLANE_METRICS_TOKEN, EDGEPLANE_HEALTH_TIMEOUT_SECONDS, PROMETHEUS_MULTIPROC_DIR, EDGEPLANE_WORKER_METRICS_PORT,
 EDGEPLANE_WORKER_METRICS_ADDR; the dataset limits EDGEPLANE_DATASET_* (read by
 workers.problems.dataset, which workers share: docs/limits.md).
@@ -201,6 +202,10 @@ EDGEPLANE_ARCHIVE_DIR = Path(os.environ.get("EDGEPLANE_ARCHIVE_DIR") or VAR_DIR 
 # (the rest wait for the next pass: a pass never holds the control queue for long).
 EDGEPLANE_RETENTION_SECONDS = env_int(os.environ, "EDGEPLANE_RETENTION_SECONDS", 3600)
 EDGEPLANE_RETENTION_RUNS_PER_PASS = env_int(os.environ, "EDGEPLANE_RETENTION_RUNS_PER_PASS", 5)
+# How often beat drops the partitions that deleted or archived runs left detached
+# (telemetry.partitions.run_rows_drop): their rows left every query at once, their disk space
+# is freed by the next pass.
+EDGEPLANE_PARTITIONS_PURGE_SECONDS = env_int(os.environ, "EDGEPLANE_PARTITIONS_PURGE_SECONDS", 300)
 # The only folder runs load models from: a config's `model` is a folder name under it; absolute
 # paths and names leaving it (.., symlinks out) are refused. Workers read the same variable with
 # the same default (workers.engines.config.models_root: workers do not import Django).
@@ -276,6 +281,7 @@ CELERY_TASK_ROUTES = {
     "edgeplane.reconcile_verl_runs": {"queue": EDGEPLANE_VERL_QUEUE},
     "edgeplane.reconcile_runs": {"queue": EDGEPLANE_CONTROL_QUEUE},
     "edgeplane.telemetry_retention": {"queue": EDGEPLANE_CONTROL_QUEUE},
+    "edgeplane.dropped_partitions_purge": {"queue": EDGEPLANE_CONTROL_QUEUE},
 }
 # The launch outbox (runs.services.run_launches_resend, run by beat's reconcile_runs): a run
 # queued this long since its launch message was sent (or stored, when the broker could not be
@@ -294,6 +300,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "edgeplane.telemetry_retention",
         "schedule": float(EDGEPLANE_RETENTION_SECONDS),
         "options": {"expires": float(EDGEPLANE_RETENTION_SECONDS)},
+    },
+    "dropped-partitions-purge": {
+        "task": "edgeplane.dropped_partitions_purge",
+        "schedule": float(EDGEPLANE_PARTITIONS_PURGE_SECONDS),
+        "options": {"expires": float(EDGEPLANE_PARTITIONS_PURGE_SECONDS)},
     },
     # reconcile_runs also sends reconcile_verl_runs to the verl queue, only while verl runs are active.
 }

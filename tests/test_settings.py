@@ -232,6 +232,18 @@ def test_celery_runs_every_task_through_the_broker_one_message_at_a_time() -> No
     assert conf.beat_schedule["reconcile-runs"]["schedule"] == settings.EDGEPLANE_RECONCILE_SECONDS
 
 
+def test_every_beat_entry_names_a_task_the_workers_know_and_expires_within_its_period() -> None:
+    from controlplane.celery import app
+
+    app.loader.import_default_modules()  # what a worker imports at start (the apps' tasks modules)
+    for name, entry in app.conf.beat_schedule.items():
+        assert entry["task"] in app.tasks, f"beat entry {name}: no task {entry['task']}"
+        assert entry["options"]["expires"] <= entry["schedule"], name
+    purge = app.conf.beat_schedule["dropped-partitions-purge"]
+    assert purge["schedule"] == settings.EDGEPLANE_PARTITIONS_PURGE_SECONDS
+    assert app.conf.task_routes[purge["task"]] == {"queue": settings.EDGEPLANE_CONTROL_QUEUE}
+
+
 def test_a_redis_broker_gets_a_visibility_timeout_from_the_environment(tmp_path: Path) -> None:
     code = "from controlplane.celery import app; print(app.conf.broker_transport_options)"
     env = {

@@ -111,7 +111,8 @@ class StepRangeIndex(models.Index):
 # Decisions and observations: on Postgres one partition per run (telemetry.partitions, migration
 # 0004), so their indexes hold no run_id (constant inside a partition), and no foreign key
 # constraint ties them to runs_run: its per-row deferred trigger halves COPY. Deleting a run
-# drops its partitions (telemetry.signals); Django's CASCADE still deletes any row left (SQLite).
+# detaches its partitions (telemetry.signals; beat drops them later); Django's CASCADE still
+# deletes any row left (SQLite).
 
 
 class PromptObservation(models.Model):

@@ -1,4 +1,5 @@
-"""A run's telemetry partitions follow the run: made when it is made, dropped when it is deleted.
+"""A run's telemetry partitions follow the run: made when it is made, detached when it is deleted
+(``partitions.run_rows_drop``; beat's purge drops them later).
 
 Every way a run comes to be (``run_create``, a clone, ``Run.objects.create`` in a test or a
 shell) and every way it goes (the run, its team, a queryset delete) passes Django's model

@@ -14,3 +14,12 @@ def telemetry_retention() -> list[dict]:
     from controlplane.telemetry.retention import retention_apply
 
     return [o.as_dict() for o in retention_apply(limit=settings.EDGEPLANE_RETENTION_RUNS_PER_PASS)]
+
+
+@app.task(name="edgeplane.dropped_partitions_purge")
+def dropped_partitions_purge() -> list[str]:
+    """Beat: drop the partitions that deleted and archived runs left detached (their rows left
+    every query when the run went); returns the tables dropped."""
+    from controlplane.telemetry.partitions import dropped_partitions_purge as purge
+
+    return purge()

@@ -1,10 +1,11 @@
 """Decisions and observations partitioned by run (controlplane.telemetry.partitions).
 
 On Postgres every run has its own partition of each table, rows written through the parent land
-in it, a replayed step still replaces its rows, and deleting a run drops its partitions. The
-migration turns plain tables holding rows into partitioned ones without losing a row or an id, and
-back. On SQLite (the embedded mode) the tables stay plain and the same calls work (a subprocess
-with no DATABASE_URL, as tests/controlplane/test_sqlite_concurrency.py runs it).
+in it, a replayed step still replaces its rows, and deleting a run detaches its partitions (a
+purge drops them later, locking no parent). The migration turns plain tables holding rows into
+partitioned ones without losing a row or an id, and back. On SQLite (the embedded mode) the
+tables stay plain and the same calls work (a subprocess with no DATABASE_URL, as
+tests/controlplane/test_sqlite_concurrency.py runs it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from controlplane.accounts.models import Team
@@ -178,6 +180,16 @@ def test_deleting_a_run_removes_its_rows_and_partitions_and_no_other_runs(team_a
         assert partitions.run_partitions(gone_id) == []
         assert not any(table_exists(partitions.partition_name(t, gone_id)) for t in TABLES)
         assert len(partitions.run_partitions(kept.id)) == 2
+        # Detached, out of every query, until the purge frees them.
+        gone_tables = sorted(partitions.dropped_name(t, gone_id) for t in TABLES)
+        with connection.cursor() as cursor:
+            assert set(gone_tables) <= set(partitions.dropped_partitions(cursor))
+            cursor.execute(f'SELECT count(*) FROM "{partitions.dropped_name("runs_selectiondecision", gone_id)}"')
+            assert cursor.fetchone()[0] == 18
+        assert set(gone_tables) <= set(partitions.dropped_partitions_purge())
+        assert not any(table_exists(name) for name in gone_tables)
+        assert len(partitions.run_partitions(kept.id)) == 2
+        assert SelectionDecision.objects.filter(run=kept).count() == 18
 
 
 def test_deleting_a_team_drops_every_runs_rows(team_and_dataset) -> None:
@@ -202,6 +214,87 @@ def test_run_rows_drop_removes_one_runs_rows_and_can_be_called_twice(team_and_da
     assert not PromptObservation.objects.filter(run=a).exists()
     assert SelectionDecision.objects.filter(run=b).count() == 2
     assert Run.objects.filter(pk=a.pk).exists()  # the run itself stays
+
+
+@postgres_only
+def test_a_removal_rolled_back_leaves_the_runs_partitions_attached_with_their_rows(team_and_dataset) -> None:
+    team, dataset = team_and_dataset
+    run_id = make_run(team, dataset).id
+    write(Run.objects.get(pk=run_id), 0, ["a", "b"])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Run.objects.get(pk=run_id).delete()
+        assert not SelectionDecision.objects.filter(run_id=run_id).exists()
+        raise RuntimeError("the request failed after the delete")
+    assert sorted(partitions.run_partitions(run_id)) == sorted(partitions.partition_name(t, run_id) for t in TABLES)
+    assert SelectionDecision.objects.filter(run_id=run_id).count() == 4
+    assert not any(table_exists(partitions.dropped_name(t, run_id)) for t in TABLES)
+
+
+@postgres_only
+def test_a_runs_partitions_made_again_after_a_removal_are_removed_again(team_and_dataset) -> None:
+    team, dataset = team_and_dataset
+    run = make_run(team, dataset)
+    write(run, 0, ["a"])
+    partitions.run_rows_drop(run.id)
+    partitions.run_partitions_create(run.id)
+    write(run, 1, ["b", "c"])
+    partitions.run_rows_drop(run.id)  # the first removal's tables not yet purged
+    assert not SelectionDecision.objects.filter(run=run).exists()
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT count(*) FROM "{partitions.dropped_name("runs_selectiondecision", run.id)}"')
+        assert cursor.fetchone()[0] == 4  # the second removal's rows
+    partitions.dropped_partitions_purge()
+    assert not any(table_exists(partitions.dropped_name(t, run.id)) for t in TABLES)
+
+
+@postgres_only
+def test_the_purge_drops_only_detached_partitions_of_removed_runs(team_and_dataset) -> None:
+    team, dataset = team_and_dataset
+    gone, kept = make_run(team, dataset, "gone"), make_run(team, dataset, "kept")
+    write(gone, 0, ["a"])
+    write(kept, 0, ["a"])
+    lookalikes = ["runs_selectiondecision_dropped_run12x", "runs_selectiondecision_dropped_runs",
+                  "runs_promptobservationx_dropped_run7", "other_dropped_run7"]
+    with connection.cursor() as cursor:
+        for name in lookalikes:
+            cursor.execute(f'CREATE TABLE "{name}" (id int)')
+    partitions.run_rows_drop(gone.id)
+    dropped = partitions.dropped_partitions_purge()
+    assert sorted(partitions.dropped_name(t, gone.id) for t in TABLES) == sorted(dropped)
+    assert all(table_exists(name) for name in lookalikes)
+    assert len(partitions.run_partitions(kept.id)) == 2 and SelectionDecision.objects.filter(run=kept).count() == 2
+    assert partitions.dropped_partitions_purge() == []
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_purge_locks_no_parent_table_a_step_writes_through(live_database_url) -> None:
+    """Another session holds a write lock on both parent tables (a step of another run, still
+    open). Removing a run must wait for it (detaching changes the parents), but the purge that
+    frees the removed run's files must not: it touches no attached table. Dropping the partition
+    while attached, as before, would wait for the step's commit."""
+    team = Team.objects.create(name="Purge", slug="purge")
+    dataset = Dataset.objects.create(team=team, name="d")
+    gone, busy = make_run(team, dataset, "gone"), make_run(team, dataset, "busy")
+    write(gone, 0, ["a", "b"])
+    partitions.run_rows_drop(gone.id)  # committed: autocommit
+    with psycopg.connect(live_database_url) as step:
+        with step.cursor() as cursor:  # a transaction, left open
+            cursor.execute("INSERT INTO runs_promptobservation (run_id, step, prompt_key, group_size, successes, "
+                           "pass_rate, response_tokens, trained, bucket) VALUES (%s, 0, 'k', 4, 1, 0.25, 3, true, "
+                           "'edge')", [busy.id])
+            cursor.execute("SELECT id FROM runs_selectiondecision WHERE run_id = %s FOR UPDATE", [busy.id])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+            try:
+                assert sorted(partitions.dropped_partitions_purge()) == sorted(
+                    partitions.dropped_name(t, gone.id) for t in TABLES)
+                with pytest.raises(OperationalError, match="lock timeout"):
+                    partitions.run_rows_drop(busy.id)  # detaching waits for the open step, as it must
+            finally:
+                cursor.execute("RESET lock_timeout")
+        step.rollback()
+    assert len(partitions.run_partitions(busy.id)) == 2
 
 
 @postgres_only
