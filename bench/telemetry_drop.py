@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--per-step", type=int, default=1000)
     parser.add_argument("--prompts", type=int, default=20_000)
     parser.add_argument("--name", default="telemetry_drop")
+    parser.add_argument("--out", type=Path, default=None, help="folder of the results file (default bench/results)")
     args = parser.parse_args()
     from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
 
@@ -108,7 +109,7 @@ def main() -> None:
         "postgres_settings": settings,
         "sizes": results,
     }
-    path = write_results(args.name, payload)
+    path = write_results(args.name, payload, args.out)
     for row in results:
         d, u, p = row["run_rows_drop"], row["dropped_partitions_purge"], row["plain_delete"]
         print(f"{row['rows_per_run']:>9,} rows: drop {d['median_ms']:.1f} ms ({d['min_ms']:.1f}-{d['max_ms']:.1f}), "

@@ -2,7 +2,8 @@
 test database: bench/budget_answer.py (the budget answer against the ledger it replaced, checked
 equal inside the bench), bench/state_upsert.py (the epoch end's prompt-state upsert and its
 variants on a copy of the real table) and bench/copy_ceiling.py (COPY alone, CSV and binary, with
-and without the decision table's indexes; the rows counted inside the bench). Each must run
+and without the decision table's indexes; the rows counted inside the bench) and
+bench/telemetry_drop.py (a run's removal, the purge after it, a plain DELETE). Each must run
 through and write the figures it prints."""
 
 from __future__ import annotations
@@ -92,3 +93,13 @@ def test_telemetry_retention_bench_archives_and_reads_the_charts_back_the_same(l
     for reads in written["chart_reads_ms"].values():
         assert reads["postgres"] > 0 and reads["parquet"] > 0
     assert "archive_rows_per_second" in done.stdout
+
+
+def test_telemetry_drop_bench_times_the_detach_the_purge_and_the_plain_delete(live_database_url, tmp_path):
+    done = run_bench("telemetry_drop.py", live_database_url, "--sizes", "2000", "--repeats", "2",
+                     "--out", str(tmp_path))
+    (size,) = json.loads((tmp_path / "telemetry_drop.json").read_text())["sizes"]
+    assert size["rows_per_run"] == 2000
+    for figure in ("run_rows_drop", "dropped_partitions_purge", "plain_delete"):
+        assert size[figure]["repeats"] == 2 and size[figure]["min_ms"] > 0, figure
+    assert "2,000 rows: drop " in done.stdout
