@@ -17,7 +17,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def median_ms(fn: Callable[[], Any], repeats: int = 21, warmup: int = 3) -> float:
+def times_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
+    """Milliseconds of ``repeats`` calls of ``fn``, each timed alone, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -25,7 +26,16 @@ def median_ms(fn: Callable[[], Any], repeats: int = 21, warmup: int = 3) -> floa
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn: Callable[[], Any], repeats: int = 21, warmup: int = 3) -> float:
+    return statistics.median(times_ms(fn, repeats, warmup))
+
+
+def summary_ms(times: list[float]) -> dict[str, float]:
+    """Median, min and max of timings in ms, and how many: a figure with its spread."""
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeats": len(times)}
 
 
 def django_on_postgres() -> None:

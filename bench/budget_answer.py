@@ -35,16 +35,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 RUNS = 100
 
 
-def timed_ms(fn: Any, repeats: int) -> list[float]:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000", help="ledger entries, comma separated")
@@ -53,7 +43,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="results file budget_answer[_LABEL].json")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
+    from bench._timing import bench_team, django_on_postgres, postgres_settings, times_ms, write_results
 
     django_on_postgres()
     from django.db import connection
@@ -115,8 +105,8 @@ def main() -> None:
             step_ms.append((time.perf_counter() - began_step) * 1e3)
         figures[str(size)] = {
             "ledger_entries": size, "usage_days": days, "fill_s": fill_s, "usage_days_rebuild_s": rebuild_s,
-            "budget_status_ms": spread(timed_ms(lambda: budget_status(team), args.repeats)),
-            "ledger_sum_ms": spread(timed_ms(ledger_sum, args.repeats)),
+            "budget_status_ms": spread(times_ms(lambda: budget_status(team), args.repeats)),
+            "ledger_sum_ms": spread(times_ms(ledger_sum, args.repeats)),
             "step_ms": spread(step_ms),
         }
         f = figures[str(size)]

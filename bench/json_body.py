@@ -4,13 +4,13 @@ the record of ``bench/telemetry_ingest.py``).
 
 - client: ``http_sink.event_json`` (compact JSON, no NaN) and ``encode_event`` (that, gzip level 1);
 - server: inflating the body, ``json.loads``, and the depth check every body passes
-  (``parsers.json_depth_over``), against the depth check as it was before it passed over
-  all-scalar members in C (``depth_check_before``, kept here as the baseline);
+  (``parsers.json_depth_over``);
 - ``orjson`` (when installed) for the same encode and parse: a yardstick, not what runs (it writes
   NaN as null without a word, where ``event_json`` refuses it).
 
 Median (min-max) ms of ``--repeats`` timings, each alone. No database: run it with the venv's
-python. Prints and writes bench/results/json_body.json (or ``--out``).
+python. Prints and writes bench/results/<--name>.json (or in ``--out``). A "before" is this file
+run in a checkout of the older tree (``--name json_body_before``; docs/telemetry_scale.md).
 
     .venv/bin/python bench/json_body.py
 """
@@ -21,36 +21,11 @@ import argparse
 import gzip
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's modules first
-
-
-def depth_check_before(value: Any, limit: int) -> bool:
-    """``json_depth_over`` before 2026-12-03: every member of every list and object looked at in Python."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
-
-
-def timed(fn: Any, repeats: int) -> dict[str, float]:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "repeats": repeats}
 
 
 def main() -> None:
@@ -58,13 +33,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=1024)
     parser.add_argument("--decisions-per-prompt", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--name", default="json_body", help="the results file's name")
     parser.add_argument("--out", type=Path, default=None, help="folder of the results file (default bench/results)")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     import django
 
     django.setup()
-    from bench._timing import write_results
+    from bench._timing import summary_ms, times_ms, write_results
     from bench.telemetry_ingest import rows_of, step_record
     from controlplane.api.parsers import MAX_JSON_DEPTH, json_depth_over
     from workers.engines.verl.http_sink import encode_event, event_json
@@ -74,14 +50,17 @@ def main() -> None:
     text = event_json(wire)
     body, headers = encode_event(text)
     value = json.loads(text)
-    assert not json_depth_over(value, MAX_JSON_DEPTH) and not depth_check_before(value, MAX_JSON_DEPTH)
+    assert not json_depth_over(value, MAX_JSON_DEPTH)
+
+    def timed(fn: Any) -> dict[str, float]:
+        return summary_ms(times_ms(fn, args.repeats))
+
     figures: dict[str, Any] = {
-        "client_event_json": timed(lambda: event_json(wire), args.repeats),
-        "client_encode_event": timed(lambda: encode_event(wire), args.repeats),
-        "server_inflate": timed(lambda: gzip.decompress(body), args.repeats),
-        "server_json_loads": timed(lambda: json.loads(text), args.repeats),
-        "server_depth_check": timed(lambda: json_depth_over(value, MAX_JSON_DEPTH), args.repeats),
-        "server_depth_check_before": timed(lambda: depth_check_before(value, MAX_JSON_DEPTH), args.repeats),
+        "client_event_json": timed(lambda: event_json(wire)),
+        "client_encode_event": timed(lambda: encode_event(wire)),
+        "server_inflate": timed(lambda: gzip.decompress(body)),
+        "server_json_loads": timed(lambda: json.loads(text)),
+        "server_depth_check": timed(lambda: json_depth_over(value, MAX_JSON_DEPTH)),
     }
     try:
         import orjson
@@ -89,11 +68,10 @@ def main() -> None:
         orjson = None
     if orjson is not None:
         assert orjson.loads(orjson.dumps(wire)) == value
-        figures["orjson_dumps"] = timed(lambda: orjson.dumps(wire), args.repeats)
-        figures["orjson_loads"] = timed(lambda: orjson.loads(text), args.repeats)
-    path = write_results("json_body", {
-        "what": "ms of JSON work on one step record's HTTP body, each timing alone, median (min-max) of the repeats; "
-                "server_depth_check_before is the depth check before 2026-12-03 (the baseline of server_depth_check)",
+        figures["orjson_dumps"] = timed(lambda: orjson.dumps(wire))
+        figures["orjson_loads"] = timed(lambda: orjson.loads(text))
+    path = write_results(args.name, {
+        "what": "ms of JSON work on one step record's HTTP body, each timing alone, median (min-max) of the repeats",
         "rows": rows_of(record), "json_bytes": len(text), "body_bytes": len(body),
         "content_encoding": headers.get("Content-Encoding", ""), "figures": figures}, args.out)
     print(f"a step of {rows_of(record):,} rows: {len(text):,} bytes of JSON, {len(body):,} sent")

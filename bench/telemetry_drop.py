@@ -31,11 +31,6 @@ from bench.telemetry_scale import COLUMNS, STAGING_SQL, fill_run
 PLAIN = "bench_plain_decisions"
 
 
-def summary(times_ms: list[float]) -> dict[str, float]:
-    return {"median_ms": statistics.median(times_ms), "min_ms": min(times_ms), "max_ms": max(times_ms),
-            "repeats": len(times_ms)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -45,7 +40,7 @@ def main() -> None:
     parser.add_argument("--name", default="telemetry_drop")
     parser.add_argument("--out", type=Path, default=None, help="folder of the results file (default bench/results)")
     args = parser.parse_args()
-    from bench._timing import bench_team, django_on_postgres, postgres_settings, write_results
+    from bench._timing import bench_team, django_on_postgres, postgres_settings, summary_ms, write_results
 
     django_on_postgres()
     from django.db import connection
@@ -95,8 +90,8 @@ def main() -> None:
                 plain.append((time.perf_counter() - start) * 1e3)
             print(f"{size:>9,} rows #{repeat}: run_rows_drop {partitioned[-1]:8.1f} ms, purge {purged[-1]:8.1f} ms, "
                   f"plain DELETE {plain[-1]:9.1f} ms", flush=True)
-        results.append({"rows_per_run": size, "run_rows_drop": summary(partitioned),
-                        "dropped_partitions_purge": summary(purged), "plain_delete": summary(plain),
+        results.append({"rows_per_run": size, "run_rows_drop": summary_ms(partitioned),
+                        "dropped_partitions_purge": summary_ms(purged), "plain_delete": summary_ms(plain),
                         "plain_over_drop_median": statistics.median(plain) / statistics.median(partitioned)})
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PLAIN}")

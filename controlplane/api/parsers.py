@@ -80,7 +80,7 @@ def json_depth_over(value: Any, limit: int) -> bool:
                 return True
             children = item.values() if isinstance(item, dict) else item
             # Members all of scalar types (a step record's columns: most of its bytes) are passed
-            # over in C, without a Python step each: 2.2 ms of a 3,072-row step's 0.4 MB otherwise.
+            # over in C, without a Python step each: 1.9 ms of a 3,072-row step's 0.4 MB otherwise.
             if _SCALARS.issuperset(map(type, children)):
                 continue
             stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench import helpers
+
 pytestmark = [pytest.mark.slow]
 
 
@@ -24,10 +23,7 @@ def run_bench(script: str, database_url: str, *args: str) -> subprocess.Complete
     if not database_url.startswith("postgres"):
         pytest.skip(f"bench/{script} needs Postgres")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")} | {"DATABASE_URL": database_url}
-    done = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
+    return helpers.run_bench(script, *args, env=env)
 
 
 def test_budget_answer_bench_times_both_answers_and_the_step(live_database_url, tmp_path):

@@ -2,9 +2,6 @@
 rollout-savings series and target reach are computed from events as documented."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,15 +15,7 @@ from bench.rollout_savings import (
     value_at,
     verdict,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+from tests.bench.helpers import run_bench
 
 
 def test_engine_throughput_bench_measures_engine_bare_loop_update_and_train_step(tmp_path):
